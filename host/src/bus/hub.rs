@@ -1,0 +1,412 @@
+//! `Hub`: this node's live fan-out to its SSE connections.
+//!
+//! Committed events reach the hub from this node's publisher and, in cluster
+//! mode, from other nodes through Redis, in no guaranteed order. One
+//! dispatcher task puts them back in per-tenant id order (ids are gapless, see
+//! `store`), fills any gap from the store after a short wait, and hands each
+//! event, framed once, to the bounded queue of every connection subscribed to
+//! its topic. Connections therefore see ids strictly increasing, and a
+//! connection that registers *before* it reads the log misses nothing.
+//!
+//! A queue that is full is not waited on: the connection is marked lagged and
+//! gets nothing more until it has caught up from the log itself.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::event::{Frame, Seq, StoredEvent};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// How long an out-of-order event waits for the ones before it before the
+/// dispatcher reads them from the store.
+const GAP_WAIT: Duration = Duration::from_millis(30);
+/// Most events one gap fill reads.
+const FILL_LIMIT: Seq = 5_000;
+
+/// One connection's end of the fan-out.
+struct Subscriber {
+    tx: mpsc::Sender<Arc<Frame>>,
+    /// Set when the queue overflowed; cleared by the connection once it has
+    /// drained the queue and is about to read the log.
+    lagged: AtomicBool,
+}
+
+type TopicMap = HashMap<Box<str>, HashMap<u64, Arc<Subscriber>>>;
+
+struct Inner {
+    /// tenant -> topic -> subscribers. A std lock: it is never held across an
+    /// `.await`, and dispatch only takes it for reading.
+    subs: RwLock<HashMap<Box<str>, TopicMap>>,
+    next_id: AtomicU64,
+    input: mpsc::UnboundedSender<Input>,
+    metrics: Arc<Metrics>,
+}
+
+/// Handle to the hub; cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+enum Input {
+    /// Committed events, from any node, in any order.
+    Events(Vec<StoredEvent>),
+    /// A gap fill (or tail check) finished for a tenant.
+    Filled {
+        tenant: Arc<str>,
+        events: Vec<StoredEvent>,
+        upto: Seq,
+    },
+    /// The store's current heads, for the tail check.
+    Heads(Vec<(String, Seq)>),
+    /// A fill failed; allow another.
+    FillFailed(Arc<str>),
+}
+
+/// A connection's registration; dropping it unregisters.
+pub struct Subscription {
+    hub: Arc<Inner>,
+    id: u64,
+    tenant: Box<str>,
+    topics: Vec<Box<str>>,
+    shared: Arc<Subscriber>,
+    /// Live events, in id order.
+    pub rx: mpsc::Receiver<Arc<Frame>>,
+}
+
+impl Subscription {
+    /// True when live events were dropped because the queue was full.
+    pub fn lagged(&self) -> bool {
+        self.shared.lagged.load(Ordering::SeqCst)
+    }
+
+    /// Empties the queue and rejoins live fan-out. The caller must read the
+    /// log from its cursor *after* this, so nothing falls between the two.
+    pub fn rearm(&mut self) {
+        while self.rx.try_recv().is_ok() {}
+        self.shared.lagged.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut subs = self.hub.subs.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(topics) = subs.get_mut(&self.tenant) {
+            for t in &self.topics {
+                if let Some(set) = topics.get_mut(t) {
+                    set.remove(&self.id);
+                    if set.is_empty() {
+                        topics.remove(t);
+                    }
+                }
+            }
+            if topics.is_empty() {
+                subs.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// Starts the dispatcher. `heads` are the store's per-tenant heads at
+    /// start: the dispatcher expects each tenant's next id after them.
+    pub fn start(
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        heads: Vec<(String, Seq)>,
+        tail_check: Duration,
+    ) -> Hub {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            subs: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            input: tx,
+            metrics,
+        });
+        let mut d = Dispatcher {
+            hub: inner.clone(),
+            store,
+            tenants: HashMap::new(),
+        };
+        for (slug, head) in heads {
+            d.tenants.insert(Arc::from(slug), TenantSeq::new(head + 1));
+        }
+        tokio::spawn(d.run(rx, tail_check));
+        Hub { inner }
+    }
+
+    /// Hands committed events to the dispatcher.
+    pub fn deliver(&self, events: Vec<StoredEvent>) {
+        if !events.is_empty() {
+            // Fails only once the dispatcher is gone, at shutdown.
+            let _ = self.inner.input.send(Input::Events(events));
+        }
+    }
+
+    /// Registers a connection for `topics` of `tenant` with a queue of `capacity`.
+    pub fn subscribe(&self, tenant: &str, topics: &[String], capacity: usize) -> Subscription {
+        let (tx, rx) = mpsc::channel(capacity);
+        let shared = Arc::new(Subscriber {
+            tx,
+            lagged: AtomicBool::new(false),
+        });
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut subs = self.inner.subs.write().unwrap_or_else(|p| p.into_inner());
+            let by_topic = subs.entry(tenant.into()).or_default();
+            for t in topics {
+                by_topic
+                    .entry(t.as_str().into())
+                    .or_default()
+                    .insert(id, shared.clone());
+            }
+        }
+        Subscription {
+            hub: self.inner.clone(),
+            id,
+            tenant: tenant.into(),
+            topics: topics.iter().map(|t| t.as_str().into()).collect(),
+            shared,
+            rx,
+        }
+    }
+}
+
+/// Per-tenant ordering state.
+struct TenantSeq {
+    /// The id to dispatch next.
+    next: Seq,
+    /// Events that arrived ahead of `next`.
+    pending: BTreeMap<Seq, StoredEvent>,
+    /// When the oldest unresolved gap was first seen.
+    gap_since: Option<Instant>,
+    /// A fill is running.
+    filling: bool,
+}
+
+impl TenantSeq {
+    fn new(next: Seq) -> Self {
+        TenantSeq {
+            next,
+            pending: BTreeMap::new(),
+            gap_since: None,
+            filling: false,
+        }
+    }
+}
+
+struct Dispatcher {
+    hub: Arc<Inner>,
+    store: Arc<dyn Store>,
+    tenants: HashMap<Arc<str>, TenantSeq>,
+}
+
+impl Dispatcher {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>, tail_check: Duration) {
+        let mut tick = tokio::time::interval(GAP_WAIT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tail = tokio::time::interval(tail_check);
+        tail.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(input) => self.handle(input),
+                    // Every `Hub` handle is gone: the node is shutting down.
+                    None => return,
+                },
+                _ = tick.tick() => self.fill_overdue_gaps(),
+                _ = tail.tick() => self.spawn_tail_check(),
+            }
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Events(events) => {
+                for e in events {
+                    self.accept(e);
+                }
+            }
+            Input::Filled {
+                tenant,
+                events,
+                upto,
+            } => {
+                for e in events {
+                    self.accept(e);
+                }
+                if let Some(st) = self.tenants.get_mut(&tenant) {
+                    st.filling = false;
+                    // Ids the store no longer has were trimmed by retention:
+                    // connections that need them get `reset` from the log.
+                    if st.next <= upto && !st.pending.keys().any(|&s| s <= upto) {
+                        let skipped = upto + 1 - st.next;
+                        self.hub.metrics.fanout_gap_skipped.add(skipped);
+                        st.next = upto + 1;
+                        self.drain(&tenant);
+                    }
+                }
+            }
+            Input::Heads(heads) => {
+                for (slug, head) in heads {
+                    let key: Arc<str> = Arc::from(slug);
+                    let st = self
+                        .tenants
+                        .entry(key.clone())
+                        .or_insert_with(|| TenantSeq::new(1));
+                    if head >= st.next && !st.filling && st.pending.is_empty() {
+                        self.hub.metrics.fanout_tail_fills.inc();
+                        self.spawn_fill(key, head);
+                    }
+                }
+            }
+            Input::FillFailed(tenant) => {
+                if let Some(st) = self.tenants.get_mut(&tenant) {
+                    st.filling = false;
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, e: StoredEvent) {
+        let st = match self.tenants.get_mut(&e.tenant) {
+            Some(st) => st,
+            None => self
+                .tenants
+                .entry(e.tenant.clone())
+                .or_insert_with(|| TenantSeq::new(1)),
+        };
+        if e.seq < st.next {
+            return; // already dispatched (our own event echoed back, or a fill overlap)
+        }
+        if e.seq > st.next {
+            st.gap_since.get_or_insert_with(Instant::now);
+            st.pending.insert(e.seq, e);
+            return;
+        }
+        st.next += 1;
+        let tenant = e.tenant.clone();
+        self.dispatch(e);
+        self.drain(&tenant);
+    }
+
+    /// Dispatches pending events that are now in order.
+    fn drain(&mut self, tenant: &Arc<str>) {
+        loop {
+            let Some(st) = self.tenants.get_mut(tenant) else {
+                return;
+            };
+            let Some(entry) = st.pending.first_entry() else {
+                st.gap_since = None;
+                return;
+            };
+            if *entry.key() > st.next {
+                return;
+            }
+            let e = entry.remove();
+            if e.seq < st.next {
+                continue;
+            }
+            st.next += 1;
+            if st.pending.is_empty() {
+                st.gap_since = None;
+            }
+            self.dispatch(e);
+        }
+    }
+
+    fn fill_overdue_gaps(&mut self) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (tenant, st) in &mut self.tenants {
+            if st.filling {
+                continue;
+            }
+            if let (Some(since), Some(&first)) = (st.gap_since, st.pending.keys().next()) {
+                if now.duration_since(since) >= GAP_WAIT {
+                    st.filling = true;
+                    due.push((tenant.clone(), first - 1));
+                }
+            }
+        }
+        for (tenant, upto) in due {
+            self.hub.metrics.fanout_gap_fills.inc();
+            self.spawn_fill_marked(tenant, upto);
+        }
+    }
+
+    fn spawn_fill(&mut self, tenant: Arc<str>, upto: Seq) {
+        if let Some(st) = self.tenants.get_mut(&tenant) {
+            st.filling = true;
+        }
+        self.spawn_fill_marked(tenant, upto);
+    }
+
+    fn spawn_fill_marked(&self, tenant: Arc<str>, upto: Seq) {
+        let Some(st) = self.tenants.get(&tenant) else {
+            return;
+        };
+        let after = st.next - 1;
+        let upto = upto.min(after + FILL_LIMIT);
+        let store = self.store.clone();
+        let input = self.hub.input.clone();
+        tokio::spawn(async move {
+            match store.range(&tenant, after, upto).await {
+                Ok(events) => {
+                    let _ = input.send(Input::Filled {
+                        tenant,
+                        events,
+                        upto,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(%tenant, error = %e, "fan-out gap fill failed; will retry");
+                    let _ = input.send(Input::FillFailed(tenant));
+                }
+            }
+        });
+    }
+
+    fn spawn_tail_check(&self) {
+        let store = self.store.clone();
+        let input = self.hub.input.clone();
+        tokio::spawn(async move {
+            match store.heads().await {
+                Ok(heads) => {
+                    let _ = input.send(Input::Heads(heads));
+                }
+                Err(e) => tracing::debug!(error = %e, "tail check failed"),
+            }
+        });
+    }
+
+    /// Frames the event once and offers it to every subscriber of its topic.
+    fn dispatch(&self, e: StoredEvent) {
+        let m = &self.hub.metrics;
+        m.events_dispatched.inc();
+        let subs = self.hub.subs.read().unwrap_or_else(|p| p.into_inner());
+        let Some(set) = subs.get(&*e.tenant).and_then(|t| t.get(e.topic.as_str())) else {
+            return;
+        };
+        let frame = Arc::new(Frame::from_parts(e.seq, &e.topic, &e.kind, &e.json));
+        let mut lagged = 0;
+        for sub in set.values() {
+            if sub.lagged.load(Ordering::Relaxed) {
+                continue;
+            }
+            if let Err(mpsc::error::TrySendError::Full(_)) = sub.tx.try_send(frame.clone()) {
+                sub.lagged.store(true, Ordering::SeqCst);
+                lagged += 1;
+            }
+        }
+        m.fanout_offers.add(set.len() as u64);
+        if lagged > 0 {
+            m.client_lagged.add(lagged);
+        }
+    }
+}

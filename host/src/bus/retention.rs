@@ -1,0 +1,85 @@
+//! `Retention`: keeps each topic's replay history within a count and an age.
+//!
+//! The publisher notes which topics it appended to; a sweeper trims those by
+//! count and the whole log by age on an interval. Every trim records the
+//! highest id it removed per topic, so a resume from before it gets `reset`
+//! instead of a silent gap.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::event::StoredEvent;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Retention policy and the topics touched since the last sweep.
+pub struct Retention {
+    keep: u64,
+    max_age: Duration,
+    touched: Mutex<HashSet<(Arc<str>, String)>>,
+}
+
+impl Retention {
+    /// A policy keeping `keep` events per topic for at most `max_age`.
+    pub fn new(keep: u64, max_age: Duration) -> Self {
+        Retention {
+            keep,
+            max_age,
+            touched: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Notes the topics of committed events (once per batch).
+    pub fn touched(&self, events: &[StoredEvent]) {
+        let mut set = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+        for e in events {
+            if !set.contains(&(e.tenant.clone(), e.topic.clone())) {
+                set.insert((e.tenant.clone(), e.topic.clone()));
+            }
+        }
+    }
+
+    /// One sweep: trims touched topics by count, then everything by age.
+    pub async fn sweep(&self, store: &dyn Store, metrics: &Metrics) {
+        let topics: Vec<_> =
+            std::mem::take(&mut *self.touched.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .collect();
+        for (tenant, topic) in topics {
+            match store.trim_topic(&tenant, &topic, self.keep).await {
+                Ok(n) => metrics.retention_trimmed.add(n),
+                Err(e) => {
+                    tracing::warn!(%tenant, %topic, error = %e, "retention trim failed");
+                    self.touched
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert((tenant, topic));
+                }
+            }
+        }
+        let cutoff = crate::event::now_ms() - self.max_age.as_millis() as i64;
+        match store.trim_older_than(cutoff).await {
+            Ok(n) => metrics.retention_trimmed.add(n),
+            Err(e) => tracing::warn!(error = %e, "retention by age failed"),
+        }
+    }
+
+    /// Sweeps on `every` until the token is cancelled.
+    pub async fn run(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        every: Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => self.sweep(&*store, &metrics).await,
+            }
+        }
+    }
+}

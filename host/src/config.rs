@@ -1,0 +1,418 @@
+//! One `Config`, built from flags, environment variables and an optional TOML
+//! file (in that order of precedence), validated once at start.
+//!
+//! Only this module reads the environment; everything else is handed a `Config`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+/// Errors found while reading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has unknown keys.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is out of range or inconsistent with another.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Server options as given on the command line or in the environment.
+///
+/// Every field is optional here so that the file and the defaults can fill in
+/// what flags and variables leave open.
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// TOML file with any of these options (keys are the flag names with `_`).
+    #[arg(long = "config", env = "SWITCHYARD_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
+    /// HTTP listen address.
+    #[arg(long, env = "SWITCHYARD_LISTEN")]
+    pub listen: Option<String>,
+    /// Embedded mode's SQLite file and generated secrets.
+    #[arg(long, env = "SWITCHYARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Watched plugins directory.
+    #[arg(long, env = "SWITCHYARD_PLUGINS_DIR")]
+    pub plugins_dir: Option<PathBuf>,
+    /// Redis URL; together with `database_url` selects cluster mode.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Postgres URL; together with `redis_url` selects cluster mode.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Prefix of every Redis key this deployment uses.
+    #[arg(long, env = "SWITCHYARD_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+    /// HS256 secret for client tokens (generated into the data dir when unset).
+    #[arg(long, env = "SWITCHYARD_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Bearer token for `/admin/*` and `POST /api/events` (unset: admin API off).
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Heartbeat comment interval on streams, in milliseconds.
+    #[arg(long, env = "SWITCHYARD_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// The `retry:` hint sent to clients, in milliseconds.
+    #[arg(long, env = "SWITCHYARD_RETRY_MS")]
+    pub retry_ms: Option<u64>,
+    /// Allowed CORS origins, comma separated, or `*`.
+    #[arg(long, env = "SWITCHYARD_CORS_ORIGINS")]
+    pub cors_origins: Option<String>,
+    /// Events kept per topic for replay.
+    #[arg(long, env = "SWITCHYARD_RETENTION_EVENTS")]
+    pub retention_events: Option<u64>,
+    /// Age after which events leave the replay history, in seconds.
+    #[arg(long, env = "SWITCHYARD_RETENTION_SECONDS")]
+    pub retention_seconds: Option<u64>,
+    /// How often retention is enforced, in milliseconds.
+    #[arg(long, env = "SWITCHYARD_RETENTION_SWEEP_MS")]
+    pub retention_sweep_ms: Option<u64>,
+    /// Live events buffered per connection before it falls back to the log.
+    #[arg(long, env = "SWITCHYARD_CLIENT_QUEUE")]
+    pub client_queue: Option<usize>,
+    /// A stream that accepts no bytes for this long is closed, in milliseconds.
+    #[arg(long, env = "SWITCHYARD_WRITE_DEADLINE_MS")]
+    pub write_deadline_ms: Option<u64>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "SWITCHYARD_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Most concurrent connections (default: the open-file limit less a reserve).
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// How long shutdown may take before remaining connections are cut, in ms.
+    #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE_MS")]
+    pub shutdown_grace_ms: Option<u64>,
+    /// How often a node checks the store for events it has not seen, in ms.
+    #[arg(long, env = "SWITCHYARD_TAIL_CHECK_MS")]
+    pub tail_check_ms: Option<u64>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "SWITCHYARD_LOG_JSON")]
+    pub log_json: Option<bool>,
+}
+
+impl Options {
+    /// Fills every field still unset from `other`.
+    pub fn or(self, other: Options) -> Options {
+        macro_rules! pick {
+            ($($f:ident),*) => { Options { config_file: self.config_file.or(other.config_file), $($f: self.$f.or(other.$f)),* } };
+        }
+        pick!(
+            listen,
+            data_dir,
+            plugins_dir,
+            redis_url,
+            database_url,
+            redis_prefix,
+            jwt_secret,
+            admin_token,
+            heartbeat_ms,
+            retry_ms,
+            cors_origins,
+            retention_events,
+            retention_seconds,
+            retention_sweep_ms,
+            client_queue,
+            write_deadline_ms,
+            max_body_bytes,
+            max_connections,
+            shutdown_grace_ms,
+            tail_check_ms,
+            log_json
+        )
+    }
+}
+
+/// Which deployment mode the node runs in.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// SQLite file plus an in-process bus; no outside services.
+    Embedded,
+    /// Redis for fan-out, Postgres as the system of record.
+    Cluster {
+        /// Redis URL (may hold a password: never logged).
+        redis_url: String,
+        /// Postgres URL (may hold a password: never logged).
+        database_url: String,
+    },
+}
+
+/// CORS policy for browsers on other origins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cors {
+    /// No cross-origin access.
+    Off,
+    /// Any origin.
+    Any,
+    /// Exactly these origins.
+    List(Vec<String>),
+}
+
+/// The validated configuration of one node.
+#[derive(Clone)]
+pub struct Config {
+    /// HTTP listen address.
+    pub listen: String,
+    /// Embedded mode's data directory.
+    pub data_dir: PathBuf,
+    /// Watched plugins directory.
+    pub plugins_dir: PathBuf,
+    /// Deployment mode.
+    pub mode: Mode,
+    /// Prefix of Redis keys.
+    pub redis_prefix: String,
+    /// Client token secret, if configured (else generated into the data dir).
+    pub jwt_secret: Option<String>,
+    /// Admin bearer token; `None` turns the admin API off.
+    pub admin_token: Option<String>,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// `retry:` hint.
+    pub retry: Duration,
+    /// CORS policy.
+    pub cors: Cors,
+    /// Events kept per topic.
+    pub retention_events: u64,
+    /// Maximum age of kept events.
+    pub retention_age: Duration,
+    /// Retention sweep interval.
+    pub retention_sweep: Duration,
+    /// Per-connection live queue capacity.
+    pub client_queue: usize,
+    /// Write deadline for streams.
+    pub write_deadline: Duration,
+    /// Request body cap.
+    pub max_body_bytes: usize,
+    /// Connection cap; `None` means derive it from the open-file limit.
+    pub max_connections: Option<usize>,
+    /// Shutdown bound.
+    pub shutdown_grace: Duration,
+    /// Interval of the store tail check that fills fan-out gaps.
+    pub tail_check: Duration,
+    /// JSON logs.
+    pub log_json: bool,
+}
+
+// Secrets and URLs with passwords stay out of logs, so Debug is hand-written.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("plugins_dir", &self.plugins_dir)
+            .field("mode", &self.mode_name())
+            .field("redis_prefix", &self.redis_prefix)
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("heartbeat", &self.heartbeat)
+            .field("cors", &self.cors)
+            .field("retention_events", &self.retention_events)
+            .field("retention_age", &self.retention_age)
+            .field("client_queue", &self.client_queue)
+            .field("write_deadline", &self.write_deadline)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Builds the configuration: flags and environment over the file over defaults.
+    pub fn load(options: Options) -> Result<Config, Error> {
+        let file = match &options.config_file {
+            Some(path) => read_file(path)?,
+            None => Options::default(),
+        };
+        Config::from_options(options.or(file))
+    }
+
+    /// Applies defaults and validates.
+    pub fn from_options(o: Options) -> Result<Config, Error> {
+        let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+        let mode = match (non_empty(o.redis_url), non_empty(o.database_url)) {
+            (Some(redis_url), Some(database_url)) => Mode::Cluster {
+                redis_url,
+                database_url,
+            },
+            (None, None) => Mode::Embedded,
+            (Some(_), None) => {
+                return Err(Error::Invalid(
+                    "REDIS_URL is set but DATABASE_URL is not: cluster mode needs both".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(Error::Invalid(
+                    "DATABASE_URL is set but REDIS_URL is not: cluster mode needs both".into(),
+                ))
+            }
+        };
+        let listen = o.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+        if listen.parse::<SocketAddr>().is_err() && !listen.contains(':') {
+            return Err(Error::Invalid(format!(
+                "SWITCHYARD_LISTEN must be host:port, got {listen:?}"
+            )));
+        }
+        let cors = match o.cors_origins.as_deref().map(str::trim) {
+            None | Some("") => Cors::Off,
+            Some("*") => Cors::Any,
+            Some(list) => Cors::List(
+                list.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+            ),
+        };
+        let redis_prefix = o.redis_prefix.unwrap_or_else(|| "switchyard".into());
+        if redis_prefix.is_empty() || redis_prefix.contains(char::is_whitespace) {
+            return Err(Error::Invalid(
+                "SWITCHYARD_REDIS_PREFIX must be non-empty without spaces".into(),
+            ));
+        }
+        let admin_token = non_empty(o.admin_token);
+        if let Some(t) = &admin_token {
+            if t.len() < 8 {
+                return Err(Error::Invalid(
+                    "SWITCHYARD_ADMIN_TOKEN must be at least 8 characters".into(),
+                ));
+            }
+        }
+        let ms = |v: Option<u64>, default: u64, name: &str| -> Result<Duration, Error> {
+            let v = v.unwrap_or(default);
+            if v == 0 {
+                return Err(Error::Invalid(format!("{name} must be greater than 0")));
+            }
+            Ok(Duration::from_millis(v))
+        };
+        let client_queue = o.client_queue.unwrap_or(256);
+        if client_queue < 2 {
+            return Err(Error::Invalid(
+                "SWITCHYARD_CLIENT_QUEUE must be at least 2".into(),
+            ));
+        }
+        let retention_events = o.retention_events.unwrap_or(100_000);
+        if retention_events == 0 {
+            return Err(Error::Invalid(
+                "SWITCHYARD_RETENTION_EVENTS must be at least 1".into(),
+            ));
+        }
+        Ok(Config {
+            listen,
+            data_dir: o.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
+            plugins_dir: o
+                .plugins_dir
+                .unwrap_or_else(|| PathBuf::from("./plugins.d")),
+            mode,
+            redis_prefix,
+            jwt_secret: non_empty(o.jwt_secret),
+            admin_token,
+            heartbeat: ms(o.heartbeat_ms, 15_000, "SWITCHYARD_HEARTBEAT_MS")?,
+            retry: ms(o.retry_ms, 3_000, "SWITCHYARD_RETRY_MS")?,
+            cors,
+            retention_events,
+            retention_age: Duration::from_secs(o.retention_seconds.unwrap_or(7 * 24 * 3600)),
+            retention_sweep: ms(o.retention_sweep_ms, 5_000, "SWITCHYARD_RETENTION_SWEEP_MS")?,
+            client_queue,
+            write_deadline: ms(o.write_deadline_ms, 30_000, "SWITCHYARD_WRITE_DEADLINE_MS")?,
+            max_body_bytes: o.max_body_bytes.unwrap_or(1024 * 1024),
+            max_connections: o.max_connections,
+            shutdown_grace: ms(o.shutdown_grace_ms, 10_000, "SWITCHYARD_SHUTDOWN_GRACE_MS")?,
+            tail_check: ms(o.tail_check_ms, 1_000, "SWITCHYARD_TAIL_CHECK_MS")?,
+            log_json: o.log_json.unwrap_or(false),
+        })
+    }
+
+    /// `embedded` or `cluster`, for logs and `/ready`.
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode {
+            Mode::Embedded => "embedded",
+            Mode::Cluster { .. } => "cluster",
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<Options, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| Error::Parse {
+        path: path.to_path_buf(),
+        message: e.message().to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_embedded_on_localhost() {
+        let c = Config::from_options(Options::default()).expect("defaults are valid");
+        assert!(c.mode == Mode::Embedded);
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.heartbeat, Duration::from_secs(15));
+        assert_eq!(c.cors, Cors::Off);
+    }
+
+    #[test]
+    fn cluster_needs_both_urls() {
+        let o = Options {
+            redis_url: Some("redis://127.0.0.1".into()),
+            ..Default::default()
+        };
+        let err = Config::from_options(o).expect_err("must fail");
+        assert!(err.to_string().contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn flags_win_over_file_and_secrets_stay_out_of_debug() {
+        let flags = Options {
+            heartbeat_ms: Some(500),
+            ..Default::default()
+        };
+        let file: Options =
+            toml::from_str("heartbeat_ms = 9000\nadmin_token = \"file-secret-123\"\n")
+                .expect("toml");
+        let c = Config::from_options(flags.or(file)).expect("valid");
+        assert_eq!(c.heartbeat, Duration::from_millis(500));
+        assert_eq!(c.admin_token.as_deref(), Some("file-secret-123"));
+        assert!(!format!("{c:?}").contains("file-secret-123"));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        assert!(toml::from_str::<Options>("heartbeat = 5").is_err());
+    }
+
+    #[test]
+    fn cors_list_is_split() {
+        let o = Options {
+            cors_origins: Some("http://a.test, http://b.test".into()),
+            ..Default::default()
+        };
+        let c = Config::from_options(o).expect("valid");
+        assert_eq!(
+            c.cors,
+            Cors::List(vec!["http://a.test".into(), "http://b.test".into()])
+        );
+    }
+}

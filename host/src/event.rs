@@ -1,0 +1,253 @@
+//! Events, topics and the names they are made of, with their validation rules.
+//!
+//! An event is serialized to its JSON text exactly once, when it is appended
+//! to the log; the log, the fan-out, REST and SSE all carry that text.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// A per-tenant sequence number: the event id, ordered, gapless, the same on
+/// every node, and the whole `Last-Event-ID` cursor of a stream.
+pub type Seq = u64;
+
+/// An event as a producer hands it in, before it has an id.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Tenant slug.
+    pub tenant: String,
+    /// Validated topic name.
+    pub topic: String,
+    /// Validated event type.
+    pub kind: String,
+    /// Compact JSON text of the data (no raw newlines: safe on an SSE `data:` line).
+    pub data: String,
+    /// Also keep `data` as the topic's current state (its `snapshot`).
+    pub retain: bool,
+}
+
+/// An event as stored in the log.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Id within the tenant.
+    pub seq: Seq,
+    /// Tenant slug.
+    pub tenant: Arc<str>,
+    /// Topic name.
+    pub topic: String,
+    /// Event type.
+    pub kind: String,
+    /// The event's JSON text: `{id, tenant, topic, type, data, ts}`.
+    pub json: String,
+    /// Milliseconds since the Unix epoch.
+    pub ts: i64,
+}
+
+#[derive(Serialize)]
+struct EventJson<'a> {
+    id: Seq,
+    tenant: &'a str,
+    topic: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    data: &'a RawValue,
+    ts: i64,
+}
+
+/// Renders an event's JSON text once, at append.
+pub fn event_json(seq: Seq, tenant: &str, topic: &str, kind: &str, data: &str, ts: i64) -> String {
+    // `data` was produced by serde_json in compact form, so it is valid JSON.
+    let data = RawValue::from_string(data.to_string())
+        .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is valid JSON"));
+    serde_json::to_string(&EventJson {
+        id: seq,
+        tenant,
+        topic,
+        kind,
+        data: &data,
+        ts,
+    })
+    .expect("serializing strings and numbers cannot fail")
+}
+
+/// An event ready to write to any number of SSE connections: its frame is
+/// built once and shared (`Bytes` clones are reference counts).
+#[derive(Debug)]
+pub struct Frame {
+    /// Id within the tenant.
+    pub seq: Seq,
+    /// Topic, for per-topic skipping during reset.
+    pub topic: Box<str>,
+    /// Event type, for `events=` filtering.
+    pub kind: Box<str>,
+    /// `id:`, `event:` and `data:` lines and the blank line.
+    pub bytes: Bytes,
+}
+
+impl Frame {
+    /// Builds the frame for a stored event.
+    pub fn from_parts(seq: Seq, topic: &str, kind: &str, json: &str) -> Frame {
+        Frame {
+            seq,
+            topic: topic.into(),
+            kind: kind.into(),
+            bytes: crate::sse::encode::event(seq, kind, json),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Why a name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NameError(pub String);
+
+fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@')
+}
+
+/// Checks a tenant slug: 1 to 63 of `a-z`, `0-9`, `-`, starting alphanumeric.
+pub fn validate_slug(slug: &str) -> Result<(), NameError> {
+    let ok = !slug.is_empty()
+        && slug.len() <= 63
+        && slug.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && slug
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(NameError(format!(
+            "tenant slug {slug:?} must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit"
+        )))
+    }
+}
+
+/// The kinds of topic, each with its own access rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicKind {
+    /// `global`: tenant-wide, public.
+    Global,
+    /// `tenant:{slug}`: broadcasts of the named tenant, which must be the request's.
+    Tenant,
+    /// `product:{id}`: public bid activity.
+    Product,
+    /// `user:{id}`: private to that user.
+    User,
+    /// Any other `{kind}:{id}`: public, producer-defined.
+    Custom,
+}
+
+/// Checks a topic name and says what kind it is.
+///
+/// A topic is `global` or `{kind}:{id}`: `kind` is 1 to 32 of `a-z`, `0-9`,
+/// `_`, `-` starting with a letter; `id` is 1 to 128 of letters, digits,
+/// `-`, `_`, `.`, `@`. Nothing else, so no name can smuggle a newline or a
+/// separator into a frame, a Redis key or a log line.
+pub fn classify_topic(topic: &str) -> Result<TopicKind, NameError> {
+    if topic == "global" {
+        return Ok(TopicKind::Global);
+    }
+    let Some((kind, id)) = topic.split_once(':') else {
+        return Err(NameError(format!(
+            "topic {topic:?} is neither \"global\" nor of the form kind:id"
+        )));
+    };
+    let kind_ok = !kind.is_empty()
+        && kind.len() <= 32
+        && kind.starts_with(|c: char| c.is_ascii_lowercase())
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !kind_ok {
+        return Err(NameError(format!(
+            "topic kind {kind:?} must be 1-32 characters of a-z, 0-9, '_' and '-', starting with a letter"
+        )));
+    }
+    if id.is_empty() || id.len() > 128 || !id.chars().all(is_id_char) {
+        return Err(NameError(format!(
+            "topic id {id:?} must be 1-128 characters of letters, digits, '-', '_', '.' and '@'"
+        )));
+    }
+    Ok(match kind {
+        "tenant" => TopicKind::Tenant,
+        "product" => TopicKind::Product,
+        "user" => TopicKind::User,
+        _ => TopicKind::Custom,
+    })
+}
+
+/// Checks an event type: 1 to 64 of letters, digits, `.`, `_`, `-`, `:`.
+pub fn validate_kind(kind: &str) -> Result<(), NameError> {
+    let ok = !kind.is_empty()
+        && kind.len() <= 64
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'));
+    if !ok {
+        return Err(NameError(format!(
+            "event type {kind:?} must be 1-64 characters of letters, digits, '.', '_', '-' and ':'"
+        )));
+    }
+    if matches!(kind, "snapshot" | "reset" | "shutdown") {
+        return Err(NameError(format!(
+            "event type {kind:?} is reserved for the server"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_are_classified() {
+        assert_eq!(classify_topic("global"), Ok(TopicKind::Global));
+        assert_eq!(classify_topic("tenant:acme"), Ok(TopicKind::Tenant));
+        assert_eq!(classify_topic("user:42"), Ok(TopicKind::User));
+        assert_eq!(classify_topic("product:p-1"), Ok(TopicKind::Product));
+        assert_eq!(
+            classify_topic("service:balance-sync"),
+            Ok(TopicKind::Custom)
+        );
+    }
+
+    #[test]
+    fn bad_topics_are_refused() {
+        for bad in [
+            "", "nope", ":x", "a:", "A:b", "a:b\nc", "a:b c", "a:b:c", "1x:y",
+        ] {
+            assert!(classify_topic(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn kinds_refuse_newlines_and_reserved_names() {
+        assert!(validate_kind("bid.accepted").is_ok());
+        assert!(validate_kind("a\nb").is_err());
+        assert!(validate_kind("reset").is_err());
+        assert!(validate_kind("").is_err());
+    }
+
+    #[test]
+    fn event_json_has_every_field() {
+        let j = event_json(7, "acme", "global", "note", r#"{"a":1}"#, 1000);
+        let v: serde_json::Value = serde_json::from_str(&j).expect("json");
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["tenant"], "acme");
+        assert_eq!(v["topic"], "global");
+        assert_eq!(v["type"], "note");
+        assert_eq!(v["data"]["a"], 1);
+        assert_eq!(v["ts"], 1000);
+    }
+}

@@ -1,0 +1,48 @@
+//! `/admin/tenants`: create and list tenants (admin token).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::extract::{Admin, AppJson};
+use crate::error::ApiError;
+use crate::event::validate_slug;
+use crate::state::AppState;
+
+/// The request body of `POST /admin/tenants`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    slug: String,
+    name: String,
+}
+
+/// `POST /admin/tenants`: 201 with the tenant, 409 if the slug is taken.
+pub async fn create_tenant(
+    State(state): State<AppState>,
+    _admin: Admin,
+    AppJson(body): AppJson<NewTenant>,
+) -> Result<Response, ApiError> {
+    validate_slug(&body.slug)
+        .map_err(|e| ApiError::invalid("invalid_slug", format!("`slug`: {e}")))?;
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(ApiError::invalid(
+            "invalid_name",
+            "`name` must be 1-200 characters",
+        ));
+    }
+    let tenant = state.backend.store.create_tenant(&body.slug, name).await?;
+    tracing::info!(tenant = %tenant.slug, "tenant created");
+    Ok((StatusCode::CREATED, axum::Json(tenant)).into_response())
+}
+
+/// `GET /admin/tenants`.
+pub async fn list_tenants(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<Response, ApiError> {
+    let tenants = state.backend.store.tenants().await?;
+    Ok(axum::Json(serde_json::json!({ "tenants": tenants })).into_response())
+}

@@ -1,0 +1,10 @@
+//! The HTTP API: `router` wires one file per resource.
+
+pub mod access;
+pub mod admin;
+pub mod events;
+pub mod extract;
+pub mod ops;
+pub mod router;
+pub mod streams;
+pub mod topics;

@@ -1,0 +1,153 @@
+//! SSE endpoints: `GET /events?tenant=…&topic=…` and `GET /events/tenants/{slug}`.
+//!
+//! Query parameters the host owns: `tenant`, `topic` (repeatable), `events`
+//! (comma-separated types to keep), `lastEventId` (the `Last-Event-ID` header
+//! wins over it). Anything else is a subscription parameter for plugins.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+
+use super::access::{self, Caller};
+use super::extract::{is_admin, QueryPairs};
+use crate::error::ApiError;
+use crate::event::{validate_kind, Seq};
+use crate::sse::session::{Session, StreamRequest};
+use crate::state::AppState;
+
+/// Most topics one stream may subscribe to.
+const MAX_TOPICS: usize = 32;
+
+/// `GET /events`.
+pub async fn multi(
+    State(state): State<AppState>,
+    parts: Parts,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    let topics: Vec<String> = q.all("topic").map(str::to_string).collect();
+    open(state, parts, &q, q.get("tenant"), topics).await
+}
+
+/// `GET /events/tenants/{slug}`: the tenant's broadcasts.
+pub async fn tenant(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    parts: Parts,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    let topic = format!("tenant:{slug}");
+    open(state, parts, &q, Some(&slug), vec![topic]).await
+}
+
+async fn open(
+    state: AppState,
+    parts: Parts,
+    q: &QueryPairs,
+    tenant: Option<&str>,
+    mut topics: Vec<String>,
+) -> Result<Response, ApiError> {
+    if state.streams.shutdown.is_cancelled() {
+        return Err(ApiError::unavailable(
+            "shutting_down",
+            "this node is shutting down; reconnect",
+        ));
+    }
+    let tenant = access::tenant(&state, tenant, "tenant").await?;
+    if topics.is_empty() {
+        return Err(ApiError::invalid(
+            "missing_topic",
+            "at least one `topic` query parameter is required",
+        ));
+    }
+    topics.sort();
+    topics.dedup();
+    if topics.len() > MAX_TOPICS {
+        return Err(ApiError::invalid(
+            "too_many_topics",
+            format!("a stream may subscribe to at most {MAX_TOPICS} topics"),
+        ));
+    }
+    let caller = if is_admin(&parts, &state) {
+        Caller::Admin
+    } else {
+        Caller::Anonymous
+    };
+    for t in &topics {
+        access::may_read(t, &tenant.slug, caller)?;
+    }
+    let types = match q.get("events").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(list) => {
+            let types: Vec<String> = list.split(',').map(|s| s.trim().to_string()).collect();
+            for t in &types {
+                validate_kind(t)
+                    .map_err(|e| ApiError::invalid("invalid_events", format!("`events`: {e}")))?;
+            }
+            Some(types)
+        }
+    };
+    let header_id = parts
+        .headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("\u{fffd}").trim().to_string());
+    let last_event_id = parse_last_event_id(header_id.as_deref().or(q.get("lastEventId")))?;
+    let req = StreamRequest {
+        tenant: tenant.slug.clone(),
+        topics,
+        types,
+        last_event_id,
+        expires_at: None,
+    };
+    let session = Session::open(state.streams.clone(), req).await?;
+    tracing::debug!(tenant = %tenant.slug, resume = ?last_event_id, "stream opened");
+    Ok(sse_response(session))
+}
+
+/// An empty id means "no cursor"; anything but a decimal id is a 400.
+fn parse_last_event_id(v: Option<&str>) -> Result<Option<Seq>, ApiError> {
+    match v.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) => s.parse::<Seq>().map(Some).map_err(|_| {
+            let shown: String = s.chars().take(40).collect();
+            ApiError::invalid(
+                "invalid_last_event_id",
+                format!("Last-Event-ID must be an event id (a decimal number) from this tenant, got {shown:?}"),
+            )
+        }),
+    }
+}
+
+fn sse_response(session: Session) -> Response {
+    let stream = futures_util::stream::unfold(session, |mut s| async move {
+        s.next()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), s))
+    });
+    let mut res = Response::new(Body::from_stream(stream));
+    *res.status_mut() = StatusCode::OK;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_event_id_parsing() {
+        assert_eq!(parse_last_event_id(None).ok(), Some(None));
+        assert_eq!(parse_last_event_id(Some("")).ok(), Some(None));
+        assert_eq!(parse_last_event_id(Some("42")).ok(), Some(Some(42)));
+        assert!(parse_last_event_id(Some("abc")).is_err());
+        assert!(parse_last_event_id(Some("-1")).is_err());
+        assert!(parse_last_event_id(Some("1-0")).is_err());
+    }
+}

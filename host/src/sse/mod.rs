@@ -1,0 +1,4 @@
+//! Server-Sent Events: frame encoding and the per-connection session.
+
+pub mod encode;
+pub mod session;

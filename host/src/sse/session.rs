@@ -1,0 +1,391 @@
+//! `Session`: one SSE connection, from registration to its last frame.
+//!
+//! The order of operations is what makes resume exact:
+//!
+//! 1. Register with the hub (live events start queueing).
+//! 2. Read the log from the cursor (`Last-Event-ID`), page by page, sending
+//!    what is there and advancing the cursor.
+//! 3. Go live: send queued events with an id above the cursor, skip the rest.
+//!
+//! Every event committed after the read in step 2 reaches the queue, because
+//! the hub dispatches only committed events and registration came first. A
+//! queue that overflows is emptied and the session goes back to step 2 from
+//! its cursor, so a slow reader catches up from the log instead of being cut
+//! off or silently losing events.
+//!
+//! The cursor is a single per-tenant id, so the `id:` of the last frame is the
+//! whole resume state of a multi-topic stream.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::time::{Instant, Interval, Sleep};
+use tokio_util::sync::CancellationToken;
+
+use super::encode;
+use crate::bus::hub::{Hub, Subscription};
+use crate::event::{Frame, Seq};
+use crate::metrics::{Gauge, Metrics};
+use crate::store::{self, Page, Store, TopicState};
+
+/// Events read from the log per page while replaying.
+const PAGE: usize = 1_000;
+/// Live events taken from the queue per wake-up.
+const LIVE_BATCH: usize = 128;
+
+/// What every session shares.
+pub struct StreamContext {
+    /// The log.
+    pub store: Arc<dyn Store>,
+    /// Live fan-out.
+    pub hub: Hub,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// `retry:` hint.
+    pub retry: Duration,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// Live queue capacity per connection.
+    pub queue: usize,
+    /// Cancelled when the node shuts down.
+    pub shutdown: CancellationToken,
+}
+
+/// A validated subscription request.
+#[derive(Debug, Clone)]
+pub struct StreamRequest {
+    /// Tenant slug (known to exist).
+    pub tenant: String,
+    /// Topics (validated, deduplicated, access checked).
+    pub topics: Vec<String>,
+    /// Only these event types, if given.
+    pub types: Option<Vec<String>>,
+    /// Resume after this id.
+    pub last_event_id: Option<Seq>,
+    /// End the stream with `auth.expired` at this instant.
+    pub expires_at: Option<Instant>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    CatchUp,
+    Live,
+    Done,
+}
+
+/// One connection's stream.
+pub struct Session {
+    ctx: Arc<StreamContext>,
+    req: StreamRequest,
+    /// Highest id dealt with (sent, filtered out or skipped).
+    cursor: Seq,
+    /// Highest id the client has been told (its `lastEventId`).
+    told: Seq,
+    sub: Subscription,
+    phase: Phase,
+    out: VecDeque<Bytes>,
+    heartbeat: Interval,
+    expiry: Option<Pin<Box<Sleep>>>,
+    /// Topics reset during this session: their events up to the id are skipped
+    /// (the snapshot already covers them).
+    skip: Vec<(String, Seq)>,
+    tenant_gauge: Arc<Gauge>,
+}
+
+impl Session {
+    /// Registers and performs the first read, so that an unknown tenant or a
+    /// store that is down becomes an HTTP error rather than an empty stream.
+    pub async fn open(
+        ctx: Arc<StreamContext>,
+        req: StreamRequest,
+    ) -> Result<Session, store::Error> {
+        let sub = ctx.hub.subscribe(&req.tenant, &req.topics, ctx.queue);
+        let (cursor, page, phase) = match req.last_event_id {
+            None => {
+                let page = ctx.store.read(&req.tenant, &req.topics, None, 0).await?;
+                (page.head, page, Phase::Live)
+            }
+            Some(c) => {
+                let page = ctx
+                    .store
+                    .read(&req.tenant, &req.topics, Some(c), PAGE)
+                    .await?;
+                (c, page, Phase::CatchUp)
+            }
+        };
+        let hb = ctx.heartbeat;
+        let tenant_gauge = ctx.metrics.tenant_connections(&req.tenant);
+        tenant_gauge.add(1);
+        ctx.metrics.connections.add(1);
+        ctx.metrics.connections_opened.inc();
+        let mut s = Session {
+            expiry: req
+                .expires_at
+                .map(|at| Box::pin(tokio::time::sleep_until(at))),
+            ctx,
+            req,
+            cursor,
+            told: cursor,
+            sub,
+            phase,
+            out: VecDeque::new(),
+            heartbeat: tokio::time::interval_at(Instant::now() + hb, hb),
+            skip: Vec::new(),
+            tenant_gauge,
+        };
+        s.out.push_back(Bytes::from(format!(
+            "retry: {}\nid: {}\n\n",
+            s.ctx.retry.as_millis(),
+            s.cursor
+        )));
+        match s.phase {
+            Phase::Live => {
+                // A fresh subscriber: the retained state, then live events.
+                let states = std::mem::take(&mut { page }.topics);
+                for st in &states {
+                    s.push_snapshot(st);
+                }
+            }
+            _ => {
+                if s.apply(page, PAGE) {
+                    s.phase = Phase::Live;
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// The next bytes to write; `None` ends the stream.
+    pub async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(b) = self.out.pop_front() {
+                return Some(b);
+            }
+            match self.phase {
+                Phase::Done => return None,
+                Phase::CatchUp => self.catch_up().await,
+                Phase::Live => self.live().await,
+            }
+        }
+    }
+
+    async fn catch_up(&mut self) {
+        if self.ctx.shutdown.is_cancelled() {
+            self.finish_shutdown();
+            return;
+        }
+        let read = self
+            .ctx
+            .store
+            .read(&self.req.tenant, &self.req.topics, Some(self.cursor), PAGE)
+            .await;
+        match read {
+            Ok(page) => {
+                if self.apply(page, PAGE) {
+                    self.phase = Phase::Live;
+                }
+            }
+            Err(e) => {
+                // The client resumes from its last id once the store is back.
+                tracing::warn!(tenant = %self.req.tenant, error = %e, "replay read failed; closing stream");
+                self.phase = Phase::Done;
+            }
+        }
+    }
+
+    async fn live(&mut self) {
+        if self.sub.lagged() {
+            // Queue overflowed: drop it and catch up from the log by cursor.
+            self.sub.rearm();
+            self.phase = Phase::CatchUp;
+            return;
+        }
+        let expiry = async {
+            match self.expiry.as_mut() {
+                Some(s) => s.as_mut().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = self.ctx.shutdown.cancelled() => self.finish_shutdown(),
+            _ = expiry => {
+                let data = format!(
+                    "{{\"tenant\":{},\"reason\":\"token expired; reconnect with a fresh token\"}}",
+                    json_str(&self.req.tenant)
+                );
+                self.out.push_back(control(self.cursor, "auth.expired", &data));
+                self.phase = Phase::Done;
+            }
+            frame = self.sub.rx.recv() => match frame {
+                Some(f) => {
+                    let mut sent = self.offer(&f) as u64;
+                    for _ in 0..LIVE_BATCH {
+                        match self.sub.rx.try_recv() {
+                            Ok(f) => sent += self.offer(&f) as u64,
+                            Err(_) => break,
+                        }
+                    }
+                    self.ctx.metrics.events_sent.add(sent);
+                }
+                None => self.phase = Phase::Done,
+            },
+            _ = self.heartbeat.tick() => {
+                self.out.push_back(encode::heartbeat());
+                if self.cursor > self.told {
+                    // Filtered-out events moved the cursor: tell the client,
+                    // so its resume point stays inside the retained history.
+                    self.told = self.cursor;
+                    self.out.push_back(Bytes::from(format!("id: {}\n\n", self.cursor)));
+                }
+            }
+        }
+    }
+
+    /// Queues a live frame if the client has not had it; returns whether it was sent.
+    fn offer(&mut self, f: &Arc<Frame>) -> bool {
+        if f.seq <= self.cursor {
+            return false;
+        }
+        self.cursor = f.seq;
+        if !self.wants(&f.topic, &f.kind, f.seq) {
+            return false;
+        }
+        self.told = f.seq;
+        self.out.push_back(f.bytes.clone());
+        true
+    }
+
+    fn wants(&self, topic: &str, kind: &str, seq: Seq) -> bool {
+        if self.skip.iter().any(|(t, upto)| t == topic && seq <= *upto) {
+            return false;
+        }
+        match &self.req.types {
+            Some(types) => types.iter().any(|t| t == kind),
+            None => true,
+        }
+    }
+
+    /// Applies one page of the log; returns true when the log is exhausted.
+    fn apply(&mut self, page: Page, limit: usize) -> bool {
+        if self.cursor > page.head {
+            // An id this tenant never issued: start over on every topic.
+            self.cursor = page.head;
+            self.told = page.head;
+            let by_topic: Vec<TopicState> = page.topics;
+            for topic in self.req.topics.clone() {
+                self.push_reset(&topic, "unknown_id");
+                if let Some(st) = by_topic.iter().find(|s| s.topic == topic) {
+                    self.push_snapshot(st);
+                }
+            }
+            self.skip.clear();
+            return true;
+        }
+        for st in &page.topics {
+            let already = self
+                .skip
+                .iter()
+                .any(|(t, upto)| *t == st.topic && *upto >= st.trimmed);
+            if st.trimmed > self.cursor && !already {
+                // History no longer covers the gap: say so, hand over the
+                // current state, and carry on from the head for this topic.
+                self.push_reset(&st.topic, "history_trimmed");
+                self.push_snapshot(st);
+                self.skip.retain(|(t, _)| *t != st.topic);
+                self.skip.push((st.topic.clone(), page.head));
+            }
+        }
+        let exhausted = page.events.len() < limit;
+        let mut buf = BytesMut::new();
+        let mut sent = 0u64;
+        for e in &page.events {
+            self.cursor = e.seq;
+            if !self.wants(&e.topic, &e.kind, e.seq) {
+                continue;
+            }
+            buf.put_slice(b"id: ");
+            buf.put_slice(e.seq.to_string().as_bytes());
+            buf.put_slice(b"\nevent: ");
+            buf.put_slice(e.kind.as_bytes());
+            buf.put_slice(b"\ndata: ");
+            buf.put_slice(e.json.as_bytes());
+            buf.put_slice(b"\n\n");
+            self.told = e.seq;
+            sent += 1;
+        }
+        if !buf.is_empty() {
+            self.out.push_back(buf.freeze());
+        }
+        if sent > 0 {
+            self.ctx.metrics.events_replayed.add(sent);
+            self.ctx.metrics.events_sent.add(sent);
+        }
+        if exhausted {
+            self.skip.retain(|(_, upto)| *upto > page.head);
+        }
+        exhausted
+    }
+
+    fn push_snapshot(&mut self, st: &TopicState) {
+        let Some(r) = &st.retained else {
+            return;
+        };
+        let data = format!(
+            "{{\"tenant\":{},\"topic\":{},\"type\":\"snapshot\",\"data\":{},\"as_of\":{},\"ts\":{}}}",
+            json_str(&self.req.tenant),
+            json_str(&st.topic),
+            r.data,
+            r.seq,
+            r.ts
+        );
+        self.out.push_back(control(self.cursor, "snapshot", &data));
+    }
+
+    fn push_reset(&mut self, topic: &str, reason: &str) {
+        self.ctx.metrics.resets.inc();
+        let data = format!(
+            "{{\"tenant\":{},\"topic\":{},\"type\":\"reset\",\"reason\":\"{reason}\",\"resume_from\":{}}}",
+            json_str(&self.req.tenant),
+            json_str(topic),
+            self.cursor
+        );
+        self.out.push_back(control(self.cursor, "reset", &data));
+    }
+
+    /// Flushes what is already queued, then says goodbye.
+    fn finish_shutdown(&mut self) {
+        if !self.sub.lagged() {
+            let mut sent = 0;
+            while let Ok(f) = self.sub.rx.try_recv() {
+                sent += self.offer(&f) as u64;
+            }
+            self.ctx.metrics.events_sent.add(sent);
+        }
+        let data = format!(
+            "{{\"reason\":\"server shutting down\",\"resume_from\":{}}}",
+            self.told
+        );
+        self.out.push_back(control(self.told, "shutdown", &data));
+        self.phase = Phase::Done;
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.tenant_gauge.add(-1);
+        self.ctx.metrics.connections.add(-1);
+    }
+}
+
+/// A server frame (`snapshot`, `reset`, `shutdown`, ...) that keeps the cursor.
+fn control(cursor: Seq, kind: &str, data: &str) -> Bytes {
+    encode::event(cursor, kind, data)
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialize")
+}

@@ -1,0 +1,120 @@
+//! `AppState` (what handlers share) and `Backend` (what a deployment mode provides).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::bus::hub::Hub;
+use crate::bus::publisher::Publisher;
+use crate::bus::redis::RedisConn;
+use crate::config::{Config, Mode};
+use crate::metrics::Metrics;
+use crate::sse::session::StreamContext;
+use crate::store::postgres::PostgresStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{self, Store, Tenant};
+
+/// Everything the core needs from a deployment mode.
+#[derive(Clone)]
+pub struct Backend {
+    /// System of record and event log.
+    pub store: Arc<dyn Store>,
+    /// Redis, in cluster mode.
+    pub redis: Option<RedisConn>,
+}
+
+impl Backend {
+    /// Embedded mode: a SQLite file in the data dir.
+    pub async fn embedded(config: &Config) -> Result<Backend, String> {
+        let store = SqliteStore::open(&config.data_dir).await.map_err(|e| {
+            format!(
+                "cannot open the data dir {}: {e}",
+                config.data_dir.display()
+            )
+        })?;
+        Ok(Backend {
+            store: Arc::new(store),
+            redis: None,
+        })
+    }
+
+    /// Cluster mode: Postgres and Redis.
+    pub async fn cluster(config: &Config) -> Result<Backend, String> {
+        let Mode::Cluster {
+            redis_url,
+            database_url,
+        } = &config.mode
+        else {
+            return Err("cluster mode needs REDIS_URL and DATABASE_URL".into());
+        };
+        let store = PostgresStore::connect(database_url)
+            .await
+            .map_err(|e| format!("cannot use Postgres: {e}"))?;
+        let redis = RedisConn::connect(
+            redis_url,
+            &config.redis_prefix,
+            std::time::Duration::from_secs(10),
+        )
+        .await?;
+        Ok(Backend {
+            store: Arc::new(store),
+            redis: Some(redis),
+        })
+    }
+}
+
+/// Known tenants, cached (tenants are never deleted, so a hit stays true).
+pub struct TenantCache {
+    store: Arc<dyn Store>,
+    known: RwLock<HashMap<String, Tenant>>,
+}
+
+impl TenantCache {
+    /// An empty cache over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        TenantCache {
+            store,
+            known: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The tenant, or `UnknownTenant`.
+    pub async fn get(&self, slug: &str) -> Result<Tenant, store::Error> {
+        if let Some(t) = self
+            .known
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(slug)
+        {
+            return Ok(t.clone());
+        }
+        match self.store.tenant(slug).await? {
+            Some(t) => {
+                self.known
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(slug.to_string(), t.clone());
+                Ok(t)
+            }
+            None => Err(store::Error::UnknownTenant(slug.to_string())),
+        }
+    }
+}
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// Deployment mode's services.
+    pub backend: Backend,
+    /// The appender every event goes through.
+    pub publisher: Publisher,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Tenant lookups.
+    pub tenants: Arc<TenantCache>,
+    /// What SSE sessions share.
+    pub streams: Arc<StreamContext>,
+    /// This node's hub.
+    pub hub: Hub,
+}

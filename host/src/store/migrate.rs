@@ -1,0 +1,108 @@
+//! Migrations, embedded in the binary from `migrations/{sqlite,postgres}/`.
+//!
+//! Each runs once, in its own transaction, recorded in `schema_migrations`.
+//! On Postgres an advisory lock keeps nodes that start together from racing.
+
+use sqlx::{PgPool, SqlitePool};
+
+use super::Error;
+
+/// One migration step.
+pub(crate) struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub(crate) const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "event_log",
+    sql: include_str!("../../../migrations/sqlite/0001_event_log.sql"),
+}];
+
+pub(crate) const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "event_log",
+    sql: include_str!("../../../migrations/postgres/0001_event_log.sql"),
+}];
+
+const LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
+    (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
+
+/// Applies pending SQLite migrations; returns how many ran.
+pub(crate) async fn sqlite(pool: &SqlitePool) -> Result<usize, Error> {
+    sqlx::query(LEDGER).execute(pool).await?;
+    let mut ran = 0;
+    for m in SQLITE {
+        let mut tx = pool.begin().await?;
+        let done: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                .bind(m.version)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if done.is_some() {
+            continue;
+        }
+        let fail = |source| Error::Migration {
+            version: m.version,
+            source,
+        };
+        sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(fail)?;
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
+            .bind(m.version)
+            .bind(m.name)
+            .bind(crate::event::now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(version = m.version, name = m.name, "migration applied");
+        ran += 1;
+    }
+    Ok(ran)
+}
+
+/// Applies pending Postgres migrations under an advisory lock.
+pub(crate) async fn postgres(pool: &PgPool) -> Result<usize, Error> {
+    let mut conn = pool.acquire().await?;
+    // One lock per schema, so tests with their own schemas do not wait on each other.
+    sqlx::query("SELECT pg_advisory_lock(hashtext('switchyard:' || current_schema()))")
+        .execute(&mut *conn)
+        .await?;
+    let result = async {
+        sqlx::query(LEDGER).execute(&mut *conn).await?;
+        let mut ran = 0;
+        for m in POSTGRES {
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(m.version)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if done.is_some() {
+                continue;
+            }
+            let fail = |source| Error::Migration {
+                version: m.version,
+                source,
+            };
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(fail)?;
+            sqlx::query(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(crate::event::now_ms())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            tracing::info!(version = m.version, name = m.name, "migration applied");
+            ran += 1;
+        }
+        Ok::<usize, Error>(ran)
+    }
+    .await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext('switchyard:' || current_schema()))")
+        .execute(&mut *conn)
+        .await;
+    result
+}

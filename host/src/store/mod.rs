@@ -1,0 +1,190 @@
+//! The system of record: tenants and the event log, behind one trait with a
+//! SQLite implementation (embedded mode) and a Postgres one (cluster mode).
+//!
+//! The store is also the sequencer. Appending bumps the tenant's `last_seq`
+//! inside the same transaction as the inserts, so event ids are gapless and
+//! in commit order: if id N is visible, every id below it is too. Fan-out and
+//! replay lean on that.
+
+mod migrate;
+pub mod postgres;
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::event::{NewEvent, Seq, StoredEvent};
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database does not answer (connection refused, pool timeout, ...).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The tenant does not exist.
+    #[error("unknown tenant {0:?}")]
+    UnknownTenant(String),
+    /// A unique key already exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// Migrations could not be applied.
+    #[error("migration {version} failed: {source}")]
+    Migration {
+        /// The migration.
+        version: i64,
+        /// The cause.
+        source: sqlx::Error,
+    },
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Db(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_) => Error::Unavailable(e.to_string()),
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                Error::Conflict(db.message().to_string())
+            }
+            _ => Error::Db(e),
+        }
+    }
+}
+
+/// A tenant.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Tenant {
+    /// URL-safe identifier.
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+    /// Creation time, ms since the epoch.
+    pub created_at: i64,
+}
+
+/// A topic's retained data: what a new subscriber gets as its `snapshot`.
+#[derive(Debug, Clone)]
+pub struct Retained {
+    /// The data's compact JSON text.
+    pub data: String,
+    /// Id of the event that set it.
+    pub seq: Seq,
+    /// When it was set, ms since the epoch.
+    pub ts: i64,
+}
+
+/// What the store knows about one topic besides its events.
+#[derive(Debug, Clone)]
+pub struct TopicState {
+    /// The topic.
+    pub topic: String,
+    /// Highest id retention has removed from this topic (0: none).
+    pub trimmed: Seq,
+    /// Retained data, if any.
+    pub retained: Option<Retained>,
+}
+
+/// One consistent read of a tenant's log for some topics.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// Events after the cursor, in id order, at most `limit`.
+    pub events: Vec<StoredEvent>,
+    /// The tenant's highest id at the time of the read.
+    pub head: Seq,
+    /// State of those requested topics that have any.
+    pub topics: Vec<TopicState>,
+}
+
+/// Everything the core needs from a system of record.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Answers when the database does.
+    async fn ping(&self) -> Result<(), Error>;
+
+    /// Creates a tenant; `Conflict` if the slug is taken.
+    async fn create_tenant(&self, slug: &str, name: &str) -> Result<Tenant, Error>;
+
+    /// Looks a tenant up.
+    async fn tenant(&self, slug: &str) -> Result<Option<Tenant>, Error>;
+
+    /// Every tenant, by slug.
+    async fn tenants(&self) -> Result<Vec<Tenant>, Error>;
+
+    /// Appends events in one transaction and returns them with their ids, in
+    /// input order. Fails with `UnknownTenant` (appending nothing) if any
+    /// event names a tenant that does not exist.
+    async fn append(&self, events: &[NewEvent]) -> Result<Vec<StoredEvent>, Error>;
+
+    /// A consistent read: events of `topics` with id above `after` (none when
+    /// `after` is `None`), the tenant's head and the topics' state.
+    async fn read(
+        &self,
+        tenant: &str,
+        topics: &[String],
+        after: Option<Seq>,
+        limit: usize,
+    ) -> Result<Page, Error>;
+
+    /// The newest `limit` events of one topic, oldest first.
+    async fn latest(&self, tenant: &str, topic: &str, limit: usize) -> Result<Page, Error>;
+
+    /// Events of every topic of a tenant with `after < id <= upto`, in order
+    /// (used to fill fan-out gaps).
+    async fn range(&self, tenant: &str, after: Seq, upto: Seq) -> Result<Vec<StoredEvent>, Error>;
+
+    /// Each tenant's highest id.
+    async fn heads(&self) -> Result<Vec<(String, Seq)>, Error>;
+
+    /// Keeps the newest `keep` events of a topic, recording what it removed.
+    async fn trim_topic(&self, tenant: &str, topic: &str, keep: u64) -> Result<u64, Error>;
+
+    /// Removes events older than `cutoff_ms`, recording what it removed.
+    async fn trim_older_than(&self, cutoff_ms: i64) -> Result<u64, Error>;
+}
+
+/// Groups a batch by tenant, in slug order: every backend bumps the counters
+/// of a multi-tenant batch in the same order, so concurrent appends from
+/// several nodes cannot deadlock.
+pub(crate) fn tenant_counts(events: &[NewEvent]) -> Vec<(&str, i64)> {
+    let mut counts: std::collections::BTreeMap<&str, i64> = Default::default();
+    for e in events {
+        *counts.entry(e.tenant.as_str()).or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
+/// Assigns ids: `lasts` holds each tenant's counter after the bump.
+pub(crate) fn assign_seqs(
+    events: &[NewEvent],
+    counts: &[(&str, i64)],
+    lasts: &[i64],
+    ts: i64,
+) -> Vec<StoredEvent> {
+    let mut next: std::collections::HashMap<&str, (i64, std::sync::Arc<str>)> = counts
+        .iter()
+        .zip(lasts)
+        .map(|((t, n), last)| (*t, (last - n + 1, std::sync::Arc::from(*t))))
+        .collect();
+    events
+        .iter()
+        .map(|e| {
+            let slot = next
+                .get_mut(e.tenant.as_str())
+                .expect("every tenant of the batch was counted");
+            let seq = slot.0 as Seq;
+            slot.0 += 1;
+            StoredEvent {
+                seq,
+                tenant: slot.1.clone(),
+                topic: e.topic.clone(),
+                kind: e.kind.clone(),
+                json: crate::event::event_json(seq, &e.tenant, &e.topic, &e.kind, &e.data, ts),
+                ts,
+            }
+        })
+        .collect()
+}

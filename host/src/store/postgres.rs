@@ -1,0 +1,327 @@
+//! `PostgresStore`: cluster mode's system of record.
+//!
+//! The tenant row's `last_seq` is bumped with `UPDATE … RETURNING` inside the
+//! append transaction; its row lock is held to commit, so ids are assigned in
+//! commit order across every node. A schema can be chosen in the URL
+//! (`?options=-csearch_path%3Dname`), which is how tests keep their data apart.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Row};
+
+use super::{assign_seqs, tenant_counts, Error, Page, Retained, Store, Tenant, TopicState};
+use crate::event::{NewEvent, Seq, StoredEvent};
+
+/// Postgres-backed store.
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects and applies migrations.
+    pub async fn connect(url: &str) -> Result<PostgresStore, Error> {
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::Unavailable(format!("invalid DATABASE_URL: {e}")))?
+            .application_name("switchyard");
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .min_connections(1)
+            // Short, so a database that went away shows up in /ready quickly.
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_with(opts)
+            .await?;
+        super::migrate::postgres(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+fn event_row(row: &PgRow, tenant: &Arc<str>) -> Result<StoredEvent, sqlx::Error> {
+    Ok(StoredEvent {
+        seq: row.try_get::<i64, _>("seq")? as Seq,
+        tenant: tenant.clone(),
+        topic: row.try_get("topic")?,
+        kind: row.try_get("type")?,
+        json: row.try_get("payload")?,
+        ts: row.try_get("ts")?,
+    })
+}
+
+fn topic_row(row: &PgRow) -> Result<TopicState, sqlx::Error> {
+    let data: Option<String> = row.try_get("retained")?;
+    Ok(TopicState {
+        topic: row.try_get("topic")?,
+        trimmed: row.try_get::<i64, _>("trimmed_seq")? as Seq,
+        retained: match data {
+            Some(data) => Some(Retained {
+                data,
+                seq: row.try_get::<Option<i64>, _>("retained_seq")?.unwrap_or(0) as Seq,
+                ts: row.try_get::<Option<i64>, _>("retained_ts")?.unwrap_or(0),
+            }),
+            None => None,
+        },
+    })
+}
+
+fn tenant_row(r: &PgRow) -> Result<Tenant, sqlx::Error> {
+    Ok(Tenant {
+        slug: r.try_get("slug")?,
+        name: r.try_get("name")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_tenant(&self, slug: &str, name: &str) -> Result<Tenant, Error> {
+        let created_at = crate::event::now_ms();
+        sqlx::query("INSERT INTO tenants (slug, name, created_at) VALUES ($1, $2, $3)")
+            .bind(slug)
+            .bind(name)
+            .bind(created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| match Error::from(e) {
+                Error::Conflict(_) => Error::Conflict(format!("tenant {slug:?} already exists")),
+                other => other,
+            })?;
+        Ok(Tenant {
+            slug: slug.into(),
+            name: name.into(),
+            created_at,
+        })
+    }
+
+    async fn tenant(&self, slug: &str) -> Result<Option<Tenant>, Error> {
+        let row = sqlx::query("SELECT slug, name, created_at FROM tenants WHERE slug = $1")
+            .bind(slug)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(tenant_row).transpose()?)
+    }
+
+    async fn tenants(&self) -> Result<Vec<Tenant>, Error> {
+        let rows = sqlx::query("SELECT slug, name, created_at FROM tenants ORDER BY slug")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(tenant_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn append(&self, events: &[NewEvent]) -> Result<Vec<StoredEvent>, Error> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let counts = tenant_counts(events);
+        let mut tx = self.pool.begin().await?;
+        let mut lasts = Vec::with_capacity(counts.len());
+        for (tenant, n) in &counts {
+            let last: Option<i64> = sqlx::query_scalar(
+                "UPDATE tenants SET last_seq = last_seq + $1 WHERE slug = $2 RETURNING last_seq",
+            )
+            .bind(n)
+            .bind(tenant)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match last {
+                Some(last) => lasts.push(last),
+                None => return Err(Error::UnknownTenant(tenant.to_string())),
+            }
+        }
+        let stored = assign_seqs(events, &counts, &lasts, crate::event::now_ms());
+        let tenants: Vec<&str> = stored.iter().map(|e| &*e.tenant).collect();
+        let seqs: Vec<i64> = stored.iter().map(|e| e.seq as i64).collect();
+        let topics: Vec<&str> = stored.iter().map(|e| e.topic.as_str()).collect();
+        let kinds: Vec<&str> = stored.iter().map(|e| e.kind.as_str()).collect();
+        let payloads: Vec<&str> = stored.iter().map(|e| e.json.as_str()).collect();
+        let ts: Vec<i64> = stored.iter().map(|e| e.ts).collect();
+        sqlx::query(
+            "INSERT INTO events (tenant, seq, topic, type, payload, ts) \
+             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[])",
+        )
+        .bind(&tenants)
+        .bind(&seqs)
+        .bind(&topics)
+        .bind(&kinds)
+        .bind(&payloads)
+        .bind(&ts)
+        .execute(&mut *tx)
+        .await?;
+        for (new, e) in events.iter().zip(&stored).filter(|(n, _)| n.retain) {
+            sqlx::query(
+                "INSERT INTO topics (tenant, topic, retained, retained_seq, retained_ts) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, topic) DO UPDATE SET \
+                 retained = excluded.retained, retained_seq = excluded.retained_seq, \
+                 retained_ts = excluded.retained_ts",
+            )
+            .bind(&new.tenant)
+            .bind(&new.topic)
+            .bind(&new.data)
+            .bind(e.seq as i64)
+            .bind(e.ts)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn read(
+        &self,
+        tenant: &str,
+        topics: &[String],
+        after: Option<Seq>,
+        limit: usize,
+    ) -> Result<Page, Error> {
+        let mut tx = self.pool.begin().await?;
+        // One snapshot for head, topic state and events.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let head: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM tenants WHERE slug = $1")
+            .bind(tenant)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(head) = head else {
+            return Err(Error::UnknownTenant(tenant.into()));
+        };
+        let states = sqlx::query(
+            "SELECT topic, trimmed_seq, retained, retained_seq, retained_ts FROM topics \
+             WHERE tenant = $1 AND topic = ANY($2)",
+        )
+        .bind(tenant)
+        .bind(topics)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(topic_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        let mut events = Vec::new();
+        if let Some(after) = after {
+            let rows = sqlx::query(
+                "SELECT seq, topic, type, payload, ts FROM events \
+                 WHERE tenant = $1 AND topic = ANY($2) AND seq > $3 ORDER BY seq LIMIT $4",
+            )
+            .bind(tenant)
+            .bind(topics)
+            .bind(after as i64)
+            .bind(limit as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+            let tenant: Arc<str> = tenant.into();
+            events = rows
+                .iter()
+                .map(|r| event_row(r, &tenant))
+                .collect::<Result<_, _>>()?;
+        }
+        tx.commit().await?;
+        Ok(Page {
+            events,
+            head: head as Seq,
+            topics: states,
+        })
+    }
+
+    async fn latest(&self, tenant: &str, topic: &str, limit: usize) -> Result<Page, Error> {
+        let mut page = self.read(tenant, &[topic.to_string()], None, 0).await?;
+        let rows = sqlx::query(
+            "SELECT seq, topic, type, payload, ts FROM events \
+             WHERE tenant = $1 AND topic = $2 ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(tenant)
+        .bind(topic)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let t: Arc<str> = tenant.into();
+        page.events = rows
+            .iter()
+            .rev()
+            .map(|r| event_row(r, &t))
+            .collect::<Result<_, _>>()?;
+        Ok(page)
+    }
+
+    async fn range(&self, tenant: &str, after: Seq, upto: Seq) -> Result<Vec<StoredEvent>, Error> {
+        let rows = sqlx::query(
+            "SELECT seq, topic, type, payload, ts FROM events \
+             WHERE tenant = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
+        )
+        .bind(tenant)
+        .bind(after as i64)
+        .bind(upto as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let t: Arc<str> = tenant.into();
+        Ok(rows
+            .iter()
+            .map(|r| event_row(r, &t))
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn heads(&self) -> Result<Vec<(String, Seq)>, Error> {
+        let rows = sqlx::query("SELECT slug, last_seq FROM tenants")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("slug")?, r.try_get::<i64, _>("last_seq")? as Seq)))
+            .collect()
+    }
+
+    async fn trim_topic(&self, tenant: &str, topic: &str, keep: u64) -> Result<u64, Error> {
+        let mut tx = self.pool.begin().await?;
+        let cutoff: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM events WHERE tenant = $1 AND topic = $2 ORDER BY seq DESC LIMIT 1 OFFSET $3",
+        )
+        .bind(tenant)
+        .bind(topic)
+        .bind(keep as i64)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(cutoff) = cutoff else {
+            return Ok(0);
+        };
+        sqlx::query(
+            "INSERT INTO topics (tenant, topic, trimmed_seq) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant, topic) DO UPDATE SET trimmed_seq = GREATEST(topics.trimmed_seq, excluded.trimmed_seq)",
+        )
+        .bind(tenant)
+        .bind(topic)
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query("DELETE FROM events WHERE tenant = $1 AND topic = $2 AND seq <= $3")
+            .bind(tenant)
+            .bind(topic)
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn trim_older_than(&self, cutoff_ms: i64) -> Result<u64, Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO topics (tenant, topic, trimmed_seq) \
+             SELECT tenant, topic, max(seq) FROM events WHERE ts < $1 GROUP BY tenant, topic \
+             ON CONFLICT (tenant, topic) DO UPDATE SET trimmed_seq = GREATEST(topics.trimmed_seq, excluded.trimmed_seq)",
+        )
+        .bind(cutoff_ms)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query("DELETE FROM events WHERE ts < $1")
+            .bind(cutoff_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+}

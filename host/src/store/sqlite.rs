@@ -1,0 +1,363 @@
+//! `SqliteStore`: embedded mode's system of record, one SQLite file in WAL mode.
+//!
+//! Writes go through a pool of one connection (SQLite has one writer anyway,
+//! and this keeps `SQLITE_BUSY` out of the write path); reads use their own
+//! pool and never block the writer.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+
+use super::{assign_seqs, tenant_counts, Error, Page, Retained, Store, Tenant, TopicState};
+use crate::event::{NewEvent, Seq, StoredEvent};
+
+/// SQLite-backed store.
+pub struct SqliteStore {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+/// Rows per multi-row INSERT (6 parameters each, far below SQLite's limit).
+const INSERT_CHUNK: usize = 200;
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/switchyard.db` and applies migrations.
+    pub async fn open(dir: &Path) -> Result<SqliteStore, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Unavailable(format!("cannot create data dir {}: {e}", dir.display()))
+        })?;
+        let opts = SqliteConnectOptions::new()
+            .filename(dir.join("switchyard.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // A 202 is a promise: a commit reaches the disk before the answer.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("cache_size", "-32000");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.clone())
+            .await?;
+        super::migrate::sqlite(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(SqliteStore { write, read })
+    }
+}
+
+fn placeholders(n: usize) -> String {
+    let mut s = String::with_capacity(n * 2);
+    for i in 0..n {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push('?');
+    }
+    s
+}
+
+fn event_row(row: &SqliteRow, tenant: &Arc<str>) -> Result<StoredEvent, sqlx::Error> {
+    Ok(StoredEvent {
+        seq: row.try_get::<i64, _>("seq")? as Seq,
+        tenant: tenant.clone(),
+        topic: row.try_get("topic")?,
+        kind: row.try_get("type")?,
+        json: row.try_get("payload")?,
+        ts: row.try_get("ts")?,
+    })
+}
+
+fn topic_row(row: &SqliteRow) -> Result<TopicState, sqlx::Error> {
+    let data: Option<String> = row.try_get("retained")?;
+    Ok(TopicState {
+        topic: row.try_get("topic")?,
+        trimmed: row.try_get::<i64, _>("trimmed_seq")? as Seq,
+        retained: match data {
+            Some(data) => Some(Retained {
+                data,
+                seq: row.try_get::<Option<i64>, _>("retained_seq")?.unwrap_or(0) as Seq,
+                ts: row.try_get::<Option<i64>, _>("retained_ts")?.unwrap_or(0),
+            }),
+            None => None,
+        },
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    async fn create_tenant(&self, slug: &str, name: &str) -> Result<Tenant, Error> {
+        let created_at = crate::event::now_ms();
+        sqlx::query("INSERT INTO tenants (slug, name, created_at) VALUES (?, ?, ?)")
+            .bind(slug)
+            .bind(name)
+            .bind(created_at)
+            .execute(&self.write)
+            .await
+            .map_err(|e| match Error::from(e) {
+                Error::Conflict(_) => Error::Conflict(format!("tenant {slug:?} already exists")),
+                other => other,
+            })?;
+        Ok(Tenant {
+            slug: slug.into(),
+            name: name.into(),
+            created_at,
+        })
+    }
+
+    async fn tenant(&self, slug: &str) -> Result<Option<Tenant>, Error> {
+        let row = sqlx::query("SELECT slug, name, created_at FROM tenants WHERE slug = ?")
+            .bind(slug)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(Tenant {
+                slug: r.try_get("slug")?,
+                name: r.try_get("name")?,
+                created_at: r.try_get("created_at")?,
+            }),
+            None => None,
+        })
+    }
+
+    async fn tenants(&self) -> Result<Vec<Tenant>, Error> {
+        let rows = sqlx::query("SELECT slug, name, created_at FROM tenants ORDER BY slug")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Tenant {
+                    slug: r.try_get("slug")?,
+                    name: r.try_get("name")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn append(&self, events: &[NewEvent]) -> Result<Vec<StoredEvent>, Error> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let counts = tenant_counts(events);
+        let mut tx = self.write.begin().await?;
+        let mut lasts = Vec::with_capacity(counts.len());
+        for (tenant, n) in &counts {
+            let last: Option<i64> = sqlx::query_scalar(
+                "UPDATE tenants SET last_seq = last_seq + ? WHERE slug = ? RETURNING last_seq",
+            )
+            .bind(n)
+            .bind(tenant)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match last {
+                Some(last) => lasts.push(last),
+                None => return Err(Error::UnknownTenant(tenant.to_string())),
+            }
+        }
+        let stored = assign_seqs(events, &counts, &lasts, crate::event::now_ms());
+        for chunk in stored.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "INSERT INTO events (tenant, seq, topic, type, payload, ts) VALUES {}",
+                vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(",")
+            );
+            let mut q = sqlx::query(&sql);
+            for e in chunk {
+                q = q
+                    .bind(&*e.tenant)
+                    .bind(e.seq as i64)
+                    .bind(&e.topic)
+                    .bind(&e.kind)
+                    .bind(&e.json)
+                    .bind(e.ts);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for (new, e) in events.iter().zip(&stored).filter(|(n, _)| n.retain) {
+            sqlx::query(
+                "INSERT INTO topics (tenant, topic, retained, retained_seq, retained_ts) \
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, topic) DO UPDATE SET \
+                 retained = excluded.retained, retained_seq = excluded.retained_seq, \
+                 retained_ts = excluded.retained_ts",
+            )
+            .bind(&new.tenant)
+            .bind(&new.topic)
+            .bind(&new.data)
+            .bind(e.seq as i64)
+            .bind(e.ts)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn read(
+        &self,
+        tenant: &str,
+        topics: &[String],
+        after: Option<Seq>,
+        limit: usize,
+    ) -> Result<Page, Error> {
+        let mut tx = self.read.begin().await?;
+        let head: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM tenants WHERE slug = ?")
+            .bind(tenant)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(head) = head else {
+            return Err(Error::UnknownTenant(tenant.into()));
+        };
+        let marks = placeholders(topics.len());
+        let sql = format!(
+            "SELECT topic, trimmed_seq, retained, retained_seq, retained_ts FROM topics \
+             WHERE tenant = ? AND topic IN ({marks})"
+        );
+        let mut q = sqlx::query(&sql).bind(tenant);
+        for t in topics {
+            q = q.bind(t);
+        }
+        let states = q
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(topic_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut events = Vec::new();
+        if let Some(after) = after {
+            let sql = format!(
+                "SELECT seq, topic, type, payload, ts FROM events \
+                 WHERE tenant = ? AND topic IN ({marks}) AND seq > ? ORDER BY seq LIMIT ?"
+            );
+            let mut q = sqlx::query(&sql).bind(tenant);
+            for t in topics {
+                q = q.bind(t);
+            }
+            let rows = q
+                .bind(after as i64)
+                .bind(limit as i64)
+                .fetch_all(&mut *tx)
+                .await?;
+            let tenant: Arc<str> = tenant.into();
+            events = rows
+                .iter()
+                .map(|r| event_row(r, &tenant))
+                .collect::<Result<_, _>>()?;
+        }
+        tx.commit().await?;
+        Ok(Page {
+            events,
+            head: head as Seq,
+            topics: states,
+        })
+    }
+
+    async fn latest(&self, tenant: &str, topic: &str, limit: usize) -> Result<Page, Error> {
+        let mut page = self.read(tenant, &[topic.to_string()], None, 0).await?;
+        let rows = sqlx::query(
+            "SELECT seq, topic, type, payload, ts FROM events \
+             WHERE tenant = ? AND topic = ? ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(tenant)
+        .bind(topic)
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        let t: Arc<str> = tenant.into();
+        page.events = rows
+            .iter()
+            .rev()
+            .map(|r| event_row(r, &t))
+            .collect::<Result<_, _>>()?;
+        Ok(page)
+    }
+
+    async fn range(&self, tenant: &str, after: Seq, upto: Seq) -> Result<Vec<StoredEvent>, Error> {
+        let rows = sqlx::query(
+            "SELECT seq, topic, type, payload, ts FROM events \
+             WHERE tenant = ? AND seq > ? AND seq <= ? ORDER BY seq",
+        )
+        .bind(tenant)
+        .bind(after as i64)
+        .bind(upto as i64)
+        .fetch_all(&self.read)
+        .await?;
+        let t: Arc<str> = tenant.into();
+        Ok(rows
+            .iter()
+            .map(|r| event_row(r, &t))
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn heads(&self) -> Result<Vec<(String, Seq)>, Error> {
+        let rows = sqlx::query("SELECT slug, last_seq FROM tenants")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("slug")?, r.try_get::<i64, _>("last_seq")? as Seq)))
+            .collect()
+    }
+
+    async fn trim_topic(&self, tenant: &str, topic: &str, keep: u64) -> Result<u64, Error> {
+        let mut tx = self.write.begin().await?;
+        let cutoff: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM events WHERE tenant = ? AND topic = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
+        )
+        .bind(tenant)
+        .bind(topic)
+        .bind(keep as i64)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(cutoff) = cutoff else {
+            return Ok(0);
+        };
+        sqlx::query(
+            "INSERT INTO topics (tenant, topic, trimmed_seq) VALUES (?, ?, ?) \
+             ON CONFLICT (tenant, topic) DO UPDATE SET trimmed_seq = max(trimmed_seq, excluded.trimmed_seq)",
+        )
+        .bind(tenant)
+        .bind(topic)
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query("DELETE FROM events WHERE tenant = ? AND topic = ? AND seq <= ?")
+            .bind(tenant)
+            .bind(topic)
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn trim_older_than(&self, cutoff_ms: i64) -> Result<u64, Error> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO topics (tenant, topic, trimmed_seq) \
+             SELECT tenant, topic, max(seq) FROM events WHERE ts < ? GROUP BY tenant, topic \
+             ON CONFLICT (tenant, topic) DO UPDATE SET trimmed_seq = max(trimmed_seq, excluded.trimmed_seq)",
+        )
+        .bind(cutoff_ms)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query("DELETE FROM events WHERE ts < ?")
+            .bind(cutoff_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+}
