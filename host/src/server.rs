@@ -178,20 +178,29 @@ async fn serve_connection(
 
 /// Answers 503 on a connection we cannot serve, then closes it.
 async fn refuse(mut stream: TcpStream, code: &str, message: &str) {
-    // Read what the client already sent, so closing does not reset the
-    // connection before it has read the answer.
-    let mut buf = [0u8; 2048];
-    let _ = tokio::time::timeout(Duration::from_millis(50), stream.readable()).await;
-    let _ = stream.try_read(&mut buf);
+    use tokio::io::AsyncReadExt;
     let body = format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"{message}\"}}}}");
     let head = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        // Read the request head first: closing a socket with unread bytes
+        // resets it, and the client would never see the answer.
+        let mut buf = [0u8; 4096];
+        let mut seen = Vec::new();
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.len() < 64 * 1024 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(body.as_bytes()).await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        // Linger until the client closes, so the answer is not reset away.
+        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+        Ok::<_, io::Error>(())
     })
     .await;
 }
