@@ -108,6 +108,18 @@ pub struct Options {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "SWITCHYARD_LOG_JSON")]
     pub log_json: Option<bool>,
+    /// Most concurrent streams per user (cluster-wide in cluster mode).
+    #[arg(long, env = "SWITCHYARD_MAX_STREAMS_PER_USER")]
+    pub max_streams_per_user: Option<u32>,
+    /// Most concurrent streams per tenant (cluster-wide in cluster mode).
+    #[arg(long, env = "SWITCHYARD_MAX_STREAMS_PER_TENANT")]
+    pub max_streams_per_tenant: Option<u32>,
+    /// Sustained POSTs per second allowed per client token.
+    #[arg(long, env = "SWITCHYARD_POST_RATE")]
+    pub post_rate: Option<u32>,
+    /// Burst of POSTs allowed per client token.
+    #[arg(long, env = "SWITCHYARD_POST_BURST")]
+    pub post_burst: Option<u32>,
 }
 
 impl Options {
@@ -137,7 +149,11 @@ impl Options {
             max_connections,
             shutdown_grace_ms,
             tail_check_ms,
-            log_json
+            log_json,
+            max_streams_per_user,
+            max_streams_per_tenant,
+            post_rate,
+            post_burst
         )
     }
 }
@@ -210,6 +226,14 @@ pub struct Config {
     pub tail_check: Duration,
     /// JSON logs.
     pub log_json: bool,
+    /// Stream cap per user.
+    pub max_streams_per_user: u32,
+    /// Stream cap per tenant.
+    pub max_streams_per_tenant: u32,
+    /// POSTs per second per client token.
+    pub post_rate: u32,
+    /// POST burst per client token.
+    pub post_burst: u32,
 }
 
 // Secrets and URLs with passwords stay out of logs, so Debug is hand-written.
@@ -337,6 +361,10 @@ impl Config {
             shutdown_grace: ms(o.shutdown_grace_ms, 10_000, "SWITCHYARD_SHUTDOWN_GRACE_MS")?,
             tail_check: ms(o.tail_check_ms, 1_000, "SWITCHYARD_TAIL_CHECK_MS")?,
             log_json: o.log_json.unwrap_or(false),
+            max_streams_per_user: o.max_streams_per_user.unwrap_or(8),
+            max_streams_per_tenant: o.max_streams_per_tenant.unwrap_or(50_000),
+            post_rate: o.post_rate.unwrap_or(20).max(1),
+            post_burst: o.post_burst.unwrap_or(40).max(1),
         })
     }
 

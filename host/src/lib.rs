@@ -18,12 +18,14 @@
 //! `run` wires them: config → backend → hub → fan-out → publisher → router →
 //! accept loop, and tears them down in reverse on shutdown.
 
+pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod error;
 pub mod event;
 pub mod http;
 pub mod metrics;
+pub mod plugins;
 pub mod server;
 pub mod shutdown;
 pub mod sse;
@@ -54,6 +56,35 @@ pub async fn backend(config: &Config) -> Result<Backend, String> {
     match config.mode {
         Mode::Embedded => Backend::embedded(config).await,
         Mode::Cluster { .. } => Backend::cluster(config).await,
+    }
+}
+
+/// The client-token keys the server would use, without starting it: the
+/// configured secret, else the one in the data dir (embedded) or Postgres
+/// (cluster).
+pub async fn client_keys(config: &Config) -> Result<auth::Keys, String> {
+    if let Some(s) = &config.jwt_secret {
+        return Ok(auth::Keys::new(s.as_bytes()));
+    }
+    match &config.mode {
+        Mode::Embedded => auth::secret_from_data_dir(&config.data_dir)
+            .map(|s| auth::Keys::new(&s))
+            .map_err(|e| {
+                format!(
+                    "cannot read the JWT secret in {}: {e}",
+                    config.data_dir.display()
+                )
+            }),
+        Mode::Cluster { database_url, .. } => {
+            let store = store::postgres::PostgresStore::connect(database_url)
+                .await
+                .map_err(|e| format!("cannot use Postgres: {e}"))?;
+            let backend = Backend {
+                store: Arc::new(store),
+                redis: None,
+            };
+            backend.jwt_secret(config).await
+        }
     }
 }
 
@@ -113,6 +144,16 @@ pub async fn run(
         queue: config.client_queue,
         shutdown: shutdown.clone(),
     });
+    let keys = backend.jwt_secret(&config).await?;
+    let caps = match &backend.redis {
+        None => sse::caps::Caps::memory(config.max_streams_per_user, config.max_streams_per_tenant),
+        Some(redis) => sse::caps::Caps::redis(
+            redis,
+            config.max_streams_per_user,
+            config.max_streams_per_tenant,
+            background.clone(),
+        ),
+    };
     let state = AppState {
         config: config.clone(),
         backend,
@@ -121,6 +162,13 @@ pub async fn run(
         tenants: Arc::new(TenantCache::new(store.clone())),
         streams,
         hub,
+        keys,
+        caps,
+        rate: Arc::new(http::ratelimit::RateLimiter::new(
+            config.post_rate,
+            config.post_burst,
+        )),
+        shaper: Arc::new(plugins::builtin::BuiltinShaper),
     };
     let fd_limit = server::raise_fd_limit();
     let max_connections = config

@@ -30,14 +30,38 @@ enum Command {
         #[command(flatten)]
         options: Options,
     },
+    /// Mint a client token (JWT, HS256) with the configured secret.
+    Token {
+        /// The user id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// The tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// Lifetime: `90s`, `15m`, `1h`, `7d`.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        #[command(flatten)]
+        options: Options,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let mut token_args = None;
     let (command, options) = match cli.command {
         None => ("serve", cli.options),
         Some(Command::Serve { options }) => ("serve", merge(options, cli.options)),
         Some(Command::Migrate { options }) => ("migrate", merge(options, cli.options)),
+        Some(Command::Token {
+            sub,
+            tenant,
+            ttl,
+            options,
+        }) => {
+            token_args = Some((sub, tenant, ttl));
+            ("token", merge(options, cli.options))
+        }
     };
     let config = Config::load(options)?;
     init_logging(config.log_json);
@@ -47,6 +71,11 @@ fn main() -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         match command {
+            "token" => {
+                let (sub, tenant, ttl) = token_args.context("token arguments")?;
+                println!("{}", mint(&config, sub, tenant, &ttl).await?);
+                Ok(())
+            }
             "migrate" => {
                 switchyard::backend(&config)
                     .await
@@ -76,6 +105,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     switchyard::run(config, listener, shutdown)
         .await
         .map_err(anyhow::Error::msg)
+}
+
+/// Mints a client token with the secret the server uses.
+async fn mint(config: &Config, sub: String, tenant: String, ttl: &str) -> anyhow::Result<String> {
+    use switchyard::auth::{now_secs, parse_ttl, Claims};
+    switchyard::http::access::validate_user_id(&sub, "sub")
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    switchyard::event::validate_slug(&tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+    let ttl = parse_ttl(ttl).context("--ttl must look like 90s, 15m, 1h or 7d")?;
+    let keys = switchyard::client_keys(config)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let now = now_secs();
+    Ok(keys.sign(&Claims {
+        sub,
+        tenant,
+        exp: now + ttl,
+        iat: now,
+    }))
 }
 
 /// Subcommand flags win; top-level flags fill the rest.

@@ -123,6 +123,12 @@ pub struct Metrics {
     pub fd_exhausted: Counter,
     /// Responses with a 5xx status.
     pub http_errors: Counter,
+    /// POSTs refused by the per-token rate limit.
+    pub rate_limited: Counter,
+    /// Streams refused by a per-user or per-tenant cap.
+    pub streams_refused: Counter,
+    /// Messages stored.
+    pub messages_posted: Counter,
     by_tenant: Mutex<BTreeMap<String, Arc<Gauge>>>,
     requests: Mutex<BTreeMap<(&'static str, String), Arc<RouteStats>>>,
 }
@@ -166,7 +172,7 @@ impl Metrics {
             "Open SSE connections.",
             self.connections.get().to_string(),
         );
-        let counters: [(&str, &str, &Counter); 17] = [
+        let counters: [(&str, &str, &Counter); 20] = [
             (
                 "connections_opened_total",
                 "SSE connections opened.",
@@ -251,6 +257,21 @@ impl Metrics {
                 "http_errors_total",
                 "HTTP responses with a 5xx status.",
                 &self.http_errors,
+            ),
+            (
+                "rate_limited_total",
+                "POSTs refused by the per-token rate limit.",
+                &self.rate_limited,
+            ),
+            (
+                "streams_refused_total",
+                "Streams refused by a per-user or per-tenant cap.",
+                &self.streams_refused,
+            ),
+            (
+                "messages_posted_total",
+                "Messages stored.",
+                &self.messages_posted,
             ),
         ];
         for (name, help, c) in counters {

@@ -3,11 +3,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use crate::auth::Keys;
 use crate::bus::hub::Hub;
 use crate::bus::publisher::Publisher;
 use crate::bus::redis::RedisConn;
 use crate::config::{Config, Mode};
+use crate::http::ratelimit::RateLimiter;
 use crate::metrics::Metrics;
+use crate::plugins::NotificationShaper;
+use crate::sse::caps::Caps;
 use crate::sse::session::StreamContext;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
@@ -23,6 +27,29 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// The client-token secret: configured, else generated once and kept in
+    /// the data dir (embedded) or in Postgres, shared by every node (cluster).
+    pub async fn jwt_secret(&self, config: &Config) -> Result<Keys, String> {
+        if let Some(s) = &config.jwt_secret {
+            return Ok(Keys::new(s.as_bytes()));
+        }
+        let secret = match config.mode {
+            Mode::Embedded => crate::auth::secret_from_data_dir(&config.data_dir).map_err(|e| {
+                format!(
+                    "cannot keep the JWT secret in {}: {e}",
+                    config.data_dir.display()
+                )
+            })?,
+            Mode::Cluster { .. } => self
+                .store
+                .secret("jwt", &crate::auth::random_secret())
+                .await
+                .map_err(|e| format!("cannot read the shared JWT secret: {e}"))?
+                .into_bytes(),
+        };
+        Ok(Keys::new(&secret))
+    }
+
     /// Embedded mode: a SQLite file in the data dir.
     pub async fn embedded(config: &Config) -> Result<Backend, String> {
         let store = SqliteStore::open(&config.data_dir).await.map_err(|e| {
@@ -117,4 +144,12 @@ pub struct AppState {
     pub streams: Arc<StreamContext>,
     /// This node's hub.
     pub hub: Hub,
+    /// Client token keys.
+    pub keys: Keys,
+    /// Stream caps.
+    pub caps: Arc<Caps>,
+    /// Per-token POST rate limit.
+    pub rate: Arc<RateLimiter>,
+    /// The notification-shaper rule.
+    pub shaper: Arc<dyn NotificationShaper>,
 }

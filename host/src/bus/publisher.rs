@@ -49,10 +49,29 @@ struct Request {
     reply: oneshot::Sender<Result<Vec<StoredEvent>, PublishError>>,
 }
 
+/// What happens after every commit, whoever committed.
+struct AfterCommit {
+    fanout: Arc<dyn Fanout>,
+    retention: Arc<Retention>,
+    metrics: Arc<Metrics>,
+}
+
+impl AfterCommit {
+    fn run(&self, stored: &[StoredEvent]) {
+        if stored.is_empty() {
+            return;
+        }
+        self.metrics.events_published.add(stored.len() as u64);
+        self.fanout.publish(stored);
+        self.retention.touched(stored);
+    }
+}
+
 /// Handle to the appender; cheap to clone.
 #[derive(Clone)]
 pub struct Publisher {
     tx: mpsc::Sender<Request>,
+    after: Arc<AfterCommit>,
 }
 
 impl Publisher {
@@ -64,8 +83,19 @@ impl Publisher {
         metrics: Arc<Metrics>,
     ) -> Publisher {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(run(rx, store, fanout, retention, metrics));
-        Publisher { tx }
+        let after = Arc::new(AfterCommit {
+            fanout,
+            retention,
+            metrics,
+        });
+        tokio::spawn(run(rx, store, after.clone()));
+        Publisher { tx, after }
+    }
+
+    /// Hands events committed elsewhere (a message with its notifications, a
+    /// bid decision with its events) to the fan-out.
+    pub fn committed(&self, stored: &[StoredEvent]) {
+        self.after.run(stored);
     }
 
     /// Appends events atomically and returns them with their ids.
@@ -79,13 +109,7 @@ impl Publisher {
     }
 }
 
-async fn run(
-    mut rx: mpsc::Receiver<Request>,
-    store: Arc<dyn Store>,
-    fanout: Arc<dyn Fanout>,
-    retention: Arc<Retention>,
-    metrics: Arc<Metrics>,
-) {
+async fn run(mut rx: mpsc::Receiver<Request>, store: Arc<dyn Store>, after: Arc<AfterCommit>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let mut n = batch[0].events.len();
@@ -104,7 +128,7 @@ async fn run(
             .collect();
         match store.append(&all).await {
             Ok(stored) => {
-                committed(&stored, &*fanout, &retention, &metrics);
+                after.run(&stored);
                 let mut rest = stored;
                 for r in batch {
                     let tail = rest.split_off(r.events.len());
@@ -118,7 +142,7 @@ async fn run(
                 for r in batch {
                     let result = store.append(&r.events).await;
                     if let Ok(stored) = &result {
-                        committed(stored, &*fanout, &retention, &metrics);
+                        after.run(stored);
                     }
                     let _ = r.reply.send(result.map_err(|e| log_error(&e)));
                 }
@@ -131,17 +155,6 @@ async fn run(
             }
         }
     }
-}
-
-fn committed(
-    stored: &[StoredEvent],
-    fanout: &dyn Fanout,
-    retention: &Retention,
-    metrics: &Metrics,
-) {
-    metrics.events_published.add(stored.len() as u64);
-    fanout.publish(stored);
-    retention.touched(stored);
 }
 
 fn log_error(e: &store::Error) -> PublishError {

@@ -1,47 +1,162 @@
-//! Who may read or write which tenant and topic.
+//! Who is calling, which tenant a request is for, and who may read what.
 //!
-//! The tenant of a request is resolved by one rule, documented in the README:
-//! the `tenant` field of a JSON body for producers, otherwise the `tenant`
-//! query parameter (a client token's tenant claim takes over with client auth).
+//! The tenant of a request, by one rule: a client token's `tenant` claim; for
+//! the admin (or service) token and anonymous callers, the `tenant` field of a
+//! JSON body for producers, else the `tenant` query parameter. A `tenant`
+//! that disagrees with the token's claim is a 403.
 
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+
+use super::extract::{bearer, constant_time_eq};
+use crate::auth::{now_secs, Claims};
 use crate::error::ApiError;
 use crate::event::{classify_topic, validate_slug, TopicKind};
 use crate::state::AppState;
 use crate::store::Tenant;
 
-/// Resolves and checks a tenant slug given by the client as `field`.
-pub async fn tenant(state: &AppState, slug: Option<&str>, field: &str) -> Result<Tenant, ApiError> {
-    let Some(slug) = slug.filter(|s| !s.is_empty()) else {
-        return Err(ApiError::invalid(
-            "missing_tenant",
-            format!("`{field}` is required: the tenant's slug"),
-        ));
+/// Name of the cookie that may carry a client token.
+pub const TOKEN_COOKIE: &str = "switchyard_token";
+
+/// What a caller proved about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// No credentials.
+    Anonymous,
+    /// The admin (or service) token.
+    Admin,
+    /// A valid client token.
+    User(Claims),
+}
+
+impl Caller {
+    /// The user id, for a client token.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Caller::User(c) => Some(&c.sub),
+            _ => None,
+        }
+    }
+
+    /// True for the admin token.
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Caller::Admin)
+    }
+}
+
+/// The token a request carries: `Authorization: Bearer`, then the cookie,
+/// then `?token=`.
+fn token<'a>(parts: &'a Parts) -> Option<std::borrow::Cow<'a, str>> {
+    if let Some(t) = bearer(parts) {
+        return Some(t.into());
+    }
+    for cookies in parts.headers.get_all(header::COOKIE) {
+        let Ok(cookies) = cookies.to_str() else {
+            continue;
+        };
+        for c in cookies.split(';') {
+            if let Some((k, v)) = c.trim().split_once('=') {
+                if k == TOKEN_COOKIE && !v.is_empty() {
+                    return Some(v.to_string().into());
+                }
+            }
+        }
+    }
+    let q = parts.uri.query()?;
+    form_urlencoded::parse(q.as_bytes())
+        .find(|(k, v)| k == "token" && !v.is_empty())
+        .map(|(_, v)| v.into_owned().into())
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(token) = token(parts) else {
+            return Ok(Caller::Anonymous);
+        };
+        if let Some(admin) = state.config.admin_token.as_deref() {
+            if constant_time_eq(token.as_bytes(), admin.as_bytes()) {
+                return Ok(Caller::Admin);
+            }
+        }
+        match state.keys.verify(&token, now_secs()) {
+            Ok(claims) => Ok(Caller::User(claims)),
+            Err(e) => Err(ApiError::unauthorized(format!("invalid token: {e}"))),
+        }
+    }
+}
+
+/// Resolves the request's tenant (see the module doc); `requested` came from
+/// the client as `field`.
+pub async fn tenant(
+    state: &AppState,
+    caller: &Caller,
+    requested: Option<&str>,
+    field: &str,
+) -> Result<Tenant, ApiError> {
+    let requested = requested.filter(|s| !s.is_empty());
+    let slug = match (caller, requested) {
+        (Caller::User(c), Some(r)) if r != c.tenant => {
+            return Err(ApiError::forbidden(format!(
+                "the token belongs to another tenant than `{field}` names"
+            )))
+        }
+        (Caller::User(c), _) => c.tenant.as_str(),
+        (_, Some(r)) => r,
+        (_, None) => {
+            return Err(ApiError::invalid(
+                "missing_tenant",
+                format!("`{field}` is required: the tenant's slug"),
+            ))
+        }
     };
     validate_slug(slug)
         .map_err(|e| ApiError::invalid("invalid_tenant", format!("`{field}`: {e}")))?;
     Ok(state.tenants.get(slug).await?)
 }
 
-/// What a caller proved about itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Caller {
-    /// No credentials.
-    Anonymous,
-    /// The admin (or service) token.
-    Admin,
-}
-
 /// Checks that `caller` may read `topic` of `tenant`.
-pub fn may_read(topic: &str, tenant: &str, caller: Caller) -> Result<TopicKind, ApiError> {
+pub fn may_read(topic: &str, tenant: &str, caller: &Caller) -> Result<TopicKind, ApiError> {
     let kind = classify_topic(topic)
         .map_err(|e| ApiError::invalid("invalid_topic", format!("`topic`: {e}")))?;
     match kind {
         TopicKind::Tenant if &topic["tenant:".len()..] != tenant => Err(ApiError::forbidden(
             format!("topic {topic:?} belongs to another tenant"),
         )),
-        TopicKind::User if caller != Caller::Admin => Err(ApiError::unauthorized(format!(
-            "topic {topic:?} is private: it needs a token"
-        ))),
+        TopicKind::User => may_act_as(&topic["user:".len()..], caller).map(|_| kind),
         _ => Ok(kind),
+    }
+}
+
+/// Checks that `caller` is user `id` (or the admin).
+pub fn may_act_as(id: &str, caller: &Caller) -> Result<(), ApiError> {
+    match caller {
+        Caller::Admin => Ok(()),
+        Caller::User(c) if c.sub == id => Ok(()),
+        Caller::User(_) => Err(ApiError::forbidden(format!(
+            "user {id:?}'s messages and stream belong to that user"
+        ))),
+        Caller::Anonymous => Err(ApiError::unauthorized(format!(
+            "user {id:?}'s messages and stream need that user's token"
+        ))),
+    }
+}
+
+/// Checks a user id as given in a path or body.
+pub fn validate_user_id(id: &str, field: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "invalid_user",
+            format!("`{field}` must be 1-128 characters of letters, digits, '-', '_', '.' and '@'"),
+        ))
     }
 }

@@ -31,7 +31,8 @@ pub async fn publish(
     _admin: Admin,
     AppJson(body): AppJson<PublishBody>,
 ) -> Result<Response, ApiError> {
-    let tenant = access::tenant(&state, Some(&body.tenant), "tenant").await?;
+    let tenant =
+        access::tenant(&state, &access::Caller::Admin, Some(&body.tenant), "tenant").await?;
     let kind = classify_topic(&body.topic)
         .map_err(|e| ApiError::invalid("invalid_topic", format!("`topic`: {e}")))?;
     if kind == TopicKind::Tenant && body.topic["tenant:".len()..] != tenant.slug {

@@ -79,15 +79,6 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-/// True if the request carries the admin token (for endpoints that also
-/// accept other credentials).
-pub fn is_admin(parts: &Parts, state: &AppState) -> bool {
-    match (state.config.admin_token.as_deref(), bearer(parts)) {
-        (Some(expected), Some(given)) => constant_time_eq(given.as_bytes(), expected.as_bytes()),
-        _ => false,
-    }
-}
-
 /// The `Authorization: Bearer` token, if any.
 pub fn bearer(parts: &Parts) -> Option<&str> {
     let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;

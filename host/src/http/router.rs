@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::{admin, events, ops, streams, topics};
+use super::{admin, events, messages, ops, streams, topics};
 use crate::config::Cors;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -32,6 +32,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/topics/{topic}/events", get(topics::events))
         .route("/events", get(streams::multi))
         .route("/events/tenants/{slug}", get(streams::tenant))
+        .route("/events/users/{id}", get(streams::user))
+        .route("/api/messages", post(messages::post))
+        .route("/api/users/{id}/messages", get(messages::list))
+        .route("/api/users/{id}/messages/read", post(messages::mark_read))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))

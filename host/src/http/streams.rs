@@ -1,8 +1,9 @@
-//! SSE endpoints: `GET /events?tenant=…&topic=…` and `GET /events/tenants/{slug}`.
+//! SSE endpoints: `GET /events?tenant=…&topic=…`, `GET /events/tenants/{slug}`
+//! and `GET /events/users/{id}`.
 //!
 //! Query parameters the host owns: `tenant`, `topic` (repeatable), `events`
 //! (comma-separated types to keep), `lastEventId` (the `Last-Event-ID` header
-//! wins over it). Anything else is a subscription parameter for plugins.
+//! wins over it), `token`. Anything else is a subscription parameter for plugins.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -11,9 +12,12 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 
 use super::access::{self, Caller};
-use super::extract::{is_admin, QueryPairs};
+use super::extract::QueryPairs;
+use crate::auth::now_secs;
 use crate::error::ApiError;
+use crate::event::TopicKind;
 use crate::event::{validate_kind, Seq};
+use crate::sse::caps::Refusal;
 use crate::sse::session::{Session, StreamRequest};
 use crate::state::AppState;
 
@@ -23,26 +27,43 @@ const MAX_TOPICS: usize = 32;
 /// `GET /events`.
 pub async fn multi(
     State(state): State<AppState>,
+    caller: Caller,
     parts: Parts,
     q: QueryPairs,
 ) -> Result<Response, ApiError> {
     let topics: Vec<String> = q.all("topic").map(str::to_string).collect();
-    open(state, parts, &q, q.get("tenant"), topics).await
+    open(state, caller, parts, &q, q.get("tenant"), topics).await
 }
 
 /// `GET /events/tenants/{slug}`: the tenant's broadcasts.
 pub async fn tenant(
     State(state): State<AppState>,
     Path(slug): Path<String>,
+    caller: Caller,
     parts: Parts,
     q: QueryPairs,
 ) -> Result<Response, ApiError> {
     let topic = format!("tenant:{slug}");
-    open(state, parts, &q, Some(&slug), vec![topic]).await
+    open(state, caller, parts, &q, Some(&slug), vec![topic]).await
+}
+
+/// `GET /events/users/{id}`: a user's private stream (that user's token).
+pub async fn user(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    caller: Caller,
+    parts: Parts,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    access::validate_user_id(&id, "id")?;
+    access::may_act_as(&id, &caller)?;
+    let topic = format!("user:{id}");
+    open(state, caller, parts, &q, q.get("tenant"), vec![topic]).await
 }
 
 async fn open(
     state: AppState,
+    caller: Caller,
     parts: Parts,
     q: &QueryPairs,
     tenant: Option<&str>,
@@ -54,7 +75,7 @@ async fn open(
             "this node is shutting down; reconnect",
         ));
     }
-    let tenant = access::tenant(&state, tenant, "tenant").await?;
+    let tenant = access::tenant(&state, &caller, tenant, "tenant").await?;
     if topics.is_empty() {
         return Err(ApiError::invalid(
             "missing_topic",
@@ -69,13 +90,17 @@ async fn open(
             format!("a stream may subscribe to at most {MAX_TOPICS} topics"),
         ));
     }
-    let caller = if is_admin(&parts, &state) {
-        Caller::Admin
-    } else {
-        Caller::Anonymous
-    };
+    let mut defaults = Vec::new();
     for t in &topics {
-        access::may_read(t, &tenant.slug, caller)?;
+        if access::may_read(t, &tenant.slug, &caller)? == TopicKind::User {
+            // A user's snapshot is their unread count, even before any message.
+            let unread = state
+                .backend
+                .store
+                .unread(&tenant.slug, &t["user:".len()..])
+                .await?;
+            defaults.push((t.clone(), format!("{{\"unread\":{unread}}}")));
+        }
     }
     let types = match q.get("events").filter(|s| !s.is_empty()) {
         None => None,
@@ -93,14 +118,49 @@ async fn open(
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or("\u{fffd}").trim().to_string());
     let last_event_id = parse_last_event_id(header_id.as_deref().or(q.get("lastEventId")))?;
+    let lease = state
+        .caps
+        .acquire(&tenant.slug, caller.user())
+        .await
+        .map_err(|r| {
+            state.metrics.streams_refused.inc();
+            match r {
+                Refusal::User => ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_streams",
+                    "this user has as many open streams as allowed; close one or retry later",
+                )
+                .retry_after(5),
+                Refusal::Tenant => ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_streams",
+                    "this tenant has as many open streams as allowed; retry later",
+                )
+                .retry_after(5),
+                Refusal::Unavailable => ApiError::unavailable(
+                    "caps_unavailable",
+                    "connection limits cannot be checked now; retry",
+                ),
+            }
+        })?;
+    // A stream ends when its token does.
+    let expires_at = match &caller {
+        Caller::User(c) => {
+            let left = c.exp.saturating_sub(now_secs());
+            Some(tokio::time::Instant::now() + std::time::Duration::from_secs(left))
+        }
+        _ => None,
+    };
     let req = StreamRequest {
         tenant: tenant.slug.clone(),
         topics,
         types,
         last_event_id,
-        expires_at: None,
+        expires_at,
+        defaults,
     };
-    let session = Session::open(state.streams.clone(), req).await?;
+    let mut session = Session::open(state.streams.clone(), req).await?;
+    session.hold(lease);
     tracing::debug!(tenant = %tenant.slug, resume = ?last_event_id, "stream opened");
     Ok(sse_response(session))
 }

@@ -2,11 +2,11 @@
 //! and `GET /api/topics/{topic}` (the topic's retained state and head).
 
 use axum::extract::{Path, State};
-use axum::http::{header, request::Parts};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::access::{self, Caller};
-use super::extract::{is_admin, QueryPairs};
+use super::extract::QueryPairs;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -20,16 +20,11 @@ const MAX_LIMIT: u64 = 1_000;
 pub async fn events(
     State(state): State<AppState>,
     Path(topic): Path<String>,
-    parts: Parts,
+    caller: Caller,
     q: QueryPairs,
 ) -> Result<Response, ApiError> {
-    let tenant = access::tenant(&state, q.get("tenant"), "tenant").await?;
-    let caller = if is_admin(&parts, &state) {
-        Caller::Admin
-    } else {
-        Caller::Anonymous
-    };
-    access::may_read(&topic, &tenant.slug, caller)?;
+    let tenant = access::tenant(&state, &caller, q.get("tenant"), "tenant").await?;
+    access::may_read(&topic, &tenant.slug, &caller)?;
     let limit = q.number("limit")?.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::invalid(
@@ -80,16 +75,11 @@ pub async fn events(
 pub async fn state(
     State(state): State<AppState>,
     Path(topic): Path<String>,
-    parts: Parts,
+    caller: Caller,
     q: QueryPairs,
 ) -> Result<Response, ApiError> {
-    let tenant = access::tenant(&state, q.get("tenant"), "tenant").await?;
-    let caller = if is_admin(&parts, &state) {
-        Caller::Admin
-    } else {
-        Caller::Anonymous
-    };
-    access::may_read(&topic, &tenant.slug, caller)?;
+    let tenant = access::tenant(&state, &caller, q.get("tenant"), "tenant").await?;
+    access::may_read(&topic, &tenant.slug, &caller)?;
     let page = state
         .backend
         .store

@@ -29,7 +29,7 @@ use super::encode;
 use crate::bus::hub::{Hub, Subscription};
 use crate::event::{Frame, Seq};
 use crate::metrics::{Gauge, Metrics};
-use crate::store::{self, Page, Store, TopicState};
+use crate::store::{self, Page, Retained, Store, TopicState};
 
 /// Events read from the log per page while replaying.
 const PAGE: usize = 1_000;
@@ -67,6 +67,8 @@ pub struct StreamRequest {
     pub last_event_id: Option<Seq>,
     /// End the stream with `auth.expired` at this instant.
     pub expires_at: Option<Instant>,
+    /// Snapshot data (JSON) for topics that have no retained state.
+    pub defaults: Vec<(String, String)>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -93,6 +95,8 @@ pub struct Session {
     /// (the snapshot already covers them).
     skip: Vec<(String, Seq)>,
     tenant_gauge: Arc<Gauge>,
+    /// The stream's slot under the connection caps, released on drop.
+    lease: Option<crate::sse::caps::Lease>,
 }
 
 impl Session {
@@ -135,6 +139,7 @@ impl Session {
             heartbeat: tokio::time::interval_at(Instant::now() + hb, hb),
             skip: Vec::new(),
             tenant_gauge,
+            lease: None,
         };
         s.out.push_back(Bytes::from(format!(
             "retry: {}\nid: {}\n\n",
@@ -144,9 +149,9 @@ impl Session {
         match s.phase {
             Phase::Live => {
                 // A fresh subscriber: the retained state, then live events.
-                let states = std::mem::take(&mut { page }.topics);
-                for st in &states {
-                    s.push_snapshot(st);
+                for topic in s.req.topics.clone() {
+                    let st = page.topics.iter().find(|t| t.topic == topic);
+                    s.push_snapshot(&topic, st.and_then(|t| t.retained.as_ref()));
                 }
             }
             _ => {
@@ -156,6 +161,11 @@ impl Session {
             }
         }
         Ok(s)
+    }
+
+    /// Keeps the stream's connection-cap slot until the session ends.
+    pub fn hold(&mut self, lease: crate::sse::caps::Lease) {
+        self.lease = Some(lease);
     }
 
     /// The next bytes to write; `None` ends the stream.
@@ -278,9 +288,8 @@ impl Session {
             let by_topic: Vec<TopicState> = page.topics;
             for topic in self.req.topics.clone() {
                 self.push_reset(&topic, "unknown_id");
-                if let Some(st) = by_topic.iter().find(|s| s.topic == topic) {
-                    self.push_snapshot(st);
-                }
+                let st = by_topic.iter().find(|s| s.topic == topic);
+                self.push_snapshot(&topic, st.and_then(|s| s.retained.as_ref()));
             }
             self.skip.clear();
             return true;
@@ -294,7 +303,7 @@ impl Session {
                 // History no longer covers the gap: say so, hand over the
                 // current state, and carry on from the head for this topic.
                 self.push_reset(&st.topic, "history_trimmed");
-                self.push_snapshot(st);
+                self.push_snapshot(&st.topic, st.retained.as_ref());
                 self.skip.retain(|(t, _)| *t != st.topic);
                 self.skip.push((st.topic.clone(), page.head));
             }
@@ -330,17 +339,21 @@ impl Session {
         exhausted
     }
 
-    fn push_snapshot(&mut self, st: &TopicState) {
-        let Some(r) = &st.retained else {
-            return;
+    fn push_snapshot(&mut self, topic: &str, retained: Option<&Retained>) {
+        let (data, as_of, ts) = match retained {
+            Some(r) => (r.data.as_str(), r.seq, r.ts),
+            None => match self.req.defaults.iter().find(|(t, _)| t == topic) {
+                Some((_, d)) => (d.as_str(), 0, crate::event::now_ms()),
+                None => return,
+            },
         };
         let data = format!(
             "{{\"tenant\":{},\"topic\":{},\"type\":\"snapshot\",\"data\":{},\"as_of\":{},\"ts\":{}}}",
             json_str(&self.req.tenant),
-            json_str(&st.topic),
-            r.data,
-            r.seq,
-            r.ts
+            json_str(topic),
+            data,
+            as_of,
+            ts
         );
         self.out.push_back(control(self.cursor, "snapshot", &data));
     }

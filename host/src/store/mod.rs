@@ -99,6 +99,86 @@ pub struct Page {
     pub topics: Vec<TopicState>,
 }
 
+/// A stored direct message.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Message {
+    /// Unique id (across tenants).
+    pub id: i64,
+    /// Sender's user id.
+    pub from: String,
+    /// Recipient's user id.
+    pub to: String,
+    /// The product it is about, if any.
+    pub product_id: Option<String>,
+    /// The text.
+    pub body: String,
+    /// ms since the epoch.
+    pub created_at: i64,
+}
+
+/// A message to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Tenant slug.
+    pub tenant: String,
+    /// Sender.
+    pub from: String,
+    /// Recipient.
+    pub to: String,
+    /// The product it is about.
+    pub product_id: Option<String>,
+    /// The text.
+    pub body: String,
+}
+
+/// A notification the shaper made of a message, published with it.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    /// Whose `user:` topic it goes to.
+    pub recipient: String,
+    /// Event type.
+    pub kind: String,
+    /// Event data (the store adds `message_id`).
+    pub data: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The events announcing a stored message: its notifications, then the
+/// recipient's new unread count (retained, so it is their `snapshot`).
+pub(crate) fn message_events(
+    tenant: &str,
+    msg: &Message,
+    notes: &[Notification],
+    unread: u64,
+) -> Vec<NewEvent> {
+    let mut events: Vec<NewEvent> = notes
+        .iter()
+        .map(|n| {
+            let mut data = n.data.clone();
+            data.insert("message_id".into(), msg.id.into());
+            NewEvent {
+                tenant: tenant.to_string(),
+                topic: format!("user:{}", n.recipient),
+                kind: n.kind.clone(),
+                data: serde_json::Value::Object(data).to_string(),
+                retain: false,
+            }
+        })
+        .collect();
+    events.push(unread_event(tenant, &msg.to, unread));
+    events
+}
+
+/// The retained `unread` event of a user.
+pub(crate) fn unread_event(tenant: &str, user: &str, unread: u64) -> NewEvent {
+    NewEvent {
+        tenant: tenant.to_string(),
+        topic: format!("user:{user}"),
+        kind: "unread".into(),
+        data: serde_json::json!({ "unread": unread }).to_string(),
+        retain: true,
+    }
+}
+
 /// Everything the core needs from a system of record.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -144,6 +224,39 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes events older than `cutoff_ms`, recording what it removed.
     async fn trim_older_than(&self, cutoff_ms: i64) -> Result<u64, Error>;
+
+    /// Stores a message and, in the same transaction, the events announcing
+    /// it; returns the message, the recipient's unread count and the events.
+    async fn post_message(
+        &self,
+        msg: &NewMessage,
+        notes: &[Notification],
+    ) -> Result<(Message, u64, Vec<StoredEvent>), Error>;
+
+    /// Marks a user's messages read up to `up_to` (never backwards) and
+    /// publishes the new unread count; returns it and the event.
+    async fn mark_read(
+        &self,
+        tenant: &str,
+        user: &str,
+        up_to: i64,
+    ) -> Result<(u64, Vec<StoredEvent>), Error>;
+
+    /// Messages to or from a user with id above `after`, oldest first.
+    async fn messages(
+        &self,
+        tenant: &str,
+        user: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Message>, Error>;
+
+    /// A user's unread count.
+    async fn unread(&self, tenant: &str, user: &str) -> Result<u64, Error>;
+
+    /// The shared secret `name`, storing `candidate` if there is none yet
+    /// (so every node of a cluster ends up with the same one).
+    async fn secret(&self, name: &str, candidate: &str) -> Result<String, Error>;
 }
 
 /// Groups a batch by tenant, in slug order: every backend bumps the counters

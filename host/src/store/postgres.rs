@@ -11,9 +11,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 
-use super::{assign_seqs, tenant_counts, Error, Page, Retained, Store, Tenant, TopicState};
+use super::{
+    assign_seqs, message_events, tenant_counts, unread_event, Error, Message, NewMessage,
+    Notification, Page, Retained, Store, Tenant, TopicState,
+};
 use crate::event::{NewEvent, Seq, StoredEvent};
 
 /// Postgres-backed store.
@@ -37,6 +40,62 @@ impl PostgresStore {
         super::migrate::postgres(&pool).await?;
         Ok(PostgresStore { pool })
     }
+}
+
+/// Appends inside the caller's transaction: bumps each tenant's counter (its
+/// row lock, held to commit, orders ids by commit), inserts the events and
+/// updates retained state.
+async fn append_tx(tx: &mut PgConnection, events: &[NewEvent]) -> Result<Vec<StoredEvent>, Error> {
+    let counts = tenant_counts(events);
+    let mut lasts = Vec::with_capacity(counts.len());
+    for (tenant, n) in &counts {
+        let last: Option<i64> = sqlx::query_scalar(
+            "UPDATE tenants SET last_seq = last_seq + $1 WHERE slug = $2 RETURNING last_seq",
+        )
+        .bind(n)
+        .bind(tenant)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match last {
+            Some(last) => lasts.push(last),
+            None => return Err(Error::UnknownTenant(tenant.to_string())),
+        }
+    }
+    let stored = assign_seqs(events, &counts, &lasts, crate::event::now_ms());
+    let tenants: Vec<&str> = stored.iter().map(|e| &*e.tenant).collect();
+    let seqs: Vec<i64> = stored.iter().map(|e| e.seq as i64).collect();
+    let topics: Vec<&str> = stored.iter().map(|e| e.topic.as_str()).collect();
+    let kinds: Vec<&str> = stored.iter().map(|e| e.kind.as_str()).collect();
+    let payloads: Vec<&str> = stored.iter().map(|e| e.json.as_str()).collect();
+    let ts: Vec<i64> = stored.iter().map(|e| e.ts).collect();
+    sqlx::query(
+        "INSERT INTO events (tenant, seq, topic, type, payload, ts) \
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[])",
+    )
+    .bind(&tenants)
+    .bind(&seqs)
+    .bind(&topics)
+    .bind(&kinds)
+    .bind(&payloads)
+    .bind(&ts)
+    .execute(&mut *tx)
+    .await?;
+    for (new, e) in events.iter().zip(&stored).filter(|(n, _)| n.retain) {
+        sqlx::query(
+            "INSERT INTO topics (tenant, topic, retained, retained_seq, retained_ts) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, topic) DO UPDATE SET \
+             retained = excluded.retained, retained_seq = excluded.retained_seq, \
+             retained_ts = excluded.retained_ts",
+        )
+        .bind(&new.tenant)
+        .bind(&new.topic)
+        .bind(&new.data)
+        .bind(e.seq as i64)
+        .bind(e.ts)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(stored)
 }
 
 fn event_row(row: &PgRow, tenant: &Arc<str>) -> Result<StoredEvent, sqlx::Error> {
@@ -119,56 +178,8 @@ impl Store for PostgresStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let counts = tenant_counts(events);
         let mut tx = self.pool.begin().await?;
-        let mut lasts = Vec::with_capacity(counts.len());
-        for (tenant, n) in &counts {
-            let last: Option<i64> = sqlx::query_scalar(
-                "UPDATE tenants SET last_seq = last_seq + $1 WHERE slug = $2 RETURNING last_seq",
-            )
-            .bind(n)
-            .bind(tenant)
-            .fetch_optional(&mut *tx)
-            .await?;
-            match last {
-                Some(last) => lasts.push(last),
-                None => return Err(Error::UnknownTenant(tenant.to_string())),
-            }
-        }
-        let stored = assign_seqs(events, &counts, &lasts, crate::event::now_ms());
-        let tenants: Vec<&str> = stored.iter().map(|e| &*e.tenant).collect();
-        let seqs: Vec<i64> = stored.iter().map(|e| e.seq as i64).collect();
-        let topics: Vec<&str> = stored.iter().map(|e| e.topic.as_str()).collect();
-        let kinds: Vec<&str> = stored.iter().map(|e| e.kind.as_str()).collect();
-        let payloads: Vec<&str> = stored.iter().map(|e| e.json.as_str()).collect();
-        let ts: Vec<i64> = stored.iter().map(|e| e.ts).collect();
-        sqlx::query(
-            "INSERT INTO events (tenant, seq, topic, type, payload, ts) \
-             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[])",
-        )
-        .bind(&tenants)
-        .bind(&seqs)
-        .bind(&topics)
-        .bind(&kinds)
-        .bind(&payloads)
-        .bind(&ts)
-        .execute(&mut *tx)
-        .await?;
-        for (new, e) in events.iter().zip(&stored).filter(|(n, _)| n.retain) {
-            sqlx::query(
-                "INSERT INTO topics (tenant, topic, retained, retained_seq, retained_ts) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, topic) DO UPDATE SET \
-                 retained = excluded.retained, retained_seq = excluded.retained_seq, \
-                 retained_ts = excluded.retained_ts",
-            )
-            .bind(&new.tenant)
-            .bind(&new.topic)
-            .bind(&new.data)
-            .bind(e.seq as i64)
-            .bind(e.ts)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let stored = append_tx(&mut tx, events).await?;
         tx.commit().await?;
         Ok(stored)
     }
@@ -324,4 +335,124 @@ impl Store for PostgresStore {
         tx.commit().await?;
         Ok(done.rows_affected())
     }
+
+    async fn post_message(
+        &self,
+        msg: &NewMessage,
+        notes: &[Notification],
+    ) -> Result<(Message, u64, Vec<StoredEvent>), Error> {
+        let created_at = crate::event::now_ms();
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO messages (tenant, sender, recipient, product_id, body, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(&msg.tenant)
+        .bind(&msg.from)
+        .bind(&msg.to)
+        .bind(&msg.product_id)
+        .bind(&msg.body)
+        .bind(created_at)
+        .fetch_one(&mut *tx)
+        .await?;
+        let stored_msg = Message {
+            id,
+            from: msg.from.clone(),
+            to: msg.to.clone(),
+            product_id: msg.product_id.clone(),
+            body: msg.body.clone(),
+            created_at,
+        };
+        let unread = unread_in(&mut tx, &msg.tenant, &msg.to).await?;
+        let events = message_events(&msg.tenant, &stored_msg, notes, unread);
+        let stored = append_tx(&mut tx, &events).await?;
+        tx.commit().await?;
+        Ok((stored_msg, unread, stored))
+    }
+
+    async fn mark_read(
+        &self,
+        tenant: &str,
+        user: &str,
+        up_to: i64,
+    ) -> Result<(u64, Vec<StoredEvent>), Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO message_reads (tenant, user_id, up_to) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant, user_id) DO UPDATE SET up_to = GREATEST(message_reads.up_to, excluded.up_to)",
+        )
+        .bind(tenant)
+        .bind(user)
+        .bind(up_to)
+        .execute(&mut *tx)
+        .await?;
+        let unread = unread_in(&mut tx, tenant, user).await?;
+        let stored = append_tx(&mut tx, &[unread_event(tenant, user, unread)]).await?;
+        tx.commit().await?;
+        Ok((unread, stored))
+    }
+
+    async fn messages(
+        &self,
+        tenant: &str,
+        user: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Message>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, sender, recipient, product_id, body, created_at FROM messages \
+             WHERE tenant = $1 AND (recipient = $2 OR sender = $2) AND id > $3 ORDER BY id LIMIT $4",
+        )
+        .bind(tenant)
+        .bind(user)
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Message {
+                    id: r.try_get("id")?,
+                    from: r.try_get("sender")?,
+                    to: r.try_get("recipient")?,
+                    product_id: r.try_get("product_id")?,
+                    body: r.try_get("body")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn unread(&self, tenant: &str, user: &str) -> Result<u64, Error> {
+        let mut conn = self.pool.acquire().await?;
+        unread_in(&mut conn, tenant, user).await
+    }
+
+    async fn secret(&self, name: &str, candidate: &str) -> Result<String, Error> {
+        sqlx::query(
+            "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(candidate)
+        .execute(&self.pool)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}
+
+async fn unread_in(conn: &mut PgConnection, tenant: &str, user: &str) -> Result<u64, Error> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM messages WHERE tenant = $1 AND recipient = $2 AND id > \
+         coalesce((SELECT up_to FROM message_reads WHERE tenant = $1 AND user_id = $2), 0)",
+    )
+    .bind(tenant)
+    .bind(user)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(n as u64)
 }

@@ -12,9 +12,12 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 
-use super::{assign_seqs, tenant_counts, Error, Page, Retained, Store, Tenant, TopicState};
+use super::{
+    assign_seqs, message_events, tenant_counts, unread_event, Error, Message, NewMessage,
+    Notification, Page, Retained, Store, Tenant, TopicState,
+};
 use crate::event::{NewEvent, Seq, StoredEvent};
 
 /// SQLite-backed store.
@@ -53,6 +56,63 @@ impl SqliteStore {
             .await?;
         Ok(SqliteStore { write, read })
     }
+}
+
+/// Appends inside the caller's transaction: bumps each tenant's counter,
+/// inserts the events and updates retained state.
+async fn append_tx(
+    tx: &mut SqliteConnection,
+    events: &[NewEvent],
+) -> Result<Vec<StoredEvent>, Error> {
+    let counts = tenant_counts(events);
+    let mut lasts = Vec::with_capacity(counts.len());
+    for (tenant, n) in &counts {
+        let last: Option<i64> = sqlx::query_scalar(
+            "UPDATE tenants SET last_seq = last_seq + ? WHERE slug = ? RETURNING last_seq",
+        )
+        .bind(n)
+        .bind(tenant)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match last {
+            Some(last) => lasts.push(last),
+            None => return Err(Error::UnknownTenant(tenant.to_string())),
+        }
+    }
+    let stored = assign_seqs(events, &counts, &lasts, crate::event::now_ms());
+    for chunk in stored.chunks(INSERT_CHUNK) {
+        let sql = format!(
+            "INSERT INTO events (tenant, seq, topic, type, payload, ts) VALUES {}",
+            vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(",")
+        );
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q
+                .bind(&*e.tenant)
+                .bind(e.seq as i64)
+                .bind(&e.topic)
+                .bind(&e.kind)
+                .bind(&e.json)
+                .bind(e.ts);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    for (new, e) in events.iter().zip(&stored).filter(|(n, _)| n.retain) {
+        sqlx::query(
+            "INSERT INTO topics (tenant, topic, retained, retained_seq, retained_ts) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, topic) DO UPDATE SET \
+             retained = excluded.retained, retained_seq = excluded.retained_seq, \
+             retained_ts = excluded.retained_ts",
+        )
+        .bind(&new.tenant)
+        .bind(&new.topic)
+        .bind(&new.data)
+        .bind(e.seq as i64)
+        .bind(e.ts)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(stored)
 }
 
 fn placeholders(n: usize) -> String {
@@ -153,55 +213,8 @@ impl Store for SqliteStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let counts = tenant_counts(events);
         let mut tx = self.write.begin().await?;
-        let mut lasts = Vec::with_capacity(counts.len());
-        for (tenant, n) in &counts {
-            let last: Option<i64> = sqlx::query_scalar(
-                "UPDATE tenants SET last_seq = last_seq + ? WHERE slug = ? RETURNING last_seq",
-            )
-            .bind(n)
-            .bind(tenant)
-            .fetch_optional(&mut *tx)
-            .await?;
-            match last {
-                Some(last) => lasts.push(last),
-                None => return Err(Error::UnknownTenant(tenant.to_string())),
-            }
-        }
-        let stored = assign_seqs(events, &counts, &lasts, crate::event::now_ms());
-        for chunk in stored.chunks(INSERT_CHUNK) {
-            let sql = format!(
-                "INSERT INTO events (tenant, seq, topic, type, payload, ts) VALUES {}",
-                vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(",")
-            );
-            let mut q = sqlx::query(&sql);
-            for e in chunk {
-                q = q
-                    .bind(&*e.tenant)
-                    .bind(e.seq as i64)
-                    .bind(&e.topic)
-                    .bind(&e.kind)
-                    .bind(&e.json)
-                    .bind(e.ts);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        for (new, e) in events.iter().zip(&stored).filter(|(n, _)| n.retain) {
-            sqlx::query(
-                "INSERT INTO topics (tenant, topic, retained, retained_seq, retained_ts) \
-                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, topic) DO UPDATE SET \
-                 retained = excluded.retained, retained_seq = excluded.retained_seq, \
-                 retained_ts = excluded.retained_ts",
-            )
-            .bind(&new.tenant)
-            .bind(&new.topic)
-            .bind(&new.data)
-            .bind(e.seq as i64)
-            .bind(e.ts)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let stored = append_tx(&mut tx, events).await?;
         tx.commit().await?;
         Ok(stored)
     }
@@ -360,4 +373,127 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(done.rows_affected())
     }
+
+    async fn post_message(
+        &self,
+        msg: &NewMessage,
+        notes: &[Notification],
+    ) -> Result<(Message, u64, Vec<StoredEvent>), Error> {
+        let created_at = crate::event::now_ms();
+        let mut tx = self.write.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO messages (tenant, sender, recipient, product_id, body, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&msg.tenant)
+        .bind(&msg.from)
+        .bind(&msg.to)
+        .bind(&msg.product_id)
+        .bind(&msg.body)
+        .bind(created_at)
+        .fetch_one(&mut *tx)
+        .await?;
+        let stored_msg = Message {
+            id,
+            from: msg.from.clone(),
+            to: msg.to.clone(),
+            product_id: msg.product_id.clone(),
+            body: msg.body.clone(),
+            created_at,
+        };
+        let unread = unread_in(&mut tx, &msg.tenant, &msg.to).await?;
+        let events = message_events(&msg.tenant, &stored_msg, notes, unread);
+        let stored = append_tx(&mut tx, &events).await?;
+        tx.commit().await?;
+        Ok((stored_msg, unread, stored))
+    }
+
+    async fn mark_read(
+        &self,
+        tenant: &str,
+        user: &str,
+        up_to: i64,
+    ) -> Result<(u64, Vec<StoredEvent>), Error> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO message_reads (tenant, user_id, up_to) VALUES (?, ?, ?) \
+             ON CONFLICT (tenant, user_id) DO UPDATE SET up_to = max(up_to, excluded.up_to)",
+        )
+        .bind(tenant)
+        .bind(user)
+        .bind(up_to)
+        .execute(&mut *tx)
+        .await?;
+        let unread = unread_in(&mut tx, tenant, user).await?;
+        let stored = append_tx(&mut tx, &[unread_event(tenant, user, unread)]).await?;
+        tx.commit().await?;
+        Ok((unread, stored))
+    }
+
+    async fn messages(
+        &self,
+        tenant: &str,
+        user: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Message>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, sender, recipient, product_id, body, created_at FROM messages \
+             WHERE tenant = ? AND (recipient = ? OR sender = ?) AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(tenant)
+        .bind(user)
+        .bind(user)
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Message {
+                    id: r.try_get("id")?,
+                    from: r.try_get("sender")?,
+                    to: r.try_get("recipient")?,
+                    product_id: r.try_get("product_id")?,
+                    body: r.try_get("body")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn unread(&self, tenant: &str, user: &str) -> Result<u64, Error> {
+        let mut conn = self.read.acquire().await?;
+        unread_in(&mut conn, tenant, user).await
+    }
+
+    async fn secret(&self, name: &str, candidate: &str) -> Result<String, Error> {
+        sqlx::query(
+            "INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(candidate)
+        .execute(&self.write)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT value FROM secrets WHERE name = ?")
+                .bind(name)
+                .fetch_one(&self.write)
+                .await?,
+        )
+    }
+}
+
+async fn unread_in(conn: &mut SqliteConnection, tenant: &str, user: &str) -> Result<u64, Error> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM messages WHERE tenant = ? AND recipient = ? AND id > \
+         coalesce((SELECT up_to FROM message_reads WHERE tenant = ? AND user_id = ?), 0)",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(tenant)
+    .bind(user)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(n as u64)
 }
