@@ -130,6 +130,41 @@ impl Env {
         nodes
     }
 
+    /// The client-token keys the nodes of this env use (read the way the
+    /// server reads them: data dir or Postgres).
+    pub async fn keys(&self) -> switchyard::auth::Keys {
+        let options = switchyard::config::Options {
+            data_dir: Some(self.data_dir.clone()),
+            redis_url: self.redis_url.clone(),
+            database_url: self.database_url.clone(),
+            ..Default::default()
+        };
+        let config = switchyard::config::Config::from_options(options).expect("config");
+        switchyard::client_keys(&config).await.expect("keys")
+    }
+
+    /// A token minted by `switchyard token` (the CLI) for this env.
+    pub async fn token(&self, sub: &str, tenant: &str) -> String {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.args(["token", "--sub", sub, "--tenant", tenant, "--ttl", "1h"])
+            .env_clear()
+            .env("SWITCHYARD_DATA_DIR", &self.data_dir)
+            .envs(self.vars.iter().map(|(k, v)| (k, v)));
+        if let (Some(r), Some(d)) = (&self.redis_url, &self.database_url) {
+            cmd.env("REDIS_URL", r).env("DATABASE_URL", d);
+        }
+        let out = cmd.output().await.expect("run switchyard token");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_string()
+    }
+
     /// Drops the test's schema (best effort).
     pub async fn cleanup(self) {
         if let (Some(schema), Some(_)) = (&self.schema, &self.database_url) {

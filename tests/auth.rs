@@ -1,0 +1,551 @@
+//! Client tokens, private user streams, messages, connection caps, rate
+//! limits, tenant isolation and secrets kept out of logs, in both modes.
+
+mod support;
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::{secs, Env, Mode, Node, Sse};
+use switchyard::auth::{now_secs, Claims, Keys};
+
+fn claims(sub: &str, tenant: &str, exp: u64) -> Claims {
+    Claims {
+        sub: sub.into(),
+        tenant: tenant.into(),
+        exp,
+        iat: now_secs(),
+    }
+}
+
+async fn stream_status(node: &Node, path: &str, headers: &[(&str, &str)]) -> StatusCode {
+    match Sse::connect(&format!("{}{path}", node.url), None, headers).await {
+        Ok(_) => StatusCode::OK,
+        Err((s, _)) => s,
+    }
+}
+
+async fn send(node: &Node, token: &str, from: &str, to: &str, body: &str) -> reqwest::Response {
+    node.http
+        .post(format!("{}/api/messages", node.url))
+        .bearer_auth(token)
+        .json(&json!({"from": from, "to": to, "body": body, "product_id": "p-1"}))
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn user_stream_auth(mode: Mode) {
+    let env = Env::new(mode).await;
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let other_tenant = node.tenant().await;
+    let alice = env.token("alice", &tenant).await;
+    let bob = env.token("bob", &tenant).await;
+    let path = "/events/users/alice";
+    // No token, another user's, a token of a tenant that does not exist.
+    assert_eq!(
+        stream_status(&node, path, &[]).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let bearer_bob = format!("Bearer {bob}");
+    assert_eq!(
+        stream_status(&node, path, &[("authorization", &bearer_bob)]).await,
+        StatusCode::FORBIDDEN
+    );
+    let keys = env.keys().await;
+    let ghost = keys.sign(&claims("alice", "no-such-tenant", now_secs() + 60));
+    assert_eq!(
+        stream_status(&node, &format!("{path}?token={ghost}"), &[]).await,
+        StatusCode::NOT_FOUND
+    );
+    // Expired, forged, alg none.
+    let expired = keys.sign(&claims("alice", &tenant, now_secs() - 1));
+    let forged = Keys::new(b"not-the-secret").sign(&claims("alice", &tenant, now_secs() + 60));
+    let payload = URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&claims("alice", &tenant, now_secs() + 60)).expect("json"));
+    let none = format!(
+        "{}.{payload}.",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#)
+    );
+    for bad in [&expired, &forged, &none] {
+        assert_eq!(
+            stream_status(&node, &format!("{path}?token={bad}"), &[]).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // A token names its tenant; a `tenant` that disagrees is refused.
+    assert_eq!(
+        stream_status(
+            &node,
+            &format!("{path}?token={alice}&tenant={other_tenant}"),
+            &[]
+        )
+        .await,
+        StatusCode::FORBIDDEN
+    );
+    // Each carrier works, and the stream opens with the unread count.
+    let bearer = format!("Bearer {alice}");
+    let cookie = format!("switchyard_token={alice}");
+    let query = format!("{path}?token={alice}");
+    for (p, h) in [
+        (path, ("authorization", bearer.as_str())),
+        (path, ("cookie", cookie.as_str())),
+        (query.as_str(), ("x-none", "")),
+    ] {
+        let mut s = Sse::connect(&format!("{}{p}", node.url), None, &[h])
+            .await
+            .expect("stream opens");
+        let snap = s.next(secs(10)).await.expect("snapshot");
+        assert_eq!(snap.event, "snapshot");
+        assert_eq!(snap.json()["data"]["unread"], 0);
+    }
+    // user:* inside /events follows the same rule.
+    assert_eq!(
+        stream_status(&node, &format!("/events?topic=user:alice&token={bob}"), &[]).await,
+        StatusCode::FORBIDDEN
+    );
+    env.cleanup().await;
+}
+both_modes!(user_stream_auth_test, user_stream_auth);
+
+async fn messages_flow(mode: Mode) {
+    let env = Env::new(mode).await;
+    let nodes = env.start_nodes(2).await;
+    let (a, b) = (&nodes[0], &nodes[nodes.len() - 1]);
+    let tenant = a.tenant().await;
+    let alice = env.token("alice", &tenant).await;
+    let bob = env.token("bob", &tenant).await;
+    let mut bob_stream = a.sse(&format!("/events/users/bob?token={bob}"), None).await;
+    assert_eq!(
+        bob_stream.next(secs(10)).await.expect("snapshot").json()["data"]["unread"],
+        0
+    );
+    // Alice writes to Bob on the other node; Bob's stream shows it at once.
+    let r = send(
+        b,
+        &alice,
+        "alice",
+        "bob",
+        "Hi! mail me at alice@example.com or call +1 555 123 4567",
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let msg: Value = r.json().await.expect("json");
+    let ev = bob_stream
+        .next_of("message", secs(10))
+        .await
+        .expect("message event");
+    let v = ev.json();
+    assert_eq!(v["topic"], "user:bob");
+    assert_eq!(v["data"]["from"], "alice");
+    assert_eq!(v["data"]["message_id"], msg["id"]);
+    let preview = v["data"]["preview"].as_str().expect("preview");
+    assert!(
+        preview.contains("[email]") && preview.contains("[phone]"),
+        "{preview}"
+    );
+    assert!(!preview.contains("alice@example.com") && !preview.contains("4567"));
+    let badge = bob_stream
+        .next_of("unread", secs(10))
+        .await
+        .expect("unread");
+    assert_eq!(badge.json()["data"]["unread"], 1);
+    // History: Bob (and Alice, the sender) see it; nobody else may look.
+    let hist: Value = b
+        .http
+        .get(format!("{}/api/users/bob/messages", b.url))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .expect("req")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(hist["messages"][0]["body"], msg["body"]);
+    assert_eq!(hist["unread"], 1);
+    let peek = b
+        .http
+        .get(format!("{}/api/users/bob/messages", b.url))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(peek.status(), StatusCode::FORBIDDEN);
+    // Nobody sends as someone else; anonymous nobody sends at all.
+    assert_eq!(
+        send(a, &alice, "bob", "alice", "spoof").await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let anon = a
+        .http
+        .post(format!("{}/api/messages", a.url))
+        .json(&json!({"from":"x","to":"y","body":"z"}))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(anon.status(), StatusCode::UNAUTHORIZED);
+    // Bad bodies name the field.
+    let r = a
+        .http
+        .post(format!("{}/api/messages", a.url))
+        .bearer_auth(&alice)
+        .json(&json!({"from":"alice","body":"no recipient"}))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap_or_default().contains("to"));
+    // The admin token may send on anyone's behalf, naming the tenant.
+    let r = a
+        .post(
+            "/api/messages",
+            &json!({"tenant": tenant, "from": "system", "to": "bob", "body": "welcome"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        bob_stream
+            .next_of("unread", secs(10))
+            .await
+            .expect("unread")
+            .json()["data"]["unread"],
+        2
+    );
+    // Marking read clears the badge, live and in the next snapshot.
+    let last = hist["last_id"].as_i64().expect("last id") + 1;
+    let r = b
+        .http
+        .post(format!("{}/api/users/bob/messages/read", b.url))
+        .bearer_auth(&bob)
+        .json(&json!({"up_to": last + 1000}))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(r.json::<Value>().await.expect("json")["unread"], 0);
+    assert_eq!(
+        bob_stream
+            .next_of("unread", secs(10))
+            .await
+            .expect("unread")
+            .json()["data"]["unread"],
+        0
+    );
+    let mut again = b.sse(&format!("/events/users/bob?token={bob}"), None).await;
+    assert_eq!(
+        again.next(secs(10)).await.expect("snapshot").json()["data"]["unread"],
+        0
+    );
+    env.cleanup().await;
+}
+both_modes!(messages_flow_test, messages_flow);
+
+/// A user who was offline gets the messages by history and by
+/// `Last-Event-ID` replay, once each.
+async fn reload_after_offline(mode: Mode) {
+    let env = Env::new(mode).await;
+    let nodes = env.start_nodes(2).await;
+    let (a, b) = (&nodes[0], &nodes[nodes.len() - 1]);
+    let tenant = a.tenant().await;
+    let alice = env.token("alice", &tenant).await;
+    let bob = env.token("bob", &tenant).await;
+    let mut s = a.sse(&format!("/events/users/bob?token={bob}"), None).await;
+    s.next(secs(10)).await.expect("snapshot");
+    let cursor: u64 = s
+        .last_id
+        .as_deref()
+        .expect("cursor")
+        .parse()
+        .expect("numeric");
+    drop(s);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let r = send(b, &alice, "alice", "bob", &format!("message {i}")).await;
+        ids.push(r.json::<Value>().await.expect("json")["id"].clone());
+    }
+    let hist: Value = a
+        .http
+        .get(format!("{}/api/users/bob/messages?after=0", a.url))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .expect("req")
+        .json()
+        .await
+        .expect("json");
+    let got: Vec<Value> = hist["messages"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
+    assert_eq!(got, ids);
+    let mut r = b
+        .sse(
+            &format!("/events/users/bob?token={bob}&events=message"),
+            Some(cursor),
+        )
+        .await;
+    let evs = r.take(3, secs(10)).await;
+    let replayed: Vec<Value> = evs
+        .iter()
+        .map(|e| e.json()["data"]["message_id"].clone())
+        .collect();
+    assert_eq!(replayed, ids);
+    assert!(
+        r.next_data(Duration::from_millis(300)).await.is_none(),
+        "a message came twice"
+    );
+    env.cleanup().await;
+}
+both_modes!(reload_after_offline_test, reload_after_offline);
+
+/// Per-user caps hold across nodes; a freed slot can be used again.
+async fn stream_caps(mode: Mode) {
+    let env = Env::new(mode)
+        .await
+        .set("SWITCHYARD_MAX_STREAMS_PER_USER", 2);
+    let nodes = env.start_nodes(2).await;
+    let (a, b) = (&nodes[0], &nodes[nodes.len() - 1]);
+    let tenant = a.tenant().await;
+    let alice = env.token("alice", &tenant).await;
+    let path = format!("/events/users/alice?token={alice}");
+    let first = a.sse(&path, None).await;
+    let _second = b.sse(&path, None).await;
+    let refused = Sse::connect(&format!("{}{path}", a.url), None, &[])
+        .await
+        .err()
+        .expect("third refused");
+    assert_eq!(refused.0, StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.1.contains("too_many_streams"), "{}", refused.1);
+    let raw = a
+        .http
+        .get(format!("{}{path}", a.url))
+        .send()
+        .await
+        .expect("req");
+    assert!(raw.headers().get("retry-after").is_some());
+    // Another user is not affected.
+    let bob = env.token("bob", &tenant).await;
+    let _bob = a.sse(&format!("/events/users/bob?token={bob}"), None).await;
+    drop(first);
+    support::wait_for("slot freed", secs(10), || async {
+        Sse::connect(&format!("{}{path}", b.url), None, &[])
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(a.metric("switchyard_streams_refused_total").await >= 1.0);
+    env.cleanup().await;
+}
+both_modes!(stream_caps_test, stream_caps);
+
+async fn post_rate_limit(mode: Mode) {
+    let env = Env::new(mode)
+        .await
+        .set("SWITCHYARD_POST_RATE", 1)
+        .set("SWITCHYARD_POST_BURST", 3);
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let alice = env.token("alice", &tenant).await;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let r = send(&node, &alice, "alice", "bob", &format!("m{i}")).await;
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(r.headers().get("retry-after").is_some());
+        }
+        statuses.push(r.status());
+    }
+    assert_eq!(&statuses[..3], &[StatusCode::CREATED; 3]);
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    // Another token has its own bucket.
+    let carol = env.token("carol", &tenant).await;
+    assert_eq!(
+        send(&node, &carol, "carol", "bob", "hi").await.status(),
+        StatusCode::CREATED
+    );
+    assert!(node.metric("switchyard_rate_limited_total").await >= 1.0);
+    env.cleanup().await;
+}
+both_modes!(post_rate_limit_test, post_rate_limit);
+
+/// A stream ends with `auth.expired` when its token expires.
+async fn token_expiry_ends_stream(mode: Mode) {
+    let env = Env::new(mode).await;
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let keys = env.keys().await;
+    let short = keys.sign(&claims("alice", &tenant, now_secs() + 2));
+    let mut s = node
+        .sse(&format!("/events/users/alice?token={short}"), None)
+        .await;
+    let ev = s
+        .next_of("auth.expired", secs(10))
+        .await
+        .expect("auth.expired");
+    assert!(ev.json()["reason"]
+        .as_str()
+        .expect("reason")
+        .contains("expired"));
+    assert!(s.next(secs(5)).await.is_none() && s.ended, "stream closed");
+    env.cleanup().await;
+}
+both_modes!(token_expiry_ends_stream_test, token_expiry_ends_stream);
+
+/// Two tenants with the same user ids and topic names: nothing crosses.
+async fn tenants_never_cross(mode: Mode) {
+    let env = Env::new(mode).await;
+    let nodes = env.start_nodes(2).await;
+    let (a, b) = (&nodes[0], &nodes[nodes.len() - 1]);
+    let t1 = a.tenant().await;
+    let t2 = a.tenant().await;
+    let u1 = env.token("u1", &t1).await;
+    let u1_other = env.token("u1", &t2).await;
+    let u2 = env.token("u2", &t1).await;
+    let u2_other = env.token("u2", &t2).await;
+    let mut s1 = a.sse(&format!("/events/users/u1?token={u1}"), None).await;
+    let mut s2 = a
+        .sse(&format!("/events/users/u1?token={u1_other}"), None)
+        .await;
+    assert_eq!(
+        s1.next(secs(10)).await.expect("snapshot").json()["data"]["unread"],
+        0
+    );
+    assert_eq!(
+        s2.next(secs(10)).await.expect("snapshot").json()["data"]["unread"],
+        0
+    );
+    for i in 0..10 {
+        assert_eq!(
+            send(b, &u2, "u2", "u1", &format!("t1 #{i}")).await.status(),
+            StatusCode::CREATED
+        );
+        if i % 2 == 0 {
+            assert_eq!(
+                send(b, &u2_other, "u2", "u1", &format!("t2 #{i}"))
+                    .await
+                    .status(),
+                StatusCode::CREATED
+            );
+        }
+        b.publish(&t1, "global", "note", json!({"t": 1})).await;
+        b.publish(&t2, "global", "note", json!({"t": 2})).await;
+    }
+    for _ in 0..20 {
+        let ev = s1.next_data(secs(10)).await.expect("t1 event");
+        assert_eq!(ev.json()["tenant"], t1.as_str());
+    }
+    for _ in 0..10 {
+        let ev = s2.next_data(secs(10)).await.expect("t2 event");
+        assert_eq!(ev.json()["tenant"], t2.as_str());
+    }
+    assert!(
+        s2.next_data(Duration::from_millis(300)).await.is_none(),
+        "t2 got more than its own"
+    );
+    let h1: Value = a
+        .http
+        .get(format!("{}/api/users/u1/messages", a.url))
+        .bearer_auth(&u1)
+        .send()
+        .await
+        .expect("req")
+        .json()
+        .await
+        .expect("json");
+    let h2: Value = a
+        .http
+        .get(format!("{}/api/users/u1/messages", a.url))
+        .bearer_auth(&u1_other)
+        .send()
+        .await
+        .expect("req")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(h1["messages"].as_array().expect("array").len(), 10);
+    assert_eq!(h2["messages"].as_array().expect("array").len(), 5);
+    assert!(h2["messages"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .all(|m| m["body"].as_str().expect("body").starts_with("t2")));
+    let snap1 = a
+        .sse(&format!("/events/users/u1?token={u1}"), None)
+        .await
+        .next(secs(10))
+        .await
+        .expect("snap");
+    let snap2 = a
+        .sse(&format!("/events/users/u1?token={u1_other}"), None)
+        .await
+        .next(secs(10))
+        .await
+        .expect("snap");
+    assert_eq!(snap1.json()["data"]["unread"], 10);
+    assert_eq!(snap2.json()["data"]["unread"], 5);
+    env.cleanup().await;
+}
+both_modes!(tenants_never_cross_test, tenants_never_cross);
+
+/// Tokens in every carrier, the admin token and the JWT secret never reach the log.
+async fn no_secrets_in_logs(mode: Mode) {
+    let env = Env::new(mode)
+        .await
+        .set("SWITCHYARD_JWT_SECRET", "jwt-secret-that-must-not-leak");
+    let node = Node::start(&env, &[("RUST_LOG", "debug")]).await;
+    let tenant = node.tenant().await;
+    let alice = env.token("alice", &tenant).await;
+    let keys = Keys::new(b"jwt-secret-that-must-not-leak");
+    let forged = Keys::new(b"x").sign(&claims("alice", &tenant, now_secs() + 60));
+    let _ = Sse::connect(
+        &format!("{}/events/users/alice?token={alice}", node.url),
+        None,
+        &[],
+    )
+    .await;
+    let _ = Sse::connect(
+        &format!("{}/events/users/alice", node.url),
+        None,
+        &[("cookie", &format!("switchyard_token={alice}"))],
+    )
+    .await;
+    let _ = Sse::connect(
+        &format!("{}/events/users/alice?token={forged}", node.url),
+        None,
+        &[],
+    )
+    .await;
+    let _ = send(&node, &alice, "alice", "bob", "hello").await;
+    let _ = node
+        .http
+        .get(format!("{}/admin/tenants", node.url))
+        .bearer_auth("wrong-admin-token-xyz")
+        .send()
+        .await;
+    assert!(
+        keys.verify(&alice, now_secs()).is_ok(),
+        "the test uses the server's secret"
+    );
+    let log = node.log_text();
+    assert!(!log.is_empty());
+    for secret in [
+        alice.as_str(),
+        forged.as_str(),
+        support::ADMIN,
+        "jwt-secret-that-must-not-leak",
+        "wrong-admin-token-xyz",
+    ] {
+        assert!(!log.contains(secret), "log leaks {secret}");
+    }
+    let sig = alice.rsplit('.').next().expect("signature");
+    assert!(!log.contains(sig), "log leaks a token signature");
+    env.cleanup().await;
+}
+both_modes!(no_secrets_in_logs_test, no_secrets_in_logs);
