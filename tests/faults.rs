@@ -207,3 +207,59 @@ async fn fd_exhaustion_answers_503() {
     .await;
     env.cleanup().await;
 }
+
+/// Postgres stops and comes back: `/ready` says 503 naming it, publishing
+/// answers 503 with a clear error (nothing is acknowledged that is not
+/// stored), open streams stay up, and everything works again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restart() {
+    let pg = support::PrivatePostgres::start().await;
+    let env = Env::new(Mode::Cluster).await.with_postgres(&pg.url());
+    let a = env.start().await;
+    let b = env.start().await;
+    let tenant = a.tenant().await;
+    let path = format!("/events?tenant={tenant}&topic=orders:1");
+    let mut s = a.sse(&path, Some(0)).await;
+    let mut ids = vec![b.publish(&tenant, "orders:1", "placed", json!(0)).await];
+    assert_eq!(s.next_data(secs(10)).await.expect("first").seq(), ids[0]);
+
+    pg.stop();
+    support::wait_for("/ready reports Postgres down", secs(20), || async {
+        let r = a.get("/ready").await;
+        r.status() == StatusCode::SERVICE_UNAVAILABLE
+            && r.json::<Value>()
+                .await
+                .map(|v| v["error"]["message"].to_string().contains("postgres"))
+                .unwrap_or(false)
+    })
+    .await;
+    let r = b
+        .post(
+            "/api/events",
+            &json!({"tenant": tenant, "topic": "orders:1", "type": "placed", "data": "lost?"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().get("retry-after").is_some());
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["code"], "store_unavailable");
+
+    pg.restart().await;
+    a.wait_ready().await;
+    b.wait_ready().await;
+    for i in 1..=5 {
+        ids.push(b.publish(&tenant, "orders:1", "placed", json!(i)).await);
+    }
+    // The open stream survived and continues without a gap.
+    let got: Vec<u64> = s.take(5, secs(20)).await.iter().map(|e| e.seq()).collect();
+    assert_eq!(got, ids[1..].to_vec());
+    let mut r = b.sse(&path, Some(0)).await;
+    let got: Vec<u64> = r
+        .take(ids.len(), secs(10))
+        .await
+        .iter()
+        .map(|e| e.seq())
+        .collect();
+    assert_eq!(got, ids, "only acknowledged events are in the log");
+    env.cleanup().await;
+}
