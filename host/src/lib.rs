@@ -19,6 +19,7 @@
 //! accept loop, and tears them down in reverse on shutdown.
 
 pub mod auth;
+pub mod bids;
 pub mod bus;
 pub mod config;
 pub mod error;
@@ -79,8 +80,10 @@ pub async fn client_keys(config: &Config) -> Result<auth::Keys, String> {
             let store = store::postgres::PostgresStore::connect(database_url)
                 .await
                 .map_err(|e| format!("cannot use Postgres: {e}"))?;
+            let store = Arc::new(store);
             let backend = Backend {
-                store: Arc::new(store),
+                store: store.clone(),
+                bids: store,
                 redis: None,
             };
             backend.jwt_secret(config).await
@@ -114,13 +117,14 @@ pub async fn run(
     let hub = Hub::start(store.clone(), metrics.clone(), heads, config.tail_check);
     // Background tasks stop after the connections have drained.
     let background = CancellationToken::new();
+    let node = node_id();
     let fanout: Arc<dyn Fanout> = match &backend.redis {
         None => Arc::new(MemoryFanout::new(hub.clone())),
         Some(redis) => Arc::new(RedisFanout::start(
             redis.clone(),
             hub.clone(),
             metrics.clone(),
-            node_id(),
+            node.clone(),
             background.clone(),
         )),
     };
@@ -144,6 +148,19 @@ pub async fn run(
         queue: config.client_queue,
         shutdown: shutdown.clone(),
     });
+    let worker = bids::worker::Worker::start(
+        backend.bids.clone(),
+        publisher.clone(),
+        Arc::new(bids::decision::BuiltinValidator),
+        metrics.clone(),
+        background.clone(),
+    );
+    let bid_queue = match &backend.redis {
+        None => bids::queue::BidQueue::Local(worker),
+        Some(redis) => {
+            bids::queue::BidQueue::redis(redis, worker, node.clone(), background.clone())
+        }
+    };
     let keys = backend.jwt_secret(&config).await?;
     let caps = match &backend.redis {
         None => sse::caps::Caps::memory(config.max_streams_per_user, config.max_streams_per_tenant),
@@ -169,6 +186,7 @@ pub async fn run(
             config.post_burst,
         )),
         shaper: Arc::new(plugins::builtin::BuiltinShaper),
+        bid_queue,
     };
     let fd_limit = server::raise_fd_limit();
     let max_connections = config

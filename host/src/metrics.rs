@@ -34,6 +34,10 @@ impl Counter {
 pub struct Gauge(AtomicI64);
 
 impl Gauge {
+    /// Sets the value.
+    pub fn set(&self, n: i64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
     /// Adds `n` (may be negative).
     pub fn add(&self, n: i64) {
         self.0.fetch_add(n, Ordering::Relaxed);
@@ -129,6 +133,18 @@ pub struct Metrics {
     pub streams_refused: Counter,
     /// Messages stored.
     pub messages_posted: Counter,
+    /// Bids accepted for processing (202).
+    pub bids_submitted: Counter,
+    /// Bids decided `accepted`.
+    pub bids_accepted: Counter,
+    /// Bids decided `rejected`.
+    pub bids_rejected: Counter,
+    /// Queued bids (as of the last sweep).
+    pub bids_queued: Gauge,
+    /// Age of the oldest queued bid, ms (as of the last sweep).
+    pub bids_queue_lag_ms: Gauge,
+    /// Duration of decision rounds.
+    pub bid_round_latency: Histogram,
     by_tenant: Mutex<BTreeMap<String, Arc<Gauge>>>,
     requests: Mutex<BTreeMap<(&'static str, String), Arc<RouteStats>>>,
 }
@@ -172,7 +188,7 @@ impl Metrics {
             "Open SSE connections.",
             self.connections.get().to_string(),
         );
-        let counters: [(&str, &str, &Counter); 20] = [
+        let counters: [(&str, &str, &Counter); 23] = [
             (
                 "connections_opened_total",
                 "SSE connections opened.",
@@ -272,6 +288,21 @@ impl Metrics {
                 "messages_posted_total",
                 "Messages stored.",
                 &self.messages_posted,
+            ),
+            (
+                "bids_submitted_total",
+                "Bids accepted for processing (202).",
+                &self.bids_submitted,
+            ),
+            (
+                "bid_decisions_accepted_total",
+                "Bids decided accepted.",
+                &self.bids_accepted,
+            ),
+            (
+                "bid_decisions_rejected_total",
+                "Bids decided rejected.",
+                &self.bids_rejected,
             ),
         ];
         for (name, help, c) in counters {

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::auth::Keys;
+use crate::bids::queue::BidQueue;
 use crate::bus::hub::Hub;
 use crate::bus::publisher::Publisher;
 use crate::bus::redis::RedisConn;
@@ -13,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::plugins::NotificationShaper;
 use crate::sse::caps::Caps;
 use crate::sse::session::StreamContext;
+use crate::store::bids::BidStore;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{self, Store, Tenant};
@@ -22,6 +24,8 @@ use crate::store::{self, Store, Tenant};
 pub struct Backend {
     /// System of record and event log.
     pub store: Arc<dyn Store>,
+    /// Products and bids.
+    pub bids: Arc<dyn BidStore>,
     /// Redis, in cluster mode.
     pub redis: Option<RedisConn>,
 }
@@ -58,8 +62,10 @@ impl Backend {
                 config.data_dir.display()
             )
         })?;
+        let store = Arc::new(store);
         Ok(Backend {
-            store: Arc::new(store),
+            store: store.clone(),
+            bids: store,
             redis: None,
         })
     }
@@ -82,8 +88,10 @@ impl Backend {
             std::time::Duration::from_secs(10),
         )
         .await?;
+        let store = Arc::new(store);
         Ok(Backend {
-            store: Arc::new(store),
+            store: store.clone(),
+            bids: store,
             redis: Some(redis),
         })
     }
@@ -152,4 +160,6 @@ pub struct AppState {
     pub rate: Arc<RateLimiter>,
     /// The notification-shaper rule.
     pub shaper: Arc<dyn NotificationShaper>,
+    /// Wake-ups for bid workers.
+    pub bid_queue: BidQueue,
 }

@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::{admin, events, messages, ops, streams, topics};
+use super::{admin, events, messages, ops, products, streams, topics};
 use crate::config::Cors;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -33,6 +33,11 @@ pub fn router(state: AppState) -> Router {
         .route("/events", get(streams::multi))
         .route("/events/tenants/{slug}", get(streams::tenant))
         .route("/events/users/{id}", get(streams::user))
+        .route("/events/products/{id}", get(streams::product))
+        .route("/api/products", post(products::create))
+        .route("/api/products/{id}", get(products::get))
+        .route("/api/products/{id}/bids", post(products::bid))
+        .route("/api/bids/{id}", get(products::get_bid))
         .route("/api/messages", post(messages::post))
         .route("/api/users/{id}/messages", get(messages::list))
         .route("/api/users/{id}/messages/read", post(messages::mark_read))

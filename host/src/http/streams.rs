@@ -61,6 +61,20 @@ pub async fn user(
     open(state, caller, parts, &q, q.get("tenant"), vec![topic]).await
 }
 
+/// `GET /events/products/{id}`: a product's bid activity, starting with a
+/// snapshot of its state.
+pub async fn product(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    caller: Caller,
+    parts: Parts,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    let p = super::products::visible_product(&state, &caller, &id, q.get("tenant")).await?;
+    let topic = format!("product:{}", p.id);
+    open(state, caller, parts, &q, Some(&p.tenant), vec![topic]).await
+}
+
 async fn open(
     state: AppState,
     caller: Caller,

@@ -25,6 +25,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "messages",
         sql: include_str!("../../../migrations/sqlite/0002_messages.sql"),
     },
+    Migration {
+        version: 3,
+        name: "bids",
+        sql: include_str!("../../../migrations/sqlite/0003_bids.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -37,6 +42,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 2,
         name: "messages",
         sql: include_str!("../../../migrations/postgres/0002_messages.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "bids",
+        sql: include_str!("../../../migrations/postgres/0003_bids.sql"),
     },
 ];
 

@@ -6,6 +6,7 @@
 //! in commit order: if id N is visible, every id below it is too. Fan-out and
 //! replay lean on that.
 
+pub mod bids;
 mod migrate;
 pub mod postgres;
 pub mod sqlite;

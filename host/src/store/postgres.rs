@@ -21,7 +21,7 @@ use crate::event::{NewEvent, Seq, StoredEvent};
 
 /// Postgres-backed store.
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
 }
 
 impl PostgresStore {
@@ -45,7 +45,10 @@ impl PostgresStore {
 /// Appends inside the caller's transaction: bumps each tenant's counter (its
 /// row lock, held to commit, orders ids by commit), inserts the events and
 /// updates retained state.
-async fn append_tx(tx: &mut PgConnection, events: &[NewEvent]) -> Result<Vec<StoredEvent>, Error> {
+pub(crate) async fn append_tx(
+    tx: &mut PgConnection,
+    events: &[NewEvent],
+) -> Result<Vec<StoredEvent>, Error> {
     let counts = tenant_counts(events);
     let mut lasts = Vec::with_capacity(counts.len());
     for (tenant, n) in &counts {

@@ -22,8 +22,8 @@ use crate::event::{NewEvent, Seq, StoredEvent};
 
 /// SQLite-backed store.
 pub struct SqliteStore {
-    write: SqlitePool,
-    read: SqlitePool,
+    pub(crate) write: SqlitePool,
+    pub(crate) read: SqlitePool,
 }
 
 /// Rows per multi-row INSERT (6 parameters each, far below SQLite's limit).
@@ -60,7 +60,7 @@ impl SqliteStore {
 
 /// Appends inside the caller's transaction: bumps each tenant's counter,
 /// inserts the events and updates retained state.
-async fn append_tx(
+pub(crate) async fn append_tx(
     tx: &mut SqliteConnection,
     events: &[NewEvent],
 ) -> Result<Vec<StoredEvent>, Error> {

@@ -1,0 +1,85 @@
+//! The bid pipeline.
+//!
+//! - A bid is stored `queued` in the system of record before its 202.
+//! - `queue`: wake-ups saying "this product has queued bids" (in-process, or a
+//!   Redis Stream with a consumer group in cluster mode).
+//! - `worker`: takes wake-ups, and on an interval sweeps the store for queued
+//!   bids and auctions past their end, so a lost wake-up only delays.
+//! - `decision`: the pure rules. A decision round locks the product, decides
+//!   its queued bids in order against the latest state, and commits the bids'
+//!   outcomes, the product and the events in one transaction; a bid is only
+//!   decided while `queued`, so it is decided exactly once.
+
+pub mod decision;
+pub mod queue;
+pub mod worker;
+
+use serde::Serialize;
+
+/// A product under auction.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Product {
+    /// Unique across tenants.
+    pub id: String,
+    /// Tenant slug.
+    pub tenant: String,
+    /// The seller's user id.
+    pub seller_id: String,
+    /// Title.
+    pub title: String,
+    /// Lowest first bid, in minor units.
+    pub starting_price: i64,
+    /// Smallest raise over the current bid, in minor units.
+    pub min_increment: i64,
+    /// A bid this close to the end extends it to this far after the bid (0: off).
+    pub anti_snipe_ms: i64,
+    /// End, ms since the epoch (`None`: no end).
+    pub ends_at: Option<i64>,
+    /// `open` or `closed`.
+    pub status: String,
+    /// Highest accepted bid.
+    pub current_bid: Option<i64>,
+    /// Who placed it.
+    pub leader: Option<String>,
+    /// Accepted bids.
+    pub bid_count: i64,
+    /// Grows with every change.
+    pub version: i64,
+    /// ms since the epoch.
+    pub created_at: i64,
+}
+
+/// A bid.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Bid {
+    /// Unique id.
+    pub id: String,
+    /// Tenant slug.
+    pub tenant: String,
+    /// The product.
+    pub product_id: String,
+    /// The bidder's user id.
+    pub bidder_id: String,
+    /// Amount in minor units.
+    pub amount: i64,
+    /// Client-chosen key making retries safe.
+    pub idempotency_key: Option<String>,
+    /// `queued`, `accepted` or `rejected`.
+    pub status: String,
+    /// Why it was rejected.
+    pub reason: Option<String>,
+    /// Which rule version decided it.
+    pub decided_by: Option<String>,
+    /// When it was accepted for processing (its 202), ms since the epoch.
+    pub created_at: i64,
+    /// When it was decided.
+    pub decided_at: Option<i64>,
+}
+
+/// A random id with a prefix, e.g. `b_3f9a…`.
+pub fn new_id(prefix: &str) -> String {
+    let mut b = [0u8; 12];
+    getrandom::fill(&mut b).expect("the OS provides randomness");
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{prefix}_{hex}")
+}

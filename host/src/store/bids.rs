@@ -1,0 +1,506 @@
+//! Products and bids in the system of record (`BidStore`), for SQLite and
+//! Postgres. A decision round runs in one transaction: lock the product, read
+//! its queued bids in order, apply the rules, write outcomes, product and
+//! events (`append_tx`). Only `queued` bids are decided, so a round that runs
+//! twice (two workers, a retried wake-up) decides nothing twice.
+
+use async_trait::async_trait;
+
+use super::Error;
+use crate::bids::decision::Round;
+use crate::bids::{Bid, Product};
+use crate::event::StoredEvent;
+
+/// The rules a decision round applies: product, queued bids (in order), and
+/// whether more are queued than were read.
+pub type Rules<'a> = &'a (dyn Fn(Product, &[Bid], bool) -> Round + Send + Sync);
+
+/// Products and bids.
+#[async_trait]
+pub trait BidStore: Send + Sync + 'static {
+    /// Stores a product with its `product.created` event.
+    async fn create_product(&self, p: &Product) -> Result<Vec<StoredEvent>, Error>;
+
+    /// A product by id.
+    async fn product(&self, id: &str) -> Result<Option<Product>, Error>;
+
+    /// Stores a queued bid. With an idempotency key already used by this
+    /// bidder: the same product and amount return the stored bid (`false`),
+    /// anything else is a `Conflict`.
+    async fn submit_bid(&self, bid: &Bid) -> Result<(Bid, bool), Error>;
+
+    /// A bid by id.
+    async fn bid(&self, id: &str) -> Result<Option<Bid>, Error>;
+
+    /// One decision round for a product over at most `limit` queued bids.
+    /// Returns how many bids were decided and the committed events.
+    async fn decide(
+        &self,
+        product_id: &str,
+        limit: usize,
+        rules: Rules<'_>,
+    ) -> Result<(usize, Vec<StoredEvent>), Error>;
+
+    /// Products needing a round: queued bids older than `queued_before`, or
+    /// open auctions that ended before `ended_before`.
+    async fn due(&self, queued_before: i64, ended_before: i64) -> Result<Vec<String>, Error>;
+
+    /// Queued bids in total (queue depth) and the oldest one's `created_at`.
+    async fn queued(&self) -> Result<(u64, Option<i64>), Error>;
+}
+
+use crate::bids::decision::created_event;
+
+/// SQLite implementation.
+mod sqlite_impl {
+    use super::*;
+
+    use sqlx::sqlite::SqliteRow;
+    use sqlx::{Row, SqliteConnection};
+
+    use crate::store::sqlite::append_tx;
+    use crate::store::sqlite::SqliteStore;
+
+    const PRODUCT_COLS: &str = "id, tenant, seller_id, title, starting_price, min_increment, anti_snipe_ms, ends_at, status, current_bid, leader, bid_count, version, created_at";
+    const BID_COLS: &str = "id, tenant, product_id, bidder_id, amount, idempotency_key, status, reason, decided_by, created_at, decided_at";
+
+    fn product_row(r: &SqliteRow) -> Result<Product, sqlx::Error> {
+        Ok(Product {
+            id: r.try_get("id")?,
+            tenant: r.try_get("tenant")?,
+            seller_id: r.try_get("seller_id")?,
+            title: r.try_get("title")?,
+            starting_price: r.try_get("starting_price")?,
+            min_increment: r.try_get("min_increment")?,
+            anti_snipe_ms: r.try_get("anti_snipe_ms")?,
+            ends_at: r.try_get("ends_at")?,
+            status: r.try_get("status")?,
+            current_bid: r.try_get("current_bid")?,
+            leader: r.try_get("leader")?,
+            bid_count: r.try_get("bid_count")?,
+            version: r.try_get("version")?,
+            created_at: r.try_get("created_at")?,
+        })
+    }
+
+    fn bid_row(r: &SqliteRow) -> Result<Bid, sqlx::Error> {
+        Ok(Bid {
+            id: r.try_get("id")?,
+            tenant: r.try_get("tenant")?,
+            product_id: r.try_get("product_id")?,
+            bidder_id: r.try_get("bidder_id")?,
+            amount: r.try_get("amount")?,
+            idempotency_key: r.try_get("idempotency_key")?,
+            status: r.try_get("status")?,
+            reason: r.try_get("reason")?,
+            decided_by: r.try_get("decided_by")?,
+            created_at: r.try_get("created_at")?,
+            decided_at: r.try_get("decided_at")?,
+        })
+    }
+
+    async fn load_product(
+        conn: &mut SqliteConnection,
+        id: &str,
+        lock: bool,
+    ) -> Result<Option<Product>, Error> {
+        let sql = format!(
+            "SELECT {PRODUCT_COLS} FROM products WHERE id = ?{}",
+            if lock { "" } else { "" }
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        Ok(row.as_ref().map(product_row).transpose()?)
+    }
+
+    #[async_trait]
+    impl BidStore for SqliteStore {
+        async fn create_product(&self, p: &Product) -> Result<Vec<StoredEvent>, Error> {
+            let mut tx = self.write.begin().await?;
+            sqlx::query(&format!("INSERT INTO products ({PRODUCT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+            .bind(&p.id)
+            .bind(&p.tenant)
+            .bind(&p.seller_id)
+            .bind(&p.title)
+            .bind(p.starting_price)
+            .bind(p.min_increment)
+            .bind(p.anti_snipe_ms)
+            .bind(p.ends_at)
+            .bind(&p.status)
+            .bind(p.current_bid)
+            .bind(&p.leader)
+            .bind(p.bid_count)
+            .bind(p.version)
+            .bind(p.created_at)
+            .execute(&mut *tx)
+            .await?;
+            let stored = append_tx(&mut tx, &[created_event(p)]).await?;
+            tx.commit().await?;
+            Ok(stored)
+        }
+
+        async fn product(&self, id: &str) -> Result<Option<Product>, Error> {
+            let mut conn = self.read.acquire().await?;
+            load_product(&mut conn, id, false).await
+        }
+
+        async fn submit_bid(&self, bid: &Bid) -> Result<(Bid, bool), Error> {
+            let inserted = sqlx::query(&format!(
+                "INSERT INTO bids ({BID_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .bind(&bid.id)
+            .bind(&bid.tenant)
+            .bind(&bid.product_id)
+            .bind(&bid.bidder_id)
+            .bind(bid.amount)
+            .bind(&bid.idempotency_key)
+            .bind(&bid.status)
+            .bind(&bid.reason)
+            .bind(&bid.decided_by)
+            .bind(bid.created_at)
+            .bind(bid.decided_at)
+            .execute(&self.write)
+            .await;
+            match inserted.map_err(Error::from) {
+                Ok(_) => Ok((bid.clone(), true)),
+                Err(Error::Conflict(_)) if bid.idempotency_key.is_some() => {
+                    let row = sqlx::query(&format!(
+                    "SELECT {BID_COLS} FROM bids WHERE tenant = ? AND bidder_id = ? AND idempotency_key = ?"
+                ))
+                .bind(&bid.tenant)
+                .bind(&bid.bidder_id)
+                .bind(&bid.idempotency_key)
+                .fetch_one(&self.write)
+                .await?;
+                    let existing = bid_row(&row)?;
+                    if existing.product_id == bid.product_id && existing.amount == bid.amount {
+                        Ok((existing, false))
+                    } else {
+                        Err(Error::Conflict(
+                            "this idempotency key was already used for another bid".into(),
+                        ))
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        }
+
+        async fn bid(&self, id: &str) -> Result<Option<Bid>, Error> {
+            let row = sqlx::query(&format!("SELECT {BID_COLS} FROM bids WHERE id = ?"))
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await?;
+            Ok(row.as_ref().map(bid_row).transpose()?)
+        }
+
+        async fn decide(
+            &self,
+            product_id: &str,
+            limit: usize,
+            rules: Rules<'_>,
+        ) -> Result<(usize, Vec<StoredEvent>), Error> {
+            let mut tx = self.write.begin().await?;
+            let Some(product) = load_product(&mut tx, product_id, true).await? else {
+                return Ok((0, Vec::new()));
+            };
+            let rows = sqlx::query(&format!(
+            "SELECT {BID_COLS} FROM bids WHERE product_id = ? AND status = 'queued' ORDER BY n LIMIT ?"
+        ))
+        .bind(product_id)
+        .bind(limit as i64 + 1)
+        .fetch_all(&mut *tx)
+        .await?;
+            let mut bids = rows.iter().map(bid_row).collect::<Result<Vec<_>, _>>()?;
+            let more = bids.len() > limit;
+            bids.truncate(limit);
+            let before = product.clone();
+            let round = rules(product, &bids, more);
+            if round.outcomes.is_empty() && round.product == before {
+                return Ok((0, Vec::new()));
+            }
+            let now = crate::event::now_ms();
+            for o in &round.outcomes {
+                sqlx::query(&format!(
+                    "UPDATE bids SET status = ?, reason = ?, decided_by = ?, decided_at = ? \
+                 WHERE id = ? AND status = 'queued'"
+                ))
+                .bind(o.status)
+                .bind(&o.reason)
+                .bind(&round.decided_by)
+                .bind(now)
+                .bind(&o.bid_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let p = &round.product;
+            sqlx::query(&format!(
+                "UPDATE products SET status = ?, current_bid = ?, leader = ?, bid_count = ?, \
+             version = ?, ends_at = ? WHERE id = ?"
+            ))
+            .bind(&p.status)
+            .bind(p.current_bid)
+            .bind(&p.leader)
+            .bind(p.bid_count)
+            .bind(p.version)
+            .bind(p.ends_at)
+            .bind(&p.id)
+            .execute(&mut *tx)
+            .await?;
+            let stored = append_tx(&mut tx, &round.events).await?;
+            tx.commit().await?;
+            Ok((round.outcomes.len(), stored))
+        }
+
+        async fn due(&self, queued_before: i64, ended_before: i64) -> Result<Vec<String>, Error> {
+            let rows = sqlx::query(&format!(
+            "SELECT DISTINCT product_id AS id FROM bids WHERE status = 'queued' AND created_at < ? \
+             UNION SELECT id FROM products WHERE status = 'open' AND ends_at < ? LIMIT 1000"
+        ))
+            .bind(queued_before)
+            .bind(ended_before)
+            .fetch_all(&self.read)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| r.try_get("id"))
+                .collect::<Result<_, _>>()?)
+        }
+
+        async fn queued(&self) -> Result<(u64, Option<i64>), Error> {
+            let row = sqlx::query(
+                "SELECT count(*) AS n, min(created_at) AS oldest FROM bids WHERE status = 'queued'",
+            )
+            .fetch_one(&self.read)
+            .await?;
+            Ok((row.try_get::<i64, _>("n")? as u64, row.try_get("oldest")?))
+        }
+    }
+}
+
+/// Postgres implementation.
+mod postgres_impl {
+    use super::*;
+
+    use sqlx::postgres::PgRow;
+    use sqlx::{PgConnection, Row};
+
+    use crate::store::postgres::append_tx;
+    use crate::store::postgres::PostgresStore;
+
+    const PRODUCT_COLS: &str = "id, tenant, seller_id, title, starting_price, min_increment, anti_snipe_ms, ends_at, status, current_bid, leader, bid_count, version, created_at";
+    const BID_COLS: &str = "id, tenant, product_id, bidder_id, amount, idempotency_key, status, reason, decided_by, created_at, decided_at";
+
+    fn product_row(r: &PgRow) -> Result<Product, sqlx::Error> {
+        Ok(Product {
+            id: r.try_get("id")?,
+            tenant: r.try_get("tenant")?,
+            seller_id: r.try_get("seller_id")?,
+            title: r.try_get("title")?,
+            starting_price: r.try_get("starting_price")?,
+            min_increment: r.try_get("min_increment")?,
+            anti_snipe_ms: r.try_get("anti_snipe_ms")?,
+            ends_at: r.try_get("ends_at")?,
+            status: r.try_get("status")?,
+            current_bid: r.try_get("current_bid")?,
+            leader: r.try_get("leader")?,
+            bid_count: r.try_get("bid_count")?,
+            version: r.try_get("version")?,
+            created_at: r.try_get("created_at")?,
+        })
+    }
+
+    fn bid_row(r: &PgRow) -> Result<Bid, sqlx::Error> {
+        Ok(Bid {
+            id: r.try_get("id")?,
+            tenant: r.try_get("tenant")?,
+            product_id: r.try_get("product_id")?,
+            bidder_id: r.try_get("bidder_id")?,
+            amount: r.try_get("amount")?,
+            idempotency_key: r.try_get("idempotency_key")?,
+            status: r.try_get("status")?,
+            reason: r.try_get("reason")?,
+            decided_by: r.try_get("decided_by")?,
+            created_at: r.try_get("created_at")?,
+            decided_at: r.try_get("decided_at")?,
+        })
+    }
+
+    async fn load_product(
+        conn: &mut PgConnection,
+        id: &str,
+        lock: bool,
+    ) -> Result<Option<Product>, Error> {
+        let sql = format!(
+            "SELECT {PRODUCT_COLS} FROM products WHERE id = $1{}",
+            if lock { " FOR UPDATE" } else { "" }
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        Ok(row.as_ref().map(product_row).transpose()?)
+    }
+
+    #[async_trait]
+    impl BidStore for PostgresStore {
+        async fn create_product(&self, p: &Product) -> Result<Vec<StoredEvent>, Error> {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(&format!("INSERT INTO products ({PRODUCT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"))
+            .bind(&p.id)
+            .bind(&p.tenant)
+            .bind(&p.seller_id)
+            .bind(&p.title)
+            .bind(p.starting_price)
+            .bind(p.min_increment)
+            .bind(p.anti_snipe_ms)
+            .bind(p.ends_at)
+            .bind(&p.status)
+            .bind(p.current_bid)
+            .bind(&p.leader)
+            .bind(p.bid_count)
+            .bind(p.version)
+            .bind(p.created_at)
+            .execute(&mut *tx)
+            .await?;
+            let stored = append_tx(&mut tx, &[created_event(p)]).await?;
+            tx.commit().await?;
+            Ok(stored)
+        }
+
+        async fn product(&self, id: &str) -> Result<Option<Product>, Error> {
+            let mut conn = self.pool.acquire().await?;
+            load_product(&mut conn, id, false).await
+        }
+
+        async fn submit_bid(&self, bid: &Bid) -> Result<(Bid, bool), Error> {
+            let inserted = sqlx::query(&format!("INSERT INTO bids ({BID_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"))
+            .bind(&bid.id)
+            .bind(&bid.tenant)
+            .bind(&bid.product_id)
+            .bind(&bid.bidder_id)
+            .bind(bid.amount)
+            .bind(&bid.idempotency_key)
+            .bind(&bid.status)
+            .bind(&bid.reason)
+            .bind(&bid.decided_by)
+            .bind(bid.created_at)
+            .bind(bid.decided_at)
+            .execute(&self.pool)
+            .await;
+            match inserted.map_err(Error::from) {
+                Ok(_) => Ok((bid.clone(), true)),
+                Err(Error::Conflict(_)) if bid.idempotency_key.is_some() => {
+                    let row = sqlx::query(&format!(
+                    "SELECT {BID_COLS} FROM bids WHERE tenant = $1 AND bidder_id = $2 AND idempotency_key = $3"
+                ))
+                .bind(&bid.tenant)
+                .bind(&bid.bidder_id)
+                .bind(&bid.idempotency_key)
+                .fetch_one(&self.pool)
+                .await?;
+                    let existing = bid_row(&row)?;
+                    if existing.product_id == bid.product_id && existing.amount == bid.amount {
+                        Ok((existing, false))
+                    } else {
+                        Err(Error::Conflict(
+                            "this idempotency key was already used for another bid".into(),
+                        ))
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        }
+
+        async fn bid(&self, id: &str) -> Result<Option<Bid>, Error> {
+            let row = sqlx::query(&format!("SELECT {BID_COLS} FROM bids WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.as_ref().map(bid_row).transpose()?)
+        }
+
+        async fn decide(
+            &self,
+            product_id: &str,
+            limit: usize,
+            rules: Rules<'_>,
+        ) -> Result<(usize, Vec<StoredEvent>), Error> {
+            let mut tx = self.pool.begin().await?;
+            let Some(product) = load_product(&mut tx, product_id, true).await? else {
+                return Ok((0, Vec::new()));
+            };
+            let rows = sqlx::query(&format!(
+            "SELECT {BID_COLS} FROM bids WHERE product_id = $1 AND status = 'queued' ORDER BY n LIMIT $2"
+        ))
+        .bind(product_id)
+        .bind(limit as i64 + 1)
+        .fetch_all(&mut *tx)
+        .await?;
+            let mut bids = rows.iter().map(bid_row).collect::<Result<Vec<_>, _>>()?;
+            let more = bids.len() > limit;
+            bids.truncate(limit);
+            let before = product.clone();
+            let round = rules(product, &bids, more);
+            if round.outcomes.is_empty() && round.product == before {
+                return Ok((0, Vec::new()));
+            }
+            let now = crate::event::now_ms();
+            for o in &round.outcomes {
+                sqlx::query(&format!(
+                    "UPDATE bids SET status = $1, reason = $2, decided_by = $3, decided_at = $4 \
+                 WHERE id = $5 AND status = 'queued'"
+                ))
+                .bind(o.status)
+                .bind(&o.reason)
+                .bind(&round.decided_by)
+                .bind(now)
+                .bind(&o.bid_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let p = &round.product;
+            sqlx::query(&format!(
+                "UPDATE products SET status = $1, current_bid = $2, leader = $3, bid_count = $4, \
+             version = $5, ends_at = $6 WHERE id = $7"
+            ))
+            .bind(&p.status)
+            .bind(p.current_bid)
+            .bind(&p.leader)
+            .bind(p.bid_count)
+            .bind(p.version)
+            .bind(p.ends_at)
+            .bind(&p.id)
+            .execute(&mut *tx)
+            .await?;
+            let stored = append_tx(&mut tx, &round.events).await?;
+            tx.commit().await?;
+            Ok((round.outcomes.len(), stored))
+        }
+
+        async fn due(&self, queued_before: i64, ended_before: i64) -> Result<Vec<String>, Error> {
+            let rows = sqlx::query(&format!(
+            "SELECT DISTINCT product_id AS id FROM bids WHERE status = 'queued' AND created_at < $1 \
+             UNION SELECT id FROM products WHERE status = 'open' AND ends_at < $2 LIMIT 1000"
+        ))
+        .bind(queued_before)
+        .bind(ended_before)
+        .fetch_all(&self.pool)
+        .await?;
+            Ok(rows
+                .iter()
+                .map(|r| r.try_get("id"))
+                .collect::<Result<_, _>>()?)
+        }
+
+        async fn queued(&self) -> Result<(u64, Option<i64>), Error> {
+            let row = sqlx::query(
+                "SELECT count(*) AS n, min(created_at) AS oldest FROM bids WHERE status = 'queued'",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            Ok((row.try_get::<i64, _>("n")? as u64, row.try_get("oldest")?))
+        }
+    }
+}
