@@ -106,7 +106,11 @@ mod sqlite_impl {
     ) -> Result<Option<Product>, Error> {
         let sql = format!(
             "SELECT {PRODUCT_COLS} FROM products WHERE id = ?{}",
-            if lock { "" } else { "" }
+            // SQLite has one writer: the transaction itself is the lock.
+            {
+                let _ = lock;
+                ""
+            }
         );
         let row = sqlx::query(&sql)
             .bind(id)
@@ -222,10 +226,10 @@ mod sqlite_impl {
             }
             let now = crate::event::now_ms();
             for o in &round.outcomes {
-                sqlx::query(&format!(
+                sqlx::query(
                     "UPDATE bids SET status = ?, reason = ?, decided_by = ?, decided_at = ? \
-                 WHERE id = ? AND status = 'queued'"
-                ))
+                 WHERE id = ? AND status = 'queued'",
+                )
                 .bind(o.status)
                 .bind(&o.reason)
                 .bind(&round.decided_by)
@@ -235,10 +239,10 @@ mod sqlite_impl {
                 .await?;
             }
             let p = &round.product;
-            sqlx::query(&format!(
+            sqlx::query(
                 "UPDATE products SET status = ?, current_bid = ?, leader = ?, bid_count = ?, \
-             version = ?, ends_at = ? WHERE id = ?"
-            ))
+             version = ?, ends_at = ? WHERE id = ?",
+            )
             .bind(&p.status)
             .bind(p.current_bid)
             .bind(&p.leader)
@@ -254,10 +258,8 @@ mod sqlite_impl {
         }
 
         async fn due(&self, queued_before: i64, ended_before: i64) -> Result<Vec<String>, Error> {
-            let rows = sqlx::query(&format!(
-            "SELECT DISTINCT product_id AS id FROM bids WHERE status = 'queued' AND created_at < ? \
-             UNION SELECT id FROM products WHERE status = 'open' AND ends_at < ? LIMIT 1000"
-        ))
+            let rows = sqlx::query("SELECT DISTINCT product_id AS id FROM bids WHERE status = 'queued' AND created_at < ? \
+             UNION SELECT id FROM products WHERE status = 'open' AND ends_at < ? LIMIT 1000")
             .bind(queued_before)
             .bind(ended_before)
             .fetch_all(&self.read)
@@ -448,10 +450,10 @@ mod postgres_impl {
             }
             let now = crate::event::now_ms();
             for o in &round.outcomes {
-                sqlx::query(&format!(
+                sqlx::query(
                     "UPDATE bids SET status = $1, reason = $2, decided_by = $3, decided_at = $4 \
-                 WHERE id = $5 AND status = 'queued'"
-                ))
+                 WHERE id = $5 AND status = 'queued'",
+                )
                 .bind(o.status)
                 .bind(&o.reason)
                 .bind(&round.decided_by)
@@ -461,10 +463,10 @@ mod postgres_impl {
                 .await?;
             }
             let p = &round.product;
-            sqlx::query(&format!(
+            sqlx::query(
                 "UPDATE products SET status = $1, current_bid = $2, leader = $3, bid_count = $4, \
-             version = $5, ends_at = $6 WHERE id = $7"
-            ))
+             version = $5, ends_at = $6 WHERE id = $7",
+            )
             .bind(&p.status)
             .bind(p.current_bid)
             .bind(&p.leader)
@@ -480,10 +482,8 @@ mod postgres_impl {
         }
 
         async fn due(&self, queued_before: i64, ended_before: i64) -> Result<Vec<String>, Error> {
-            let rows = sqlx::query(&format!(
-            "SELECT DISTINCT product_id AS id FROM bids WHERE status = 'queued' AND created_at < $1 \
-             UNION SELECT id FROM products WHERE status = 'open' AND ends_at < $2 LIMIT 1000"
-        ))
+            let rows = sqlx::query("SELECT DISTINCT product_id AS id FROM bids WHERE status = 'queued' AND created_at < $1 \
+             UNION SELECT id FROM products WHERE status = 'open' AND ends_at < $2 LIMIT 1000")
         .bind(queued_before)
         .bind(ended_before)
         .fetch_all(&self.pool)
