@@ -102,16 +102,10 @@ mod sqlite_impl {
     async fn load_product(
         conn: &mut SqliteConnection,
         id: &str,
-        lock: bool,
+        // SQLite has one writer: the transaction itself is the lock.
+        _lock: bool,
     ) -> Result<Option<Product>, Error> {
-        let sql = format!(
-            "SELECT {PRODUCT_COLS} FROM products WHERE id = ?{}",
-            // SQLite has one writer: the transaction itself is the lock.
-            {
-                let _ = lock;
-                ""
-            }
-        );
+        let sql = format!("SELECT {PRODUCT_COLS} FROM products WHERE id = ?");
         let row = sqlx::query(&sql)
             .bind(id)
             .fetch_optional(&mut *conn)
