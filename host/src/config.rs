@@ -120,6 +120,9 @@ pub struct Options {
     /// Burst of POSTs allowed per client token.
     #[arg(long, env = "SWITCHYARD_POST_BURST")]
     pub post_burst: Option<u32>,
+    /// Demo sign-in (`POST /api/demo/token`); default: on in embedded mode only.
+    #[arg(long, env = "SWITCHYARD_DEMO_TOKENS")]
+    pub demo_tokens: Option<bool>,
 }
 
 impl Options {
@@ -153,7 +156,8 @@ impl Options {
             max_streams_per_user,
             max_streams_per_tenant,
             post_rate,
-            post_burst
+            post_burst,
+            demo_tokens
         )
     }
 }
@@ -234,6 +238,8 @@ pub struct Config {
     pub post_rate: u32,
     /// POST burst per client token.
     pub post_burst: u32,
+    /// Demo sign-in on.
+    pub demo_tokens: bool,
 }
 
 // Secrets and URLs with passwords stay out of logs, so Debug is hand-written.
@@ -338,6 +344,7 @@ impl Config {
                 "SWITCHYARD_RETENTION_EVENTS must be at least 1".into(),
             ));
         }
+        let demo_default = matches!(mode, Mode::Embedded);
         Ok(Config {
             listen,
             data_dir: o.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
@@ -365,6 +372,7 @@ impl Config {
             max_streams_per_tenant: o.max_streams_per_tenant.unwrap_or(50_000),
             post_rate: o.post_rate.unwrap_or(20).max(1),
             post_burst: o.post_burst.unwrap_or(40).max(1),
+            demo_tokens: o.demo_tokens.unwrap_or(demo_default),
         })
     }
 

@@ -11,3 +11,4 @@ pub mod ratelimit;
 pub mod router;
 pub mod streams;
 pub mod topics;
+pub mod web;

@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::{admin, events, messages, ops, products, streams, topics};
+use super::{admin, events, messages, ops, products, streams, topics, web};
 use crate::config::Cors;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -20,6 +20,11 @@ pub fn router(state: AppState) -> Router {
     let cors = cors(&state.config.cors);
     let limit = state.config.max_body_bytes;
     let api = Router::new()
+        .route("/", get(web::index))
+        .route("/app.js", get(web::app))
+        .route("/switchyard.js", get(web::client))
+        .route("/style.css", get(web::style))
+        .route("/api/demo/token", post(web::demo_token))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))

@@ -1,0 +1,256 @@
+// The demo marketplace: one stream per tab for the product, the signed-in
+// user's private topic and the tenant board, through switchyard.js.
+import { Switchyard } from '/switchyard.js';
+
+const params = new URLSearchParams(location.search);
+const TENANT = params.get('tenant') || 'demo';
+const NODES = (params.get('nodes') || location.origin).split(',');
+const USERS = ['alice', 'bob', 'carol', 'seller'];
+const $ = (id) => document.getElementById(id);
+
+let me = sessionStorage.getItem('user');
+let token = params.get('token') || sessionStorage.getItem('token');
+let productId = sessionStorage.getItem('product') || params.get('product');
+let product = null;
+let sub = null;
+let unread = 0;
+
+const api = async (path, opts = {}) => {
+  let lastErr;
+  for (const node of NODES) {
+    try {
+      const r = await fetch(node + path, {
+        ...opts,
+        headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      });
+      const body = await r.json().catch(() => ({}));
+      if (!r.ok) throw Object.assign(new Error(body.error?.message || r.status), { status: r.status, body });
+      return body;
+    } catch (e) {
+      lastErr = e;
+      if (e.status) throw e; // the server answered: do not try another node
+    }
+  }
+  throw lastErr;
+};
+
+function toast(text) {
+  const t = document.createElement('div');
+  t.className = 'toast';
+  t.textContent = text;
+  $('toasts').append(t);
+  setTimeout(() => t.remove(), 6000);
+}
+
+function setBadge(n) {
+  unread = n;
+  $('badge').textContent = String(n);
+  $('badge').hidden = n === 0;
+}
+
+function renderProduct() {
+  if (!product) return;
+  $('no-product').hidden = true;
+  $('product').hidden = false;
+  $('p-title').textContent = product.title;
+  $('p-current').textContent = product.current_bid ?? '–';
+  $('p-leader').textContent = product.leader ?? '–';
+  $('p-count').textContent = String(product.bid_count);
+  $('p-status').textContent = product.status;
+  const min = product.current_bid ? product.current_bid + product.min_increment : product.starting_price;
+  if (!$('bid-amount').value || Number($('bid-amount').value) < min) $('bid-amount').value = min;
+}
+
+function tick() {
+  if (!product || !product.ends_at) {
+    $('p-countdown').textContent = product ? 'no end' : '–';
+    return;
+  }
+  const left = Math.max(0, product.ends_at - Date.now());
+  $('p-countdown').textContent = left ? `${Math.floor(left / 60000)}m ${Math.floor(left / 1000) % 60}s` : 'ended';
+}
+setInterval(tick, 1000);
+
+function addHistory(d) {
+  if (document.querySelector(`#history li[data-bid="${d.bid_id}"]`)) return;
+  const li = document.createElement('li');
+  li.dataset.bid = d.bid_id;
+  li.textContent = `${d.amount} by ${d.bidder}`;
+  $('history').prepend(li);
+}
+
+function onEvent(ev) {
+  const d = ev.data;
+  switch (ev.type) {
+    case 'bid.accepted':
+    case 'auction.closed':
+    case 'product.created':
+      product = d.product;
+      if (ev.type === 'bid.accepted') addHistory(d);
+      if (ev.type === 'auction.closed') toast(d.winner ? `Auction closed: ${d.winner} wins at ${d.amount}` : 'Auction closed');
+      renderProduct();
+      break;
+    case 'bid.outbid':
+      toast(`You were outbid on ${d.title}: ${d.amount}`);
+      break;
+    case 'bid.rejected':
+      break;
+    case 'message':
+      toast(`New message from ${d.from}: ${d.preview}`);
+      loadConversation();
+      break;
+    case 'unread':
+      setBadge(d.unread);
+      break;
+    case 'announcement': {
+      const li = document.createElement('li');
+      li.textContent = typeof d === 'string' ? d : d.text || JSON.stringify(d);
+      $('announcements').prepend(li);
+      break;
+    }
+  }
+}
+
+async function loadHistory() {
+  // Reload: the product's accepted bids from the log, oldest first.
+  const r = await api(`/api/topics/product:${productId}/events?tenant=${TENANT}&limit=1000`);
+  for (const ev of r.events) if (ev.type === 'bid.accepted') addHistory(ev.data);
+}
+
+function subscribe() {
+  if (sub) sub.close();
+  const topics = [`tenant:${TENANT}`];
+  if (productId) topics.push(`product:${productId}`);
+  if (me) topics.push(`user:${me}`);
+  sub = new Switchyard({
+    nodes: NODES,
+    tenant: TENANT,
+    topics,
+    token,
+    eventTypes: ['bid.accepted', 'bid.outbid', 'bid.rejected', 'auction.closed', 'product.created', 'message', 'unread', 'announcement'],
+    onEvent,
+    onSnapshot(s) {
+      if (s.topic.startsWith('product:')) {
+        product = s.data.product;
+        renderProduct();
+      } else if (s.topic.startsWith('user:')) {
+        setBadge(s.data.unread ?? 0);
+      }
+    },
+    onReset(r) {
+      if (r.topic.startsWith('product:')) api(`/api/products/${productId}?tenant=${TENANT}`).then((p) => { product = p; renderProduct(); loadHistory(); });
+    },
+    onStatus(s) {
+      $('conn').dataset.status = s;
+      $('conn-text').textContent = s;
+      $('banner').hidden = s !== 'polling';
+    },
+  });
+  window.__switchyard = sub;
+}
+
+async function signIn(user) {
+  if (!params.get('token')) {
+    const r = await api('/api/demo/token', { method: 'POST', body: JSON.stringify({ user }) });
+    token = r.token;
+    sessionStorage.setItem('token', token);
+  }
+  me = user;
+  sessionStorage.setItem('user', user);
+  $('who').textContent = `signed in as ${user}`;
+  $('signin').hidden = true;
+  route();
+  subscribe();
+}
+
+async function loadConversation() {
+  if (!me) return;
+  const r = await api(`/api/users/${me}/messages?after=0&limit=1000`);
+  $('conversation').replaceChildren(
+    ...r.messages.map((m) => {
+      const li = document.createElement('li');
+      li.dataset.id = m.id;
+      li.textContent = `${m.from} → ${m.to}: ${m.body}`;
+      return li;
+    }),
+  );
+  setBadge(r.unread);
+  $('conversation').dataset.last = r.last_id;
+}
+
+function route() {
+  const view = location.hash.replace('#/', '') || 'auction';
+  for (const v of ['auction', 'messages', 'board']) $(`view-${v}`).hidden = !me || v !== view;
+  if (view === 'messages') loadConversation();
+}
+window.addEventListener('hashchange', route);
+
+$('users').replaceChildren(
+  ...USERS.map((u) => {
+    const b = document.createElement('button');
+    b.textContent = u;
+    b.dataset.user = u;
+    b.onclick = () => signIn(u);
+    return b;
+  }),
+);
+
+$('create-auction').onclick = async () => {
+  const p = await api('/api/products', {
+    method: 'POST',
+    body: JSON.stringify({ seller_id: me, title: 'Vintage desk lamp', starting_price: 1000, min_increment: 100, ends_at: Date.now() + 10 * 60 * 1000, anti_snipe_secs: 30 }),
+  });
+  productId = p.id;
+  sessionStorage.setItem('product', productId);
+  product = p;
+  renderProduct();
+  subscribe();
+};
+
+$('bid-form').onsubmit = async (e) => {
+  e.preventDefault();
+  const fb = $('bid-feedback');
+  const amount = Number($('bid-amount').value);
+  try {
+    const r = await api(`/api/products/${productId}/bids`, { method: 'POST', body: JSON.stringify({ bidder_id: me, amount }) });
+    fb.dataset.state = 'queued';
+    fb.textContent = 'queued…';
+    for (let i = 0; i < 100; i++) {
+      const b = await api(`/api/bids/${r.bid_id}`);
+      if (b.status !== 'queued') {
+        fb.dataset.state = b.status;
+        fb.textContent = b.status === 'accepted' ? `accepted: ${amount}` : `rejected: ${b.reason}`;
+        return;
+      }
+      await new Promise((res) => setTimeout(res, 100));
+    }
+  } catch (err) {
+    fb.dataset.state = 'rejected';
+    fb.textContent = `error: ${err.message}`;
+  }
+};
+
+$('msg-form').onsubmit = async (e) => {
+  e.preventDefault();
+  await api('/api/messages', { method: 'POST', body: JSON.stringify({ from: me, to: $('msg-to').value, body: $('msg-body').value, product_id: productId || undefined }) });
+  $('msg-body').value = '';
+  loadConversation();
+};
+
+$('mark-read').onclick = async () => {
+  const last = Number($('conversation').dataset.last || 0);
+  const r = await api(`/api/users/${me}/messages/read`, { method: 'POST', body: JSON.stringify({ up_to: last }) });
+  setBadge(r.unread);
+};
+
+if (productId) {
+  api(`/api/products/${productId}?tenant=${TENANT}`).then((p) => { product = p; renderProduct(); loadHistory(); }).catch(() => {});
+}
+if (me && token) {
+  $('who').textContent = `signed in as ${me}`;
+  $('signin').hidden = true;
+  route();
+  subscribe();
+} else if (params.get('user') && params.get('token')) {
+  signIn(params.get('user'));
+}
