@@ -104,6 +104,8 @@ export async function proxy(targetPort) {
     const up = http.request({ host: '127.0.0.1', port: state.target, path: req.url, method: req.method, headers: req.headers }, (r) => {
       res.writeHead(r.statusCode, r.headers);
       r.pipe(res);
+      // The backend went away mid-response: close the client side too.
+      r.on('close', () => { if (!r.complete) res.destroy(); });
     });
     up.on('error', () => { if (!res.headersSent) { res.writeHead(502); } res.end(); });
     req.pipe(up);

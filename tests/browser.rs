@@ -1,0 +1,88 @@
+//! Browser tests: the demo page in Debian's headless Chromium, driven by
+//! playwright-core (`tests/browser/*.mjs`). Each script starts its own nodes;
+//! screenshots go to `test-artifacts/` (not committed).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::{Env, Mode};
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser")
+}
+
+/// Installs playwright-core once (under a file lock: tests run as separate
+/// processes) and checks that Chromium is there.
+fn prepare() {
+    let dir = browser_dir();
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "browser tests need Debian's Chromium: apt-get install chromium"
+    );
+    let lock =
+        std::fs::File::create(std::env::temp_dir().join("switchyard-npm.lock")).expect("lock file");
+    // SAFETY: flock on a file we own; released when the file is closed.
+    unsafe {
+        libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX);
+    }
+    if !dir.join("node_modules/playwright-core").exists() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm is installed");
+        assert!(status.success(), "npm ci failed in tests/browser");
+    }
+}
+
+fn run(script: &str, extra: &[(&str, String)]) {
+    prepare();
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../test-artifacts");
+    let out = Command::new("node")
+        .arg(script)
+        .current_dir(browser_dir())
+        .env("SWITCHYARD_BIN", env!("CARGO_BIN_EXE_switchyard"))
+        .env("SWITCHYARD_ARTIFACTS", artifacts)
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("node is installed");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{script} failed:\n{text}");
+    assert!(text.contains(": ok"), "{script} did not finish:\n{text}");
+}
+
+/// Two users: bids, outbid toast, message badge, read, board.
+#[test]
+fn two_users_bid_and_message() {
+    run("two_users.mjs", &[]);
+}
+
+/// SSE blocked → polling banner → back to SSE; server down → red → resumes.
+#[test]
+fn polling_fallback_and_restart() {
+    run("fallback.mjs", &[]);
+}
+
+/// SIGTERM on one of two cluster nodes: the page moves and misses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_on_sigterm() {
+    let env = Env::new(Mode::Cluster).await;
+    let vars = [
+        ("SY_REDIS_URL", env.redis_url.clone().expect("redis")),
+        (
+            "SY_DATABASE_URL",
+            env.database_url.clone().expect("postgres"),
+        ),
+        ("SY_PREFIX", env.prefix.clone()),
+    ];
+    tokio::task::spawn_blocking(move || run("failover.mjs", &vars))
+        .await
+        .expect("browser run");
+    env.cleanup().await;
+}
