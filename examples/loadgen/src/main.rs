@@ -1,1 +1,117 @@
-fn main() {}
+//! `switchyard-loadgen`: a lean load generator for Switchyard and other SSE
+//! servers (nginx + nchan). It speaks HTTP/1.1 by hand over
+//! `tokio::net::TcpStream`, so one process holds ~19,000 connections with
+//! little memory and CPU. It raises its soft open-file limit to the hard limit
+//! at start and runs on one thread unless `--threads N` is given.
+//!
+//! ```text
+//! switchyard-loadgen subscribe --url http://127.0.0.1:8080 \
+//!     --path '/events?tenant=demo&topic=bench:1' --clients 1000 \
+//!     [--ramp-per-sec 1000] [--duration-secs 30] [--expect-count K] \
+//!     [--last-event-id ID] [--report FILE.json]
+//! switchyard-loadgen publish --url http://127.0.0.1:8080 --tenant demo \
+//!     --topic bench:1 --token ADMIN --rate 100 --duration-secs 20 \
+//!     [--count N] [--payload-bytes 64] [--concurrency 4] [--report FILE.json]
+//! switchyard-loadgen publish-nchan --url http://127.0.0.1:18080 \
+//!     --channel bench1 --rate 100 --duration-secs 20 [same options as publish]
+//! switchyard-loadgen idle --url http://127.0.0.1:8080 \
+//!     --path '/events?tenant=demo&topic=idle' --clients 10000 [--duration-secs D]
+//! ```
+//!
+//! - `subscribe` opens `--clients` SSE connections at `--ramp-per-sec`, prints
+//!   `ramp complete: …` once every attempt has succeeded or failed, then runs
+//!   for `--duration-secs` (or until every connection has `--expect-count`
+//!   events, or SIGINT/SIGTERM). For each event carrying `sent_us` (under
+//!   `data`, as Switchyard wraps it, or at the top level, as nchan relays the
+//!   posted body) it records latency = now − `sent_us`. Duplicates and order
+//!   are checked by the server's `id` when the JSON has one, otherwise by the
+//!   publisher's counter `n`; gaps are counters `n` missing between the lowest
+//!   and highest seen on a connection. `event: shutdown`, `reset` and
+//!   `snapshot` frames are counted. With `--last-event-id 0 --expect-count K`
+//!   it measures replay: the time until K events have arrived.
+//! - `publish` posts `{"tenant","topic","type":"bench","data":{"n","sent_us","pad"}}`
+//!   to `POST /api/events` at a fixed rate (a ticker feeding `--concurrency`
+//!   keep-alive connections; `--rate 0` means as fast as they go, with
+//!   `--count`). Failed posts are retried with the same `n` (5xx and I/O
+//!   errors, up to 3 attempts).
+//! - `publish-nchan` posts the `data` object alone to `POST /pub/<channel>`.
+//! - `idle` holds connections open and reports how many are open, to measure
+//!   server memory per connection; it runs until SIGINT/SIGTERM unless
+//!   `--duration-secs` is given.
+//!
+//! Every subcommand writes a JSON summary with `--report FILE.json`.
+
+mod args;
+mod http;
+mod publish;
+mod sse;
+mod stats;
+mod subscribe;
+
+use args::Args;
+
+const USAGE: &str = "usage: switchyard-loadgen <subscribe|publish|publish-nchan|idle> [--option value ...]
+  subscribe     --url U --path P --clients N [--ramp-per-sec R] [--duration-secs D] [--expect-count K] [--last-event-id ID] [--report F]
+  publish       --url U --tenant T --topic X --token ADMIN --rate EPS (--duration-secs D | --count N) [--payload-bytes B] [--concurrency C] [--report F]
+  publish-nchan --url U --channel CH --rate EPS (--duration-secs D | --count N) [--payload-bytes B] [--concurrency C] [--report F]
+  idle          --url U --path P --clients N [--ramp-per-sec R] [--duration-secs D]
+  all: [--threads T] (default 1: a current-thread runtime)";
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = real_main(&argv) {
+        eprintln!("error: {e}");
+        if e.starts_with("unknown subcommand") || e.starts_with("expected") {
+            eprintln!("{USAGE}");
+        }
+        std::process::exit(2);
+    }
+}
+
+fn real_main(argv: &[String]) -> Result<(), String> {
+    let Some(cmd) = argv.first() else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    let rest = &argv[1..];
+    let allowed = match cmd.as_str() {
+        "subscribe" => subscribe::SUBSCRIBE_OPTS,
+        "idle" => subscribe::IDLE_OPTS,
+        "publish" => publish::PUBLISH_OPTS,
+        "publish-nchan" => publish::PUBLISH_NCHAN_OPTS,
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        other => return Err(format!("unknown subcommand {other:?}")),
+    };
+    let a = Args::parse(rest, allowed)?;
+    let nofile = stats::raise_nofile();
+    if let ("subscribe" | "idle", Ok(n)) = (cmd.as_str(), a.num::<u64>("clients", 1)) {
+        if n + 64 > nofile {
+            eprintln!(
+                "warning: {n} clients but the open-file limit is {nofile}; run several processes"
+            );
+        }
+    }
+    let threads: usize = a.num("threads", 1)?;
+    let rt = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+    .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    rt.block_on(async {
+        match cmd.as_str() {
+            "subscribe" => subscribe::run(subscribe::Config::from_args(&a, false).await?).await,
+            "idle" => subscribe::run(subscribe::Config::from_args(&a, true).await?).await,
+            "publish" => publish::run(publish::Config::from_args(&a, false).await?).await,
+            _ => publish::run(publish::Config::from_args(&a, true).await?).await,
+        }
+    })
+}
