@@ -178,7 +178,6 @@ pub async fn run(
         metrics: metrics.clone(),
         tenants: Arc::new(TenantCache::new(store.clone())),
         streams,
-        hub,
         keys,
         caps,
         rate: Arc::new(http::ratelimit::RateLimiter::new(

@@ -5,7 +5,6 @@ use std::sync::{Arc, RwLock};
 
 use crate::auth::Keys;
 use crate::bids::queue::BidQueue;
-use crate::bus::hub::Hub;
 use crate::bus::publisher::Publisher;
 use crate::bus::redis::RedisConn;
 use crate::config::{Config, Mode};
@@ -150,8 +149,6 @@ pub struct AppState {
     pub tenants: Arc<TenantCache>,
     /// What SSE sessions share.
     pub streams: Arc<StreamContext>,
-    /// This node's hub.
-    pub hub: Hub,
     /// Client token keys.
     pub keys: Keys,
     /// Stream caps.

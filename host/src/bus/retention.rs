@@ -5,7 +5,7 @@
 //! highest id it removed per topic, so a resume from before it gets `reset`
 //! instead of a silent gap.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +17,8 @@ use crate::store::Store;
 pub struct Retention {
     keep: u64,
     max_age: Duration,
-    touched: Mutex<HashSet<(Arc<str>, String)>>,
+    /// tenant -> topics appended to since the last sweep.
+    touched: Mutex<HashMap<Arc<str>, HashSet<String>>>,
 }
 
 impl Retention {
@@ -26,25 +27,31 @@ impl Retention {
         Retention {
             keep,
             max_age,
-            touched: Mutex::new(HashSet::new()),
+            touched: Mutex::new(HashMap::new()),
         }
     }
 
     /// Notes the topics of committed events (once per batch).
     pub fn touched(&self, events: &[StoredEvent]) {
-        let mut set = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+        let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
         for e in events {
-            if !set.contains(&(e.tenant.clone(), e.topic.clone())) {
-                set.insert((e.tenant.clone(), e.topic.clone()));
+            // Look up by reference: allocate only for a topic not seen yet.
+            if !touched.contains_key(&e.tenant) {
+                touched.insert(e.tenant.clone(), HashSet::new());
+            }
+            let topics = touched.get_mut(&e.tenant).expect("inserted above");
+            if !topics.contains(e.topic.as_str()) {
+                topics.insert(e.topic.clone());
             }
         }
     }
 
     /// One sweep: trims touched topics by count, then everything by age.
     pub async fn sweep(&self, store: &dyn Store, metrics: &Metrics) {
-        let topics: Vec<_> =
+        let topics: Vec<(Arc<str>, String)> =
             std::mem::take(&mut *self.touched.lock().unwrap_or_else(|p| p.into_inner()))
                 .into_iter()
+                .flat_map(|(tenant, topics)| topics.into_iter().map(move |t| (tenant.clone(), t)))
                 .collect();
         for (tenant, topic) in topics {
             match store.trim_topic(&tenant, &topic, self.keep).await {
@@ -54,7 +61,9 @@ impl Retention {
                     self.touched
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .insert((tenant, topic));
+                        .entry(tenant)
+                        .or_default()
+                        .insert(topic);
                 }
             }
         }

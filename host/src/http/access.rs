@@ -38,11 +38,6 @@ impl Caller {
             _ => None,
         }
     }
-
-    /// True for the admin token.
-    pub fn is_admin(&self) -> bool {
-        matches!(self, Caller::Admin)
-    }
 }
 
 /// The token a request carries: `Authorization: Bearer`, then the cookie,
