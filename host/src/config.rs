@@ -123,6 +123,24 @@ pub struct Options {
     /// Demo sign-in (`POST /api/demo/token`); default: on in embedded mode only.
     #[arg(long, env = "SWITCHYARD_DEMO_TOKENS")]
     pub demo_tokens: Option<bool>,
+    /// Per-call deadline of a plugin, in milliseconds.
+    #[arg(long, env = "SWITCHYARD_PLUGIN_TIMEOUT_MS")]
+    pub plugin_timeout_ms: Option<u64>,
+    /// Largest linear memory of a plugin, in MiB.
+    #[arg(long, env = "SWITCHYARD_PLUGIN_MEMORY_MB")]
+    pub plugin_memory_mb: Option<usize>,
+    /// Fuel (roughly, instructions) per plugin call; unset: unmetered.
+    #[arg(long, env = "SWITCHYARD_PLUGIN_FUEL")]
+    pub plugin_fuel: Option<u64>,
+    /// Earlier versions kept per slot for rollback.
+    #[arg(long, env = "SWITCHYARD_PLUGIN_HISTORY")]
+    pub plugin_history: Option<usize>,
+    /// How often a cluster node checks for plugin changes made elsewhere, in ms.
+    #[arg(long, env = "SWITCHYARD_PLUGIN_SYNC_MS")]
+    pub plugin_sync_ms: Option<u64>,
+    /// Activate the bundled example plugins in slots never configured.
+    #[arg(long, env = "SWITCHYARD_EXAMPLE_PLUGINS")]
+    pub example_plugins: Option<bool>,
 }
 
 impl Options {
@@ -157,7 +175,13 @@ impl Options {
             max_streams_per_tenant,
             post_rate,
             post_burst,
-            demo_tokens
+            demo_tokens,
+            plugin_timeout_ms,
+            plugin_memory_mb,
+            plugin_fuel,
+            plugin_history,
+            plugin_sync_ms,
+            example_plugins
         )
     }
 }
@@ -196,6 +220,14 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Watched plugins directory.
     pub plugins_dir: PathBuf,
+    /// Sandbox limits of every plugin call.
+    pub plugin_limits: crate::plugins::wasm::Limits,
+    /// Earlier versions kept per slot.
+    pub plugin_history: usize,
+    /// Poll interval for plugin changes from other nodes.
+    pub plugin_sync: Duration,
+    /// Activate the bundled example plugins in slots never configured.
+    pub example_plugins: bool,
     /// Deployment mode.
     pub mode: Mode,
     /// Prefix of Redis keys.
@@ -373,6 +405,21 @@ impl Config {
             post_rate: o.post_rate.unwrap_or(20).max(1),
             post_burst: o.post_burst.unwrap_or(40).max(1),
             demo_tokens: o.demo_tokens.unwrap_or(demo_default),
+            plugin_limits: crate::plugins::wasm::Limits {
+                timeout: ms(o.plugin_timeout_ms, 50, "SWITCHYARD_PLUGIN_TIMEOUT_MS")?,
+                memory: match o.plugin_memory_mb.unwrap_or(32) {
+                    0 => {
+                        return Err(Error::Invalid(
+                            "SWITCHYARD_PLUGIN_MEMORY_MB must be at least 1".into(),
+                        ))
+                    }
+                    mb => mb.min(4096) << 20,
+                },
+                fuel: o.plugin_fuel.filter(|f| *f > 0),
+            },
+            plugin_history: o.plugin_history.unwrap_or(5).max(1),
+            plugin_sync: ms(o.plugin_sync_ms, 250, "SWITCHYARD_PLUGIN_SYNC_MS")?,
+            example_plugins: o.example_plugins.unwrap_or(true),
         })
     }
 

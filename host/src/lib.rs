@@ -83,7 +83,8 @@ pub async fn client_keys(config: &Config) -> Result<auth::Keys, String> {
             let store = Arc::new(store);
             let backend = Backend {
                 store: store.clone(),
-                bids: store,
+                bids: store.clone(),
+                plugins: store,
                 redis: None,
             };
             backend.jwt_secret(config).await
@@ -114,9 +115,16 @@ pub async fn run(
         .heads()
         .await
         .map_err(|e| format!("cannot read tenants: {e}"))?;
-    let hub = Hub::start(store.clone(), metrics.clone(), heads, config.tail_check);
     // Background tasks stop after the connections have drained.
     let background = CancellationToken::new();
+    let plugins = plugins::start(&config, &backend, background.clone()).await?;
+    let hub = Hub::start(
+        store.clone(),
+        metrics.clone(),
+        heads,
+        config.tail_check,
+        plugins.clone(),
+    );
     let node = node_id();
     let fanout: Arc<dyn Fanout> = match &backend.redis {
         None => Arc::new(MemoryFanout::new(hub.clone())),
@@ -147,11 +155,12 @@ pub async fn run(
         heartbeat: config.heartbeat,
         queue: config.client_queue,
         shutdown: shutdown.clone(),
+        plugins: plugins.clone(),
     });
     let worker = bids::worker::Worker::start(
         backend.bids.clone(),
         publisher.clone(),
-        Arc::new(bids::decision::BuiltinValidator),
+        plugins.clone(),
         metrics.clone(),
         background.clone(),
     );
@@ -184,7 +193,7 @@ pub async fn run(
             config.post_rate,
             config.post_burst,
         )),
-        shaper: Arc::new(plugins::builtin::BuiltinShaper),
+        plugins,
         bid_queue,
     };
     let fd_limit = server::raise_fd_limit();

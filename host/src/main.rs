@@ -1,4 +1,5 @@
-//! The `switchyard` command line: `serve` (the default), `migrate`.
+//! The `switchyard` command line: `serve` (the default), `migrate`, `token`,
+//! `plugin check|test|replay`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -44,10 +45,51 @@ enum Command {
         #[command(flatten)]
         options: Options,
     },
+    /// Check, test or replay a plugin component without a server.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Say which slot a component fits, and why not the others.
+    Check {
+        /// The component (`.wasm`).
+        file: std::path::PathBuf,
+    },
+    /// Run recorded cases (see docs/plugins.md); exits non-zero on a mismatch.
+    Test {
+        /// The component (`.wasm`).
+        file: std::path::PathBuf,
+        /// The cases (`.json`).
+        cases: std::path::PathBuf,
+    },
+    /// Run a bid-validator candidate over recorded decisions from the
+    /// system of record and report where it would have decided otherwise.
+    Replay {
+        /// The candidate component (`.wasm`).
+        file: std::path::PathBuf,
+        /// Only this tenant's decisions.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// How many of the latest decisions.
+        #[arg(long, default_value_t = 10_000)]
+        limit: usize,
+        /// Plugin configuration, `key=value` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        #[command(flatten)]
+        options: Options,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Plugin { command }) = cli.command {
+        return plugin(command, cli.options);
+    }
     let mut token_args = None;
     let (command, options) = match cli.command {
         None => ("serve", cli.options),
@@ -62,6 +104,7 @@ fn main() -> anyhow::Result<()> {
             token_args = Some((sub, tenant, ttl));
             ("token", merge(options, cli.options))
         }
+        Some(Command::Plugin { .. }) => unreachable!("handled above"),
     };
     let config = Config::load(options)?;
     init_logging(config.log_json);
@@ -124,6 +167,78 @@ async fn mint(config: &Config, sub: String, tenant: String, ttl: &str) -> anyhow
         exp: now + ttl,
         iat: now,
     }))
+}
+
+/// `switchyard plugin …`: exits 1 when the component fits no slot, a case
+/// fails, or a replay differs.
+fn plugin(command: PluginCommand, top: Options) -> anyhow::Result<()> {
+    use switchyard::plugins::cli;
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    let failed = match command {
+        PluginCommand::Check { file } => {
+            let (report, fits) = cli::check(&read(&file)?).map_err(anyhow::Error::msg)?;
+            print!("{report}");
+            !fits
+        }
+        PluginCommand::Test { file, cases } => {
+            let cases: serde_json::Value =
+                serde_json::from_slice(&read(&cases)?).context("the cases file is not JSON")?;
+            let (report, failed) = cli::test(&read(&file)?, &cases).map_err(anyhow::Error::msg)?;
+            print!("{report}");
+            failed > 0
+        }
+        PluginCommand::Replay {
+            file,
+            tenant,
+            limit,
+            config: pairs,
+            options,
+        } => {
+            let bytes = read(&file)?;
+            let mut config = std::collections::BTreeMap::new();
+            for p in pairs {
+                let (k, v) = p
+                    .split_once('=')
+                    .with_context(|| format!("--set {p:?} is not KEY=VALUE"))?;
+                config.insert(k.to_string(), v.to_string());
+            }
+            let config_all = Config::load(merge(options, top))?;
+            init_logging(config_all.log_json);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let decided = runtime.block_on(async {
+                let backend = switchyard::backend(&config_all)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                backend
+                    .bids
+                    .decided(tenant.as_deref(), limit)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot read decisions: {e}"))
+            })?;
+            let recorded: Vec<cli::Recorded> = decided
+                .into_iter()
+                .filter_map(|(bid, input)| {
+                    Some(cli::Recorded {
+                        bid,
+                        input: serde_json::from_str(&input).ok()?,
+                    })
+                })
+                .collect();
+            let (report, differ) =
+                cli::replay_bids(&bytes, &recorded, config).map_err(anyhow::Error::msg)?;
+            print!("{report}");
+            differ > 0
+        }
+    };
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// Subcommand flags win; top-level flags fill the rest.

@@ -10,10 +10,11 @@ use crate::bus::redis::RedisConn;
 use crate::config::{Config, Mode};
 use crate::http::ratelimit::RateLimiter;
 use crate::metrics::Metrics;
-use crate::plugins::NotificationShaper;
+use crate::plugins::Plugins;
 use crate::sse::caps::Caps;
 use crate::sse::session::StreamContext;
 use crate::store::bids::BidStore;
+use crate::store::plugins::PluginStore;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{self, Store, Tenant};
@@ -25,6 +26,8 @@ pub struct Backend {
     pub store: Arc<dyn Store>,
     /// Products and bids.
     pub bids: Arc<dyn BidStore>,
+    /// Plugin versions and slots.
+    pub plugins: Arc<dyn PluginStore>,
     /// Redis, in cluster mode.
     pub redis: Option<RedisConn>,
 }
@@ -64,7 +67,8 @@ impl Backend {
         let store = Arc::new(store);
         Ok(Backend {
             store: store.clone(),
-            bids: store,
+            bids: store.clone(),
+            plugins: store,
             redis: None,
         })
     }
@@ -90,7 +94,8 @@ impl Backend {
         let store = Arc::new(store);
         Ok(Backend {
             store: store.clone(),
-            bids: store,
+            bids: store.clone(),
+            plugins: store,
             redis: Some(redis),
         })
     }
@@ -155,8 +160,8 @@ pub struct AppState {
     pub caps: Arc<Caps>,
     /// Per-token POST rate limit.
     pub rate: Arc<RateLimiter>,
-    /// The notification-shaper rule.
-    pub shaper: Arc<dyn NotificationShaper>,
+    /// The plugin registry (validator, shaper, filter).
+    pub plugins: Plugins,
     /// Wake-ups for bid workers.
     pub bid_queue: BidQueue,
 }

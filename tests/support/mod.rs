@@ -217,6 +217,7 @@ impl Node {
             .env("RUST_LOG", "info,switchyard=debug")
             .env("SWITCHYARD_LISTEN", "127.0.0.1:0")
             .env("SWITCHYARD_DATA_DIR", &env.data_dir)
+            .env("SWITCHYARD_PLUGINS_DIR", env.data_dir.join("plugins.d"))
             .env("SWITCHYARD_ADMIN_TOKEN", ADMIN)
             .env("SWITCHYARD_REDIS_PREFIX", &env.prefix)
             .env("SWITCHYARD_TAIL_CHECK_MS", "200")

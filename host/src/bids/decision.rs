@@ -63,6 +63,10 @@ pub struct Outcome {
     pub status: &'static str,
     /// Reason code when rejected.
     pub reason: Option<String>,
+    /// What the validator rule was asked (`{"product", "now"}`, JSON), when
+    /// the bid reached it: kept with the decision so a candidate rule can be
+    /// replayed against it.
+    pub input: Option<String>,
 }
 
 /// The result of a round.
@@ -132,6 +136,7 @@ pub fn decide(
             .current_bid
             .map(|c| c + p.min_increment)
             .unwrap_or(p.starting_price);
+        let mut input = None;
         let verdict = if closed {
             Verdict::Reject {
                 code: "auction_closed".into(),
@@ -148,6 +153,7 @@ pub fn decide(
                 message: format!("the lowest acceptable bid is {required}"),
             }
         } else {
+            input = Some(json!({ "product": state_json(&p), "now": at }).to_string());
             rule.validate(bid, &p, at)
         };
         match verdict {
@@ -183,6 +189,7 @@ pub fn decide(
                     bid_id: bid.id.clone(),
                     status: "accepted",
                     reason: None,
+                    input,
                 });
             }
             Verdict::Reject { code, message } => {
@@ -197,6 +204,7 @@ pub fn decide(
                     bid_id: bid.id.clone(),
                     status: "rejected",
                     reason: Some(code),
+                    input,
                 });
             }
         }

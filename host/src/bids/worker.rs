@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::decision::{self, BidValidator, CLOSE_GRACE_MS};
+use super::decision::{self, CLOSE_GRACE_MS};
 use crate::bus::publisher::Publisher;
 use crate::event::now_ms;
 use crate::metrics::Metrics;
@@ -32,7 +32,7 @@ const STALE_MS: i64 = 1_500;
 struct Inner {
     store: Arc<dyn BidStore>,
     publisher: Publisher,
-    validator: Arc<dyn BidValidator>,
+    plugins: crate::plugins::Plugins,
     metrics: Arc<Metrics>,
     dirty: Mutex<HashSet<String>>,
     in_flight: Mutex<HashSet<String>>,
@@ -50,7 +50,7 @@ impl Worker {
     pub fn start(
         store: Arc<dyn BidStore>,
         publisher: Publisher,
-        validator: Arc<dyn BidValidator>,
+        plugins: crate::plugins::Plugins,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> Worker {
@@ -58,7 +58,7 @@ impl Worker {
             inner: Arc::new(Inner {
                 store,
                 publisher,
-                validator,
+                plugins,
                 metrics,
                 dirty: Mutex::new(HashSet::new()),
                 in_flight: Mutex::new(HashSet::new()),
@@ -136,9 +136,13 @@ impl Worker {
     async fn decide(&self, product: &str) {
         let i = &self.inner;
         loop {
-            let validator = i.validator.clone();
-            let rules =
-                move |p, bids: &[_], more| decision::decide(p, bids, now_ms(), more, &*validator);
+            // One validator version per round: every bid of the round is
+            // decided (and recorded) under the same version.
+            let plugins = i.plugins.clone();
+            let rules = move |p: crate::bids::Product, bids: &[_], more| {
+                let validator = plugins.validator(&p.tenant);
+                decision::decide(p, bids, now_ms(), more, &validator)
+            };
             let started = std::time::Instant::now();
             match i.store.decide(product, ROUND, &rules).await {
                 Ok((n, events)) => {

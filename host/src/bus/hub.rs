@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::event::{Frame, Seq, StoredEvent};
 use crate::metrics::Metrics;
+use crate::plugins::{FilterOutcome, Plugins};
 use crate::store::Store;
 
 /// How long an out-of-order event waits for the ones before it before the
@@ -34,7 +35,12 @@ struct Subscriber {
     /// Set when the queue overflowed; cleared by the connection once it has
     /// drained the queue and is about to read the log.
     lagged: AtomicBool,
+    /// Subscription shape, for the event filter.
+    shape: Shape,
 }
+
+/// A subscription shape: the query parameters the event filter sees.
+pub type Shape = Arc<[(String, String)]>;
 
 type TopicMap = HashMap<Box<str>, HashMap<u64, Arc<Subscriber>>>;
 
@@ -45,6 +51,7 @@ struct Inner {
     next_id: AtomicU64,
     input: mpsc::UnboundedSender<Input>,
     metrics: Arc<Metrics>,
+    plugins: Plugins,
 }
 
 /// Handle to the hub; cheap to clone.
@@ -120,6 +127,7 @@ impl Hub {
         metrics: Arc<Metrics>,
         heads: Vec<(String, Seq)>,
         tail_check: Duration,
+        plugins: Plugins,
     ) -> Hub {
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
@@ -127,6 +135,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             input: tx,
             metrics,
+            plugins,
         });
         let mut d = Dispatcher {
             hub: inner.clone(),
@@ -148,12 +157,20 @@ impl Hub {
         }
     }
 
-    /// Registers a connection for `topics` of `tenant` with a queue of `capacity`.
-    pub fn subscribe(&self, tenant: &str, topics: &[String], capacity: usize) -> Subscription {
+    /// Registers a connection for `topics` of `tenant` with a queue of
+    /// `capacity`; `shape` is what the tenant's event filter sees of it.
+    pub fn subscribe(
+        &self,
+        tenant: &str,
+        topics: &[String],
+        capacity: usize,
+        shape: Shape,
+    ) -> Subscription {
         let (tx, rx) = mpsc::channel(capacity);
         let shared = Arc::new(Subscriber {
             tx,
             lagged: AtomicBool::new(false),
+            shape,
         });
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         {
@@ -394,12 +411,54 @@ impl Dispatcher {
             return;
         };
         let frame = Arc::new(Frame::from_parts(e.seq, &e.topic, &e.kind, &e.json));
+        let filter = if self.hub.plugins.has_filters() {
+            self.hub.plugins.filter(&e.tenant)
+        } else {
+            None
+        };
+        // With a filter: one call per distinct shape, its frame shared by
+        // every connection of that shape.
+        let mut by_shape: Vec<(Shape, Option<Arc<Frame>>)> = Vec::new();
+        let mut input = None;
         let mut lagged = 0;
         for sub in set.values() {
             if sub.lagged.load(Ordering::Relaxed) {
                 continue;
             }
-            if let Err(mpsc::error::TrySendError::Full(_)) = sub.tx.try_send(frame.clone()) {
+            let frame = match &filter {
+                None => frame.clone(),
+                Some(f) => {
+                    let known = by_shape
+                        .iter()
+                        .find(|(s, _)| Arc::ptr_eq(s, &sub.shape) || **s == *sub.shape);
+                    let out = match known {
+                        Some((_, out)) => out.clone(),
+                        None => {
+                            let ev =
+                                input.get_or_insert_with(|| crate::plugins::convert::event(&e));
+                            let out = match f.apply(ev, &sub.shape) {
+                                FilterOutcome::Pass => Some(frame.clone()),
+                                FilterOutcome::Drop => None,
+                                FilterOutcome::Replace(data) => {
+                                    let json = crate::event::event_json(
+                                        e.seq, &e.tenant, &e.topic, &e.kind, &data, e.ts,
+                                    );
+                                    Some(Arc::new(Frame::from_parts(
+                                        e.seq, &e.topic, &e.kind, &json,
+                                    )))
+                                }
+                            };
+                            by_shape.push((sub.shape.clone(), out.clone()));
+                            out
+                        }
+                    };
+                    match out {
+                        Some(f) => f,
+                        None => continue,
+                    }
+                }
+            };
+            if let Err(mpsc::error::TrySendError::Full(_)) = sub.tx.try_send(frame) {
                 sub.lagged.store(true, Ordering::SeqCst);
                 lagged += 1;
             }

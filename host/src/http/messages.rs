@@ -62,7 +62,13 @@ pub async fn post(
         product_id: m.product_id,
         body: m.body,
     };
-    let notes = state.shaper.shape(&msg);
+    let plugins = state.plugins.clone();
+    let (msg, notes) = tokio::task::spawn_blocking(move || {
+        let notes = plugins.shape(&msg);
+        (msg, notes)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("shaper task failed: {e}")))?;
     let (stored, _unread, events) = state.backend.store.post_message(&msg, &notes).await?;
     state.publisher.committed(&events);
     state.metrics.messages_posted.inc();

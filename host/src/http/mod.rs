@@ -6,6 +6,7 @@ pub mod events;
 pub mod extract;
 pub mod messages;
 pub mod ops;
+pub mod plugins;
 pub mod products;
 pub mod ratelimit;
 pub mod router;

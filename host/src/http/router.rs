@@ -6,11 +6,11 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::{admin, events, messages, ops, products, streams, topics, web};
+use super::{admin, events, messages, ops, plugins, products, streams, topics, web};
 use crate::config::Cors;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -32,6 +32,20 @@ pub fn router(state: AppState) -> Router {
             "/admin/tenants",
             get(admin::list_tenants).post(admin::create_tenant),
         )
+        .route("/admin/plugins", get(plugins::list))
+        .route(
+            "/admin/plugins/{slot}",
+            put(plugins::upload)
+                .layer(DefaultBodyLimit::max(plugins::MAX_COMPONENT_BYTES))
+                .delete(plugins::deactivate),
+        )
+        .route("/admin/plugins/{slot}/rollback", post(plugins::rollback))
+        .route("/admin/plugins/{slot}/promote", post(plugins::promote))
+        .route(
+            "/admin/plugins/{slot}/shadow",
+            axum::routing::delete(plugins::drop_shadow),
+        )
+        .route("/admin/plugins/{slot}/config", put(plugins::configure))
         .route("/api/events", post(events::publish))
         .route("/api/topics/{topic}", get(topics::state))
         .route("/api/topics/{topic}/events", get(topics::events))
@@ -99,7 +113,13 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
 
 fn cors(policy: &Cors) -> Option<CorsLayer> {
     let base = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,

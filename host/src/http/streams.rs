@@ -172,11 +172,37 @@ async fn open(
         last_event_id,
         expires_at,
         defaults,
+        shape: subscription_shape(q)?,
     };
     let mut session = Session::open(state.streams.clone(), req).await?;
     session.hold(lease);
     tracing::debug!(tenant = %tenant.slug, resume = ?last_event_id, "stream opened");
     Ok(sse_response(session))
+}
+
+/// Query parameters the host itself reads; every other one is part of the
+/// subscription shape the event filter sees.
+const HOST_PARAMS: [&str; 5] = ["tenant", "topic", "events", "lastEventId", "token"];
+/// Most parameters a shape may have.
+const MAX_SHAPE_PARAMS: usize = 16;
+
+/// The subscription shape: the parameters the host does not own, sorted, so
+/// equal subscriptions share one filter call per event.
+fn subscription_shape(q: &QueryPairs) -> Result<std::sync::Arc<[(String, String)]>, ApiError> {
+    let mut shape: Vec<(String, String)> =
+        q.0.iter()
+            .filter(|(k, _)| !HOST_PARAMS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+    if shape.len() > MAX_SHAPE_PARAMS || shape.iter().any(|(k, v)| k.len() > 64 || v.len() > 256) {
+        return Err(ApiError::invalid(
+            "invalid_query",
+            format!("at most {MAX_SHAPE_PARAMS} subscription parameters, names up to 64 and values up to 256 bytes"),
+        ));
+    }
+    shape.sort();
+    shape.dedup();
+    Ok(shape.into())
 }
 
 /// An empty id means "no cursor"; anything but a decimal id is a 400.

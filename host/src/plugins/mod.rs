@@ -1,9 +1,138 @@
-//! Business rules behind plugin interfaces. Until a WebAssembly component is
-//! loaded for a slot, the built-in rule in `builtin` answers for it.
+//! Business rules as WebAssembly components, one slot per rule.
+//!
+//! - `wasm`: the sandbox (wasmtime component model, deadlines, memory cap, no
+//!   ambient authority) and the generated bindings of `wit/`.
+//! - `registry`: which version answers for each slot and tenant; swaps,
+//!   shadow runs, rollback, per-slot statistics.
+//! - `convert`: host types <-> WIT types <-> JSON, and the output rules.
+//! - `watch`: the plugins directory, read at start and watched.
+//! - `builtin`: the rules that answer while no component is active;
+//!   `bundled`: the example plugins compiled into the binary.
 
 pub mod builtin;
+pub mod cli;
+pub mod convert;
+pub mod registry;
+pub mod wasm;
+pub mod watch;
 
+pub use registry::{FilterOutcome, Mode, PluginError, Plugins, TenantFilter};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Mode as RunMode};
+use crate::state::Backend;
 use crate::store::{NewMessage, Notification};
+
+/// The example plugins from `plugins/examples`, built by `build.rs`.
+pub mod bundled {
+    use super::Slot;
+
+    /// `plugins/examples/bid-validator`.
+    pub const BID_VALIDATOR: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/bid_validator.wasm"));
+    /// `plugins/examples/notification-shaper`.
+    pub const NOTIFICATION_SHAPER: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/notification_shaper.wasm"));
+    /// `plugins/examples/event-filter`.
+    pub const EVENT_FILTER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/event_filter.wasm"));
+
+    /// Each slot's example.
+    pub const ALL: [(Slot, &[u8]); 3] = [
+        (Slot::BidValidator, BID_VALIDATOR),
+        (Slot::NotificationShaper, NOTIFICATION_SHAPER),
+        (Slot::EventFilter, EVENT_FILTER),
+    ];
+}
+
+/// Starts the registry: stored slots, then the plugins directory, then the
+/// bundled examples in slots never configured; then watches the directory
+/// and (cluster mode) polls for changes made on other nodes.
+pub async fn start(
+    config: &Config,
+    backend: &Backend,
+    stop: CancellationToken,
+) -> Result<Plugins, String> {
+    let wasm = wasm::WasmHost::new(config.plugin_limits.clone())?;
+    let plugins = Plugins::new(wasm, backend.plugins.clone(), config.plugin_history);
+    plugins
+        .load()
+        .await
+        .map_err(|e| format!("cannot read plugin slots: {e}"))?;
+    watch::scan(&plugins, &config.plugins_dir).await;
+    if config.example_plugins {
+        for (slot, bytes) in bundled::ALL {
+            if plugins.row("", slot).rev == 0 {
+                if let Err(e) = plugins.install_default(slot, bytes).await {
+                    tracing::error!(%slot, error = %e, "cannot activate the bundled example plugin");
+                }
+            }
+        }
+    }
+    if let Err(e) = watch::spawn(plugins.clone(), config.plugins_dir.clone(), stop.clone()) {
+        tracing::error!(error = %e, "plugins dir not watched; use the admin API to change plugins");
+    }
+    if matches!(config.mode, RunMode::Cluster { .. }) {
+        let p = plugins.clone();
+        let every = config.plugin_sync;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {
+                        if let Err(e) = p.sync().await {
+                            tracing::debug!(error = %e, "plugin sync failed; retrying");
+                        }
+                    }
+                }
+            }
+        });
+    }
+    Ok(plugins)
+}
+
+/// A plugin slot: one rule, one WIT world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Slot {
+    /// `bid-validator`.
+    BidValidator,
+    /// `notification-shaper`.
+    NotificationShaper,
+    /// `event-filter`.
+    EventFilter,
+}
+
+impl Slot {
+    /// Every slot.
+    pub const ALL: [Slot; 3] = [
+        Slot::BidValidator,
+        Slot::NotificationShaper,
+        Slot::EventFilter,
+    ];
+
+    /// The slot's name: its world, its file name (`{name}.wasm`) and its path
+    /// in the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slot::BidValidator => "bid-validator",
+            Slot::NotificationShaper => "notification-shaper",
+            Slot::EventFilter => "event-filter",
+        }
+    }
+
+    /// Parses a slot name.
+    pub fn parse(s: &str) -> Option<Slot> {
+        Slot::ALL.into_iter().find(|slot| slot.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The notification-shaper slot: what a message turns into for its recipients.
 pub trait NotificationShaper: Send + Sync + 'static {

@@ -29,6 +29,7 @@ use super::encode;
 use crate::bus::hub::{Hub, Subscription};
 use crate::event::{Frame, Seq};
 use crate::metrics::{Gauge, Metrics};
+use crate::plugins::{FilterOutcome, Plugins};
 use crate::store::{self, Page, Retained, Store, TopicState};
 
 /// Events read from the log per page while replaying.
@@ -52,6 +53,8 @@ pub struct StreamContext {
     pub queue: usize,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
+    /// Event filters (and the other plugins).
+    pub plugins: Plugins,
 }
 
 /// A validated subscription request.
@@ -69,6 +72,8 @@ pub struct StreamRequest {
     pub expires_at: Option<Instant>,
     /// Snapshot data (JSON) for topics that have no retained state.
     pub defaults: Vec<(String, String)>,
+    /// Subscription shape: the parameters the event filter sees.
+    pub shape: Arc<[(String, String)]>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -106,7 +111,9 @@ impl Session {
         ctx: Arc<StreamContext>,
         req: StreamRequest,
     ) -> Result<Session, store::Error> {
-        let sub = ctx.hub.subscribe(&req.tenant, &req.topics, ctx.queue);
+        let sub = ctx
+            .hub
+            .subscribe(&req.tenant, &req.topics, ctx.queue, req.shape.clone());
         let (cursor, page, phase) = match req.last_event_id {
             None => {
                 let page = ctx.store.read(&req.tenant, &req.topics, None, 0).await?;
@@ -311,17 +318,32 @@ impl Session {
         let exhausted = page.events.len() < limit;
         let mut buf = BytesMut::new();
         let mut sent = 0u64;
+        let filter = self.ctx.plugins.filter(&self.req.tenant);
         for e in &page.events {
             self.cursor = e.seq;
             if !self.wants(&e.topic, &e.kind, e.seq) {
                 continue;
             }
+            let replaced;
+            let json = match &filter {
+                None => e.json.as_str(),
+                Some(f) => match f.apply(&crate::plugins::convert::event(e), &self.req.shape) {
+                    FilterOutcome::Pass => e.json.as_str(),
+                    FilterOutcome::Drop => continue,
+                    FilterOutcome::Replace(data) => {
+                        replaced = crate::event::event_json(
+                            e.seq, &e.tenant, &e.topic, &e.kind, &data, e.ts,
+                        );
+                        replaced.as_str()
+                    }
+                },
+            };
             buf.put_slice(b"id: ");
             buf.put_slice(e.seq.to_string().as_bytes());
             buf.put_slice(b"\nevent: ");
             buf.put_slice(e.kind.as_bytes());
             buf.put_slice(b"\ndata: ");
-            buf.put_slice(e.json.as_bytes());
+            buf.put_slice(json.as_bytes());
             buf.put_slice(b"\n\n");
             self.told = e.seq;
             sent += 1;
@@ -346,6 +368,30 @@ impl Session {
                 Some((_, d)) => (d.as_str(), 0, crate::event::now_ms()),
                 None => return,
             },
+        };
+        // The event filter sees a snapshot as an event of type `snapshot`,
+        // so a redacting filter redacts the state too.
+        let replaced;
+        let data = match self.ctx.plugins.filter(&self.req.tenant) {
+            None => data,
+            Some(f) => {
+                let ev = crate::plugins::wasm::bindings::types::Event {
+                    id: as_of.to_string(),
+                    tenant: self.req.tenant.clone(),
+                    topic: topic.to_string(),
+                    type_: "snapshot".into(),
+                    data: data.to_string(),
+                    ts,
+                };
+                match f.apply(&ev, &self.req.shape) {
+                    FilterOutcome::Pass => data,
+                    FilterOutcome::Drop => return,
+                    FilterOutcome::Replace(d) => {
+                        replaced = d;
+                        replaced.as_str()
+                    }
+                }
+            }
         };
         let data = format!(
             "{{\"tenant\":{},\"topic\":{},\"type\":\"snapshot\",\"data\":{},\"as_of\":{},\"ts\":{}}}",

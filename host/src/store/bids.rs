@@ -47,6 +47,14 @@ pub trait BidStore: Send + Sync + 'static {
 
     /// Queued bids in total (queue depth) and the oldest one's `created_at`.
     async fn queued(&self) -> Result<(u64, Option<i64>), Error>;
+
+    /// The latest `limit` decisions the validator rule took part in (oldest
+    /// first), each with what the rule was asked (JSON), optionally of one tenant.
+    async fn decided(
+        &self,
+        tenant: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(Bid, String)>, Error>;
 }
 
 use crate::bids::decision::created_event;
@@ -221,13 +229,14 @@ mod sqlite_impl {
             let now = crate::event::now_ms();
             for o in &round.outcomes {
                 sqlx::query(
-                    "UPDATE bids SET status = ?, reason = ?, decided_by = ?, decided_at = ? \
-                 WHERE id = ? AND status = 'queued'",
+                    "UPDATE bids SET status = ?, reason = ?, decided_by = ?, decided_at = ?, \
+                 decision_input = ? WHERE id = ? AND status = 'queued'",
                 )
                 .bind(o.status)
                 .bind(&o.reason)
                 .bind(&round.decided_by)
                 .bind(now)
+                .bind(&o.input)
                 .bind(&o.bid_id)
                 .execute(&mut *tx)
                 .await?;
@@ -271,6 +280,28 @@ mod sqlite_impl {
             .fetch_one(&self.read)
             .await?;
             Ok((row.try_get::<i64, _>("n")? as u64, row.try_get("oldest")?))
+        }
+
+        async fn decided(
+            &self,
+            tenant: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<(Bid, String)>, Error> {
+            let rows = sqlx::query(&format!(
+                "SELECT {BID_COLS}, decision_input FROM bids \
+                 WHERE decision_input IS NOT NULL AND (? IS NULL OR tenant = ?) ORDER BY n DESC LIMIT ?"
+            ))
+            .bind(tenant)
+            .bind(tenant)
+            .bind(limit as i64)
+            .fetch_all(&self.read)
+            .await?;
+            let mut out = rows
+                .iter()
+                .map(|r| Ok((bid_row(r)?, r.try_get::<String, _>("decision_input")?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            out.reverse();
+            Ok(out)
         }
     }
 }
@@ -445,14 +476,15 @@ mod postgres_impl {
             let now = crate::event::now_ms();
             for o in &round.outcomes {
                 sqlx::query(
-                    "UPDATE bids SET status = $1, reason = $2, decided_by = $3, decided_at = $4 \
-                 WHERE id = $5 AND status = 'queued'",
+                    "UPDATE bids SET status = $1, reason = $2, decided_by = $3, decided_at = $4, \
+                 decision_input = $6 WHERE id = $5 AND status = 'queued'",
                 )
                 .bind(o.status)
                 .bind(&o.reason)
                 .bind(&round.decided_by)
                 .bind(now)
                 .bind(&o.bid_id)
+                .bind(&o.input)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -495,6 +527,28 @@ mod postgres_impl {
             .fetch_one(&self.pool)
             .await?;
             Ok((row.try_get::<i64, _>("n")? as u64, row.try_get("oldest")?))
+        }
+
+        async fn decided(
+            &self,
+            tenant: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<(Bid, String)>, Error> {
+            let rows = sqlx::query(&format!(
+                "SELECT {BID_COLS}, decision_input FROM bids \
+                 WHERE decision_input IS NOT NULL AND ($1::text IS NULL OR tenant = $1) \
+                 ORDER BY n DESC LIMIT $2"
+            ))
+            .bind(tenant)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+            let mut out = rows
+                .iter()
+                .map(|r| Ok((bid_row(r)?, r.try_get::<String, _>("decision_input")?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            out.reverse();
+            Ok(out)
         }
     }
 }

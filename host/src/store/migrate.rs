@@ -30,6 +30,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "bids",
         sql: include_str!("../../../migrations/sqlite/0003_bids.sql"),
     },
+    Migration {
+        version: 4,
+        name: "plugins",
+        sql: include_str!("../../../migrations/sqlite/0004_plugins.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -47,6 +52,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 3,
         name: "bids",
         sql: include_str!("../../../migrations/postgres/0003_bids.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "plugins",
+        sql: include_str!("../../../migrations/postgres/0004_plugins.sql"),
     },
 ];
 

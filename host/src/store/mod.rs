@@ -8,6 +8,7 @@
 
 pub mod bids;
 mod migrate;
+pub mod plugins;
 pub mod postgres;
 pub mod sqlite;
 

@@ -1,0 +1,183 @@
+//! `/admin/plugins`: list, upload, shadow, promote, roll back, deactivate and
+//! configure plugins (admin token). `?tenant=slug` addresses a tenant's own
+//! slot; without it, the default slot of every tenant.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::extract::{Admin, AppJson, QueryPairs};
+use crate::error::ApiError;
+use crate::plugins::{Mode, PluginError, Slot};
+use crate::state::AppState;
+
+/// Largest component accepted by `PUT /admin/plugins/{slot}`.
+pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
+
+impl From<PluginError> for ApiError {
+    fn from(e: PluginError) -> Self {
+        match e {
+            PluginError::Refused(m) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "plugin_refused",
+                format!("component refused; the active version stays: {m}"),
+            ),
+            PluginError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            PluginError::Store(e) => e.into(),
+        }
+    }
+}
+
+fn slot(name: &str) -> Result<Slot, ApiError> {
+    Slot::parse(name).ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_slot",
+            format!("no plugin slot {name:?}; slots are bid-validator, notification-shaper, event-filter"),
+        )
+    })
+}
+
+/// The `tenant` query parameter: a known tenant, or `""` for the default.
+async fn tenant(state: &AppState, q: &QueryPairs) -> Result<String, ApiError> {
+    match q.get("tenant").filter(|t| !t.is_empty()) {
+        None => Ok(String::new()),
+        Some(t) => Ok(state.tenants.get(t).await?.slug),
+    }
+}
+
+fn slot_view(state: &AppState, tenant: &str, slot: Slot) -> Response {
+    let all = state.plugins.describe();
+    let found = all["slots"]
+        .as_array()
+        .and_then(|slots| {
+            slots.iter().find(|s| {
+                s["slot"] == slot.as_str() && (s["tenant"].as_str().unwrap_or("") == tenant)
+            })
+        })
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    axum::Json(found).into_response()
+}
+
+/// `GET /admin/plugins`: every slot with its active version, shadow
+/// candidate (with disagreements), history, configuration and statistics.
+pub async fn list(State(state): State<AppState>, _admin: Admin) -> Response {
+    let mut v = state.plugins.describe();
+    let limits = state.plugins.wasm().limits();
+    v["limits"] = serde_json::json!({
+        "timeout_ms": limits.timeout.as_millis() as u64,
+        "memory_bytes": limits.memory,
+        "fuel": limits.fuel,
+    });
+    axum::Json(v).into_response()
+}
+
+/// `PUT /admin/plugins/{slot}` with the component as the body
+/// (`?mode=shadow` runs it beside the active version instead).
+pub async fn upload(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(name): Path<String>,
+    q: QueryPairs,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let slot = slot(&name)?;
+    let tenant = tenant(&state, &q).await?;
+    let mode = match q.get("mode") {
+        None | Some("active") => Mode::Active,
+        Some("shadow") => Mode::Shadow,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "invalid_mode",
+                format!("`mode` is `active` or `shadow`, not {other:?}"),
+            ))
+        }
+    };
+    if body.is_empty() {
+        return Err(ApiError::invalid(
+            "empty_body",
+            "the body must be a WebAssembly component",
+        ));
+    }
+    state
+        .plugins
+        .install(&tenant, slot, body.to_vec(), "admin", mode)
+        .await?;
+    Ok((StatusCode::OK, slot_view(&state, &tenant, slot)).into_response())
+}
+
+/// `POST /admin/plugins/{slot}/rollback`: the previous version again.
+pub async fn rollback(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(name): Path<String>,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    let slot = slot(&name)?;
+    let tenant = tenant(&state, &q).await?;
+    state.plugins.rollback(&tenant, slot).await?;
+    Ok(slot_view(&state, &tenant, slot))
+}
+
+/// `POST /admin/plugins/{slot}/promote`: the shadow candidate becomes active.
+pub async fn promote(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(name): Path<String>,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    let slot = slot(&name)?;
+    let tenant = tenant(&state, &q).await?;
+    state.plugins.promote(&tenant, slot).await?;
+    Ok(slot_view(&state, &tenant, slot))
+}
+
+/// `DELETE /admin/plugins/{slot}/shadow`: stops the shadow candidate.
+pub async fn drop_shadow(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(name): Path<String>,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    let slot = slot(&name)?;
+    let tenant = tenant(&state, &q).await?;
+    state.plugins.drop_shadow(&tenant, slot).await?;
+    Ok(slot_view(&state, &tenant, slot))
+}
+
+/// `DELETE /admin/plugins/{slot}`: the built-in rule (or, for a tenant, the
+/// default slot) answers again; the version stays in history for rollback.
+pub async fn deactivate(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(name): Path<String>,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    let slot = slot(&name)?;
+    let tenant = tenant(&state, &q).await?;
+    state.plugins.deactivate(&tenant, slot).await?;
+    Ok(slot_view(&state, &tenant, slot))
+}
+
+/// `PUT /admin/plugins/{slot}/config` with a JSON object of strings.
+pub async fn configure(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(name): Path<String>,
+    q: QueryPairs,
+    AppJson(config): AppJson<BTreeMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let slot = slot(&name)?;
+    let tenant = tenant(&state, &q).await?;
+    if config.len() > 256 || config.iter().any(|(k, v)| k.len() > 128 || v.len() > 4096) {
+        return Err(ApiError::invalid(
+            "invalid_config",
+            "at most 256 keys, keys up to 128 and values up to 4096 bytes",
+        ));
+    }
+    state.plugins.configure(&tenant, slot, config).await?;
+    Ok(slot_view(&state, &tenant, slot))
+}

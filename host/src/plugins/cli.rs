@@ -1,0 +1,308 @@
+//! `switchyard plugin check|test|replay`: a plugin author's and an
+//! operator's tools, with no server running.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::convert;
+use super::registry::content_hash;
+use super::wasm::{CallCtx, CallError, Limits, Linked, WasmHost};
+use super::Slot;
+
+/// `plugin check`: which slot a component fits and why not the others.
+/// Returns the report and whether it fits any slot.
+pub fn check(bytes: &[u8]) -> Result<(String, bool), String> {
+    let host = WasmHost::new(Limits::default())?;
+    let results = host.check(bytes)?;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "component {} ({} bytes)",
+        &content_hash(bytes)[..12],
+        bytes.len()
+    );
+    let mut fits = false;
+    for (slot, r) in results {
+        match r {
+            Ok(()) => {
+                fits = true;
+                let _ = writeln!(out, "  fits {slot}");
+            }
+            Err(e) => {
+                let _ = writeln!(out, "  not {slot}: {e}");
+            }
+        }
+    }
+    if !fits {
+        let _ = writeln!(out, "it fits no slot");
+    }
+    Ok((out, fits))
+}
+
+/// True when every field `expect` names equals `actual`'s (objects
+/// recursively, arrays element for element with equal length).
+pub fn matches(expect: &Value, actual: &Value) -> bool {
+    match (expect, actual) {
+        (Value::Object(e), Value::Object(a)) => e
+            .iter()
+            .all(|(k, ev)| a.get(k).is_some_and(|av| matches(ev, av))),
+        (Value::Array(e), Value::Array(a)) => {
+            e.len() == a.len() && e.iter().zip(a).all(|(ev, av)| matches(ev, av))
+        }
+        (e, a) => e == a,
+    }
+}
+
+fn error_json(e: &CallError) -> Value {
+    json!({ "error": e.kind.as_str(), "message": e.message })
+}
+
+fn config_of(v: Option<&Value>) -> BTreeMap<String, String> {
+    v.and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), v)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs one case input through a linked component, applying the host's
+/// output rules; a failed call is `{"error": kind, "message"}`.
+pub fn run_case(host: &WasmHost, linked: &Linked, call: &CallCtx, input: &Value) -> Value {
+    match linked {
+        Linked::Validator(pre) => {
+            let now = input["now"].as_i64().unwrap_or_default();
+            let r = host
+                .validate(
+                    pre,
+                    call,
+                    &convert::bid_from_json(&input["bid"]),
+                    &convert::product_from_json(&input["product"]),
+                    now,
+                )
+                .and_then(|v| convert::verdict(v, now));
+            match r {
+                Ok(v) => convert::verdict_json(&v),
+                Err(e) => error_json(&e),
+            }
+        }
+        Linked::Shaper(pre) => {
+            let r = host
+                .shape(pre, call, &convert::message_from_json(&input["message"]))
+                .and_then(convert::notifications);
+            match r {
+                Ok(n) => convert::notifications_json(&n),
+                Err(e) => error_json(&e),
+            }
+        }
+        Linked::Filter(pre) => {
+            let r = host
+                .filter(
+                    pre,
+                    call,
+                    &convert::event_from_json(&input["event"]),
+                    &convert::subscription_from_json(&input["subscription"]),
+                )
+                .and_then(convert::filter_result);
+            match r {
+                Ok(o) => convert::filter_json(&o),
+                Err(e) => error_json(&e),
+            }
+        }
+    }
+}
+
+/// `plugin test`: runs every case of `cases` (see `docs/plugins.md`).
+/// Returns the report and the number of failed cases.
+pub fn test(bytes: &[u8], cases: &Value) -> Result<(String, usize), String> {
+    let slot_name = cases["slot"]
+        .as_str()
+        .ok_or("the cases file needs a \"slot\"")?;
+    let slot = Slot::parse(slot_name).ok_or_else(|| format!("unknown slot {slot_name:?}"))?;
+    let list = cases["cases"]
+        .as_array()
+        .ok_or("the cases file needs a \"cases\" array")?;
+    let host = WasmHost::new(Limits::default())?;
+    let component = host.compile(bytes)?;
+    let linked = host.link(&component, slot)?;
+    let base = config_of(cases.get("config"));
+    let mut out = String::new();
+    let mut failed = 0;
+    for (i, case) in list.iter().enumerate() {
+        let name = case["name"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("case {}", i + 1));
+        let mut config = base.clone();
+        config.extend(config_of(case.get("config")));
+        let call = CallCtx {
+            config: Arc::new(config),
+            label: Arc::from(format!("{slot}#test")),
+        };
+        let actual = run_case(&host, &linked, &call, &case["input"]);
+        let expect = &case["expect"];
+        if matches(expect, &actual) {
+            let _ = writeln!(out, "ok    {name}");
+        } else {
+            failed += 1;
+            let _ = writeln!(out, "FAIL  {name}");
+            let _ = writeln!(out, "      expected: {}", expect);
+            let _ = writeln!(out, "      actual:   {}", actual);
+            for line in diff(expect, &actual, "") {
+                let _ = writeln!(out, "      {line}");
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{} cases, {} passed, {} failed",
+        list.len(),
+        list.len() - failed,
+        failed
+    );
+    Ok((out, failed))
+}
+
+/// Lines naming each field where `actual` differs from `expect`.
+fn diff(expect: &Value, actual: &Value, path: &str) -> Vec<String> {
+    match (expect, actual) {
+        (Value::Object(e), Value::Object(a)) => e
+            .iter()
+            .flat_map(|(k, ev)| {
+                let p = format!("{path}.{k}");
+                match a.get(k) {
+                    None => vec![format!("- {p}: {ev} (missing)")],
+                    Some(av) => diff(ev, av, &p),
+                }
+            })
+            .collect(),
+        (Value::Array(e), Value::Array(a)) if e.len() == a.len() => e
+            .iter()
+            .zip(a)
+            .enumerate()
+            .flat_map(|(i, (ev, av))| diff(ev, av, &format!("{path}[{i}]")))
+            .collect(),
+        (e, a) if e == a => vec![],
+        (e, a) => vec![
+            format!("- {}: {e}", if path.is_empty() { "." } else { path }),
+            format!("+ {}: {a}", if path.is_empty() { "." } else { path }),
+        ],
+    }
+}
+
+/// One recorded decision a candidate is replayed against.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The bid.
+    pub bid: crate::bids::Bid,
+    /// What the rule saw: `{"product", "now"}`.
+    pub input: Value,
+}
+
+/// `plugin replay` for the bid validator: runs `bytes` over recorded
+/// decisions and reports where its verdict differs from the decision taken.
+/// Returns the report and the number of differences.
+pub fn replay_bids(
+    bytes: &[u8],
+    recorded: &[Recorded],
+    config: BTreeMap<String, String>,
+) -> Result<(String, usize), String> {
+    let host = WasmHost::new(Limits::default())?;
+    let component = host.compile(bytes)?;
+    let linked = host.link(&component, Slot::BidValidator)?;
+    let call = CallCtx {
+        config: Arc::new(config),
+        label: Arc::from("bid-validator#replay"),
+    };
+    let mut out = String::new();
+    let mut differ = 0;
+    for r in recorded {
+        let input = json!({
+            "bid": convert_bid_json(&r.bid),
+            "product": r.input["product"],
+            "now": r.input["now"],
+        });
+        let candidate = run_case(&host, &linked, &call, &input);
+        let taken = match r.bid.status.as_str() {
+            "accepted" => "accept".to_string(),
+            _ => format!("reject {}", r.bid.reason.as_deref().unwrap_or("?")),
+        };
+        let theirs = match candidate["verdict"].as_str() {
+            Some("accept") => "accept".to_string(),
+            Some(_) => format!("reject {}", candidate["code"].as_str().unwrap_or("?")),
+            None => format!("error {}", candidate["error"].as_str().unwrap_or("?")),
+        };
+        if taken != theirs {
+            differ += 1;
+            if differ <= 50 {
+                let _ = writeln!(
+                    out,
+                    "{}  product {}  amount {}  by {}: taken `{taken}` ({}), candidate `{theirs}`",
+                    r.bid.id,
+                    r.bid.product_id,
+                    r.bid.amount,
+                    r.bid.bidder_id,
+                    r.bid.decided_by.as_deref().unwrap_or("?"),
+                );
+            }
+        }
+    }
+    if differ > 50 {
+        let _ = writeln!(out, "... and {} more", differ - 50);
+    }
+    let _ = writeln!(
+        out,
+        "{} decisions replayed, {} differ ({:.1}%)",
+        recorded.len(),
+        differ,
+        if recorded.is_empty() {
+            0.0
+        } else {
+            differ as f64 * 100.0 / recorded.len() as f64
+        }
+    );
+    Ok((out, differ))
+}
+
+fn convert_bid_json(b: &crate::bids::Bid) -> Value {
+    json!({
+        "id": b.id, "tenant": b.tenant, "product_id": b.product_id,
+        "bidder_id": b.bidder_id, "amount": b.amount, "created_at": b.created_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expectations_match_the_fields_they_name() {
+        let actual = json!({ "verdict": "reject", "code": "too_low", "message": "min 5" });
+        assert!(matches(
+            &json!({ "verdict": "reject", "code": "too_low" }),
+            &actual
+        ));
+        assert!(!matches(&json!({ "verdict": "accept" }), &actual));
+        assert!(!matches(&json!({ "extra": 1 }), &actual));
+        assert!(matches(
+            &json!([{ "kind": "message" }]),
+            &json!([{ "kind": "message", "preview": "x" }])
+        ));
+        assert!(!matches(&json!([]), &json!([{ "kind": "message" }])));
+        let d = diff(&json!({ "code": "a" }), &json!({ "code": "b" }), "");
+        assert_eq!(
+            d,
+            vec!["- .code: \"a\"".to_string(), "+ .code: \"b\"".to_string()]
+        );
+    }
+}

@@ -1,0 +1,347 @@
+//! Between the host's types, the WIT types and JSON (recorded cases, shadow
+//! reports), and the rules a plugin's output must follow before the host
+//! uses it.
+
+use serde_json::{json, Map, Value};
+
+use super::registry::FilterOutcome;
+use super::wasm::{bindings::types, CallError};
+use crate::bids::decision::Verdict;
+use crate::bids::{Bid, Product};
+use crate::event::StoredEvent;
+use crate::store::Notification;
+
+/// Most notifications one message may turn into.
+pub const MAX_NOTIFICATIONS: usize = 16;
+/// Longest notification preview, in characters.
+pub const MAX_PREVIEW_CHARS: usize = 1_000;
+/// Largest JSON `data` a plugin may return, in bytes.
+pub const MAX_DATA_BYTES: usize = 64 * 1024;
+/// Longest rejection message kept, in characters.
+const MAX_MESSAGE_CHARS: usize = 500;
+/// Furthest an anti-sniping extension may move the end.
+const MAX_EXTENSION_MS: i64 = 7 * 24 * 3_600_000;
+
+/// A bid as the validator sees it.
+pub fn bid(b: &Bid) -> types::Bid {
+    types::Bid {
+        id: b.id.clone(),
+        tenant: b.tenant.clone(),
+        product_id: b.product_id.clone(),
+        bidder_id: b.bidder_id.clone(),
+        amount: b.amount,
+        created_at: b.created_at,
+    }
+}
+
+/// A product as the validator sees it.
+pub fn product(p: &Product) -> types::Product {
+    types::Product {
+        id: p.id.clone(),
+        tenant: p.tenant.clone(),
+        seller_id: p.seller_id.clone(),
+        title: p.title.clone(),
+        starting_price: p.starting_price,
+        min_increment: p.min_increment,
+        anti_snipe_ms: p.anti_snipe_ms,
+        ends_at: p.ends_at,
+        status: p.status.clone(),
+        current_bid: p.current_bid,
+        leader: p.leader.clone(),
+        bid_count: p.bid_count,
+        version: p.version,
+        created_at: p.created_at,
+    }
+}
+
+fn valid_code(code: &str) -> bool {
+    !code.is_empty()
+        && code.len() <= 64
+        && code
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+}
+
+fn cut(s: String, chars: usize) -> String {
+    if s.chars().count() <= chars {
+        return s;
+    }
+    s.chars().take(chars).collect()
+}
+
+/// A verdict the host can apply, or why not.
+pub fn verdict(v: types::Verdict, now: i64) -> Result<Verdict, CallError> {
+    match v {
+        types::Verdict::Accept(effects) => {
+            if let Some(t) = effects.extend_to {
+                if t < now || t > now + MAX_EXTENSION_MS {
+                    return Err(CallError::bad_output(format!(
+                        "extend-to {t} is outside [now, now + 7 days]"
+                    )));
+                }
+            }
+            Ok(Verdict::Accept {
+                extend_to: effects.extend_to,
+            })
+        }
+        types::Verdict::Reject(r) => {
+            if !valid_code(&r.code) {
+                return Err(CallError::bad_output(
+                    "a rejection code must be 1-64 characters of a-z, 0-9 and '_'",
+                ));
+            }
+            Ok(Verdict::Reject {
+                code: r.code,
+                message: cut(r.message, MAX_MESSAGE_CHARS),
+            })
+        }
+    }
+}
+
+/// A verdict in the JSON of recorded cases.
+pub fn verdict_json(v: &Verdict) -> Value {
+    match v {
+        Verdict::Accept { extend_to } => json!({ "verdict": "accept", "extend_to": extend_to }),
+        Verdict::Reject { code, message } => {
+            json!({ "verdict": "reject", "code": code, "message": message })
+        }
+    }
+}
+
+fn valid_user(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+}
+
+fn json_object(text: &str, what: &str) -> Result<Map<String, Value>, CallError> {
+    if text.len() > MAX_DATA_BYTES {
+        return Err(CallError::bad_output(format!(
+            "{what} is {} bytes; the limit is {MAX_DATA_BYTES}",
+            text.len()
+        )));
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(CallError::bad_output(format!(
+            "{what} is not a JSON object"
+        ))),
+        Err(e) => Err(CallError::bad_output(format!("{what} is not JSON: {e}"))),
+    }
+}
+
+/// Notifications the host can publish, or why not.
+pub fn notifications(list: Vec<types::Notification>) -> Result<Vec<Notification>, CallError> {
+    if list.len() > MAX_NOTIFICATIONS {
+        return Err(CallError::bad_output(format!(
+            "{} notifications; the limit is {MAX_NOTIFICATIONS}",
+            list.len()
+        )));
+    }
+    list.into_iter()
+        .map(|n| {
+            if !valid_user(&n.recipient) {
+                return Err(CallError::bad_output(format!(
+                    "recipient {:?} is not a user id",
+                    cut(n.recipient, 40)
+                )));
+            }
+            if crate::event::validate_kind(&n.kind).is_err() {
+                return Err(CallError::bad_output(format!(
+                    "kind {:?} is not an event type",
+                    cut(n.kind, 40)
+                )));
+            }
+            if n.preview.chars().count() > MAX_PREVIEW_CHARS {
+                return Err(CallError::bad_output(format!(
+                    "a preview is longer than {MAX_PREVIEW_CHARS} characters"
+                )));
+            }
+            let mut data = if n.data.trim().is_empty() {
+                Map::new()
+            } else {
+                json_object(&n.data, "notification data")?
+            };
+            data.insert("preview".into(), Value::String(n.preview));
+            Ok(Notification {
+                recipient: n.recipient,
+                kind: n.kind,
+                data,
+            })
+        })
+        .collect()
+}
+
+/// Notifications in the JSON of recorded cases.
+pub fn notifications_json(list: &[Notification]) -> Value {
+    Value::Array(
+        list.iter()
+            .map(|n| {
+                let mut data = n.data.clone();
+                let preview = data.remove("preview").unwrap_or(Value::Null);
+                json!({ "recipient": n.recipient, "kind": n.kind, "preview": preview, "data": data })
+            })
+            .collect(),
+    )
+}
+
+/// An event as the filter sees it. `None` for an event whose stored JSON is
+/// unreadable (never the case for events the host wrote).
+pub fn event(e: &StoredEvent) -> types::Event {
+    #[derive(serde::Deserialize)]
+    struct Parts<'a> {
+        #[serde(borrow)]
+        data: &'a serde_json::value::RawValue,
+    }
+    let data = serde_json::from_str::<Parts>(&e.json)
+        .map(|p| p.data.get().to_string())
+        .unwrap_or_else(|_| "null".into());
+    types::Event {
+        id: e.seq.to_string(),
+        tenant: e.tenant.to_string(),
+        topic: e.topic.clone(),
+        type_: e.kind.clone(),
+        data,
+        ts: e.ts,
+    }
+}
+
+/// A filter result the host can apply, or why not.
+pub fn filter_result(r: types::FilterResult) -> Result<FilterOutcome, CallError> {
+    Ok(match r {
+        types::FilterResult::Drop => FilterOutcome::Drop,
+        types::FilterResult::Pass => FilterOutcome::Pass,
+        types::FilterResult::Replace(data) => {
+            // Re-serialized compactly: valid JSON with no raw newlines.
+            let m = json_object(&data, "replacement data")?;
+            FilterOutcome::Replace(Value::Object(m).to_string())
+        }
+    })
+}
+
+/// A filter outcome in the JSON of recorded cases.
+pub fn filter_json(o: &FilterOutcome) -> Value {
+    match o {
+        FilterOutcome::Pass => json!({ "result": "pass" }),
+        FilterOutcome::Drop => json!({ "result": "drop" }),
+        FilterOutcome::Replace(d) => json!({
+            "result": "replace",
+            "data": serde_json::from_str::<Value>(d).unwrap_or(Value::Null),
+        }),
+    }
+}
+
+// ---- JSON inputs of recorded cases -------------------------------------
+
+fn s(v: &Value, k: &str) -> String {
+    v.get(k)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn i(v: &Value, k: &str) -> i64 {
+    v.get(k).and_then(Value::as_i64).unwrap_or_default()
+}
+
+fn oi(v: &Value, k: &str) -> Option<i64> {
+    v.get(k).and_then(Value::as_i64)
+}
+
+fn os(v: &Value, k: &str) -> Option<String> {
+    v.get(k).and_then(Value::as_str).map(str::to_string)
+}
+
+/// A bid from case JSON (missing fields take defaults).
+pub fn bid_from_json(v: &Value) -> types::Bid {
+    types::Bid {
+        id: s(v, "id"),
+        tenant: s(v, "tenant"),
+        product_id: s(v, "product_id"),
+        bidder_id: s(v, "bidder_id"),
+        amount: i(v, "amount"),
+        created_at: i(v, "created_at"),
+    }
+}
+
+/// A product from case JSON (missing fields take defaults).
+pub fn product_from_json(v: &Value) -> types::Product {
+    types::Product {
+        id: s(v, "id"),
+        tenant: s(v, "tenant"),
+        seller_id: s(v, "seller_id"),
+        title: s(v, "title"),
+        starting_price: i(v, "starting_price"),
+        min_increment: i(v, "min_increment"),
+        anti_snipe_ms: i(v, "anti_snipe_ms"),
+        ends_at: oi(v, "ends_at"),
+        status: os(v, "status").unwrap_or_else(|| "open".into()),
+        current_bid: oi(v, "current_bid"),
+        leader: os(v, "leader"),
+        bid_count: i(v, "bid_count"),
+        version: i(v, "version"),
+        created_at: i(v, "created_at"),
+    }
+}
+
+/// A message from case JSON.
+pub fn message_from_json(v: &Value) -> types::Message {
+    types::Message {
+        id: s(v, "id"),
+        tenant: s(v, "tenant"),
+        kind: os(v, "kind").unwrap_or_else(|| "message".into()),
+        from: s(v, "from"),
+        to: s(v, "to"),
+        product_id: os(v, "product_id"),
+        body: s(v, "body"),
+        created_at: i(v, "created_at"),
+    }
+}
+
+/// An event from case JSON (`data` an object).
+pub fn event_from_json(v: &Value) -> types::Event {
+    types::Event {
+        id: match v.get("id") {
+            Some(Value::Number(n)) => n.to_string(),
+            _ => s(v, "id"),
+        },
+        tenant: s(v, "tenant"),
+        topic: s(v, "topic"),
+        type_: s(v, "type"),
+        data: v.get("data").cloned().unwrap_or(json!({})).to_string(),
+        ts: i(v, "ts"),
+    }
+}
+
+/// A subscription shape from case JSON (an object of strings), sorted.
+pub fn subscription_from_json(v: &Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = v
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), v)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// The host's verdict from a WIT verdict, for recorded cases (no host rules:
+/// a case shows what the plugin said).
+pub fn raw_verdict_json(v: &types::Verdict) -> Value {
+    match v {
+        types::Verdict::Accept(e) => json!({ "verdict": "accept", "extend_to": e.extend_to }),
+        types::Verdict::Reject(r) => {
+            json!({ "verdict": "reject", "code": r.code, "message": r.message })
+        }
+    }
+}

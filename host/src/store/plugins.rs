@@ -1,0 +1,333 @@
+//! Plugin versions and slot state in the system of record, so a change made
+//! on one node reaches every node (each polls `revs`).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use super::Error;
+
+/// A slot's stored state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotRow {
+    /// Tenant slug, or `""` for the default of every tenant.
+    pub tenant: String,
+    /// Slot name.
+    pub slot: String,
+    /// Active version (content hash); `None`: the built-in rule.
+    pub active: Option<String>,
+    /// Where the active version came from (`file:…`, `admin`, `bundled`, `rollback`, ...).
+    pub origin: Option<String>,
+    /// When it became active, ms since the epoch.
+    pub active_at: Option<i64>,
+    /// Candidate running in shadow.
+    pub shadow: Option<String>,
+    /// Earlier active versions, newest first.
+    pub history: Vec<String>,
+    /// The plugin's configuration.
+    pub config: BTreeMap<String, String>,
+    /// Bumped on every change.
+    pub rev: i64,
+}
+
+/// A change to a slot, computed from its current row; an `Err` aborts it.
+pub type SlotChange = Box<dyn FnOnce(SlotRow) -> Result<SlotRow, String> + Send>;
+
+/// Plugin storage.
+#[async_trait]
+pub trait PluginStore: Send + Sync + 'static {
+    /// Every slot row.
+    async fn plugin_slots(&self) -> Result<Vec<SlotRow>, Error>;
+    /// `(tenant, slot, rev)` of every row: cheap enough to poll.
+    async fn plugin_revs(&self) -> Result<Vec<(String, String, i64)>, Error>;
+    /// A version's component bytes.
+    async fn plugin_wasm(&self, hash: &str) -> Result<Option<Vec<u8>>, Error>;
+    /// Stores `wasm` (if given) and applies `change` to the slot's row in one
+    /// transaction, bumping `rev`; versions no slot refers to any more are
+    /// deleted. A refused change is `Conflict`.
+    async fn plugin_update(
+        &self,
+        tenant: &str,
+        slot: &str,
+        wasm: Option<(&str, &[u8])>,
+        change: SlotChange,
+    ) -> Result<SlotRow, Error>;
+}
+
+fn row_from(
+    tenant: String,
+    slot: String,
+    active: Option<String>,
+    origin: Option<String>,
+    active_at: Option<i64>,
+    shadow: Option<String>,
+    history: String,
+    config: String,
+    rev: i64,
+) -> SlotRow {
+    SlotRow {
+        tenant,
+        slot,
+        active,
+        origin,
+        active_at,
+        shadow,
+        history: serde_json::from_str(&history).unwrap_or_default(),
+        config: serde_json::from_str(&config).unwrap_or_default(),
+        rev,
+    }
+}
+
+fn texts(row: &SlotRow) -> (String, String) {
+    (
+        serde_json::to_string(&row.history).expect("strings serialize"),
+        serde_json::to_string(&row.config).expect("strings serialize"),
+    )
+}
+
+const COLS: &str = "tenant, slot, active, origin, active_at, shadow, history, config, rev";
+const GC: &str = "DELETE FROM plugin_versions WHERE hash NOT IN \
+    (SELECT active FROM plugin_slots WHERE active IS NOT NULL \
+     UNION SELECT shadow FROM plugin_slots WHERE shadow IS NOT NULL)";
+
+mod sqlite_impl {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use sqlx::sqlite::SqliteRow;
+    use sqlx::Row;
+
+    fn row(r: &SqliteRow) -> Result<SlotRow, sqlx::Error> {
+        Ok(row_from(
+            r.try_get("tenant")?,
+            r.try_get("slot")?,
+            r.try_get("active")?,
+            r.try_get("origin")?,
+            r.try_get("active_at")?,
+            r.try_get("shadow")?,
+            r.try_get("history")?,
+            r.try_get("config")?,
+            r.try_get("rev")?,
+        ))
+    }
+
+    #[async_trait]
+    impl PluginStore for SqliteStore {
+        async fn plugin_slots(&self) -> Result<Vec<SlotRow>, Error> {
+            let rows = sqlx::query(&format!("SELECT {COLS} FROM plugin_slots"))
+                .fetch_all(&self.read)
+                .await?;
+            Ok(rows.iter().map(row).collect::<Result<_, _>>()?)
+        }
+
+        async fn plugin_revs(&self) -> Result<Vec<(String, String, i64)>, Error> {
+            Ok(sqlx::query_as("SELECT tenant, slot, rev FROM plugin_slots")
+                .fetch_all(&self.read)
+                .await?)
+        }
+
+        async fn plugin_wasm(&self, hash: &str) -> Result<Option<Vec<u8>>, Error> {
+            Ok(
+                sqlx::query_scalar("SELECT wasm FROM plugin_versions WHERE hash = ?")
+                    .bind(hash)
+                    .fetch_optional(&self.read)
+                    .await?,
+            )
+        }
+
+        async fn plugin_update(
+            &self,
+            tenant: &str,
+            slot: &str,
+            wasm: Option<(&str, &[u8])>,
+            change: SlotChange,
+        ) -> Result<SlotRow, Error> {
+            let mut tx = self.write.begin().await?;
+            let now = crate::event::now_ms();
+            if let Some((hash, bytes)) = wasm {
+                sqlx::query(
+                    "INSERT INTO plugin_versions (hash, wasm, created_at) VALUES (?, ?, ?) \
+                     ON CONFLICT (hash) DO NOTHING",
+                )
+                .bind(hash)
+                .bind(bytes)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let current = sqlx::query(&format!(
+                "SELECT {COLS} FROM plugin_slots WHERE tenant = ? AND slot = ?"
+            ))
+            .bind(tenant)
+            .bind(slot)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let current = match current {
+                Some(r) => row(&r)?,
+                None => SlotRow {
+                    tenant: tenant.into(),
+                    slot: slot.into(),
+                    ..SlotRow::default()
+                },
+            };
+            let rev = current.rev + 1;
+            let mut next = change(current).map_err(Error::Conflict)?;
+            next.rev = rev;
+            let (history, config) = texts(&next);
+            sqlx::query(
+                "INSERT INTO plugin_slots (tenant, slot, active, origin, active_at, shadow, history, config, rev, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (tenant, slot) DO UPDATE SET active = excluded.active, origin = excluded.origin, \
+                 active_at = excluded.active_at, shadow = excluded.shadow, history = excluded.history, \
+                 config = excluded.config, rev = excluded.rev, updated_at = excluded.updated_at",
+            )
+            .bind(tenant)
+            .bind(slot)
+            .bind(&next.active)
+            .bind(&next.origin)
+            .bind(next.active_at)
+            .bind(&next.shadow)
+            .bind(history)
+            .bind(config)
+            .bind(rev)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            gc_sqlite(&mut tx).await?;
+            tx.commit().await?;
+            Ok(next)
+        }
+    }
+
+    async fn gc_sqlite(tx: &mut sqlx::SqliteConnection) -> Result<(), Error> {
+        // History entries keep their bytes too (rollback needs them).
+        let histories: Vec<String> = sqlx::query_scalar("SELECT history FROM plugin_slots")
+            .fetch_all(&mut *tx)
+            .await?;
+        let kept: Vec<String> = histories
+            .iter()
+            .flat_map(|h| serde_json::from_str::<Vec<String>>(h).unwrap_or_default())
+            .collect();
+        let kept = serde_json::to_string(&kept).expect("strings serialize");
+        sqlx::query(&format!(
+            "{GC} AND hash NOT IN (SELECT value FROM json_each(?))"
+        ))
+        .bind(kept)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+}
+
+mod postgres_impl {
+    use super::*;
+    use crate::store::postgres::PostgresStore;
+    use sqlx::postgres::PgRow;
+    use sqlx::Row;
+
+    fn row(r: &PgRow) -> Result<SlotRow, sqlx::Error> {
+        Ok(row_from(
+            r.try_get("tenant")?,
+            r.try_get("slot")?,
+            r.try_get("active")?,
+            r.try_get("origin")?,
+            r.try_get("active_at")?,
+            r.try_get("shadow")?,
+            r.try_get("history")?,
+            r.try_get("config")?,
+            r.try_get("rev")?,
+        ))
+    }
+
+    #[async_trait]
+    impl PluginStore for PostgresStore {
+        async fn plugin_slots(&self) -> Result<Vec<SlotRow>, Error> {
+            let rows = sqlx::query(&format!("SELECT {COLS} FROM plugin_slots"))
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(rows.iter().map(row).collect::<Result<_, _>>()?)
+        }
+
+        async fn plugin_revs(&self) -> Result<Vec<(String, String, i64)>, Error> {
+            Ok(sqlx::query_as("SELECT tenant, slot, rev FROM plugin_slots")
+                .fetch_all(&self.pool)
+                .await?)
+        }
+
+        async fn plugin_wasm(&self, hash: &str) -> Result<Option<Vec<u8>>, Error> {
+            Ok(
+                sqlx::query_scalar("SELECT wasm FROM plugin_versions WHERE hash = $1")
+                    .bind(hash)
+                    .fetch_optional(&self.pool)
+                    .await?,
+            )
+        }
+
+        async fn plugin_update(
+            &self,
+            tenant: &str,
+            slot: &str,
+            wasm: Option<(&str, &[u8])>,
+            change: SlotChange,
+        ) -> Result<SlotRow, Error> {
+            let mut tx = self.pool.begin().await?;
+            let now = crate::event::now_ms();
+            if let Some((hash, bytes)) = wasm {
+                sqlx::query(
+                    "INSERT INTO plugin_versions (hash, wasm, created_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (hash) DO NOTHING",
+                )
+                .bind(hash)
+                .bind(bytes)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            // The row may not exist yet: create it first, then lock it, so two
+            // nodes changing one slot apply their changes one after the other.
+            sqlx::query(
+                "INSERT INTO plugin_slots (tenant, slot, rev, updated_at) VALUES ($1, $2, 0, $3) \
+                 ON CONFLICT (tenant, slot) DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(slot)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let current = sqlx::query(&format!(
+                "SELECT {COLS} FROM plugin_slots WHERE tenant = $1 AND slot = $2 FOR UPDATE"
+            ))
+            .bind(tenant)
+            .bind(slot)
+            .fetch_one(&mut *tx)
+            .await?;
+            let current = row(&current)?;
+            let rev = current.rev + 1;
+            let mut next = change(current).map_err(Error::Conflict)?;
+            next.rev = rev;
+            let (history, config) = texts(&next);
+            sqlx::query(
+                "UPDATE plugin_slots SET active = $3, origin = $4, active_at = $5, shadow = $6, \
+                 history = $7, config = $8, rev = $9, updated_at = $10 WHERE tenant = $1 AND slot = $2",
+            )
+            .bind(tenant)
+            .bind(slot)
+            .bind(&next.active)
+            .bind(&next.origin)
+            .bind(next.active_at)
+            .bind(&next.shadow)
+            .bind(history)
+            .bind(config)
+            .bind(rev)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(&format!(
+                "{GC} AND hash NOT IN (SELECT jsonb_array_elements_text(history::jsonb) FROM plugin_slots)"
+            ))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(next)
+        }
+    }
+}

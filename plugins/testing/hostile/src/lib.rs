@@ -1,0 +1,46 @@
+//! Misbehaviour on demand, for the host's sandbox tests. The configuration
+//! key `mode` picks it; anything else behaves.
+
+#![allow(clippy::unwrap_used)]
+
+use switchyard_plugin::config;
+
+/// Does what `mode` says, or returns `None` to let the caller behave.
+pub fn misbehave() -> Option<()> {
+    match config("mode").as_deref() {
+        Some("loop") => {
+            let mut n: u64 = 0;
+            loop {
+                n = core::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        Some("oom") => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(core::hint::black_box(vec![7u8; 1 << 20]));
+            }
+        }
+        Some("panic") => panic!("hostile plugin panics on purpose"),
+        Some("clock") => {
+            // A WASI import: the host links it to a trap.
+            let t = std::time::SystemTime::now();
+            core::hint::black_box(t);
+            None
+        }
+        Some("random") => {
+            let m: std::collections::HashMap<u8, u8> = std::collections::HashMap::new();
+            core::hint::black_box(m);
+            None
+        }
+        Some("env") => {
+            core::hint::black_box(std::env::var("HOME").ok());
+            None
+        }
+        _ => None,
+    }
+}
+
+/// The configured mode.
+pub fn mode() -> String {
+    config("mode").unwrap_or_default()
+}
