@@ -6,11 +6,21 @@
 #   examples/loadgen/bench.sh fanout 1000 100           # 1,000 subscribers x 100 events/s, 20 s
 #   examples/loadgen/bench.sh fanout-nchan 1000 100     # the same against nginx+nchan (must be running)
 #   examples/loadgen/bench.sh replay 100000             # resume from Last-Event-ID: 0
+#   examples/loadgen/bench.sh messages embedded 1000    # 1,000 user streams, 1,000 messages/s, 20 s
+#   examples/loadgen/bench.sh messages cluster 100      # the same on two cluster nodes
+#   examples/loadgen/bench.sh bids embedded max 1       # bids as fast as they are taken, one product
+#   examples/loadgen/bench.sh bids cluster max 100      # ... spread over 100 products, two nodes
+#   examples/loadgen/bench.sh bids embedded 1000 1      # 1,000 bids/s: POST -> bid.accepted latency
 #
 # Each run starts its own server (embedded mode, a fresh temp data dir, port
-# 18400) and stops it and every client it started on exit. JSON reports go to
+# 18400) and stops it and every client it started on exit. `cluster` starts
+# two nodes (ports 18400 and 18401) on a private redis-server (port 18479,
+# no persistence) and a fresh Postgres database bench_sy_<pid> on
+# $PGHOST:5432 (user postgres), dropped at exit. JSON reports go to
 # $OUT (default /tmp/switchyard-bench). BIN picks the binaries' directory
-# (default target/release).
+# (default target/release). Before messages and bids runs the script waits
+# (up to QUIET_WAIT seconds, default 600) for the 1-minute load average to
+# drop below 1.0, and prints it.
 set -euo pipefail
 
 BIN=${BIN:-target/release}
@@ -23,6 +33,9 @@ TICK=$(getconf CLK_TCK)
 mkdir -p "$OUT"
 
 PIDS=()
+PGHOST=${PGHOST:-127.0.0.1}
+REDIS_PORT=${REDIS_PORT:-18479}
+JWT_SECRET=bench-jwt-secret-0123456789abcdef
 cleanup() {
   for p in "${PIDS[@]}"; do
     kill -TERM "$p" 2>/dev/null || true
@@ -31,6 +44,9 @@ cleanup() {
     wait "$p" 2>/dev/null || true
   done
   if [ -n "${DATA:-}" ]; then rm -rf "$DATA"; fi
+  if [ -n "${PGDB:-}" ]; then
+    psql -h "$PGHOST" -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $PGDB WITH (FORCE)" >/dev/null 2>&1 || true
+  fi
 }
 trap cleanup EXIT
 
@@ -169,10 +185,121 @@ replay() { # events
   echo "replay: server CPU (user system) ticks before: $c0, after: $c1 (CLK_TCK $TICK)"
 }
 
+# wait_quiet: waits (up to QUIET_WAIT s) for a 1-minute load average below 1.0.
+wait_quiet() {
+  local waited=0 limit=${QUIET_WAIT:-600}
+  while awk '{exit !($1 >= 1.0)}' /proc/loadavg && [ "$waited" -lt "$limit" ]; do
+    sleep 10; waited=$((waited + 10))
+  done
+  echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg) (waited ${waited}s)"
+}
+
+# wait_ready LOG PORT: waits for a node's "listening" line, then for /ready.
+wait_ready() {
+  for _ in $(seq 1 300); do
+    if grep -q '^switchyard listening on' "$1" && curl -sf "http://127.0.0.1:$2/ready" >/dev/null; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "node on port $2 did not become ready:" >&2; cat "$1" >&2; exit 1
+}
+
+# start_mode embedded|cluster: starts the server(s); sets URLS and SRV_PIDS.
+start_mode() {
+  case "$1" in
+    embedded)
+      start_server SWITCHYARD_JWT_SECRET=$JWT_SECRET
+      SRV_PIDS=("$SERVER_PID")
+      URLS=$URL
+      ;;
+    cluster)
+      redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --daemonize no >"$OUT/redis.log" 2>&1 &
+      PIDS+=("$!")
+      for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+      PGDB=bench_sy_$$
+      psql -h "$PGHOST" -U postgres -d postgres -qc "CREATE DATABASE $PGDB" >/dev/null
+      SRV_PIDS=()
+      local port
+      for port in 18400 18401; do
+        env SWITCHYARD_ADMIN_TOKEN=$TOKEN SWITCHYARD_LISTEN=127.0.0.1:$port \
+          SWITCHYARD_DATA_DIR="$(mktemp -d)" SWITCHYARD_CLIENT_QUEUE=1024 \
+          SWITCHYARD_JWT_SECRET=$JWT_SECRET REDIS_URL=redis://127.0.0.1:$REDIS_PORT \
+          DATABASE_URL=postgres://postgres@$PGHOST:5432/$PGDB \
+          "$BIN/switchyard" >"$OUT/server-$port.log" 2>&1 &
+        PIDS+=("$!"); SRV_PIDS+=("$!")
+        # The first node applies the migrations before the second starts.
+        wait_ready "$OUT/server-$port.log" "$port"
+      done
+      curl -sf -X POST "$URL/admin/tenants" -H "Authorization: Bearer $TOKEN" \
+        -H 'Content-Type: application/json' -d '{"slug":"demo","name":"Demo"}' >/dev/null
+      URLS=$URL,http://127.0.0.1:18401
+      ;;
+    *) echo "mode must be embedded or cluster" >&2; exit 2 ;;
+  esac
+}
+
+# server_cpu NAME T0: prints the servers' CPU since the ticks in T0.
+server_cpu() {
+  local c1; c1=$(cpu_ticks "${SRV_PIDS[@]}")
+  python3 - "$2" "$c1" "$TICK" "$1" <<'EOF'
+import sys
+(u0, s0), (u1, s1) = (map(int, a.split()) for a in sys.argv[1:3])
+tick, name = int(sys.argv[3]), sys.argv[4]
+print(f"{name}: server CPU {(u1 - u0 + s1 - s0) / tick:.2f} s (user {(u1 - u0) / tick:.2f}, system {(s1 - s0) / tick:.2f})")
+EOF
+}
+
+messages() { # embedded|cluster messages/s
+  local mode=$1 rate=$2 users=${USERS:-1000}
+  local name="messages-$mode-$rate"
+  wait_quiet | tee "$OUT/$name.load"
+  start_mode "$mode"
+  local tokens="$OUT/$name-tokens.txt" i
+  : >"$tokens"
+  for i in $(seq 0 $((users - 1))); do
+    echo "u$i $(SWITCHYARD_JWT_SECRET=$JWT_SECRET "$BIN/switchyard" token --sub "u$i" --tenant demo --ttl 1h)" >>"$tokens"
+  done
+  local c0; c0=$(cpu_ticks "${SRV_PIDS[@]}")
+  "$BIN/switchyard-loadgen" messages --url "$URLS" --tokens "$tokens" --token $TOKEN \
+    --tenant demo --rate "$rate" --duration-secs "$PUBLISH_SECS" --concurrency "${CONCURRENCY:-32}" \
+    --report "$OUT/$name.json" >"$OUT/$name.log" 2>&1 || { cat "$OUT/$name.log"; exit 1; }
+  sed -n '/summary/,$p' "$OUT/$name.log"
+  server_cpu "$name" "$c0"
+  cat "$OUT/$name.load"
+}
+
+bids() { # embedded|cluster bids/s|max products
+  local mode=$1 rate=$2 products=$3
+  local name="bids-$mode-$rate-$products"
+  local args=(--rate 0 --count "${BIDS:-20000}" --concurrency "${CONCURRENCY:-64}")
+  if [ "$rate" != max ]; then
+    args=(--rate "$rate" --duration-secs "$PUBLISH_SECS" --concurrency "${CONCURRENCY:-32}")
+  fi
+  wait_quiet | tee "$OUT/$name.load"
+  start_mode "$mode"
+  local c0; c0=$(cpu_ticks "${SRV_PIDS[@]}")
+  "$BIN/switchyard-loadgen" bids --url "$URLS" --token $TOKEN --tenant demo \
+    --products "$products" "${args[@]}" \
+    --report "$OUT/$name.json" >"$OUT/$name.log" 2>&1 || { cat "$OUT/$name.log"; exit 1; }
+  sed -n '/summary/,$p' "$OUT/$name.log"
+  server_cpu "$name" "$c0"
+  local port
+  for port in 18400 18401; do
+    curl -sf "http://127.0.0.1:$port/metrics" 2>/dev/null |
+      grep -E '^switchyard_(bids_submitted_total|bid_decisions_(accepted|rejected)_total|bids_queued) ' |
+      sed "s/^/:$port /" || true
+  done
+  cat "$OUT/$name.load"
+}
+
 case "${1:-}" in
   idle) idle "${2:?clients}" ;;
   fanout) fanout "${2:?clients}" "${3:?events/s}" ;;
   fanout-nchan) fanout_nchan "${2:?clients}" "${3:?events/s}" ;;
   replay) replay "${2:-100000}" ;;
-  *) sed -n '2,13p' "$0"; exit 2 ;;
+  messages) messages "${2:?embedded|cluster}" "${3:?messages/s}" ;;
+  bids) bids "${2:?embedded|cluster}" "${3:?bids/s or max}" "${4:?products}" ;;
+  *) sed -n '2,27p' "$0"; exit 2 ;;
 esac

@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Where to connect and what to send as `Host`.
@@ -268,6 +268,69 @@ pub async fn read_response(s: &mut TcpStream, buf: &mut BytesMut) -> io::Result<
             ));
         }
     }
+}
+
+/// A keep-alive connection and its read buffer.
+pub type Conn = (TcpStream, BytesMut);
+
+/// Sends one request on `conn` (connecting to `addr` first if needed);
+/// returns the status and the response body. Drops the connection when the
+/// server asks to close it.
+pub async fn exchange(
+    addr: SocketAddr,
+    conn: &mut Option<Conn>,
+    req: &[u8],
+) -> io::Result<(u16, Vec<u8>)> {
+    if conn.is_none() {
+        let s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        *conn = Some((s, BytesMut::with_capacity(4096)));
+    }
+    let Some((s, buf)) = conn.as_mut() else {
+        return Err(io::Error::other("no connection"));
+    };
+    s.write_all(req).await?;
+    let (head, body) = read_response(s, buf).await?;
+    if head.close {
+        *conn = None;
+    }
+    Ok((head.status, body))
+}
+
+/// An HTTP/1.1 request with an optional bearer token and JSON body.
+pub fn request(
+    method: &str,
+    host: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Vec<u8> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    match body {
+        Some(b) => {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            ));
+        }
+        None => req.push_str("\r\n"),
+    }
+    req.into_bytes()
+}
+
+/// Targets from a comma-separated list of URLs (one per node).
+pub async fn targets(urls: &str) -> Result<Vec<Target>, String> {
+    let mut out = Vec::new();
+    for u in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        out.push(target(u).await?);
+    }
+    if out.is_empty() {
+        return Err("--url is empty".into());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -16,6 +16,12 @@
 //!     --channel bench1 --rate 100 --duration-secs 20 [same options as publish]
 //! switchyard-loadgen idle --url http://127.0.0.1:8080 \
 //!     --path '/events?tenant=demo&topic=idle' --clients 10000 [--duration-secs D]
+//! switchyard-loadgen messages --url http://127.0.0.1:8080[,http://…] \
+//!     --tokens USERS.txt --token ADMIN --rate 1000 --duration-secs 20 \
+//!     [--users N] [--concurrency 32] [--settle-secs 10] [--report FILE.json]
+//! switchyard-loadgen bids --url http://127.0.0.1:8080[,http://…] --token ADMIN \
+//!     --products 1 --rate 0 --count 20000 [--bidders 8] [--concurrency 32] \
+//!     [--settle-secs 30] [--check-status 1] [--report FILE.json]
 //! ```
 //!
 //! - `subscribe` opens `--clients` SSE connections at `--ramp-per-sec`, prints
@@ -38,23 +44,38 @@
 //! - `idle` holds connections open and reports how many are open, to measure
 //!   server memory per connection; it runs until SIGINT/SIGTERM unless
 //!   `--duration-secs` is given.
+//! - `messages`: one `GET /events/users/{id}` per user with that user's token
+//!   (`--tokens`: lines `USER TOKEN`), then `POST /api/messages` at a fixed
+//!   rate to the users in turn; POST → `message` event latency and a check
+//!   that every message arrives exactly once, on its recipient's stream.
+//! - `bids`: creates products, watches their streams, posts bids (fixed rate,
+//!   or `--rate 0` as fast as 202s come back); decisions/s, POST →
+//!   `bid.accepted` latency, and every bid's final status.
+//!
+//! `messages` and `bids` take several comma-separated `--url`s (cluster
+//! nodes): streams and POST connections are spread over them in turn.
 //!
 //! Every subcommand writes a JSON summary with `--report FILE.json`.
 
 mod args;
+mod bids;
 mod http;
+mod messages;
 mod publish;
 mod sse;
 mod stats;
+mod stream;
 mod subscribe;
 
 use args::Args;
 
-const USAGE: &str = "usage: switchyard-loadgen <subscribe|publish|publish-nchan|idle> [--option value ...]
+const USAGE: &str = "usage: switchyard-loadgen <subscribe|publish|publish-nchan|idle|messages|bids> [--option value ...]
   subscribe     --url U --path P --clients N [--ramp-per-sec R] [--duration-secs D] [--expect-count K] [--last-event-id ID] [--report F]
   publish       --url U --tenant T --topic X --token ADMIN --rate EPS (--duration-secs D | --count N) [--payload-bytes B] [--concurrency C] [--report F]
   publish-nchan --url U --channel CH --rate EPS (--duration-secs D | --count N) [--payload-bytes B] [--concurrency C] [--report F]
   idle          --url U --path P --clients N [--ramp-per-sec R] [--duration-secs D]
+  messages      --url U[,U2] --tokens FILE --token ADMIN --rate MPS (--duration-secs D | --count N) [--users N] [--tenant T] [--concurrency C] [--ramp-per-sec R] [--settle-secs S] [--report F]
+  bids          --url U[,U2] --token ADMIN (--duration-secs D | --count N) [--rate BPS (0: max)] [--products P] [--bidders B] [--tenant T] [--concurrency C] [--settle-secs S] [--check-status 0|1] [--report F]
   all: [--threads T] (default 1: a current-thread runtime)";
 
 fn main() {
@@ -79,6 +100,8 @@ fn real_main(argv: &[String]) -> Result<(), String> {
         "idle" => subscribe::IDLE_OPTS,
         "publish" => publish::PUBLISH_OPTS,
         "publish-nchan" => publish::PUBLISH_NCHAN_OPTS,
+        "messages" => messages::MESSAGES_OPTS,
+        "bids" => bids::BIDS_OPTS,
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             return Ok(());
@@ -87,7 +110,17 @@ fn real_main(argv: &[String]) -> Result<(), String> {
     };
     let a = Args::parse(rest, allowed)?;
     let nofile = stats::raise_nofile();
-    if let ("subscribe" | "idle", Ok(n)) = (cmd.as_str(), a.num::<u64>("clients", 1)) {
+    if let ("subscribe" | "idle" | "messages", Ok(n)) = (
+        cmd.as_str(),
+        a.num::<u64>(
+            if cmd == "messages" {
+                "users"
+            } else {
+                "clients"
+            },
+            1,
+        ),
+    ) {
         if n + 64 > nofile {
             eprintln!(
                 "warning: {n} clients but the open-file limit is {nofile}; run several processes"
@@ -111,6 +144,8 @@ fn real_main(argv: &[String]) -> Result<(), String> {
             "subscribe" => subscribe::run(subscribe::Config::from_args(&a, false).await?).await,
             "idle" => subscribe::run(subscribe::Config::from_args(&a, true).await?).await,
             "publish" => publish::run(publish::Config::from_args(&a, false).await?).await,
+            "messages" => messages::run(messages::Config::from_args(&a).await?).await,
+            "bids" => bids::run(bids::Config::from_args(&a).await?).await,
             _ => publish::run(publish::Config::from_args(&a, true).await?).await,
         }
     })

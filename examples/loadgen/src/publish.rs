@@ -2,15 +2,11 @@
 //! connections.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::args::Args;
@@ -172,34 +168,13 @@ impl Shared {
     }
 }
 
-type Conn = (TcpStream, BytesMut);
-
-/// Sends one request on `conn` (connecting first if needed); returns the
-/// status and the response body.
-async fn send(cfg: &Config, conn: &mut Option<Conn>, req: &[u8]) -> io::Result<(u16, Vec<u8>)> {
-    if conn.is_none() {
-        let s = TcpStream::connect(cfg.target.addr).await?;
-        s.set_nodelay(true)?;
-        *conn = Some((s, BytesMut::with_capacity(4096)));
-    }
-    let Some((s, buf)) = conn.as_mut() else {
-        return Err(io::Error::other("no connection"));
-    };
-    s.write_all(req).await?;
-    let (head, body) = http::read_response(s, buf).await?;
-    if head.close {
-        *conn = None;
-    }
-    Ok((head.status, body))
-}
-
 async fn worker(
     cfg: Arc<Config>,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<()>>>,
     shared: Arc<Shared>,
 ) -> Vec<u32> {
     let mut latencies = Vec::new();
-    let mut conn: Option<Conn> = None;
+    let mut conn: Option<http::Conn> = None;
     loop {
         let slot = rx.lock().await.recv().await;
         if slot.is_none() || shared.halt.load(Relaxed) {
@@ -209,7 +184,7 @@ async fn worker(
         for attempt in 1..=3 {
             let req = cfg.request(n);
             let t = Instant::now();
-            match send(&cfg, &mut conn, &req).await {
+            match http::exchange(cfg.target.addr, &mut conn, &req).await {
                 Ok((status, _)) if (200..300).contains(&status) => {
                     latencies.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
                     shared.ok.fetch_add(1, Relaxed);
