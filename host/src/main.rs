@@ -19,6 +19,8 @@ struct Cli {
     options: Options,
 }
 
+// Parsed once at start: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (what the bare `switchyard` does).
@@ -52,6 +54,8 @@ enum Command {
     },
 }
 
+// Parsed once at start: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum PluginCommand {
     /// Say which slot a component fits, and why not the others.

@@ -218,6 +218,9 @@ impl bindings::Host for Ctx {
     }
 }
 
+/// Whether a component fits a slot, and why not.
+pub type SlotFit = (Slot, Result<(), String>);
+
 /// The process's plugin engine.
 #[derive(Clone)]
 pub struct WasmHost {
@@ -345,7 +348,7 @@ impl WasmHost {
     }
 
     /// Which slots a component fits, with the reason for each that it does not.
-    pub fn check(&self, bytes: &[u8]) -> Result<Vec<(Slot, Result<(), String>)>, String> {
+    pub fn check(&self, bytes: &[u8]) -> Result<Vec<SlotFit>, String> {
         let component = self.compile(bytes)?;
         Ok(Slot::ALL
             .iter()
@@ -385,6 +388,8 @@ impl WasmHost {
         now: i64,
     ) -> Result<types::Verdict, CallError> {
         let mut store = self.store(&call.config, &call.label);
+        // Bound first: the call borrows `store`, which must outlive it.
+        #[allow(clippy::let_and_return)]
         let r = pre
             .instantiate(&mut store)
             .map_err(|e| instantiate_error(&store, e))
@@ -403,6 +408,8 @@ impl WasmHost {
         message: &types::Message,
     ) -> Result<Vec<types::Notification>, CallError> {
         let mut store = self.store(&call.config, &call.label);
+        // Bound first: the call borrows `store`, which must outlive it.
+        #[allow(clippy::let_and_return)]
         let r = pre
             .instantiate(&mut store)
             .map_err(|e| instantiate_error(&store, e))
@@ -422,6 +429,8 @@ impl WasmHost {
         subscription: &[(String, String)],
     ) -> Result<types::FilterResult, CallError> {
         let mut store = self.store(&call.config, &call.label);
+        // Bound first: the call borrows `store`, which must outlive it.
+        #[allow(clippy::let_and_return)]
         let r = pre
             .instantiate(&mut store)
             .map_err(|e| instantiate_error(&store, e))

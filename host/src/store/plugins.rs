@@ -54,6 +54,8 @@ pub trait PluginStore: Send + Sync + 'static {
     ) -> Result<SlotRow, Error>;
 }
 
+// One argument per column, in the order of `COLS`.
+#[allow(clippy::too_many_arguments)]
 fn row_from(
     tenant: String,
     slot: String,
