@@ -148,6 +148,7 @@ pub fn test(bytes: &[u8], cases: &Value) -> Result<(String, usize), String> {
         let call = CallCtx {
             config: Arc::new(config),
             label: Arc::from(format!("{slot}#test")),
+            idle: Default::default(),
         };
         let actual = run_case(&host, &linked, &call, &case["input"]);
         let expect = &case["expect"];
@@ -223,6 +224,7 @@ pub fn replay_bids(
     let call = CallCtx {
         config: Arc::new(config),
         label: Arc::from("bid-validator#replay"),
+        idle: Default::default(),
     };
     let mut out = String::new();
     let mut differ = 0;

@@ -366,6 +366,7 @@ impl Plugins {
             call: CallCtx {
                 config: Arc::new(config.clone()),
                 label: Arc::from(format!("{}#{}", st.label(), &hash[..12])),
+                idle: Default::default(),
             },
         }))
     }

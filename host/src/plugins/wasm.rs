@@ -7,9 +7,10 @@
 //! - A component is compiled once and linked once into an `InstancePre` for
 //!   its slot's world: the host's `log`/`config` imports, and every other
 //!   import (a Rust guest's WASI) defined as a function that traps.
-//! - Every call instantiates a fresh instance in a fresh `Store` with a memory
-//!   cap, so no state leaks from one call to the next and a failure poisons
-//!   nothing. A trap, a timeout, a grown-too-far memory or an output that
+//! - Each instance lives in its own `Store` with a memory cap. A version keeps
+//!   a few idle instances between calls (instantiating per call costs ten
+//!   times the call); a call that fails drops its instance, so a failure
+//!   poisons nothing, and no state crosses versions or configurations. A trap, a timeout, a grown-too-far memory or an output that
 //!   breaks the host's rules fails that call only, with its kind.
 
 use std::collections::BTreeMap;
@@ -378,6 +379,52 @@ impl WasmHost {
         store
     }
 
+    /// Takes an idle instance of this version (or makes one), re-arms its
+    /// deadline, runs `f`, and keeps the instance for the next call if the
+    /// call succeeded and it has not served `MAX_USES` calls; a failed
+    /// instance is dropped with its store.
+    fn run<B, R>(
+        &self,
+        call: &CallCtx,
+        idle: &std::sync::Mutex<Vec<Idle<B>>>,
+        instantiate: impl FnOnce(&mut Store<Ctx>) -> wasmtime::Result<B>,
+        f: impl FnOnce(&B, &mut Store<Ctx>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let reused = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let (mut store, bindings, uses) = match reused {
+            Some(i) => (i.store, i.bindings, i.uses),
+            None => {
+                let mut store = self.store(&call.config, &call.label);
+                match instantiate(&mut store) {
+                    Ok(b) => (store, b, 0),
+                    Err(e) => return Err(instantiate_error(&store, e)),
+                }
+            }
+        };
+        self.rearm(&mut store);
+        let r = f(&bindings, &mut store).map_err(|e| classify(&store, e));
+        if r.is_ok() && uses + 1 < MAX_USES {
+            let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < MAX_IDLE {
+                idle.push(Idle {
+                    store,
+                    bindings,
+                    uses: uses + 1,
+                });
+            }
+        }
+        r
+    }
+
+    fn rearm(&self, store: &mut Store<Ctx>) {
+        let ticks = (self.limits.timeout.as_micros() / TICK.as_micros()).max(1) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        if let Some(fuel) = self.limits.fuel {
+            let _ = store.set_fuel(fuel);
+        }
+        store.data_mut().logs = 0;
+    }
+
     /// Runs `validate`.
     pub fn validate(
         &self,
@@ -387,17 +434,12 @@ impl WasmHost {
         product: &types::Product,
         now: i64,
     ) -> Result<types::Verdict, CallError> {
-        let mut store = self.store(&call.config, &call.label);
-        // Bound first: the call borrows `store`, which must outlive it.
-        #[allow(clippy::let_and_return)]
-        let r = pre
-            .instantiate(&mut store)
-            .map_err(|e| instantiate_error(&store, e))
-            .and_then(|b| {
-                b.call_validate(&mut store, bid, product, now)
-                    .map_err(|e| classify(&store, e))
-            });
-        r
+        self.run(
+            call,
+            &call.idle.validators,
+            |s| pre.instantiate(s),
+            |b, s| b.call_validate(s, bid, product, now),
+        )
     }
 
     /// Runs `shape`.
@@ -407,17 +449,12 @@ impl WasmHost {
         call: &CallCtx,
         message: &types::Message,
     ) -> Result<Vec<types::Notification>, CallError> {
-        let mut store = self.store(&call.config, &call.label);
-        // Bound first: the call borrows `store`, which must outlive it.
-        #[allow(clippy::let_and_return)]
-        let r = pre
-            .instantiate(&mut store)
-            .map_err(|e| instantiate_error(&store, e))
-            .and_then(|b| {
-                b.call_shape(&mut store, message)
-                    .map_err(|e| classify(&store, e))
-            });
-        r
+        self.run(
+            call,
+            &call.idle.shapers,
+            |s| pre.instantiate(s),
+            |b, s| b.call_shape(s, message),
+        )
     }
 
     /// Runs `filter`.
@@ -428,18 +465,37 @@ impl WasmHost {
         event: &types::Event,
         subscription: &[(String, String)],
     ) -> Result<types::FilterResult, CallError> {
-        let mut store = self.store(&call.config, &call.label);
-        // Bound first: the call borrows `store`, which must outlive it.
-        #[allow(clippy::let_and_return)]
-        let r = pre
-            .instantiate(&mut store)
-            .map_err(|e| instantiate_error(&store, e))
-            .and_then(|b| {
-                b.call_filter(&mut store, event, &subscription.to_vec())
-                    .map_err(|e| classify(&store, e))
-            });
-        r
+        let subscription = subscription.to_vec();
+        self.run(
+            call,
+            &call.idle.filters,
+            |s| pre.instantiate(s),
+            |b, s| b.call_filter(s, event, &subscription),
+        )
     }
+}
+
+/// Calls one instance serves before it is replaced by a fresh one.
+const MAX_USES: u32 = 10_000;
+/// Idle instances kept per version.
+const MAX_IDLE: usize = 8;
+
+/// An instance between calls.
+pub struct Idle<B> {
+    store: Store<Ctx>,
+    bindings: B,
+    uses: u32,
+}
+
+/// Idle instances of one version, by world. Instances are reused while
+/// they behave: a plugin's globals may persist from one call to the next
+/// (never from one version or configuration to another), and a call that
+/// fails drops its instance.
+#[derive(Default)]
+pub struct IdleInstances {
+    validators: std::sync::Mutex<Vec<Idle<bindings::validator::BidValidator>>>,
+    shapers: std::sync::Mutex<Vec<Idle<bindings::shaper::NotificationShaper>>>,
+    filters: std::sync::Mutex<Vec<Idle<bindings::filter::EventFilter>>>,
 }
 
 /// What a call needs beyond the component: its configuration and a label for
@@ -450,6 +506,8 @@ pub struct CallCtx {
     pub config: Arc<BTreeMap<String, String>>,
     /// `slot[@tenant]#version`, on every log line the plugin writes.
     pub label: Arc<str>,
+    /// Instances kept between calls.
+    pub idle: Arc<IdleInstances>,
 }
 
 fn instantiate_error(store: &Store<Ctx>, e: wasmtime::Error) -> CallError {
