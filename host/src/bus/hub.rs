@@ -39,8 +39,7 @@ struct Subscriber {
     shape: Shape,
 }
 
-/// A subscription shape: the query parameters the event filter sees.
-pub type Shape = Arc<[(String, String)]>;
+pub use crate::plugins::Shape;
 
 type TopicMap = HashMap<Box<str>, HashMap<u64, Arc<Subscriber>>>;
 

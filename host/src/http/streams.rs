@@ -188,7 +188,7 @@ const MAX_SHAPE_PARAMS: usize = 16;
 
 /// The subscription shape: the parameters the host does not own, sorted, so
 /// equal subscriptions share one filter call per event.
-fn subscription_shape(q: &QueryPairs) -> Result<std::sync::Arc<[(String, String)]>, ApiError> {
+fn subscription_shape(q: &QueryPairs) -> Result<crate::plugins::Shape, ApiError> {
     let mut shape: Vec<(String, String)> =
         q.0.iter()
             .filter(|(k, _)| !HOST_PARAMS.contains(&k.as_str()))
@@ -202,7 +202,7 @@ fn subscription_shape(q: &QueryPairs) -> Result<std::sync::Arc<[(String, String)
     }
     shape.sort();
     shape.dedup();
-    Ok(shape.into())
+    Ok(std::sync::Arc::new(shape))
 }
 
 /// An empty id means "no cursor"; anything but a decimal id is a 400.

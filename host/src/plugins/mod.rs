@@ -93,6 +93,10 @@ pub async fn start(
     Ok(plugins)
 }
 
+/// A subscription shape: the stream's query parameters the host does not
+/// own, sorted; what the event filter sees of a subscription.
+pub type Shape = std::sync::Arc<Vec<(String, String)>>;
+
 /// A plugin slot: one rule, one WIT world.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Slot {

@@ -1062,7 +1062,7 @@ impl TenantFilter {
         &self,
         v: &Version,
         event: &types::Event,
-        shape: &[(String, String)],
+        shape: &Vec<(String, String)>,
     ) -> Result<FilterOutcome, CallError> {
         let Linked::Filter(pre) = &v.linked else {
             unreachable!("a filter slot holds filters")
@@ -1073,7 +1073,7 @@ impl TenantFilter {
 
     /// Filters one event for one shape. `event` is built once per event by
     /// the caller (`convert::event`).
-    pub fn apply(&self, event: &types::Event, shape: &[(String, String)]) -> FilterOutcome {
+    pub fn apply(&self, event: &types::Event, shape: &Vec<(String, String)>) -> FilterOutcome {
         let (st, v) = &self.active;
         let outcome = match timed(&st.stats, || self.run(v, event, shape)) {
             Ok(o) => o,

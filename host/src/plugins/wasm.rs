@@ -463,14 +463,13 @@ impl WasmHost {
         pre: &bindings::filter::EventFilterPre<Ctx>,
         call: &CallCtx,
         event: &types::Event,
-        subscription: &[(String, String)],
+        subscription: &Vec<(String, String)>,
     ) -> Result<types::FilterResult, CallError> {
-        let subscription = subscription.to_vec();
         self.run(
             call,
             &call.idle.filters,
             |s| pre.instantiate(s),
-            |b, s| b.call_filter(s, event, &subscription),
+            |b, s| b.call_filter(s, event, subscription),
         )
     }
 }

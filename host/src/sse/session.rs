@@ -73,7 +73,7 @@ pub struct StreamRequest {
     /// Snapshot data (JSON) for topics that have no retained state.
     pub defaults: Vec<(String, String)>,
     /// Subscription shape: the parameters the event filter sees.
-    pub shape: Arc<[(String, String)]>,
+    pub shape: crate::plugins::Shape,
 }
 
 #[derive(Debug, PartialEq, Eq)]
