@@ -398,6 +398,13 @@ impl Plugins {
                     Ok(v) => Some(v),
                     Err(e) => {
                         tracing::error!(plugin = %st.label(), version = %h, error = %e, "cannot load the stored plugin version; keeping the current one");
+                        *st.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(LoadError {
+                                at: crate::event::now_ms(),
+                                origin: origin.clone(),
+                                hash: h.clone(),
+                                message: e,
+                            });
                         return;
                     }
                 }
