@@ -18,7 +18,7 @@ use super::decision::{self, CLOSE_GRACE_MS};
 use crate::bus::publisher::Publisher;
 use crate::event::now_ms;
 use crate::metrics::Metrics;
-use crate::store::bids::BidStore;
+use crate::store::bids::{BidStore, Rules};
 
 /// Bids decided per transaction at most.
 const ROUND: usize = 500;
@@ -139,12 +139,12 @@ impl Worker {
             // One validator version per round: every bid of the round is
             // decided (and recorded) under the same version.
             let plugins = i.plugins.clone();
-            let rules = move |p: crate::bids::Product, bids: &[_], more| {
+            let rules: Rules = Arc::new(move |p: crate::bids::Product, bids: &[_], more| {
                 let validator = plugins.validator(&p.tenant);
                 decision::decide(p, bids, now_ms(), more, &validator)
-            };
+            });
             let started = std::time::Instant::now();
-            match i.store.decide(product, ROUND, &rules).await {
+            match i.store.decide(product, ROUND, rules).await {
                 Ok((n, events)) => {
                     i.publisher.committed(&events);
                     if n > 0 {

@@ -9,11 +9,22 @@ use async_trait::async_trait;
 use super::Error;
 use crate::bids::decision::Round;
 use crate::bids::{Bid, Product};
+
+/// Rows per multi-row UPDATE of a round's outcomes.
+const OUTCOME_CHUNK: usize = 200;
+
+/// A round's bid outcomes have not changed the product and decided nothing:
+/// there is nothing to write.
+fn idle(round: &Round, before: &Product) -> bool {
+    round.outcomes.is_empty() && round.product == *before
+}
 use crate::event::StoredEvent;
+
+pub use super::batch::RulesFn;
 
 /// The rules a decision round applies: product, queued bids (in order), and
 /// whether more are queued than were read.
-pub type Rules<'a> = &'a (dyn Fn(Product, &[Bid], bool) -> Round + Send + Sync);
+pub type Rules = std::sync::Arc<RulesFn>;
 
 /// Products and bids.
 #[async_trait]
@@ -38,7 +49,7 @@ pub trait BidStore: Send + Sync + 'static {
         &self,
         product_id: &str,
         limit: usize,
-        rules: Rules<'_>,
+        rules: Rules,
     ) -> Result<(usize, Vec<StoredEvent>), Error>;
 
     /// Products needing a round: queued bids older than `queued_before`, or
@@ -57,16 +68,31 @@ pub trait BidStore: Send + Sync + 'static {
     ) -> Result<Vec<(Bid, String)>, Error>;
 }
 
-use crate::bids::decision::created_event;
+/// The bid stored under `bid`'s idempotency key, if it is the same bid; a
+/// key used for another bid is refused.
+fn same_bid(existing: Option<Bid>, bid: &Bid) -> Result<(Bid, bool), Error> {
+    match existing {
+        Some(e) if e.product_id == bid.product_id && e.amount == bid.amount => Ok((e, false)),
+        Some(_) => Err(Error::Conflict(
+            "this idempotency key was already used for another bid".into(),
+        )),
+        // Only the random bid id itself can have collided.
+        None => Err(Error::Internal(format!(
+            "bid id {:?} already exists",
+            bid.id
+        ))),
+    }
+}
 
 /// SQLite implementation.
-mod sqlite_impl {
+pub(crate) mod sqlite_impl {
     use super::*;
 
     use sqlx::sqlite::SqliteRow;
     use sqlx::{Row, SqliteConnection};
 
-    use crate::store::sqlite::append_tx;
+    use crate::event::NewEvent;
+    use crate::store::batch::{unexpected, Done, Op};
     use crate::store::sqlite::SqliteStore;
 
     const PRODUCT_COLS: &str = "id, tenant, seller_id, title, starting_price, min_increment, anti_snipe_ms, ends_at, status, current_bid, leader, bid_count, version, created_at";
@@ -121,30 +147,140 @@ mod sqlite_impl {
         Ok(row.as_ref().map(product_row).transpose()?)
     }
 
+    /// Inserts a product (its event is appended by the caller).
+    pub(crate) async fn insert_product(
+        conn: &mut SqliteConnection,
+        p: &Product,
+    ) -> Result<(), Error> {
+        sqlx::query(&format!(
+            "INSERT INTO products ({PRODUCT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&p.id)
+        .bind(&p.tenant)
+        .bind(&p.seller_id)
+        .bind(&p.title)
+        .bind(p.starting_price)
+        .bind(p.min_increment)
+        .bind(p.anti_snipe_ms)
+        .bind(p.ends_at)
+        .bind(&p.status)
+        .bind(p.current_bid)
+        .bind(&p.leader)
+        .bind(p.bid_count)
+        .bind(p.version)
+        .bind(p.created_at)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Inserts a queued bid, or finds the one stored under its idempotency
+    /// key. A key used for another bid is refused (`Err` inside), with nothing
+    /// written.
+    pub(crate) async fn insert_bid(
+        conn: &mut SqliteConnection,
+        bid: &Bid,
+    ) -> Result<Result<(Bid, bool), Error>, Error> {
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO bids ({BID_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT DO NOTHING"
+        ))
+        .bind(&bid.id)
+        .bind(&bid.tenant)
+        .bind(&bid.product_id)
+        .bind(&bid.bidder_id)
+        .bind(bid.amount)
+        .bind(&bid.idempotency_key)
+        .bind(&bid.status)
+        .bind(&bid.reason)
+        .bind(&bid.decided_by)
+        .bind(bid.created_at)
+        .bind(bid.decided_at)
+        .execute(&mut *conn)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(Ok((bid.clone(), true)));
+        }
+        let row = sqlx::query(&format!(
+            "SELECT {BID_COLS} FROM bids WHERE tenant = ? AND bidder_id = ? AND idempotency_key = ?"
+        ))
+        .bind(&bid.tenant)
+        .bind(&bid.bidder_id)
+        .bind(&bid.idempotency_key)
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(same_bid(row.as_ref().map(bid_row).transpose()?, bid))
+    }
+
+    /// One decision round inside the caller's transaction: the number of
+    /// bids decided and the events to append (`None`: nothing to write).
+    pub(crate) async fn round(
+        conn: &mut SqliteConnection,
+        product_id: &str,
+        limit: usize,
+        rules: &RulesFn,
+    ) -> Result<Option<(usize, Vec<NewEvent>)>, Error> {
+        // SQLite has one writer: the transaction itself is the lock.
+        let Some(product) = load_product(conn, product_id, true).await? else {
+            return Ok(None);
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {BID_COLS} FROM bids WHERE product_id = ? AND status = 'queued' ORDER BY n LIMIT ?"
+        ))
+        .bind(product_id)
+        .bind(limit as i64 + 1)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut bids = rows.iter().map(bid_row).collect::<Result<Vec<_>, _>>()?;
+        let more = bids.len() > limit;
+        bids.truncate(limit);
+        let before = product.clone();
+        let round = rules(product, &bids, more);
+        if idle(&round, &before) {
+            return Ok(None);
+        }
+        let now = crate::event::now_ms();
+        for chunk in round.outcomes.chunks(OUTCOME_CHUNK) {
+            let sql = format!(
+                "UPDATE bids SET status = u.column2, reason = u.column3, decided_by = ?, \
+                 decided_at = ?, decision_input = u.column4 FROM (VALUES {}) AS u \
+                 WHERE bids.id = u.column1 AND bids.status = 'queued'",
+                vec!["(?, ?, ?, ?)"; chunk.len()].join(",")
+            );
+            let mut q = sqlx::query(&sql).bind(&round.decided_by).bind(now);
+            for o in chunk {
+                q = q
+                    .bind(&o.bid_id)
+                    .bind(o.status)
+                    .bind(&o.reason)
+                    .bind(&o.input);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        let p = &round.product;
+        sqlx::query(
+            "UPDATE products SET status = ?, current_bid = ?, leader = ?, bid_count = ?, \
+             version = ?, ends_at = ? WHERE id = ?",
+        )
+        .bind(&p.status)
+        .bind(p.current_bid)
+        .bind(&p.leader)
+        .bind(p.bid_count)
+        .bind(p.version)
+        .bind(p.ends_at)
+        .bind(&p.id)
+        .execute(&mut *conn)
+        .await?;
+        Ok(Some((round.outcomes.len(), round.events)))
+    }
+
     #[async_trait]
     impl BidStore for SqliteStore {
         async fn create_product(&self, p: &Product) -> Result<Vec<StoredEvent>, Error> {
-            let mut tx = self.write.begin().await?;
-            sqlx::query(&format!("INSERT INTO products ({PRODUCT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
-            .bind(&p.id)
-            .bind(&p.tenant)
-            .bind(&p.seller_id)
-            .bind(&p.title)
-            .bind(p.starting_price)
-            .bind(p.min_increment)
-            .bind(p.anti_snipe_ms)
-            .bind(p.ends_at)
-            .bind(&p.status)
-            .bind(p.current_bid)
-            .bind(&p.leader)
-            .bind(p.bid_count)
-            .bind(p.version)
-            .bind(p.created_at)
-            .execute(&mut *tx)
-            .await?;
-            let stored = append_tx(&mut tx, &[created_event(p)]).await?;
-            tx.commit().await?;
-            Ok(stored)
+            match self.batch.write(Op::Product(p.clone())).await? {
+                (Done::Product, events) => Ok(events),
+                (other, _) => Err(unexpected(other)),
+            }
         }
 
         async fn product(&self, id: &str) -> Result<Option<Product>, Error> {
@@ -153,43 +289,9 @@ mod sqlite_impl {
         }
 
         async fn submit_bid(&self, bid: &Bid) -> Result<(Bid, bool), Error> {
-            let inserted = sqlx::query(&format!(
-                "INSERT INTO bids ({BID_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            ))
-            .bind(&bid.id)
-            .bind(&bid.tenant)
-            .bind(&bid.product_id)
-            .bind(&bid.bidder_id)
-            .bind(bid.amount)
-            .bind(&bid.idempotency_key)
-            .bind(&bid.status)
-            .bind(&bid.reason)
-            .bind(&bid.decided_by)
-            .bind(bid.created_at)
-            .bind(bid.decided_at)
-            .execute(&self.write)
-            .await;
-            match inserted.map_err(Error::from) {
-                Ok(_) => Ok((bid.clone(), true)),
-                Err(Error::Conflict(_)) if bid.idempotency_key.is_some() => {
-                    let row = sqlx::query(&format!(
-                    "SELECT {BID_COLS} FROM bids WHERE tenant = ? AND bidder_id = ? AND idempotency_key = ?"
-                ))
-                .bind(&bid.tenant)
-                .bind(&bid.bidder_id)
-                .bind(&bid.idempotency_key)
-                .fetch_one(&self.write)
-                .await?;
-                    let existing = bid_row(&row)?;
-                    if existing.product_id == bid.product_id && existing.amount == bid.amount {
-                        Ok((existing, false))
-                    } else {
-                        Err(Error::Conflict(
-                            "this idempotency key was already used for another bid".into(),
-                        ))
-                    }
-                }
-                Err(e) => Err(e),
+            match self.batch.write(Op::Bid(bid.clone())).await? {
+                (Done::Bid(b, new), _) => Ok((b, new)),
+                (other, _) => Err(unexpected(other)),
             }
         }
 
@@ -205,59 +307,16 @@ mod sqlite_impl {
             &self,
             product_id: &str,
             limit: usize,
-            rules: Rules<'_>,
+            rules: Rules,
         ) -> Result<(usize, Vec<StoredEvent>), Error> {
-            let mut tx = self.write.begin().await?;
-            let Some(product) = load_product(&mut tx, product_id, true).await? else {
-                return Ok((0, Vec::new()));
-            };
-            let rows = sqlx::query(&format!(
-            "SELECT {BID_COLS} FROM bids WHERE product_id = ? AND status = 'queued' ORDER BY n LIMIT ?"
-        ))
-        .bind(product_id)
-        .bind(limit as i64 + 1)
-        .fetch_all(&mut *tx)
-        .await?;
-            let mut bids = rows.iter().map(bid_row).collect::<Result<Vec<_>, _>>()?;
-            let more = bids.len() > limit;
-            bids.truncate(limit);
-            let before = product.clone();
-            let round = rules(product, &bids, more);
-            if round.outcomes.is_empty() && round.product == before {
-                return Ok((0, Vec::new()));
+            match self
+                .batch
+                .write(Op::Decide(product_id.into(), limit, rules))
+                .await?
+            {
+                (Done::Decided(n), events) => Ok((n, events)),
+                (other, _) => Err(unexpected(other)),
             }
-            let now = crate::event::now_ms();
-            for o in &round.outcomes {
-                sqlx::query(
-                    "UPDATE bids SET status = ?, reason = ?, decided_by = ?, decided_at = ?, \
-                 decision_input = ? WHERE id = ? AND status = 'queued'",
-                )
-                .bind(o.status)
-                .bind(&o.reason)
-                .bind(&round.decided_by)
-                .bind(now)
-                .bind(&o.input)
-                .bind(&o.bid_id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            let p = &round.product;
-            sqlx::query(
-                "UPDATE products SET status = ?, current_bid = ?, leader = ?, bid_count = ?, \
-             version = ?, ends_at = ? WHERE id = ?",
-            )
-            .bind(&p.status)
-            .bind(p.current_bid)
-            .bind(&p.leader)
-            .bind(p.bid_count)
-            .bind(p.version)
-            .bind(p.ends_at)
-            .bind(&p.id)
-            .execute(&mut *tx)
-            .await?;
-            let stored = append_tx(&mut tx, &round.events).await?;
-            tx.commit().await?;
-            Ok((round.outcomes.len(), stored))
         }
 
         async fn due(&self, queued_before: i64, ended_before: i64) -> Result<Vec<String>, Error> {
@@ -307,12 +366,14 @@ mod sqlite_impl {
 }
 
 /// Postgres implementation.
-mod postgres_impl {
+pub(crate) mod postgres_impl {
     use super::*;
 
     use sqlx::postgres::PgRow;
     use sqlx::{PgConnection, Row};
 
+    use crate::event::NewEvent;
+    use crate::store::batch::{unexpected, Done, Op};
     use crate::store::postgres::append_tx;
     use crate::store::postgres::PostgresStore;
 
@@ -370,30 +431,142 @@ mod postgres_impl {
         Ok(row.as_ref().map(product_row).transpose()?)
     }
 
+    /// Inserts a product (its event is appended by the caller).
+    pub(crate) async fn insert_product(conn: &mut PgConnection, p: &Product) -> Result<(), Error> {
+        sqlx::query(&format!(
+            "INSERT INTO products ({PRODUCT_COLS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        ))
+        .bind(&p.id)
+        .bind(&p.tenant)
+        .bind(&p.seller_id)
+        .bind(&p.title)
+        .bind(p.starting_price)
+        .bind(p.min_increment)
+        .bind(p.anti_snipe_ms)
+        .bind(p.ends_at)
+        .bind(&p.status)
+        .bind(p.current_bid)
+        .bind(&p.leader)
+        .bind(p.bid_count)
+        .bind(p.version)
+        .bind(p.created_at)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Inserts a queued bid, or finds the one stored under its idempotency
+    /// key. A key used for another bid is refused (`Err` inside), with nothing
+    /// written.
+    pub(crate) async fn insert_bid(
+        conn: &mut PgConnection,
+        bid: &Bid,
+    ) -> Result<Result<(Bid, bool), Error>, Error> {
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO bids ({BID_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT DO NOTHING"
+        ))
+        .bind(&bid.id)
+        .bind(&bid.tenant)
+        .bind(&bid.product_id)
+        .bind(&bid.bidder_id)
+        .bind(bid.amount)
+        .bind(&bid.idempotency_key)
+        .bind(&bid.status)
+        .bind(&bid.reason)
+        .bind(&bid.decided_by)
+        .bind(bid.created_at)
+        .bind(bid.decided_at)
+        .execute(&mut *conn)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(Ok((bid.clone(), true)));
+        }
+        let row = sqlx::query(&format!(
+            "SELECT {BID_COLS} FROM bids \
+             WHERE tenant = $1 AND bidder_id = $2 AND idempotency_key = $3"
+        ))
+        .bind(&bid.tenant)
+        .bind(&bid.bidder_id)
+        .bind(&bid.idempotency_key)
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(same_bid(row.as_ref().map(bid_row).transpose()?, bid))
+    }
+
+    /// One decision round inside the caller's transaction (the product row
+    /// is locked to its end): the number of bids decided and the events to
+    /// append (`None`: nothing to write).
+    pub(crate) async fn round(
+        conn: &mut PgConnection,
+        product_id: &str,
+        limit: usize,
+        rules: &RulesFn,
+    ) -> Result<Option<(usize, Vec<NewEvent>)>, Error> {
+        let Some(product) = load_product(conn, product_id, true).await? else {
+            return Ok(None);
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {BID_COLS} FROM bids WHERE product_id = $1 AND status = 'queued' \
+             ORDER BY n LIMIT $2"
+        ))
+        .bind(product_id)
+        .bind(limit as i64 + 1)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut bids = rows.iter().map(bid_row).collect::<Result<Vec<_>, _>>()?;
+        let more = bids.len() > limit;
+        bids.truncate(limit);
+        let before = product.clone();
+        let round = rules(product, &bids, more);
+        if idle(&round, &before) {
+            return Ok(None);
+        }
+        let now = crate::event::now_ms();
+        let o = &round.outcomes;
+        let ids: Vec<&str> = o.iter().map(|o| o.bid_id.as_str()).collect();
+        let statuses: Vec<&str> = o.iter().map(|o| o.status).collect();
+        let reasons: Vec<Option<&str>> = o.iter().map(|o| o.reason.as_deref()).collect();
+        let inputs: Vec<Option<&str>> = o.iter().map(|o| o.input.as_deref()).collect();
+        sqlx::query(
+            "UPDATE bids SET status = u.status, reason = u.reason, decided_by = $5, \
+             decided_at = $6, decision_input = u.input \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS u(id, status, reason, input) \
+             WHERE bids.id = u.id AND bids.status = 'queued'",
+        )
+        .bind(&ids)
+        .bind(&statuses)
+        .bind(&reasons)
+        .bind(&inputs)
+        .bind(&round.decided_by)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        let p = &round.product;
+        sqlx::query(
+            "UPDATE products SET status = $1, current_bid = $2, leader = $3, bid_count = $4, \
+             version = $5, ends_at = $6 WHERE id = $7",
+        )
+        .bind(&p.status)
+        .bind(p.current_bid)
+        .bind(&p.leader)
+        .bind(p.bid_count)
+        .bind(p.version)
+        .bind(p.ends_at)
+        .bind(&p.id)
+        .execute(&mut *conn)
+        .await?;
+        Ok(Some((round.outcomes.len(), round.events)))
+    }
+
     #[async_trait]
     impl BidStore for PostgresStore {
         async fn create_product(&self, p: &Product) -> Result<Vec<StoredEvent>, Error> {
-            let mut tx = self.pool.begin().await?;
-            sqlx::query(&format!("INSERT INTO products ({PRODUCT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"))
-            .bind(&p.id)
-            .bind(&p.tenant)
-            .bind(&p.seller_id)
-            .bind(&p.title)
-            .bind(p.starting_price)
-            .bind(p.min_increment)
-            .bind(p.anti_snipe_ms)
-            .bind(p.ends_at)
-            .bind(&p.status)
-            .bind(p.current_bid)
-            .bind(&p.leader)
-            .bind(p.bid_count)
-            .bind(p.version)
-            .bind(p.created_at)
-            .execute(&mut *tx)
-            .await?;
-            let stored = append_tx(&mut tx, &[created_event(p)]).await?;
-            tx.commit().await?;
-            Ok(stored)
+            match self.batch.write(Op::Product(p.clone())).await? {
+                (Done::Product, events) => Ok(events),
+                (other, _) => Err(unexpected(other)),
+            }
         }
 
         async fn product(&self, id: &str) -> Result<Option<Product>, Error> {
@@ -402,41 +575,9 @@ mod postgres_impl {
         }
 
         async fn submit_bid(&self, bid: &Bid) -> Result<(Bid, bool), Error> {
-            let inserted = sqlx::query(&format!("INSERT INTO bids ({BID_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"))
-            .bind(&bid.id)
-            .bind(&bid.tenant)
-            .bind(&bid.product_id)
-            .bind(&bid.bidder_id)
-            .bind(bid.amount)
-            .bind(&bid.idempotency_key)
-            .bind(&bid.status)
-            .bind(&bid.reason)
-            .bind(&bid.decided_by)
-            .bind(bid.created_at)
-            .bind(bid.decided_at)
-            .execute(&self.pool)
-            .await;
-            match inserted.map_err(Error::from) {
-                Ok(_) => Ok((bid.clone(), true)),
-                Err(Error::Conflict(_)) if bid.idempotency_key.is_some() => {
-                    let row = sqlx::query(&format!(
-                    "SELECT {BID_COLS} FROM bids WHERE tenant = $1 AND bidder_id = $2 AND idempotency_key = $3"
-                ))
-                .bind(&bid.tenant)
-                .bind(&bid.bidder_id)
-                .bind(&bid.idempotency_key)
-                .fetch_one(&self.pool)
-                .await?;
-                    let existing = bid_row(&row)?;
-                    if existing.product_id == bid.product_id && existing.amount == bid.amount {
-                        Ok((existing, false))
-                    } else {
-                        Err(Error::Conflict(
-                            "this idempotency key was already used for another bid".into(),
-                        ))
-                    }
-                }
-                Err(e) => Err(e),
+            match self.batch.write(Op::Bid(bid.clone())).await? {
+                (Done::Bid(b, new), _) => Ok((b, new)),
+                (other, _) => Err(unexpected(other)),
             }
         }
 
@@ -448,63 +589,22 @@ mod postgres_impl {
             Ok(row.as_ref().map(bid_row).transpose()?)
         }
 
+        /// Rounds of different products run in parallel, each in its own
+        /// transaction (not in the shared batch: a product's row lock must
+        /// not wait on other writes).
         async fn decide(
             &self,
             product_id: &str,
             limit: usize,
-            rules: Rules<'_>,
+            rules: Rules,
         ) -> Result<(usize, Vec<StoredEvent>), Error> {
             let mut tx = self.pool.begin().await?;
-            let Some(product) = load_product(&mut tx, product_id, true).await? else {
+            let Some((n, events)) = round(&mut tx, product_id, limit, rules.as_ref()).await? else {
                 return Ok((0, Vec::new()));
             };
-            let rows = sqlx::query(&format!(
-            "SELECT {BID_COLS} FROM bids WHERE product_id = $1 AND status = 'queued' ORDER BY n LIMIT $2"
-        ))
-        .bind(product_id)
-        .bind(limit as i64 + 1)
-        .fetch_all(&mut *tx)
-        .await?;
-            let mut bids = rows.iter().map(bid_row).collect::<Result<Vec<_>, _>>()?;
-            let more = bids.len() > limit;
-            bids.truncate(limit);
-            let before = product.clone();
-            let round = rules(product, &bids, more);
-            if round.outcomes.is_empty() && round.product == before {
-                return Ok((0, Vec::new()));
-            }
-            let now = crate::event::now_ms();
-            for o in &round.outcomes {
-                sqlx::query(
-                    "UPDATE bids SET status = $1, reason = $2, decided_by = $3, decided_at = $4, \
-                 decision_input = $6 WHERE id = $5 AND status = 'queued'",
-                )
-                .bind(o.status)
-                .bind(&o.reason)
-                .bind(&round.decided_by)
-                .bind(now)
-                .bind(&o.bid_id)
-                .bind(&o.input)
-                .execute(&mut *tx)
-                .await?;
-            }
-            let p = &round.product;
-            sqlx::query(
-                "UPDATE products SET status = $1, current_bid = $2, leader = $3, bid_count = $4, \
-             version = $5, ends_at = $6 WHERE id = $7",
-            )
-            .bind(&p.status)
-            .bind(p.current_bid)
-            .bind(&p.leader)
-            .bind(p.bid_count)
-            .bind(p.version)
-            .bind(p.ends_at)
-            .bind(&p.id)
-            .execute(&mut *tx)
-            .await?;
-            let stored = append_tx(&mut tx, &round.events).await?;
+            let stored = append_tx(&mut tx, &events).await?;
             tx.commit().await?;
-            Ok((round.outcomes.len(), stored))
+            Ok((n, stored))
         }
 
         async fn due(&self, queued_before: i64, ended_before: i64) -> Result<Vec<String>, Error> {

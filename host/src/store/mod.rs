@@ -6,11 +6,14 @@
 //! in commit order: if id N is visible, every id below it is too. Fan-out and
 //! replay lean on that.
 
+pub(crate) mod batch;
 pub mod bids;
 mod migrate;
 pub mod plugins;
 pub mod postgres;
 pub mod sqlite;
+
+use std::borrow::Borrow;
 
 use async_trait::async_trait;
 
@@ -39,6 +42,9 @@ pub enum Error {
     /// Any other database error.
     #[error("database error: {0}")]
     Db(#[source] sqlx::Error),
+    /// A fault of the server itself.
+    #[error("internal store error: {0}")]
+    Internal(String),
 }
 
 impl From<sqlx::Error> for Error {
@@ -264,17 +270,41 @@ pub trait Store: Send + Sync + 'static {
 /// Groups a batch by tenant, in slug order: every backend bumps the counters
 /// of a multi-tenant batch in the same order, so concurrent appends from
 /// several nodes cannot deadlock.
-pub(crate) fn tenant_counts(events: &[NewEvent]) -> Vec<(&str, i64)> {
+pub(crate) fn tenant_counts<E: Borrow<NewEvent>>(events: &[E]) -> Vec<(&str, i64)> {
     let mut counts: std::collections::BTreeMap<&str, i64> = Default::default();
     for e in events {
-        *counts.entry(e.tenant.as_str()).or_default() += 1;
+        *counts.entry(e.borrow().tenant.as_str()).or_default() += 1;
     }
     counts.into_iter().collect()
 }
 
+/// The retained events of a batch that set a topic's state, with their
+/// stored form: only the last one per topic (what an upsert of each in turn
+/// would leave), so the state is written once per topic and batch.
+pub(crate) fn retained_last<'a, E: Borrow<NewEvent>>(
+    events: &'a [E],
+    stored: &'a [StoredEvent],
+) -> Vec<(&'a NewEvent, &'a StoredEvent)> {
+    let mut last: std::collections::HashMap<(&str, &str), usize> = Default::default();
+    let mut out: Vec<(&NewEvent, &StoredEvent)> = Vec::new();
+    for (new, e) in events.iter().map(Borrow::borrow).zip(stored) {
+        if !new.retain {
+            continue;
+        }
+        match last.entry((new.tenant.as_str(), new.topic.as_str())) {
+            std::collections::hash_map::Entry::Occupied(slot) => out[*slot.get()] = (new, e),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(out.len());
+                out.push((new, e));
+            }
+        }
+    }
+    out
+}
+
 /// Assigns ids: `lasts` holds each tenant's counter after the bump.
-pub(crate) fn assign_seqs(
-    events: &[NewEvent],
+pub(crate) fn assign_seqs<E: Borrow<NewEvent>>(
+    events: &[E],
     counts: &[(&str, i64)],
     lasts: &[i64],
     ts: i64,
@@ -287,6 +317,7 @@ pub(crate) fn assign_seqs(
     events
         .iter()
         .map(|e| {
+            let e = e.borrow();
             let slot = next
                 .get_mut(e.tenant.as_str())
                 .expect("every tenant of the batch was counted");

@@ -5,6 +5,7 @@
 //! commit order across every node. A schema can be chosen in the URL
 //! (`?options=-csearch_path%3Dname`), which is how tests keep their data apart.
 
+use std::borrow::{Borrow, Cow};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,15 +14,19 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Row};
 
+use super::batch::{self, Applied, Batcher, Done, Op, Outcome};
 use super::{
-    assign_seqs, message_events, tenant_counts, unread_event, Error, Message, NewMessage,
-    Notification, Page, Retained, Store, Tenant, TopicState,
+    assign_seqs, message_events, retained_last, tenant_counts, unread_event, Error, Message,
+    NewMessage, Notification, Page, Retained, Store, Tenant, TopicState,
 };
+use crate::bids::decision::created_event;
 use crate::event::{NewEvent, Seq, StoredEvent};
 
 /// Postgres-backed store.
 pub struct PostgresStore {
     pub(crate) pool: PgPool,
+    /// Group commit of the domain writes.
+    pub(crate) batch: Batcher,
 }
 
 impl PostgresStore {
@@ -38,17 +43,104 @@ impl PostgresStore {
             .connect_with(opts)
             .await?;
         super::migrate::postgres(&pool).await?;
-        Ok(PostgresStore { pool })
+        let batch = Batcher::start(Arc::new(Writer { pool: pool.clone() }));
+        Ok(PostgresStore { pool, batch })
     }
+}
+
+/// Runs batches of writes, one transaction at a time per node. The tenants'
+/// sequence rows are locked only by the batch's final append, so they are
+/// held for a few statements and the commit, not for the whole batch.
+struct Writer {
+    pool: PgPool,
+}
+
+#[async_trait]
+impl batch::Target for Writer {
+    async fn run(&self, ops: &[Op]) -> Result<Vec<Outcome>, Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut applied = Vec::with_capacity(ops.len());
+        for op in ops {
+            applied.push(apply(&mut tx, op).await?);
+        }
+        let stored = append_tx(&mut tx, &batch::events_of(&applied)).await?;
+        tx.commit().await?;
+        Ok(batch::split(applied, stored))
+    }
+}
+
+/// One write inside a batch's transaction.
+async fn apply<'a>(tx: &mut PgConnection, op: &'a Op) -> Result<Applied<'a>, Error> {
+    use crate::store::bids::postgres_impl as bids;
+    Ok(match op {
+        Op::Append(events) => Ok((Done::Appended, Cow::Borrowed(events.as_slice()))),
+        Op::Message(msg, notes) => {
+            let created_at = crate::event::now_ms();
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO messages (tenant, sender, recipient, product_id, body, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(&msg.tenant)
+            .bind(&msg.from)
+            .bind(&msg.to)
+            .bind(&msg.product_id)
+            .bind(&msg.body)
+            .bind(created_at)
+            .fetch_one(&mut *tx)
+            .await?;
+            let stored = Message {
+                id,
+                from: msg.from.clone(),
+                to: msg.to.clone(),
+                product_id: msg.product_id.clone(),
+                body: msg.body.clone(),
+                created_at,
+            };
+            let unread = unread_in(tx, &msg.tenant, &msg.to).await?;
+            let events = message_events(&msg.tenant, &stored, notes, unread);
+            Ok((Done::Message(stored, unread), Cow::Owned(events)))
+        }
+        Op::MarkRead(tenant, user, up_to) => {
+            sqlx::query(
+                "INSERT INTO message_reads (tenant, user_id, up_to) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant, user_id) DO UPDATE \
+                 SET up_to = GREATEST(message_reads.up_to, excluded.up_to)",
+            )
+            .bind(tenant)
+            .bind(user)
+            .bind(up_to)
+            .execute(&mut *tx)
+            .await?;
+            let unread = unread_in(tx, tenant, user).await?;
+            let events = vec![unread_event(tenant, user, unread)];
+            Ok((Done::Read(unread), Cow::Owned(events)))
+        }
+        Op::Bid(bid) => bids::insert_bid(tx, bid)
+            .await?
+            .map(|(b, new)| (Done::Bid(b, new), Cow::Owned(Vec::new()))),
+        Op::Product(p) => {
+            bids::insert_product(tx, p).await?;
+            Ok((Done::Product, Cow::Owned(vec![created_event(p)])))
+        }
+        Op::Decide(product, limit, rules) => {
+            let (n, events) = bids::round(tx, product, *limit, rules.as_ref())
+                .await?
+                .unwrap_or_default();
+            Ok((Done::Decided(n), Cow::Owned(events)))
+        }
+    })
 }
 
 /// Appends inside the caller's transaction: bumps each tenant's counter (its
 /// row lock, held to commit, orders ids by commit), inserts the events and
 /// updates retained state.
-pub(crate) async fn append_tx(
+pub(crate) async fn append_tx<E: Borrow<NewEvent> + Sync>(
     tx: &mut PgConnection,
-    events: &[NewEvent],
+    events: &[E],
 ) -> Result<Vec<StoredEvent>, Error> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
     let counts = tenant_counts(events);
     let mut lasts = Vec::with_capacity(counts.len());
     for (tenant, n) in &counts {
@@ -83,18 +175,25 @@ pub(crate) async fn append_tx(
     .bind(&ts)
     .execute(&mut *tx)
     .await?;
-    for (new, e) in events.iter().zip(&stored).filter(|(n, _)| n.retain) {
+    let retained = retained_last(events, &stored);
+    if !retained.is_empty() {
+        let tenants: Vec<&str> = retained.iter().map(|(n, _)| n.tenant.as_str()).collect();
+        let topics: Vec<&str> = retained.iter().map(|(n, _)| n.topic.as_str()).collect();
+        let data: Vec<&str> = retained.iter().map(|(n, _)| n.data.as_str()).collect();
+        let seqs: Vec<i64> = retained.iter().map(|(_, e)| e.seq as i64).collect();
+        let ts: Vec<i64> = retained.iter().map(|(_, e)| e.ts).collect();
         sqlx::query(
             "INSERT INTO topics (tenant, topic, retained, retained_seq, retained_ts) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, topic) DO UPDATE SET \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) \
+             ON CONFLICT (tenant, topic) DO UPDATE SET \
              retained = excluded.retained, retained_seq = excluded.retained_seq, \
              retained_ts = excluded.retained_ts",
         )
-        .bind(&new.tenant)
-        .bind(&new.topic)
-        .bind(&new.data)
-        .bind(e.seq as i64)
-        .bind(e.ts)
+        .bind(&tenants)
+        .bind(&topics)
+        .bind(&data)
+        .bind(&seqs)
+        .bind(&ts)
         .execute(&mut *tx)
         .await?;
     }
@@ -181,9 +280,7 @@ impl Store for PostgresStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
-        let stored = append_tx(&mut tx, events).await?;
-        tx.commit().await?;
+        let (_, stored) = self.batch.write(Op::Append(events.to_vec())).await?;
         Ok(stored)
     }
 
@@ -344,33 +441,14 @@ impl Store for PostgresStore {
         msg: &NewMessage,
         notes: &[Notification],
     ) -> Result<(Message, u64, Vec<StoredEvent>), Error> {
-        let created_at = crate::event::now_ms();
-        let mut tx = self.pool.begin().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO messages (tenant, sender, recipient, product_id, body, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        )
-        .bind(&msg.tenant)
-        .bind(&msg.from)
-        .bind(&msg.to)
-        .bind(&msg.product_id)
-        .bind(&msg.body)
-        .bind(created_at)
-        .fetch_one(&mut *tx)
-        .await?;
-        let stored_msg = Message {
-            id,
-            from: msg.from.clone(),
-            to: msg.to.clone(),
-            product_id: msg.product_id.clone(),
-            body: msg.body.clone(),
-            created_at,
-        };
-        let unread = unread_in(&mut tx, &msg.tenant, &msg.to).await?;
-        let events = message_events(&msg.tenant, &stored_msg, notes, unread);
-        let stored = append_tx(&mut tx, &events).await?;
-        tx.commit().await?;
-        Ok((stored_msg, unread, stored))
+        match self
+            .batch
+            .write(Op::Message(msg.clone(), notes.to_vec()))
+            .await?
+        {
+            (Done::Message(m, unread), events) => Ok((m, unread, events)),
+            (other, _) => Err(batch::unexpected(other)),
+        }
     }
 
     async fn mark_read(
@@ -379,20 +457,11 @@ impl Store for PostgresStore {
         user: &str,
         up_to: i64,
     ) -> Result<(u64, Vec<StoredEvent>), Error> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO message_reads (tenant, user_id, up_to) VALUES ($1, $2, $3) \
-             ON CONFLICT (tenant, user_id) DO UPDATE SET up_to = GREATEST(message_reads.up_to, excluded.up_to)",
-        )
-        .bind(tenant)
-        .bind(user)
-        .bind(up_to)
-        .execute(&mut *tx)
-        .await?;
-        let unread = unread_in(&mut tx, tenant, user).await?;
-        let stored = append_tx(&mut tx, &[unread_event(tenant, user, unread)]).await?;
-        tx.commit().await?;
-        Ok((unread, stored))
+        let op = Op::MarkRead(tenant.into(), user.into(), up_to);
+        match self.batch.write(op).await? {
+            (Done::Read(unread), events) => Ok((unread, events)),
+            (other, _) => Err(batch::unexpected(other)),
+        }
     }
 
     async fn messages(

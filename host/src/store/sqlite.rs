@@ -4,6 +4,7 @@
 //! and this keeps `SQLITE_BUSY` out of the write path); reads use their own
 //! pool and never block the writer.
 
+use std::borrow::{Borrow, Cow};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,16 +15,20 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
+use super::batch::{self, Applied, Batcher, Done, Op, Outcome};
 use super::{
-    assign_seqs, message_events, tenant_counts, unread_event, Error, Message, NewMessage,
-    Notification, Page, Retained, Store, Tenant, TopicState,
+    assign_seqs, message_events, retained_last, tenant_counts, unread_event, Error, Message,
+    NewMessage, Notification, Page, Retained, Store, Tenant, TopicState,
 };
+use crate::bids::decision::created_event;
 use crate::event::{NewEvent, Seq, StoredEvent};
 
 /// SQLite-backed store.
 pub struct SqliteStore {
     pub(crate) write: SqlitePool,
     pub(crate) read: SqlitePool,
+    /// Group commit of the domain writes (on the `write` connection).
+    pub(crate) batch: Batcher,
 }
 
 /// Rows per multi-row INSERT (6 parameters each, far below SQLite's limit).
@@ -54,16 +59,102 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.read_only(true))
             .await?;
-        Ok(SqliteStore { write, read })
+        let batch = Batcher::start(Arc::new(Writer {
+            pool: write.clone(),
+        }));
+        Ok(SqliteStore { write, read, batch })
     }
+}
+
+/// Runs batches of writes on the write connection.
+struct Writer {
+    pool: SqlitePool,
+}
+
+#[async_trait]
+impl batch::Target for Writer {
+    async fn run(&self, ops: &[Op]) -> Result<Vec<Outcome>, Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut applied = Vec::with_capacity(ops.len());
+        for op in ops {
+            applied.push(apply(&mut tx, op).await?);
+        }
+        let stored = append_tx(&mut tx, &batch::events_of(&applied)).await?;
+        tx.commit().await?;
+        Ok(batch::split(applied, stored))
+    }
+}
+
+/// One write inside a batch's transaction.
+async fn apply<'a>(tx: &mut SqliteConnection, op: &'a Op) -> Result<Applied<'a>, Error> {
+    use crate::store::bids::sqlite_impl as bids;
+    Ok(match op {
+        Op::Append(events) => Ok((Done::Appended, Cow::Borrowed(events.as_slice()))),
+        Op::Message(msg, notes) => {
+            let created_at = crate::event::now_ms();
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO messages (tenant, sender, recipient, product_id, body, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(&msg.tenant)
+            .bind(&msg.from)
+            .bind(&msg.to)
+            .bind(&msg.product_id)
+            .bind(&msg.body)
+            .bind(created_at)
+            .fetch_one(&mut *tx)
+            .await?;
+            let stored = Message {
+                id,
+                from: msg.from.clone(),
+                to: msg.to.clone(),
+                product_id: msg.product_id.clone(),
+                body: msg.body.clone(),
+                created_at,
+            };
+            let unread = unread_in(tx, &msg.tenant, &msg.to).await?;
+            let events = message_events(&msg.tenant, &stored, notes, unread);
+            Ok((Done::Message(stored, unread), Cow::Owned(events)))
+        }
+        Op::MarkRead(tenant, user, up_to) => {
+            sqlx::query(
+                "INSERT INTO message_reads (tenant, user_id, up_to) VALUES (?, ?, ?) \
+                 ON CONFLICT (tenant, user_id) DO UPDATE SET up_to = max(up_to, excluded.up_to)",
+            )
+            .bind(tenant)
+            .bind(user)
+            .bind(up_to)
+            .execute(&mut *tx)
+            .await?;
+            let unread = unread_in(tx, tenant, user).await?;
+            let events = vec![unread_event(tenant, user, unread)];
+            Ok((Done::Read(unread), Cow::Owned(events)))
+        }
+        Op::Bid(bid) => bids::insert_bid(tx, bid)
+            .await?
+            .map(|(b, new)| (Done::Bid(b, new), Cow::Owned(Vec::new()))),
+        Op::Product(p) => {
+            bids::insert_product(tx, p).await?;
+            Ok((Done::Product, Cow::Owned(vec![created_event(p)])))
+        }
+        Op::Decide(product, limit, rules) => {
+            let (n, events) = bids::round(tx, product, *limit, rules.as_ref())
+                .await?
+                .unwrap_or_default();
+            Ok((Done::Decided(n), Cow::Owned(events)))
+        }
+    })
 }
 
 /// Appends inside the caller's transaction: bumps each tenant's counter,
 /// inserts the events and updates retained state.
-pub(crate) async fn append_tx(
+pub(crate) async fn append_tx<E: Borrow<NewEvent> + Sync>(
     tx: &mut SqliteConnection,
-    events: &[NewEvent],
+    events: &[E],
 ) -> Result<Vec<StoredEvent>, Error> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
     let counts = tenant_counts(events);
     let mut lasts = Vec::with_capacity(counts.len());
     for (tenant, n) in &counts {
@@ -97,7 +188,7 @@ pub(crate) async fn append_tx(
         }
         q.execute(&mut *tx).await?;
     }
-    for (new, e) in events.iter().zip(&stored).filter(|(n, _)| n.retain) {
+    for (new, e) in retained_last(events, &stored) {
         sqlx::query(
             "INSERT INTO topics (tenant, topic, retained, retained_seq, retained_ts) \
              VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, topic) DO UPDATE SET \
@@ -213,9 +304,7 @@ impl Store for SqliteStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.write.begin().await?;
-        let stored = append_tx(&mut tx, events).await?;
-        tx.commit().await?;
+        let (_, stored) = self.batch.write(Op::Append(events.to_vec())).await?;
         Ok(stored)
     }
 
@@ -379,33 +468,14 @@ impl Store for SqliteStore {
         msg: &NewMessage,
         notes: &[Notification],
     ) -> Result<(Message, u64, Vec<StoredEvent>), Error> {
-        let created_at = crate::event::now_ms();
-        let mut tx = self.write.begin().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO messages (tenant, sender, recipient, product_id, body, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(&msg.tenant)
-        .bind(&msg.from)
-        .bind(&msg.to)
-        .bind(&msg.product_id)
-        .bind(&msg.body)
-        .bind(created_at)
-        .fetch_one(&mut *tx)
-        .await?;
-        let stored_msg = Message {
-            id,
-            from: msg.from.clone(),
-            to: msg.to.clone(),
-            product_id: msg.product_id.clone(),
-            body: msg.body.clone(),
-            created_at,
-        };
-        let unread = unread_in(&mut tx, &msg.tenant, &msg.to).await?;
-        let events = message_events(&msg.tenant, &stored_msg, notes, unread);
-        let stored = append_tx(&mut tx, &events).await?;
-        tx.commit().await?;
-        Ok((stored_msg, unread, stored))
+        match self
+            .batch
+            .write(Op::Message(msg.clone(), notes.to_vec()))
+            .await?
+        {
+            (Done::Message(m, unread), events) => Ok((m, unread, events)),
+            (other, _) => Err(batch::unexpected(other)),
+        }
     }
 
     async fn mark_read(
@@ -414,20 +484,11 @@ impl Store for SqliteStore {
         user: &str,
         up_to: i64,
     ) -> Result<(u64, Vec<StoredEvent>), Error> {
-        let mut tx = self.write.begin().await?;
-        sqlx::query(
-            "INSERT INTO message_reads (tenant, user_id, up_to) VALUES (?, ?, ?) \
-             ON CONFLICT (tenant, user_id) DO UPDATE SET up_to = max(up_to, excluded.up_to)",
-        )
-        .bind(tenant)
-        .bind(user)
-        .bind(up_to)
-        .execute(&mut *tx)
-        .await?;
-        let unread = unread_in(&mut tx, tenant, user).await?;
-        let stored = append_tx(&mut tx, &[unread_event(tenant, user, unread)]).await?;
-        tx.commit().await?;
-        Ok((unread, stored))
+        let op = Op::MarkRead(tenant.into(), user.into(), up_to);
+        match self.batch.write(op).await? {
+            (Done::Read(unread), events) => Ok((unread, events)),
+            (other, _) => Err(batch::unexpected(other)),
+        }
     }
 
     async fn messages(

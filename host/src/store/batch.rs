@@ -1,0 +1,194 @@
+//! Group commit for the domain writes that follow every request: event
+//! appends, messages, read marks, bids, products and (embedded) decision
+//! rounds.
+//!
+//! One task per store takes whatever writes are waiting and runs them in one
+//! transaction, so many requests share one commit (one fsync in SQLite, one
+//! WAL flush and one hold of each tenant's sequence row in Postgres). Each
+//! write does its own rows and hands back the events it wants appended; the
+//! batch appends all of them at the end with one bump of each tenant's counter
+//! and commits. Ids therefore stay gapless and in commit order.
+//!
+//! A write that is refused on its own terms (an idempotency key reused for
+//! another bid) touches nothing and does not disturb the batch. A batch that
+//! fails as a whole (an unknown tenant, a database error) is retried one write
+//! at a time, so one bad request never fails the others.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Error, Message, NewMessage, Notification};
+use crate::bids::decision::Round;
+use crate::bids::{Bid, Product};
+use crate::event::{NewEvent, StoredEvent};
+
+/// Most writes committed in one transaction.
+const MAX_OPS: usize = 256;
+/// Most events a batch collects before it stops taking more writes.
+const MAX_EVENTS: usize = 2_048;
+
+/// The rules of a decision round: product, queued bids (in order), and
+/// whether more are queued than were read.
+pub type RulesFn = dyn Fn(Product, &[Bid], bool) -> Round + Send + Sync;
+
+/// One write.
+pub(crate) enum Op {
+    /// Events to append as they are.
+    Append(Vec<NewEvent>),
+    /// A message and the notifications announcing it.
+    Message(NewMessage, Vec<Notification>),
+    /// A read mark: `(tenant, user, up_to)`.
+    MarkRead(String, String, i64),
+    /// A new queued bid.
+    Bid(Bid),
+    /// A new product.
+    Product(Product),
+    /// One decision round over at most `limit` queued bids of a product.
+    Decide(String, usize, Arc<RulesFn>),
+}
+
+impl Op {
+    fn weight(&self) -> usize {
+        match self {
+            Op::Append(e) => e.len(),
+            Op::Decide(_, limit, _) => *limit,
+            _ => 2,
+        }
+    }
+}
+
+/// What a write did, besides its events.
+#[derive(Debug)]
+pub(crate) enum Done {
+    /// Events appended.
+    Appended,
+    /// The stored message and the recipient's unread count.
+    Message(Message, u64),
+    /// The user's unread count after the mark.
+    Read(u64),
+    /// The bid (the stored one for a repeated idempotency key) and whether it
+    /// is new.
+    Bid(Bid, bool),
+    /// The product was stored.
+    Product,
+    /// Bids decided by the round.
+    Decided(usize),
+}
+
+/// The answer to a write was meant for another kind of write (a bug).
+pub(crate) fn unexpected(done: Done) -> Error {
+    Error::Internal(format!("the store's writer answered {done:?}"))
+}
+
+/// A write's outcome with its committed events.
+pub(crate) type Outcome = Result<(Done, Vec<StoredEvent>), Error>;
+
+/// What a write did inside the transaction, before the batch appends its
+/// events (borrowed from the op where it carries them): `Err` is a refusal
+/// that wrote nothing.
+pub(crate) type Applied<'a> = Result<(Done, Cow<'a, [NewEvent]>), Error>;
+
+/// A backend that runs a batch of writes in one transaction.
+#[async_trait]
+pub(crate) trait Target: Send + Sync + 'static {
+    /// Runs `ops` in one transaction: each op in turn, then one append of all
+    /// their events, then the commit. `Err` means nothing was committed.
+    async fn run(&self, ops: &[Op]) -> Result<Vec<Outcome>, Error>;
+}
+
+/// Hands each op's events back to it, in op order.
+pub(crate) fn split(applied: Vec<Applied<'_>>, stored: Vec<StoredEvent>) -> Vec<Outcome> {
+    let mut rest = stored.into_iter();
+    applied
+        .into_iter()
+        .map(|a| a.map(|(done, events)| (done, rest.by_ref().take(events.len()).collect())))
+        .collect()
+}
+
+/// Every op's events, in op order, for the one append of the batch.
+pub(crate) fn events_of<'a>(applied: &'a [Applied<'_>]) -> Vec<&'a NewEvent> {
+    applied
+        .iter()
+        .filter_map(|a| a.as_ref().ok())
+        .flat_map(|(_, events)| events.iter())
+        .collect()
+}
+
+struct Job {
+    op: Op,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// Handle to a store's batching task; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Batcher {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Batcher {
+    /// Starts the task (inside a tokio runtime).
+    pub(crate) fn start(target: Arc<dyn Target>) -> Batcher {
+        let (tx, rx) = mpsc::channel(8192);
+        tokio::spawn(run(rx, target));
+        Batcher { tx }
+    }
+
+    /// Runs one write; answers after its batch committed.
+    pub(crate) async fn write(&self, op: Op) -> Outcome {
+        let (reply, rx) = oneshot::channel();
+        let gone = || Error::Unavailable("the store's writer has stopped".into());
+        self.tx.send(Job { op, reply }).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+}
+
+async fn run(mut rx: mpsc::Receiver<Job>, target: Arc<dyn Target>) {
+    while let Some(first) = rx.recv().await {
+        let mut weight = first.op.weight();
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_OPS && weight < MAX_EVENTS {
+            match rx.try_recv() {
+                Ok(job) => {
+                    weight += job.op.weight();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let (ops, replies): (Vec<Op>, Vec<_>) = jobs.into_iter().map(|j| (j.op, j.reply)).unzip();
+        match target.run(&ops).await {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            // Nothing to learn from running the writes alone: a database that
+            // does not answer fails them all at once.
+            Err(Error::Unavailable(m)) => {
+                for reply in replies {
+                    let _ = reply.send(Err(Error::Unavailable(m.clone())));
+                }
+            }
+            Err(e) if ops.len() == 1 => {
+                if let Some(reply) = replies.into_iter().next() {
+                    let _ = reply.send(Err(e));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, ops = ops.len(), "batch failed; retrying its writes one by one");
+                for (op, reply) in ops.into_iter().zip(replies) {
+                    let outcome = match target.run(std::slice::from_ref(&op)).await {
+                        Ok(mut one) => one
+                            .pop()
+                            .unwrap_or_else(|| Err(Error::Internal("empty batch outcome".into()))),
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(outcome);
+                }
+            }
+        }
+    }
+}
