@@ -7,7 +7,6 @@ use serde::Deserialize;
 
 use super::access;
 use super::extract::{Admin, AppJson};
-use crate::bus::publisher::PublishError;
 use crate::error::ApiError;
 use crate::event::{classify_topic, validate_kind, NewEvent, TopicKind};
 use crate::state::AppState;
@@ -54,31 +53,11 @@ pub async fn publish(
         data: body.data.to_string(),
         retain: body.retain,
     };
-    let stored = state
-        .publisher
-        .publish(vec![event])
-        .await
-        .map_err(publish_error)?;
+    let stored = state.publisher.publish(vec![event]).await?;
     let e = stored
         .first()
         .ok_or_else(|| ApiError::internal("append returned no event"))?;
     let body =
         serde_json::json!({ "id": e.seq, "tenant": &*e.tenant, "topic": e.topic, "ts": e.ts });
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
-}
-
-/// Maps an append failure to an HTTP error.
-pub fn publish_error(e: PublishError) -> ApiError {
-    match e {
-        PublishError::UnknownTenant(t) => {
-            ApiError::not_found("unknown_tenant", format!("tenant {t:?} does not exist"))
-        }
-        PublishError::Unavailable(_) => {
-            ApiError::unavailable("store_unavailable", "the database is not answering; retry")
-        }
-        PublishError::Closed => {
-            ApiError::unavailable("shutting_down", "this node is shutting down")
-        }
-        PublishError::Failed(m) => ApiError::internal(m),
-    }
 }
