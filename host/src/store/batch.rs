@@ -35,6 +35,7 @@ const MAX_EVENTS: usize = 2_048;
 pub type RulesFn = dyn Fn(Product, &[Bid], bool) -> Round + Send + Sync;
 
 /// One write.
+#[derive(Clone)]
 pub(crate) enum Op {
     /// Events to append as they are.
     Append(Vec<NewEvent>),
@@ -96,7 +97,7 @@ pub(crate) type Applied<'a> = Result<(Done, Cow<'a, [NewEvent]>), Error>;
 pub(crate) trait Target: Send + Sync + 'static {
     /// Runs `ops` in one transaction: each op in turn, then one append of all
     /// their events, then the commit. `Err` means nothing was committed.
-    async fn run(&self, ops: &[Op]) -> Result<Vec<Outcome>, Error>;
+    async fn run(&self, ops: Arc<[Op]>) -> Result<Vec<Outcome>, Error>;
 }
 
 /// Hands each op's events back to it, in op order.
@@ -159,7 +160,8 @@ async fn run(mut rx: mpsc::Receiver<Job>, target: Arc<dyn Target>) {
             }
         }
         let (ops, replies): (Vec<Op>, Vec<_>) = jobs.into_iter().map(|j| (j.op, j.reply)).unzip();
-        match target.run(&ops).await {
+        let ops: Arc<[Op]> = ops.into();
+        match target.run(ops.clone()).await {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);
@@ -179,8 +181,8 @@ async fn run(mut rx: mpsc::Receiver<Job>, target: Arc<dyn Target>) {
             }
             Err(e) => {
                 tracing::debug!(error = %e, ops = ops.len(), "batch failed; retrying its writes one by one");
-                for (op, reply) in ops.into_iter().zip(replies) {
-                    let outcome = match target.run(std::slice::from_ref(&op)).await {
+                for (op, reply) in ops.iter().zip(replies) {
+                    let outcome = match target.run(Arc::new([op.clone()])).await {
                         Ok(mut one) => one
                             .pop()
                             .unwrap_or_else(|| Err(Error::Internal("empty batch outcome".into()))),

@@ -10,12 +10,9 @@ use super::Error;
 use crate::bids::decision::Round;
 use crate::bids::{Bid, Product};
 
-/// Rows per multi-row UPDATE of a round's outcomes.
-const OUTCOME_CHUNK: usize = 200;
-
 /// A round's bid outcomes have not changed the product and decided nothing:
 /// there is nothing to write.
-fn idle(round: &Round, before: &Product) -> bool {
+pub(crate) fn idle(round: &Round, before: &Product) -> bool {
     round.outcomes.is_empty() && round.product == *before
 }
 use crate::event::StoredEvent;
@@ -70,7 +67,7 @@ pub trait BidStore: Send + Sync + 'static {
 
 /// The bid stored under `bid`'s idempotency key, if it is the same bid; a
 /// key used for another bid is refused.
-fn same_bid(existing: Option<Bid>, bid: &Bid) -> Result<(Bid, bool), Error> {
+pub(crate) fn same_bid(existing: Option<Bid>, bid: &Bid) -> Result<(Bid, bool), Error> {
     match existing {
         Some(e) if e.product_id == bid.product_id && e.amount == bid.amount => Ok((e, false)),
         Some(_) => Err(Error::Conflict(
@@ -91,7 +88,6 @@ pub(crate) mod sqlite_impl {
     use sqlx::sqlite::SqliteRow;
     use sqlx::{Row, SqliteConnection};
 
-    use crate::event::NewEvent;
     use crate::store::batch::{unexpected, Done, Op};
     use crate::store::sqlite::SqliteStore;
 
@@ -145,133 +141,6 @@ pub(crate) mod sqlite_impl {
             .fetch_optional(&mut *conn)
             .await?;
         Ok(row.as_ref().map(product_row).transpose()?)
-    }
-
-    /// Inserts a product (its event is appended by the caller).
-    pub(crate) async fn insert_product(
-        conn: &mut SqliteConnection,
-        p: &Product,
-    ) -> Result<(), Error> {
-        sqlx::query(&format!(
-            "INSERT INTO products ({PRODUCT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(&p.id)
-        .bind(&p.tenant)
-        .bind(&p.seller_id)
-        .bind(&p.title)
-        .bind(p.starting_price)
-        .bind(p.min_increment)
-        .bind(p.anti_snipe_ms)
-        .bind(p.ends_at)
-        .bind(&p.status)
-        .bind(p.current_bid)
-        .bind(&p.leader)
-        .bind(p.bid_count)
-        .bind(p.version)
-        .bind(p.created_at)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
-    }
-
-    /// Inserts a queued bid, or finds the one stored under its idempotency
-    /// key. A key used for another bid is refused (`Err` inside), with nothing
-    /// written.
-    pub(crate) async fn insert_bid(
-        conn: &mut SqliteConnection,
-        bid: &Bid,
-    ) -> Result<Result<(Bid, bool), Error>, Error> {
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO bids ({BID_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT DO NOTHING"
-        ))
-        .bind(&bid.id)
-        .bind(&bid.tenant)
-        .bind(&bid.product_id)
-        .bind(&bid.bidder_id)
-        .bind(bid.amount)
-        .bind(&bid.idempotency_key)
-        .bind(&bid.status)
-        .bind(&bid.reason)
-        .bind(&bid.decided_by)
-        .bind(bid.created_at)
-        .bind(bid.decided_at)
-        .execute(&mut *conn)
-        .await?;
-        if inserted.rows_affected() == 1 {
-            return Ok(Ok((bid.clone(), true)));
-        }
-        let row = sqlx::query(&format!(
-            "SELECT {BID_COLS} FROM bids WHERE tenant = ? AND bidder_id = ? AND idempotency_key = ?"
-        ))
-        .bind(&bid.tenant)
-        .bind(&bid.bidder_id)
-        .bind(&bid.idempotency_key)
-        .fetch_optional(&mut *conn)
-        .await?;
-        Ok(same_bid(row.as_ref().map(bid_row).transpose()?, bid))
-    }
-
-    /// One decision round inside the caller's transaction: the number of
-    /// bids decided and the events to append (`None`: nothing to write).
-    pub(crate) async fn round(
-        conn: &mut SqliteConnection,
-        product_id: &str,
-        limit: usize,
-        rules: &RulesFn,
-    ) -> Result<Option<(usize, Vec<NewEvent>)>, Error> {
-        // SQLite has one writer: the transaction itself is the lock.
-        let Some(product) = load_product(conn, product_id, true).await? else {
-            return Ok(None);
-        };
-        let rows = sqlx::query(&format!(
-            "SELECT {BID_COLS} FROM bids WHERE product_id = ? AND status = 'queued' ORDER BY n LIMIT ?"
-        ))
-        .bind(product_id)
-        .bind(limit as i64 + 1)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut bids = rows.iter().map(bid_row).collect::<Result<Vec<_>, _>>()?;
-        let more = bids.len() > limit;
-        bids.truncate(limit);
-        let before = product.clone();
-        let round = rules(product, &bids, more);
-        if idle(&round, &before) {
-            return Ok(None);
-        }
-        let now = crate::event::now_ms();
-        for chunk in round.outcomes.chunks(OUTCOME_CHUNK) {
-            let sql = format!(
-                "UPDATE bids SET status = u.column2, reason = u.column3, decided_by = ?, \
-                 decided_at = ?, decision_input = u.column4 FROM (VALUES {}) AS u \
-                 WHERE bids.id = u.column1 AND bids.status = 'queued'",
-                vec!["(?, ?, ?, ?)"; chunk.len()].join(",")
-            );
-            let mut q = sqlx::query(&sql).bind(&round.decided_by).bind(now);
-            for o in chunk {
-                q = q
-                    .bind(&o.bid_id)
-                    .bind(o.status)
-                    .bind(&o.reason)
-                    .bind(&o.input);
-            }
-            q.execute(&mut *conn).await?;
-        }
-        let p = &round.product;
-        sqlx::query(
-            "UPDATE products SET status = ?, current_bid = ?, leader = ?, bid_count = ?, \
-             version = ?, ends_at = ? WHERE id = ?",
-        )
-        .bind(&p.status)
-        .bind(p.current_bid)
-        .bind(&p.leader)
-        .bind(p.bid_count)
-        .bind(p.version)
-        .bind(p.ends_at)
-        .bind(&p.id)
-        .execute(&mut *conn)
-        .await?;
-        Ok(Some((round.outcomes.len(), round.events)))
     }
 
     #[async_trait]

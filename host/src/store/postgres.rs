@@ -57,10 +57,10 @@ struct Writer {
 
 #[async_trait]
 impl batch::Target for Writer {
-    async fn run(&self, ops: &[Op]) -> Result<Vec<Outcome>, Error> {
+    async fn run(&self, ops: Arc<[Op]>) -> Result<Vec<Outcome>, Error> {
         let mut tx = self.pool.begin().await?;
         let mut applied = Vec::with_capacity(ops.len());
-        for op in ops {
+        for op in ops.iter() {
             applied.push(apply(&mut tx, op).await?);
         }
         let stored = append_tx(&mut tx, &batch::events_of(&applied)).await?;

@@ -1,10 +1,12 @@
 //! `SqliteStore`: embedded mode's system of record, one SQLite file in WAL mode.
 //!
-//! Writes go through a pool of one connection (SQLite has one writer anyway,
-//! and this keeps `SQLITE_BUSY` out of the write path); reads use their own
-//! pool and never block the writer.
+//! Domain writes (events, messages, read marks, bids, products, decision
+//! rounds) go through the batch writer (`sqlite_writer.rs`: group commit on a
+//! connection of its own); the rare others (tenants, retention, plugins,
+//! secrets) through a pool of one connection, waiting on SQLite's busy
+//! timeout when the batch holds the lock. Reads use their own pool and never
+//! block a writer.
 
-use std::borrow::{Borrow, Cow};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,12 +17,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
-use super::batch::{self, Applied, Batcher, Done, Op, Outcome};
-use super::{
-    assign_seqs, message_events, retained_last, tenant_counts, unread_event, Error, Message,
-    NewMessage, Notification, Page, Retained, Store, Tenant, TopicState,
-};
-use crate::bids::decision::created_event;
+use super::batch::{self, Batcher, Done, Op};
+use super::{Error, Message, NewMessage, Notification, Page, Retained, Store, Tenant, TopicState};
 use crate::event::{NewEvent, Seq, StoredEvent};
 
 /// SQLite-backed store.
@@ -30,9 +28,6 @@ pub struct SqliteStore {
     /// Group commit of the domain writes (on the `write` connection).
     pub(crate) batch: Batcher,
 }
-
-/// Rows per multi-row INSERT (6 parameters each, far below SQLite's limit).
-const INSERT_CHUNK: usize = 200;
 
 impl SqliteStore {
     /// Opens (creating if needed) `dir/switchyard.db` and applies migrations.
@@ -59,151 +54,10 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.read_only(true))
             .await?;
-        let batch = Batcher::start(Arc::new(Writer {
-            pool: write.clone(),
-        }));
+        let writer = super::sqlite_writer::Writer::open(&dir.join("switchyard.db"))?;
+        let batch = Batcher::start(Arc::new(writer));
         Ok(SqliteStore { write, read, batch })
     }
-}
-
-/// Runs batches of writes on the write connection.
-struct Writer {
-    pool: SqlitePool,
-}
-
-#[async_trait]
-impl batch::Target for Writer {
-    async fn run(&self, ops: &[Op]) -> Result<Vec<Outcome>, Error> {
-        let mut tx = self.pool.begin().await?;
-        let mut applied = Vec::with_capacity(ops.len());
-        for op in ops {
-            applied.push(apply(&mut tx, op).await?);
-        }
-        let stored = append_tx(&mut tx, &batch::events_of(&applied)).await?;
-        tx.commit().await?;
-        Ok(batch::split(applied, stored))
-    }
-}
-
-/// One write inside a batch's transaction.
-async fn apply<'a>(tx: &mut SqliteConnection, op: &'a Op) -> Result<Applied<'a>, Error> {
-    use crate::store::bids::sqlite_impl as bids;
-    Ok(match op {
-        Op::Append(events) => Ok((Done::Appended, Cow::Borrowed(events.as_slice()))),
-        Op::Message(msg, notes) => {
-            let created_at = crate::event::now_ms();
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO messages (tenant, sender, recipient, product_id, body, created_at) \
-                 VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-            )
-            .bind(&msg.tenant)
-            .bind(&msg.from)
-            .bind(&msg.to)
-            .bind(&msg.product_id)
-            .bind(&msg.body)
-            .bind(created_at)
-            .fetch_one(&mut *tx)
-            .await?;
-            let stored = Message {
-                id,
-                from: msg.from.clone(),
-                to: msg.to.clone(),
-                product_id: msg.product_id.clone(),
-                body: msg.body.clone(),
-                created_at,
-            };
-            let unread = unread_in(tx, &msg.tenant, &msg.to).await?;
-            let events = message_events(&msg.tenant, &stored, notes, unread);
-            Ok((Done::Message(stored, unread), Cow::Owned(events)))
-        }
-        Op::MarkRead(tenant, user, up_to) => {
-            sqlx::query(
-                "INSERT INTO message_reads (tenant, user_id, up_to) VALUES (?, ?, ?) \
-                 ON CONFLICT (tenant, user_id) DO UPDATE SET up_to = max(up_to, excluded.up_to)",
-            )
-            .bind(tenant)
-            .bind(user)
-            .bind(up_to)
-            .execute(&mut *tx)
-            .await?;
-            let unread = unread_in(tx, tenant, user).await?;
-            let events = vec![unread_event(tenant, user, unread)];
-            Ok((Done::Read(unread), Cow::Owned(events)))
-        }
-        Op::Bid(bid) => bids::insert_bid(tx, bid)
-            .await?
-            .map(|(b, new)| (Done::Bid(b, new), Cow::Owned(Vec::new()))),
-        Op::Product(p) => {
-            bids::insert_product(tx, p).await?;
-            Ok((Done::Product, Cow::Owned(vec![created_event(p)])))
-        }
-        Op::Decide(product, limit, rules) => {
-            let (n, events) = bids::round(tx, product, *limit, rules.as_ref())
-                .await?
-                .unwrap_or_default();
-            Ok((Done::Decided(n), Cow::Owned(events)))
-        }
-    })
-}
-
-/// Appends inside the caller's transaction: bumps each tenant's counter,
-/// inserts the events and updates retained state.
-pub(crate) async fn append_tx<E: Borrow<NewEvent> + Sync>(
-    tx: &mut SqliteConnection,
-    events: &[E],
-) -> Result<Vec<StoredEvent>, Error> {
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
-    let counts = tenant_counts(events);
-    let mut lasts = Vec::with_capacity(counts.len());
-    for (tenant, n) in &counts {
-        let last: Option<i64> = sqlx::query_scalar(
-            "UPDATE tenants SET last_seq = last_seq + ? WHERE slug = ? RETURNING last_seq",
-        )
-        .bind(n)
-        .bind(tenant)
-        .fetch_optional(&mut *tx)
-        .await?;
-        match last {
-            Some(last) => lasts.push(last),
-            None => return Err(Error::UnknownTenant(tenant.to_string())),
-        }
-    }
-    let stored = assign_seqs(events, &counts, &lasts, crate::event::now_ms());
-    for chunk in stored.chunks(INSERT_CHUNK) {
-        let sql = format!(
-            "INSERT INTO events (tenant, seq, topic, type, payload, ts) VALUES {}",
-            vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(",")
-        );
-        let mut q = sqlx::query(&sql);
-        for e in chunk {
-            q = q
-                .bind(&*e.tenant)
-                .bind(e.seq as i64)
-                .bind(&e.topic)
-                .bind(&e.kind)
-                .bind(&e.json)
-                .bind(e.ts);
-        }
-        q.execute(&mut *tx).await?;
-    }
-    for (new, e) in retained_last(events, &stored) {
-        sqlx::query(
-            "INSERT INTO topics (tenant, topic, retained, retained_seq, retained_ts) \
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, topic) DO UPDATE SET \
-             retained = excluded.retained, retained_seq = excluded.retained_seq, \
-             retained_ts = excluded.retained_ts",
-        )
-        .bind(&new.tenant)
-        .bind(&new.topic)
-        .bind(&new.data)
-        .bind(e.seq as i64)
-        .bind(e.ts)
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(stored)
 }
 
 fn placeholders(n: usize) -> String {
