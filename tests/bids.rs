@@ -515,3 +515,80 @@ async fn bid_input_and_access(mode: Mode) {
     env.cleanup().await;
 }
 both_modes!(bid_input_and_access_test, bid_input_and_access);
+
+/// Bids that arrive together share a commit. A refused bid (a key reused for
+/// another bid) and a repeated one (same key, same body) in the same burst as
+/// new bids disturb none of them: every new bid is stored and decided once.
+async fn burst_with_refusals(mode: Mode) {
+    let env = Env::new(mode)
+        .await
+        .set("SWITCHYARD_POST_RATE", 1000)
+        .set("SWITCHYARD_POST_BURST", 1000);
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let keys = env.keys().await;
+    let p = product(&node, &tenant, json!({})).await;
+    let id = p["id"].as_str().expect("id").to_string();
+    let tok = token(&keys, "u1", &tenant);
+    let post = |amount: i64, key: String| {
+        node.http
+            .post(format!("{}/api/products/{id}/bids", node.url))
+            .bearer_auth(&tok)
+            .json(&json!({"bidder_id": "u1", "amount": amount, "idempotency_key": key}))
+            .send()
+    };
+    let first: Value = post(110, "k0".into())
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    let first_id = first["bid_id"].as_str().expect("bid_id").to_string();
+    let mut burst = tokio::task::JoinSet::new();
+    for i in 0..60i64 {
+        let (amount, key) = match i % 3 {
+            0 => (110, "k0".to_string()),
+            1 => (120 + i, "k0".to_string()),
+            _ => (200 + i, format!("k{i}")),
+        };
+        let req = post(amount, key);
+        burst.spawn(async move {
+            let r = req.await.expect("request");
+            let status = r.status();
+            (i, status, r.json::<Value>().await.expect("json"))
+        });
+    }
+    let mut fresh = vec![first_id.clone()];
+    while let Some(done) = burst.join_next().await {
+        let (i, status, body) = done.expect("task");
+        match i % 3 {
+            0 => {
+                assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+                assert_eq!(body["bid_id"], first_id.as_str(), "a repeat made a new bid");
+            }
+            1 => {
+                assert_eq!(status, StatusCode::CONFLICT, "{body}");
+                assert_eq!(body["error"]["code"], "conflict");
+            }
+            _ => {
+                assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+                let bid = body["bid_id"].as_str().expect("bid_id").to_string();
+                assert!(!fresh.contains(&bid), "bid id {bid} answered twice");
+                fresh.push(bid);
+            }
+        }
+    }
+    assert_eq!(fresh.len(), 21);
+    let bids = decided(&node, &fresh).await;
+    let accepted = bids.iter().filter(|b| b["status"] == "accepted").count();
+    assert!(accepted >= 1, "no bid accepted: {bids:?}");
+    let state: Value = node
+        .get(&format!("/api/products/{id}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(state["bid_count"], accepted as i64, "{state}");
+    env.cleanup().await;
+}
+both_modes!(burst_with_refusals_test, burst_with_refusals);

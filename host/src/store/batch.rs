@@ -194,3 +194,68 @@ async fn run(mut rx: mpsc::Receiver<Job>, target: Arc<dyn Target>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::Store;
+
+    fn event(tenant: &str, n: usize) -> NewEvent {
+        NewEvent {
+            tenant: tenant.into(),
+            topic: "feed:1".into(),
+            kind: "note".into(),
+            data: format!("{{\"n\":{n}}}"),
+            retain: n % 2 == 0,
+        }
+    }
+
+    /// Appends that arrive together share a batch; one naming an unknown
+    /// tenant fails alone and the others get gapless ids.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_write_fails_alone() {
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-batch-{}", crate::bids::new_id("t")));
+        let store = Arc::new(SqliteStore::open(&dir).await.expect("open"));
+        store.create_tenant("acme", "Acme").await.expect("tenant");
+        let mut writes = tokio::task::JoinSet::new();
+        for n in 0..200 {
+            let store = store.clone();
+            let tenant = if n == 77 { "nobody" } else { "acme" };
+            writes.spawn(async move { (n, store.append(&[event(tenant, n)]).await) });
+        }
+        let mut ids = BTreeSet::new();
+        while let Some(done) = writes.join_next().await {
+            let (n, result) = done.expect("task");
+            match result {
+                Ok(stored) if n != 77 => {
+                    assert_eq!(stored.len(), 1);
+                    assert!(stored[0].json.contains(&format!("\"n\":{n}")));
+                    ids.insert(stored[0].seq);
+                }
+                Err(Error::UnknownTenant(t)) if n == 77 => assert_eq!(t, "nobody"),
+                other => panic!("write {n}: {other:?}"),
+            }
+        }
+        assert_eq!(ids.len(), 199);
+        assert_eq!(ids.first(), Some(&1));
+        assert_eq!(ids.last(), Some(&199));
+        let page = store
+            .read("acme", &["feed:1".into()], Some(0), 1000)
+            .await
+            .expect("read");
+        assert_eq!(page.events.len(), 199);
+        assert_eq!(page.head, 199);
+        // The retained state is the last retained event's, written once.
+        let retained = page.topics[0].retained.as_ref().expect("retained");
+        let last_even = page.events.iter().rev().find(|e| {
+            let n: serde_json::Value = serde_json::from_str(&e.json).expect("json");
+            n["data"]["n"].as_u64().expect("n") % 2 == 0
+        });
+        assert_eq!(Some(retained.seq), last_even.map(|e| e.seq));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
