@@ -209,7 +209,7 @@ mod tests {
             topic: "feed:1".into(),
             kind: "note".into(),
             data: format!("{{\"n\":{n}}}"),
-            retain: n % 2 == 0,
+            retain: n.is_multiple_of(2),
         }
     }
 
@@ -253,7 +253,7 @@ mod tests {
         let retained = page.topics[0].retained.as_ref().expect("retained");
         let last_even = page.events.iter().rev().find(|e| {
             let n: serde_json::Value = serde_json::from_str(&e.json).expect("json");
-            n["data"]["n"].as_u64().expect("n") % 2 == 0
+            n["data"]["n"].as_u64().expect("n").is_multiple_of(2)
         });
         assert_eq!(Some(retained.seq), last_even.map(|e| e.seq));
         let _ = std::fs::remove_dir_all(&dir);
