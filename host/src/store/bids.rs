@@ -1,8 +1,13 @@
 //! Products and bids in the system of record (`BidStore`), for SQLite and
 //! Postgres. A decision round runs in one transaction: lock the product, read
 //! its queued bids in order, apply the rules, write outcomes, product and
-//! events (`append_tx`). Only `queued` bids are decided, so a round that runs
-//! twice (two workers, a retried wake-up) decides nothing twice.
+//! events. Only `queued` bids are decided, so a round that runs twice (two
+//! workers, a retried wake-up) decides nothing twice.
+//!
+//! New bids and products go through the store's batch (group commit). So do
+//! embedded rounds (`sqlite_writer.rs` writes them); in Postgres each round is
+//! its own transaction, so rounds of different products run in parallel and a
+//! product's row lock never waits on unrelated writes.
 
 use async_trait::async_trait;
 
@@ -129,12 +134,7 @@ pub(crate) mod sqlite_impl {
         })
     }
 
-    async fn load_product(
-        conn: &mut SqliteConnection,
-        id: &str,
-        // SQLite has one writer: the transaction itself is the lock.
-        _lock: bool,
-    ) -> Result<Option<Product>, Error> {
+    async fn load_product(conn: &mut SqliteConnection, id: &str) -> Result<Option<Product>, Error> {
         let sql = format!("SELECT {PRODUCT_COLS} FROM products WHERE id = ?");
         let row = sqlx::query(&sql)
             .bind(id)
@@ -154,7 +154,7 @@ pub(crate) mod sqlite_impl {
 
         async fn product(&self, id: &str) -> Result<Option<Product>, Error> {
             let mut conn = self.read.acquire().await?;
-            load_product(&mut conn, id, false).await
+            load_product(&mut conn, id).await
         }
 
         async fn submit_bid(&self, bid: &Bid) -> Result<(Bid, bool), Error> {
