@@ -70,8 +70,25 @@ enum PluginCommand {
         /// The cases (`.json`).
         cases: std::path::PathBuf,
     },
-    /// Run a bid-validator candidate over recorded decisions from the
-    /// system of record and report where it would have decided otherwise.
+    /// Time calls over recorded cases: per-call latency p50/p90/p99 (the
+    /// inputs round-robin, instances reused, as in the server).
+    Bench {
+        /// The component (`.wasm`).
+        file: std::path::PathBuf,
+        /// The cases (`.json`); their `expect` is not checked.
+        cases: std::path::PathBuf,
+        /// Timed calls.
+        #[arg(long, default_value_t = 100_000)]
+        calls: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a candidate over what the system of record holds and report
+    /// where it differs: a bid validator over recorded decisions (vs the
+    /// decisions taken), a notification shaper over recorded messages (vs
+    /// the notifications sent), an event filter over recorded events for
+    /// one subscription shape (vs the active filter, or none).
     Replay {
         /// The candidate component (`.wasm`).
         file: std::path::PathBuf,
@@ -192,6 +209,25 @@ fn plugin(command: PluginCommand, top: Options) -> anyhow::Result<()> {
             let (report, failed) = cli::test(&read(&file)?, &cases).map_err(anyhow::Error::msg)?;
             print!("{report}");
             failed > 0
+        }
+        PluginCommand::Bench {
+            file,
+            cases,
+            calls,
+            json,
+        } => {
+            let cases: serde_json::Value =
+                serde_json::from_slice(&read(&cases)?).context("the cases file is not JSON")?;
+            let r = cli::bench(&read(&file)?, &cases, calls).map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{}: {} calls ({} failed): p50 {:.2} us, p90 {:.2} us, p99 {:.2} us, mean {:.2} us",
+                    r.slot, r.calls, r.failed, r.p50_us, r.p90_us, r.p99_us, r.mean_us
+                );
+            }
+            false
         }
         PluginCommand::Replay {
             file,

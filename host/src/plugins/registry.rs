@@ -25,8 +25,9 @@ use crate::store::plugins::{PluginStore, SlotChange, SlotRow};
 use crate::store::Error as StoreError;
 
 /// Upper bounds of the call-latency buckets, in microseconds.
-const CALL_BUCKETS_US: [u64; 14] = [
-    5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000,
+const CALL_BUCKETS_US: [u64; 21] = [
+    1, 2, 3, 4, 5, 6, 8, 10, 15, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000,
+    50_000, 100_000,
 ];
 /// Disagreement examples kept per shadow candidate.
 const SHADOW_EXAMPLES: usize = 10;
@@ -42,7 +43,8 @@ pub struct CallStats {
 
 impl CallStats {
     fn record(&self, took: Duration, result: Result<(), FailKind>) {
-        let us = took.as_micros() as u64;
+        // Rounded up, so a call lands in the bucket whose bound it is under.
+        let us = took.as_nanos().div_ceil(1_000) as u64;
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(us, Ordering::Relaxed);
         if let Some(i) = CALL_BUCKETS_US.iter().position(|b| us <= *b) {
