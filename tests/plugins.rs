@@ -335,6 +335,95 @@ both_modes!(
     examples_are_active_and_used
 );
 
+// ---- outbid digests through the shaper ------------------------------------
+
+async fn outbid_digest_is_shaped(mode: Mode) {
+    let env = Env::new(mode).await;
+    let nodes = env.start_nodes(2).await;
+    let (a, b) = (&nodes[0], nodes.last().expect("node"));
+    let tenant = a.tenant().await;
+    let tok = env.token("bob", &tenant).await;
+    let mut inbox = a
+        .sse(
+            &format!("/events/users/bob?tenant={tenant}&token={tok}"),
+            None,
+        )
+        .await;
+    let p = product(b, &tenant).await;
+    assert_eq!(
+        decided(b, &bid(b, &p, "bob", 200).await).await["status"],
+        "accepted"
+    );
+    assert_eq!(
+        decided(b, &bid(b, &p, "alice", 1250).await).await["status"],
+        "accepted"
+    );
+    // The bundled shaper's digest: its preview and data.
+    let e = inbox
+        .next_of("bid.outbid", secs(10))
+        .await
+        .expect("bid.outbid");
+    let data = &e.json()["data"];
+    assert_eq!(
+        data["preview"], "Outbid on “Lamp”: the bid is now 12.50",
+        "{data}"
+    );
+    assert_eq!(data["product_id"], p.as_str(), "{data}");
+    assert_eq!(data["amount"], 1250, "{data}");
+    assert_eq!(data["times"], 1, "{data}");
+    assert!(data.get("title").is_none(), "shaped, not built in: {data}");
+    let mut calls = 0;
+    for n in &nodes {
+        calls += slot_info(n, "notification-shaper", None).await["calls"]
+            .as_u64()
+            .expect("calls");
+    }
+    assert_eq!(calls, 1, "one digest, shaped on the node that decided");
+    // A shaper that fails: the built-in bid.outbid goes out instead.
+    configure(a, "notification-shaper", "", json!({"mode": "panic"})).await;
+    let r = put_plugin(a, "notification-shaper", "", component("hostile_shaper")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let hostile = sha(&component("hostile_shaper"));
+    for n in &nodes {
+        wait_for("the hostile shaper on every node", secs(10), || async {
+            active_hash(n, "notification-shaper", None).await.as_deref() == Some(hostile.as_str())
+        })
+        .await;
+    }
+    assert_eq!(
+        decided(b, &bid(b, &p, "bob", 1300).await).await["status"],
+        "accepted"
+    );
+    let alice_last = bid(b, &p, "alice", 1400).await;
+    assert_eq!(decided(b, &alice_last).await["status"], "accepted");
+    let e = inbox
+        .next_of("bid.outbid", secs(10))
+        .await
+        .expect("bid.outbid");
+    let data = &e.json()["data"];
+    assert_eq!(data["title"], "Lamp", "{data}");
+    assert_eq!(data["amount"], 1400, "{data}");
+    assert_eq!(data["bid_id"], alice_last.as_str(), "{data}");
+    assert_eq!(data["times"], 1, "{data}");
+    assert_eq!(
+        data["preview"], "Outbid on “Lamp”: the bid is now 14.00",
+        "{data}"
+    );
+    let mut trapped = 0;
+    for n in &nodes {
+        trapped += slot_info(n, "notification-shaper", None).await["errors"]["trap"]
+            .as_u64()
+            .unwrap_or_default();
+    }
+    // Two digests (alice outbid by bob, then bob by alice), each a failed call.
+    assert_eq!(trapped, 2);
+    env.cleanup().await;
+}
+both_modes!(
+    an_outbid_user_gets_the_shaped_digest_and_a_failing_shaper_falls_back,
+    outbid_digest_is_shaped
+);
+
 // ---- hostile components ----------------------------------------------------
 
 /// Installs the hostile validator in `mode`; a bid is then rejected with
