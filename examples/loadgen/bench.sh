@@ -14,6 +14,8 @@
 #   examples/loadgen/bench.sh plugins 10000 10          # plugin per-call cost per slot; the event
 #                                                       # filter with 10 shapes at 10,000 events/s on
 #                                                       # 10 streams, 5 filter swaps by file meanwhile
+#   examples/loadgen/bench.sh plugins-cluster 5         # 5 validator uploads on one cluster node: time
+#                                                       # until the other node has each one active
 #
 # Each run starts its own server (embedded mode, a fresh temp data dir, port
 # 18400) and stops it and every client it started on exit. `cluster` starts
@@ -388,6 +390,30 @@ EOF
   cat "$OUT/plugins.load"
 }
 
+plugins_cluster() { # swaps
+  local n=${1:-5} i hash t0 t1
+  PLUGINS=${PLUGINS:-target/plugins/wasm32-wasip2/release}
+  wait_quiet | tee "$OUT/plugins-cluster.load"
+  start_mode cluster
+  : >"$OUT/plugins-cluster.log"
+  for i in $(seq 1 "$n"); do
+    hash=$(plugin_variant "$PLUGINS/bid_validator.wasm" "$OUT/bid-validator-$i.wasm" "$i")
+    t0=$(date +%s%N)
+    curl -sf -X PUT "$URL/admin/plugins/bid-validator" -H "Authorization: Bearer $TOKEN" \
+      -H 'Content-Type: application/wasm' --data-binary "@$OUT/bid-validator-$i.wasm" >/dev/null
+    t1=$(date +%s%N)
+    until curl -sf "http://127.0.0.1:18401/admin/plugins" -H "Authorization: Bearer $TOKEN" |
+      grep -q "\"version\":\"$hash\""; do
+      sleep 0.005
+    done
+    t2=$(date +%s%N)
+    echo "swap $i: ${hash:0:12} PUT on :18400 answered after $(( (t1 - t0) / 1000000 )) ms, active on :18401 after $(( (t2 - t0) / 1000000 )) ms" |
+      tee -a "$OUT/plugins-cluster.log"
+    rm -f "$OUT/bid-validator-$i.wasm"
+  done
+  cat "$OUT/plugins-cluster.load"
+}
+
 case "${1:-}" in
   idle) idle "${2:?clients}" ;;
   fanout) fanout "${2:?clients}" "${3:?events/s}" ;;
@@ -396,5 +422,6 @@ case "${1:-}" in
   messages) messages "${2:?embedded|cluster}" "${3:?messages/s}" ;;
   bids) bids "${2:?embedded|cluster}" "${3:?bids/s or max}" "${4:?products}" ;;
   plugins) plugins "${2:-10000}" "${3:-10}" ;;
-  *) sed -n '2,32p' "$0"; exit 2 ;;
+  plugins-cluster) plugins_cluster "${2:-5}" ;;
+  *) sed -n '2,34p' "$0"; exit 2 ;;
 esac
