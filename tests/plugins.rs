@@ -287,6 +287,17 @@ async fn examples_are_active_and_used(mode: Mode) {
         "{}",
         r.text().await.unwrap_or_default()
     );
+    // Either node may decide the bid: wait until both run the tenant's version.
+    let want = sha(&component("bid_validator"));
+    for n in &nodes {
+        wait_for("the tenant's validator on every node", secs(10), || async {
+            active_hash(n, "bid-validator", Some(&tenant))
+                .await
+                .as_deref()
+                == Some(want.as_str())
+        })
+        .await;
+    }
     let p = product(b, &tenant).await;
     let over = decided(b, &bid(b, &p, "u1", 5_000).await).await;
     assert_eq!(over["status"], "rejected");
