@@ -287,6 +287,17 @@ async fn examples_are_active_and_used(mode: Mode) {
         "{}",
         r.text().await.unwrap_or_default()
     );
+    // Either node may decide the bid: wait until both run the tenant's version.
+    let want = sha(&component("bid_validator"));
+    for n in &nodes {
+        wait_for("the tenant's validator on every node", secs(10), || async {
+            active_hash(n, "bid-validator", Some(&tenant))
+                .await
+                .as_deref()
+                == Some(want.as_str())
+        })
+        .await;
+    }
     let p = product(b, &tenant).await;
     let over = decided(b, &bid(b, &p, "u1", 5_000).await).await;
     assert_eq!(over["status"], "rejected");
@@ -333,6 +344,95 @@ async fn examples_are_active_and_used(mode: Mode) {
 both_modes!(
     examples_are_active_and_used_through_the_server,
     examples_are_active_and_used
+);
+
+// ---- outbid digests through the shaper ------------------------------------
+
+async fn outbid_digest_is_shaped(mode: Mode) {
+    let env = Env::new(mode).await;
+    let nodes = env.start_nodes(2).await;
+    let (a, b) = (&nodes[0], nodes.last().expect("node"));
+    let tenant = a.tenant().await;
+    let tok = env.token("bob", &tenant).await;
+    let mut inbox = a
+        .sse(
+            &format!("/events/users/bob?tenant={tenant}&token={tok}"),
+            None,
+        )
+        .await;
+    let p = product(b, &tenant).await;
+    assert_eq!(
+        decided(b, &bid(b, &p, "bob", 200).await).await["status"],
+        "accepted"
+    );
+    assert_eq!(
+        decided(b, &bid(b, &p, "alice", 1250).await).await["status"],
+        "accepted"
+    );
+    // The bundled shaper's digest: its preview and data.
+    let e = inbox
+        .next_of("bid.outbid", secs(10))
+        .await
+        .expect("bid.outbid");
+    let data = &e.json()["data"];
+    assert_eq!(
+        data["preview"], "Outbid on “Lamp”: the bid is now 12.50",
+        "{data}"
+    );
+    assert_eq!(data["product_id"], p.as_str(), "{data}");
+    assert_eq!(data["amount"], 1250, "{data}");
+    assert_eq!(data["times"], 1, "{data}");
+    assert!(data.get("title").is_none(), "shaped, not built in: {data}");
+    let mut calls = 0;
+    for n in &nodes {
+        calls += slot_info(n, "notification-shaper", None).await["calls"]
+            .as_u64()
+            .expect("calls");
+    }
+    assert_eq!(calls, 1, "one digest, shaped on the node that decided");
+    // A shaper that fails: the built-in bid.outbid goes out instead.
+    configure(a, "notification-shaper", "", json!({"mode": "panic"})).await;
+    let r = put_plugin(a, "notification-shaper", "", component("hostile_shaper")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let hostile = sha(&component("hostile_shaper"));
+    for n in &nodes {
+        wait_for("the hostile shaper on every node", secs(10), || async {
+            active_hash(n, "notification-shaper", None).await.as_deref() == Some(hostile.as_str())
+        })
+        .await;
+    }
+    assert_eq!(
+        decided(b, &bid(b, &p, "bob", 1300).await).await["status"],
+        "accepted"
+    );
+    let alice_last = bid(b, &p, "alice", 1400).await;
+    assert_eq!(decided(b, &alice_last).await["status"], "accepted");
+    let e = inbox
+        .next_of("bid.outbid", secs(10))
+        .await
+        .expect("bid.outbid");
+    let data = &e.json()["data"];
+    assert_eq!(data["title"], "Lamp", "{data}");
+    assert_eq!(data["amount"], 1400, "{data}");
+    assert_eq!(data["bid_id"], alice_last.as_str(), "{data}");
+    assert_eq!(data["times"], 1, "{data}");
+    assert_eq!(
+        data["preview"], "Outbid on “Lamp”: the bid is now 14.00",
+        "{data}"
+    );
+    let mut trapped = 0;
+    for n in &nodes {
+        trapped += slot_info(n, "notification-shaper", None).await["errors"]["trap"]
+            .as_u64()
+            .unwrap_or_default();
+    }
+    // Two digests (alice outbid by bob, then bob by alice), each a failed call.
+    assert_eq!(trapped, 2);
+    env.cleanup().await;
+}
+both_modes!(
+    an_outbid_user_gets_the_shaped_digest_and_a_failing_shaper_falls_back,
+    outbid_digest_is_shaped
 );
 
 // ---- hostile components ----------------------------------------------------
@@ -675,7 +775,7 @@ async fn hot_swap_under_load(mode: Mode) {
 both_modes!(hot_swap_under_load_loses_nothing, hot_swap_under_load);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_swap_on_one_node_is_active_on_the_other_soon() {
+async fn a_swap_on_one_node_is_active_on_the_other_within_a_bound() {
     let env = Env::new(Mode::Cluster).await;
     let nodes = env.start_nodes(2).await;
     let v = variant(&component("bid_validator"), 77);
@@ -689,9 +789,11 @@ async fn a_swap_on_one_node_is_active_on_the_other_soon() {
         async move { active_hash(b, "bid-validator", None).await.as_deref() == Some(&want) }
     })
     .await;
+    // A bound, not a speed goal: the other node polls every 250 ms and then
+    // compiles the component (a debug build, maybe under a full test run);
+    // the release figure is in docs/benchmarks.md.
     let took = started.elapsed();
-    // The nodes poll every 250 ms; the bound leaves room for a loaded machine.
-    assert!(took < secs(3), "active on the other node after {took:?}");
+    assert!(took < secs(5), "active on the other node after {took:?}");
     env.cleanup().await;
 }
 
@@ -873,6 +975,140 @@ async fn plugin_replay_reports_where_a_candidate_would_decide_otherwise() {
     assert!(text.contains("3 decisions replayed, 3 differ"), "{text}");
     assert!(
         text.contains("taken `accept`") && text.contains("candidate `reject hostile`"),
+        "{text}"
+    );
+    env.cleanup().await;
+}
+
+fn artifact(name: &str) -> String {
+    PathBuf::from(env!("SWITCHYARD_PLUGIN_ARTIFACTS"))
+        .join(format!("{name}.wasm"))
+        .to_str()
+        .expect("utf-8")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_replay_compares_a_shaper_with_the_notifications_sent() {
+    let env = Env::new(Mode::Embedded).await;
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    for body in [
+        "hello",
+        "card 4111 1111 1111 1111 please",
+        "mail a@b.example",
+    ] {
+        let r = node
+            .post(
+                "/api/messages",
+                &json!({"tenant": tenant, "from": "alice", "to": "bob", "body": body}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let data_dir = env.data_dir.to_str().expect("utf-8").to_string();
+    // The shaper that sent them: nothing differs.
+    let out = run_cli(&[
+        "plugin",
+        "replay",
+        &artifact("notification_shaper"),
+        "--data-dir",
+        &data_dir,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("3 messages replayed, 0 differ"), "{text}");
+    // Another shaper: every message differs, with what was sent and what it
+    // would send.
+    let out = run_cli(&[
+        "plugin",
+        "replay",
+        &artifact("hostile_shaper"),
+        "--data-dir",
+        &data_dir,
+        "--tenant",
+        &tenant,
+        "--set",
+        "mode=plain",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("3 messages replayed, 3 differ"), "{text}");
+    assert!(
+        text.contains("[card] please") && text.contains(r#""preview":"plain""#),
+        "{text}"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_replay_runs_a_filter_over_recorded_events_for_a_shape() {
+    let env = Env::new(Mode::Embedded).await;
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    for (amount, bidder) in [(50, "u1"), (150, "u2"), (1500, "u3")] {
+        node.publish(
+            &tenant,
+            "feed:1",
+            "bid.placed",
+            json!({"amount": amount, "bidder": bidder}),
+        )
+        .await;
+    }
+    node.publish(&tenant, "other:1", "note", json!({"amount": 1}))
+        .await;
+    let data_dir = env.data_dir.to_str().expect("utf-8").to_string();
+    let replay = |shape: &'static str| {
+        run_cli(&[
+            "plugin",
+            "replay",
+            &artifact("event_filter"),
+            "--data-dir",
+            &data_dir,
+            "--topic",
+            "feed:1",
+            "--shape",
+            shape,
+        ])
+    };
+    // Against the active filter (the same component): nothing differs.
+    let out = replay("min_amount=100");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("3 events replayed, 0 differ"), "{text}");
+    assert!(
+        text.contains("candidate: pass 2, drop 1, replace 0, failed 0"),
+        "{text}"
+    );
+    assert!(text.contains("compared with: event-filter@"), "{text}");
+    // With no filter active, the built-in passes everything.
+    let r = node
+        .http
+        .delete(format!("{}/admin/plugins/event-filter", node.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::OK);
+    let out = replay("redact=bidder");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("3 events replayed, 3 differ"), "{text}");
+    assert!(
+        text.contains("active:    pass 3, drop 0, replace 0")
+            && text.contains("candidate: pass 0, drop 0, replace 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"builtin `pass`, candidate `replace {"amount":50}`"#),
         "{text}"
     );
     env.cleanup().await;

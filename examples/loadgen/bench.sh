@@ -11,6 +11,11 @@
 #   examples/loadgen/bench.sh bids embedded max 1       # bids as fast as they are taken, one product
 #   examples/loadgen/bench.sh bids cluster max 100      # ... spread over 100 products, two nodes
 #   examples/loadgen/bench.sh bids embedded 1000 1      # 1,000 bids/s: POST -> bid.accepted latency
+#   examples/loadgen/bench.sh plugins 10000 10          # plugin per-call cost per slot; the event
+#                                                       # filter with 10 shapes at 10,000 events/s on
+#                                                       # 10 streams, 5 filter swaps by file meanwhile
+#   examples/loadgen/bench.sh plugins-cluster 5         # 5 validator uploads on one cluster node: time
+#                                                       # until the other node has each one active
 #
 # Each run starts its own server (embedded mode, a fresh temp data dir, port
 # 18400) and stops it and every client it started on exit. `cluster` starts
@@ -20,7 +25,9 @@
 # $OUT (default /tmp/switchyard-bench). BIN picks the binaries' directory
 # (default target/release). Before messages and bids runs the script waits
 # (up to QUIET_WAIT seconds, default 600) for the 1-minute load average to
-# drop below 1.0, and prints it.
+# drop below 1.0, and prints it. `plugins` reads the example components from
+# $PLUGINS (default target/plugins/wasm32-wasip2/release, where the build puts
+# them) and the small inputs in examples/loadgen/plugins/.
 set -euo pipefail
 
 BIN=${BIN:-target/release}
@@ -33,6 +40,7 @@ TICK=$(getconf CLK_TCK)
 mkdir -p "$OUT"
 
 PIDS=()
+SUB_ARGS=()
 PGHOST=${PGHOST:-127.0.0.1}
 REDIS_PORT=${REDIS_PORT:-18479}
 JWT_SECRET=bench-jwt-secret-0123456789abcdef
@@ -115,7 +123,7 @@ fanout_run() {
   local count=$((rate * PUBLISH_SECS))
   "$BIN/switchyard-loadgen" subscribe --url "$suburl" --path "$path" --clients "$n" \
     --ramp-per-sec 2000 --duration-secs $((PUBLISH_SECS + 30)) --expect-count "$count" \
-    --report "$OUT/$name-sub.json" >"$OUT/$name-sub.log" 2>&1 &
+    "${SUB_ARGS[@]}" --report "$OUT/$name-sub.json" >"$OUT/$name-sub.log" 2>&1 &
   local sub=$!; PIDS+=("$sub")
   wait_line "$OUT/$name-sub.log" 'ramp complete'
   sleep 2
@@ -294,6 +302,118 @@ bids() { # embedded|cluster bids/s|max products
   cat "$OUT/$name.load"
 }
 
+# plugin_variant SRC DST N: SRC with a custom section appended (same code, a
+# new content hash: a new version); prints the hash.
+plugin_variant() {
+  python3 - "$1" "$2" "$3" <<'EOF'
+import hashlib, sys
+src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+name = b"switchyard-bench"
+body = bytes([len(name)]) + name + n.to_bytes(4, "little")
+data = open(src, "rb").read() + bytes([0, len(body)]) + body
+open(dst, "wb").write(data)
+print(hashlib.sha256(data).hexdigest())
+EOF
+}
+
+# swap_filters DIR N LOG: N times, renames a new event-filter version into the
+# plugins dir and times file write -> active (GET /admin/plugins shows it).
+swap_filters() {
+  local dir=$1 n=$2 log=$3 i hash t0 t1
+  for i in $(seq 1 "$n"); do
+    hash=$(plugin_variant "$PLUGINS/event_filter.wasm" "$dir/.event-filter.wasm.tmp" "$i")
+    t0=$(date +%s%N)
+    mv "$dir/.event-filter.wasm.tmp" "$dir/event-filter.wasm"
+    until curl -sf "$URL/admin/plugins" -H "Authorization: Bearer $TOKEN" |
+      grep -q "\"version\":\"$hash\""; do
+      sleep 0.005
+    done
+    t1=$(date +%s%N)
+    echo "swap $i: ${hash:0:12} active after $(( (t1 - t0) / 1000000 )) ms" | tee -a "$log"
+    sleep 2
+  done
+}
+
+# filter_stats: "calls p50_us p99_us errors" of the default event-filter slot.
+filter_stats() {
+  curl -sf "$URL/admin/plugins" -H "Authorization: Bearer $TOKEN" | python3 -c '
+import json, sys
+s = [x for x in json.load(sys.stdin)["slots"] if x["slot"] == "event-filter" and x["tenant"] is None][0]
+print(s["calls"], s["latency_us"]["p50"], s["latency_us"]["p99"], sum(s["errors"].values()))'
+}
+
+plugins() { # events/s streams
+  local rate=${1:-10000} clients=${2:-10} shapes=10
+  PLUGINS=${PLUGINS:-target/plugins/wasm32-wasip2/release}
+  wait_quiet | tee "$OUT/plugins.load"
+  echo "== per-call cost, in process (switchyard plugin bench, small inputs) =="
+  local slot
+  for slot in bid-validator notification-shaper event-filter; do
+    "$BIN/switchyard" plugin bench "$PLUGINS/${slot//-/_}.wasm" \
+      "examples/loadgen/plugins/$slot.json" --calls "${CALLS:-200000}" | tee "$OUT/plugins-bench-$slot.txt"
+  done
+  echo "== event filter: $shapes shapes, $clients streams, $rate events/s for ${PUBLISH_SECS}s, 5 swaps =="
+  local pdir; pdir=$(mktemp -d)
+  start_server SWITCHYARD_PLUGINS_DIR="$pdir"
+  SRV_PIDS=("$SERVER_PID")
+  local calls0 calls1 errors0 errors1 p50 p99
+  read -r calls0 _ _ errors0 < <(filter_stats)
+  : >"$OUT/plugins-swaps.log"
+  # The swaps start once the publisher runs (ramp, 2 s, a margin).
+  (sleep 6; swap_filters "$pdir" 5 "$OUT/plugins-swaps.log") &
+  local swapper=$!; PIDS+=("$swapper")
+  SUB_ARGS=(--shapes "$shapes")
+  CLIENTS=$clients RATE=$rate fanout_run "plugins-filter-$rate" $URL \
+    "/events?tenant=demo&topic=pf:1&min_amount={shape}" \
+    publish --url $URL --tenant demo --topic pf:1 --token $TOKEN --concurrency "${CONCURRENCY:-64}"
+  wait "$swapper" || true
+  read -r calls1 p50 p99 errors1 < <(filter_stats)
+  python3 - "$OUT/plugins-filter-$rate-sub.json" "$OUT/plugins-filter-$rate-pub.json" \
+    "$calls0" "$calls1" "$p50" "$p99" "$errors0" "$errors1" "$OUT/plugins-swaps.log" <<'EOF'
+import json, re, sys
+sub, pub = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+calls = int(sys.argv[4]) - int(sys.argv[3])
+p50, p99, errors = sys.argv[5], sys.argv[6], int(sys.argv[8]) - int(sys.argv[7])
+published = pub["ok"]
+print(f"published {published} events ({pub['achieved_rate']:.0f}/s achieved, {pub['missed_ticks']} missed ticks); "
+      f"POST latency p50 {pub['latency'].get('p50_ms', '?')} ms; deliveries {sub['events']}; gaps {sub['gaps']}, "
+      f"duplicates {sub['duplicates']}, out of order {sub['out_of_order']}")
+print(f"filter calls {calls} = {calls / max(published, 1):.2f} per event; failed calls {errors}; "
+      f"server-side per call p50 <= {p50} us, p99 <= {p99} us (histogram bucket bounds)")
+print(f"connections: {sub['established']} established, {sub['closed_by_server']} closed by the server, "
+      f"{sub['open_at_end']} open at end, {sub['failed']} failed; errors {sub['errors']}")
+ms = [int(m) for m in re.findall(r"active after (\d+) ms", open(sys.argv[9]).read())]
+if ms:
+    print(f"swaps: {len(ms)}, file write -> active {min(ms)}-{max(ms)} ms (median {sorted(ms)[len(ms) // 2]} ms)")
+EOF
+  rm -rf "$pdir"
+  cat "$OUT/plugins.load"
+}
+
+plugins_cluster() { # swaps
+  local n=${1:-5} i hash t0 t1
+  PLUGINS=${PLUGINS:-target/plugins/wasm32-wasip2/release}
+  wait_quiet | tee "$OUT/plugins-cluster.load"
+  start_mode cluster
+  : >"$OUT/plugins-cluster.log"
+  for i in $(seq 1 "$n"); do
+    hash=$(plugin_variant "$PLUGINS/bid_validator.wasm" "$OUT/bid-validator-$i.wasm" "$i")
+    t0=$(date +%s%N)
+    curl -sf -X PUT "$URL/admin/plugins/bid-validator" -H "Authorization: Bearer $TOKEN" \
+      -H 'Content-Type: application/wasm' --data-binary "@$OUT/bid-validator-$i.wasm" >/dev/null
+    t1=$(date +%s%N)
+    until curl -sf "http://127.0.0.1:18401/admin/plugins" -H "Authorization: Bearer $TOKEN" |
+      grep -q "\"version\":\"$hash\""; do
+      sleep 0.005
+    done
+    t2=$(date +%s%N)
+    echo "swap $i: ${hash:0:12} PUT on :18400 answered after $(( (t1 - t0) / 1000000 )) ms, active on :18401 after $(( (t2 - t0) / 1000000 )) ms" |
+      tee -a "$OUT/plugins-cluster.log"
+    rm -f "$OUT/bid-validator-$i.wasm"
+  done
+  cat "$OUT/plugins-cluster.load"
+}
+
 case "${1:-}" in
   idle) idle "${2:?clients}" ;;
   fanout) fanout "${2:?clients}" "${3:?events/s}" ;;
@@ -301,5 +421,7 @@ case "${1:-}" in
   replay) replay "${2:-100000}" ;;
   messages) messages "${2:?embedded|cluster}" "${3:?messages/s}" ;;
   bids) bids "${2:?embedded|cluster}" "${3:?bids/s or max}" "${4:?products}" ;;
-  *) sed -n '2,27p' "$0"; exit 2 ;;
+  plugins) plugins "${2:-10000}" "${3:-10}" ;;
+  plugins-cluster) plugins_cluster "${2:-5}" ;;
+  *) sed -n '2,34p' "$0"; exit 2 ;;
 esac

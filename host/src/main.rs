@@ -4,6 +4,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchyard::config::{Config, Options};
+use switchyard::plugins::Slot;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -70,20 +71,43 @@ enum PluginCommand {
         /// The cases (`.json`).
         cases: std::path::PathBuf,
     },
-    /// Run a bid-validator candidate over recorded decisions from the
-    /// system of record and report where it would have decided otherwise.
+    /// Time calls over recorded cases: per-call latency p50/p90/p99 (the
+    /// inputs round-robin, instances reused, as in the server).
+    Bench {
+        /// The component (`.wasm`).
+        file: std::path::PathBuf,
+        /// The cases (`.json`); their `expect` is not checked.
+        cases: std::path::PathBuf,
+        /// Timed calls.
+        #[arg(long, default_value_t = 100_000)]
+        calls: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a candidate over what the system of record holds and report
+    /// where it differs: a bid validator over recorded decisions (vs the
+    /// decisions taken), a notification shaper over recorded messages (vs
+    /// the notifications sent), an event filter over recorded events for
+    /// one subscription shape (vs the active filter, or none).
     Replay {
         /// The candidate component (`.wasm`).
         file: std::path::PathBuf,
-        /// Only this tenant's decisions.
+        /// Only this tenant's records.
         #[arg(long)]
         tenant: Option<String>,
-        /// How many of the latest decisions.
+        /// How many of the latest decisions or messages (events: per tenant).
         #[arg(long, default_value_t = 10_000)]
         limit: usize,
         /// Plugin configuration, `key=value` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         config: Vec<String>,
+        /// Event filter: the subscription shape, `key=value` (repeatable).
+        #[arg(long = "shape", value_name = "KEY=VALUE")]
+        shape: Vec<String>,
+        /// Event filter: only events of this topic.
+        #[arg(long)]
+        topic: Option<String>,
         #[command(flatten)]
         options: Options,
     },
@@ -193,48 +217,81 @@ fn plugin(command: PluginCommand, top: Options) -> anyhow::Result<()> {
             print!("{report}");
             failed > 0
         }
+        PluginCommand::Bench {
+            file,
+            cases,
+            calls,
+            json,
+        } => {
+            let cases: serde_json::Value =
+                serde_json::from_slice(&read(&cases)?).context("the cases file is not JSON")?;
+            let r = cli::bench(&read(&file)?, &cases, calls).map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{}: {} calls ({} failed): p50 {:.2} us, p90 {:.2} us, p99 {:.2} us, mean {:.2} us",
+                    r.slot, r.calls, r.failed, r.p50_us, r.p90_us, r.p99_us, r.mean_us
+                );
+            }
+            false
+        }
         PluginCommand::Replay {
             file,
             tenant,
             limit,
             config: pairs,
+            shape,
+            topic,
             options,
         } => {
             let bytes = read(&file)?;
-            let mut config = std::collections::BTreeMap::new();
-            for p in pairs {
-                let (k, v) = p
-                    .split_once('=')
-                    .with_context(|| format!("--set {p:?} is not KEY=VALUE"))?;
-                config.insert(k.to_string(), v.to_string());
-            }
+            let config = key_values(&pairs, "--set")?;
+            let shape: Vec<(String, String)> = key_values(&shape, "--shape")?.into_iter().collect();
+            let slot = cli::slot_of(&bytes).map_err(anyhow::Error::msg)?;
             let config_all = Config::load(merge(options, top))?;
             init_logging(config_all.log_json);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            let decided = runtime.block_on(async {
-                let backend = switchyard::backend(&config_all)
-                    .await
-                    .map_err(anyhow::Error::msg)?;
-                backend
-                    .bids
-                    .decided(tenant.as_deref(), limit)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot read decisions: {e}"))
-            })?;
-            let recorded: Vec<cli::Recorded> = decided
-                .into_iter()
-                .filter_map(|(bid, input)| {
-                    Some(cli::Recorded {
-                        bid,
-                        input: serde_json::from_str(&input).ok()?,
-                    })
-                })
-                .collect();
-            let (report, differ) =
-                cli::replay_bids(&bytes, &recorded, config).map_err(anyhow::Error::msg)?;
+            let backend = runtime
+                .block_on(switchyard::backend(&config_all))
+                .map_err(anyhow::Error::msg)?;
+            let tenant = tenant.as_deref();
+            let (report, differ) = match slot {
+                Slot::BidValidator => {
+                    let decided = runtime
+                        .block_on(backend.bids.decided(tenant, limit))
+                        .map_err(|e| anyhow::anyhow!("cannot read decisions: {e}"))?;
+                    let recorded: Vec<cli::Recorded> = decided
+                        .into_iter()
+                        .filter_map(|(bid, input)| {
+                            Some(cli::Recorded {
+                                bid,
+                                input: serde_json::from_str(&input).ok()?,
+                            })
+                        })
+                        .collect();
+                    cli::replay_bids(&bytes, &recorded, config)
+                }
+                Slot::NotificationShaper => {
+                    let recorded = runtime
+                        .block_on(backend.plugins.recorded_messages(tenant, limit))
+                        .map_err(|e| anyhow::anyhow!("cannot read messages: {e}"))?;
+                    cli::replay_messages(&bytes, &recorded, config)
+                }
+                Slot::EventFilter => {
+                    let (events, baselines) = runtime.block_on(recorded_events(
+                        &backend,
+                        tenant,
+                        topic.as_deref(),
+                        limit,
+                    ))?;
+                    cli::replay_events(&bytes, &events, &shape, config, &baselines)
+                }
+            }
+            .map_err(anyhow::Error::msg)?;
             print!("{report}");
             differ > 0
         }
@@ -243,6 +300,86 @@ fn plugin(command: PluginCommand, top: Options) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// `key=value` arguments of `flag`.
+fn key_values(
+    pairs: &[String],
+    flag: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for p in pairs {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("{flag} {p:?} is not KEY=VALUE"))?;
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// The latest `limit` events of each tenant (or one; of one topic if given),
+/// and the event filter active for each tenant that has one (`""`: the
+/// default slot), for `plugin replay` of an event filter.
+async fn recorded_events(
+    backend: &switchyard::state::Backend,
+    tenant: Option<&str>,
+    topic: Option<&str>,
+    limit: usize,
+) -> anyhow::Result<(
+    Vec<switchyard::event::StoredEvent>,
+    std::collections::BTreeMap<String, switchyard::plugins::cli::Baseline>,
+)> {
+    let read = |e: switchyard::store::Error| anyhow::anyhow!("cannot read events: {e}");
+    let mut events = Vec::new();
+    for (t, head) in backend.store.heads().await.map_err(read)? {
+        if tenant.is_some_and(|want| want != t) {
+            continue;
+        }
+        match topic {
+            Some(topic) => events.extend(
+                backend
+                    .store
+                    .latest(&t, topic, limit)
+                    .await
+                    .map_err(read)?
+                    .events,
+            ),
+            None => events.extend(
+                backend
+                    .store
+                    .range(&t, head.saturating_sub(limit as u64), head)
+                    .await
+                    .map_err(read)?,
+            ),
+        }
+    }
+    let mut baselines = std::collections::BTreeMap::new();
+    let slots = backend
+        .plugins
+        .plugin_slots()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read plugin slots: {e}"))?;
+    for row in slots {
+        if row.slot != Slot::EventFilter.as_str() {
+            continue;
+        }
+        let Some(hash) = row.active else { continue };
+        let bytes = backend
+            .plugins
+            .plugin_wasm(&hash)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read plugin {hash}: {e}"))?
+            .with_context(|| format!("the active event filter {hash} is missing from the store"))?;
+        baselines.insert(
+            row.tenant,
+            switchyard::plugins::cli::Baseline {
+                tag: format!("event-filter@{}", &hash[..12.min(hash.len())]),
+                bytes,
+                config: row.config,
+            },
+        );
+    }
+    Ok((events, baselines))
 }
 
 /// Subcommand flags win; top-level flags fill the rest.

@@ -91,7 +91,7 @@ function onEvent(ev) {
       renderProduct();
       break;
     case 'bid.outbid':
-      toast(`You were outbid on ${d.title}: ${d.amount}`);
+      toast(d.preview || `Outbid on ${d.title}: ${d.amount}`);
       break;
     case 'bid.rejected':
       break;

@@ -8,7 +8,7 @@
 //! switchyard-loadgen subscribe --url http://127.0.0.1:8080 \
 //!     --path '/events?tenant=demo&topic=bench:1' --clients 1000 \
 //!     [--ramp-per-sec 1000] [--duration-secs 30] [--expect-count K] \
-//!     [--last-event-id ID] [--report FILE.json]
+//!     [--last-event-id ID] [--shapes K] [--report FILE.json]
 //! switchyard-loadgen publish --url http://127.0.0.1:8080 --tenant demo \
 //!     --topic bench:1 --token ADMIN --rate 100 --duration-secs 20 \
 //!     [--count N] [--payload-bytes 64] [--concurrency 4] [--report FILE.json]
@@ -34,7 +34,9 @@
 //!   publisher's counter `n`; gaps are counters `n` missing between the lowest
 //!   and highest seen on a connection. `event: shutdown`, `reset` and
 //!   `snapshot` frames are counted. With `--last-event-id 0 --expect-count K`
-//!   it measures replay: the time until K events have arrived.
+//!   it measures replay: the time until K events have arrived. With
+//!   `--shapes K`, `{shape}` in `--path` becomes `i % K` for connection `i`
+//!   (K distinct subscription shapes, e.g. `&min_amount={shape}`).
 //! - `publish` posts `{"tenant","topic","type":"bench","data":{"n","sent_us","pad"}}`
 //!   to `POST /api/events` at a fixed rate (a ticker feeding `--concurrency`
 //!   keep-alive connections; `--rate 0` means as fast as they go, with
@@ -70,7 +72,7 @@ mod subscribe;
 use args::Args;
 
 const USAGE: &str = "usage: switchyard-loadgen <subscribe|publish|publish-nchan|idle|messages|bids> [--option value ...]
-  subscribe     --url U --path P --clients N [--ramp-per-sec R] [--duration-secs D] [--expect-count K] [--last-event-id ID] [--report F]
+  subscribe     --url U --path P --clients N [--ramp-per-sec R] [--duration-secs D] [--expect-count K] [--last-event-id ID] [--shapes K] [--report F]
   publish       --url U --tenant T --topic X --token ADMIN --rate EPS (--duration-secs D | --count N) [--payload-bytes B] [--concurrency C] [--report F]
   publish-nchan --url U --channel CH --rate EPS (--duration-secs D | --count N) [--payload-bytes B] [--concurrency C] [--report F]
   idle          --url U --path P --clients N [--ramp-per-sec R] [--duration-secs D]

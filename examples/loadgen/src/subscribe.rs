@@ -22,7 +22,8 @@ use crate::stats::{self, BitSet, Latency};
 pub struct Config {
     target: Target,
     path: String,
-    request: Vec<u8>,
+    /// One request per shape: connection `i` sends `requests[i % len]`.
+    requests: Vec<Vec<u8>>,
     clients: usize,
     ramp_per_sec: f64,
     /// Measured phase after the ramp; `None` runs until interrupted.
@@ -44,6 +45,7 @@ pub const SUBSCRIBE_OPTS: &[&str] = &[
     "report",
     "last-event-id",
     "connect-timeout-secs",
+    "shapes",
     "threads",
 ];
 
@@ -67,19 +69,30 @@ impl Config {
         if !path.starts_with('/') {
             return Err(format!("--path must start with '/', got {path:?}"));
         }
-        let mut request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\nUser-Agent: switchyard-loadgen\r\n",
-            target.host
-        );
-        if let Some(id) = a.opt("last-event-id") {
-            request.push_str(&format!("Last-Event-ID: {id}\r\n"));
+        // `{shape}` in the path: connection i asks for shape i % shapes.
+        let shapes: usize = a.num("shapes", 1)?;
+        if shapes == 0 || (shapes > 1 && !path.contains("{shape}")) {
+            return Err("--shapes K needs K >= 1 and a {shape} in --path".into());
         }
-        request.push_str("\r\n");
+        let requests = (0..shapes)
+            .map(|k| {
+                let mut request = format!(
+                    "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\nUser-Agent: switchyard-loadgen\r\n",
+                    path.replace("{shape}", &k.to_string()),
+                    target.host
+                );
+                if let Some(id) = a.opt("last-event-id") {
+                    request.push_str(&format!("Last-Event-ID: {id}\r\n"));
+                }
+                request.push_str("\r\n");
+                request.into_bytes()
+            })
+            .collect();
         let secs: f64 = a.num("duration-secs", if idle { 0.0 } else { 30.0 })?;
         Ok(Config {
             target,
             path,
-            request: request.into_bytes(),
+            requests,
             clients: a.num("clients", 1)?,
             ramp_per_sec: a.num("ramp-per-sec", 1000.0)?,
             duration: (secs > 0.0).then(|| Duration::from_secs_f64(secs)),
@@ -286,6 +299,7 @@ fn number_after(data: &[u8], key: &[u8]) -> Option<u64> {
 
 async fn connection(
     cfg: Arc<Config>,
+    index: usize,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> ConnStats {
@@ -293,7 +307,7 @@ async fn connection(
         started: Some(Instant::now()),
         ..ConnStats::default()
     };
-    match run_connection(&cfg, &shared, &mut stop, &mut st).await {
+    match run_connection(&cfg, index, &shared, &mut stop, &mut st).await {
         Ok(()) => {}
         Err(e) => {
             let what = if st.established {
@@ -314,6 +328,7 @@ async fn connection(
 
 async fn run_connection(
     cfg: &Config,
+    index: usize,
     shared: &Shared,
     stop: &mut watch::Receiver<bool>,
     st: &mut ConnStats,
@@ -321,7 +336,8 @@ async fn run_connection(
     let open = async {
         let mut s = TcpStream::connect(cfg.target.addr).await?;
         s.set_nodelay(true)?;
-        s.write_all(&cfg.request).await?;
+        s.write_all(&cfg.requests[index % cfg.requests.len()])
+            .await?;
         let mut raw = BytesMut::with_capacity(2048);
         let head = http::read_head(&mut s, &mut raw).await?;
         Ok::<_, io::Error>((s, raw, head))
@@ -463,10 +479,11 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             } else {
                 cfg.clients
             };
-            for _ in spawned..due {
+            for index in spawned..due {
                 shared.active.fetch_add(1, Relaxed);
                 handles.push(tokio::spawn(connection(
                     cfg.clone(),
+                    index,
                     shared.clone(),
                     stop_rx.clone(),
                 )));

@@ -4,6 +4,7 @@ use serde_json::json;
 
 use super::{Bid, Product};
 use crate::event::NewEvent;
+use crate::store::Notification;
 
 /// A closed auction waits this long past its end before closing, so bids
 /// accepted (202) just before the end are decided first.
@@ -32,6 +33,71 @@ pub trait BidValidator: Send + Sync + 'static {
     fn validate(&self, bid: &Bid, product: &Product, now: i64) -> Verdict;
     /// Version recorded on every decision it takes part in.
     fn version(&self) -> String;
+}
+
+/// One user's outbids on one product in one round: they led before a bid
+/// of the round and do not lead at its end. The round sends one digest per
+/// such user, however often they were outbid in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutbidDigest {
+    /// Who was outbid.
+    pub user: String,
+    /// The product.
+    pub product_id: String,
+    /// Its title.
+    pub title: String,
+    /// How many times in the round they lost the lead (at least 1).
+    pub times: u64,
+    /// The leading bid at the end of the round, in minor units.
+    pub amount: i64,
+    /// The leader at the end of the round.
+    pub leader: Option<String>,
+    /// The accepted bid that outbid them last.
+    pub bid_id: String,
+}
+
+/// Turns an outbid digest into the notifications the round publishes
+/// (the notification-shaper slot, asked about `bid.outbid`).
+pub trait OutbidNotifier {
+    /// The notifications for `digest` (a tenant's), decided at `now`.
+    fn outbid(&self, tenant: &str, digest: &OutbidDigest, now: i64) -> Vec<Notification>;
+}
+
+/// Built-in outbid notification: one `bid.outbid` to the user, with
+/// `product_id`, `title`, `amount`, `bid_id`, `times` and a `preview`.
+pub struct BuiltinOutbid;
+
+impl OutbidNotifier for BuiltinOutbid {
+    fn outbid(&self, _tenant: &str, d: &OutbidDigest, _now: i64) -> Vec<Notification> {
+        let data = json!({
+            "product_id": d.product_id, "title": d.title, "amount": d.amount,
+            "bid_id": d.bid_id, "times": d.times, "preview": outbid_preview(d),
+        });
+        let serde_json::Value::Object(data) = data else {
+            unreachable!("an object literal")
+        };
+        vec![Notification {
+            recipient: d.user.clone(),
+            kind: "bid.outbid".into(),
+            data,
+        }]
+    }
+}
+
+/// `Outbid on “Lamp”: the bid is now 12.50` (`Outbid 3 times on …`).
+pub fn outbid_preview(d: &OutbidDigest) -> String {
+    let times = match d.times {
+        1 => String::new(),
+        n => format!(" {n} times"),
+    };
+    let sign = if d.amount < 0 { "-" } else { "" };
+    let abs = d.amount.unsigned_abs();
+    format!(
+        "Outbid{times} on “{}”: the bid is now {sign}{}.{:02}",
+        d.title,
+        abs / 100,
+        abs % 100
+    )
 }
 
 /// Built-in validator: accepts; a bid within `anti_snipe_ms` of the end
@@ -123,10 +189,13 @@ pub fn decide(
     now: i64,
     more_queued: bool,
     rule: &dyn BidValidator,
+    notify: &dyn OutbidNotifier,
 ) -> Round {
     let mut p = product;
     let mut outcomes = Vec::with_capacity(bids.len());
     let mut events = Vec::new();
+    // (user, times, last bid that outbid them), in the order first outbid.
+    let mut outbid: Vec<(String, u64, String)> = Vec::new();
     let topic = format!("product:{}", p.id);
     for bid in bids {
         // A bid is judged at the time it was accepted for processing.
@@ -177,13 +246,13 @@ pub fn decide(
                     true,
                 ));
                 if let Some(prev) = previous.filter(|l| *l != bid.bidder_id) {
-                    events.push(event(
-                        &p,
-                        format!("user:{prev}"),
-                        "bid.outbid",
-                        json!({ "product_id": p.id, "title": p.title, "amount": bid.amount, "bid_id": bid.id }),
-                        false,
-                    ));
+                    match outbid.iter_mut().find(|(u, _, _)| *u == prev) {
+                        Some((_, times, last)) => {
+                            *times += 1;
+                            *last = bid.id.clone();
+                        }
+                        None => outbid.push((prev, 1, bid.id.clone())),
+                    }
                 }
                 outcomes.push(Outcome {
                     bid_id: bid.id.clone(),
@@ -207,6 +276,29 @@ pub fn decide(
                     input,
                 });
             }
+        }
+    }
+    for (user, times, bid_id) in outbid {
+        if p.leader.as_deref() == Some(user.as_str()) {
+            continue; // Outbid, then back in the lead: nothing to tell.
+        }
+        let digest = OutbidDigest {
+            user,
+            product_id: p.id.clone(),
+            title: p.title.clone(),
+            times,
+            amount: p.current_bid.unwrap_or_default(),
+            leader: p.leader.clone(),
+            bid_id,
+        };
+        for n in notify.outbid(&p.tenant, &digest, now) {
+            events.push(event(
+                &p,
+                format!("user:{}", n.recipient),
+                &n.kind,
+                serde_json::Value::Object(n.data),
+                false,
+            ));
         }
     }
     if !more_queued
@@ -285,6 +377,7 @@ mod tests {
             2,
             false,
             &BuiltinValidator,
+            &BuiltinOutbid,
         );
         assert_eq!(
             statuses(&r),
@@ -308,6 +401,7 @@ mod tests {
             6,
             false,
             &BuiltinValidator,
+            &BuiltinOutbid,
         );
         assert_eq!(
             statuses(&r),
@@ -328,6 +422,52 @@ mod tests {
     }
 
     #[test]
+    fn one_outbid_digest_per_user_per_round() {
+        let r = decide(
+            product(),
+            &[
+                bid("a", "u1", 150, 1),
+                bid("b", "u2", 160, 2),
+                bid("c", "u3", 170, 3),
+                bid("d", "u1", 180, 4),
+                bid("e", "u2", 190, 5),
+            ],
+            6,
+            false,
+            &BuiltinValidator,
+            &BuiltinOutbid,
+        );
+        let outbid: Vec<(String, serde_json::Value)> = r
+            .events
+            .iter()
+            .filter(|e| e.kind == "bid.outbid")
+            .map(|e| {
+                (
+                    e.topic.clone(),
+                    serde_json::from_str(&e.data).expect("json"),
+                )
+            })
+            .collect();
+        // u2 was outbid too, but leads at the end of the round.
+        assert_eq!(outbid.len(), 2, "{outbid:?}");
+        assert_eq!(outbid[0].0, "user:u1");
+        assert_eq!(
+            outbid[0].1,
+            json!({
+                "product_id": "p1", "title": "Lamp", "amount": 190, "bid_id": "e", "times": 2,
+                "preview": "Outbid 2 times on “Lamp”: the bid is now 1.90",
+            })
+        );
+        assert_eq!(outbid[1].0, "user:u3");
+        assert_eq!(outbid[1].1["times"], 1);
+        assert_eq!(outbid[1].1["bid_id"], "d");
+        assert_eq!(
+            outbid[1].1["preview"],
+            "Outbid on “Lamp”: the bid is now 1.90"
+        );
+    }
+
+    #[test]
     fn late_bids_are_refused_and_the_auction_closes_once() {
         let r = decide(
             product(),
@@ -335,10 +475,18 @@ mod tests {
             11_000,
             false,
             &BuiltinValidator,
+            &BuiltinOutbid,
         );
         assert_eq!(statuses(&r), vec![("rejected", Some("auction_closed"))]);
         assert_eq!(r.product.status, "closed");
-        let again = decide(r.product.clone(), &[], 20_000, false, &BuiltinValidator);
+        let again = decide(
+            r.product.clone(),
+            &[],
+            20_000,
+            false,
+            &BuiltinValidator,
+            &BuiltinOutbid,
+        );
         assert!(again.events.is_empty(), "closing is announced once");
     }
 
@@ -352,6 +500,7 @@ mod tests {
             10_600,
             false,
             &BuiltinValidator,
+            &BuiltinOutbid,
         );
         assert_eq!(statuses(&r), vec![("accepted", None), ("accepted", None)]);
         assert_eq!(r.product.ends_at, Some(12_500));

@@ -141,7 +141,7 @@ impl Worker {
             let plugins = i.plugins.clone();
             let rules: Rules = Arc::new(move |p: crate::bids::Product, bids: &[_], more| {
                 let validator = plugins.validator(&p.tenant);
-                decision::decide(p, bids, now_ms(), more, &validator)
+                decision::decide(p, bids, now_ms(), more, &validator, &plugins)
             });
             let started = std::time::Instant::now();
             match i.store.decide(product, ROUND, rules).await {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::convert;
-use super::registry::content_hash;
+use super::registry::{content_hash, FilterOutcome};
 use super::wasm::{CallCtx, CallError, Limits, Linked, WasmHost};
 use super::Slot;
 
@@ -174,6 +174,110 @@ pub fn test(bytes: &[u8], cases: &Value) -> Result<(String, usize), String> {
     Ok((out, failed))
 }
 
+/// Per-call latency of a component over recorded cases.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    /// The slot the cases are for.
+    pub slot: String,
+    /// Timed calls (after `warmup` untimed ones).
+    pub calls: usize,
+    /// Calls that failed (they are timed too).
+    pub failed: usize,
+    /// Median, in microseconds.
+    pub p50_us: f64,
+    /// 90th percentile, in microseconds.
+    pub p90_us: f64,
+    /// 99th percentile, in microseconds.
+    pub p99_us: f64,
+    /// Mean, in microseconds.
+    pub mean_us: f64,
+}
+
+/// `plugin bench`: calls the component `calls` times, going round the cases'
+/// inputs, and reports the per-call latency. A call is timed as the server
+/// times it: from taking an instance to the output having passed the host's
+/// rules, with the inputs already in their WIT form and instances reused
+/// between calls.
+pub fn bench(bytes: &[u8], cases: &Value, calls: usize) -> Result<BenchReport, String> {
+    let slot_name = cases["slot"]
+        .as_str()
+        .ok_or("the cases file needs a \"slot\"")?;
+    let slot = Slot::parse(slot_name).ok_or_else(|| format!("unknown slot {slot_name:?}"))?;
+    let list = cases["cases"]
+        .as_array()
+        .filter(|l| !l.is_empty())
+        .ok_or("the cases file needs a non-empty \"cases\" array")?;
+    let host = WasmHost::new(Limits::default())?;
+    let linked = host.link(&host.compile(bytes)?, slot)?;
+    let base = config_of(cases.get("config"));
+    type Call<'a> = Box<dyn Fn() -> Result<(), CallError> + 'a>;
+    let mut runs: Vec<Call> = Vec::new();
+    for case in list {
+        let mut config = base.clone();
+        config.extend(config_of(case.get("config")));
+        let call = CallCtx {
+            config: Arc::new(config),
+            label: Arc::from(format!("{slot}#bench")),
+            idle: Default::default(),
+        };
+        let input = &case["input"];
+        let host = &host;
+        runs.push(match &linked {
+            Linked::Validator(pre) => {
+                let now = input["now"].as_i64().unwrap_or_default();
+                let bid = convert::bid_from_json(&input["bid"]);
+                let product = convert::product_from_json(&input["product"]);
+                Box::new(move || {
+                    host.validate(pre, &call, &bid, &product, now)
+                        .and_then(|v| convert::verdict(v, now))
+                        .map(drop)
+                })
+            }
+            Linked::Shaper(pre) => {
+                let message = convert::message_from_json(&input["message"]);
+                Box::new(move || {
+                    host.shape(pre, &call, &message)
+                        .and_then(convert::notifications)
+                        .map(drop)
+                })
+            }
+            Linked::Filter(pre) => {
+                let event = convert::event_from_json(&input["event"]);
+                let shape = convert::subscription_from_json(&input["subscription"]);
+                Box::new(move || {
+                    host.filter(pre, &call, &event, &shape)
+                        .and_then(convert::filter_result)
+                        .map(drop)
+                })
+            }
+        });
+    }
+    let warmup = runs.len().max((calls / 10).min(1_000));
+    for i in 0..warmup {
+        let _ = runs[i % runs.len()]();
+    }
+    let mut took = Vec::with_capacity(calls);
+    let mut failed = 0;
+    for i in 0..calls.max(1) {
+        let started = std::time::Instant::now();
+        let r = runs[i % runs.len()]();
+        took.push(started.elapsed().as_nanos() as f64 / 1_000.0);
+        failed += usize::from(r.is_err());
+    }
+    let mean_us = took.iter().sum::<f64>() / took.len() as f64;
+    took.sort_by(f64::total_cmp);
+    let q = |q: f64| took[((took.len() as f64 * q).ceil() as usize).clamp(1, took.len()) - 1];
+    Ok(BenchReport {
+        slot: slot.as_str().into(),
+        calls: took.len(),
+        failed,
+        p50_us: q(0.5),
+        p90_us: q(0.9),
+        p99_us: q(0.99),
+        mean_us,
+    })
+}
+
 /// Lines naming each field where `actual` differs from `expect`.
 fn diff(expect: &Value, actual: &Value, path: &str) -> Vec<String> {
     match (expect, actual) {
@@ -272,6 +376,296 @@ pub fn replay_bids(
         } else {
             differ as f64 * 100.0 / recorded.len() as f64
         }
+    );
+    Ok((out, differ))
+}
+
+/// The slot a component fits (the first, if several), or why none.
+pub fn slot_of(bytes: &[u8]) -> Result<Slot, String> {
+    let host = WasmHost::new(Limits::default())?;
+    let fits = host.check(bytes)?;
+    fits.iter()
+        .find(|(_, r)| r.is_ok())
+        .map(|(slot, _)| *slot)
+        .ok_or_else(|| {
+            let why: Vec<String> = fits
+                .iter()
+                .filter_map(|(slot, r)| r.as_ref().err().map(|e| format!("not {slot}: {e}")))
+                .collect();
+            format!("the component fits no slot ({})", why.join("; "))
+        })
+}
+
+fn percent(n: usize, of: usize) -> f64 {
+    if of == 0 {
+        0.0
+    } else {
+        n as f64 * 100.0 / of as f64
+    }
+}
+
+/// Shortens a JSON text for a report line.
+fn brief(v: &Value) -> String {
+    let text = v.to_string();
+    if text.chars().count() <= 200 {
+        return text;
+    }
+    let mut out: String = text.chars().take(199).collect();
+    out.push('…');
+    out
+}
+
+/// `plugin replay` for the notification shaper: runs `bytes` over recorded
+/// messages and reports where what it would send differs from what was sent
+/// (the notifications still in the log). Returns the report and the number
+/// of messages that differ.
+pub fn replay_messages(
+    bytes: &[u8],
+    recorded: &[crate::store::plugins::RecordedMessage],
+    config: BTreeMap<String, String>,
+) -> Result<(String, usize), String> {
+    let host = WasmHost::new(Limits::default())?;
+    let linked = host.link(&host.compile(bytes)?, Slot::NotificationShaper)?;
+    let Linked::Shaper(pre) = &linked else {
+        unreachable!("linked for the shaper slot")
+    };
+    let call = CallCtx {
+        config: Arc::new(config),
+        label: Arc::from("notification-shaper#replay"),
+        idle: Default::default(),
+    };
+    let mut out = String::new();
+    let mut differ = 0;
+    let mut failed = 0;
+    for r in recorded {
+        let m = &r.message;
+        let input = super::wasm::bindings::types::Message {
+            id: m.id.to_string(),
+            tenant: r.tenant.clone(),
+            kind: "message".into(),
+            from: m.from.clone(),
+            to: m.to.clone(),
+            product_id: m.product_id.clone(),
+            body: m.body.clone(),
+            created_at: m.created_at,
+        };
+        let candidate = match host
+            .shape(pre, &call, &input)
+            .and_then(convert::notifications)
+        {
+            Ok(n) => convert::notifications_json(&n),
+            Err(e) => {
+                failed += 1;
+                error_json(&e)
+            }
+        };
+        let sent = Value::Array(
+            r.sent
+                .iter()
+                .map(|(recipient, kind, data)| {
+                    let mut data = data.clone();
+                    let preview = data.remove("preview").unwrap_or(Value::Null);
+                    json!({ "recipient": recipient, "kind": kind, "preview": preview, "data": data })
+                })
+                .collect(),
+        );
+        if candidate != sent {
+            differ += 1;
+            if differ <= 50 {
+                let _ = writeln!(
+                    out,
+                    "message {} ({}, {} -> {}): sent {}, candidate {}",
+                    m.id,
+                    r.tenant,
+                    m.from,
+                    m.to,
+                    brief(&sent),
+                    brief(&candidate)
+                );
+            }
+        }
+    }
+    if differ > 50 {
+        let _ = writeln!(out, "... and {} more", differ - 50);
+    }
+    let _ = writeln!(
+        out,
+        "{} messages replayed, {} differ ({:.1}%), {} candidate calls failed",
+        recorded.len(),
+        differ,
+        percent(differ, recorded.len()),
+        failed
+    );
+    Ok((out, differ))
+}
+
+/// An event filter version to compare a candidate with.
+#[derive(Clone)]
+pub struct Baseline {
+    /// What the report calls it (`event-filter@{hash}`).
+    pub tag: String,
+    /// The component.
+    pub bytes: Vec<u8>,
+    /// Its configuration.
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Default)]
+struct Tally {
+    pass: usize,
+    drop: usize,
+    replace: usize,
+    failed: usize,
+}
+
+impl Tally {
+    fn add(&mut self, r: &Result<FilterOutcome, CallError>) {
+        match r {
+            Ok(FilterOutcome::Pass) => self.pass += 1,
+            Ok(FilterOutcome::Drop) => self.drop += 1,
+            Ok(FilterOutcome::Replace(_)) => self.replace += 1,
+            Err(_) => self.failed += 1,
+        }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "pass {}, drop {}, replace {}, failed {} (dropped: filters fail closed)",
+            self.pass, self.drop, self.replace, self.failed
+        )
+    }
+}
+
+fn outcome_text(r: &Result<FilterOutcome, CallError>) -> String {
+    match r {
+        Ok(FilterOutcome::Pass) => "pass".into(),
+        Ok(FilterOutcome::Drop) => "drop".into(),
+        Ok(FilterOutcome::Replace(d)) => {
+            let v = serde_json::from_str::<Value>(d).unwrap_or(Value::Null);
+            format!("replace {}", brief(&v))
+        }
+        Err(e) => format!("failed ({}): drop", e.kind.as_str()),
+    }
+}
+
+/// `plugin replay` for the event filter: runs `bytes` over recorded events
+/// for one subscription `shape` and compares its outcomes with the version
+/// active for each event's tenant (`baselines` by tenant, `""` the default
+/// slot) or, where none is, the built-in (no filter: every event passes).
+/// Returns the report and the number of events whose outcome differs.
+pub fn replay_events(
+    bytes: &[u8],
+    events: &[crate::event::StoredEvent],
+    shape: &[(String, String)],
+    config: BTreeMap<String, String>,
+    baselines: &BTreeMap<String, Baseline>,
+) -> Result<(String, usize), String> {
+    let host = WasmHost::new(Limits::default())?;
+    let link = |bytes: &[u8]| -> Result<_, String> {
+        match host.link(&host.compile(bytes)?, Slot::EventFilter)? {
+            Linked::Filter(pre) => Ok(pre),
+            _ => unreachable!("linked for the filter slot"),
+        }
+    };
+    let candidate = link(bytes)?;
+    let call = CallCtx {
+        config: Arc::new(config),
+        label: Arc::from("event-filter#replay"),
+        idle: Default::default(),
+    };
+    let mut linked_baselines = BTreeMap::new();
+    for (tenant, b) in baselines {
+        let pre = link(&b.bytes).map_err(|e| format!("the active {}: {e}", b.tag))?;
+        let call = CallCtx {
+            config: Arc::new(b.config.clone()),
+            label: Arc::from(format!("{}#replay", b.tag)),
+            idle: Default::default(),
+        };
+        linked_baselines.insert(tenant.clone(), (b.tag.clone(), pre, call));
+    }
+    let shape: Vec<(String, String)> = {
+        let mut s = shape.to_vec();
+        s.sort();
+        s
+    };
+    let mut out = String::new();
+    let (mut ours, mut theirs) = (Tally::default(), Tally::default());
+    let mut against: BTreeMap<String, usize> = BTreeMap::new();
+    let mut differ = 0;
+    for e in events {
+        let input = convert::event(e);
+        let cand = host
+            .filter(&candidate, &call, &input, &shape)
+            .and_then(convert::filter_result);
+        let base = linked_baselines
+            .get(&*e.tenant)
+            .or_else(|| linked_baselines.get(""));
+        let (tag, active) = match base {
+            Some((tag, pre, call)) => (
+                tag.as_str(),
+                host.filter(pre, call, &input, &shape)
+                    .and_then(convert::filter_result),
+            ),
+            None => ("builtin", Ok(FilterOutcome::Pass)),
+        };
+        *against.entry(tag.to_string()).or_default() += 1;
+        ours.add(&cand);
+        theirs.add(&active);
+        let same = match (&cand, &active) {
+            (Ok(a), Ok(b)) => convert::filter_json(a) == convert::filter_json(b),
+            (Err(_), Err(_)) => true,
+            _ => false,
+        };
+        if !same {
+            differ += 1;
+            if differ <= 50 {
+                let _ = writeln!(
+                    out,
+                    "event {} ({}, {} {}): {tag} `{}`, candidate `{}`",
+                    e.seq,
+                    e.tenant,
+                    e.topic,
+                    e.kind,
+                    outcome_text(&active),
+                    outcome_text(&cand)
+                );
+            }
+        }
+    }
+    if differ > 50 {
+        let _ = writeln!(out, "... and {} more", differ - 50);
+    }
+    let shape_text: Vec<String> = shape.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let _ = writeln!(
+        out,
+        "subscription shape: {}",
+        if shape_text.is_empty() {
+            "(none)".to_string()
+        } else {
+            shape_text.join("&")
+        }
+    );
+    let against: Vec<String> = against
+        .iter()
+        .map(|(tag, n)| format!("{tag} ({n} events)"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "compared with: {}",
+        if against.is_empty() {
+            "-".to_string()
+        } else {
+            against.join(", ")
+        }
+    );
+    let _ = writeln!(out, "active:    {}", theirs.line());
+    let _ = writeln!(out, "candidate: {}", ours.line());
+    let _ = writeln!(
+        out,
+        "{} events replayed, {} differ ({:.1}%)",
+        events.len(),
+        differ,
+        percent(differ, events.len())
     );
     Ok((out, differ))
 }

@@ -25,8 +25,9 @@ use crate::store::plugins::{PluginStore, SlotChange, SlotRow};
 use crate::store::Error as StoreError;
 
 /// Upper bounds of the call-latency buckets, in microseconds.
-const CALL_BUCKETS_US: [u64; 14] = [
-    5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000,
+const CALL_BUCKETS_US: [u64; 21] = [
+    1, 2, 3, 4, 5, 6, 8, 10, 15, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000,
+    50_000, 100_000,
 ];
 /// Disagreement examples kept per shadow candidate.
 const SHADOW_EXAMPLES: usize = 10;
@@ -42,7 +43,8 @@ pub struct CallStats {
 
 impl CallStats {
     fn record(&self, took: Duration, result: Result<(), FailKind>) {
-        let us = took.as_micros() as u64;
+        // Rounded up, so a call lands in the bucket whose bound it is under.
+        let us = took.as_nanos().div_ceil(1_000) as u64;
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(us, Ordering::Relaxed);
         if let Some(i) = CALL_BUCKETS_US.iter().position(|b| us <= *b) {
@@ -820,13 +822,29 @@ impl Plugins {
     /// Shapes a message with the tenant's shaper; a failed call falls back to
     /// the built-in notification.
     pub fn shape(&self, msg: &crate::store::NewMessage) -> Vec<crate::store::Notification> {
-        let builtin = || super::NotificationShaper::shape(&super::builtin::BuiltinShaper, msg);
-        let active = self.resolve(&msg.tenant, Slot::NotificationShaper);
-        let shadow = self.shadow_of(&msg.tenant, Slot::NotificationShaper);
+        self.shape_input(
+            &msg.tenant,
+            || message_input(msg),
+            || super::NotificationShaper::shape(&super::builtin::BuiltinShaper, msg),
+            || json!({ "message_to": msg.to, "body_chars": msg.body.chars().count() }),
+        )
+    }
+
+    /// Runs the tenant's shaper (and its shadow candidate) on `input`; with
+    /// no shaper, or when the call fails, `builtin` answers.
+    fn shape_input(
+        &self,
+        tenant: &str,
+        input: impl FnOnce() -> types::Message,
+        builtin: impl Fn() -> Vec<crate::store::Notification>,
+        example: impl FnOnce() -> Value,
+    ) -> Vec<crate::store::Notification> {
+        let active = self.resolve(tenant, Slot::NotificationShaper);
+        let shadow = self.shadow_of(tenant, Slot::NotificationShaper);
         if active.is_none() && shadow.is_none() {
             return builtin();
         }
-        let input = message_input(msg);
+        let input = input();
         let run = |v: &Version| -> Result<Vec<crate::store::Notification>, CallError> {
             let Linked::Shaper(pre) = &v.linked else {
                 unreachable!("a shaper slot holds shapers")
@@ -838,7 +856,7 @@ impl Plugins {
             Some((st, v)) => match timed(&st.stats, || run(v)) {
                 Ok(n) => n,
                 Err(e) => {
-                    tracing::warn!(plugin = %v.call.label, error = %e, "notification shaper failed; sending a plain notification");
+                    tracing::warn!(plugin = %v.call.label, kind = %input.kind, error = %e, "notification shaper failed; sending the built-in notification");
                     builtin()
                 }
             },
@@ -848,7 +866,7 @@ impl Plugins {
             let theirs = run(&cand);
             compare(
                 &st,
-                || json!({ "message_to": msg.to, "body_chars": msg.body.chars().count() }),
+                example,
                 super::convert::notifications_json(&result),
                 theirs.map(|n| super::convert::notifications_json(&n)),
             );
@@ -973,6 +991,49 @@ fn message_input(msg: &crate::store::NewMessage) -> types::Message {
         product_id: msg.product_id.clone(),
         body: msg.body.clone(),
         created_at: crate::event::now_ms(),
+    }
+}
+
+/// What the shaper is asked about an outbid digest: a message of kind
+/// `outbid` to the user, whose body is the digest as JSON
+/// (`{"product_id", "title", "times", "amount", "leader"}`).
+pub fn outbid_input(
+    tenant: &str,
+    d: &crate::bids::decision::OutbidDigest,
+    now: i64,
+) -> types::Message {
+    types::Message {
+        id: d.bid_id.clone(),
+        tenant: tenant.to_string(),
+        kind: "outbid".into(),
+        from: String::new(),
+        to: d.user.clone(),
+        product_id: Some(d.product_id.clone()),
+        body: json!({
+            "product_id": d.product_id, "title": d.title, "times": d.times,
+            "amount": d.amount, "leader": d.leader,
+        })
+        .to_string(),
+        created_at: now,
+    }
+}
+
+/// Outbid notifications of a decision round go through the tenant's
+/// notification shaper (a failed call: the built-in `bid.outbid`).
+impl crate::bids::decision::OutbidNotifier for Plugins {
+    fn outbid(
+        &self,
+        tenant: &str,
+        digest: &crate::bids::decision::OutbidDigest,
+        now: i64,
+    ) -> Vec<crate::store::Notification> {
+        use crate::bids::decision::BuiltinOutbid;
+        self.shape_input(
+            tenant,
+            || outbid_input(tenant, digest, now),
+            || BuiltinOutbid.outbid(tenant, digest, now),
+            || json!({ "outbid": digest.user, "product_id": digest.product_id, "times": digest.times }),
+        )
     }
 }
 

@@ -33,9 +33,67 @@ pub struct SlotRow {
 /// A change to a slot, computed from its current row; an `Err` aborts it.
 pub type SlotChange = Box<dyn FnOnce(SlotRow) -> Result<SlotRow, String> + Send>;
 
+/// A stored message and the notifications published for it, for
+/// `plugin replay` of a notification shaper.
+#[derive(Debug, Clone)]
+pub struct RecordedMessage {
+    /// Tenant slug.
+    pub tenant: String,
+    /// The message.
+    pub message: super::Message,
+    /// What was sent: `(recipient, kind, data)` of every event of a `user:`
+    /// topic whose data names this `message_id` (still in the log), in id order.
+    pub sent: Vec<(String, String, serde_json::Map<String, serde_json::Value>)>,
+}
+
+/// Events of `user:` topics that may announce messages created at or after
+/// `since` (event times and message times come from the same clock, within
+/// a transaction of each other).
+const SENT_SLACK_MS: i64 = 60_000;
+
+/// Matches notification events (`(topic, payload)`) to `messages` by the
+/// `message_id` in their data.
+fn attach_sent(messages: &mut [RecordedMessage], events: Vec<(String, String)>) {
+    let by_id: std::collections::HashMap<i64, usize> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.message.id, i))
+        .collect();
+    for (topic, payload) in events {
+        let Ok(serde_json::Value::Object(mut event)) = serde_json::from_str(&payload) else {
+            continue;
+        };
+        let Some(serde_json::Value::Object(mut data)) = event.remove("data") else {
+            continue;
+        };
+        let Some(i) = data
+            .get("message_id")
+            .and_then(serde_json::Value::as_i64)
+            .and_then(|id| by_id.get(&id))
+        else {
+            continue;
+        };
+        data.remove("message_id");
+        let kind = event
+            .get("type")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let recipient = topic.strip_prefix("user:").unwrap_or(&topic).to_string();
+        messages[*i].sent.push((recipient, kind, data));
+    }
+}
+
 /// Plugin storage.
 #[async_trait]
 pub trait PluginStore: Send + Sync + 'static {
+    /// The latest `limit` messages (of one tenant, or all), oldest first,
+    /// each with the notifications published for it.
+    async fn recorded_messages(
+        &self,
+        tenant: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RecordedMessage>, Error>;
     /// Every slot row.
     async fn plugin_slots(&self) -> Result<Vec<SlotRow>, Error>;
     /// `(tenant, slot, rev)` of every row: cheap enough to poll.
@@ -114,6 +172,57 @@ mod sqlite_impl {
 
     #[async_trait]
     impl PluginStore for SqliteStore {
+        async fn recorded_messages(
+            &self,
+            tenant: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<RecordedMessage>, Error> {
+            let rows = sqlx::query(
+                "SELECT id, tenant, sender, recipient, product_id, body, created_at FROM messages \
+                 WHERE (? IS NULL OR tenant = ?) ORDER BY id DESC LIMIT ?",
+            )
+            .bind(tenant)
+            .bind(tenant)
+            .bind(limit as i64)
+            .fetch_all(&self.read)
+            .await?;
+            let mut out = rows
+                .iter()
+                .map(|r| {
+                    Ok(RecordedMessage {
+                        tenant: r.try_get("tenant")?,
+                        message: crate::store::Message {
+                            id: r.try_get("id")?,
+                            from: r.try_get("sender")?,
+                            to: r.try_get("recipient")?,
+                            product_id: r.try_get("product_id")?,
+                            body: r.try_get("body")?,
+                            created_at: r.try_get("created_at")?,
+                        },
+                        sent: Vec::new(),
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            out.reverse();
+            let mut since: BTreeMap<String, i64> = BTreeMap::new();
+            for m in &out {
+                let t = since.entry(m.tenant.clone()).or_insert(i64::MAX);
+                *t = (*t).min(m.message.created_at);
+            }
+            for (tenant, since) in since {
+                let events: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT topic, payload FROM events WHERE tenant = ? AND ts >= ? \
+                     AND topic LIKE 'user:%' AND type <> 'unread' ORDER BY seq",
+                )
+                .bind(&tenant)
+                .bind(since - SENT_SLACK_MS)
+                .fetch_all(&self.read)
+                .await?;
+                attach_sent(&mut out, events);
+            }
+            Ok(out)
+        }
+
         async fn plugin_slots(&self) -> Result<Vec<SlotRow>, Error> {
             let rows = sqlx::query(&format!("SELECT {COLS} FROM plugin_slots"))
                 .fetch_all(&self.read)
@@ -242,6 +351,56 @@ mod postgres_impl {
 
     #[async_trait]
     impl PluginStore for PostgresStore {
+        async fn recorded_messages(
+            &self,
+            tenant: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<RecordedMessage>, Error> {
+            let rows = sqlx::query(
+                "SELECT id, tenant, sender, recipient, product_id, body, created_at FROM messages \
+                 WHERE ($1::text IS NULL OR tenant = $1) ORDER BY id DESC LIMIT $2",
+            )
+            .bind(tenant)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+            let mut out = rows
+                .iter()
+                .map(|r| {
+                    Ok(RecordedMessage {
+                        tenant: r.try_get("tenant")?,
+                        message: crate::store::Message {
+                            id: r.try_get("id")?,
+                            from: r.try_get("sender")?,
+                            to: r.try_get("recipient")?,
+                            product_id: r.try_get("product_id")?,
+                            body: r.try_get("body")?,
+                            created_at: r.try_get("created_at")?,
+                        },
+                        sent: Vec::new(),
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            out.reverse();
+            let mut since: BTreeMap<String, i64> = BTreeMap::new();
+            for m in &out {
+                let t = since.entry(m.tenant.clone()).or_insert(i64::MAX);
+                *t = (*t).min(m.message.created_at);
+            }
+            for (tenant, since) in since {
+                let events: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT topic, payload FROM events WHERE tenant = $1 AND ts >= $2 \
+                     AND topic LIKE 'user:%' AND type <> 'unread' ORDER BY seq",
+                )
+                .bind(&tenant)
+                .bind(since - SENT_SLACK_MS)
+                .fetch_all(&self.pool)
+                .await?;
+                attach_sent(&mut out, events);
+            }
+            Ok(out)
+        }
+
         async fn plugin_slots(&self) -> Result<Vec<SlotRow>, Error> {
             let rows = sqlx::query(&format!("SELECT {COLS} FROM plugin_slots"))
                 .fetch_all(&self.pool)

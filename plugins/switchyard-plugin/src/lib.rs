@@ -13,7 +13,8 @@
 //!
 //! What the host offers is here too: [`log`], [`config`], [`config_all`] and
 //! typed readers such as [`config_i64`]. [`serde_json`] is re-exported for the
-//! JSON-typed `data` fields, with [`parse_object`] to read one.
+//! JSON-typed `data` fields, with [`parse_object`] to read one and
+//! [`object_field`] to read one field of one cheaply.
 //!
 //! # Rules
 //!
@@ -264,6 +265,80 @@ pub fn parse_object(text: &str) -> Option<serde_json::Map<String, serde_json::Va
     }
 }
 
+/// One top-level field of the JSON object in `text`, read without building
+/// the object: the other fields' values are skipped, not stored, which is
+/// several times cheaper than [`parse_object`] when a plugin needs one field
+/// of an event's `data`. `None` when `text` is not a valid JSON object or has
+/// no such field; a duplicated key gives its last value, as [`parse_object`]
+/// does.
+pub fn object_field(text: &str, key: &str) -> Option<serde_json::Value> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = field::Field(key).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    value
+}
+
+mod field {
+    use core::fmt;
+
+    use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+
+    /// Finds the value of the key `.0` in a map, skipping the others.
+    pub struct Field<'k>(pub &'k str);
+
+    impl<'de> DeserializeSeed<'de> for Field<'_> {
+        type Value = Option<serde_json::Value>;
+
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Field<'_> {
+        type Value = Option<serde_json::Value>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(wanted) = map.next_key_seed(KeyIs(self.0))? {
+                if wanted {
+                    found = Some(map.next_value()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+
+    /// Whether a map key equals `.0`, without keeping it.
+    struct KeyIs<'k>(&'k str);
+
+    impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+        type Value = bool;
+
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for KeyIs<'_> {
+        type Value = bool;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a key")
+        }
+
+        fn visit_str<E: de::Error>(self, key: &str) -> Result<bool, E> {
+            Ok(key == self.0)
+        }
+    }
+}
+
 /// Formats an amount in minor units as major units with two decimals:
 /// `1250` → `"12.50"`, `-5` → `"-0.05"`.
 pub fn format_amount(minor: i64) -> String {
@@ -291,6 +366,29 @@ mod tests {
         assert_eq!(parse_object(r#"{"a":1}"#).map(|m| m.len()), Some(1));
         assert!(parse_object("[1]").is_none());
         assert!(parse_object("{").is_none());
+    }
+
+    #[test]
+    fn reads_one_field() {
+        let text = r#"{"a":{"b":[1,"x\"y"]},"amount":1500,"c":"d"}"#;
+        assert_eq!(object_field(text, "amount"), Some(serde_json::json!(1500)));
+        assert_eq!(
+            object_field(text, "a"),
+            Some(serde_json::json!({"b": [1, "x\"y"]}))
+        );
+        assert_eq!(object_field(text, "missing"), None);
+        // Escaped keys, duplicates (the last counts), and what is not an object.
+        assert_eq!(
+            object_field(r#"{"am\u006funt":5}"#, "amount"),
+            Some(5.into())
+        );
+        assert_eq!(
+            object_field(r#"{"amount":1,"amount":2}"#, "amount"),
+            Some(2.into())
+        );
+        for bad in ["[1]", "{", r#"{"amount":1"#, r#"{"amount":1} x"#, "null"] {
+            assert_eq!(object_field(bad, "amount"), None, "{bad}");
+        }
     }
 
     #[test]

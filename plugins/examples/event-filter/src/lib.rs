@@ -19,7 +19,7 @@
 use std::collections::BTreeSet;
 
 use switchyard_plugin::serde_json::{Map, Number, Value};
-use switchyard_plugin::{log, parse_object, Event, EventFilter, FilterResult};
+use switchyard_plugin::{log, object_field, parse_object, Event, EventFilter, FilterResult};
 
 /// A `min_amount` floor.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -101,10 +101,17 @@ pub fn decide(event: &Event, params: &Params) -> FilterResult {
     if params.is_empty() {
         return FilterResult::Pass;
     }
+    if params.redact.is_empty() {
+        // Only floors: read `amount` alone (data that is not an object has
+        // no amount to compare, and passes).
+        return match object_field(&event.data, "amount") {
+            Some(Value::Number(amount)) if params.floors.iter().any(|f| f.excludes(&amount)) => {
+                FilterResult::Drop
+            }
+            _ => FilterResult::Pass,
+        };
+    }
     let Some(mut data) = parse_object(&event.data) else {
-        if params.redact.is_empty() {
-            return FilterResult::Pass; // No amount to compare.
-        }
         log::warn(format!(
             "event {}: data is not a JSON object and cannot be redacted; dropped",
             event.id
