@@ -126,14 +126,16 @@ fn placeholders(n: usize) -> String {
     s
 }
 
+/// A row of `SELECT seq, topic, type, payload, ts` (columns by position:
+/// replay decodes many rows, and a lookup by name costs per column).
 fn event_row(row: &SqliteRow, tenant: &Arc<str>) -> Result<StoredEvent, sqlx::Error> {
     Ok(StoredEvent {
-        seq: row.try_get::<i64, _>("seq")? as Seq,
+        seq: row.try_get::<i64, _>(0)? as Seq,
         tenant: tenant.clone(),
-        topic: row.try_get("topic")?,
-        kind: row.try_get("type")?,
-        json: row.try_get("payload")?,
-        ts: row.try_get("ts")?,
+        topic: row.try_get(1)?,
+        kind: row.try_get(2)?,
+        json: row.try_get(3)?,
+        ts: row.try_get(4)?,
     })
 }
 
