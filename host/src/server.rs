@@ -115,9 +115,23 @@ pub async fn serve(
                         let metrics = metrics.clone();
                         let shutdown = shutdown.clone();
                         let deadline = opts.write_deadline;
+                        let streams = tracker.clone();
                         tracker.spawn(async move {
-                            serve_connection(stream, app, metrics, deadline, shutdown).await;
-                            drop(permit);
+                            let lean =
+                                route_first(stream, app, metrics.clone(), deadline, shutdown).await;
+                            // A stream continues in a task of its own, the size
+                            // of what a stream needs: everything before it
+                            // (head, router, response) is freed with this one.
+                            if let Some((stream, head, session)) = lean {
+                                streams.spawn(crate::sse::writer::run(
+                                    stream,
+                                    head,
+                                    Box::new(session),
+                                    deadline,
+                                    metrics,
+                                    permit,
+                                ));
+                            }
                         });
                     }
                     Err(_) => {
@@ -175,54 +189,40 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection(
+/// Reads and routes the connection's first request. A stream answer comes
+/// back (socket, response head, session) for the lean writer; anything else
+/// is served here, by hyper, to the end of the connection.
+async fn route_first(
     stream: TcpStream,
     app: Router,
     metrics: Arc<Metrics>,
     deadline: Duration,
     shutdown: CancellationToken,
-) {
+) -> Option<(TcpStream, Bytes, crate::sse::session::Session)> {
     let first = tokio::select! {
-        _ = shutdown.cancelled() => return,
-        first = tokio::time::timeout(HEAD_TIMEOUT, read_first(&stream)) => match first {
-            Ok(first) => first,
-            Err(_) => return,
-        },
+        _ = shutdown.cancelled() => return None,
+        first = tokio::time::timeout(HEAD_TIMEOUT, read_first(&stream)) => first.ok()?,
     };
-    match first {
-        First::Gone => {}
+    let (req, read) = match first {
+        First::Gone => return None,
         First::Other(read) => {
-            Box::pin(serve_hyper(
-                stream, read, None, app, metrics, deadline, shutdown,
-            ))
-            .await
+            serve_hyper(stream, read, None, app, metrics, deadline, shutdown).await;
+            return None;
         }
-        First::Stream(req, read) => {
-            let res = Box::pin(app.clone().oneshot(*req))
-                .await
-                .unwrap_or_else(|e| match e {});
-            match stream_of(&res) {
-                Some(session) => {
-                    let head = stream_head(&res);
-                    drop(res);
-                    drop(read);
-                    crate::sse::writer::run(stream, head, session, deadline, metrics).await;
-                }
-                // An error (or anything but a stream): hyper writes it, with
-                // keep-alive and pipelining as usual, and serves what follows.
-                None => {
-                    Box::pin(serve_hyper(
-                        stream,
-                        read,
-                        Some(res),
-                        app,
-                        metrics,
-                        deadline,
-                        shutdown,
-                    ))
-                    .await
-                }
-            }
+        First::Stream(req, read) => (req, read),
+    };
+    let res = app
+        .clone()
+        .oneshot(*req)
+        .await
+        .unwrap_or_else(|e| match e {});
+    match stream_of(&res) {
+        Some(session) => Some((stream, stream_head(&res), session)),
+        // An error (or anything but a stream): hyper writes it, with
+        // keep-alive and pipelining as usual, and serves what follows.
+        None => {
+            serve_hyper(stream, read, Some(res), app, metrics, deadline, shutdown).await;
+            None
         }
     }
 }

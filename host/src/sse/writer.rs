@@ -13,12 +13,17 @@
 //! session's last frame (`shutdown`, `auth.expired`).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Sleep;
 
 use super::session::Session;
 use crate::metrics::Metrics;
@@ -29,37 +34,37 @@ const LINGER: Duration = Duration::from_secs(2);
 const MAX_IOV: usize = 64;
 
 /// Writes `head`, then the session's frames, until the stream ends, the
-/// client goes away or a write misses the deadline.
+/// client goes away or a write misses the deadline. `slot` (the
+/// connection's place under the connection cap) is released at the end.
+///
+/// This future is what an open stream costs besides its session, so it is
+/// kept small: readiness is polled in place (no `readable()` futures), and
+/// the deadline timer is allocated only while the socket is stalled.
 pub async fn run(
     stream: TcpStream,
     head: Bytes,
-    mut session: Session,
+    mut session: Box<Session>,
     deadline: Duration,
     metrics: Arc<Metrics>,
+    slot: OwnedSemaphorePermit,
 ) {
     session.out().push_front(head);
-    // Registered once for the stream's life, not once per wake-up.
-    let gone = client_gone(&stream);
-    tokio::pin!(gone);
     loop {
         if session.out().is_empty() {
             let more = tokio::select! {
                 biased;
                 more = session.fill() => more,
-                _ = &mut gone => return,
+                _ = client_gone(&stream) => return,
             };
             if !more {
                 break;
             }
         }
-        match write_all(&stream, session.out(), deadline).await {
-            Ok(()) => {}
-            Err(e) => {
-                if e.kind() == io::ErrorKind::TimedOut {
-                    metrics.write_deadline_closed.inc();
-                }
-                return;
+        if let Err(e) = write_all(&stream, session.out(), deadline).await {
+            if e.kind() == io::ErrorKind::TimedOut {
+                metrics.write_deadline_closed.inc();
             }
+            return;
         }
     }
     // The stream is over: end the body by closing. Waiting (briefly) for
@@ -67,25 +72,34 @@ pub async fn run(
     // close into a reset that could discard the last frames.
     drop(session);
     if shutdown_write(&stream).is_ok() {
-        let _ = tokio::time::timeout(LINGER, &mut gone).await;
+        let _ = tokio::time::timeout(LINGER, client_gone(&stream)).await;
     }
+    drop(slot);
 }
 
 /// Resolves once the client has closed its side (or the socket failed).
 /// Anything the client sends on a stream's connection is read and dropped.
 async fn client_gone(stream: &TcpStream) {
+    std::future::poll_fn(|cx| loop {
+        match stream.poll_read_ready(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(_)) => return Poll::Ready(()),
+            Poll::Ready(Ok(())) => match discard(stream) {
+                Ok(0) => return Poll::Ready(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Poll::Ready(()),
+            },
+        }
+    })
+    .await
+}
+
+/// Reads and drops what the client sent.
+fn discard(stream: &TcpStream) -> io::Result<usize> {
     let mut sink = [0u8; 64];
-    loop {
-        if stream.readable().await.is_err() {
-            return;
-        }
-        match stream.try_read(&mut sink) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
-        }
-    }
+    stream.try_read(&mut sink)
 }
 
 /// Writes every queued frame, several per `writev`, taking them off the queue
@@ -95,21 +109,12 @@ async fn write_all(
     out: &mut VecDeque<Bytes>,
     deadline: Duration,
 ) -> io::Result<()> {
-    let mut stalled_since: Option<tokio::time::Instant> = None;
+    let mut stalled: Option<Pin<Box<Sleep>>> = None;
     while !out.is_empty() {
-        let res = {
-            let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let mut n = 0;
-            for b in out.iter().take(MAX_IOV) {
-                iov[n] = IoSlice::new(b);
-                n += 1;
-            }
-            stream.try_write_vectored(&iov[..n])
-        };
-        match res {
+        match write_some(stream, out) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(mut n) => {
-                stalled_since = None;
+                stalled = None;
                 while n > 0 {
                     let front = out.front_mut().expect("written bytes were queued");
                     if front.len() <= n {
@@ -122,16 +127,20 @@ async fn write_all(
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let since = *stalled_since.get_or_insert_with(tokio::time::Instant::now);
-                match tokio::time::timeout_at(since + deadline, stream.writable()).await {
-                    Ok(r) => r?,
-                    Err(_) => {
-                        return Err(io::Error::new(
+                let timer = stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(deadline)));
+                std::future::poll_fn(|cx| {
+                    if let Poll::Ready(r) = stream.poll_write_ready(cx) {
+                        return Poll::Ready(r);
+                    }
+                    match timer.as_mut().poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::TimedOut,
                             "client accepted no bytes within the write deadline",
-                        ))
+                        ))),
+                        Poll::Pending => Poll::Pending,
                     }
-                }
+                })
+                .await?;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -142,6 +151,18 @@ async fn write_all(
         out.shrink_to(8);
     }
     Ok(())
+}
+
+/// One `writev` of the queued frames (not kept in the writer's future: the
+/// slice array lives on the stack for the call only).
+fn write_some(stream: &TcpStream, out: &VecDeque<Bytes>) -> io::Result<usize> {
+    let mut iov = [IoSlice::new(&[]); MAX_IOV];
+    let mut n = 0;
+    for b in out.iter().take(MAX_IOV) {
+        iov[n] = IoSlice::new(b);
+        n += 1;
+    }
+    stream.try_write_vectored(&iov[..n])
 }
 
 /// Sends FIN: the end of a body delimited by the close.
