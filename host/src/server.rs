@@ -82,6 +82,21 @@ pub fn raise_fd_limit() -> u64 {
     }
 }
 
+/// Keeps freed heap memory in the process instead of returning it to the
+/// kernel after every large free (glibc's default trims above 128 KiB).
+/// A replay page (a few MB of rows, decoded on SQLite's thread and freed on a
+/// runtime thread) otherwise costs fresh, zeroed pages from the kernel every
+/// time: with this, replay runs about a fifth faster. Call before any thread
+/// starts.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before threads start.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+        libc::mallopt(libc::M_TOP_PAD, 16 << 20);
+    }
+}
+
 /// The connection cap for an open-file limit: the limit less a reserve.
 pub fn default_max_connections(fd_limit: u64) -> usize {
     fd_limit.saturating_sub(FD_RESERVE).max(16) as usize

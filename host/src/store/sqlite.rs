@@ -28,6 +28,8 @@ pub struct SqliteStore {
 
 /// Rows per multi-row INSERT (6 parameters each, far below SQLite's limit).
 const INSERT_CHUNK: usize = 200;
+/// Rows a read connection hands over without waiting for the reader.
+const READ_ROW_BUFFER: usize = 2_048;
 
 impl SqliteStore {
     /// Opens (creating if needed) `dir/switchyard.db` and applies migrations.
@@ -52,7 +54,9 @@ impl SqliteStore {
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts.read_only(true))
+            // Rows cross from SQLite's thread to the reader through a bounded
+            // channel; room for a whole replay page spares a wake-up per row.
+            .connect_with(opts.read_only(true).row_buffer_size(READ_ROW_BUFFER))
             .await?;
         Ok(SqliteStore { write, read })
     }
