@@ -92,6 +92,11 @@ pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before threads start.
     unsafe {
+        // Setting any of these turns off glibc's own raising of the mmap
+        // threshold, so it is raised here too: otherwise every allocation
+        // above 128 KiB (a compiled plugin's, a replay page's) would be a
+        // fresh mmap.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
         libc::mallopt(libc::M_TOP_PAD, 16 << 20);
     }
