@@ -147,6 +147,15 @@ pub async fn run(
         background.clone(),
     ));
     let publisher = Publisher::start(store.clone(), fanout, retention, metrics.clone());
+    {
+        // Streams learn of the shutdown through their queues.
+        let hub = hub.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            hub.wake_all();
+        });
+    }
     let streams = Arc::new(StreamContext {
         store: store.clone(),
         hub: hub.clone(),

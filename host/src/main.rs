@@ -136,6 +136,7 @@ fn main() -> anyhow::Result<()> {
     };
     let config = Config::load(options)?;
     init_logging(config.log_json);
+    switchyard::server::tune_allocator();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

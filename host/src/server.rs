@@ -1,6 +1,14 @@
 //! The accept loop: one task per connection, a connection cap, a clear answer
 //! when file descriptors run out, a write deadline on every socket, and a
 //! drain with a bound at shutdown.
+//!
+//! The first request head of each connection is read here, into a small
+//! buffer. A plain `GET` of an event stream goes to the router as it is; if
+//! the answer is a stream, the server writes it itself (`sse::writer`) and
+//! hyper never holds the connection, nor its 16 KiB of buffers, for the
+//! stream's life. Every other request, an error answer to a stream request,
+//! and anything the parse does not fully understand go to hyper, with the
+//! bytes already read put back in front of the socket (`Rewind`).
 
 use std::future::Future;
 use std::io;
@@ -9,7 +17,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode, Version};
+use axum::response::Response;
 use axum::Router;
+use bytes::{Buf, Bytes, BytesMut};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -19,7 +31,19 @@ use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use tower::ServiceExt as _;
+
 use crate::metrics::Metrics;
+use crate::sse::session::StreamSlot;
+
+/// How long a client may take to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(15);
+/// Read size for a request head.
+const HEAD_CHUNK: usize = 1024;
+/// A head this long that is still incomplete goes to hyper, whose limits apply.
+const HEAD_MAX: usize = 8 * 1024;
+/// Headers a stream request may carry before it is left to hyper.
+const MAX_HEADERS: usize = 48;
 
 /// Descriptors kept free for the database, Redis, plugins and files.
 const FD_RESERVE: u64 = 256;
@@ -58,6 +82,26 @@ pub fn raise_fd_limit() -> u64 {
     }
 }
 
+/// Keeps freed heap memory in the process instead of returning it to the
+/// kernel after every large free (glibc's default trims above 128 KiB).
+/// A replay page (a few MB of rows, decoded on SQLite's thread and freed on a
+/// runtime thread) otherwise costs fresh, zeroed pages from the kernel every
+/// time: with this, replay runs about a fifth faster. Call before any thread
+/// starts.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before threads start.
+    unsafe {
+        // Setting any of these turns off glibc's own raising of the mmap
+        // threshold, so it is raised here too: otherwise every allocation
+        // above 128 KiB (a compiled plugin's, a replay page's) would be a
+        // fresh mmap.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+        libc::mallopt(libc::M_TOP_PAD, 16 << 20);
+    }
+}
+
 /// The connection cap for an open-file limit: the limit less a reserve.
 pub fn default_max_connections(fd_limit: u64) -> usize {
     fd_limit.saturating_sub(FD_RESERVE).max(16) as usize
@@ -91,9 +135,23 @@ pub async fn serve(
                         let metrics = metrics.clone();
                         let shutdown = shutdown.clone();
                         let deadline = opts.write_deadline;
+                        let streams = tracker.clone();
                         tracker.spawn(async move {
-                            serve_connection(stream, app, metrics, deadline, shutdown).await;
-                            drop(permit);
+                            let lean =
+                                route_first(stream, app, metrics.clone(), deadline, shutdown).await;
+                            // A stream continues in a task of its own, the size
+                            // of what a stream needs: everything before it
+                            // (head, router, response) is freed with this one.
+                            if let Some((stream, head, session)) = lean {
+                                streams.spawn(crate::sse::writer::run(
+                                    stream,
+                                    head,
+                                    Box::new(session),
+                                    deadline,
+                                    metrics,
+                                    permit,
+                                ));
+                            }
                         });
                     }
                     Err(_) => {
@@ -151,18 +209,207 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection(
+/// Reads and routes the connection's first request. A stream answer comes
+/// back (socket, response head, session) for the lean writer; anything else
+/// is served here, by hyper, to the end of the connection.
+async fn route_first(
     stream: TcpStream,
     app: Router,
     metrics: Arc<Metrics>,
     deadline: Duration,
     shutdown: CancellationToken,
+) -> Option<(TcpStream, Bytes, crate::sse::session::Session)> {
+    let first = tokio::select! {
+        _ = shutdown.cancelled() => return None,
+        first = tokio::time::timeout(HEAD_TIMEOUT, read_first(&stream)) => first.ok()?,
+    };
+    let (req, read) = match first {
+        First::Gone => return None,
+        First::Other(read) => {
+            serve_hyper(stream, read, None, app, metrics, deadline, shutdown).await;
+            return None;
+        }
+        First::Stream(req, read) => (req, read),
+    };
+    let res = app
+        .clone()
+        .oneshot(*req)
+        .await
+        .unwrap_or_else(|e| match e {});
+    match stream_of(&res) {
+        Some(session) => Some((stream, stream_head(&res), session)),
+        // An error (or anything but a stream): hyper writes it, with
+        // keep-alive and pipelining as usual, and serves what follows.
+        None => {
+            serve_hyper(stream, read, Some(res), app, metrics, deadline, shutdown).await;
+            None
+        }
+    }
+}
+
+/// The connection's first request, as far as the accept loop needs to know it.
+enum First {
+    /// The client closed before sending a whole request.
+    Gone,
+    /// A plain `GET` of an event stream, and every byte read so far.
+    Stream(Box<Request<Body>>, Bytes),
+    /// Anything else (or anything not understood): hyper serves the connection
+    /// from these bytes on.
+    Other(Bytes),
+}
+
+/// Reads the first request head into a small buffer that lives only until
+/// the request is parsed.
+async fn read_first(stream: &TcpStream) -> First {
+    let mut buf = BytesMut::new();
+    loop {
+        if stream.readable().await.is_err() {
+            return First::Gone;
+        }
+        buf.reserve(HEAD_CHUNK);
+        match stream.try_read_buf(&mut buf) {
+            Ok(0) if buf.is_empty() => return First::Gone,
+            // Closed mid-head: hyper gives the answer such a request gets.
+            Ok(0) => return First::Other(buf.freeze()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return First::Gone,
+        }
+        match parse_stream_request(&buf) {
+            Parsed::Stream(req) => return First::Stream(req, buf.freeze()),
+            Parsed::Other => return First::Other(buf.freeze()),
+            Parsed::Partial if buf.len() >= HEAD_MAX => return First::Other(buf.freeze()),
+            Parsed::Partial => {}
+        }
+    }
+}
+
+enum Parsed {
+    Partial,
+    Stream(Box<Request<Body>>),
+    Other,
+}
+
+/// A `GET` of an event-stream route with no body, no `Expect` and no
+/// upgrade becomes a request for the router; anything else is `Other`.
+fn parse_stream_request(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => {
+            // Decide early when the start already says it is not a stream.
+            let not_get = req.method.is_some_and(|m| m != "GET");
+            let not_stream = req.path.is_some_and(|p| !is_stream_path(p));
+            return if not_get || not_stream {
+                Parsed::Other
+            } else {
+                Parsed::Partial
+            };
+        }
+        Err(_) => return Parsed::Other,
+    }
+    let (Some("GET"), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+        return Parsed::Other;
+    };
+    if !is_stream_path(path) {
+        return Parsed::Other;
+    }
+    let mut b = Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .version(if version == 0 {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        });
+    for h in req.headers.iter() {
+        let name = h.name;
+        let plain = if name.eq_ignore_ascii_case("content-length") {
+            h.value.iter().all(|c| *c == b'0' || *c == b' ')
+        } else if name.eq_ignore_ascii_case("connection") {
+            !h.value
+                .to_ascii_lowercase()
+                .windows(7)
+                .any(|w| w == b"upgrade")
+        } else {
+            !(name.eq_ignore_ascii_case("transfer-encoding")
+                || name.eq_ignore_ascii_case("expect")
+                || name.eq_ignore_ascii_case("upgrade"))
+        };
+        if !plain {
+            return Parsed::Other;
+        }
+        b = b.header(name, h.value);
+    }
+    match b.body(Body::empty()) {
+        Ok(req) => Parsed::Stream(Box::new(req)),
+        Err(_) => Parsed::Other,
+    }
+}
+
+/// The routes that answer with an event stream.
+fn is_stream_path(path: &str) -> bool {
+    match path.strip_prefix("/events") {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'),
+        None => false,
+    }
+}
+
+/// The session of a `200` event-stream response, taken from it.
+fn stream_of(res: &Response) -> Option<crate::sse::session::Session> {
+    if res.status() != StatusCode::OK {
+        return None;
+    }
+    res.extensions().get::<StreamSlot>()?.take()
+}
+
+/// The response head of a stream written by the server itself: the body runs
+/// until the connection closes.
+fn stream_head(res: &Response) -> Bytes {
+    let mut head = BytesMut::with_capacity(256);
+    head.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    for (name, value) in res.headers() {
+        if name == header::CONNECTION
+            || name == header::TRANSFER_ENCODING
+            || name == header::CONTENT_LENGTH
+        {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"connection: close\r\ndate: ");
+    head.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    head.extend_from_slice(b"\r\n\r\n");
+    head.freeze()
+}
+
+/// Serves a connection with hyper, replaying the bytes already read; `first`
+/// answers the first request when the router already has.
+async fn serve_hyper(
+    stream: TcpStream,
+    read: Bytes,
+    first: Option<Response>,
+    app: Router,
+    metrics: Arc<Metrics>,
+    deadline: Duration,
+    shutdown: CancellationToken,
 ) {
-    let io = TokioIo::new(DeadlineIo::new(stream, deadline, metrics));
-    let svc = TowerToHyperService::new(app);
+    let io = TokioIo::new(Rewind {
+        pre: read,
+        inner: DeadlineIo::new(stream, deadline, metrics),
+    });
+    let svc = FirstThen {
+        first: std::sync::Mutex::new(first),
+        app: TowerToHyperService::new(app),
+    };
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(15))
+        .header_read_timeout(HEAD_TIMEOUT)
         .serve_connection(io, svc);
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
@@ -173,6 +420,89 @@ async fn serve_connection(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+/// The router as hyper's service, except that the first request's answer
+/// may be given already (the server read and routed that request itself).
+struct FirstThen {
+    first: std::sync::Mutex<Option<Response>>,
+    app: TowerToHyperService<Router>,
+}
+
+impl hyper::service::Service<Request<hyper::body::Incoming>> for FirstThen {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future =
+        futures_util::future::Either<
+            std::future::Ready<Result<Response, Self::Error>>,
+            <TowerToHyperService<Router> as hyper::service::Service<
+                Request<hyper::body::Incoming>,
+            >>::Future,
+        >;
+
+    fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
+        let first = self.first.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match first {
+            Some(res) => futures_util::future::Either::Left(std::future::ready(Ok(res))),
+            None => futures_util::future::Either::Right(self.app.call(req)),
+        }
+    }
+}
+
+/// A socket with bytes already read from it put back in front.
+struct Rewind {
+    pre: Bytes,
+    inner: DeadlineIo,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            buf.put_slice(&self.pre[..n]);
+            self.pre.advance(n);
+            if self.pre.is_empty() {
+                // Let go of the buffer it came from.
+                self.pre = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -312,5 +642,54 @@ impl AsyncWrite for DeadlineIo {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(head: &str) -> Parsed {
+        parse_stream_request(head.as_bytes())
+    }
+
+    #[test]
+    fn which_heads_are_streams() {
+        let Parsed::Stream(req) = parse(
+            "GET /events?tenant=demo&topic=a:1 HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 7\r\n\r\n",
+        ) else {
+            panic!("a plain stream GET");
+        };
+        assert_eq!(req.uri().path(), "/events");
+        assert_eq!(req.uri().query(), Some("tenant=demo&topic=a:1"));
+        assert_eq!(req.version(), Version::HTTP_11);
+        assert_eq!(req.headers()["last-event-id"], "7");
+        let Parsed::Stream(req) = parse("GET /events/users/u1 HTTP/1.0\r\n\r\n") else {
+            panic!("HTTP/1.0");
+        };
+        assert_eq!(req.version(), Version::HTTP_10);
+        assert!(matches!(
+            parse("GET /events HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
+            Parsed::Stream(_)
+        ));
+        for other in [
+            "POST /events HTTP/1.1\r\n\r\n",
+            "GET /health HTTP/1.1\r\n\r\n",
+            "GET /eventsx HTTP/1.1\r\n\r\n",
+            "GET /events HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
+            "GET /events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET /events HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            "GET /events HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: h2c\r\n\r\n",
+            "GET /events HTTP/1.1\r\nno header here\r\n\r\n",
+            "GET http://x/events HTTP/1.1\r\n\r\n",
+            // Known not to be a stream before the head is complete.
+            "PUT /admin/plugins/x HTTP/1.1\r\nHost: x\r\n",
+        ] {
+            assert!(matches!(parse(other), Parsed::Other), "{other:?}");
+        }
+        assert!(matches!(
+            parse("GET /events?tenant=demo HTTP/1.1\r\nHost:"),
+            Parsed::Partial
+        ));
     }
 }

@@ -11,9 +11,10 @@
 //! A queue that is full is not waited on: the connection is marked lagged and
 //! gets nothing more until it has caught up from the log itself.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -31,7 +32,7 @@ const FILL_LIMIT: Seq = 5_000;
 
 /// One connection's end of the fan-out.
 struct Subscriber {
-    tx: mpsc::Sender<Arc<Frame>>,
+    queue: Queue,
     /// Set when the queue overflowed; cleared by the connection once it has
     /// drained the queue and is about to read the log.
     lagged: AtomicBool,
@@ -40,6 +41,77 @@ struct Subscriber {
 }
 
 pub use crate::plugins::Shape;
+
+/// A connection's live queue: bounded, one consumer. A `VecDeque` under a
+/// mutex that allocates only when frames arrive (tokio's channel costs about
+/// 1 KiB per connection even while idle). A send takes the consumer's waker,
+/// so frames that arrive before the consumer runs wake it once.
+struct Queue {
+    cap: usize,
+    inner: Mutex<QueueInner>,
+}
+
+#[derive(Default)]
+struct QueueInner {
+    items: VecDeque<Arc<Frame>>,
+    waker: Option<Waker>,
+}
+
+/// Capacity kept by an emptied queue; a burst's larger buffer is freed.
+const QUEUE_KEEP: usize = 32;
+
+impl Queue {
+    fn new(cap: usize) -> Queue {
+        Queue {
+            cap: cap.max(1),
+            inner: Mutex::new(QueueInner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `f`; false (and `f` dropped) when the queue is full.
+    fn try_send(&self, f: Arc<Frame>) -> bool {
+        let waker = {
+            let mut q = self.lock();
+            if q.items.len() >= self.cap {
+                return false;
+            }
+            q.items.push_back(f);
+            q.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+
+    fn try_recv(&self) -> Option<Arc<Frame>> {
+        let mut q = self.lock();
+        let f = q.items.pop_front();
+        if q.items.is_empty() && q.items.capacity() > QUEUE_KEEP {
+            q.items = VecDeque::new();
+        }
+        f
+    }
+
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Arc<Frame>> {
+        let mut q = self.lock();
+        if let Some(f) = q.items.pop_front() {
+            return Poll::Ready(f);
+        }
+        if q.items.capacity() > QUEUE_KEEP {
+            q.items = VecDeque::new();
+        }
+        match &q.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => q.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
 
 type TopicMap = HashMap<Box<str>, HashMap<u64, Arc<Subscriber>>>;
 
@@ -51,6 +123,8 @@ struct Inner {
     input: mpsc::UnboundedSender<Input>,
     metrics: Arc<Metrics>,
     plugins: Plugins,
+    /// Set (under the `subs` write lock) once the node is shutting down.
+    closing: AtomicBool,
 }
 
 /// Handle to the hub; cheap to clone.
@@ -81,8 +155,6 @@ pub struct Subscription {
     tenant: Box<str>,
     topics: Vec<Box<str>>,
     shared: Arc<Subscriber>,
-    /// Live events, in id order.
-    pub rx: mpsc::Receiver<Arc<Frame>>,
 }
 
 impl Subscription {
@@ -91,10 +163,27 @@ impl Subscription {
         self.shared.lagged.load(Ordering::SeqCst)
     }
 
+    /// True once the node is shutting down (see [`Hub::wake_all`]): one
+    /// atomic load, where the shutdown token would take a lock.
+    pub fn closing(&self) -> bool {
+        self.hub.closing.load(Ordering::Relaxed)
+    }
+
+    /// The next live event, in id order. Cancel-safe: an event is taken
+    /// only when the future completes.
+    pub async fn recv(&self) -> Arc<Frame> {
+        std::future::poll_fn(|cx| self.shared.queue.poll_recv(cx)).await
+    }
+
+    /// The next live event if one is queued.
+    pub fn try_recv(&self) -> Option<Arc<Frame>> {
+        self.shared.queue.try_recv()
+    }
+
     /// Empties the queue and rejoins live fan-out. The caller must read the
     /// log from its cursor *after* this, so nothing falls between the two.
     pub fn rearm(&mut self) {
-        while self.rx.try_recv().is_ok() {}
+        while self.try_recv().is_some() {}
         self.shared.lagged.store(false, Ordering::SeqCst);
     }
 }
@@ -135,6 +224,7 @@ impl Hub {
             input: tx,
             metrics,
             plugins,
+            closing: AtomicBool::new(false),
         });
         let mut d = Dispatcher {
             hub: inner.clone(),
@@ -156,6 +246,25 @@ impl Hub {
         }
     }
 
+    /// Wakes every connection because the node is shutting down (and every
+    /// connection that registers from now on): each gets a frame with id 0,
+    /// which a session never sends, and then sees the shutdown flag. So a
+    /// session waits on its queue alone rather than on the shutdown token as
+    /// well, which would cost a shared lock on every wake-up. A full queue
+    /// gets nothing: its session is awake already.
+    pub fn wake_all(&self) {
+        let subs = self.inner.subs.write().unwrap_or_else(|p| p.into_inner());
+        self.inner.closing.store(true, Ordering::SeqCst);
+        let nudge = nudge();
+        for topics in subs.values() {
+            for set in topics.values() {
+                for sub in set.values() {
+                    let _ = sub.queue.try_send(nudge.clone());
+                }
+            }
+        }
+    }
+
     /// Registers a connection for `topics` of `tenant` with a queue of
     /// `capacity`; `shape` is what the tenant's event filter sees of it.
     pub fn subscribe(
@@ -165,9 +274,8 @@ impl Hub {
         capacity: usize,
         shape: Shape,
     ) -> Subscription {
-        let (tx, rx) = mpsc::channel(capacity);
         let shared = Arc::new(Subscriber {
-            tx,
+            queue: Queue::new(capacity),
             lagged: AtomicBool::new(false),
             shape,
         });
@@ -181,6 +289,9 @@ impl Hub {
                     .or_default()
                     .insert(id, shared.clone());
             }
+            if self.inner.closing.load(Ordering::SeqCst) {
+                let _ = shared.queue.try_send(nudge());
+            }
         }
         Subscription {
             hub: self.inner.clone(),
@@ -188,9 +299,18 @@ impl Hub {
             tenant: tenant.into(),
             topics: topics.iter().map(|t| t.as_str().into()).collect(),
             shared,
-            rx,
         }
     }
+}
+
+/// The wake-up `wake_all` sends: id 0, which every session has passed.
+fn nudge() -> Arc<Frame> {
+    Arc::new(Frame {
+        seq: 0,
+        topic: "".into(),
+        kind: "".into(),
+        bytes: bytes::Bytes::new(),
+    })
 }
 
 /// Per-tenant ordering state.
@@ -457,7 +577,7 @@ impl Dispatcher {
                     }
                 }
             };
-            if let Err(mpsc::error::TrySendError::Full(_)) = sub.tx.try_send(frame) {
+            if !sub.queue.try_send(frame) {
                 sub.lagged.store(true, Ordering::SeqCst);
                 lagged += 1;
             }

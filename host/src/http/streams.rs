@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::event::TopicKind;
 use crate::event::{validate_kind, Seq};
 use crate::sse::caps::Refusal;
-use crate::sse::session::{Session, StreamRequest};
+use crate::sse::session::{Session, StreamRequest, StreamSlot};
 use crate::state::AppState;
 
 /// Most topics one stream may subscribe to.
@@ -219,11 +219,23 @@ fn parse_last_event_id(v: Option<&str>) -> Result<Option<Seq>, ApiError> {
     }
 }
 
+/// The response to a stream request: `200 text/event-stream` whose session
+/// the server's stream writer takes from the extensions
+/// ([`StreamSlot`]); a writer that does not (a stream on a keep-alive
+/// connection served by hyper) polls the body, which takes it instead.
 fn sse_response(session: Session) -> Response {
-    let stream = futures_util::stream::unfold(session, |mut s| async move {
-        s.next()
-            .await
-            .map(|b| (Ok::<_, std::convert::Infallible>(b), s))
+    enum Source {
+        Slot(StreamSlot),
+        Taken(Box<Session>),
+    }
+    let slot = StreamSlot::new(session);
+    let stream = futures_util::stream::unfold(Source::Slot(slot.clone()), |src| async move {
+        let mut s = match src {
+            Source::Slot(slot) => Box::new(slot.take()?),
+            Source::Taken(s) => s,
+        };
+        let b = s.next().await?;
+        Some((Ok::<_, std::convert::Infallible>(b), Source::Taken(s)))
     });
     let mut res = Response::new(Body::from_stream(stream));
     *res.status_mut() = StatusCode::OK;
@@ -234,6 +246,7 @@ fn sse_response(session: Session) -> Response {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    res.extensions_mut().insert(slot);
     res
 }
 

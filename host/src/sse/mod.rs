@@ -3,3 +3,4 @@
 pub mod caps;
 pub mod encode;
 pub mod session;
+pub mod writer;

@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::time::{Instant, Interval, Sleep};
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +33,7 @@ use crate::plugins::{FilterOutcome, Plugins};
 use crate::store::{self, Page, Retained, Store, TopicState};
 
 /// Events read from the log per page while replaying.
-const PAGE: usize = 1_000;
+const PAGE: usize = 2_000;
 /// Live events taken from the queue per wake-up.
 const LIVE_BATCH: usize = 128;
 
@@ -102,6 +102,34 @@ pub struct Session {
     tenant_gauge: Arc<Gauge>,
     /// The stream's slot under the connection caps, released on drop.
     lease: Option<crate::sse::caps::Lease>,
+    /// The next page of the log, being read while this one is written.
+    prefetch: Option<ReadAhead>,
+}
+
+/// A session waiting for its writer: the response's extension and its body
+/// share it, and whichever takes it first drives the stream.
+#[derive(Clone)]
+pub struct StreamSlot(Arc<std::sync::Mutex<Option<Session>>>);
+
+impl StreamSlot {
+    /// Parks a session.
+    pub fn new(session: Session) -> StreamSlot {
+        StreamSlot(Arc::new(std::sync::Mutex::new(Some(session))))
+    }
+
+    /// Takes the session, once.
+    pub fn take(&self) -> Option<Session> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// A read of the next log page; dropping it stops the read.
+struct ReadAhead(tokio::task::JoinHandle<Result<Page, store::Error>>);
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Session {
@@ -147,6 +175,7 @@ impl Session {
             skip: Vec::new(),
             tenant_gauge,
             lease: None,
+            prefetch: None,
         };
         s.out.push_back(Bytes::from(format!(
             "retry: {}\nid: {}\n\n",
@@ -164,6 +193,8 @@ impl Session {
             _ => {
                 if s.apply(page, PAGE) {
                     s.phase = Phase::Live;
+                } else {
+                    s.read_ahead();
                 }
             }
         }
@@ -177,16 +208,33 @@ impl Session {
 
     /// The next bytes to write; `None` ends the stream.
     pub async fn next(&mut self) -> Option<Bytes> {
+        if self.fill().await {
+            self.out.pop_front()
+        } else {
+            None
+        }
+    }
+
+    /// Waits until there are frames to write (see [`Session::out`]); false
+    /// once the stream is over and everything has been taken.
+    ///
+    /// Cancel-safe between frames: dropping the future loses nothing queued.
+    pub async fn fill(&mut self) -> bool {
         loop {
-            if let Some(b) = self.out.pop_front() {
-                return Some(b);
+            if !self.out.is_empty() {
+                return true;
             }
             match self.phase {
-                Phase::Done => return None,
+                Phase::Done => return false,
                 Phase::CatchUp => self.catch_up().await,
                 Phase::Live => self.live().await,
             }
         }
+    }
+
+    /// The frames ready to write, oldest first; a writer takes them from the front.
+    pub fn out(&mut self) -> &mut VecDeque<Bytes> {
+        &mut self.out
     }
 
     async fn catch_up(&mut self) {
@@ -194,15 +242,20 @@ impl Session {
             self.finish_shutdown();
             return;
         }
-        let read = self
-            .ctx
-            .store
-            .read(&self.req.tenant, &self.req.topics, Some(self.cursor), PAGE)
-            .await;
+        let read = match self.prefetch.take() {
+            Some(mut ahead) => match (&mut ahead.0).await {
+                Ok(read) => read,
+                // The read-ahead task failed to run: read here instead.
+                Err(_) => self.read_page().await,
+            },
+            None => self.read_page().await,
+        };
         match read {
             Ok(page) => {
                 if self.apply(page, PAGE) {
                     self.phase = Phase::Live;
+                } else {
+                    self.read_ahead();
                 }
             }
             Err(e) => {
@@ -213,7 +266,32 @@ impl Session {
         }
     }
 
+    async fn read_page(&self) -> Result<Page, store::Error> {
+        self.ctx
+            .store
+            .read(&self.req.tenant, &self.req.topics, Some(self.cursor), PAGE)
+            .await
+    }
+
+    /// Starts reading the page after the cursor while the current one is
+    /// being written.
+    fn read_ahead(&mut self) {
+        let store = self.ctx.store.clone();
+        let tenant = self.req.tenant.clone();
+        let topics = self.req.topics.clone();
+        let after = self.cursor;
+        self.prefetch = Some(ReadAhead(tokio::spawn(async move {
+            store.read(&tenant, &topics, Some(after), PAGE).await
+        })));
+    }
+
     async fn live(&mut self) {
+        // The hub wakes every queue at shutdown (`Hub::wake_all`), so its
+        // flag is enough here: no waiter on the shutdown token per wake-up.
+        if self.sub.closing() {
+            self.finish_shutdown();
+            return;
+        }
         if self.sub.lagged() {
             // Queue overflowed: drop it and catch up from the log by cursor.
             self.sub.rearm();
@@ -228,7 +306,6 @@ impl Session {
         };
         tokio::select! {
             biased;
-            _ = self.ctx.shutdown.cancelled() => self.finish_shutdown(),
             _ = expiry => {
                 let data = format!(
                     "{{\"tenant\":{},\"reason\":\"token expired; reconnect with a fresh token\"}}",
@@ -237,18 +314,17 @@ impl Session {
                 self.out.push_back(control(self.cursor, "auth.expired", &data));
                 self.phase = Phase::Done;
             }
-            frame = self.sub.rx.recv() => match frame {
-                Some(f) => {
-                    let mut sent = self.offer(&f) as u64;
-                    for _ in 0..LIVE_BATCH {
-                        match self.sub.rx.try_recv() {
-                            Ok(f) => sent += self.offer(&f) as u64,
-                            Err(_) => break,
-                        }
+            f = self.sub.recv() => {
+                let mut sent = self.offer(&f) as u64;
+                for _ in 0..LIVE_BATCH {
+                    match self.sub.try_recv() {
+                        Some(f) => sent += self.offer(&f) as u64,
+                        None => break,
                     }
+                }
+                if sent > 0 {
                     self.ctx.metrics.events_sent.add(sent);
                 }
-                None => self.phase = Phase::Done,
             },
             _ = self.heartbeat.tick() => {
                 self.out.push_back(encode::heartbeat());
@@ -316,7 +392,12 @@ impl Session {
             }
         }
         let exhausted = page.events.len() < limit;
-        let mut buf = BytesMut::new();
+        let mut buf = BytesMut::with_capacity(
+            page.events
+                .iter()
+                .map(|e| encode::frame_len(&e.kind, &e.json))
+                .sum(),
+        );
         let mut sent = 0u64;
         let filter = self.ctx.plugins.filter(&self.req.tenant);
         for e in &page.events {
@@ -338,13 +419,7 @@ impl Session {
                     }
                 },
             };
-            buf.put_slice(b"id: ");
-            buf.put_slice(e.seq.to_string().as_bytes());
-            buf.put_slice(b"\nevent: ");
-            buf.put_slice(e.kind.as_bytes());
-            buf.put_slice(b"\ndata: ");
-            buf.put_slice(json.as_bytes());
-            buf.put_slice(b"\n\n");
+            encode::put_event(&mut buf, e.seq, &e.kind, json);
             self.told = e.seq;
             sent += 1;
         }
@@ -419,7 +494,7 @@ impl Session {
     fn finish_shutdown(&mut self) {
         if !self.sub.lagged() {
             let mut sent = 0;
-            while let Ok(f) = self.sub.rx.try_recv() {
+            while let Some(f) = self.sub.try_recv() {
                 sent += self.offer(&f) as u64;
             }
             self.ctx.metrics.events_sent.add(sent);

@@ -25,9 +25,12 @@ use crate::event::{NewEvent, Seq, StoredEvent};
 pub struct SqliteStore {
     pub(crate) write: SqlitePool,
     pub(crate) read: SqlitePool,
-    /// Group commit of the domain writes (on the `write` connection).
+    /// Group commit of the domain writes (`sqlite_writer.rs`).
     pub(crate) batch: Batcher,
 }
+
+/// Rows a read connection hands over without waiting for the reader.
+const READ_ROW_BUFFER: usize = 2_048;
 
 impl SqliteStore {
     /// Opens (creating if needed) `dir/switchyard.db` and applies migrations.
@@ -52,7 +55,9 @@ impl SqliteStore {
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts.read_only(true))
+            // Rows cross from SQLite's thread to the reader through a bounded
+            // channel; room for a whole replay page spares a wake-up per row.
+            .connect_with(opts.read_only(true).row_buffer_size(READ_ROW_BUFFER))
             .await?;
         let writer = super::sqlite_writer::Writer::open(&dir.join("switchyard.db"))?;
         let batch = Batcher::start(Arc::new(writer));
@@ -71,14 +76,16 @@ fn placeholders(n: usize) -> String {
     s
 }
 
+/// A row of `SELECT seq, topic, type, payload, ts` (columns by position:
+/// replay decodes many rows, and a lookup by name costs per column).
 fn event_row(row: &SqliteRow, tenant: &Arc<str>) -> Result<StoredEvent, sqlx::Error> {
     Ok(StoredEvent {
-        seq: row.try_get::<i64, _>("seq")? as Seq,
+        seq: row.try_get::<i64, _>(0)? as Seq,
         tenant: tenant.clone(),
-        topic: row.try_get("topic")?,
-        kind: row.try_get("type")?,
-        json: row.try_get("payload")?,
-        ts: row.try_get("ts")?,
+        topic: row.try_get(1)?,
+        kind: row.try_get(2)?,
+        json: row.try_get(3)?,
+        ts: row.try_get(4)?,
     })
 }
 

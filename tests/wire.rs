@@ -1,0 +1,392 @@
+//! The HTTP/1 wire around event streams, over raw sockets: a stream that is
+//! a connection's first request is written by the server itself (body
+//! delimited by the close); everything else on a connection (a request
+//! before the stream, a refused stream, a request with a body, a head the
+//! server does not understand) is served by hyper from the bytes already read.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::{secs, Env, Mode, Node};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A raw HTTP/1 client connection.
+struct Raw {
+    s: TcpStream,
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+/// A response head.
+struct Head {
+    status: u16,
+    version: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Raw {
+    async fn connect(node: &Node) -> Raw {
+        let addr = node.url.trim_start_matches("http://");
+        let s = TcpStream::connect(addr).await.expect("connect");
+        s.set_nodelay(true).expect("nodelay");
+        Raw {
+            s,
+            buf: Vec::new(),
+            eof: false,
+        }
+    }
+
+    async fn send(&mut self, bytes: &str) {
+        self.s.write_all(bytes.as_bytes()).await.expect("write");
+    }
+
+    /// Reads more; false at end of file or after the deadline.
+    async fn fill(&mut self, deadline: tokio::time::Instant) -> bool {
+        if self.eof {
+            return false;
+        }
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout_at(deadline, self.s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                self.eof = true;
+                false
+            }
+            Ok(Ok(n)) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Everything up to and including `needle`, taken off the buffer.
+    async fn until(&mut self, needle: &str, within: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(at) = find(&self.buf, needle.as_bytes()) {
+                let taken: Vec<u8> = self.buf.drain(..at + needle.len()).collect();
+                return String::from_utf8_lossy(&taken).into_owned();
+            }
+            if !self.fill(deadline).await {
+                panic!(
+                    "{needle:?} not received; got {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                );
+            }
+        }
+    }
+
+    async fn head(&mut self) -> Head {
+        let text = self.until("\r\n\r\n", secs(10)).await;
+        let mut lines = text.trim_end().split("\r\n");
+        let status_line = lines.next().expect("status line");
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or_default().to_string();
+        let status = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let headers = lines
+            .map(|l| {
+                let (k, v) = l.split_once(':').expect("header line");
+                (k.trim().to_string(), v.trim().to_string())
+            })
+            .collect();
+        Head {
+            status,
+            version,
+            headers,
+        }
+    }
+
+    /// A body of `content-length` bytes.
+    async fn body(&mut self, head: &Head) -> String {
+        let n: usize = head
+            .get("content-length")
+            .expect("content-length")
+            .parse()
+            .expect("length");
+        let deadline = tokio::time::Instant::now() + secs(10);
+        while self.buf.len() < n {
+            assert!(self.fill(deadline).await, "body cut short");
+        }
+        let body: Vec<u8> = self.buf.drain(..n).collect();
+        String::from_utf8(body).expect("utf-8 body")
+    }
+
+    /// True once the server has closed the connection.
+    async fn closed(&mut self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.fill(deadline).await {}
+        self.eof
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n")
+}
+
+/// A stream as a connection's first request: `200`, `connection: close`, no
+/// chunking, frames as they are, and the server notices the client leaving.
+async fn first_request_stream(mode: Mode) {
+    let env = Env::new(mode).await;
+    let nodes = env.start_nodes(2).await;
+    let (sub, publ) = (&nodes[0], nodes.last().expect("a node"));
+    let tenant = sub.tenant().await;
+    let mut raw = Raw::connect(sub).await;
+    raw.send(&get(&format!("/events?tenant={tenant}&topic=wire:1")))
+        .await;
+    let head = raw.head().await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.get("content-type"), Some("text/event-stream"));
+    assert_eq!(head.get("connection"), Some("close"));
+    assert_eq!(head.get("cache-control"), Some("no-cache"));
+    assert!(head.get("date").is_some());
+    assert!(head.get("transfer-encoding").is_none());
+    assert!(head.get("content-length").is_none());
+    let first = raw.until("\n\n", secs(10)).await;
+    assert!(first.starts_with("retry: "), "{first:?}");
+    let id = publ
+        .publish(&tenant, "wire:1", "note", json!({"n": 1}))
+        .await;
+    let frame = raw.until("\n\n", secs(10)).await;
+    assert!(
+        frame.starts_with(&format!("id: {id}\nevent: note\ndata: {{")),
+        "{frame:?}"
+    );
+    // The client hangs up: the stream ends and is no longer counted.
+    drop(raw);
+    support::wait_for("stream closed", secs(10), || async {
+        sub.metric("switchyard_connections").await == 0.0
+    })
+    .await;
+    env.cleanup().await;
+}
+both_modes!(first_request_stream_test, first_request_stream);
+
+/// A keep-alive request before a stream on the same connection: hyper serves
+/// both, the stream chunked.
+async fn keep_alive_then_stream(mode: Mode) {
+    let env = Env::new(mode).await;
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let mut raw = Raw::connect(&node).await;
+    raw.send("GET /health HTTP/1.1\r\nHost: test\r\n\r\n").await;
+    let head = raw.head().await;
+    assert_eq!(head.status, 200);
+    let _ = raw.body(&head).await;
+    raw.send(&get(&format!("/events?tenant={tenant}&topic=wire:2")))
+        .await;
+    let head = raw.head().await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.get("content-type"), Some("text/event-stream"));
+    assert_eq!(head.get("transfer-encoding"), Some("chunked"));
+    raw.until("retry: ", secs(10)).await;
+    let id = node.publish(&tenant, "wire:2", "note", json!({})).await;
+    raw.until(&format!("id: {id}\nevent: note\n"), secs(10))
+        .await;
+    env.cleanup().await;
+}
+both_modes!(keep_alive_then_stream_test, keep_alive_then_stream);
+
+/// Two requests in one write, the stream second: both answered, in order.
+async fn pipelined_then_stream(mode: Mode) {
+    let env = Env::new(mode).await;
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let mut raw = Raw::connect(&node).await;
+    raw.send(&format!(
+        "GET /health HTTP/1.1\r\nHost: test\r\n\r\n{}",
+        get(&format!("/events?tenant={tenant}&topic=wire:3"))
+    ))
+    .await;
+    let head = raw.head().await;
+    assert_eq!(head.status, 200);
+    let _ = raw.body(&head).await;
+    let head = raw.head().await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.get("content-type"), Some("text/event-stream"));
+    let id = node.publish(&tenant, "wire:3", "note", json!({})).await;
+    raw.until(&format!("id: {id}\nevent: note\n"), secs(10))
+        .await;
+    env.cleanup().await;
+}
+both_modes!(pipelined_then_stream_test, pipelined_then_stream);
+
+/// A stream request answered with an error keeps the connection: the error
+/// is the usual JSON with a length, and the next request (here pipelined
+/// behind it) is served.
+async fn refused_stream_keeps_connection(mode: Mode) {
+    let env = Env::new(mode).await;
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let mut raw = Raw::connect(&node).await;
+    raw.send(&format!(
+        "{}GET /health HTTP/1.1\r\nHost: test\r\n\r\n",
+        get(&format!("/events?tenant={tenant}"))
+    ))
+    .await;
+    let head = raw.head().await;
+    assert_eq!(head.status, 400);
+    assert_eq!(head.get("content-type"), Some("application/json"));
+    let body = raw.body(&head).await;
+    assert!(body.contains("missing_topic"), "{body}");
+    let head = raw.head().await;
+    assert_eq!(head.status, 200);
+    let _ = raw.body(&head).await;
+    // And a stream after it on the same connection works too.
+    raw.send(&get(&format!("/events?tenant={tenant}&topic=wire:4")))
+        .await;
+    let head = raw.head().await;
+    assert_eq!(head.status, 200);
+    let id = node.publish(&tenant, "wire:4", "note", json!({})).await;
+    raw.until(&format!("id: {id}\nevent: note\n"), secs(10))
+        .await;
+    env.cleanup().await;
+}
+both_modes!(
+    refused_stream_keeps_connection_test,
+    refused_stream_keeps_connection
+);
+
+/// An unknown tenant is a 404 on the first request too, and the server
+/// closes when the client asked it to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_stream_with_close() {
+    let env = Env::new(Mode::Embedded).await;
+    let node = env.start().await;
+    let mut raw = Raw::connect(&node).await;
+    raw.send("GET /events?tenant=no-such-tenant&topic=wire:5 HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await;
+    let head = raw.head().await;
+    assert_eq!(head.status, 404);
+    let body = raw.body(&head).await;
+    assert!(body.contains("\"error\""), "{body}");
+    assert!(
+        raw.closed(secs(10)).await,
+        "connection closed after the answer"
+    );
+    env.cleanup().await;
+}
+
+/// An HTTP/1.0 client gets the stream, delimited by the close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_stream() {
+    let env = Env::new(Mode::Embedded).await;
+    let node = env.start().await;
+    let mut raw = Raw::connect(&node).await;
+    raw.send("GET /events?tenant=demo&topic=wire:6 HTTP/1.0\r\n\r\n")
+        .await;
+    let head = raw.head().await;
+    assert_eq!(head.status, 200);
+    assert!(head.version.starts_with("HTTP/1."), "{}", head.version);
+    assert!(head.get("transfer-encoding").is_none());
+    let id = node.publish("demo", "wire:6", "note", json!({})).await;
+    raw.until(&format!("id: {id}\nevent: note\n"), secs(10))
+        .await;
+    env.cleanup().await;
+}
+
+/// A head that does not parse is hyper's to answer: 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_head_is_400() {
+    let env = Env::new(Mode::Embedded).await;
+    let node = env.start().await;
+    let mut raw = Raw::connect(&node).await;
+    raw.send(
+        "GET /events?tenant=demo&topic=wire:7 HTTP/1.1\r\nHost: test\r\nthis is no header\r\n\r\n",
+    )
+    .await;
+    let head = raw.head().await;
+    assert_eq!(head.status, 400);
+    assert!(raw.closed(secs(10)).await);
+    env.cleanup().await;
+}
+
+/// A stream request with a body, or with `Expect`, is left to hyper from the
+/// bytes already read; it still gets its stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_request_with_body_falls_back() {
+    let env = Env::new(Mode::Embedded).await;
+    let node = env.start().await;
+    let mut raw = Raw::connect(&node).await;
+    raw.send("GET /events?tenant=demo&topic=wire:8 HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\n{}")
+        .await;
+    let head = raw.head().await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.get("transfer-encoding"), Some("chunked"));
+    let id = node.publish("demo", "wire:8", "note", json!({})).await;
+    raw.until(&format!("id: {id}\nevent: note\n"), secs(10))
+        .await;
+    env.cleanup().await;
+}
+
+/// A head that arrives in pieces is still one stream request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_in_pieces() {
+    let env = Env::new(Mode::Embedded).await;
+    let node = env.start().await;
+    let mut raw = Raw::connect(&node).await;
+    let req = get("/events?tenant=demo&topic=wire:9");
+    for piece in req.as_bytes().chunks(7) {
+        raw.s.write_all(piece).await.expect("write");
+        raw.s.flush().await.expect("flush");
+        tokio::task::yield_now().await;
+    }
+    let head = raw.head().await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.get("connection"), Some("close"));
+    let id = node.publish("demo", "wire:9", "note", json!({})).await;
+    raw.until(&format!("id: {id}\nevent: note\n"), secs(10))
+        .await;
+    env.cleanup().await;
+}
+
+/// Many frames at once (a replay) arrive whole and in order, and the stream
+/// goes live after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_then_live_on_lean_stream() {
+    let env = Env::new(Mode::Embedded).await;
+    let node = env.start().await;
+    // More than two pages of the log, published 32 at a time.
+    let mut ids = Vec::new();
+    for batch in 0..70 {
+        let posts = (0..32)
+            .map(|n| node.publish("demo", "wire:10", "note", json!({ "n": batch * 32 + n })));
+        ids.extend(futures_util::future::join_all(posts).await);
+    }
+    ids.sort_unstable();
+    let mut raw = Raw::connect(&node).await;
+    raw.send(
+        "GET /events?tenant=demo&topic=wire:10 HTTP/1.1\r\nHost: test\r\nLast-Event-ID: 0\r\n\r\n",
+    )
+    .await;
+    let head = raw.head().await;
+    assert_eq!(head.status, 200);
+    for id in &ids {
+        raw.until(&format!("id: {id}\nevent: note\n"), secs(30))
+            .await;
+    }
+    // The rest of the last replayed frame, then the live one, next.
+    raw.until("\n\n", secs(10)).await;
+    let id = node.publish("demo", "wire:10", "note", json!({})).await;
+    let frame = raw.until("\n\n", secs(10)).await;
+    assert!(frame.starts_with(&format!("id: {id}\n")), "{frame:?}");
+    env.cleanup().await;
+}
