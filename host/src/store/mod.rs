@@ -12,6 +12,7 @@ mod migrate;
 pub mod plugins;
 pub mod postgres;
 pub mod sqlite;
+mod sqlite_reader;
 mod sqlite_writer;
 
 use std::borrow::Borrow;

@@ -18,7 +18,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use super::batch::{self, Batcher, Done, Op};
-use super::{Error, Message, NewMessage, Notification, Page, Retained, Store, Tenant, TopicState};
+use super::sqlite_reader::Readers;
+use super::{Error, Message, NewMessage, Notification, Page, Store, Tenant};
 use crate::event::{NewEvent, Seq, StoredEvent};
 
 /// SQLite-backed store.
@@ -27,6 +28,8 @@ pub struct SqliteStore {
     pub(crate) read: SqlitePool,
     /// Group commit of the domain writes (`sqlite_writer.rs`).
     pub(crate) batch: Batcher,
+    /// Log reads: replay pages and gap fills (`sqlite_reader.rs`).
+    readers: Arc<Readers>,
 }
 
 /// Rows a read connection hands over without waiting for the reader.
@@ -56,24 +59,20 @@ impl SqliteStore {
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
             // Rows cross from SQLite's thread to the reader through a bounded
-            // channel; room for a whole replay page spares a wake-up per row.
+            // channel; room for a whole page (history, `latest`) spares a
+            // wake-up per row. Replay pages go through `Readers` instead.
             .connect_with(opts.read_only(true).row_buffer_size(READ_ROW_BUFFER))
             .await?;
         let writer = super::sqlite_writer::Writer::open(&dir.join("switchyard.db"))?;
         let batch = Batcher::start(Arc::new(writer));
-        Ok(SqliteStore { write, read, batch })
+        let readers = Arc::new(Readers::new(&dir.join("switchyard.db")));
+        Ok(SqliteStore {
+            write,
+            read,
+            batch,
+            readers,
+        })
     }
-}
-
-fn placeholders(n: usize) -> String {
-    let mut s = String::with_capacity(n * 2);
-    for i in 0..n {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push('?');
-    }
-    s
 }
 
 /// A row of `SELECT seq, topic, type, payload, ts` (columns by position:
@@ -86,22 +85,6 @@ fn event_row(row: &SqliteRow, tenant: &Arc<str>) -> Result<StoredEvent, sqlx::Er
         kind: row.try_get(2)?,
         json: row.try_get(3)?,
         ts: row.try_get(4)?,
-    })
-}
-
-fn topic_row(row: &SqliteRow) -> Result<TopicState, sqlx::Error> {
-    let data: Option<String> = row.try_get("retained")?;
-    Ok(TopicState {
-        topic: row.try_get("topic")?,
-        trimmed: row.try_get::<i64, _>("trimmed_seq")? as Seq,
-        retained: match data {
-            Some(data) => Some(Retained {
-                data,
-                seq: row.try_get::<Option<i64>, _>("retained_seq")?.unwrap_or(0) as Seq,
-                ts: row.try_get::<Option<i64>, _>("retained_ts")?.unwrap_or(0),
-            }),
-            None => None,
-        },
     })
 }
 
@@ -176,56 +159,7 @@ impl Store for SqliteStore {
         after: Option<Seq>,
         limit: usize,
     ) -> Result<Page, Error> {
-        let mut tx = self.read.begin().await?;
-        let head: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM tenants WHERE slug = ?")
-            .bind(tenant)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(head) = head else {
-            return Err(Error::UnknownTenant(tenant.into()));
-        };
-        let marks = placeholders(topics.len());
-        let sql = format!(
-            "SELECT topic, trimmed_seq, retained, retained_seq, retained_ts FROM topics \
-             WHERE tenant = ? AND topic IN ({marks})"
-        );
-        let mut q = sqlx::query(&sql).bind(tenant);
-        for t in topics {
-            q = q.bind(t);
-        }
-        let states = q
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(topic_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut events = Vec::new();
-        if let Some(after) = after {
-            let sql = format!(
-                "SELECT seq, topic, type, payload, ts FROM events \
-                 WHERE tenant = ? AND topic IN ({marks}) AND seq > ? ORDER BY seq LIMIT ?"
-            );
-            let mut q = sqlx::query(&sql).bind(tenant);
-            for t in topics {
-                q = q.bind(t);
-            }
-            let rows = q
-                .bind(after as i64)
-                .bind(limit as i64)
-                .fetch_all(&mut *tx)
-                .await?;
-            let tenant: Arc<str> = tenant.into();
-            events = rows
-                .iter()
-                .map(|r| event_row(r, &tenant))
-                .collect::<Result<_, _>>()?;
-        }
-        tx.commit().await?;
-        Ok(Page {
-            events,
-            head: head as Seq,
-            topics: states,
-        })
+        self.readers.read(tenant, topics, after, limit).await
     }
 
     async fn latest(&self, tenant: &str, topic: &str, limit: usize) -> Result<Page, Error> {
@@ -249,20 +183,7 @@ impl Store for SqliteStore {
     }
 
     async fn range(&self, tenant: &str, after: Seq, upto: Seq) -> Result<Vec<StoredEvent>, Error> {
-        let rows = sqlx::query(
-            "SELECT seq, topic, type, payload, ts FROM events \
-             WHERE tenant = ? AND seq > ? AND seq <= ? ORDER BY seq",
-        )
-        .bind(tenant)
-        .bind(after as i64)
-        .bind(upto as i64)
-        .fetch_all(&self.read)
-        .await?;
-        let t: Arc<str> = tenant.into();
-        Ok(rows
-            .iter()
-            .map(|r| event_row(r, &t))
-            .collect::<Result<_, _>>()?)
+        self.readers.range(tenant, after, upto).await
     }
 
     async fn heads(&self) -> Result<Vec<(String, Seq)>, Error> {
