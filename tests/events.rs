@@ -479,6 +479,11 @@ async fn health_ready_metrics(mode: Mode) {
         "{text}"
     );
     assert!(node.metric("switchyard_events_published_total").await >= 1.0);
+    assert!(node.metric("switchyard_store_batches_total").await >= 1.0);
+    assert!(
+        node.metric("switchyard_store_batch_writes_total").await
+            >= node.metric("switchyard_store_batches_total").await
+    );
     assert!(text.contains(
         "switchyard_http_request_duration_seconds_bucket{method=\"POST\",route=\"/api/events\""
     ));

@@ -15,6 +15,10 @@ use std::time::Duration;
 pub struct Counter(AtomicU64);
 
 impl Counter {
+    /// A counter at zero (for statics).
+    pub const fn new() -> Counter {
+        Counter(AtomicU64::new(0))
+    }
     /// Adds one.
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
@@ -28,6 +32,24 @@ impl Counter {
         self.0.load(Ordering::Relaxed)
     }
 }
+
+/// The store's group commit, counted by its batch task (which runs beneath
+/// the node's `Metrics`): one process has one store.
+pub struct StoreBatches {
+    /// Transactions the batch task ran (committed or not).
+    pub batches: Counter,
+    /// Writes run in them.
+    pub writes: Counter,
+    /// Batches that failed and were run again one write at a time.
+    pub retried: Counter,
+}
+
+/// The process's store batch counters.
+pub static STORE_BATCHES: StoreBatches = StoreBatches {
+    batches: Counter::new(),
+    writes: Counter::new(),
+    retried: Counter::new(),
+};
 
 /// A value that goes up and down.
 #[derive(Default, Debug)]
@@ -188,7 +210,7 @@ impl Metrics {
             "Open SSE connections.",
             self.connections.get().to_string(),
         );
-        let counters: [(&str, &str, &Counter); 23] = [
+        let counters: [(&str, &str, &Counter); 26] = [
             (
                 "connections_opened_total",
                 "SSE connections opened.",
@@ -288,6 +310,21 @@ impl Metrics {
                 "messages_posted_total",
                 "Messages stored.",
                 &self.messages_posted,
+            ),
+            (
+                "store_batches_total",
+                "Transactions run by the store's group commit.",
+                &STORE_BATCHES.batches,
+            ),
+            (
+                "store_batch_writes_total",
+                "Writes (appends, messages, bids, rounds) run in those transactions.",
+                &STORE_BATCHES.writes,
+            ),
+            (
+                "store_batches_retried_total",
+                "Failed batches run again one write at a time.",
+                &STORE_BATCHES.retried,
             ),
             (
                 "bids_submitted_total",

@@ -161,6 +161,9 @@ async fn run(mut rx: mpsc::Receiver<Job>, target: Arc<dyn Target>) {
         }
         let (ops, replies): (Vec<Op>, Vec<_>) = jobs.into_iter().map(|j| (j.op, j.reply)).unzip();
         let ops: Arc<[Op]> = ops.into();
+        let stats = &crate::metrics::STORE_BATCHES;
+        stats.batches.inc();
+        stats.writes.add(ops.len() as u64);
         match target.run(ops.clone()).await {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
@@ -180,6 +183,7 @@ async fn run(mut rx: mpsc::Receiver<Job>, target: Arc<dyn Target>) {
                 }
             }
             Err(e) => {
+                stats.retried.inc();
                 tracing::debug!(error = %e, ops = ops.len(), "batch failed; retrying its writes one by one");
                 for (op, reply) in ops.iter().zip(replies) {
                     let outcome = match target.run(Arc::new([op.clone()])).await {
