@@ -61,7 +61,7 @@ impl Publisher {
 
     /// Appends events atomically and returns them with their ids.
     pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<StoredEvent>, store::Error> {
-        let stored = self.store.append(&events).await?;
+        let stored = self.store.append(events).await?;
         self.after.run(&stored);
         Ok(stored)
     }

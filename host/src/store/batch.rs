@@ -229,7 +229,7 @@ mod tests {
         for n in 0..200 {
             let store = store.clone();
             let tenant = if n == 77 { "nobody" } else { "acme" };
-            writes.spawn(async move { (n, store.append(&[event(tenant, n)]).await) });
+            writes.spawn(async move { (n, store.append(vec![event(tenant, n)]).await) });
         }
         let mut ids = BTreeSet::new();
         while let Some(done) = writes.join_next().await {

@@ -207,7 +207,7 @@ pub trait Store: Send + Sync + 'static {
     /// Appends events in one transaction and returns them with their ids, in
     /// input order. Fails with `UnknownTenant` (appending nothing) if any
     /// event names a tenant that does not exist.
-    async fn append(&self, events: &[NewEvent]) -> Result<Vec<StoredEvent>, Error>;
+    async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<StoredEvent>, Error>;
 
     /// A consistent read: events of `topics` with id above `after` (none when
     /// `after` is `None`), the tenant's head and the topics' state.

@@ -276,11 +276,11 @@ impl Store for PostgresStore {
         Ok(rows.iter().map(tenant_row).collect::<Result<_, _>>()?)
     }
 
-    async fn append(&self, events: &[NewEvent]) -> Result<Vec<StoredEvent>, Error> {
+    async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<StoredEvent>, Error> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let (_, stored) = self.batch.write(Op::Append(events.to_vec())).await?;
+        let (_, stored) = self.batch.write(Op::Append(events)).await?;
         Ok(stored)
     }
 

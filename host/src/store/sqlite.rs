@@ -144,11 +144,11 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn append(&self, events: &[NewEvent]) -> Result<Vec<StoredEvent>, Error> {
+    async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<StoredEvent>, Error> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let (_, stored) = self.batch.write(Op::Append(events.to_vec())).await?;
+        let (_, stored) = self.batch.write(Op::Append(events)).await?;
         Ok(stored)
     }
 
