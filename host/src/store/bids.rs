@@ -15,6 +15,11 @@ use super::Error;
 use crate::bids::decision::Round;
 use crate::bids::{Bid, Product};
 
+/// A product's columns, in the order the row readers take them.
+pub(crate) const PRODUCT_COLS: &str = "id, tenant, seller_id, title, starting_price, min_increment, anti_snipe_ms, ends_at, status, current_bid, leader, bid_count, version, created_at";
+/// A bid's columns, in the order the row readers take them.
+pub(crate) const BID_COLS: &str = "id, tenant, product_id, bidder_id, amount, idempotency_key, status, reason, decided_by, created_at, decided_at";
+
 /// A round's bid outcomes have not changed the product and decided nothing:
 /// there is nothing to write.
 pub(crate) fn idle(round: &Round, before: &Product) -> bool {
@@ -95,9 +100,6 @@ pub(crate) mod sqlite_impl {
 
     use crate::store::batch::{unexpected, Done, Op};
     use crate::store::sqlite::SqliteStore;
-
-    const PRODUCT_COLS: &str = "id, tenant, seller_id, title, starting_price, min_increment, anti_snipe_ms, ends_at, status, current_bid, leader, bid_count, version, created_at";
-    const BID_COLS: &str = "id, tenant, product_id, bidder_id, amount, idempotency_key, status, reason, decided_by, created_at, decided_at";
 
     fn product_row(r: &SqliteRow) -> Result<Product, sqlx::Error> {
         Ok(Product {
@@ -245,9 +247,6 @@ pub(crate) mod postgres_impl {
     use crate::store::batch::{unexpected, Done, Op};
     use crate::store::postgres::append_tx;
     use crate::store::postgres::PostgresStore;
-
-    const PRODUCT_COLS: &str = "id, tenant, seller_id, title, starting_price, min_increment, anti_snipe_ms, ends_at, status, current_bid, leader, bid_count, version, created_at";
-    const BID_COLS: &str = "id, tenant, product_id, bidder_id, amount, idempotency_key, status, reason, decided_by, created_at, decided_at";
 
     fn product_row(r: &PgRow) -> Result<Product, sqlx::Error> {
         Ok(Product {

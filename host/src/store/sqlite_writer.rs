@@ -21,8 +21,7 @@ use crate::bids::decision::created_event;
 use crate::bids::{Bid, Product};
 use crate::event::{NewEvent, StoredEvent};
 
-const PRODUCT_COLS: &str = "id, tenant, seller_id, title, starting_price, min_increment, anti_snipe_ms, ends_at, status, current_bid, leader, bid_count, version, created_at";
-const BID_COLS: &str = "id, tenant, product_id, bidder_id, amount, idempotency_key, status, reason, decided_by, created_at, decided_at";
+use super::bids::{BID_COLS, PRODUCT_COLS};
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
