@@ -61,6 +61,7 @@
 
 mod args;
 mod bids;
+mod floor;
 mod http;
 mod messages;
 mod publish;
@@ -71,13 +72,14 @@ mod subscribe;
 
 use args::Args;
 
-const USAGE: &str = "usage: switchyard-loadgen <subscribe|publish|publish-nchan|idle|messages|bids> [--option value ...]
+const USAGE: &str = "usage: switchyard-loadgen <subscribe|publish|publish-nchan|idle|messages|bids|floor> [--option value ...]
   subscribe     --url U --path P --clients N [--ramp-per-sec R] [--duration-secs D] [--expect-count K] [--last-event-id ID] [--shapes K] [--report F]
   publish       --url U --tenant T --topic X --token ADMIN --rate EPS (--duration-secs D | --count N) [--payload-bytes B] [--concurrency C] [--report F]
   publish-nchan --url U --channel CH --rate EPS (--duration-secs D | --count N) [--payload-bytes B] [--concurrency C] [--report F]
   idle          --url U --path P --clients N [--ramp-per-sec R] [--duration-secs D]
   messages      --url U[,U2] --tokens FILE --token ADMIN --rate MPS (--duration-secs D | --count N) [--users N] [--tenant T] [--concurrency C] [--ramp-per-sec R] [--settle-secs S] [--report F]
   bids          --url U[,U2] --token ADMIN (--duration-secs D | --count N) [--rate BPS (0: max)] [--products P] [--bidders B] [--tenant T] [--concurrency C] [--settle-secs S] [--check-status 0|1] [--report F]
+  floor         [--listen ADDR] [--nodelay 1|0] (a minimal SSE server: GET subscribes, POST is sent to every subscriber)
   all: [--threads T] (default 1: a current-thread runtime)";
 
 fn main() {
@@ -104,6 +106,7 @@ fn real_main(argv: &[String]) -> Result<(), String> {
         "publish-nchan" => publish::PUBLISH_NCHAN_OPTS,
         "messages" => messages::MESSAGES_OPTS,
         "bids" => bids::BIDS_OPTS,
+        "floor" => floor::FLOOR_OPTS,
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             return Ok(());
@@ -112,6 +115,9 @@ fn real_main(argv: &[String]) -> Result<(), String> {
     };
     let a = Args::parse(rest, allowed)?;
     let nofile = stats::raise_nofile();
+    if cmd == "floor" {
+        return floor::run(&a);
+    }
     if let ("subscribe" | "idle" | "messages", Ok(n)) = (
         cmd.as_str(),
         a.num::<u64>(
