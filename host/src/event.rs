@@ -72,6 +72,28 @@ pub fn event_json(seq: Seq, tenant: &str, topic: &str, kind: &str, data: &str, t
     .expect("serializing strings and numbers cannot fail")
 }
 
+/// The `data` member of an event JSON as [`event_json`] renders it, found
+/// without parsing: the text between the `"data"` key and the final `"ts"`
+/// member. `None` when `json` is not in that form (the caller then parses).
+///
+/// The first `,"data":` is the key itself: the members before it are a
+/// number and strings, and a JSON string cannot hold `,"` followed by more
+/// text before its closing quote. The last `,"ts":` followed only by an
+/// integer and `}` is the final member, whatever `data` holds.
+pub fn data_of(json: &str) -> Option<&str> {
+    if !json.starts_with("{\"id\":") {
+        return None;
+    }
+    let start = json.find(",\"data\":")? + ",\"data\":".len();
+    let end = json.rfind(",\"ts\":")?;
+    let ts = json[end + ",\"ts\":".len()..].strip_suffix('}')?;
+    let digits = ts.strip_prefix('-').unwrap_or(ts);
+    if end <= start || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(&json[start..end])
+}
+
 /// An event ready to write to any number of SSE connections: its frame is
 /// built once and shared (`Bytes` clones are reference counts).
 #[derive(Debug)]
@@ -249,5 +271,43 @@ mod tests {
         assert_eq!(v["type"], "note");
         assert_eq!(v["data"]["a"], 1);
         assert_eq!(v["ts"], 1000);
+    }
+
+    #[test]
+    fn data_is_found_without_parsing_whatever_it_holds() {
+        let tricky = [
+            r#"{"a":1}"#,
+            r#"{"x":","data":","y":{"ts":5},"z":","ts":9}"}"#,
+            r#"[1,"ts",{"data":null}]"#,
+            r#""a string""#,
+            "null",
+            "-3.5e2",
+            r#"{"ts":1,"data":2}"#,
+        ];
+        for data in tricky {
+            for (tenant, topic, kind, ts) in [
+                ("demo", "global", "note", 1_700_000_000_000),
+                ("a", "b:c", "d,", -5),
+            ] {
+                let j = event_json(42, tenant, topic, kind, data, ts);
+                let parsed: serde_json::Value = serde_json::from_str(&j).expect("json");
+                let found = data_of(&j).unwrap_or_else(|| panic!("not found in {j}"));
+                let found: serde_json::Value = serde_json::from_str(found).expect("data is json");
+                assert_eq!(found, parsed["data"], "{j}");
+            }
+        }
+    }
+
+    #[test]
+    fn data_of_declines_other_renderings() {
+        for other in [
+            r#"{"id": 1, "ts": 5, "data": {"a": 1}, "type": "x"}"#,
+            r#"{"data":1,"id":2,"ts":3}"#,
+            r#"{"id":1,"tenant":"t","topic":"g","type":"k","data":1,"ts":3,"extra":1}"#,
+            r#"{"id":1,"tenant":"t","topic":"g","type":"k","data":1,"ts":}"#,
+            "",
+        ] {
+            assert_eq!(data_of(other), None, "{other}");
+        }
     }
 }

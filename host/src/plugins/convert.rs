@@ -195,9 +195,14 @@ pub fn event(e: &StoredEvent) -> types::Event {
         #[serde(borrow)]
         data: &'a serde_json::value::RawValue,
     }
-    let data = serde_json::from_str::<Parts>(&e.json)
-        .map(|p| p.data.get().to_string())
-        .unwrap_or_else(|_| "null".into());
+    // Events this node rendered are read without a parse (once per event
+    // per subscription during a replay, so it counts).
+    let data = match crate::event::data_of(&e.json) {
+        Some(d) => d.to_string(),
+        None => serde_json::from_str::<Parts>(&e.json)
+            .map(|p| p.data.get().to_string())
+            .unwrap_or_else(|_| "null".into()),
+    };
     types::Event {
         id: e.seq.to_string(),
         tenant: e.tenant.to_string(),
