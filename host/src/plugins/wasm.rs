@@ -1,7 +1,8 @@
 //! The sandbox: wasmtime's component model with no ambient authority.
 //!
 //! - One `Engine` per process, with epoch interruption (a ticker thread bumps
-//!   the epoch every `TICK`, and every call gets a deadline in ticks), an
+//!   the epoch every `TICK` while a call is in flight and sleeps otherwise,
+//!   and every call gets a deadline in ticks), an
 //!   optional fuel budget, and the pooling allocator (instantiation reuses
 //!   pre-mapped slots).
 //! - A component is compiled once and linked once into an `InstancePre` for
@@ -14,6 +15,7 @@
 //!   breaks the host's rules fails that call only, with its kind.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -228,6 +230,51 @@ pub struct WasmHost {
     engine: Engine,
     linker: Arc<Linker<Ctx>>,
     limits: Limits,
+    ticking: Arc<Ticking>,
+}
+
+/// Calls in flight, so the epoch ticker runs only while guest code may:
+/// an idle node's ticker sleeps instead of waking 500 times a second.
+#[derive(Default)]
+struct Ticking {
+    calls: AtomicUsize,
+    lock: std::sync::Mutex<()>,
+    wake: std::sync::Condvar,
+}
+
+impl Ticking {
+    /// Marks a call in flight until the guard drops, waking the ticker for
+    /// the first one.
+    fn enter(&self) -> InFlight<'_> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            // Under the lock: the ticker checks the count and starts waiting
+            // while holding it, so this cannot fall between the two.
+            let _held = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.wake.notify_one();
+        }
+        InFlight(self)
+    }
+
+    /// Blocks the ticker while no call is in flight (waking now and then, so
+    /// that it notices the engine is gone).
+    fn wait_for_calls(&self) {
+        if self.calls.load(Ordering::SeqCst) == 0 {
+            let held = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = self
+                .wake
+                .wait_timeout_while(held, Duration::from_secs(1), |_| {
+                    self.calls.load(Ordering::SeqCst) == 0
+                });
+        }
+    }
+}
+
+struct InFlight<'a>(&'a Ticking);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.calls.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A component linked for its slot, ready to instantiate.
@@ -288,9 +335,12 @@ impl WasmHost {
         )
         .map_err(|e| format!("cannot link the host interface: {e}"))?;
         let weak = engine.weak();
+        let ticking = Arc::new(Ticking::default());
+        let ticker = ticking.clone();
         std::thread::Builder::new()
             .name("plugin-epoch".into())
             .spawn(move || loop {
+                ticker.wait_for_calls();
                 std::thread::sleep(TICK);
                 match weak.upgrade() {
                     Some(e) => e.increment_epoch(),
@@ -302,6 +352,7 @@ impl WasmHost {
             engine,
             linker: Arc::new(linker),
             limits,
+            ticking,
         })
     }
 
@@ -390,6 +441,9 @@ impl WasmHost {
         instantiate: impl FnOnce(&mut Store<Ctx>) -> wasmtime::Result<B>,
         f: impl FnOnce(&B, &mut Store<Ctx>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
+        // Guest code runs from here (instantiation included): the deadline
+        // needs the ticker awake.
+        let _in_flight = self.ticking.enter();
         let reused = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let (mut store, bindings, uses) = match reused {
             Some(i) => (i.store, i.bindings, i.uses),
