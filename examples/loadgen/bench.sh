@@ -5,7 +5,11 @@
 #   examples/loadgen/bench.sh idle 10000                # server RSS per idle connection
 #   examples/loadgen/bench.sh fanout 1000 100           # 1,000 subscribers x 100 events/s, 20 s
 #   examples/loadgen/bench.sh fanout-nchan 1000 100     # the same against nginx+nchan (must be running)
-#   examples/loadgen/bench.sh replay 100000             # resume from Last-Event-ID: 0
+#   examples/loadgen/bench.sh fanout-floor 1000 100     # the same against `switchyard-loadgen floor`,
+#                                                       # one send per delivery and nothing else
+#                                                       # (NODELAY=0: Nagle's algorithm left on)
+#   examples/loadgen/bench.sh replay 100000             # resume from Last-Event-ID: 0 (the example
+#                                                       # event filter active; EXAMPLE_PLUGINS=false: none)
 #   examples/loadgen/bench.sh messages embedded 1000    # 1,000 user streams, 1,000 messages/s, 20 s
 #   examples/loadgen/bench.sh messages cluster 100      # the same on two cluster nodes
 #   examples/loadgen/bench.sh bids embedded max 1       # bids as fast as they are taken, one product
@@ -178,9 +182,9 @@ fanout_nchan() { # clients rate (nchan started with /work/shared/peers/run.sh st
   fanout_run "nchan-$1x$2" $NCHAN_URL "/sub/$ch" publish-nchan --url $NCHAN_URL --channel "$ch" --concurrency "${NCHAN_CONCURRENCY:-1}"
 }
 
-replay() { # events
+replay() { # events (EXAMPLE_PLUGINS=false: without the example event filter)
   local n=$1
-  start_server SWITCHYARD_RETENTION_EVENTS=200000
+  start_server SWITCHYARD_RETENTION_EVENTS=200000 SWITCHYARD_EXAMPLE_PLUGINS="${EXAMPLE_PLUGINS:-true}"
   "$BIN/switchyard-loadgen" publish --url $URL --tenant demo --topic replay:1 --token $TOKEN \
     --rate 0 --count "$n" --concurrency 64 --report "$OUT/replay-pub.json" >"$OUT/replay-pub.log" 2>&1
   sed -n '/summary/,$p' "$OUT/replay-pub.log"
@@ -414,10 +418,21 @@ plugins_cluster() { # swaps
   cat "$OUT/plugins-cluster.load"
 }
 
+fanout_floor() { # clients rate: the same load against `switchyard-loadgen floor`
+  CLIENTS=$1 RATE=$2
+  local floor_url=http://127.0.0.1:18402
+  "$BIN/switchyard-loadgen" floor --listen 127.0.0.1:18402 --nodelay "${NODELAY:-1}" >"$OUT/floor.log" 2>&1 &
+  local floor=$!; PIDS+=("$floor")
+  wait_line "$OUT/floor.log" 'floor listening'
+  SRV_PIDS=("$floor")
+  fanout_run "floor-$1x$2" $floor_url "/sub/floor" publish-nchan --url $floor_url --channel floor
+}
+
 case "${1:-}" in
   idle) idle "${2:?clients}" ;;
   fanout) fanout "${2:?clients}" "${3:?events/s}" ;;
   fanout-nchan) fanout_nchan "${2:?clients}" "${3:?events/s}" ;;
+  fanout-floor) fanout_floor "${2:?clients}" "${3:?events/s}" ;;
   replay) replay "${2:-100000}" ;;
   messages) messages "${2:?embedded|cluster}" "${3:?messages/s}" ;;
   bids) bids "${2:?embedded|cluster}" "${3:?bids/s or max}" "${4:?products}" ;;
