@@ -230,6 +230,7 @@ impl Hub {
             hub: inner.clone(),
             store,
             tenants: HashMap::new(),
+            gap_due: None,
         };
         for (slug, head) in heads {
             d.tenants.insert(Arc::from(slug), TenantSeq::new(head + 1));
@@ -340,28 +341,48 @@ struct Dispatcher {
     hub: Arc<Inner>,
     store: Arc<dyn Store>,
     tenants: HashMap<Arc<str>, TenantSeq>,
+    /// When the earliest waiting gap is due for a fill; `None` while there
+    /// is none (it may be early: a gap can close before its fill is due).
+    gap_due: Option<Instant>,
 }
 
 impl Dispatcher {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>, tail_check: Duration) {
-        let mut tick = tokio::time::interval(GAP_WAIT);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tail = tokio::time::interval(tail_check);
         tail.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // A timer only while a gap waits (an idle node does not wake
+            // every `GAP_WAIT` for nothing).
+            let gap_due = self.gap_due;
             tokio::select! {
                 input = rx.recv() => match input {
                     Some(input) => self.handle(input),
                     // Every `Hub` handle is gone: the node is shutting down.
                     None => return,
                 },
-                _ = tick.tick() => self.fill_overdue_gaps(),
+                _ = tokio::time::sleep_until(gap_due.unwrap_or_else(Instant::now).into()),
+                    if gap_due.is_some() => {
+                    self.fill_overdue_gaps();
+                    self.gap_due = self.next_gap_due();
+                }
                 _ = tail.tick() => self.spawn_tail_check(),
             }
         }
     }
 
+    /// When the oldest gap not being filled is due for a fill (a walk over
+    /// the tenants: only when a gap timer fires or a fill ends).
+    fn next_gap_due(&self) -> Option<Instant> {
+        self.tenants
+            .values()
+            .filter(|st| !st.filling && !st.pending.is_empty())
+            .filter_map(|st| st.gap_since)
+            .min()
+            .map(|since| since + GAP_WAIT)
+    }
+
     fn handle(&mut self, input: Input) {
+        let ended_fill = matches!(input, Input::Filled { .. } | Input::FillFailed(_));
         match input {
             Input::Events(events) => {
                 for e in events {
@@ -407,6 +428,10 @@ impl Dispatcher {
                 }
             }
         }
+        if ended_fill {
+            // Gaps that waited on the fill (or remain after it) need the timer.
+            self.gap_due = self.next_gap_due();
+        }
     }
 
     fn accept(&mut self, e: StoredEvent) {
@@ -421,8 +446,11 @@ impl Dispatcher {
             return; // already dispatched (our own event echoed back, or a fill overlap)
         }
         if e.seq > st.next {
-            st.gap_since.get_or_insert_with(Instant::now);
+            let due = *st.gap_since.get_or_insert_with(Instant::now) + GAP_WAIT;
             st.pending.insert(e.seq, e);
+            if !st.filling && self.gap_due.is_none_or(|d| due < d) {
+                self.gap_due = Some(due);
+            }
             return;
         }
         st.next += 1;
@@ -586,5 +614,66 @@ impl Dispatcher {
         if lagged > 0 {
             m.client_lagged.add(lagged);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::NewEvent;
+    use crate::plugins::wasm::{Limits, WasmHost};
+    use crate::store::sqlite::SqliteStore;
+
+    fn note(n: usize) -> NewEvent {
+        NewEvent {
+            tenant: "acme".into(),
+            topic: "feed:1".into(),
+            kind: "note".into(),
+            data: format!("{{\"n\":{n}}}"),
+            retain: false,
+        }
+    }
+
+    /// An event that reaches the hub ahead of the ones before it waits for
+    /// them; when they do not come, the hub reads them from the store, so
+    /// the connection still gets every id in order, once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gap_is_filled_from_the_store_in_order() {
+        let dir = std::env::temp_dir().join(format!("switchyard-hub-{}", crate::bids::new_id("t")));
+        let store = Arc::new(SqliteStore::open(&dir).await.expect("open"));
+        store.create_tenant("acme", "Acme").await.expect("tenant");
+        let wasm = WasmHost::new(Limits::default()).expect("engine");
+        let plugins = Plugins::new(wasm, store.clone(), 4);
+        let metrics = Arc::new(Metrics::default());
+        let hub = Hub::start(
+            store.clone(),
+            metrics.clone(),
+            vec![("acme".into(), 0)],
+            Duration::from_secs(3600),
+            plugins,
+        );
+        let sub = hub.subscribe("acme", &["feed:1".into()], 16, Arc::default());
+        let events = store
+            .append((1..=3).map(note).collect())
+            .await
+            .expect("append");
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        // Only the last one is handed over, as if 1 and 2 were still on their way.
+        hub.deliver(vec![events[2].clone()]);
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let f = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+                .await
+                .expect("the gap is filled");
+            got.push(f.seq);
+        }
+        assert_eq!(got, [1, 2, 3]);
+        assert_eq!(metrics.fanout_gap_fills.get(), 1);
+        // Late copies of the filled events are not delivered twice.
+        hub.deliver(events[..2].to_vec());
+        let more = tokio::time::timeout(Duration::from_millis(200), sub.recv()).await;
+        assert!(more.is_err(), "a duplicate was delivered");
+        drop(sub);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
