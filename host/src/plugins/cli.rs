@@ -331,7 +331,7 @@ pub fn replay_bids(
         idle: Default::default(),
     };
     let mut out = String::new();
-    let mut differ = 0;
+    let mut differ = Differences::default();
     for r in recorded {
         let input = json!({
             "bid": convert_bid_json(&r.bid),
@@ -349,33 +349,25 @@ pub fn replay_bids(
             None => format!("error {}", candidate["error"].as_str().unwrap_or("?")),
         };
         if taken != theirs {
-            differ += 1;
-            if differ <= 50 {
-                let _ = writeln!(
-                    out,
+            differ.add(&mut out, || {
+                format!(
                     "{}  product {}  amount {}  by {}: taken `{taken}` ({}), candidate `{theirs}`",
                     r.bid.id,
                     r.bid.product_id,
                     r.bid.amount,
                     r.bid.bidder_id,
                     r.bid.decided_by.as_deref().unwrap_or("?"),
-                );
-            }
+                )
+            });
         }
     }
-    if differ > 50 {
-        let _ = writeln!(out, "... and {} more", differ - 50);
-    }
+    let differ = differ.finish(&mut out);
     let _ = writeln!(
         out,
         "{} decisions replayed, {} differ ({:.1}%)",
         recorded.len(),
         differ,
-        if recorded.is_empty() {
-            0.0
-        } else {
-            differ as f64 * 100.0 / recorded.len() as f64
-        }
+        percent(differ, recorded.len())
     );
     Ok((out, differ))
 }
@@ -394,6 +386,32 @@ pub fn slot_of(bytes: &[u8]) -> Result<Slot, String> {
                 .collect();
             format!("the component fits no slot ({})", why.join("; "))
         })
+}
+
+/// Cases a replay found different: the first `Differences::SHOWN` are
+/// listed in the report, the rest only counted.
+#[derive(Default)]
+struct Differences(usize);
+
+impl Differences {
+    const SHOWN: usize = 50;
+
+    /// Counts one, and lists it (`line`) while under the limit.
+    fn add(&mut self, out: &mut String, line: impl FnOnce() -> String) {
+        self.0 += 1;
+        if self.0 <= Self::SHOWN {
+            out.push_str(&line());
+            out.push('\n');
+        }
+    }
+
+    /// Says how many were not listed; returns the count.
+    fn finish(self, out: &mut String) -> usize {
+        if self.0 > Self::SHOWN {
+            let _ = writeln!(out, "... and {} more", self.0 - Self::SHOWN);
+        }
+        self.0
+    }
 }
 
 fn percent(n: usize, of: usize) -> f64 {
@@ -435,7 +453,7 @@ pub fn replay_messages(
         idle: Default::default(),
     };
     let mut out = String::new();
-    let mut differ = 0;
+    let mut differ = Differences::default();
     let mut failed = 0;
     for r in recorded {
         let m = &r.message;
@@ -470,10 +488,8 @@ pub fn replay_messages(
                 .collect(),
         );
         if candidate != sent {
-            differ += 1;
-            if differ <= 50 {
-                let _ = writeln!(
-                    out,
+            differ.add(&mut out, || {
+                format!(
                     "message {} ({}, {} -> {}): sent {}, candidate {}",
                     m.id,
                     r.tenant,
@@ -481,13 +497,11 @@ pub fn replay_messages(
                     m.to,
                     brief(&sent),
                     brief(&candidate)
-                );
-            }
+                )
+            });
         }
     }
-    if differ > 50 {
-        let _ = writeln!(out, "... and {} more", differ - 50);
-    }
+    let differ = differ.finish(&mut out);
     let _ = writeln!(
         out,
         "{} messages replayed, {} differ ({:.1}%), {} candidate calls failed",
@@ -591,7 +605,7 @@ pub fn replay_events(
     let mut out = String::new();
     let (mut ours, mut theirs) = (Tally::default(), Tally::default());
     let mut against: BTreeMap<String, usize> = BTreeMap::new();
-    let mut differ = 0;
+    let mut differ = Differences::default();
     for e in events {
         let input = convert::event(e);
         let cand = host
@@ -617,10 +631,8 @@ pub fn replay_events(
             _ => false,
         };
         if !same {
-            differ += 1;
-            if differ <= 50 {
-                let _ = writeln!(
-                    out,
+            differ.add(&mut out, || {
+                format!(
                     "event {} ({}, {} {}): {tag} `{}`, candidate `{}`",
                     e.seq,
                     e.tenant,
@@ -628,13 +640,11 @@ pub fn replay_events(
                     e.kind,
                     outcome_text(&active),
                     outcome_text(&cand)
-                );
-            }
+                )
+            });
         }
     }
-    if differ > 50 {
-        let _ = writeln!(out, "... and {} more", differ - 50);
-    }
+    let differ = differ.finish(&mut out);
     let shape_text: Vec<String> = shape.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let _ = writeln!(
         out,
