@@ -15,7 +15,7 @@
 //!   breaks the host's rules fails that call only, with its kind.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -238,17 +238,21 @@ pub struct WasmHost {
 #[derive(Default)]
 struct Ticking {
     calls: AtomicUsize,
+    /// Set by the ticker (under `lock`) while it waits for a call.
+    sleeping: AtomicBool,
     lock: std::sync::Mutex<()>,
     wake: std::sync::Condvar,
 }
 
 impl Ticking {
-    /// Marks a call in flight until the guard drops, waking the ticker for
-    /// the first one.
+    /// Marks a call in flight until the guard drops, waking the ticker if
+    /// it sleeps (a lock and a wake-up only then, not on every call).
     fn enter(&self) -> InFlight<'_> {
-        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
-            // Under the lock: the ticker checks the count and starts waiting
-            // while holding it, so this cannot fall between the two.
+        // Both sides write, then read the other's flag (sequentially
+        // consistent): either the ticker sees this call and does not wait,
+        // or this sees it asleep and wakes it. Under the lock, because the
+        // ticker checks the count and starts waiting while holding it.
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 && self.sleeping.load(Ordering::SeqCst) {
             let _held = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             self.wake.notify_one();
         }
@@ -260,11 +264,13 @@ impl Ticking {
     fn wait_for_calls(&self) {
         if self.calls.load(Ordering::SeqCst) == 0 {
             let held = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.sleeping.store(true, Ordering::SeqCst);
             let _ = self
                 .wake
                 .wait_timeout_while(held, Duration::from_secs(1), |_| {
                     self.calls.load(Ordering::SeqCst) == 0
                 });
+            self.sleeping.store(false, Ordering::SeqCst);
         }
     }
 }
