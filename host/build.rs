@@ -9,6 +9,7 @@ use std::process::Command;
 const PLUGINS: [&str; 3] = ["bid_validator", "notification_shaper", "event_filter"];
 
 fn main() {
+    require_wasm_target();
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let root = manifest_dir
         .parent()
@@ -93,5 +94,27 @@ fn main() {
             .join(format!("{name}.wasm"));
         std::fs::copy(&built, out_dir.join(format!("{name}.wasm")))
             .unwrap_or_else(|e| panic!("cannot copy {}: {e}", built.display()));
+    }
+}
+
+/// Fails at once, with the command to run, when the toolchain lacks the
+/// wasm32-wasip2 standard library (a fresh rustup install has only the host's):
+/// otherwise the nested build fails minutes later with "can't find crate for
+/// `core`". `scripts/setup` adds the target.
+fn require_wasm_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    if let Some(sysroot) = sysroot {
+        if !sysroot.join("lib/rustlib/wasm32-wasip2/lib").is_dir() {
+            panic!(
+                "the wasm32-wasip2 target is not installed (the example plugins are built for it): \
+                 run `bash scripts/setup` or `rustup target add wasm32-wasip2`"
+            );
+        }
     }
 }
