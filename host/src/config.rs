@@ -141,6 +141,10 @@ pub struct Options {
     /// Activate the bundled example plugins in slots never configured.
     #[arg(long, env = "SWITCHYARD_EXAMPLE_PLUGINS")]
     pub example_plugins: Option<bool>,
+    /// Where compiled plugin code is kept, by content hash and engine
+    /// settings (default: `plugin-cache` in the data dir).
+    #[arg(long, env = "SWITCHYARD_PLUGIN_CACHE_DIR")]
+    pub plugin_cache_dir: Option<PathBuf>,
 }
 
 impl Options {
@@ -181,7 +185,8 @@ impl Options {
             plugin_fuel,
             plugin_history,
             plugin_sync_ms,
-            example_plugins
+            example_plugins,
+            plugin_cache_dir
         )
     }
 }
@@ -228,6 +233,8 @@ pub struct Config {
     pub plugin_sync: Duration,
     /// Activate the bundled example plugins in slots never configured.
     pub example_plugins: bool,
+    /// Compiled plugin code, by content hash and engine settings.
+    pub plugin_cache_dir: PathBuf,
     /// Deployment mode.
     pub mode: Mode,
     /// Prefix of Redis keys.
@@ -377,9 +384,10 @@ impl Config {
             ));
         }
         let demo_default = matches!(mode, Mode::Embedded);
+        let data_dir = o.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
         Ok(Config {
             listen,
-            data_dir: o.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
+            data_dir: data_dir.clone(),
             plugins_dir: o
                 .plugins_dir
                 .unwrap_or_else(|| PathBuf::from("./plugins.d")),
@@ -420,6 +428,9 @@ impl Config {
             plugin_history: o.plugin_history.unwrap_or(5).max(1),
             plugin_sync: ms(o.plugin_sync_ms, 250, "SWITCHYARD_PLUGIN_SYNC_MS")?,
             example_plugins: o.example_plugins.unwrap_or(true),
+            plugin_cache_dir: o
+                .plugin_cache_dir
+                .unwrap_or_else(|| data_dir.join("plugin-cache")),
         })
     }
 

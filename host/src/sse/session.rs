@@ -183,15 +183,15 @@ impl Session {
             s.cursor
         )));
         match s.phase {
-            Phase::Live => {
+            Phase::Live => s.with_filter(|s| {
                 // A fresh subscriber: the retained state, then live events.
                 for topic in s.req.topics.clone() {
                     let st = page.topics.iter().find(|t| t.topic == topic);
                     s.push_snapshot(&topic, st.and_then(|t| t.retained.as_ref()));
                 }
-            }
+            }),
             _ => {
-                if s.apply(page, PAGE) {
+                if s.with_filter(|s| s.apply(page, PAGE)) {
                     s.phase = Phase::Live;
                 } else {
                     s.read_ahead();
@@ -252,7 +252,7 @@ impl Session {
         };
         match read {
             Ok(page) => {
-                if self.apply(page, PAGE) {
+                if self.with_filter(|s| s.apply(page, PAGE)) {
                     self.phase = Phase::Live;
                 } else {
                     self.read_ahead();
@@ -359,6 +359,17 @@ impl Session {
         match &self.req.types {
             Some(types) => types.iter().any(|t| t == kind),
             None => true,
+        }
+    }
+
+    /// Runs `f`, which may call the tenant's event filter (replay pages,
+    /// snapshots), where guest code may run: one move off the runtime worker
+    /// for the whole page, not one per event.
+    fn with_filter<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        if self.ctx.plugins.has_filters() {
+            crate::plugins::wasm::WasmHost::off_runtime(|| f(self))
+        } else {
+            f(self)
         }
     }
 
