@@ -49,6 +49,11 @@ pub struct StreamContext {
     pub retry: Duration,
     /// Heartbeat interval.
     pub heartbeat: Duration,
+    /// The shared part of every heartbeat frame
+    /// ([`encode::heartbeat_body`] of `heartbeat`), rendered once per node.
+    pub heartbeat_body: Bytes,
+    /// The window the `shutdown` event asks clients to spread reconnects over.
+    pub reconnect_window: Duration,
     /// Live queue capacity per connection.
     pub queue: usize,
     /// Cancelled when the node shuts down.
@@ -171,17 +176,22 @@ impl Session {
             sub,
             phase,
             out: VecDeque::new(),
-            heartbeat: tokio::time::interval_at(Instant::now() + hb, hb),
+            heartbeat: {
+                let mut t = tokio::time::interval_at(Instant::now() + hb, hb);
+                // After a long replay, one heartbeat, not a burst of them.
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t
+            },
             skip: Vec::new(),
             tenant_gauge,
             lease: None,
             prefetch: None,
         };
-        s.out.push_back(Bytes::from(format!(
-            "retry: {}\nid: {}\n\n",
-            s.ctx.retry.as_millis(),
-            s.cursor
-        )));
+        s.out.push_back(encode::opening(
+            s.ctx.retry,
+            s.cursor,
+            &s.ctx.heartbeat_body,
+        ));
         match s.phase {
             Phase::Live => {
                 // A fresh subscriber: the retained state, then live events.
@@ -327,13 +337,13 @@ impl Session {
                 }
             },
             _ = self.heartbeat.tick() => {
-                self.out.push_back(encode::heartbeat());
-                if self.cursor > self.told {
-                    // Filtered-out events moved the cursor: tell the client,
-                    // so its resume point stays inside the retained history.
-                    self.told = self.cursor;
-                    self.out.push_back(Bytes::from(format!("id: {}\n\n", self.cursor)));
-                }
+                // The heartbeat carries the cursor, which filtered-out events
+                // may have moved: the client's resume point stays inside the
+                // retained history. Only the id line is this connection's;
+                // the rest is the node's one shared buffer.
+                self.told = self.cursor;
+                self.out.push_back(encode::id_line(self.cursor));
+                self.out.push_back(self.ctx.heartbeat_body.clone());
             }
         }
     }
@@ -499,9 +509,12 @@ impl Session {
             }
             self.ctx.metrics.events_sent.add(sent);
         }
+        // The window lets this node's clients land on the others spread
+        // out, each after a random wait within it, instead of all at once.
         let data = format!(
-            "{{\"reason\":\"server shutting down\",\"resume_from\":{}}}",
-            self.told
+            "{{\"reason\":\"server shutting down\",\"resume_from\":{},\"reconnect_window_ms\":{}}}",
+            self.told,
+            self.ctx.reconnect_window.as_millis()
         );
         self.out.push_back(control(self.told, "shutdown", &data));
         self.phase = Phase::Done;
