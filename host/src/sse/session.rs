@@ -77,6 +77,10 @@ pub struct StreamRequest {
     pub expires_at: Option<Instant>,
     /// Snapshot data (JSON) for topics that have no retained state.
     pub defaults: Vec<(String, String)>,
+    /// Topics whose snapshot is sent even when resuming (a client that
+    /// starts serving a topic on a stream it resumes, as a shared browser
+    /// stream does when a tab joins).
+    pub snapshots: Vec<String>,
     /// Subscription shape: the parameters the event filter sees.
     pub shape: crate::plugins::Shape,
 }
@@ -201,6 +205,15 @@ impl Session {
                 }
             }
             _ => {
+                if s.cursor <= page.head {
+                    // Asked-for snapshots first: the retained state as of
+                    // this read; the replay that follows may hold events it
+                    // already covers (ids up to its `as_of`).
+                    for topic in std::mem::take(&mut s.req.snapshots) {
+                        let st = page.topics.iter().find(|t| t.topic == topic);
+                        s.push_snapshot(&topic, st.and_then(|t| t.retained.as_ref()));
+                    }
+                }
                 if s.apply(page, PAGE) {
                     s.phase = Phase::Live;
                 } else {
