@@ -260,7 +260,12 @@ class Connection {
       const id = this.see(e.lastEventId);
       try {
         const ms = JSON.parse(e.data).interval_ms;
-        if (typeof ms === 'number' && ms > 0) this.heartbeatMs = ms;
+        if (typeof ms === 'number' && ms > 0 && ms !== this.heartbeatMs) {
+          // The server's interval: the stall check follows it from now on.
+          this.heartbeatMs = ms;
+          clearTimeout(this.watchdog);
+          this.armWatchdog();
+        }
       } catch {
         // an older server: keep the configured interval
       }
