@@ -12,7 +12,6 @@ event-filter bindings DIR`` writes them out for an editor.
 """
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -47,9 +46,7 @@ def main() -> int:
             str(tool), "-q", "-d", str(WIT), "-w", world,
             "componentize", app, "-p", str(app_dir), "-p", str(HERE), "-o", str(target),
         ]
-        # No __pycache__ beside the sources (they would land in the component too).
-        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-        if subprocess.run(cmd, check=False, env=env).returncode != 0:
+        if subprocess.run(cmd, check=False).returncode != 0:
             print(f"componentize-py failed for {name}", file=sys.stderr)
             return 1
         took = int((time.monotonic() - started) * 1000)
