@@ -3,7 +3,7 @@
 
 - ``loop``: runs forever (the call's deadline must stop it);
 - ``oom``: allocates until memory runs out (the memory cap must stop it);
-- ``huge``: replaces the data with a 1 MB object (the host refuses data over 64 KiB);
+- ``huge``: replaces the data with an 80 KiB object (the host refuses data over 64 KiB);
 - ``raise``: raises (an uncaught exception fails the call);
 - anything else: passes.
 """
@@ -23,7 +23,7 @@ class WitWorld:
             while True:
                 hoard.append(bytearray(b"\x07" * (1 << 20)))
         if mode == "huge":
-            return replace_with({"blob": "x" * (1 << 20)})
+            return replace_with({"blob": "x" * (80 << 10)})
         if mode == "raise":
             raise RuntimeError("hostile filter raises on purpose")
         return PASS
