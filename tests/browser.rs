@@ -69,9 +69,9 @@ fn polling_fallback_and_restart() {
     run("fallback.mjs", &[]);
 }
 
-/// SIGTERM on one of two cluster nodes: the page moves and misses nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failover_on_sigterm() {
+/// Runs `script` against cluster nodes it starts on this test's Postgres
+/// schema and Redis prefix.
+async fn run_cluster(script: &'static str) {
     let env = Env::new(Mode::Cluster).await;
     let vars = [
         ("SY_REDIS_URL", env.redis_url.clone().expect("redis")),
@@ -81,8 +81,43 @@ async fn failover_on_sigterm() {
         ),
         ("SY_PREFIX", env.prefix.clone()),
     ];
-    tokio::task::spawn_blocking(move || run("failover.mjs", &vars))
+    tokio::task::spawn_blocking(move || run(script, &vars))
         .await
         .expect("browser run");
     env.cleanup().await;
+}
+
+/// SIGTERM on one of two cluster nodes: the page moves and misses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_on_sigterm() {
+    run_cluster("failover.mjs").await;
+}
+
+/// Eight tabs of one origin share one stream; the leader paused, then tabs
+/// closed one by one while publishing: every tab has its events once, in
+/// order, and the server holds at most two streams.
+#[test]
+fn tabs_share_one_stream() {
+    run("tabs.mjs", &[]);
+}
+
+/// SIGSTOP on the node a page streams from: amber, then live on the other
+/// node within a few heartbeats, no gap, no duplicate; SIGCONT changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_node_is_left() {
+    run_cluster("stall.mjs").await;
+}
+
+/// Three-second tokens renewed through `getToken` on a private stream for
+/// several lifetimes: every message once, never down.
+#[test]
+fn tokens_renewed_in_the_browser() {
+    run("tokens.mjs", &[]);
+}
+
+/// SIGTERM on a node with forty clients: they come back over the announced
+/// window, not all at once, each with every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_spread_over_the_window() {
+    run_cluster("spread.mjs").await;
 }

@@ -43,13 +43,26 @@ async fn live_delivery(mode: Mode) {
         .await;
     let ev = s.next_data(secs(10)).await.expect("second event");
     assert_eq!(ev.seq(), id2);
-    // Heartbeats flow while nothing is published.
-    let before = s.comments;
+    // Heartbeats flow while nothing is published: events a browser's
+    // `EventSource` shows to JavaScript, with the interval and the cursor.
+    assert_eq!(
+        s.heartbeat_ms,
+        Some(200),
+        "the opening frame tells the interval"
+    );
+    let before = s.heartbeats;
     assert!(s
         .next(std::time::Duration::from_millis(700))
         .await
         .is_none());
-    assert!(s.comments > before, "no heartbeat seen");
+    assert!(s.heartbeats >= before + 2, "no heartbeat seen");
+    assert_eq!(s.heartbeat_ms, Some(200));
+    assert_eq!(
+        s.last_id,
+        Some(id2.to_string()),
+        "heartbeats carry the cursor"
+    );
+    assert_eq!(s.comments, 0, "heartbeats are events, not comments");
     env.cleanup().await;
 }
 both_modes!(live_delivery_test, live_delivery);

@@ -11,7 +11,9 @@ use support::{secs, Env, Mode, Node, PrivateRedis, Sse};
 /// the subscribers resume elsewhere (embedded: on the restarted node) with
 /// every event.
 async fn sigterm_with_subscribers(mode: Mode) {
-    let env = Env::new(mode).await;
+    let env = Env::new(mode)
+        .await
+        .set("SWITCHYARD_RECONNECT_WINDOW_MS", 1234);
     let mut doomed = env.start().await;
     let other = if mode == Mode::Cluster {
         Some(env.start().await)
@@ -43,6 +45,8 @@ async fn sigterm_with_subscribers(mode: Mode) {
             .await
             .expect("shutdown event");
         assert_eq!(ev.seq(), *ids.last().expect("ids"));
+        // How to spread the reconnects: the configured window.
+        assert_eq!(ev.json()["reconnect_window_ms"], 1234);
         assert!(
             s.next(secs(5)).await.is_none() && s.ended,
             "stream closed after shutdown"

@@ -45,9 +45,15 @@ fn sha(bytes: &[u8]) -> String {
     switchyard::plugins::registry::content_hash(bytes)
 }
 
+/// Uploads a component and waits for its compile (`wait=true`): the answer
+/// is the slot's state once the upload is active, or the refusal.
 async fn put_plugin(node: &Node, slot: &str, query: &str, bytes: Vec<u8>) -> reqwest::Response {
+    let sep = if query.is_empty() { "?" } else { "&" };
     node.http
-        .put(format!("{}/admin/plugins/{slot}{query}", node.url))
+        .put(format!(
+            "{}/admin/plugins/{slot}{query}{sep}wait=true",
+            node.url
+        ))
         .bearer_auth(ADMIN)
         .header("content-type", "application/wasm")
         .body(bytes)
@@ -535,11 +541,102 @@ async fn hostile_panic_traps() {
     hostile_validator("panic", "trap").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_clock_and_randomness_are_not_granted() {
-    hostile_validator("clock", "trap").await;
-    hostile_validator("random", "trap").await;
+/// The deterministic WASI world, seen by a component that reads what
+/// language runtimes read (clocks, random bytes, environment, arguments,
+/// stdin) and tries a file and a socket: two streams of the same shape get
+/// byte-identical data for the same event; the clock reads the event's time;
+/// another event gives other random bytes; the environment is empty; the
+/// file and the socket are errors the guest sees (no trap, nothing counted);
+/// what it prints becomes the node's log lines.
+async fn wasi_is_deterministic(mode: Mode) {
+    let env = Env::new(mode).await;
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let r = put_plugin(
+        &node,
+        "event-filter",
+        &format!("?tenant={tenant}"),
+        component("wasi_probe"),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    // Different query parameters: two shapes, so two calls per event.
+    let mut a = node
+        .sse(&format!("/events?tenant={tenant}&topic=t:1&probe=a"), None)
+        .await;
+    let mut b = node
+        .sse(&format!("/events?tenant={tenant}&topic=t:1&probe=b"), None)
+        .await;
+    let first = node.publish(&tenant, "t:1", "tick", json!({"i": 1})).await;
+    let second = node.publish(&tenant, "t:1", "tick", json!({"i": 1})).await;
+    let got_a = a.take(2, secs(10)).await;
+    let got_b = b.take(2, secs(10)).await;
+    assert_eq!(
+        got_a.iter().map(|e| e.seq()).collect::<Vec<_>>(),
+        vec![first, second]
+    );
+    assert_eq!(
+        got_b.iter().map(|e| e.seq()).collect::<Vec<_>>(),
+        vec![first, second]
+    );
+    let seen = |e: &support::SseEvent| e.json()["data"].clone();
+    // The subscription is part of the input, so the two shapes may differ in
+    // their random bytes; replaying one shape must not.
+    let mut again = node
+        .sse(
+            &format!("/events?tenant={tenant}&topic=t:1&probe=a"),
+            Some(0),
+        )
+        .await;
+    let replayed = again.take(2, secs(10)).await;
+    for (live, replay) in got_a.iter().zip(&replayed) {
+        assert_eq!(seen(live), seen(replay), "same input, same output");
+    }
+    for e in got_a.iter().chain(&got_b) {
+        let d = seen(e);
+        assert_eq!(
+            d["wall_ms"],
+            e.json()["ts"],
+            "the clock reads the event's time: {d}"
+        );
+        assert_eq!(
+            d["mono_elapsed_ns"], 0,
+            "time stands still within a call: {d}"
+        );
+        assert_eq!(d["env"], 0, "{d}");
+        assert_eq!(d["args"], 0, "{d}");
+        assert_eq!(d["stdin"]["Ok"], 0, "{d}");
+        assert!(d["file"]["Err"].is_string(), "no files: {d}");
+        assert!(d["tcp"]["Err"].is_string(), "no sockets: {d}");
+        assert_eq!(d["random"].as_str().map(str::len), Some(32), "{d}");
+    }
+    assert_ne!(
+        seen(&got_a[0])["random"],
+        seen(&got_a[1])["random"],
+        "another event, other random bytes"
+    );
+    let info = slot_info(&node, "event-filter", Some(&tenant)).await;
+    assert_eq!(info["errors"]["trap"], 0, "{info}");
+    let log = node.log_text();
+    assert!(
+        log.contains(&format!("probe saw event {first}")),
+        "stdout goes to the log:\n{log}"
+    );
+    assert!(
+        log.contains("probe stderr line"),
+        "stderr goes to the log:\n{log}"
+    );
+    env.cleanup().await;
 }
+both_modes!(
+    wasi_reads_the_call_input_and_refuses_files_and_sockets,
+    wasi_is_deterministic
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_garbage_verdict_is_refused() {
@@ -638,6 +735,99 @@ async fn hostile_filter_fails_closed_for_its_subscription_only() {
     assert_eq!(info["errors"]["timeout"], 3, "{info}");
     assert_eq!(info["errors"]["trap"], 3, "{info}");
     assert_eq!(info["errors"]["bad_output"], 3, "{info}");
+    env.cleanup().await;
+}
+
+/// An upload is answered at once while its component compiles off the
+/// serving path (`202`, `compiling`), the old version serving meanwhile; it
+/// then becomes active. A component that fails to compile is refused with
+/// the reason in `GET /admin/plugins`. A restart loads the stored version
+/// from the compiled-code cache instead of compiling it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_compile_off_the_serving_path_and_a_restart_reuses_the_code() {
+    let env = Env::new(Mode::Embedded).await;
+    let mut node = env.start().await;
+    let tenant = node.tenant().await;
+    let bytes = variant(&component("event_filter"), 4242);
+    let hash = sha(&bytes);
+    let r = node
+        .http
+        .put(format!(
+            "{}/admin/plugins/event-filter?tenant={tenant}",
+            node.url
+        ))
+        .bearer_auth(ADMIN)
+        .body(bytes.clone())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let answer: Value = r.json().await.expect("json");
+    assert_eq!(answer["state"], "compiling", "{answer}");
+    assert_eq!(answer["version"], hash.as_str(), "{answer}");
+    assert_eq!(node.get("/health").await.status(), StatusCode::OK);
+    wait_for("the upload to become active", secs(20), || async {
+        active_hash(&node, "event-filter", Some(&tenant))
+            .await
+            .as_deref()
+            == Some(hash.as_str())
+    })
+    .await;
+    let info = slot_info(&node, "event-filter", Some(&tenant)).await;
+    assert!(info["compiling"].is_null(), "{info}");
+    assert!(node.metric("switchyard_plugin_compiles_total").await >= 1.0);
+
+    // A component whose body does not compile: refused, the active one stays.
+    let mut broken = bytes.clone();
+    broken.truncate(bytes.len() / 2);
+    let r = node
+        .http
+        .put(format!(
+            "{}/admin/plugins/event-filter?tenant={tenant}",
+            node.url
+        ))
+        .bearer_auth(ADMIN)
+        .body(broken.clone())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    wait_for("the broken upload to be refused", secs(20), || async {
+        slot_info(&node, "event-filter", Some(&tenant)).await["last_error"]["hash"]
+            == sha(&broken).as_str()
+    })
+    .await;
+    let info = slot_info(&node, "event-filter", Some(&tenant)).await;
+    assert!(
+        info["last_error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("compile"),
+        "{info}"
+    );
+    assert_eq!(
+        active_hash(&node, "event-filter", Some(&tenant))
+            .await
+            .as_deref(),
+        Some(hash.as_str())
+    );
+
+    // Restart on the same data: nothing is compiled again.
+    node.kill().await;
+    let node = env.start().await;
+    wait_for(
+        "the stored version to be active again",
+        secs(20),
+        || async {
+            active_hash(&node, "event-filter", Some(&tenant))
+                .await
+                .as_deref()
+                == Some(hash.as_str())
+        },
+    )
+    .await;
+    assert_eq!(node.metric("switchyard_plugin_compiles_total").await, 0.0);
+    assert!(node.metric("switchyard_plugin_cache_hits_total").await >= 1.0);
     env.cleanup().await;
 }
 

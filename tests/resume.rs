@@ -7,6 +7,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::{secs, Env, Mode, Sse};
 
@@ -386,3 +387,47 @@ both_modes!(
     rest_polling_matches_stream_test,
     rest_polling_matches_stream
 );
+
+/// `snapshot=` on a resume: a client that starts serving a topic on a stream
+/// it resumes (a browser tab joining a shared stream) gets that topic's
+/// retained state first, then the replay from the cursor, with no duplicate.
+async fn snapshot_on_resume(mode: Mode) {
+    let env = Env::new(mode).await;
+    let nodes = env.start_nodes(2).await;
+    let (a, b) = (&nodes[0], &nodes[nodes.len() - 1]);
+    let tenant = a.tenant().await;
+    let early = b.publish(&tenant, "chat:1", "msg", json!(0)).await;
+    let state = b
+        .retain(&tenant, "board:1", "status", json!({"v": 1}))
+        .await;
+    let after: Vec<u64> = vec![
+        b.publish(&tenant, "chat:1", "msg", json!(1)).await,
+        b.publish(&tenant, "board:1", "status", json!({"v": 2}))
+            .await,
+    ];
+    let path = format!("/events?tenant={tenant}&topic=chat:1&topic=board:1&snapshot=board:1");
+    let mut s = a.sse(&path, Some(early)).await;
+    let snap = s.next(secs(10)).await.expect("snapshot");
+    assert_eq!(snap.event, "snapshot");
+    assert_eq!(snap.seq(), early, "a snapshot keeps the cursor");
+    let v = snap.json();
+    assert_eq!(v["topic"], "board:1");
+    assert_eq!(v["as_of"], state);
+    assert_eq!(v["data"]["v"], 1);
+    let got: Vec<u64> = s.take(2, secs(10)).await.iter().map(|e| e.seq()).collect();
+    let mut want = vec![state];
+    want.extend(&after[..1]);
+    assert_eq!(got, want, "the replay from the cursor follows");
+    assert_eq!(s.next_data(secs(10)).await.expect("last").seq(), after[1]);
+    // Only topics of the stream may be named.
+    let r = a
+        .get(&format!(
+            "/events?tenant={tenant}&topic=chat:1&snapshot=board:1"
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "invalid_snapshot");
+    env.cleanup().await;
+}
+both_modes!(snapshot_on_resume_test, snapshot_on_resume);

@@ -126,6 +126,23 @@ impl Raw {
         String::from_utf8(body).expect("utf-8 body")
     }
 
+    /// The content of chunks of a chunked body, read until it holds `needle`.
+    async fn dechunked_until(&mut self, needle: &str, within: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut content = Vec::new();
+        while find(&content, needle.as_bytes()).is_none() {
+            let size_line = self.until("\r\n", within).await;
+            let n = usize::from_str_radix(size_line.trim_end(), 16)
+                .unwrap_or_else(|_| panic!("bad chunk size line {size_line:?}"));
+            while self.buf.len() < n + 2 {
+                assert!(self.fill(deadline).await, "chunk cut short");
+            }
+            content.extend(self.buf.drain(..n));
+            assert_eq!(self.buf.drain(..2).as_slice(), b"\r\n", "chunk end");
+        }
+        String::from_utf8(content).expect("utf-8 frames")
+    }
+
     /// True once the server has closed the connection.
     async fn closed(&mut self, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
@@ -204,6 +221,43 @@ async fn keep_alive_then_stream(mode: Mode) {
     env.cleanup().await;
 }
 both_modes!(keep_alive_then_stream_test, keep_alive_then_stream);
+
+/// A heartbeat is the same frame from both writers: `id:` with the cursor,
+/// then `event: heartbeat` with the interval in its data (an event, so a
+/// browser's `EventSource` shows it); the opening frame tells the interval.
+async fn heartbeats_from_both_writers(mode: Mode) {
+    let env = Env::new(mode).await.set("SWITCHYARD_HEARTBEAT_MS", 200);
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let id = node.publish(&tenant, "wire:3", "note", json!({})).await;
+    let path = format!("/events?tenant={tenant}&topic=wire:3");
+    let opening =
+        format!("retry: 3000\nid: {id}\nevent: heartbeat\ndata: {{\"interval_ms\":200}}\n\n");
+    let beat = format!("id: {id}\nevent: heartbeat\ndata: {{\"interval_ms\":200}}\n\n");
+    // The lean writer: the stream is the connection's first request.
+    let mut lean = Raw::connect(&node).await;
+    lean.send(&get(&path)).await;
+    assert_eq!(lean.head().await.status, 200);
+    assert_eq!(lean.until("\n\n", secs(10)).await, opening);
+    assert_eq!(lean.until("\n\n", secs(10)).await, beat);
+    assert_eq!(lean.until("\n\n", secs(10)).await, beat);
+    // hyper: a request before the stream on the same connection.
+    let mut kept = Raw::connect(&node).await;
+    kept.send("GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await;
+    let head = kept.head().await;
+    let _ = kept.body(&head).await;
+    kept.send(&get(&path)).await;
+    let head = kept.head().await;
+    assert_eq!(head.get("transfer-encoding"), Some("chunked"));
+    let want = format!("{opening}{beat}{beat}");
+    assert_eq!(kept.dechunked_until(&want, secs(10)).await, want);
+    env.cleanup().await;
+}
+both_modes!(
+    heartbeats_from_both_writers_test,
+    heartbeats_from_both_writers
+);
 
 /// Two requests in one write, the stream second: both answered, in order.
 async fn pipelined_then_stream(mode: Mode) {

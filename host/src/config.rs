@@ -69,9 +69,14 @@ pub struct Options {
     /// Bearer token for `/admin/*` and `POST /api/events` (unset: admin API off).
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// Heartbeat comment interval on streams, in milliseconds.
+    /// Heartbeat interval on streams, in milliseconds (clients treat a stream
+    /// silent for about 2.5 intervals as dead).
     #[arg(long, env = "SWITCHYARD_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
+    /// Window over which clients spread their reconnects after this node's
+    /// `shutdown` event, in milliseconds (0: at once).
+    #[arg(long, env = "SWITCHYARD_RECONNECT_WINDOW_MS")]
+    pub reconnect_window_ms: Option<u64>,
     /// The `retry:` hint sent to clients, in milliseconds.
     #[arg(long, env = "SWITCHYARD_RETRY_MS")]
     pub retry_ms: Option<u64>,
@@ -141,6 +146,10 @@ pub struct Options {
     /// Activate the bundled example plugins in slots never configured.
     #[arg(long, env = "SWITCHYARD_EXAMPLE_PLUGINS")]
     pub example_plugins: Option<bool>,
+    /// Where compiled plugin code is kept, by content hash and engine
+    /// settings (default: `plugin-cache` in the data dir).
+    #[arg(long, env = "SWITCHYARD_PLUGIN_CACHE_DIR")]
+    pub plugin_cache_dir: Option<PathBuf>,
 }
 
 impl Options {
@@ -159,6 +168,7 @@ impl Options {
             jwt_secret,
             admin_token,
             heartbeat_ms,
+            reconnect_window_ms,
             retry_ms,
             cors_origins,
             retention_events,
@@ -181,7 +191,8 @@ impl Options {
             plugin_fuel,
             plugin_history,
             plugin_sync_ms,
-            example_plugins
+            example_plugins,
+            plugin_cache_dir
         )
     }
 }
@@ -228,6 +239,8 @@ pub struct Config {
     pub plugin_sync: Duration,
     /// Activate the bundled example plugins in slots never configured.
     pub example_plugins: bool,
+    /// Compiled plugin code, by content hash and engine settings.
+    pub plugin_cache_dir: PathBuf,
     /// Deployment mode.
     pub mode: Mode,
     /// Prefix of Redis keys.
@@ -238,6 +251,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Heartbeat interval.
     pub heartbeat: Duration,
+    /// Window the `shutdown` event asks clients to spread reconnects over.
+    pub reconnect_window: Duration,
     /// `retry:` hint.
     pub retry: Duration,
     /// CORS policy.
@@ -286,6 +301,7 @@ impl std::fmt::Debug for Config {
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("heartbeat", &self.heartbeat)
+            .field("reconnect_window", &self.reconnect_window)
             .field("cors", &self.cors)
             .field("retention_events", &self.retention_events)
             .field("retention_age", &self.retention_age)
@@ -376,10 +392,17 @@ impl Config {
                 "SWITCHYARD_RETENTION_EVENTS must be at least 1".into(),
             ));
         }
+        let reconnect_window = Duration::from_millis(o.reconnect_window_ms.unwrap_or(5_000));
+        if reconnect_window > Duration::from_secs(600) {
+            return Err(Error::Invalid(
+                "SWITCHYARD_RECONNECT_WINDOW_MS must be at most 600000 (10 minutes)".into(),
+            ));
+        }
         let demo_default = matches!(mode, Mode::Embedded);
+        let data_dir = o.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
         Ok(Config {
             listen,
-            data_dir: o.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
+            data_dir: data_dir.clone(),
             plugins_dir: o
                 .plugins_dir
                 .unwrap_or_else(|| PathBuf::from("./plugins.d")),
@@ -388,6 +411,7 @@ impl Config {
             jwt_secret: non_empty(o.jwt_secret),
             admin_token,
             heartbeat: ms(o.heartbeat_ms, 15_000, "SWITCHYARD_HEARTBEAT_MS")?,
+            reconnect_window,
             retry: ms(o.retry_ms, 3_000, "SWITCHYARD_RETRY_MS")?,
             cors,
             retention_events,
@@ -420,6 +444,9 @@ impl Config {
             plugin_history: o.plugin_history.unwrap_or(5).max(1),
             plugin_sync: ms(o.plugin_sync_ms, 250, "SWITCHYARD_PLUGIN_SYNC_MS")?,
             example_plugins: o.example_plugins.unwrap_or(true),
+            plugin_cache_dir: o
+                .plugin_cache_dir
+                .unwrap_or_else(|| data_dir.join("plugin-cache")),
         })
     }
 
@@ -453,6 +480,7 @@ mod tests {
         assert!(c.mode == Mode::Embedded);
         assert_eq!(c.listen, "127.0.0.1:8080");
         assert_eq!(c.heartbeat, Duration::from_secs(15));
+        assert_eq!(c.reconnect_window, Duration::from_secs(5));
         assert_eq!(c.cors, Cors::Off);
     }
 
@@ -479,6 +507,19 @@ mod tests {
         assert_eq!(c.heartbeat, Duration::from_millis(500));
         assert_eq!(c.admin_token.as_deref(), Some("file-secret-123"));
         assert!(!format!("{c:?}").contains("file-secret-123"));
+    }
+
+    #[test]
+    fn reconnect_window_from_file_zero_allowed_and_bounded() {
+        let file: Options = toml::from_str("reconnect_window_ms = 0\n").expect("toml");
+        let c = Config::from_options(file).expect("valid");
+        assert_eq!(c.reconnect_window, Duration::ZERO);
+        let o = Options {
+            reconnect_window_ms: Some(600_001),
+            ..Default::default()
+        };
+        let err = Config::from_options(o).expect_err("too long");
+        assert!(err.to_string().contains("RECONNECT_WINDOW"), "{err}");
     }
 
     #[test]

@@ -162,6 +162,8 @@ pub async fn run(
         metrics: metrics.clone(),
         retry: config.retry,
         heartbeat: config.heartbeat,
+        heartbeat_body: sse::encode::heartbeat_body(config.heartbeat),
+        reconnect_window: config.reconnect_window,
         queue: config.client_queue,
         shutdown: shutdown.clone(),
         plugins: plugins.clone(),

@@ -1,11 +1,14 @@
-// The demo marketplace: one stream per tab for the product, the signed-in
-// user's private topic and the tenant board, through switchyard.js.
+// The demo marketplace: the product, the signed-in user's private topic and
+// the tenant board, through switchyard.js (which shares one stream among the
+// user's tabs and renews the demo token before it expires).
 import { Switchyard } from '/switchyard.js';
 
 const params = new URLSearchParams(location.search);
 const TENANT = params.get('tenant') || 'demo';
 const NODES = (params.get('nodes') || location.origin).split(',');
 const USERS = ['alice', 'bob', 'carol', 'seller'];
+// Demo tokens live an hour; ?token_ttl=5 makes them short to watch renewals.
+const TOKEN_TTL = Number(params.get('token_ttl')) || undefined;
 const $ = (id) => document.getElementById(id);
 
 let me = sessionStorage.getItem('user');
@@ -127,6 +130,9 @@ function subscribe() {
     tenant: TENANT,
     topics,
     token,
+    // A fresh token before this one expires (demo sign-in mints them); a
+    // token given in the URL is used as it is.
+    getToken: params.get('token') ? undefined : renewToken,
     eventTypes: ['bid.accepted', 'bid.outbid', 'bid.rejected', 'auction.closed', 'product.created', 'message', 'unread', 'announcement'],
     onEvent,
     onSnapshot(s) {
@@ -149,12 +155,18 @@ function subscribe() {
   window.__switchyard = sub;
 }
 
+async function mintToken(user) {
+  const r = await api('/api/demo/token', { method: 'POST', body: JSON.stringify({ user, ttl_secs: TOKEN_TTL }) });
+  token = r.token;
+  sessionStorage.setItem('token', token);
+  window.__tokensMinted = (window.__tokensMinted || 0) + 1;
+  return token;
+}
+
+const renewToken = () => mintToken(me);
+
 async function signIn(user) {
-  if (!params.get('token')) {
-    const r = await api('/api/demo/token', { method: 'POST', body: JSON.stringify({ user }) });
-    token = r.token;
-    sessionStorage.setItem('token', token);
-  }
+  if (!params.get('token')) await mintToken(user);
   me = user;
   sessionStorage.setItem('user', user);
   $('who').textContent = `signed in as ${user}`;

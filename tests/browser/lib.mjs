@@ -125,3 +125,81 @@ export function assert(cond, msg) {
 export async function history(page) {
   return page.$$eval('#history li', (lis) => lis.map((li) => li.dataset.bid));
 }
+
+/** One value from a node's /metrics (Prometheus text). */
+export async function metric(base, name) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  if (!line) throw new Error(`no metric ${name}`);
+  return Number(line.split(' ')[1]);
+}
+
+/** A tenant of the test's own. */
+export async function newTenant(base, prefix = 't') {
+  const slug = `${prefix}-${Math.random().toString(36).slice(2, 10)}`;
+  await api(base, '/admin/tenants', { method: 'POST', body: { slug, name: slug } });
+  return slug;
+}
+
+/**
+ * Opens `base` in `page` and starts `count` `Switchyard`s there (from the
+ * node's /switchyard.js) with `opts`; each records in `sub.rec` its events
+ * ([id, topic, data]), snapshot topics, statuses and shutdowns with their
+ * times. `opts.demoUser` (and `tokenTtl`): tokens from demo sign-in, renewed
+ * through `getToken` (counted in `window.minted`).
+ */
+export async function clientPage(page, base, opts, count = 1) {
+  await page.goto(`${base}/health`);
+  await page.evaluate(async ({ opts, count }) => {
+    const { Switchyard } = await import('/switchyard.js');
+    window.subs = [];
+    window.minted = 0;
+    if (opts.demoUser) {
+      // Tokens from the demo sign-in route, as short-lived as asked.
+      const mint = async () => {
+        const r = await fetch('/api/demo/token', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ user: opts.demoUser, ttl_secs: opts.tokenTtl }),
+        });
+        if (!r.ok) throw new Error(`demo token: ${r.status}`);
+        window.minted += 1;
+        return (await r.json()).token;
+      };
+      opts = { ...opts, token: await mint(), getToken: mint };
+    }
+    for (let i = 0; i < count; i++) {
+      const rec = { got: [], snaps: [], statuses: [], shutdowns: [] };
+      const sub = new Switchyard({
+        ...opts,
+        onEvent: (ev) => rec.got.push([ev.id, ev.topic, ev.data]),
+        onSnapshot: (s) => rec.snaps.push(s.topic),
+        onStatus: (s) => rec.statuses.push([s, Date.now()]),
+        onShutdown: (s) => rec.shutdowns.push({ ...s, at: Date.now() }),
+      });
+      sub.rec = rec;
+      window.subs.push(sub);
+    }
+    window.sub = window.subs[0];
+    window.got = window.sub.rec.got;
+  }, { opts, count });
+}
+
+/** Samples a metric every 50 ms; `max` is the highest value since `reset()`. */
+export function sampler(base, name) {
+  const s = { max: 0, last: 0, stop: null, reset() { s.max = s.last; } };
+  let on = true;
+  const loop = (async () => {
+    while (on) {
+      try {
+        s.last = await metric(base, name);
+        s.max = Math.max(s.max, s.last);
+      } catch {
+        // node busy or gone
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  })();
+  s.stop = async () => { on = false; await loop; };
+  return s;
+}

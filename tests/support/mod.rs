@@ -491,8 +491,13 @@ pub struct Sse {
     pub last_id: Option<String>,
     /// The `retry:` hint seen.
     pub retry: Option<u64>,
-    /// Comment lines seen (heartbeats).
+    /// Comment lines seen.
     pub comments: usize,
+    /// `heartbeat` events seen (not returned by `next`: they only move the
+    /// last id, as they do for the browser client).
+    pub heartbeats: usize,
+    /// The interval the last heartbeat announced.
+    pub heartbeat_ms: Option<u64>,
     /// The stream ended.
     pub ended: bool,
     /// Response headers.
@@ -529,6 +534,8 @@ impl Sse {
             last_id: last_event_id.map(|i| i.to_string()),
             retry: None,
             comments: 0,
+            heartbeats: 0,
+            heartbeat_ms: None,
             ended: false,
             headers,
         })
@@ -633,6 +640,13 @@ impl Sse {
             self.last_id = Some(id.clone());
         }
         let data = data?;
+        if event.as_deref() == Some("heartbeat") {
+            self.heartbeats += 1;
+            let v: Value = serde_json::from_str(&data).expect("heartbeat data is JSON");
+            self.heartbeat_ms = v["interval_ms"].as_u64();
+            assert!(id.is_some(), "a heartbeat without id: {text:?}");
+            return None;
+        }
         Some(SseEvent {
             id: id.or_else(|| self.last_id.clone()),
             event: event.unwrap_or_else(|| "message".into()),

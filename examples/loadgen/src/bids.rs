@@ -165,6 +165,8 @@ fn on_frame(f: &Frame<'_>, shared: &Shared) {
             shared.outbid_events.fetch_add(1, Relaxed);
             return;
         }
+        // Keep-alive: it only moves the last id.
+        b"heartbeat" => return,
         _ => {
             if f.data.is_some() {
                 shared.other_events.fetch_add(1, Relaxed);

@@ -185,6 +185,8 @@ fn on_frame(user: &str, f: &Frame<'_>, shared: &Shared) {
             shared.snapshots.fetch_add(1, Relaxed);
             return;
         }
+        // Keep-alive: it only moves the last id.
+        b"heartbeat" => return,
         _ => {
             if f.data.is_some() {
                 shared.other_frames.fetch_add(1, Relaxed);

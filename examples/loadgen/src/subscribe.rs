@@ -172,7 +172,7 @@ impl ConnStats {
             None => match Fields::parse(data) {
                 Ok(Some(f)) => f,
                 Ok(None) => {
-                    if !matches!(f.event, b"shutdown" | b"reset" | b"snapshot") {
+                    if !matches!(f.event, b"shutdown" | b"reset" | b"snapshot" | b"heartbeat") {
                         self.other_frames += 1;
                     }
                     return;

@@ -10,6 +10,9 @@
 //!
 //! A queue that is full is not waited on: the connection is marked lagged and
 //! gets nothing more until it has caught up from the log itself.
+//!
+//! A tenant with an event filter has its events offered by its lane
+//! (`lane.rs`) instead, so that guest code never runs on the dispatcher.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,9 +22,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::lane::Lane;
 use crate::event::{Frame, Seq, StoredEvent};
 use crate::metrics::Metrics;
-use crate::plugins::{FilterOutcome, Plugins};
+use crate::plugins::Plugins;
 use crate::store::Store;
 
 /// How long an out-of-order event waits for the ones before it before the
@@ -115,14 +119,14 @@ impl Queue {
 
 type TopicMap = HashMap<Box<str>, HashMap<u64, Arc<Subscriber>>>;
 
-struct Inner {
+pub(super) struct Inner {
     /// tenant -> topic -> subscribers. A std lock: it is never held across an
-    /// `.await`, and dispatch only takes it for reading.
+    /// `.await` or a plugin call, and dispatch only takes it for reading.
     subs: RwLock<HashMap<Box<str>, TopicMap>>,
     next_id: AtomicU64,
     input: mpsc::UnboundedSender<Input>,
     metrics: Arc<Metrics>,
-    plugins: Plugins,
+    pub(super) plugins: Plugins,
     /// Set (under the `subs` write lock) once the node is shutting down.
     closing: AtomicBool,
 }
@@ -231,6 +235,7 @@ impl Hub {
             store,
             tenants: HashMap::new(),
             gap_due: None,
+            lanes: HashMap::new(),
         };
         for (slug, head) in heads {
             d.tenants.insert(Arc::from(slug), TenantSeq::new(head + 1));
@@ -344,6 +349,8 @@ struct Dispatcher {
     /// When the earliest waiting gap is due for a fill; `None` while there
     /// is none (it may be early: a gap can close before its fill is due).
     gap_due: Option<Instant>,
+    /// Filter lanes of the tenants that have had a filter.
+    lanes: HashMap<Arc<str>, Lane>,
 }
 
 impl Dispatcher {
@@ -549,63 +556,35 @@ impl Dispatcher {
         });
     }
 
-    /// Frames the event once and offers it to every subscriber of its topic.
-    fn dispatch(&self, e: StoredEvent) {
+    /// Offers the event to every subscriber of its topic, framed once; a
+    /// tenant with a filter (or whose lane still has events) through its
+    /// lane.
+    fn dispatch(&mut self, e: StoredEvent) {
+        self.hub.metrics.events_dispatched.inc();
+        let filtered =
+            self.hub.plugins.has_filters() && self.hub.plugins.filter(&e.tenant).is_some();
+        if filtered || self.lanes.get(&e.tenant).is_some_and(Lane::busy) {
+            let hub = &self.hub;
+            let lane = self
+                .lanes
+                .entry(e.tenant.clone())
+                .or_insert_with(|| Lane::start(hub.clone()));
+            // Fails only once the runtime is shutting down.
+            let _ = lane.send(e);
+            return;
+        }
         let m = &self.hub.metrics;
-        m.events_dispatched.inc();
         let subs = self.hub.subs.read().unwrap_or_else(|p| p.into_inner());
         let Some(set) = subs.get(&*e.tenant).and_then(|t| t.get(e.topic.as_str())) else {
             return;
         };
         let frame = Arc::new(Frame::from_parts(e.seq, &e.topic, &e.kind, &e.json));
-        let filter = if self.hub.plugins.has_filters() {
-            self.hub.plugins.filter(&e.tenant)
-        } else {
-            None
-        };
-        // With a filter: one call per distinct shape, its frame shared by
-        // every connection of that shape.
-        let mut by_shape: Vec<(Shape, Option<Arc<Frame>>)> = Vec::new();
-        let mut input = None;
         let mut lagged = 0;
         for sub in set.values() {
             if sub.lagged.load(Ordering::Relaxed) {
                 continue;
             }
-            let frame = match &filter {
-                None => frame.clone(),
-                Some(f) => {
-                    let known = by_shape
-                        .iter()
-                        .find(|(s, _)| Arc::ptr_eq(s, &sub.shape) || **s == *sub.shape);
-                    let out = match known {
-                        Some((_, out)) => out.clone(),
-                        None => {
-                            let ev =
-                                input.get_or_insert_with(|| crate::plugins::convert::event(&e));
-                            let out = match f.apply(ev, &sub.shape) {
-                                FilterOutcome::Pass => Some(frame.clone()),
-                                FilterOutcome::Drop => None,
-                                FilterOutcome::Replace(data) => {
-                                    let json = crate::event::event_json(
-                                        e.seq, &e.tenant, &e.topic, &e.kind, &data, e.ts,
-                                    );
-                                    Some(Arc::new(Frame::from_parts(
-                                        e.seq, &e.topic, &e.kind, &json,
-                                    )))
-                                }
-                            };
-                            by_shape.push((sub.shape.clone(), out.clone()));
-                            out
-                        }
-                    };
-                    match out {
-                        Some(f) => f,
-                        None => continue,
-                    }
-                }
-            };
-            if !sub.queue.try_send(frame) {
+            if !sub.queue.try_send(frame.clone()) {
                 sub.lagged.store(true, Ordering::SeqCst);
                 lagged += 1;
             }
@@ -614,6 +593,60 @@ impl Dispatcher {
         if lagged > 0 {
             m.client_lagged.add(lagged);
         }
+    }
+}
+
+impl Inner {
+    /// The distinct subscription shapes among the live subscribers of a
+    /// topic.
+    pub(super) fn shapes(&self, tenant: &str, topic: &str) -> Vec<Shape> {
+        let subs = self.subs.read().unwrap_or_else(|p| p.into_inner());
+        let mut shapes: Vec<Shape> = Vec::new();
+        if let Some(set) = subs.get(tenant).and_then(|t| t.get(topic)) {
+            for sub in set.values() {
+                if sub.lagged.load(Ordering::Relaxed) {
+                    continue;
+                }
+                if !shapes
+                    .iter()
+                    .any(|s| Arc::ptr_eq(s, &sub.shape) || **s == *sub.shape)
+                {
+                    shapes.push(sub.shape.clone());
+                }
+            }
+        }
+        shapes
+    }
+}
+
+/// Offers an event to the subscribers of its topic, each the frame its
+/// shape was answered (none: the filter dropped it). A subscriber whose shape
+/// has no answer registered after the answers were made and reads the event
+/// from the log.
+pub(super) fn offer(hub: &Inner, e: &StoredEvent, answers: &[(Shape, Option<Arc<Frame>>)]) {
+    let subs = hub.subs.read().unwrap_or_else(|p| p.into_inner());
+    let Some(set) = subs.get(&*e.tenant).and_then(|t| t.get(e.topic.as_str())) else {
+        return;
+    };
+    let mut lagged = 0;
+    for sub in set.values() {
+        if sub.lagged.load(Ordering::Relaxed) {
+            continue;
+        }
+        let answer = answers
+            .iter()
+            .find(|(s, _)| Arc::ptr_eq(s, &sub.shape) || **s == *sub.shape);
+        let Some((_, Some(frame))) = answer else {
+            continue;
+        };
+        if !sub.queue.try_send(frame.clone()) {
+            sub.lagged.store(true, Ordering::SeqCst);
+            lagged += 1;
+        }
+    }
+    hub.metrics.fanout_offers.add(set.len() as u64);
+    if lagged > 0 {
+        hub.metrics.client_lagged.add(lagged);
     }
 }
 

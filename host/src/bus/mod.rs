@@ -2,11 +2,14 @@
 //!
 //! - `publisher`: the group-commit appender every producer goes through.
 //! - `hub`: this node's subscribers, ordered per tenant, one queue each.
+//! - `lane`: per-tenant filter lanes, where live events meet the event filter
+//!   off the dispatcher.
 //! - `Fanout`: how committed events reach every node's hub: `memory` (one
 //!   node) or `redis` (a Redis Stream every node reads).
 //! - `retention`: bounds each topic's history by count and age.
 
 pub mod hub;
+mod lane;
 pub mod memory;
 pub mod publisher;
 pub mod redis;

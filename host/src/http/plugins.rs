@@ -77,6 +77,14 @@ pub async fn list(State(state): State<AppState>, _admin: Admin) -> Response {
 
 /// `PUT /admin/plugins/{slot}` with the component as the body
 /// (`?mode=shadow` runs it beside the active version instead).
+///
+/// A component whose compiled code is at hand (compiled before, here or in
+/// the disk cache) is checked and activated before the answer: `200` with
+/// the slot. Otherwise the compile runs off the serving path and the answer
+/// is at once `202 {"version","state":"compiling"}`; `GET /admin/plugins`
+/// shows the slot's `compiling` upload until it is active, or refused with
+/// the reason as `last_error`. `?wait=true` waits for the compile and
+/// answers `200` or `422`.
 pub async fn upload(
     State(state): State<AppState>,
     _admin: Admin,
@@ -101,6 +109,23 @@ pub async fn upload(
             "empty_body",
             "the body must be a WebAssembly component",
         ));
+    }
+    // What is not a component at all is refused at once (and recorded) by
+    // the install below, without a compile.
+    let not_a_component = crate::plugins::wasm::WasmHost::precheck(&body).is_err();
+    let wait = matches!(q.get("wait"), Some("true" | "1"));
+    if !wait && !not_a_component && !state.plugins.ready(&body, slot) {
+        let job = state
+            .plugins
+            .install_in_background(&tenant, slot, body.to_vec(), "admin", mode);
+        let answer = serde_json::json!({
+            "slot": slot.as_str(),
+            "tenant": if tenant.is_empty() { None } else { Some(&tenant) },
+            "version": job.version,
+            "mode": job.mode,
+            "state": "compiling",
+        });
+        return Ok((StatusCode::ACCEPTED, axum::Json(answer)).into_response());
     }
     state
         .plugins

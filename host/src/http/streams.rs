@@ -3,7 +3,9 @@
 //!
 //! Query parameters the host owns: `tenant`, `topic` (repeatable), `events`
 //! (comma-separated types to keep), `lastEventId` (the `Last-Event-ID` header
-//! wins over it), `token`. Anything else is a subscription parameter for plugins.
+//! wins over it), `snapshot` (repeatable: topics of the stream whose snapshot
+//! is sent even on a resume), `token`. Anything else is a subscription
+//! parameter for plugins.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -104,6 +106,16 @@ async fn open(
             format!("a stream may subscribe to at most {MAX_TOPICS} topics"),
         ));
     }
+    let mut snapshots: Vec<String> = q.all("snapshot").map(str::to_string).collect();
+    snapshots.sort();
+    snapshots.dedup();
+    if let Some(t) = snapshots.iter().find(|t| topics.binary_search(t).is_err()) {
+        let shown: String = t.chars().take(80).collect();
+        return Err(ApiError::invalid(
+            "invalid_snapshot",
+            format!("`snapshot` must name a `topic` of the stream, got {shown:?}"),
+        ));
+    }
     let mut defaults = Vec::new();
     for t in &topics {
         if access::may_read(t, &tenant.slug, &caller)? == TopicKind::User {
@@ -172,6 +184,7 @@ async fn open(
         last_event_id,
         expires_at,
         defaults,
+        snapshots,
         shape: subscription_shape(q)?,
     };
     let mut session = Session::open(state.streams.clone(), req).await?;
@@ -182,7 +195,14 @@ async fn open(
 
 /// Query parameters the host itself reads; every other one is part of the
 /// subscription shape the event filter sees.
-const HOST_PARAMS: [&str; 5] = ["tenant", "topic", "events", "lastEventId", "token"];
+const HOST_PARAMS: [&str; 6] = [
+    "tenant",
+    "topic",
+    "events",
+    "lastEventId",
+    "snapshot",
+    "token",
+];
 /// Most parameters a shape may have.
 const MAX_SHAPE_PARAMS: usize = 16;
 

@@ -1,4 +1,6 @@
-//! The demo web app (static files compiled into the binary) and demo sign-in.
+//! The demo web app (static files compiled into the binary), the browser
+//! client (`clients/js/switchyard.js`, the npm package's module, compiled in
+//! from there) and demo sign-in.
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -13,7 +15,7 @@ use crate::state::AppState;
 
 const INDEX: &str = include_str!("../../static/index.html");
 const APP: &str = include_str!("../../static/app.js");
-const CLIENT: &str = include_str!("../../static/switchyard.js");
+const CLIENT: &str = include_str!("../../../clients/js/switchyard.js");
 const STYLE: &str = include_str!("../../static/style.css");
 
 fn file(body: &'static str, content_type: &'static str) -> Response {
@@ -52,10 +54,14 @@ pub async fn style() -> Response {
 #[serde(deny_unknown_fields)]
 pub struct DemoUser {
     user: String,
+    /// Lifetime in seconds, 1 to 3600 (default 3600): short-lived tokens
+    /// show the client renewing them.
+    ttl_secs: Option<u64>,
 }
 
-/// Mints a one-hour token for a demo user of the `demo` tenant. Only when
-/// demo sign-in is on (by default in embedded mode only).
+/// Mints a token (one hour unless asked for less) for a demo user of the
+/// `demo` tenant. Only when demo sign-in is on (by default in embedded mode
+/// only).
 pub async fn demo_token(
     State(state): State<AppState>,
     AppJson(b): AppJson<DemoUser>,
@@ -67,11 +73,18 @@ pub async fn demo_token(
         ));
     }
     validate_user_id(&b.user, "user")?;
+    let ttl = b.ttl_secs.unwrap_or(3600);
+    if !(1..=3600).contains(&ttl) {
+        return Err(ApiError::invalid(
+            "invalid_ttl_secs",
+            "`ttl_secs` must be between 1 and 3600",
+        ));
+    }
     let now = now_secs();
     let token = state.keys.sign(&Claims {
         sub: b.user.clone(),
         tenant: crate::DEMO_TENANT.into(),
-        exp: now + 3600,
+        exp: now + ttl,
         iat: now,
     });
     Ok((

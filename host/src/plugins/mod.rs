@@ -13,6 +13,7 @@ pub mod builtin;
 pub mod cli;
 pub mod convert;
 pub mod registry;
+pub mod wasi;
 pub mod wasm;
 pub mod watch;
 
@@ -53,7 +54,8 @@ pub async fn start(
     backend: &Backend,
     stop: CancellationToken,
 ) -> Result<Plugins, String> {
-    let wasm = wasm::WasmHost::new(config.plugin_limits.clone())?;
+    let wasm = wasm::WasmHost::new(config.plugin_limits.clone())?
+        .with_cache(config.plugin_cache_dir.clone());
     let plugins = Plugins::new(wasm, backend.plugins.clone(), config.plugin_history);
     plugins
         .load()

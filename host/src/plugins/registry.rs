@@ -142,7 +142,20 @@ pub struct SlotState {
     shadow_stats: ShadowStats,
     row: Mutex<SlotRow>,
     last_error: Mutex<Option<LoadError>>,
+    /// An upload being compiled in the background.
+    compiling: Mutex<Option<Compiling>>,
     swaps: AtomicU64,
+}
+
+/// An upload whose component is being compiled off the serving path.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Compiling {
+    /// Its content hash.
+    pub version: String,
+    /// `active` or `shadow`.
+    pub mode: &'static str,
+    /// When the compile started, ms since the epoch.
+    pub since: i64,
 }
 
 impl SlotState {
@@ -160,6 +173,7 @@ impl SlotState {
                 ..SlotRow::default()
             }),
             last_error: Mutex::new(None),
+            compiling: Mutex::new(None),
             swaps: AtomicU64::new(0),
         }
     }
@@ -215,6 +229,8 @@ struct Inner {
     history: usize,
     /// Some event filter is active (checked per event before any lookup).
     filters: std::sync::atomic::AtomicBool,
+    /// One compile at a time: a burst of uploads takes one core, not all.
+    compile_gate: tokio::sync::Semaphore,
 }
 
 /// The plugin registry; cheap to clone.
@@ -242,6 +258,7 @@ impl Plugins {
                 linked: Mutex::new(HashMap::new()),
                 history: history.max(1),
                 filters: std::sync::atomic::AtomicBool::new(false),
+                compile_gate: tokio::sync::Semaphore::new(1),
             }),
         }
     }
@@ -317,6 +334,7 @@ impl Plugins {
         {
             return Ok(l.clone());
         }
+        let _gate = self.inner.compile_gate.acquire().await;
         let wasm = self.inner.wasm.clone();
         let linked = tokio::task::spawn_blocking(move || {
             let component = wasm.compile(&bytes)?;
@@ -587,6 +605,62 @@ impl Plugins {
         Ok(row)
     }
 
+    /// Whether `install` of these bytes would answer at once: their compiled
+    /// code is in memory or in the disk cache.
+    pub fn ready(&self, bytes: &[u8], slot: Slot) -> bool {
+        let hash = content_hash(bytes);
+        let linked = self
+            .inner
+            .linked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&(hash, slot));
+        linked || self.inner.wasm.is_cached(bytes)
+    }
+
+    /// Starts `install` in the background and returns the version's hash at
+    /// once: the slot shows the upload under `compiling` until it is active
+    /// (or refused, with the reason as its `last_error`); the old version
+    /// serves meanwhile. A second upload of a version already compiling for
+    /// the slot joins it.
+    pub fn install_in_background(
+        &self,
+        tenant: &str,
+        slot: Slot,
+        bytes: Vec<u8>,
+        origin: &str,
+        mode: Mode,
+    ) -> Compiling {
+        let hash = content_hash(&bytes);
+        let st = self.state(tenant, slot);
+        let job = Compiling {
+            version: hash.clone(),
+            mode: match mode {
+                Mode::Active => "active",
+                Mode::Shadow => "shadow",
+            },
+            since: crate::event::now_ms(),
+        };
+        {
+            let mut compiling = st.compiling.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = compiling.as_ref().filter(|c| c.version == hash) {
+                return c.clone();
+            }
+            *compiling = Some(job.clone());
+        }
+        let (me, tenant, origin) = (self.clone(), tenant.to_string(), origin.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = me.install(&tenant, slot, bytes, &origin, mode).await {
+                tracing::debug!(%slot, %tenant, error = %e, "background plugin install ended without a change");
+            }
+            let mut compiling = st.compiling.lock().unwrap_or_else(|p| p.into_inner());
+            if compiling.as_ref().is_some_and(|c| c.version == hash) {
+                *compiling = None;
+            }
+        });
+        job
+    }
+
     /// Installs `bytes` as the default version of `slot` unless the slot was
     /// ever configured (the bundled example plugins).
     pub async fn install_default(&self, slot: Slot, bytes: &[u8]) -> Result<(), PluginError> {
@@ -720,6 +794,22 @@ impl Plugins {
         let slots = self.inner.slots.read().unwrap_or_else(|p| p.into_inner());
         let mut states: Vec<&Arc<SlotState>> = slots.values().flat_map(|m| m.values()).collect();
         states.sort_by(|a, b| (a.slot, &a.tenant).cmp(&(b.slot, &b.tenant)));
+        let c = &self.inner.wasm.compiles;
+        let _ = writeln!(
+            out,
+            "# HELP switchyard_plugin_compiles_total Components compiled (not found in the code cache).\n\
+             # TYPE switchyard_plugin_compiles_total counter\n\
+             switchyard_plugin_compiles_total {}\n\
+             # HELP switchyard_plugin_compile_seconds_total Time spent compiling components.\n\
+             # TYPE switchyard_plugin_compile_seconds_total counter\n\
+             switchyard_plugin_compile_seconds_total {:.6}\n\
+             # HELP switchyard_plugin_cache_hits_total Components loaded from the compiled-code cache.\n\
+             # TYPE switchyard_plugin_cache_hits_total counter\n\
+             switchyard_plugin_cache_hits_total {}",
+            c.compiled.load(Ordering::Relaxed),
+            c.compile_us.load(Ordering::Relaxed) as f64 / 1e6,
+            c.cache_hits.load(Ordering::Relaxed),
+        );
         let _ = writeln!(
             out,
             "# HELP switchyard_plugin_calls_total Calls of the active plugin version."
@@ -938,6 +1028,7 @@ fn describe_state(s: &SlotState) -> Value {
         "latency_us": { "p50": s.stats.quantile_us(0.5), "p99": s.stats.quantile_us(0.99) },
         "swaps": s.swaps.load(Ordering::Relaxed),
         "last_error": s.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        "compiling": s.compiling.lock().unwrap_or_else(|p| p.into_inner()).clone(),
     })
 }
 

@@ -6,8 +6,18 @@
 //!   optional fuel budget, and the pooling allocator (instantiation reuses
 //!   pre-mapped slots).
 //! - A component is compiled once and linked once into an `InstancePre` for
-//!   its slot's world: the host's `log`/`config` imports, and every other
-//!   import (a Rust guest's WASI) defined as a function that traps.
+//!   its slot's world: the host's `log`/`config` imports, the deterministic
+//!   WASI world of `wasi.rs` (clocks at the call's time, seeded random,
+//!   stdout/stderr to the log, no files, sockets or HTTP), and anything else
+//!   it imports defined as a function that traps.
+//! - Guest code never runs on a runtime worker: the WASI host's stream calls
+//!   block on the runtime (`wasmtime-wasi`'s sync bindings), and a slow
+//!   plugin must not stall the other tasks of that worker. Every call goes
+//!   through `off_runtime`, which on a worker moves the worker's other tasks
+//!   away for the call's duration (`block_in_place`) and elsewhere (a
+//!   blocking thread, the embedded store's writer, the CLI) costs a
+//!   thread-local check. Code that makes many calls in a row (the hub's
+//!   filter lanes, a replay page) moves once for the whole batch.
 //! - Each instance lives in its own `Store` with a memory cap. A version keeps
 //!   a few idle instances between calls (instantiating per call costs ten
 //!   times the call); a call that fails drops its instance, so a failure
@@ -21,7 +31,10 @@ use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime_wasi::{WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
+use super::wasi::{LogLevel, Seed, Wasi};
 use super::Slot;
 
 /// Generated bindings, one module per world; the `host` interface and the
@@ -65,10 +78,6 @@ use bindings::types;
 
 /// The epoch ticker's period; deadlines are counted in these.
 const TICK: Duration = Duration::from_millis(2);
-/// Log lines one call may write; the rest are counted and dropped.
-const MAX_LOGS_PER_CALL: u32 = 32;
-/// Longest log line kept.
-const MAX_LOG_CHARS: usize = 1_024;
 
 /// Sandbox limits, the same for every plugin.
 #[derive(Debug, Clone)]
@@ -152,13 +161,31 @@ impl CallError {
     }
 }
 
-/// Store data of one call.
+/// Store data of one instance.
 pub struct Ctx {
     config: Arc<BTreeMap<String, String>>,
-    label: Arc<str>,
     memory_cap: usize,
     memory_exceeded: bool,
-    logs: u32,
+    wasi: Wasi,
+}
+
+impl WasiView for Ctx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi.ctx,
+            table: &mut self.wasi.table,
+        }
+    }
+}
+
+impl WasiHttpView for Ctx {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.wasi.http,
+            table: &mut self.wasi.table,
+            hooks: &mut self.wasi.hooks,
+        }
+    }
 }
 
 impl wasmtime::ResourceLimiter for Ctx {
@@ -187,26 +214,13 @@ impl wasmtime::ResourceLimiter for Ctx {
 
 impl bindings::Host for Ctx {
     fn log(&mut self, level: bindings::Level, message: String) {
-        self.logs += 1;
-        if self.logs > MAX_LOGS_PER_CALL {
-            return;
-        }
-        let mut message = message;
-        if message.len() > MAX_LOG_CHARS {
-            let mut cut = MAX_LOG_CHARS;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
-        let plugin = &*self.label;
-        match level {
-            bindings::Level::Debug => tracing::debug!(plugin, "{message}"),
-            bindings::Level::Info => tracing::info!(plugin, "{message}"),
-            bindings::Level::Warn => tracing::warn!(plugin, "{message}"),
-            bindings::Level::Error => tracing::error!(plugin, "{message}"),
-        }
+        let level = match level {
+            bindings::Level::Debug => LogLevel::Debug,
+            bindings::Level::Info => LogLevel::Info,
+            bindings::Level::Warn => LogLevel::Warn,
+            bindings::Level::Error => LogLevel::Error,
+        };
+        self.wasi.log.line(level, &message);
     }
 
     fn config(&mut self, key: String) -> Option<String> {
@@ -231,6 +245,22 @@ pub struct WasmHost {
     linker: Arc<Linker<Ctx>>,
     limits: Limits,
     ticking: Arc<Ticking>,
+    /// Compiled code on disk, by content hash and engine settings.
+    cache: Option<Arc<std::path::PathBuf>>,
+    /// Compiles and cache hits, for metrics.
+    pub compiles: Arc<CompileStats>,
+}
+
+/// How often code was compiled and how long it took, and how often the
+/// disk cache spared a compile.
+#[derive(Default)]
+pub struct CompileStats {
+    /// Components compiled.
+    pub compiled: std::sync::atomic::AtomicU64,
+    /// Time spent compiling, in microseconds.
+    pub compile_us: std::sync::atomic::AtomicU64,
+    /// Components loaded from the cache instead.
+    pub cache_hits: std::sync::atomic::AtomicU64,
 }
 
 /// Calls in flight, so the epoch ticker runs only while guest code may:
@@ -283,15 +313,23 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// A world's pre-instantiated component, and whether it imports
+/// `wasi:random` (only then does a call pay for hashing its input into a seed).
+#[derive(Clone)]
+pub struct Pre<P> {
+    pre: P,
+    seeded: bool,
+}
+
 /// A component linked for its slot, ready to instantiate.
 #[derive(Clone)]
 pub enum Linked {
     /// `bid-validator`.
-    Validator(bindings::validator::BidValidatorPre<Ctx>),
+    Validator(Pre<bindings::validator::BidValidatorPre<Ctx>>),
     /// `notification-shaper`.
-    Shaper(bindings::shaper::NotificationShaperPre<Ctx>),
+    Shaper(Pre<bindings::shaper::NotificationShaperPre<Ctx>>),
     /// `event-filter`.
-    Filter(bindings::filter::EventFilterPre<Ctx>),
+    Filter(Pre<bindings::filter::EventFilterPre<Ctx>>),
 }
 
 impl Linked {
@@ -320,9 +358,9 @@ impl WasmHost {
             .total_tables(1_024)
             .max_memory_size(limits.memory)
             .max_component_instance_size(1 << 20)
-            .max_core_instances_per_component(32)
+            .max_core_instances_per_component(64)
             .max_memories_per_component(8)
-            .max_tables_per_component(16);
+            .max_tables_per_component(32);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = match Engine::new(&config) {
             Ok(e) => e,
@@ -340,6 +378,10 @@ impl WasmHost {
             |c| c,
         )
         .map_err(|e| format!("cannot link the host interface: {e}"))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| format!("cannot link WASI: {e}"))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
+            .map_err(|e| format!("cannot link wasi:http: {e}"))?;
         let weak = engine.weak();
         let ticking = Arc::new(Ticking::default());
         let ticker = ticking.clone();
@@ -359,16 +401,32 @@ impl WasmHost {
             linker: Arc::new(linker),
             limits,
             ticking,
+            cache: None,
+            compiles: Arc::default(),
         })
     }
 
-    /// The limits every call runs under.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
+    /// Keeps compiled code in `dir`, so that a restart, a rollback or a
+    /// second upload of the same component does not compile it again. A
+    /// directory that cannot be made is logged and compiling goes on
+    /// without a cache.
+    pub fn with_cache(mut self, dir: std::path::PathBuf) -> WasmHost {
+        match std::fs::create_dir_all(&dir) {
+            Ok(()) => self.cache = Some(Arc::new(dir)),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "plugin cache dir unusable; compiling every load")
+            }
+        }
+        self
     }
 
-    /// Compiles a component (the expensive step, done once per version).
-    pub fn compile(&self, bytes: &[u8]) -> Result<Component, String> {
+    /// Whether the compiled code of `bytes` is in the disk cache.
+    pub fn is_cached(&self, bytes: &[u8]) -> bool {
+        self.cache_file(bytes).is_some_and(|f| f.is_file())
+    }
+
+    /// Refuses at once what cannot be a component (before any compile).
+    pub fn precheck(bytes: &[u8]) -> Result<(), String> {
         if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
             return Err("not a WebAssembly binary".into());
         }
@@ -378,30 +436,102 @@ impl WasmHost {
                     .into(),
             );
         }
-        Component::new(&self.engine, bytes).map_err(|e| format!("does not compile: {e:#}"))
+        Ok(())
+    }
+
+    /// The cache file of a component: its hash and a fingerprint of the
+    /// engine's settings and version (compiled code is only valid for an
+    /// engine configured the same way).
+    fn cache_file(&self, bytes: &[u8]) -> Option<std::path::PathBuf> {
+        use std::hash::{Hash, Hasher};
+        let dir = self.cache.as_ref()?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        let hash = super::registry::content_hash(bytes);
+        Some(dir.join(format!("{hash}.{:016x}.cwasm", h.finish())))
+    }
+
+    /// The limits every call runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Runs `f` (plugin calls) where blocking is allowed: on a runtime
+    /// worker, after handing the worker's other tasks to another thread;
+    /// anywhere else, right away.
+    pub fn off_runtime<R>(f: impl FnOnce() -> R) -> R {
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(f)
+            }
+            _ => f(),
+        }
+    }
+
+    /// Compiles a component (the expensive step, done once per version).
+    pub fn compile(&self, bytes: &[u8]) -> Result<Component, String> {
+        Self::precheck(bytes)?;
+        let file = self.cache_file(bytes);
+        if let Some(file) = &file {
+            if file.is_file() {
+                // SAFETY: the file is compiled code this process (or another
+                // node of the same build) wrote for an engine with the same
+                // settings, named by the fingerprint; the cache dir is the
+                // operator's, as trusted as the binary. wasmtime checks the
+                // header's engine compatibility and refuses a mismatch.
+                match unsafe { Component::deserialize_file(&self.engine, file) } {
+                    Ok(c) => {
+                        self.compiles.cache_hits.fetch_add(1, Ordering::Relaxed);
+                        return Ok(c);
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %file.display(), error = %e, "cached plugin code unusable; compiling again")
+                    }
+                }
+            }
+        }
+        let started = std::time::Instant::now();
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| format!("does not compile: {e:#}"))?;
+        self.compiles.compiled.fetch_add(1, Ordering::Relaxed);
+        self.compiles
+            .compile_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        if let Some(file) = &file {
+            if let Err(e) = write_cache(file, &component) {
+                tracing::warn!(file = %file.display(), error = %e, "cannot cache compiled plugin code");
+            }
+        }
+        Ok(component)
     }
 
     /// Links a compiled component for `slot`, checking it against the slot's
     /// world.
     pub fn link(&self, component: &Component, slot: Slot) -> Result<Linked, String> {
         let mut linker = (*self.linker).clone();
-        linker
-            .define_unknown_imports_as_traps(component)
+        stub_unknown_imports(&mut linker, &self.engine, component)
             .map_err(|e| format!("cannot link its imports: {e:#}"))?;
         let pre = linker
             .instantiate_pre(component)
             .map_err(|e| format!("cannot link its imports: {e:#}"))?;
+        let seeded = component
+            .component_type()
+            .imports(&self.engine)
+            .any(|(name, _)| name.starts_with("wasi:random/"));
         let fit = |e: wasmtime::Error| format!("does not fit the `{}` world: {e:#}", slot.as_str());
         Ok(match slot {
-            Slot::BidValidator => {
-                Linked::Validator(bindings::validator::BidValidatorPre::new(pre).map_err(fit)?)
-            }
-            Slot::NotificationShaper => {
-                Linked::Shaper(bindings::shaper::NotificationShaperPre::new(pre).map_err(fit)?)
-            }
-            Slot::EventFilter => {
-                Linked::Filter(bindings::filter::EventFilterPre::new(pre).map_err(fit)?)
-            }
+            Slot::BidValidator => Linked::Validator(Pre {
+                pre: bindings::validator::BidValidatorPre::new(pre).map_err(fit)?,
+                seeded,
+            }),
+            Slot::NotificationShaper => Linked::Shaper(Pre {
+                pre: bindings::shaper::NotificationShaperPre::new(pre).map_err(fit)?,
+                seeded,
+            }),
+            Slot::EventFilter => Linked::Filter(Pre {
+                pre: bindings::filter::EventFilterPre::new(pre).map_err(fit)?,
+                seeded,
+            }),
         })
     }
 
@@ -414,36 +544,39 @@ impl WasmHost {
             .collect())
     }
 
-    fn store(&self, config: &Arc<BTreeMap<String, String>>, label: &Arc<str>) -> Store<Ctx> {
+    fn store(&self, call: &CallCtx) -> Store<Ctx> {
+        // The insecure seed is fixed per version (WASI asks for a value that
+        // does not change over an instance's life).
+        let mut version_seed = [0u8; 16];
+        let label = call.label.as_bytes();
+        for (i, b) in label.iter().enumerate() {
+            version_seed[i % 16] ^= *b;
+        }
         let mut store = Store::new(
             &self.engine,
             Ctx {
-                config: config.clone(),
-                label: label.clone(),
+                config: call.config.clone(),
                 memory_cap: self.limits.memory,
                 memory_exceeded: false,
-                logs: 0,
+                wasi: Wasi::new(call.label.clone(), u128::from_le_bytes(version_seed)),
             },
         );
         store.limiter(|c| c);
-        let ticks = (self.limits.timeout.as_micros() / TICK.as_micros()).max(1) as u64 + 1;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
-        if let Some(fuel) = self.limits.fuel {
-            // Fuel is only on when configured; setting it cannot fail then.
-            let _ = store.set_fuel(fuel);
-        }
+        self.rearm(&mut store);
         store
     }
 
-    /// Takes an idle instance of this version (or makes one), re-arms its
-    /// deadline, runs `f`, and keeps the instance for the next call if the
-    /// call succeeded and it has not served `MAX_USES` calls; a failed
-    /// instance is dropped with its store.
+    /// Takes an idle instance of this version (or makes one), sets the
+    /// call's time and seed and re-arms its deadline, runs `f`, and keeps the
+    /// instance for the next call if the call succeeded and it has not
+    /// served `MAX_USES` calls; a failed instance is dropped with its store.
+    /// Runs guest code on the calling thread, which must not be a runtime
+    /// worker (see the module doc).
     fn run<B, R>(
         &self,
         call: &CallCtx,
         idle: &std::sync::Mutex<Vec<Idle<B>>>,
+        input: CallTime,
         instantiate: impl FnOnce(&mut Store<Ctx>) -> wasmtime::Result<B>,
         f: impl FnOnce(&B, &mut Store<Ctx>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
@@ -451,18 +584,50 @@ impl WasmHost {
         // needs the ticker awake.
         let _in_flight = self.ticking.enter();
         let reused = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let seed = input.seed.map(Seed::finish).unwrap_or_default();
         let (mut store, bindings, uses) = match reused {
-            Some(i) => (i.store, i.bindings, i.uses),
+            Some(i) => {
+                i.store.data().wasi.input.begin(input.now_ms, seed);
+                (i.store, i.bindings, i.uses)
+            }
             None => {
-                let mut store = self.store(&call.config, &call.label);
-                match instantiate(&mut store) {
+                let mut store = self.store(call);
+                // A runtime may read the clock and random bytes while it
+                // starts: it sees this call's.
+                store.data().wasi.input.begin(input.now_ms, seed);
+                let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    Self::off_runtime(|| instantiate(&mut store))
+                }))
+                .unwrap_or_else(|_| {
+                    Err(wasmtime::Error::msg(
+                        "the host failed while instantiating the plugin",
+                    ))
+                });
+                match made {
                     Ok(b) => (store, b, 0),
-                    Err(e) => return Err(instantiate_error(&store, e)),
+                    Err(e) => {
+                        store.data().wasi.log.end_call();
+                        return Err(instantiate_error(&store, e));
+                    }
                 }
             }
         };
         self.rearm(&mut store);
-        let r = f(&bindings, &mut store).map_err(|e| classify(&store, e));
+        // A panic in a host function (a bug, not the guest's doing) fails the
+        // call instead of the thread.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::off_runtime(|| f(&bindings, &mut store))
+        }));
+        store.data().wasi.log.end_call();
+        let r = match r {
+            Ok(r) => r.map_err(|e| classify(&store, e)),
+            Err(_) => {
+                return Err(CallError {
+                    kind: FailKind::Trap,
+                    message: "the host failed while serving the plugin".into(),
+                })
+            }
+        };
         if r.is_ok() && uses + 1 < MAX_USES {
             let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < MAX_IDLE {
@@ -479,59 +644,231 @@ impl WasmHost {
     fn rearm(&self, store: &mut Store<Ctx>) {
         let ticks = (self.limits.timeout.as_micros() / TICK.as_micros()).max(1) as u64 + 1;
         store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
         if let Some(fuel) = self.limits.fuel {
+            // Fuel is only on when configured; setting it cannot fail then.
             let _ = store.set_fuel(fuel);
         }
-        store.data_mut().logs = 0;
     }
 
-    /// Runs `validate`.
+    /// Runs `validate`; the WASI clocks read `now`.
     pub fn validate(
         &self,
-        pre: &bindings::validator::BidValidatorPre<Ctx>,
+        pre: &Pre<bindings::validator::BidValidatorPre<Ctx>>,
         call: &CallCtx,
         bid: &types::Bid,
         product: &types::Product,
         now: i64,
     ) -> Result<types::Verdict, CallError> {
+        let seed = pre.seeded.then(|| {
+            let mut s = Seed::new(&call.label);
+            s.str(&bid.id)
+                .str(&bid.tenant)
+                .str(&bid.product_id)
+                .str(&bid.bidder_id)
+                .int(bid.amount)
+                .int(bid.created_at);
+            s.str(&product.id)
+                .str(&product.tenant)
+                .str(&product.seller_id)
+                .str(&product.title)
+                .int(product.starting_price)
+                .int(product.min_increment)
+                .int(product.anti_snipe_ms)
+                .opt_int(product.ends_at)
+                .str(&product.status)
+                .opt_int(product.current_bid)
+                .opt_str(product.leader.as_deref())
+                .int(product.bid_count)
+                .int(product.version)
+                .int(product.created_at)
+                .int(now);
+            s
+        });
         self.run(
             call,
             &call.idle.validators,
-            |s| pre.instantiate(s),
+            CallTime { now_ms: now, seed },
+            |s| pre.pre.instantiate(s),
             |b, s| b.call_validate(s, bid, product, now),
         )
     }
 
-    /// Runs `shape`.
+    /// Runs `shape`; the WASI clocks read the message's `created-at`.
     pub fn shape(
         &self,
-        pre: &bindings::shaper::NotificationShaperPre<Ctx>,
+        pre: &Pre<bindings::shaper::NotificationShaperPre<Ctx>>,
         call: &CallCtx,
         message: &types::Message,
     ) -> Result<Vec<types::Notification>, CallError> {
+        let seed = pre.seeded.then(|| {
+            let mut s = Seed::new(&call.label);
+            s.str(&message.id)
+                .str(&message.tenant)
+                .str(&message.kind)
+                .str(&message.from)
+                .str(&message.to)
+                .opt_str(message.product_id.as_deref())
+                .str(&message.body)
+                .int(message.created_at);
+            s
+        });
         self.run(
             call,
             &call.idle.shapers,
-            |s| pre.instantiate(s),
+            CallTime {
+                now_ms: message.created_at,
+                seed,
+            },
+            |s| pre.pre.instantiate(s),
             |b, s| b.call_shape(s, message),
         )
     }
 
-    /// Runs `filter`.
+    /// Runs `filter`; the WASI clocks read the event's `ts`.
     pub fn filter(
         &self,
-        pre: &bindings::filter::EventFilterPre<Ctx>,
+        pre: &Pre<bindings::filter::EventFilterPre<Ctx>>,
         call: &CallCtx,
         event: &types::Event,
         subscription: &Vec<(String, String)>,
     ) -> Result<types::FilterResult, CallError> {
+        let seed = pre.seeded.then(|| {
+            let mut s = Seed::new(&call.label);
+            s.str(&event.id)
+                .str(&event.tenant)
+                .str(&event.topic)
+                .str(&event.type_)
+                .str(&event.data)
+                .int(event.ts);
+            for (k, v) in subscription {
+                s.str(k).str(v);
+            }
+            s
+        });
         self.run(
             call,
             &call.idle.filters,
-            |s| pre.instantiate(s),
+            CallTime {
+                now_ms: event.ts,
+                seed,
+            },
+            |s| pre.pre.instantiate(s),
             |b, s| b.call_filter(s, event, subscription),
         )
     }
+}
+
+/// Writes compiled code beside its final name and renames it into place, so
+/// a reader (another node sharing the dir) never sees half a file.
+fn write_cache(file: &std::path::Path, component: &Component) -> Result<(), String> {
+    let bytes = component.serialize().map_err(|e| e.to_string())?;
+    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, file).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        e.to_string()
+    })
+}
+
+/// The WASI 0.2 interfaces the linker provides (`wasmtime-wasi`'s p2 world
+/// and `wasi:http`), at any 0.2 version: the linker matches versions by
+/// semver, so a component built against a later 0.2 release links too.
+const PROVIDED: &[&str] = &[
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:clocks/wall-clock",
+    "wasi:clocks/monotonic-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+    "wasi:sockets/network",
+    "wasi:sockets/instance-network",
+    "wasi:sockets/ip-name-lookup",
+    "wasi:sockets/tcp",
+    "wasi:sockets/tcp-create-socket",
+    "wasi:sockets/udp",
+    "wasi:sockets/udp-create-socket",
+    "wasi:http/types",
+    "wasi:http/outgoing-handler",
+];
+
+/// Defines every import the linker does not provide (another WASI proposal,
+/// a world of some other host) as functions that trap when called, so such a
+/// component still loads and fails only the calls that use them. Wasmtime's
+/// own `define_unknown_imports_as_traps` matches names exactly and would
+/// shadow a provided interface imported at a later 0.2 version with
+/// stand-ins of the wrong resource types.
+fn stub_unknown_imports(
+    linker: &mut Linker<Ctx>,
+    engine: &Engine,
+    component: &Component,
+) -> wasmtime::Result<()> {
+    use wasmtime::component::types::ComponentItem;
+    use wasmtime::component::ResourceType;
+    let provided = |name: &str| {
+        name.strip_prefix("switchyard:plugins/").is_some()
+            || name
+                .split_once("@0.2.")
+                .is_some_and(|(iface, _)| PROVIDED.contains(&iface))
+    };
+    for (name, item) in component.component_type().imports(engine) {
+        if provided(name) {
+            continue;
+        }
+        match item.ty {
+            ComponentItem::ComponentInstance(instance) => {
+                let mut inst = linker.instance(name)?;
+                for (export, item) in instance.exports(engine) {
+                    match item.ty {
+                        ComponentItem::ComponentFunc(_) => {
+                            let what = format!("{name}#{export}");
+                            inst.func_new(export, move |_, _, _, _| {
+                                wasmtime::bail!("`{what}` is not available to plugins")
+                            })?;
+                        }
+                        ComponentItem::Resource(_) => {
+                            inst.resource(export, ResourceType::host::<()>(), |_, _| Ok(()))?;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            ComponentItem::ComponentFunc(_) => {
+                let what = name.to_string();
+                linker.root().func_new(name, move |_, _, _, _| {
+                    wasmtime::bail!("`{what}` is not available to plugins")
+                })?;
+            }
+            ComponentItem::Resource(_) => {
+                linker
+                    .root()
+                    .resource(name, ResourceType::host::<()>(), |_, _| Ok(()))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// What the WASI world of one call reads: its time, and the seed of its
+/// generators (`None`: the component does not import `wasi:random`).
+struct CallTime {
+    now_ms: i64,
+    seed: Option<Seed>,
 }
 
 /// Calls one instance serves before it is replaced by a fresh one.

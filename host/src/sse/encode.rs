@@ -2,6 +2,11 @@
 //!
 //! Every frame the server sends carries `id:` (the stream's cursor) and
 //! `event:`, so a browser's `EventSource` always resumes from the right place.
+//! Heartbeats are events too (`event: heartbeat`, its data the interval), not
+//! comments: `EventSource` never shows a comment to JavaScript, and a client
+//! can only notice a stalled stream by the heartbeats it does not get.
+
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -32,14 +37,38 @@ pub fn put_event(buf: &mut BytesMut, seq: Seq, kind: &str, json: &str) {
     buf.put_slice(b"\n\n");
 }
 
-/// `retry: {ms}` hint, the first thing on every stream.
-pub fn retry(ms: u128) -> Bytes {
-    Bytes::from(format!("retry: {ms}\n\n"))
+/// The shared part of every heartbeat frame of a node:
+/// `event: heartbeat\ndata: {"interval_ms":N}\n\n`. Rendered once at start
+/// (the interval does not change) and cloned into every heartbeat.
+pub fn heartbeat_body(interval: Duration) -> Bytes {
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_slice(b"event: heartbeat\ndata: {\"interval_ms\":");
+    put_u64(&mut buf, interval.as_millis().min(u64::MAX as u128) as u64);
+    buf.put_slice(b"}\n\n");
+    buf.freeze()
 }
 
-/// The heartbeat comment; one static buffer shared by every connection.
-pub fn heartbeat() -> Bytes {
-    Bytes::from_static(b": heartbeat\n\n")
+/// `id: {seq}\n`: a connection's own part of a heartbeat frame, written just
+/// before the shared [`heartbeat_body`].
+pub fn id_line(seq: Seq) -> Bytes {
+    let mut buf = BytesMut::with_capacity(26);
+    buf.put_slice(b"id: ");
+    put_u64(&mut buf, seq);
+    buf.put_u8(b'\n');
+    buf.freeze()
+}
+
+/// The first frame of every stream: the `retry:` hint, the cursor and a
+/// heartbeat, so a client knows the interval before the first tick.
+pub fn opening(retry: Duration, seq: Seq, heartbeat_body: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(40 + heartbeat_body.len());
+    buf.put_slice(b"retry: ");
+    put_u64(&mut buf, retry.as_millis().min(u64::MAX as u128) as u64);
+    buf.put_slice(b"\nid: ");
+    put_u64(&mut buf, seq);
+    buf.put_u8(b'\n');
+    buf.put_slice(heartbeat_body);
+    buf.freeze()
 }
 
 /// Appends `n` in decimal, without an intermediate `String`.
@@ -70,5 +99,24 @@ mod tests {
             put_u64(&mut b, n);
             assert_eq!(&b[..], n.to_string().as_bytes());
         }
+    }
+
+    #[test]
+    fn heartbeat_frames() {
+        let body = heartbeat_body(Duration::from_millis(1500));
+        assert_eq!(
+            &body[..],
+            b"event: heartbeat\ndata: {\"interval_ms\":1500}\n\n"
+        );
+        let mut frame = id_line(42).to_vec();
+        frame.extend_from_slice(&body);
+        assert_eq!(
+            &frame[..],
+            b"id: 42\nevent: heartbeat\ndata: {\"interval_ms\":1500}\n\n"
+        );
+        assert_eq!(
+            &opening(Duration::from_secs(3), 7, &body)[..],
+            b"retry: 3000\nid: 7\nevent: heartbeat\ndata: {\"interval_ms\":1500}\n\n"
+        );
     }
 }

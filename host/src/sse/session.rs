@@ -49,6 +49,11 @@ pub struct StreamContext {
     pub retry: Duration,
     /// Heartbeat interval.
     pub heartbeat: Duration,
+    /// The shared part of every heartbeat frame
+    /// ([`encode::heartbeat_body`] of `heartbeat`), rendered once per node.
+    pub heartbeat_body: Bytes,
+    /// The window the `shutdown` event asks clients to spread reconnects over.
+    pub reconnect_window: Duration,
     /// Live queue capacity per connection.
     pub queue: usize,
     /// Cancelled when the node shuts down.
@@ -72,6 +77,10 @@ pub struct StreamRequest {
     pub expires_at: Option<Instant>,
     /// Snapshot data (JSON) for topics that have no retained state.
     pub defaults: Vec<(String, String)>,
+    /// Topics whose snapshot is sent even when resuming (a client that
+    /// starts serving a topic on a stream it resumes, as a shared browser
+    /// stream does when a tab joins).
+    pub snapshots: Vec<String>,
     /// Subscription shape: the parameters the event filter sees.
     pub shape: crate::plugins::Shape,
 }
@@ -171,27 +180,44 @@ impl Session {
             sub,
             phase,
             out: VecDeque::new(),
-            heartbeat: tokio::time::interval_at(Instant::now() + hb, hb),
+            heartbeat: {
+                let mut t = tokio::time::interval_at(Instant::now() + hb, hb);
+                // After a long replay, one heartbeat, not a burst of them.
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t
+            },
             skip: Vec::new(),
             tenant_gauge,
             lease: None,
             prefetch: None,
         };
-        s.out.push_back(Bytes::from(format!(
-            "retry: {}\nid: {}\n\n",
-            s.ctx.retry.as_millis(),
-            s.cursor
-        )));
+        s.out.push_back(encode::opening(
+            s.ctx.retry,
+            s.cursor,
+            &s.ctx.heartbeat_body,
+        ));
         match s.phase {
-            Phase::Live => {
+            Phase::Live => s.with_filter(|s| {
                 // A fresh subscriber: the retained state, then live events.
                 for topic in s.req.topics.clone() {
                     let st = page.topics.iter().find(|t| t.topic == topic);
                     s.push_snapshot(&topic, st.and_then(|t| t.retained.as_ref()));
                 }
-            }
+            }),
             _ => {
-                if s.apply(page, PAGE) {
+                let exhausted = s.with_filter(|s| {
+                    if s.cursor <= page.head {
+                        // Asked-for snapshots first: the retained state as of
+                        // this read; the replay that follows may hold events it
+                        // already covers (ids up to its `as_of`).
+                        for topic in std::mem::take(&mut s.req.snapshots) {
+                            let st = page.topics.iter().find(|t| t.topic == topic);
+                            s.push_snapshot(&topic, st.and_then(|t| t.retained.as_ref()));
+                        }
+                    }
+                    s.apply(page, PAGE)
+                });
+                if exhausted {
                     s.phase = Phase::Live;
                 } else {
                     s.read_ahead();
@@ -252,7 +278,7 @@ impl Session {
         };
         match read {
             Ok(page) => {
-                if self.apply(page, PAGE) {
+                if self.with_filter(|s| s.apply(page, PAGE)) {
                     self.phase = Phase::Live;
                 } else {
                     self.read_ahead();
@@ -327,13 +353,13 @@ impl Session {
                 }
             },
             _ = self.heartbeat.tick() => {
-                self.out.push_back(encode::heartbeat());
-                if self.cursor > self.told {
-                    // Filtered-out events moved the cursor: tell the client,
-                    // so its resume point stays inside the retained history.
-                    self.told = self.cursor;
-                    self.out.push_back(Bytes::from(format!("id: {}\n\n", self.cursor)));
-                }
+                // The heartbeat carries the cursor, which filtered-out events
+                // may have moved: the client's resume point stays inside the
+                // retained history. Only the id line is this connection's;
+                // the rest is the node's one shared buffer.
+                self.told = self.cursor;
+                self.out.push_back(encode::id_line(self.cursor));
+                self.out.push_back(self.ctx.heartbeat_body.clone());
             }
         }
     }
@@ -359,6 +385,17 @@ impl Session {
         match &self.req.types {
             Some(types) => types.iter().any(|t| t == kind),
             None => true,
+        }
+    }
+
+    /// Runs `f`, which may call the tenant's event filter (replay pages,
+    /// snapshots), where guest code may run: one move off the runtime worker
+    /// for the whole page, not one per event.
+    fn with_filter<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        if self.ctx.plugins.has_filters() {
+            crate::plugins::wasm::WasmHost::off_runtime(|| f(self))
+        } else {
+            f(self)
         }
     }
 
@@ -499,9 +536,12 @@ impl Session {
             }
             self.ctx.metrics.events_sent.add(sent);
         }
+        // The window lets this node's clients land on the others spread
+        // out, each after a random wait within it, instead of all at once.
         let data = format!(
-            "{{\"reason\":\"server shutting down\",\"resume_from\":{}}}",
-            self.told
+            "{{\"reason\":\"server shutting down\",\"resume_from\":{},\"reconnect_window_ms\":{}}}",
+            self.told,
+            self.ctx.reconnect_window.as_millis()
         );
         self.out.push_back(control(self.told, "shutdown", &data));
         self.phase = Phase::Done;
