@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{secs, wait_for, Env, Mode, Node, ADMIN};
+use support::{secs, Env, Mode, Node, ADMIN};
 
 /// How long a node may take to compile and install a component: a
 /// JavaScript one is 12 MB, a Python one 18 MB (tens of seconds each on a
@@ -136,22 +136,34 @@ async fn slot_info(node: &Node, slot: &str, tenant: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// Uploads `bytes` into the tenant's `slot` on the first node and waits
-/// until every node runs it.
+/// Uploads `bytes` into the tenant's `slot` on the first node (answered at
+/// once while it compiles) and waits until every node runs it.
 async fn install(nodes: &[Node], slot: &str, tenant: &str, bytes: Vec<u8>) {
     let want = sha(&bytes);
     let r = put_plugin(&nodes[0], slot, &format!("?tenant={tenant}"), bytes).await;
-    assert_eq!(
-        r.status(),
-        StatusCode::OK,
-        "{}",
-        r.text().await.unwrap_or_default()
+    let status = r.status();
+    let body = r.text().await.unwrap_or_default();
+    assert!(
+        status == StatusCode::ACCEPTED || status == StatusCode::OK,
+        "{status} {body}"
     );
     for n in nodes {
-        wait_for("the component active on every node", INSTALL, || async {
-            slot_info(n, slot, tenant).await["active"]["version"].as_str() == Some(want.as_str())
-        })
-        .await;
+        let started = Instant::now();
+        loop {
+            let info = slot_info(n, slot, tenant).await;
+            if info["active"]["version"].as_str() == Some(want.as_str()) {
+                break;
+            }
+            assert!(
+                info["last_error"]["hash"].as_str() != Some(want.as_str()),
+                "the component was refused: {info}"
+            );
+            assert!(
+                started.elapsed() < INSTALL,
+                "not active after {INSTALL:?}: {info}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
 
