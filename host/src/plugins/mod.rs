@@ -21,8 +21,8 @@ pub use registry::{FilterOutcome, Mode, PluginError, Plugins, TenantFilter};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Mode as RunMode};
-use crate::state::Backend;
+use crate::backend::Backend;
+use crate::config::Config;
 use crate::store::{NewMessage, Notification};
 
 /// The example plugins from `plugins/examples`, built by `build.rs`.
@@ -74,7 +74,7 @@ pub async fn start(
     if let Err(e) = watch::spawn(plugins.clone(), config.plugins_dir.clone(), stop.clone()) {
         tracing::error!(error = %e, "plugins dir not watched; use the admin API to change plugins");
     }
-    if matches!(config.mode, RunMode::Cluster { .. }) {
+    if backend.mode.shares_plugins() {
         let p = plugins.clone();
         let every = config.plugin_sync;
         tokio::spawn(async move {
