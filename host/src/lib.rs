@@ -85,7 +85,13 @@ pub async fn run(
         .map_err(|e| format!("cannot read tenants: {e}"))?;
     // Background tasks stop after the connections have drained.
     let background = CancellationToken::new();
-    let plugins = plugins::start(&config, &backend, background.clone()).await?;
+    let plugins = plugins::start(
+        &config,
+        backend.plugins.clone(),
+        backend.mode.shares_plugins(),
+        background.clone(),
+    )
+    .await?;
     let hub = Hub::start(
         store.clone(),
         metrics.clone(),
