@@ -367,11 +367,14 @@ plugins() { # events/s streams
   local pdir; pdir=$(mktemp -d)
   start_server SWITCHYARD_PLUGINS_DIR="$pdir"
   SRV_PIDS=("$SERVER_PID")
+  # The filter under test, active before the run (the bundled one otherwise).
+  curl -sf -o /dev/null -X PUT "$URL/admin/plugins/event-filter?wait=true" \
+    -H "Authorization: Bearer $TOKEN" --data-binary "@$PLUGINS/event_filter.wasm"
   local calls0 calls1 errors0 errors1 p50 p99
   read -r calls0 _ _ errors0 < <(filter_stats)
   : >"$OUT/plugins-swaps.log"
   # The swaps start once the publisher runs (ramp, 2 s, a margin).
-  (sleep 6; swap_filters "$pdir" 5 "$OUT/plugins-swaps.log") &
+  (sleep 6; swap_filters "$pdir" "${SWAPS:-5}" "$OUT/plugins-swaps.log") &
   local swapper=$!; PIDS+=("$swapper")
   SUB_ARGS=(--shapes "$shapes")
   CLIENTS=$clients RATE=$rate fanout_run "plugins-filter-$rate" $URL \
@@ -425,21 +428,24 @@ plugins_cluster() { # swaps
   cat "$OUT/plugins-cluster.load"
 }
 
-# plugin_active URL HASH: waits until GET /admin/plugins shows HASH active.
-plugin_active() {
-  until curl -sf "$1/admin/plugins" -H "Authorization: Bearer $TOKEN" | python3 -c '
+# plugin_is_active URL HASH: whether GET /admin/plugins shows HASH active.
+plugin_is_active() {
+  curl -sf "$1/admin/plugins" -H "Authorization: Bearer $TOKEN" | python3 -c '
 import json, sys
 want = sys.argv[1]
-sys.exit(0 if any((s.get("active") or {}).get("version") == want for s in json.load(sys.stdin)["slots"]) else 1)' "$2"; do
-    sleep 0.01
-  done
+sys.exit(0 if any((s.get("active") or {}).get("version") == want for s in json.load(sys.stdin)["slots"]) else 1)' "$2"
+}
+
+# plugin_active URL HASH: waits until GET /admin/plugins shows HASH active.
+plugin_active() {
+  until plugin_is_active "$1" "$2"; do sleep 0.01; done
 }
 
 plugins_lang() {
   local rust=target/plugins/wasm32-wasip2/release lang dir slot calls
   wait_quiet | tee "$OUT/plugins-lang.load"
   echo "== per-call cost by language (switchyard plugin bench, small inputs) =="
-  for lang in rust javascript python; do
+  for lang in ${LANGS-rust javascript python}; do
     case $lang in
       rust) dir=$rust; calls=${CALLS:-200000} ;;
       javascript) dir=target/plugins-lang/js; calls=${LANG_CALLS:-5000} ;;
@@ -460,7 +466,7 @@ plugins_lang() {
     -H "Authorization: Bearer $TOKEN" --data-binary "@$wasm"; echo " (PUT answer)"
   t1=$(date +%s%N)
   # /health on the uploading node while the compile runs.
-  while ! curl -sf "$URL/admin/plugins" -H "Authorization: Bearer $TOKEN" | grep -q "\"active\":{\"version\":\"$hash\""; do
+  while ! plugin_is_active "$URL" "$hash"; do
     ms=$(curl -s -o /dev/null -w '%{time_total}' "$URL/health")
     worst=$(python3 -c "print(max($worst, $ms * 1000))")
     sleep 0.05
