@@ -101,6 +101,16 @@ pub struct Options {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "SWITCHYARD_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Largest request head (request line and headers), in bytes (431 above).
+    #[arg(long, env = "SWITCHYARD_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// Most header lines in a request (431 above).
+    #[arg(long, env = "SWITCHYARD_MAX_HEADERS")]
+    pub max_headers: Option<usize>,
+    /// A connection whose request head is not complete this long after the
+    /// server starts waiting for it is closed, in milliseconds.
+    #[arg(long, env = "SWITCHYARD_HEADER_TIMEOUT_MS")]
+    pub header_timeout_ms: Option<u64>,
     /// Most concurrent connections (default: the open-file limit less a reserve).
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -177,6 +187,9 @@ impl Options {
             client_queue,
             write_deadline_ms,
             max_body_bytes,
+            max_header_bytes,
+            max_headers,
+            header_timeout_ms,
             max_connections,
             shutdown_grace_ms,
             tail_check_ms,
@@ -269,6 +282,8 @@ pub struct Config {
     pub write_deadline: Duration,
     /// Request body cap.
     pub max_body_bytes: usize,
+    /// Bounds on request heads (size, lines, time).
+    pub head: crate::server::HeadLimits,
     /// Connection cap; `None` means derive it from the open-file limit.
     pub max_connections: Option<usize>,
     /// Shutdown bound.
@@ -308,6 +323,7 @@ impl std::fmt::Debug for Config {
             .field("client_queue", &self.client_queue)
             .field("write_deadline", &self.write_deadline)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("head", &self.head)
             .field("max_connections", &self.max_connections)
             .finish_non_exhaustive()
     }
@@ -398,6 +414,18 @@ impl Config {
                 "SWITCHYARD_RECONNECT_WINDOW_MS must be at most 600000 (10 minutes)".into(),
             ));
         }
+        let max_header_bytes = o.max_header_bytes.unwrap_or(16 * 1024);
+        if !(1024..=1024 * 1024).contains(&max_header_bytes) {
+            return Err(Error::Invalid(
+                "SWITCHYARD_MAX_HEADER_BYTES must be between 1024 and 1048576".into(),
+            ));
+        }
+        let max_headers = o.max_headers.unwrap_or(100);
+        if !(8..=1000).contains(&max_headers) {
+            return Err(Error::Invalid(
+                "SWITCHYARD_MAX_HEADERS must be between 8 and 1000".into(),
+            ));
+        }
         let demo_default = matches!(mode, Mode::Embedded);
         let data_dir = o.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
         Ok(Config {
@@ -420,6 +448,11 @@ impl Config {
             client_queue,
             write_deadline: ms(o.write_deadline_ms, 30_000, "SWITCHYARD_WRITE_DEADLINE_MS")?,
             max_body_bytes: o.max_body_bytes.unwrap_or(1024 * 1024),
+            head: crate::server::HeadLimits {
+                max_bytes: max_header_bytes,
+                max_headers,
+                timeout: ms(o.header_timeout_ms, 10_000, "SWITCHYARD_HEADER_TIMEOUT_MS")?,
+            },
             max_connections: o.max_connections,
             shutdown_grace: ms(o.shutdown_grace_ms, 10_000, "SWITCHYARD_SHUTDOWN_GRACE_MS")?,
             tail_check: ms(o.tail_check_ms, 1_000, "SWITCHYARD_TAIL_CHECK_MS")?,
@@ -520,6 +553,25 @@ mod tests {
         };
         let err = Config::from_options(o).expect_err("too long");
         assert!(err.to_string().contains("RECONNECT_WINDOW"), "{err}");
+    }
+
+    #[test]
+    fn head_limits_default_and_bounds() {
+        let c = Config::from_options(Options::default()).expect("defaults");
+        assert_eq!(c.head.max_bytes, 16 * 1024);
+        assert_eq!(c.head.max_headers, 100);
+        assert_eq!(c.head.timeout, Duration::from_secs(10));
+        let file: Options =
+            toml::from_str("max_header_bytes = 4096\nheader_timeout_ms = 500\n").expect("toml");
+        let c = Config::from_options(file).expect("valid");
+        assert_eq!(c.head.max_bytes, 4096);
+        assert_eq!(c.head.timeout, Duration::from_millis(500));
+        let o = Options {
+            max_header_bytes: Some(100),
+            ..Default::default()
+        };
+        let err = Config::from_options(o).expect_err("too small");
+        assert!(err.to_string().contains("MAX_HEADER_BYTES"), "{err}");
     }
 
     #[test]

@@ -231,6 +231,7 @@ pub async fn run(
             max_connections,
             write_deadline: config.write_deadline,
             grace: config.shutdown_grace,
+            head: config.head,
         },
         shutdown,
     )
