@@ -135,6 +135,10 @@ pub struct Options {
     /// Burst of POSTs allowed per client token.
     #[arg(long, env = "SWITCHYARD_POST_BURST")]
     pub post_burst: Option<u32>,
+    /// Accept client tokens in `?token=` (browsers' `EventSource` cannot set
+    /// headers; the cookie is the better carrier, as URLs end up in logs).
+    #[arg(long, env = "SWITCHYARD_QUERY_TOKENS")]
+    pub query_tokens: Option<bool>,
     /// Demo sign-in (`POST /api/demo/token`); default: on in embedded mode only.
     #[arg(long, env = "SWITCHYARD_DEMO_TOKENS")]
     pub demo_tokens: Option<bool>,
@@ -198,6 +202,7 @@ impl Options {
             max_streams_per_tenant,
             post_rate,
             post_burst,
+            query_tokens,
             demo_tokens,
             plugin_timeout_ms,
             plugin_memory_mb,
@@ -302,6 +307,8 @@ pub struct Config {
     pub post_burst: u32,
     /// Demo sign-in on.
     pub demo_tokens: bool,
+    /// Client tokens accepted in `?token=`.
+    pub query_tokens: bool,
 }
 
 // Secrets and URLs with passwords stay out of logs, so Debug is hand-written.
@@ -462,6 +469,7 @@ impl Config {
             post_rate: o.post_rate.unwrap_or(20).max(1),
             post_burst: o.post_burst.unwrap_or(40).max(1),
             demo_tokens: o.demo_tokens.unwrap_or(demo_default),
+            query_tokens: o.query_tokens.unwrap_or(true),
             plugin_limits: crate::plugins::wasm::Limits {
                 timeout: ms(o.plugin_timeout_ms, 50, "SWITCHYARD_PLUGIN_TIMEOUT_MS")?,
                 memory: match o.plugin_memory_mb.unwrap_or(32) {

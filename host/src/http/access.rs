@@ -40,6 +40,14 @@ impl Caller {
     }
 }
 
+/// The `?token=` of a request, if any.
+fn query_token(parts: &Parts) -> Option<String> {
+    let q = parts.uri.query()?;
+    form_urlencoded::parse(q.as_bytes())
+        .find(|(k, v)| k == "token" && !v.is_empty())
+        .map(|(_, v)| v.into_owned())
+}
+
 /// The token a request carries: `Authorization: Bearer`, then the cookie,
 /// then `?token=`.
 fn token<'a>(parts: &'a Parts) -> Option<std::borrow::Cow<'a, str>> {
@@ -58,16 +66,22 @@ fn token<'a>(parts: &'a Parts) -> Option<std::borrow::Cow<'a, str>> {
             }
         }
     }
-    let q = parts.uri.query()?;
-    form_urlencoded::parse(q.as_bytes())
-        .find(|(k, v)| k == "token" && !v.is_empty())
-        .map(|(_, v)| v.into_owned().into())
+    query_token(parts).map(Into::into)
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if !state.config.query_tokens && query_token(parts).is_some() {
+            // Refused even beside a cookie: the token has travelled in a URL,
+            // and the client should learn to stop sending it there.
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                "query_token_refused",
+                "this server does not accept tokens in the URL (`?token=`): send the token in the `switchyard_token` cookie or an `Authorization: Bearer` header",
+            ));
+        }
         let Some(token) = token(parts) else {
             return Ok(Caller::Anonymous);
         };
