@@ -66,6 +66,26 @@ pub struct Options {
     /// HS256 secret for client tokens (generated into the data dir when unset).
     #[arg(long, env = "SWITCHYARD_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// PEM file with the identity provider's public key (RSA, EC or Ed25519)
+    /// for client tokens.
+    #[arg(long, env = "SWITCHYARD_JWT_PUBLIC_KEY", value_name = "FILE")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// URL of the identity provider's JWKS (its public keys, fetched and
+    /// refetched when a token names an unknown `kid`).
+    #[arg(long, env = "SWITCHYARD_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// Required `iss` of client tokens (also written by `switchyard token`).
+    #[arg(long, env = "SWITCHYARD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required member of `aud` of client tokens (also written by `switchyard token`).
+    #[arg(long, env = "SWITCHYARD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// The claim holding the user id.
+    #[arg(long, env = "SWITCHYARD_JWT_USER_CLAIM")]
+    pub jwt_user_claim: Option<String>,
+    /// The claim holding the tenant slug.
+    #[arg(long, env = "SWITCHYARD_JWT_TENANT_CLAIM")]
+    pub jwt_tenant_claim: Option<String>,
     /// Bearer token for `/admin/*` and `POST /api/events` (unset: admin API off).
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -180,6 +200,12 @@ impl Options {
             database_url,
             redis_prefix,
             jwt_secret,
+            jwt_public_key,
+            jwks_url,
+            jwt_issuer,
+            jwt_audience,
+            jwt_user_claim,
+            jwt_tenant_claim,
             admin_token,
             heartbeat_ms,
             reconnect_window_ms,
@@ -265,6 +291,12 @@ pub struct Config {
     pub redis_prefix: String,
     /// Client token secret, if configured (else generated into the data dir).
     pub jwt_secret: Option<String>,
+    /// The identity provider's public key file, if configured.
+    pub jwt_public_key: Option<PathBuf>,
+    /// The identity provider's JWKS URL, if configured.
+    pub jwks_url: Option<String>,
+    /// Claim names, issuer and audience of tokens.
+    pub tokens: crate::auth::TokenRules,
     /// Admin bearer token; `None` turns the admin API off.
     pub admin_token: Option<String>,
     /// Heartbeat interval.
@@ -321,6 +353,9 @@ impl std::fmt::Debug for Config {
             .field("mode", &self.mode_name())
             .field("redis_prefix", &self.redis_prefix)
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
+            .field("jwt_public_key", &self.jwt_public_key)
+            .field("jwks_url", &self.jwks_url)
+            .field("tokens", &self.tokens)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("heartbeat", &self.heartbeat)
             .field("reconnect_window", &self.reconnect_window)
@@ -433,6 +468,49 @@ impl Config {
                 "SWITCHYARD_MAX_HEADERS must be between 8 and 1000".into(),
             ));
         }
+        let jwt_public_key = o.jwt_public_key.filter(|p| !p.as_os_str().is_empty());
+        let jwks_url = non_empty(o.jwks_url.clone());
+        if jwt_public_key.is_some() && jwks_url.is_some() {
+            return Err(Error::Invalid(
+                "set SWITCHYARD_JWT_PUBLIC_KEY or SWITCHYARD_JWKS_URL, not both".into(),
+            ));
+        }
+        if let Some(url) = &jwks_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(Error::Invalid(
+                    "SWITCHYARD_JWKS_URL must be an http:// or https:// URL".into(),
+                ));
+            }
+        }
+        let claim = |v: Option<String>, default: &str, name: &str| -> Result<String, Error> {
+            match non_empty(v) {
+                None => Ok(default.to_string()),
+                Some(c)
+                    if ["exp", "iat", "nbf", "iss", "aud", "svc", "publish"]
+                        .contains(&c.as_str()) =>
+                {
+                    Err(Error::Invalid(format!(
+                        "{name} cannot be the reserved claim {c:?}"
+                    )))
+                }
+                Some(c) => Ok(c),
+            }
+        };
+        let tokens = crate::auth::TokenRules {
+            issuer: non_empty(o.jwt_issuer.clone()),
+            audience: non_empty(o.jwt_audience.clone()),
+            user_claim: claim(o.jwt_user_claim.clone(), "sub", "SWITCHYARD_JWT_USER_CLAIM")?,
+            tenant_claim: claim(
+                o.jwt_tenant_claim.clone(),
+                "tenant",
+                "SWITCHYARD_JWT_TENANT_CLAIM",
+            )?,
+        };
+        if tokens.user_claim == tokens.tenant_claim {
+            return Err(Error::Invalid(
+                "SWITCHYARD_JWT_USER_CLAIM and SWITCHYARD_JWT_TENANT_CLAIM must differ".into(),
+            ));
+        }
         let demo_default = matches!(mode, Mode::Embedded);
         let data_dir = o.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
         Ok(Config {
@@ -444,6 +522,9 @@ impl Config {
             mode,
             redis_prefix,
             jwt_secret: non_empty(o.jwt_secret),
+            jwt_public_key,
+            jwks_url,
+            tokens,
             admin_token,
             heartbeat: ms(o.heartbeat_ms, 15_000, "SWITCHYARD_HEARTBEAT_MS")?,
             reconnect_window,

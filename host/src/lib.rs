@@ -65,11 +65,11 @@ pub async fn backend(config: &Config) -> Result<Backend, String> {
 /// (cluster).
 pub async fn client_keys(config: &Config) -> Result<auth::Keys, String> {
     if let Some(s) = &config.jwt_secret {
-        return Ok(auth::Keys::new(s.as_bytes()));
+        return Ok(auth::Keys::with_rules(s.as_bytes(), config.tokens.clone()));
     }
     match &config.mode {
         Mode::Embedded => auth::secret_from_data_dir(&config.data_dir)
-            .map(|s| auth::Keys::new(&s))
+            .map(|s| auth::Keys::with_rules(&s, config.tokens.clone()))
             .map_err(|e| {
                 format!(
                     "cannot read the JWT secret in {}: {e}",
@@ -182,6 +182,12 @@ pub async fn run(
         }
     };
     let keys = backend.jwt_secret(&config).await?;
+    let verifier = auth::Verifier::start(
+        keys.clone(),
+        config.jwt_public_key.as_deref(),
+        config.jwks_url.as_deref(),
+    )
+    .await?;
     let caps = match &backend.redis {
         None => sse::caps::Caps::memory(config.max_streams_per_user, config.max_streams_per_tenant),
         Some(redis) => sse::caps::Caps::redis(
@@ -199,6 +205,7 @@ pub async fn run(
         tenants: Arc::new(TenantCache::new(store.clone())),
         streams,
         keys,
+        verifier,
         caps,
         rate: Arc::new(http::ratelimit::RateLimiter::new(
             config.post_rate,

@@ -37,7 +37,7 @@ impl Backend {
     /// the data dir (embedded) or in Postgres, shared by every node (cluster).
     pub async fn jwt_secret(&self, config: &Config) -> Result<Keys, String> {
         if let Some(s) = &config.jwt_secret {
-            return Ok(Keys::new(s.as_bytes()));
+            return Ok(Keys::with_rules(s.as_bytes(), config.tokens.clone()));
         }
         let secret = match config.mode {
             Mode::Embedded => crate::auth::secret_from_data_dir(&config.data_dir).map_err(|e| {
@@ -53,7 +53,7 @@ impl Backend {
                 .map_err(|e| format!("cannot read the shared JWT secret: {e}"))?
                 .into_bytes(),
         };
-        Ok(Keys::new(&secret))
+        Ok(Keys::with_rules(&secret, config.tokens.clone()))
     }
 
     /// Embedded mode: a SQLite file in the data dir.
@@ -154,8 +154,11 @@ pub struct AppState {
     pub tenants: Arc<TenantCache>,
     /// What SSE sessions share.
     pub streams: Arc<StreamContext>,
-    /// Client token keys.
+    /// This server's token keys (for minting).
     pub keys: Keys,
+    /// Checks client and publisher tokens (this server's and the identity
+    /// provider's).
+    pub verifier: crate::auth::Verifier,
     /// Stream caps.
     pub caps: Arc<Caps>,
     /// Per-token POST rate limit.

@@ -1,12 +1,14 @@
-//! `POST /api/events`: the generic producer endpoint (admin/service token).
+//! `POST /api/events`: the generic producer endpoint, for the admin token and
+//! publisher tokens (`switchyard token --service`), which may publish only
+//! to the topics their patterns match, in their own tenant.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::access;
-use super::extract::{Admin, AppJson};
+use super::access::{self, Caller};
+use super::extract::AppJson;
 use crate::error::ApiError;
 use crate::event::{classify_topic, validate_kind, NewEvent, TopicKind};
 use crate::state::AppState;
@@ -27,13 +29,14 @@ pub struct PublishBody {
 /// Appends one event and answers `201 {"id", "topic", "ts"}` once it is durable.
 pub async fn publish(
     State(state): State<AppState>,
-    _admin: Admin,
+    caller: Caller,
     AppJson(body): AppJson<PublishBody>,
 ) -> Result<Response, ApiError> {
-    let tenant =
-        access::tenant(&state, &access::Caller::Admin, Some(&body.tenant), "tenant").await?;
+    may_publish(&state, &caller)?;
+    let tenant = access::tenant(&state, &caller, Some(&body.tenant), "tenant").await?;
     let kind = classify_topic(&body.topic)
         .map_err(|e| ApiError::invalid("invalid_topic", format!("`topic`: {e}")))?;
+    may_publish_to(&caller, &body.topic)?;
     if kind == TopicKind::Tenant && body.topic["tenant:".len()..] != tenant.slug {
         return Err(ApiError::invalid(
             "invalid_topic",
@@ -60,4 +63,34 @@ pub async fn publish(
     let body =
         serde_json::json!({ "id": e.seq, "tenant": &*e.tenant, "topic": e.topic, "ts": e.ts });
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+/// Publishing needs the admin token or a publisher token.
+fn may_publish(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
+    match caller {
+        Caller::Admin | Caller::Service(_) => Ok(()),
+        Caller::User(_) => Err(ApiError::forbidden(
+            "publishing needs the admin token or a publisher token (switchyard token --service), not a user's",
+        )),
+        Caller::Anonymous if state.config.admin_token.is_none() => Err(ApiError::unauthorized(
+            "publishing needs a publisher token (switchyard token --service) in Authorization: Bearer",
+        )),
+        Caller::Anonymous => Err(ApiError::unauthorized(
+            "publishing needs the admin token or a publisher token in Authorization: Bearer",
+        )),
+    }
+}
+
+/// A publisher token publishes only to topics its patterns match.
+fn may_publish_to(caller: &Caller, topic: &str) -> Result<(), ApiError> {
+    match caller {
+        Caller::Service(s) if !crate::auth::publish::allows(&s.publish, topic) => {
+            let shown: String = topic.chars().take(80).collect();
+            Err(ApiError::forbidden(format!(
+                "this publisher token may publish only to topics matching {}, not {shown:?}",
+                s.publish.join(", ")
+            )))
+        }
+        _ => Ok(()),
+    }
 }

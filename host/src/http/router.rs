@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
             "/admin/tenants",
             get(admin::list_tenants).post(admin::create_tenant),
         )
+        .route("/admin/tokens", post(admin::create_token))
         .route("/admin/plugins", get(plugins::list))
         .route(
             "/admin/plugins/{slot}",
