@@ -96,6 +96,15 @@ fn run_cli(args: &[&str]) -> std::process::Output {
         .expect("run switchyard")
 }
 
+/// A test world whose nodes share one compiled-code cache: a 12-18 MB
+/// component compiles once for the whole run, not once per node and test.
+async fn lang_env(mode: Mode) -> Env {
+    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-cache-tests");
+    Env::new(mode)
+        .await
+        .set("SWITCHYARD_PLUGIN_CACHE_DIR", cache.display())
+}
+
 async fn put_plugin(node: &Node, slot: &str, query: &str, bytes: Vec<u8>) -> reqwest::Response {
     node.http
         .put(format!("{}/admin/plugins/{slot}{query}", node.url))
@@ -279,7 +288,7 @@ fn python_event_filter_passes_the_recorded_cases() {
 /// A JavaScript filter uploaded for one tenant drops and redacts events on
 /// that tenant's live stream; the calls are the tenant's slot's.
 async fn javascript_filter_on_a_live_stream(mode: Mode) {
-    let env = Env::new(mode).await;
+    let env = lang_env(mode).await;
     let nodes = env.start_nodes(2).await;
     let (a, b) = (&nodes[0], nodes.last().expect("node"));
     let tenant = a.tenant().await;
@@ -341,7 +350,7 @@ both_modes!(
 /// A Python validator uploaded for one tenant decides its bids, with its
 /// configuration, and is named in `decided_by`.
 async fn python_validator_decides_bids(mode: Mode) {
-    let env = Env::new(mode).await;
+    let env = lang_env(mode).await;
     let nodes = env.start_nodes(2).await;
     let b = nodes.last().expect("node");
     let tenant = nodes[0].tenant().await;
@@ -383,7 +392,7 @@ both_modes!(
 /// under its kind, while a plain subscription on the same topic gets every
 /// event and the node serves on.
 async fn hostile_filter_is_contained(lang: &str) {
-    let env = Env::new(Mode::Embedded).await;
+    let env = lang_env(Mode::Embedded).await;
     let nodes = env.start_nodes(1).await;
     let node = &nodes[0];
     let tenant = node.tenant().await;

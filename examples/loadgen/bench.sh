@@ -20,6 +20,13 @@
 #                                                       # 10 streams, 5 filter swaps by file meanwhile
 #   examples/loadgen/bench.sh plugins-cluster 5         # 5 validator uploads on one cluster node: time
 #                                                       # until the other node has each one active
+#   examples/loadgen/bench.sh plugins-lang              # per-call p50/p99 of every slot in Rust, JavaScript
+#                                                       # and Python; a JavaScript upload -> active on the
+#                                                       # node and on a second cluster node, /health while
+#                                                       # it compiles; restart -> active from the code cache
+#   examples/loadgen/bench.sh isolation on|off          # tenant demo's fan-out (1,000 x 100/s) while tenant
+#                                                       # slowa's 10 streams run a filter of about 5 ms a call
+#                                                       # (on) or no filter (off)
 #
 # Each run starts its own server (embedded mode, a fresh temp data dir, port
 # 18400) and stops it and every client it started on exit. `cluster` starts
@@ -418,6 +425,102 @@ plugins_cluster() { # swaps
   cat "$OUT/plugins-cluster.load"
 }
 
+# plugin_active URL HASH: waits until GET /admin/plugins shows HASH active.
+plugin_active() {
+  until curl -sf "$1/admin/plugins" -H "Authorization: Bearer $TOKEN" | python3 -c '
+import json, sys
+want = sys.argv[1]
+sys.exit(0 if any((s.get("active") or {}).get("version") == want for s in json.load(sys.stdin)["slots"]) else 1)' "$2"; do
+    sleep 0.01
+  done
+}
+
+plugins_lang() {
+  local rust=target/plugins/wasm32-wasip2/release lang dir slot calls
+  wait_quiet | tee "$OUT/plugins-lang.load"
+  echo "== per-call cost by language (switchyard plugin bench, small inputs) =="
+  for lang in rust javascript python; do
+    case $lang in
+      rust) dir=$rust; calls=${CALLS:-200000} ;;
+      javascript) dir=target/plugins-lang/js; calls=${LANG_CALLS:-5000} ;;
+      python) dir=target/plugins-lang/python; calls=${LANG_CALLS:-5000} ;;
+    esac
+    for slot in bid-validator notification-shaper event-filter; do
+      echo "-- $lang $slot"
+      "$BIN/switchyard" plugin bench "$dir/${slot//-/_}.wasm" \
+        "examples/loadgen/plugins/$slot.json" --calls "$calls" | tee "$OUT/plugins-lang-$lang-$slot.txt"
+    done
+  done
+  echo "== a JavaScript event filter uploaded to one of two cluster nodes (each compiles it once) =="
+  start_mode cluster
+  local wasm=$OUT/js-filter.wasm hash t0 t1 t2 t3 worst=0 ms
+  hash=$(plugin_variant target/plugins-lang/js/event_filter.wasm "$wasm" "$$")
+  t0=$(date +%s%N)
+  curl -sf -o "$OUT/js-upload.json" -w '%{http_code} in %{time_total} s' -X PUT "$URL/admin/plugins/event-filter" \
+    -H "Authorization: Bearer $TOKEN" --data-binary "@$wasm"; echo " (PUT answer)"
+  t1=$(date +%s%N)
+  # /health on the uploading node while the compile runs.
+  while ! curl -sf "$URL/admin/plugins" -H "Authorization: Bearer $TOKEN" | grep -q "\"active\":{\"version\":\"$hash\""; do
+    ms=$(curl -s -o /dev/null -w '%{time_total}' "$URL/health")
+    worst=$(python3 -c "print(max($worst, $ms * 1000))")
+    sleep 0.05
+  done
+  t2=$(date +%s%N)
+  plugin_active http://127.0.0.1:18401 "$hash"
+  t3=$(date +%s%N)
+  echo "PUT answered after $(( (t1 - t0) / 1000000 )) ms; active on :18400 after $(( (t2 - t0) / 1000000 )) ms, on :18401 after $(( (t3 - t0) / 1000000 )) ms; slowest /health meanwhile ${worst} ms"
+  cleanup; PIDS=(); PGDB=""; DATA=""
+  echo "== restart -> active with the compiled code cached (embedded) =="
+  start_server SWITCHYARD_PLUGIN_CACHE_DIR="$OUT/cache-$$"
+  curl -sf -o /dev/null -X PUT "$URL/admin/plugins/event-filter?wait=true" -H "Authorization: Bearer $TOKEN" --data-binary "@$wasm"
+  local data=$DATA
+  kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+  t0=$(date +%s%N)
+  env SWITCHYARD_ADMIN_TOKEN=$TOKEN SWITCHYARD_LISTEN=127.0.0.1:18400 SWITCHYARD_DATA_DIR="$data" \
+    SWITCHYARD_PLUGIN_CACHE_DIR="$OUT/cache-$$" "$BIN/switchyard" >"$OUT/server-restart.log" 2>&1 &
+  SERVER_PID=$!; PIDS+=("$SERVER_PID")
+  until curl -sf "$URL/health" >/dev/null 2>&1; do sleep 0.01; done
+  plugin_active "$URL" "$hash"
+  t1=$(date +%s%N)
+  echo "restart -> listening and the JavaScript filter active after $(( (t1 - t0) / 1000000 )) ms;" \
+    "compiles: $(curl -sf "$URL/metrics" | awk '/^switchyard_plugin_compiles_total/ {print $2}')," \
+    "cache hits: $(curl -sf "$URL/metrics" | awk '/^switchyard_plugin_cache_hits_total/ {print $2}')"
+  rm -rf "$OUT/cache-$$" "$wasm"
+  cat "$OUT/plugins-lang.load"
+}
+
+isolation() { # on|off: tenant slowa's filter of about 5 ms a call
+  local slow=${1:-on} spin=${SPIN:-5000000}
+  CLIENTS=${CLIENTS:-1000} RATE=${RATE:-100}
+  wait_quiet | tee "$OUT/isolation.load"
+  start_server SWITCHYARD_EXAMPLE_PLUGINS=false
+  SRV_PIDS=("$SERVER_PID")
+  curl -sf -o /dev/null -X POST "$URL/admin/tenants" -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d '{"slug":"slowa","name":"Slow A"}'
+  if [ "$slow" = on ]; then
+    curl -sf -o /dev/null -X PUT "$URL/admin/plugins/event-filter?tenant=slowa&wait=true" \
+      -H "Authorization: Bearer $TOKEN" --data-binary "@target/plugins/wasm32-wasip2/release/hostile_filter.wasm"
+  fi
+  # Tenant slowa: 10 streams of one shape, RATE events/s.
+  local count=$((RATE * PUBLISH_SECS))
+  "$BIN/switchyard-loadgen" subscribe --url "$URL" --path "/events?tenant=slowa&topic=slow:1&spin=$spin" \
+    --clients 10 --duration-secs $((PUBLISH_SECS + 40)) --report "$OUT/isolation-a-sub.json" >"$OUT/isolation-a-sub.log" 2>&1 &
+  PIDS+=("$!")
+  "$BIN/switchyard-loadgen" publish --url "$URL" --tenant slowa --topic slow:1 --token $TOKEN \
+    --rate "$RATE" --count $((count * 2)) --duration-secs $((PUBLISH_SECS * 2 + 20)) \
+    --report "$OUT/isolation-a-pub.json" >"$OUT/isolation-a-pub.log" 2>&1 &
+  PIDS+=("$!")
+  # Tenant demo, measured.
+  fanout_run "isolation-$slow" $URL "/events?tenant=demo&topic=iso:1" \
+    publish --url $URL --tenant demo --topic iso:1 --token $TOKEN
+  curl -sf "$URL/admin/plugins" -H "Authorization: Bearer $TOKEN" | python3 -c '
+import json, sys
+for s in json.load(sys.stdin)["slots"]:
+    if s["slot"] == "event-filter" and s["tenant"] == "slowa":
+        print("tenant slowa filter: calls", s["calls"], "p50 <=", s["latency_us"]["p50"], "us, p99 <=", s["latency_us"]["p99"], "us, errors", s["errors"])'
+  cat "$OUT/isolation.load"
+}
+
 fanout_floor() { # clients rate: the same load against `switchyard-loadgen floor`
   CLIENTS=$1 RATE=$2
   local floor_url=http://127.0.0.1:18402
@@ -438,5 +541,7 @@ case "${1:-}" in
   bids) bids "${2:?embedded|cluster}" "${3:?bids/s or max}" "${4:?products}" ;;
   plugins) plugins "${2:-10000}" "${3:-10}" ;;
   plugins-cluster) plugins_cluster "${2:-5}" ;;
-  *) sed -n '2,34p' "$0"; exit 2 ;;
+  plugins-lang) plugins_lang ;;
+  isolation) isolation "${2:-on}" ;;
+  *) sed -n '2,/^set -euo pipefail/{/^set -euo/d;p}' "$0"; exit 2 ;;
 esac

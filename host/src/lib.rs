@@ -6,19 +6,24 @@
 //! - `event`: events, topics, names and their rules.
 //! - `store`: the system of record and event log (`SqliteStore`, `PostgresStore`);
 //!   it assigns every event its per-tenant, gapless, commit-ordered id.
+//! - `backend`: the mode boundary. `Backend::open` builds, for the configured
+//!   mode, the system of record and every mode-specific service behind a
+//!   trait (fan-out, stream caps, bid wake-ups, the secret, readiness);
+//!   `embedded` and `cluster` (everything that speaks Redis).
 //! - `bus`: the `Publisher` (group-commit appender), the `Hub` (this node's
-//!   subscribers, fed in id order), the `Fanout` between nodes (`memory`,
-//!   `redis`) and `retention`.
+//!   subscribers, fed in id order, filter lanes), the `Fanout` trait and
+//!   `retention`.
 //! - `sse`: frame encoding and the per-connection `Session` (replay, live,
 //!   lag fallback, reset, heartbeat, shutdown).
 //! - `http`: the API, one file per resource; `error`: `ApiError`.
 //! - `server`: accept loop, connection cap, write deadline, drain.
-//! - `state`: `AppState` and `Backend`; `metrics`; `shutdown`.
+//! - `state`: `AppState`; `metrics`; `shutdown`.
 //!
 //! `run` wires them: config → backend → hub → fan-out → publisher → router →
 //! accept loop, and tears them down in reverse on shutdown.
 
 pub mod auth;
+pub mod backend;
 pub mod bids;
 pub mod bus;
 pub mod config;
@@ -38,58 +43,27 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::Backend;
 use crate::bus::hub::Hub;
-use crate::bus::memory::MemoryFanout;
 use crate::bus::publisher::Publisher;
-use crate::bus::redis::RedisFanout;
 use crate::bus::retention::Retention;
-use crate::bus::Fanout;
-use crate::config::{Config, Mode};
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::sse::session::StreamContext;
-use crate::state::{AppState, Backend, TenantCache};
+use crate::state::{AppState, TenantCache};
 
-/// The tenant embedded mode creates on first start.
-pub const DEMO_TENANT: &str = "demo";
+pub use crate::backend::embedded::DEMO_TENANT;
 
 /// Opens the backend for the configured mode (applying migrations).
 pub async fn backend(config: &Config) -> Result<Backend, String> {
-    match config.mode {
-        Mode::Embedded => Backend::embedded(config).await,
-        Mode::Cluster { .. } => Backend::cluster(config).await,
-    }
+    Backend::open(config).await.map_err(|e| e.to_string())
 }
 
 /// The client-token keys the server would use, without starting it: the
 /// configured secret, else the one in the data dir (embedded) or Postgres
 /// (cluster).
 pub async fn client_keys(config: &Config) -> Result<auth::Keys, String> {
-    if let Some(s) = &config.jwt_secret {
-        return Ok(auth::Keys::with_rules(s.as_bytes(), config.tokens.clone()));
-    }
-    match &config.mode {
-        Mode::Embedded => auth::secret_from_data_dir(&config.data_dir)
-            .map(|s| auth::Keys::with_rules(&s, config.tokens.clone()))
-            .map_err(|e| {
-                format!(
-                    "cannot read the JWT secret in {}: {e}",
-                    config.data_dir.display()
-                )
-            }),
-        Mode::Cluster { database_url, .. } => {
-            let store = store::postgres::PostgresStore::connect(database_url)
-                .await
-                .map_err(|e| format!("cannot use Postgres: {e}"))?;
-            let store = Arc::new(store);
-            let backend = Backend {
-                store: store.clone(),
-                bids: store.clone(),
-                plugins: store,
-                redis: None,
-            };
-            backend.jwt_secret(config).await
-        }
-    }
+    Backend::keys(config).await.map_err(|e| e.to_string())
 }
 
 /// Runs a node on `listener` until `shutdown` is cancelled, then drains:
@@ -103,13 +77,7 @@ pub async fn run(
     let config = Arc::new(config);
     let backend = backend(&config).await?;
     let store = backend.store.clone();
-    if config.mode == Mode::Embedded {
-        match store.create_tenant(DEMO_TENANT, "Demo marketplace").await {
-            Ok(_) => tracing::info!(tenant = DEMO_TENANT, "created the demo tenant"),
-            Err(store::Error::Conflict(_)) => {}
-            Err(e) => return Err(format!("cannot create the demo tenant: {e}")),
-        }
-    }
+    backend.mode.on_start(&store).await?;
     let metrics = Arc::new(Metrics::default());
     let heads = store
         .heads()
@@ -117,7 +85,13 @@ pub async fn run(
         .map_err(|e| format!("cannot read tenants: {e}"))?;
     // Background tasks stop after the connections have drained.
     let background = CancellationToken::new();
-    let plugins = plugins::start(&config, &backend, background.clone()).await?;
+    let plugins = plugins::start(
+        &config,
+        backend.plugins.clone(),
+        backend.mode.shares_plugins(),
+        background.clone(),
+    )
+    .await?;
     let hub = Hub::start(
         store.clone(),
         metrics.clone(),
@@ -126,16 +100,9 @@ pub async fn run(
         plugins.clone(),
     );
     let node = node_id();
-    let fanout: Arc<dyn Fanout> = match &backend.redis {
-        None => Arc::new(MemoryFanout::new(hub.clone())),
-        Some(redis) => Arc::new(RedisFanout::start(
-            redis.clone(),
-            hub.clone(),
-            metrics.clone(),
-            node.clone(),
-            background.clone(),
-        )),
-    };
+    let fanout = backend
+        .mode
+        .fanout(hub.clone(), metrics.clone(), &node, background.clone());
     let retention = Arc::new(Retention::new(
         config.retention_events,
         config.retention_age,
@@ -175,28 +142,20 @@ pub async fn run(
         metrics.clone(),
         background.clone(),
     );
-    let bid_queue = match &backend.redis {
-        None => bids::queue::BidQueue::Local(worker),
-        Some(redis) => {
-            bids::queue::BidQueue::redis(redis, worker, node.clone(), background.clone())
-        }
-    };
-    let keys = backend.jwt_secret(&config).await?;
+    let bid_queue = backend.mode.bid_wakeups(worker, &node, background.clone());
+    let keys = backend.jwt_keys(&config).await.map_err(|e| e.to_string())?;
     let verifier = auth::Verifier::start(
         keys.clone(),
         config.jwt_public_key.as_deref(),
         config.jwks_url.as_deref(),
     )
     .await?;
-    let caps = match &backend.redis {
-        None => sse::caps::Caps::memory(config.max_streams_per_user, config.max_streams_per_tenant),
-        Some(redis) => sse::caps::Caps::redis(
-            redis,
-            config.max_streams_per_user,
-            config.max_streams_per_tenant,
-            background.clone(),
-        ),
-    };
+    let caps = sse::caps::Caps::new(
+        config.max_streams_per_user,
+        config.max_streams_per_tenant,
+        backend.mode.cap_store(background.clone()),
+    );
+    let backend_mode = backend.mode.name();
     let state = AppState {
         config: config.clone(),
         backend,
@@ -223,7 +182,7 @@ pub async fn run(
         .map_err(|e| format!("listener has no address: {e}"))?;
     tracing::info!(
         %addr,
-        mode = config.mode_name(),
+        mode = backend_mode,
         fd_limit,
         max_connections,
         admin_api = config.admin_token.is_some(),

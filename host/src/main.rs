@@ -369,7 +369,7 @@ fn key_values(
 /// and the event filter active for each tenant that has one (`""`: the
 /// default slot), for `plugin replay` of an event filter.
 async fn recorded_events(
-    backend: &switchyard::state::Backend,
+    backend: &switchyard::backend::Backend,
     tenant: Option<&str>,
     topic: Option<&str>,
     limit: usize,

@@ -1,105 +1,19 @@
-//! `AppState` (what handlers share) and `Backend` (what a deployment mode provides).
+//! `AppState`: what handlers share.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::auth::Keys;
-use crate::bids::queue::BidQueue;
+use crate::backend::Backend;
+use crate::bids::queue::BidWakeups;
 use crate::bus::publisher::Publisher;
-use crate::bus::redis::RedisConn;
-use crate::config::{Config, Mode};
+use crate::config::Config;
 use crate::http::ratelimit::RateLimiter;
 use crate::metrics::Metrics;
 use crate::plugins::Plugins;
 use crate::sse::caps::Caps;
 use crate::sse::session::StreamContext;
-use crate::store::bids::BidStore;
-use crate::store::plugins::PluginStore;
-use crate::store::postgres::PostgresStore;
-use crate::store::sqlite::SqliteStore;
 use crate::store::{self, Store, Tenant};
-
-/// Everything the core needs from a deployment mode.
-#[derive(Clone)]
-pub struct Backend {
-    /// System of record and event log.
-    pub store: Arc<dyn Store>,
-    /// Products and bids.
-    pub bids: Arc<dyn BidStore>,
-    /// Plugin versions and slots.
-    pub plugins: Arc<dyn PluginStore>,
-    /// Redis, in cluster mode.
-    pub redis: Option<RedisConn>,
-}
-
-impl Backend {
-    /// The client-token secret: configured, else generated once and kept in
-    /// the data dir (embedded) or in Postgres, shared by every node (cluster).
-    pub async fn jwt_secret(&self, config: &Config) -> Result<Keys, String> {
-        if let Some(s) = &config.jwt_secret {
-            return Ok(Keys::with_rules(s.as_bytes(), config.tokens.clone()));
-        }
-        let secret = match config.mode {
-            Mode::Embedded => crate::auth::secret_from_data_dir(&config.data_dir).map_err(|e| {
-                format!(
-                    "cannot keep the JWT secret in {}: {e}",
-                    config.data_dir.display()
-                )
-            })?,
-            Mode::Cluster { .. } => self
-                .store
-                .secret("jwt", &crate::auth::random_secret())
-                .await
-                .map_err(|e| format!("cannot read the shared JWT secret: {e}"))?
-                .into_bytes(),
-        };
-        Ok(Keys::with_rules(&secret, config.tokens.clone()))
-    }
-
-    /// Embedded mode: a SQLite file in the data dir.
-    pub async fn embedded(config: &Config) -> Result<Backend, String> {
-        let store = SqliteStore::open(&config.data_dir).await.map_err(|e| {
-            format!(
-                "cannot open the data dir {}: {e}",
-                config.data_dir.display()
-            )
-        })?;
-        let store = Arc::new(store);
-        Ok(Backend {
-            store: store.clone(),
-            bids: store.clone(),
-            plugins: store,
-            redis: None,
-        })
-    }
-
-    /// Cluster mode: Postgres and Redis.
-    pub async fn cluster(config: &Config) -> Result<Backend, String> {
-        let Mode::Cluster {
-            redis_url,
-            database_url,
-        } = &config.mode
-        else {
-            return Err("cluster mode needs REDIS_URL and DATABASE_URL".into());
-        };
-        let store = PostgresStore::connect(database_url)
-            .await
-            .map_err(|e| format!("cannot use Postgres: {e}"))?;
-        let redis = RedisConn::connect(
-            redis_url,
-            &config.redis_prefix,
-            std::time::Duration::from_secs(10),
-        )
-        .await?;
-        let store = Arc::new(store);
-        Ok(Backend {
-            store: store.clone(),
-            bids: store.clone(),
-            plugins: store,
-            redis: Some(redis),
-        })
-    }
-}
 
 /// Known tenants, cached (tenants are never deleted, so a hit stays true).
 pub struct TenantCache {
@@ -166,5 +80,5 @@ pub struct AppState {
     /// The plugin registry (validator, shaper, filter).
     pub plugins: Plugins,
     /// Wake-ups for bid workers.
-    pub bid_queue: BidQueue,
+    pub bid_queue: Arc<dyn BidWakeups>,
 }

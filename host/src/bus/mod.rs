@@ -5,14 +5,13 @@
 //! - `lane`: per-tenant filter lanes, where live events meet the event filter
 //!   off the dispatcher.
 //! - `Fanout`: how committed events reach every node's hub: `memory` (one
-//!   node) or `redis` (a Redis Stream every node reads).
+//!   node); cluster mode's Redis Stream is in `backend::cluster::fanout`.
 //! - `retention`: bounds each topic's history by count and age.
 
 pub mod hub;
 mod lane;
 pub mod memory;
 pub mod publisher;
-pub mod redis;
 pub mod retention;
 
 use crate::event::StoredEvent;

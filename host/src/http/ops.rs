@@ -18,22 +18,16 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         return ApiError::unavailable("shutting_down", "this node is shutting down")
             .into_response();
     }
-    let mut problems = Vec::new();
-    if let Err(e) = state.backend.store.ping().await {
-        let name = if state.backend.redis.is_some() {
-            "postgres"
-        } else {
-            "sqlite"
-        };
-        problems.push(format!("{name}: {e}"));
-    }
-    if let Some(redis) = &state.backend.redis {
-        if let Err(e) = redis.ping().await {
-            problems.push(format!("redis: {e}"));
-        }
-    }
+    let problems: Vec<String> = state
+        .backend
+        .mode
+        .check()
+        .await
+        .into_iter()
+        .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e}")))
+        .collect();
     if problems.is_empty() {
-        let body = serde_json::json!({ "status": "ready", "mode": state.config.mode_name() });
+        let body = serde_json::json!({ "status": "ready", "mode": state.backend.mode.name() });
         (StatusCode::OK, axum::Json(body)).into_response()
     } else {
         ApiError::unavailable("not_ready", problems.join("; ")).into_response()

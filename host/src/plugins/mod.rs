@@ -21,8 +21,8 @@ pub use registry::{FilterOutcome, Mode, PluginError, Plugins, TenantFilter};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Mode as RunMode};
-use crate::state::Backend;
+use crate::config::Config;
+use crate::store::plugins::PluginStore;
 use crate::store::{NewMessage, Notification};
 
 /// The example plugins from `plugins/examples`, built by `build.rs`.
@@ -48,15 +48,16 @@ pub mod bundled {
 
 /// Starts the registry: stored slots, then the plugins directory, then the
 /// bundled examples in slots never configured; then watches the directory
-/// and (cluster mode) polls for changes made on other nodes.
+/// and, when `shared` (cluster mode), polls for changes made on other nodes.
 pub async fn start(
     config: &Config,
-    backend: &Backend,
+    db: std::sync::Arc<dyn PluginStore>,
+    shared: bool,
     stop: CancellationToken,
 ) -> Result<Plugins, String> {
     let wasm = wasm::WasmHost::new(config.plugin_limits.clone())?
         .with_cache(config.plugin_cache_dir.clone());
-    let plugins = Plugins::new(wasm, backend.plugins.clone(), config.plugin_history);
+    let plugins = Plugins::new(wasm, db, config.plugin_history);
     plugins
         .load()
         .await
@@ -74,7 +75,7 @@ pub async fn start(
     if let Err(e) = watch::spawn(plugins.clone(), config.plugins_dir.clone(), stop.clone()) {
         tracing::error!(error = %e, "plugins dir not watched; use the admin API to change plugins");
     }
-    if matches!(config.mode, RunMode::Cluster { .. }) {
+    if shared {
         let p = plugins.clone();
         let every = config.plugin_sync;
         tokio::spawn(async move {

@@ -1,0 +1,229 @@
+//! The contract of each mode service, run against both implementations, so
+//! that embedded and cluster mode cannot drift apart. The Redis side talks
+//! to a real Redis (`SWITCHYARD_TEST_REDIS_URL`, default 127.0.0.1:6379),
+//! each test under a key prefix of its own.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::cluster::caps::RedisCaps;
+use super::cluster::conn::RedisConn;
+use super::cluster::fanout::RedisFanout;
+use crate::bus::hub::Hub;
+use crate::bus::memory::MemoryFanout;
+use crate::bus::Fanout;
+use crate::event::NewEvent;
+use crate::metrics::Metrics;
+use crate::plugins::wasm::{Limits, WasmHost};
+use crate::plugins::Plugins;
+use crate::sse::caps::{CapStore, Caps, MemoryCaps, Refusal};
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+
+fn unique(what: &str) -> String {
+    crate::bids::new_id(what).replace('_', "-")
+}
+
+async fn redis(prefix: &str) -> RedisConn {
+    let url = std::env::var("SWITCHYARD_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    RedisConn::connect(&url, prefix, Duration::from_secs(5))
+        .await
+        .expect("the tests need Redis")
+}
+
+/// Polls `f` until it holds, for at most `secs`.
+async fn eventually<F, Fut>(secs: u64, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < until {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+// ---- stream caps ------------------------------------------------------------
+
+/// Two streams per user and three per tenant: the third of a user and the
+/// fourth of a tenant are refused, naming the cap; closing a stream frees
+/// its slots; other tenants are not counted together.
+async fn caps_hold_their_limits(store: Arc<dyn CapStore>) {
+    let caps = Caps::new(2, 3, store);
+    let t = unique("t");
+    let a = caps.acquire(&t, Some("u")).await.unwrap();
+    let _b = caps.acquire(&t, Some("u")).await.unwrap();
+    assert_eq!(caps.acquire(&t, Some("u")).await.err(), Some(Refusal::User));
+    let _c = caps.acquire(&t, Some("v")).await.unwrap();
+    assert_eq!(caps.acquire(&t, None).await.err(), Some(Refusal::Tenant));
+    let other = unique("t");
+    let _d = caps.acquire(&other, Some("u")).await.unwrap();
+    drop(a);
+    assert!(
+        eventually(5, || async { caps.acquire(&t, Some("u")).await.is_ok() }).await,
+        "a closed stream's slots are freed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_caps_hold_their_limits() {
+    caps_hold_their_limits(Arc::new(MemoryCaps::default())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_caps_hold_their_limits() {
+    let stop = CancellationToken::new();
+    let conn = redis(&unique("caps")).await;
+    caps_hold_their_limits(Arc::new(RedisCaps::start(&conn, stop.clone()))).await;
+    stop.cancel();
+}
+
+/// Cluster mode's caps hold across nodes: a slot taken on one is counted on
+/// the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_caps_hold_across_nodes() {
+    let stop = CancellationToken::new();
+    let conn = redis(&unique("caps")).await;
+    let one = Caps::new(1, 10, Arc::new(RedisCaps::start(&conn, stop.clone())));
+    let two = Caps::new(1, 10, Arc::new(RedisCaps::start(&conn, stop.clone())));
+    let t = unique("t");
+    let lease = one.acquire(&t, Some("u")).await.unwrap();
+    assert_eq!(two.acquire(&t, Some("u")).await.err(), Some(Refusal::User));
+    drop(lease);
+    assert!(eventually(5, || async { two.acquire(&t, Some("u")).await.is_ok() }).await);
+    stop.cancel();
+}
+
+// ---- fan-out ----------------------------------------------------------------
+
+struct Node {
+    hub: Hub,
+    store: Arc<SqliteStore>,
+}
+
+async fn node(dir: &std::path::Path) -> Node {
+    let store = Arc::new(SqliteStore::open(dir).await.unwrap());
+    let _ = store.create_tenant("acme", "Acme").await;
+    let plugins = Plugins::new(WasmHost::new(Limits::default()).unwrap(), store.clone(), 4);
+    let hub = Hub::start(
+        store.clone(),
+        Arc::new(Metrics::default()),
+        vec![("acme".into(), 0)],
+        Duration::from_secs(3600),
+        plugins,
+    );
+    Node { hub, store }
+}
+
+fn note(n: usize) -> NewEvent {
+    NewEvent {
+        tenant: "acme".into(),
+        topic: "feed:1".into(),
+        kind: "note".into(),
+        data: format!("{{\"n\":{n}}}"),
+        retain: false,
+    }
+}
+
+/// A committed event handed to the fan-out reaches the subscribers of the
+/// publishing node's own hub, in id order.
+async fn fanout_reaches_its_own_hub(make: impl FnOnce(Hub) -> Arc<dyn Fanout>) {
+    let dir = std::env::temp_dir().join(unique("switchyard-fanout"));
+    let n = node(&dir).await;
+    let fanout = make(n.hub.clone());
+    let sub = n
+        .hub
+        .subscribe("acme", &["feed:1".into()], 16, Arc::default());
+    let events = n.store.append((1..=3).map(note).collect()).await.unwrap();
+    fanout.publish(&events);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let f = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+            .await
+            .expect("delivered");
+        got.push(f.seq);
+    }
+    assert_eq!(got, [1, 2, 3]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_fanout_reaches_its_own_hub() {
+    fanout_reaches_its_own_hub(|hub| Arc::new(MemoryFanout::new(hub))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_fanout_reaches_its_own_hub() {
+    let stop = CancellationToken::new();
+    let conn = redis(&unique("fanout")).await;
+    let s = stop.clone();
+    fanout_reaches_its_own_hub(move |hub| {
+        Arc::new(RedisFanout::start(
+            conn,
+            hub,
+            Arc::new(Metrics::default()),
+            "a".into(),
+            s,
+        ))
+    })
+    .await;
+    stop.cancel();
+}
+
+/// Cluster mode's fan-out carries an event to the other nodes' hubs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_fanout_reaches_the_other_nodes() {
+    let stop = CancellationToken::new();
+    let conn = redis(&unique("fanout")).await;
+    let dir = std::env::temp_dir().join(unique("switchyard-fanout"));
+    let a = node(&dir).await;
+    let b = node(&dir).await;
+    let metrics = Arc::new(Metrics::default());
+    let on_a = RedisFanout::start(
+        conn.clone(),
+        a.hub.clone(),
+        metrics.clone(),
+        "a".into(),
+        stop.clone(),
+    );
+    let _on_b = RedisFanout::start(conn, b.hub.clone(), metrics, "b".into(), stop.clone());
+    let sub = b
+        .hub
+        .subscribe("acme", &["feed:1".into()], 64, Arc::default());
+    // Until b's reader has joined the stream, an entry may pass it by; its
+    // hub then fills the gap from the store when the next one arrives.
+    let mut n = 0;
+    let first = loop {
+        n += 1;
+        let events = a.store.append(vec![note(n)]).await.unwrap();
+        on_a.publish(&events);
+        if let Ok(f) = tokio::time::timeout(Duration::from_millis(500), sub.recv()).await {
+            break f.seq;
+        }
+        assert!(n < 20, "nothing reached the other node");
+    };
+    assert_eq!(first, 1, "the other node gets every id in order");
+    stop.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- the client-token secret ------------------------------------------------
+
+/// Embedded mode's secret is generated once and read back the same.
+#[test]
+fn the_embedded_secret_is_kept() {
+    let dir = std::env::temp_dir().join(unique("switchyard-secret"));
+    let first = super::embedded::secret(&dir).unwrap();
+    assert!(first.len() >= 32);
+    assert_eq!(super::embedded::secret(&dir).unwrap(), first);
+    let _ = std::fs::remove_dir_all(&dir);
+}

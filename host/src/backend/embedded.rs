@@ -1,0 +1,104 @@
+//! Embedded mode: one node, no outside services. SQLite in the data dir is
+//! the system of record; fan-out, stream caps and bid wake-ups stay in this
+//! process.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Backend, Error, Mode};
+use crate::bids::queue::{BidWakeups, LocalWakeups};
+use crate::bids::worker::Worker;
+use crate::bus::hub::Hub;
+use crate::bus::memory::MemoryFanout;
+use crate::bus::Fanout;
+use crate::metrics::Metrics;
+use crate::sse::caps::{CapStore, MemoryCaps};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{self, Store};
+
+/// The tenant embedded mode creates on first start.
+pub const DEMO_TENANT: &str = "demo";
+
+/// Opens the SQLite store in `dir`.
+pub async fn open(dir: &Path) -> Result<Backend, Error> {
+    let store = SqliteStore::open(dir).await.map_err(|e| Error::DataDir {
+        dir: dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let store = Arc::new(store);
+    Ok(Backend {
+        store: store.clone(),
+        bids: store.clone(),
+        plugins: store.clone(),
+        mode: Arc::new(Embedded {
+            dir: dir.to_path_buf(),
+            store,
+        }),
+    })
+}
+
+/// The secret kept in the data dir (generated on first use).
+pub fn secret(dir: &Path) -> Result<Vec<u8>, Error> {
+    crate::auth::secret_from_data_dir(dir)
+        .map_err(|e| Error::Secret(format!("in {}: {e}", dir.display())))
+}
+
+struct Embedded {
+    dir: PathBuf,
+    store: Arc<SqliteStore>,
+}
+
+#[async_trait::async_trait]
+impl Mode for Embedded {
+    fn name(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn on_start(&self, store: &Arc<dyn Store>) -> Result<(), String> {
+        match store.create_tenant(DEMO_TENANT, "Demo marketplace").await {
+            Ok(_) => {
+                tracing::info!(tenant = DEMO_TENANT, "created the demo tenant");
+                Ok(())
+            }
+            Err(store::Error::Conflict(_)) => Ok(()),
+            Err(e) => Err(format!("cannot create the demo tenant: {e}")),
+        }
+    }
+
+    async fn secret(&self) -> Result<Vec<u8>, Error> {
+        secret(&self.dir)
+    }
+
+    fn fanout(
+        &self,
+        hub: Hub,
+        _metrics: Arc<Metrics>,
+        _node: &str,
+        _stop: CancellationToken,
+    ) -> Arc<dyn Fanout> {
+        Arc::new(MemoryFanout::new(hub))
+    }
+
+    fn bid_wakeups(
+        &self,
+        worker: Worker,
+        _node: &str,
+        _stop: CancellationToken,
+    ) -> Arc<dyn BidWakeups> {
+        Arc::new(LocalWakeups(worker))
+    }
+
+    fn cap_store(&self, _stop: CancellationToken) -> Arc<dyn CapStore> {
+        Arc::new(MemoryCaps::default())
+    }
+
+    fn shares_plugins(&self) -> bool {
+        false
+    }
+
+    async fn check(&self) -> Vec<(&'static str, Result<(), String>)> {
+        vec![("sqlite", self.store.ping().await.map_err(|e| e.to_string()))]
+    }
+}

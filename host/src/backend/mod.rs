@@ -1,0 +1,142 @@
+//! The mode boundary: everything that differs between embedded and cluster
+//! mode is built here, behind traits, and nowhere else checks the mode.
+//!
+//! - `embedded`: SQLite in the data dir; fan-out, stream caps and bid
+//!   wake-ups within this process; the client-token secret in the data dir.
+//! - `cluster`: Postgres as the system of record; Redis for fan-out between
+//!   nodes, stream leases and bid wake-ups (every module that speaks Redis
+//!   is under `cluster/`); the secret shared through Postgres; plugin
+//!   changes picked up from the other nodes.
+//!
+//! `Backend::open` is the one place that looks at `Config::mode`. The rest
+//! of the server sees the services: `Store`, `BidStore`, `PluginStore`
+//! (the system of record) and the `Mode` factories below (`Fanout`,
+//! `CapStore`, `BidWakeups`, the secret, readiness). Each trait has a
+//! contract suite run against both implementations (`contract.rs`).
+
+pub mod cluster;
+#[cfg(test)]
+mod contract;
+pub mod embedded;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Keys;
+use crate::bids::queue::BidWakeups;
+use crate::bids::worker::Worker;
+use crate::bus::hub::Hub;
+use crate::bus::Fanout;
+use crate::config::{Config, Mode as ConfigMode};
+use crate::metrics::Metrics;
+use crate::sse::caps::CapStore;
+use crate::store::bids::BidStore;
+use crate::store::plugins::PluginStore;
+use crate::store::Store;
+
+/// Why a backend could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The data dir (embedded mode) cannot be used.
+    #[error("cannot open the data dir {dir}: {reason}")]
+    DataDir {
+        /// The directory.
+        dir: String,
+        /// Why.
+        reason: String,
+    },
+    /// Postgres does not answer or refused the migrations.
+    #[error("cannot use Postgres: {0}")]
+    Postgres(String),
+    /// Redis does not answer.
+    #[error("{0}")]
+    Redis(String),
+    /// The client-token secret cannot be read or kept.
+    #[error("cannot keep the JWT secret: {0}")]
+    Secret(String),
+}
+
+/// The services whose implementation depends on the deployment mode.
+#[async_trait::async_trait]
+pub trait Mode: Send + Sync + 'static {
+    /// `embedded` or `cluster`, for logs and `/ready`.
+    fn name(&self) -> &'static str;
+    /// Runs once when a node starts serving (embedded mode creates the demo
+    /// tenant).
+    async fn on_start(&self, store: &Arc<dyn Store>) -> Result<(), String>;
+    /// The client-token secret when none is configured: generated once and
+    /// kept where every node of the deployment finds it.
+    async fn secret(&self) -> Result<Vec<u8>, Error>;
+    /// How committed events reach every node's hub.
+    fn fanout(
+        &self,
+        hub: Hub,
+        metrics: Arc<Metrics>,
+        node: &str,
+        stop: CancellationToken,
+    ) -> Arc<dyn Fanout>;
+    /// How a stored bid's product reaches a worker.
+    fn bid_wakeups(
+        &self,
+        worker: Worker,
+        node: &str,
+        stop: CancellationToken,
+    ) -> Arc<dyn BidWakeups>;
+    /// Where stream caps are counted.
+    fn cap_store(&self, stop: CancellationToken) -> Arc<dyn CapStore>;
+    /// Whether plugin changes made on other nodes must be polled for.
+    fn shares_plugins(&self) -> bool;
+    /// Each dependency and whether it answers, for `/ready`.
+    async fn check(&self) -> Vec<(&'static str, Result<(), String>)>;
+}
+
+/// Everything the core needs from a deployment mode.
+#[derive(Clone)]
+pub struct Backend {
+    /// System of record and event log.
+    pub store: Arc<dyn Store>,
+    /// Products and bids.
+    pub bids: Arc<dyn BidStore>,
+    /// Plugin versions and slots.
+    pub plugins: Arc<dyn PluginStore>,
+    /// The mode's other services.
+    pub mode: Arc<dyn Mode>,
+}
+
+impl Backend {
+    /// Opens the backend of the configured mode (applying migrations).
+    pub async fn open(config: &Config) -> Result<Backend, Error> {
+        match &config.mode {
+            ConfigMode::Embedded => embedded::open(&config.data_dir).await,
+            ConfigMode::Cluster {
+                redis_url,
+                database_url,
+            } => cluster::open(database_url, redis_url, &config.redis_prefix).await,
+        }
+    }
+
+    /// Only the system of record's part of the client-token secret, for the
+    /// CLI (`switchyard token`): no Redis needed.
+    pub async fn keys(config: &Config) -> Result<Keys, Error> {
+        if let Some(s) = &config.jwt_secret {
+            return Ok(Keys::with_rules(s.as_bytes(), config.tokens.clone()));
+        }
+        let secret = match &config.mode {
+            ConfigMode::Embedded => embedded::secret(&config.data_dir)?,
+            ConfigMode::Cluster { database_url, .. } => cluster::secret(database_url).await?,
+        };
+        Ok(Keys::with_rules(&secret, config.tokens.clone()))
+    }
+
+    /// The client-token keys: the configured secret, else the mode's.
+    pub async fn jwt_keys(&self, config: &Config) -> Result<Keys, Error> {
+        if let Some(s) = &config.jwt_secret {
+            return Ok(Keys::with_rules(s.as_bytes(), config.tokens.clone()));
+        }
+        Ok(Keys::with_rules(
+            &self.mode.secret().await?,
+            config.tokens.clone(),
+        ))
+    }
+}
