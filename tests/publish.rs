@@ -180,3 +180,202 @@ async fn scoped_publisher_tokens(mode: Mode) {
     env.cleanup().await;
 }
 both_modes!(scoped_publisher_tokens_test, scoped_publisher_tokens);
+
+async fn post_keyed(node: &Node, path: &str, key: Option<&str>, body: &Value) -> reqwest::Response {
+    let mut req = node
+        .http
+        .post(format!("{}{path}", node.url))
+        .bearer_auth(ADMIN)
+        .json(body);
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    req.send().await.expect("request")
+}
+
+/// Every id in a topic's history.
+async fn history(node: &Node, tenant: &str, topic: &str) -> Vec<u64> {
+    let (s, body) = get_with(
+        node,
+        ADMIN,
+        &format!("/api/topics/{topic}/events?tenant={tenant}&after=0&limit=1000"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["id"].as_u64())
+        .collect()
+}
+
+/// A retried publish with the same `Idempotency-Key` and body answers the
+/// same id and stores nothing new, on any node; the key with another body
+/// is a 409 that stores nothing; keys are per tenant.
+async fn idempotent_publish(mode: Mode) {
+    let env = Env::new(mode).await;
+    let nodes = env.start_nodes(2).await;
+    let (a, b) = (&nodes[0], nodes.last().expect("a node"));
+    let tenant = a.tenant().await;
+    let other = a.tenant().await;
+    let ev = |tenant: &str, n: u64| json!({"tenant": tenant, "topic": "orders:1", "type": "order", "data": {"n": n, "list": [1, 2]}});
+    let r = post_keyed(a, "/api/events", Some("order-1"), &ev(&tenant, 1)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(r.headers().get("idempotent-replayed").is_none());
+    let first: Value = r.json().await.expect("json");
+    // The retry, on the same node and on another.
+    for node in [a, b] {
+        let r = post_keyed(node, "/api/events", Some("order-1"), &ev(&tenant, 1)).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        assert_eq!(
+            r.headers().get("idempotent-replayed").map(|v| v.as_bytes()),
+            Some(&b"true"[..])
+        );
+        let again: Value = r.json().await.expect("json");
+        assert_eq!(again, first);
+    }
+    // The same key with another body: 409, nothing stored.
+    let r = post_keyed(b, "/api/events", Some("order-1"), &ev(&tenant, 2)).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let body: Value = r.json().await.expect("json");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Idempotency-Key"),
+        "{body}"
+    );
+    // The same key in another tenant is another key.
+    let r = post_keyed(b, "/api/events", Some("order-1"), &ev(&other, 1)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(r.headers().get("idempotent-replayed").is_none());
+    // Concurrent retries of one request: one event.
+    let retried = ev(&tenant, 3);
+    let posts = (0..8).map(|i| {
+        let node = if i % 2 == 0 { a } else { b };
+        post_keyed(node, "/api/events", Some("order-2"), &retried)
+    });
+    let mut ids = Vec::new();
+    for r in futures_util::future::join_all(posts).await {
+        assert_eq!(r.status(), StatusCode::CREATED);
+        ids.push(r.json::<Value>().await.expect("json")["id"].clone());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let first_id = first["id"].as_u64().expect("id");
+    assert_eq!(
+        history(a, &tenant, "orders:1").await,
+        vec![first_id, ids[0].as_u64().expect("id")]
+    );
+    // A bad key is refused.
+    let r = post_keyed(a, "/api/events", Some(&"k".repeat(300)), &ev(&tenant, 4)).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    env.cleanup().await;
+}
+both_modes!(idempotent_publish_test, idempotent_publish);
+
+/// A batch stores all its events or none and answers their ids in order,
+/// consecutive for one tenant; a bad event names its place and stores
+/// nothing; a keyed batch retried answers the same ids.
+async fn batch_publish(mode: Mode) {
+    let env = Env::new(mode).await;
+    let nodes = env.start_nodes(2).await;
+    let (sub, publ) = (&nodes[0], nodes.last().expect("a node"));
+    let tenant = publ.tenant().await;
+    let mut stream = sub
+        .sse(
+            &format!("/events?tenant={tenant}&topic=feed:a&topic=feed:b"),
+            None,
+        )
+        .await;
+    let events: Vec<Value> = (0..50)
+        .map(|n| {
+            let topic = if n % 2 == 0 { "feed:a" } else { "feed:b" };
+            json!({"tenant": tenant, "topic": topic, "type": "note", "data": {"n": n}})
+        })
+        .collect();
+    let r = post_keyed(
+        publ,
+        "/api/events/batch",
+        None,
+        &json!({ "events": events }),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let body: Value = r.json().await.expect("json");
+    let ids: Vec<u64> = body["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert_eq!(ids.len(), 50);
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+    let got = stream.take(50, support::secs(10)).await;
+    for (ev, (id, n)) in got.iter().zip(ids.iter().zip(0u64..)) {
+        assert_eq!(ev.seq(), *id);
+        assert_eq!(ev.json()["data"]["n"], n);
+    }
+    // One bad event: 400 naming it, nothing stored.
+    let mut bad = events.clone();
+    bad[7]["topic"] = json!("Not A Topic");
+    let r = post_keyed(publ, "/api/events/batch", None, &json!({ "events": bad })).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body = r.text().await.unwrap_or_default();
+    assert!(body.contains("events[7].topic"), "{body}");
+    let mut unknown = events.clone();
+    unknown[3]["tenant"] = json!("no-such-tenant");
+    let r = post_keyed(
+        publ,
+        "/api/events/batch",
+        None,
+        &json!({ "events": unknown }),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = post_keyed(publ, "/api/events/batch", None, &json!({ "events": [] })).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(history(sub, &tenant, "feed:a").await.len(), 25);
+    assert_eq!(history(sub, &tenant, "feed:b").await.len(), 25);
+    // Keyed: the retry answers the same ids and stores nothing.
+    let small = json!({ "events": &events[..3] });
+    let r = post_keyed(publ, "/api/events/batch", Some("batch-1"), &small).await;
+    let first: Value = r.json().await.expect("json");
+    let r = post_keyed(sub, "/api/events/batch", Some("batch-1"), &small).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.json::<Value>().await.expect("json"), first);
+    let r = post_keyed(
+        sub,
+        "/api/events/batch",
+        Some("batch-1"),
+        &json!({ "events": &events[..2] }),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(history(sub, &tenant, "feed:a").await.len(), 27);
+    env.cleanup().await;
+}
+both_modes!(batch_publish_test, batch_publish);
+
+/// Keys are forgotten after `SWITCHYARD_IDEMPOTENCY_SECONDS`: the same key
+/// then stores a new event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_expire() {
+    let env = Env::new(Mode::Embedded)
+        .await
+        .set("SWITCHYARD_IDEMPOTENCY_SECONDS", 1)
+        .set("SWITCHYARD_RETENTION_SWEEP_MS", 200);
+    let node = env.start().await;
+    let ev = json!({"tenant": "demo", "topic": "orders:9", "type": "order", "data": {}});
+    let r = post_keyed(&node, "/api/events", Some("k-9"), &ev).await;
+    let first = r.json::<Value>().await.expect("json")["id"].clone();
+    let r = post_keyed(&node, "/api/events", Some("k-9"), &ev).await;
+    assert_eq!(r.json::<Value>().await.expect("json")["id"], first);
+    support::wait_for("the key is forgotten", support::secs(10), || async {
+        let r = post_keyed(&node, "/api/events", Some("k-9"), &ev).await;
+        r.json::<Value>().await.expect("json")["id"] != first
+    })
+    .await;
+    env.cleanup().await;
+}

@@ -109,6 +109,9 @@ pub struct Options {
     /// Age after which events leave the replay history, in seconds.
     #[arg(long, env = "SWITCHYARD_RETENTION_SECONDS")]
     pub retention_seconds: Option<u64>,
+    /// How long a publish `Idempotency-Key` is remembered, in seconds.
+    #[arg(long, env = "SWITCHYARD_IDEMPOTENCY_SECONDS")]
+    pub idempotency_seconds: Option<u64>,
     /// How often retention is enforced, in milliseconds.
     #[arg(long, env = "SWITCHYARD_RETENTION_SWEEP_MS")]
     pub retention_sweep_ms: Option<u64>,
@@ -214,6 +217,7 @@ impl Options {
             retention_events,
             retention_seconds,
             retention_sweep_ms,
+            idempotency_seconds,
             client_queue,
             write_deadline_ms,
             max_body_bytes,
@@ -313,6 +317,8 @@ pub struct Config {
     pub retention_age: Duration,
     /// Retention sweep interval.
     pub retention_sweep: Duration,
+    /// How long publish idempotency keys are remembered.
+    pub idempotency_window: Duration,
     /// Per-connection live queue capacity.
     pub client_queue: usize,
     /// Write deadline for streams.
@@ -533,6 +539,14 @@ impl Config {
             retention_events,
             retention_age: Duration::from_secs(o.retention_seconds.unwrap_or(7 * 24 * 3600)),
             retention_sweep: ms(o.retention_sweep_ms, 5_000, "SWITCHYARD_RETENTION_SWEEP_MS")?,
+            idempotency_window: match o.idempotency_seconds.unwrap_or(24 * 3600) {
+                0 => {
+                    return Err(Error::Invalid(
+                        "SWITCHYARD_IDEMPOTENCY_SECONDS must be at least 1".into(),
+                    ))
+                }
+                s => Duration::from_secs(s),
+            },
             client_queue,
             write_deadline: ms(o.write_deadline_ms, 30_000, "SWITCHYARD_WRITE_DEADLINE_MS")?,
             max_body_bytes: o.max_body_bytes.unwrap_or(1024 * 1024),

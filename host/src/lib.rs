@@ -103,10 +103,10 @@ pub async fn run(
     let fanout = backend
         .mode
         .fanout(hub.clone(), metrics.clone(), &node, background.clone());
-    let retention = Arc::new(Retention::new(
-        config.retention_events,
-        config.retention_age,
-    ));
+    let retention = Arc::new(
+        Retention::new(config.retention_events, config.retention_age)
+            .key_window(config.idempotency_window),
+    );
     tokio::spawn(retention.clone().run(
         store.clone(),
         metrics.clone(),

@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/plugins/{slot}/config", put(plugins::configure))
         .route("/api/events", post(events::publish))
+        .route("/api/events/batch", post(events::publish_batch))
         .route("/api/topics/{topic}", get(topics::state))
         .route("/api/topics/{topic}/events", get(topics::events))
         .route("/events", get(streams::multi))
@@ -125,6 +126,7 @@ fn cors(policy: &Cors) -> Option<CorsLayer> {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             HeaderName::from_static("last-event-id"),
+            HeaderName::from_static("idempotency-key"),
         ])
         .expose_headers([header::RETRY_AFTER]);
     match policy {
