@@ -499,11 +499,42 @@ async fn no_secrets_in_logs(mode: Mode) {
     let env = Env::new(mode)
         .await
         .set("SWITCHYARD_JWT_SECRET", "jwt-secret-that-must-not-leak");
-    let node = Node::start(&env, &[("RUST_LOG", "debug")]).await;
+    // Every level, every crate: nothing below `trace` is filtered out.
+    let node = Node::start(&env, &[("RUST_LOG", "trace")]).await;
     let tenant = node.tenant().await;
     let alice = env.token("alice", &tenant).await;
     let keys = Keys::new(b"jwt-secret-that-must-not-leak");
     let forged = Keys::new(b"x").sign(&claims("alice", &tenant, now_secs() + 60));
+    let expired = keys.sign(&claims("alice", &tenant, now_secs() - 10));
+    // Tokens in URLs down error paths: history, an unknown route, a refused
+    // stream, an expired token, a head over the limit.
+    for path in [
+        format!("/api/topics/user:alice/events?tenant={tenant}&after=0&token={alice}"),
+        format!("/no/such/route?token={alice}"),
+        format!("/events?tenant=no-such-tenant&topic=a:1&token={alice}"),
+        format!("/events/users/bob?token={alice}"),
+        format!("/events/users/alice?token={expired}"),
+        format!("/api/topics/user:alice/events?tenant={tenant}&after=x&token={alice}"),
+    ] {
+        let r = node
+            .http
+            .get(format!("{}{path}", node.url))
+            .send()
+            .await
+            .expect("request");
+        assert!(
+            r.status().is_success() || r.status().is_client_error(),
+            "{path}"
+        );
+    }
+    let r = node
+        .http
+        .get(format!("{}/events/users/alice?token={alice}", node.url))
+        .header("x-pad", "p".repeat(20 * 1024))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     let _ = Sse::connect(
         &format!("{}/events/users/alice?token={alice}", node.url),
         None,
@@ -538,14 +569,72 @@ async fn no_secrets_in_logs(mode: Mode) {
     for secret in [
         alice.as_str(),
         forged.as_str(),
+        expired.as_str(),
         support::ADMIN,
         "jwt-secret-that-must-not-leak",
         "wrong-admin-token-xyz",
     ] {
         assert!(!log.contains(secret), "log leaks {secret}");
     }
-    let sig = alice.rsplit('.').next().expect("signature");
-    assert!(!log.contains(sig), "log leaks a token signature");
+    for token in [&alice, &forged, &expired] {
+        let sig = token.rsplit('.').next().expect("signature");
+        assert!(!log.contains(sig), "log leaks a token signature");
+    }
     env.cleanup().await;
 }
 both_modes!(no_secrets_in_logs_test, no_secrets_in_logs);
+
+/// With `SWITCHYARD_QUERY_TOKENS=false` a token in the URL is refused (401,
+/// saying where to put it instead), even beside a valid cookie; the cookie
+/// and the header keep working.
+async fn query_tokens_can_be_refused(mode: Mode) {
+    let env = Env::new(mode).await.set("SWITCHYARD_QUERY_TOKENS", "false");
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let alice = env.token("alice", &tenant).await;
+    let cookie = format!("switchyard_token={alice}");
+    for (path, headers) in [
+        (format!("/events/users/alice?token={alice}"), vec![]),
+        (
+            format!("/events/users/alice?token={alice}"),
+            vec![("cookie", cookie.as_str())],
+        ),
+        (
+            format!("/api/topics/user:alice/events?after=0&token={alice}"),
+            vec![],
+        ),
+    ] {
+        let mut req = node.http.get(format!("{}{path}", node.url));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let r = req.send().await.expect("request");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "query_token_refused", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("cookie"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        stream_status(&node, "/events/users/alice", &[("cookie", &cookie)]).await,
+        StatusCode::OK
+    );
+    let r = node
+        .http
+        .get(format!("{}/api/topics/user:alice/events?after=0", node.url))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::OK);
+    env.cleanup().await;
+}
+both_modes!(
+    query_tokens_can_be_refused_test,
+    query_tokens_can_be_refused
+);

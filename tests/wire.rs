@@ -444,3 +444,132 @@ async fn replay_then_live_on_lean_stream() {
     assert!(frame.starts_with(&format!("id: {id}\n")), "{frame:?}");
     env.cleanup().await;
 }
+
+/// A request head with one header of `pad` bytes.
+fn padded(method_path: &str, pad: usize) -> String {
+    format!(
+        "{method_path} HTTP/1.1\r\nHost: test\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(pad)
+    )
+}
+
+/// Heads over 16 KiB, or with more than 100 header lines, get 431: as a
+/// connection's first request (the server's own path, with the JSON error)
+/// and as a later one on a keep-alive connection (hyper's); heads under the
+/// limit are served on both.
+async fn request_head_limits(mode: Mode) {
+    let env = Env::new(mode).await;
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let stream = format!("GET /events?tenant={tenant}&topic=wire:11");
+    for first in [stream.as_str(), "GET /health", "POST /api/events"] {
+        let mut raw = Raw::connect(&node).await;
+        raw.send(&padded(first, 20 * 1024)).await;
+        let head = raw.head().await;
+        assert_eq!(head.status, 431, "{first}");
+        assert_eq!(head.get("connection"), Some("close"));
+        let body = raw.body(&head).await;
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json error");
+        assert_eq!(v["error"]["code"], "headers_too_large", "{body}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("16384"),
+            "{body}"
+        );
+        assert!(raw.closed(secs(10)).await, "closed after the 431");
+    }
+    // Too many lines, small as they are.
+    let lines: String = (0..101).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let mut raw = Raw::connect(&node).await;
+    raw.send(&format!("{stream} HTTP/1.1\r\nHost: test\r\n{lines}\r\n"))
+        .await;
+    let head = raw.head().await;
+    assert_eq!(head.status, 431);
+    assert!(raw.body(&head).await.contains("header lines"));
+    // Under the limit: a stream, and a request on a kept connection.
+    let mut raw = Raw::connect(&node).await;
+    raw.send(&padded(&stream, 15 * 1024)).await;
+    assert_eq!(raw.head().await.status, 200);
+    let mut raw = Raw::connect(&node).await;
+    raw.send("GET /health HTTP/1.1\r\nHost: test\r\n\r\n").await;
+    let head = raw.head().await;
+    let _ = raw.body(&head).await;
+    raw.send(&padded("GET /health", 15 * 1024)).await;
+    let head = raw.head().await;
+    assert_eq!(head.status, 200);
+    let _ = raw.body(&head).await;
+    // Over it, on the same kept connection: hyper's 431, then the close.
+    raw.send(&padded("GET /health", 20 * 1024)).await;
+    assert_eq!(raw.head().await.status, 431);
+    assert!(raw.closed(secs(10)).await, "closed after the 431");
+    let mut raw = Raw::connect(&node).await;
+    raw.send("GET /health HTTP/1.1\r\nHost: test\r\n\r\n").await;
+    let head = raw.head().await;
+    let _ = raw.body(&head).await;
+    raw.send(&format!(
+        "GET /health HTTP/1.1\r\nHost: test\r\n{lines}\r\n"
+    ))
+    .await;
+    assert_eq!(raw.head().await.status, 431);
+    assert_eq!(node.metric("switchyard_heads_too_large_total").await, 4.0);
+    env.cleanup().await;
+}
+both_modes!(request_head_limits_test, request_head_limits);
+
+/// The limits are settings: with `SWITCHYARD_MAX_HEADER_BYTES=4096` a 5 KiB
+/// head is refused on both paths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_head_limit_is_configurable() {
+    let env = Env::new(Mode::Embedded)
+        .await
+        .set("SWITCHYARD_MAX_HEADER_BYTES", 4096);
+    let node = env.start().await;
+    let mut raw = Raw::connect(&node).await;
+    raw.send(&padded("GET /events?tenant=demo&topic=wire:12", 5 * 1024))
+        .await;
+    let head = raw.head().await;
+    assert_eq!(head.status, 431);
+    assert!(raw.body(&head).await.contains("4096"));
+    let mut raw = Raw::connect(&node).await;
+    raw.send("GET /health HTTP/1.1\r\nHost: test\r\n\r\n").await;
+    let head = raw.head().await;
+    let _ = raw.body(&head).await;
+    raw.send(&padded("GET /health", 5 * 1024)).await;
+    assert_eq!(raw.head().await.status, 431);
+    let mut raw = Raw::connect(&node).await;
+    raw.send(&padded("GET /health", 3 * 1024)).await;
+    assert_eq!(raw.head().await.status, 200);
+    env.cleanup().await;
+}
+
+/// A client that sends its head too slowly is disconnected after
+/// `SWITCHYARD_HEADER_TIMEOUT_MS`: as its first request, and as a later one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_head_is_closed() {
+    let env = Env::new(Mode::Embedded)
+        .await
+        .set("SWITCHYARD_HEADER_TIMEOUT_MS", 500);
+    let node = env.start().await;
+    let started = std::time::Instant::now();
+    let mut raw = Raw::connect(&node).await;
+    raw.send("GET /events?tenant=demo&topic=wire:13 HTTP/1.1\r\nHost: te")
+        .await;
+    assert!(raw.closed(secs(10)).await, "a trickling first head is cut");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert_eq!(node.metric("switchyard_head_timeouts_total").await, 1.0);
+    let mut raw = Raw::connect(&node).await;
+    raw.send("GET /health HTTP/1.1\r\nHost: test\r\n\r\n").await;
+    let head = raw.head().await;
+    let _ = raw.body(&head).await;
+    let started = std::time::Instant::now();
+    raw.send("GET /health HTTP/1.1\r\nHo").await;
+    assert!(raw.closed(secs(10)).await, "a trickling later head is cut");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    // A head sent in time is served.
+    let mut raw = Raw::connect(&node).await;
+    raw.send("GET /health HTTP/1.1\r\nHost: test\r\n\r\n").await;
+    assert_eq!(raw.head().await.status, 200);
+    env.cleanup().await;
+}

@@ -66,6 +66,26 @@ pub struct Options {
     /// HS256 secret for client tokens (generated into the data dir when unset).
     #[arg(long, env = "SWITCHYARD_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// PEM file with the identity provider's public key (RSA, EC or Ed25519)
+    /// for client tokens.
+    #[arg(long, env = "SWITCHYARD_JWT_PUBLIC_KEY", value_name = "FILE")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// URL of the identity provider's JWKS (its public keys, fetched and
+    /// refetched when a token names an unknown `kid`).
+    #[arg(long, env = "SWITCHYARD_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// Required `iss` of client tokens (also written by `switchyard token`).
+    #[arg(long, env = "SWITCHYARD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required member of `aud` of client tokens (also written by `switchyard token`).
+    #[arg(long, env = "SWITCHYARD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// The claim holding the user id.
+    #[arg(long, env = "SWITCHYARD_JWT_USER_CLAIM")]
+    pub jwt_user_claim: Option<String>,
+    /// The claim holding the tenant slug.
+    #[arg(long, env = "SWITCHYARD_JWT_TENANT_CLAIM")]
+    pub jwt_tenant_claim: Option<String>,
     /// Bearer token for `/admin/*` and `POST /api/events` (unset: admin API off).
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -89,6 +109,9 @@ pub struct Options {
     /// Age after which events leave the replay history, in seconds.
     #[arg(long, env = "SWITCHYARD_RETENTION_SECONDS")]
     pub retention_seconds: Option<u64>,
+    /// How long a publish `Idempotency-Key` is remembered, in seconds.
+    #[arg(long, env = "SWITCHYARD_IDEMPOTENCY_SECONDS")]
+    pub idempotency_seconds: Option<u64>,
     /// How often retention is enforced, in milliseconds.
     #[arg(long, env = "SWITCHYARD_RETENTION_SWEEP_MS")]
     pub retention_sweep_ms: Option<u64>,
@@ -101,6 +124,16 @@ pub struct Options {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "SWITCHYARD_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Largest request head (request line and headers), in bytes (431 above).
+    #[arg(long, env = "SWITCHYARD_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// Most header lines in a request (431 above).
+    #[arg(long, env = "SWITCHYARD_MAX_HEADERS")]
+    pub max_headers: Option<usize>,
+    /// A connection whose request head is not complete this long after the
+    /// server starts waiting for it is closed, in milliseconds.
+    #[arg(long, env = "SWITCHYARD_HEADER_TIMEOUT_MS")]
+    pub header_timeout_ms: Option<u64>,
     /// Most concurrent connections (default: the open-file limit less a reserve).
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -125,6 +158,10 @@ pub struct Options {
     /// Burst of POSTs allowed per client token.
     #[arg(long, env = "SWITCHYARD_POST_BURST")]
     pub post_burst: Option<u32>,
+    /// Accept client tokens in `?token=` (browsers' `EventSource` cannot set
+    /// headers; the cookie is the better carrier, as URLs end up in logs).
+    #[arg(long, env = "SWITCHYARD_QUERY_TOKENS")]
+    pub query_tokens: Option<bool>,
     /// Demo sign-in (`POST /api/demo/token`); default: on in embedded mode only.
     #[arg(long, env = "SWITCHYARD_DEMO_TOKENS")]
     pub demo_tokens: Option<bool>,
@@ -166,6 +203,12 @@ impl Options {
             database_url,
             redis_prefix,
             jwt_secret,
+            jwt_public_key,
+            jwks_url,
+            jwt_issuer,
+            jwt_audience,
+            jwt_user_claim,
+            jwt_tenant_claim,
             admin_token,
             heartbeat_ms,
             reconnect_window_ms,
@@ -174,9 +217,13 @@ impl Options {
             retention_events,
             retention_seconds,
             retention_sweep_ms,
+            idempotency_seconds,
             client_queue,
             write_deadline_ms,
             max_body_bytes,
+            max_header_bytes,
+            max_headers,
+            header_timeout_ms,
             max_connections,
             shutdown_grace_ms,
             tail_check_ms,
@@ -185,6 +232,7 @@ impl Options {
             max_streams_per_tenant,
             post_rate,
             post_burst,
+            query_tokens,
             demo_tokens,
             plugin_timeout_ms,
             plugin_memory_mb,
@@ -247,6 +295,12 @@ pub struct Config {
     pub redis_prefix: String,
     /// Client token secret, if configured (else generated into the data dir).
     pub jwt_secret: Option<String>,
+    /// The identity provider's public key file, if configured.
+    pub jwt_public_key: Option<PathBuf>,
+    /// The identity provider's JWKS URL, if configured.
+    pub jwks_url: Option<String>,
+    /// Claim names, issuer and audience of tokens.
+    pub tokens: crate::auth::TokenRules,
     /// Admin bearer token; `None` turns the admin API off.
     pub admin_token: Option<String>,
     /// Heartbeat interval.
@@ -263,12 +317,16 @@ pub struct Config {
     pub retention_age: Duration,
     /// Retention sweep interval.
     pub retention_sweep: Duration,
+    /// How long publish idempotency keys are remembered.
+    pub idempotency_window: Duration,
     /// Per-connection live queue capacity.
     pub client_queue: usize,
     /// Write deadline for streams.
     pub write_deadline: Duration,
     /// Request body cap.
     pub max_body_bytes: usize,
+    /// Bounds on request heads (size, lines, time).
+    pub head: crate::server::HeadLimits,
     /// Connection cap; `None` means derive it from the open-file limit.
     pub max_connections: Option<usize>,
     /// Shutdown bound.
@@ -287,6 +345,8 @@ pub struct Config {
     pub post_burst: u32,
     /// Demo sign-in on.
     pub demo_tokens: bool,
+    /// Client tokens accepted in `?token=`.
+    pub query_tokens: bool,
 }
 
 // Secrets and URLs with passwords stay out of logs, so Debug is hand-written.
@@ -299,6 +359,9 @@ impl std::fmt::Debug for Config {
             .field("mode", &self.mode_name())
             .field("redis_prefix", &self.redis_prefix)
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
+            .field("jwt_public_key", &self.jwt_public_key)
+            .field("jwks_url", &self.jwks_url)
+            .field("tokens", &self.tokens)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("heartbeat", &self.heartbeat)
             .field("reconnect_window", &self.reconnect_window)
@@ -308,6 +371,7 @@ impl std::fmt::Debug for Config {
             .field("client_queue", &self.client_queue)
             .field("write_deadline", &self.write_deadline)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("head", &self.head)
             .field("max_connections", &self.max_connections)
             .finish_non_exhaustive()
     }
@@ -398,6 +462,61 @@ impl Config {
                 "SWITCHYARD_RECONNECT_WINDOW_MS must be at most 600000 (10 minutes)".into(),
             ));
         }
+        let max_header_bytes = o.max_header_bytes.unwrap_or(16 * 1024);
+        if !(1024..=1024 * 1024).contains(&max_header_bytes) {
+            return Err(Error::Invalid(
+                "SWITCHYARD_MAX_HEADER_BYTES must be between 1024 and 1048576".into(),
+            ));
+        }
+        let max_headers = o.max_headers.unwrap_or(100);
+        if !(8..=1000).contains(&max_headers) {
+            return Err(Error::Invalid(
+                "SWITCHYARD_MAX_HEADERS must be between 8 and 1000".into(),
+            ));
+        }
+        let jwt_public_key = o.jwt_public_key.filter(|p| !p.as_os_str().is_empty());
+        let jwks_url = non_empty(o.jwks_url.clone());
+        if jwt_public_key.is_some() && jwks_url.is_some() {
+            return Err(Error::Invalid(
+                "set SWITCHYARD_JWT_PUBLIC_KEY or SWITCHYARD_JWKS_URL, not both".into(),
+            ));
+        }
+        if let Some(url) = &jwks_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(Error::Invalid(
+                    "SWITCHYARD_JWKS_URL must be an http:// or https:// URL".into(),
+                ));
+            }
+        }
+        let claim = |v: Option<String>, default: &str, name: &str| -> Result<String, Error> {
+            match non_empty(v) {
+                None => Ok(default.to_string()),
+                Some(c)
+                    if ["exp", "iat", "nbf", "iss", "aud", "svc", "publish"]
+                        .contains(&c.as_str()) =>
+                {
+                    Err(Error::Invalid(format!(
+                        "{name} cannot be the reserved claim {c:?}"
+                    )))
+                }
+                Some(c) => Ok(c),
+            }
+        };
+        let tokens = crate::auth::TokenRules {
+            issuer: non_empty(o.jwt_issuer.clone()),
+            audience: non_empty(o.jwt_audience.clone()),
+            user_claim: claim(o.jwt_user_claim.clone(), "sub", "SWITCHYARD_JWT_USER_CLAIM")?,
+            tenant_claim: claim(
+                o.jwt_tenant_claim.clone(),
+                "tenant",
+                "SWITCHYARD_JWT_TENANT_CLAIM",
+            )?,
+        };
+        if tokens.user_claim == tokens.tenant_claim {
+            return Err(Error::Invalid(
+                "SWITCHYARD_JWT_USER_CLAIM and SWITCHYARD_JWT_TENANT_CLAIM must differ".into(),
+            ));
+        }
         let demo_default = matches!(mode, Mode::Embedded);
         let data_dir = o.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
         Ok(Config {
@@ -409,6 +528,9 @@ impl Config {
             mode,
             redis_prefix,
             jwt_secret: non_empty(o.jwt_secret),
+            jwt_public_key,
+            jwks_url,
+            tokens,
             admin_token,
             heartbeat: ms(o.heartbeat_ms, 15_000, "SWITCHYARD_HEARTBEAT_MS")?,
             reconnect_window,
@@ -417,9 +539,22 @@ impl Config {
             retention_events,
             retention_age: Duration::from_secs(o.retention_seconds.unwrap_or(7 * 24 * 3600)),
             retention_sweep: ms(o.retention_sweep_ms, 5_000, "SWITCHYARD_RETENTION_SWEEP_MS")?,
+            idempotency_window: match o.idempotency_seconds.unwrap_or(24 * 3600) {
+                0 => {
+                    return Err(Error::Invalid(
+                        "SWITCHYARD_IDEMPOTENCY_SECONDS must be at least 1".into(),
+                    ))
+                }
+                s => Duration::from_secs(s),
+            },
             client_queue,
             write_deadline: ms(o.write_deadline_ms, 30_000, "SWITCHYARD_WRITE_DEADLINE_MS")?,
             max_body_bytes: o.max_body_bytes.unwrap_or(1024 * 1024),
+            head: crate::server::HeadLimits {
+                max_bytes: max_header_bytes,
+                max_headers,
+                timeout: ms(o.header_timeout_ms, 10_000, "SWITCHYARD_HEADER_TIMEOUT_MS")?,
+            },
             max_connections: o.max_connections,
             shutdown_grace: ms(o.shutdown_grace_ms, 10_000, "SWITCHYARD_SHUTDOWN_GRACE_MS")?,
             tail_check: ms(o.tail_check_ms, 1_000, "SWITCHYARD_TAIL_CHECK_MS")?,
@@ -429,6 +564,7 @@ impl Config {
             post_rate: o.post_rate.unwrap_or(20).max(1),
             post_burst: o.post_burst.unwrap_or(40).max(1),
             demo_tokens: o.demo_tokens.unwrap_or(demo_default),
+            query_tokens: o.query_tokens.unwrap_or(true),
             plugin_limits: crate::plugins::wasm::Limits {
                 timeout: ms(o.plugin_timeout_ms, 50, "SWITCHYARD_PLUGIN_TIMEOUT_MS")?,
                 memory: match o.plugin_memory_mb.unwrap_or(32) {
@@ -520,6 +656,25 @@ mod tests {
         };
         let err = Config::from_options(o).expect_err("too long");
         assert!(err.to_string().contains("RECONNECT_WINDOW"), "{err}");
+    }
+
+    #[test]
+    fn head_limits_default_and_bounds() {
+        let c = Config::from_options(Options::default()).expect("defaults");
+        assert_eq!(c.head.max_bytes, 16 * 1024);
+        assert_eq!(c.head.max_headers, 100);
+        assert_eq!(c.head.timeout, Duration::from_secs(10));
+        let file: Options =
+            toml::from_str("max_header_bytes = 4096\nheader_timeout_ms = 500\n").expect("toml");
+        let c = Config::from_options(file).expect("valid");
+        assert_eq!(c.head.max_bytes, 4096);
+        assert_eq!(c.head.timeout, Duration::from_millis(500));
+        let o = Options {
+            max_header_bytes: Some(100),
+            ..Default::default()
+        };
+        let err = Config::from_options(o).expect_err("too small");
+        assert!(err.to_string().contains("MAX_HEADER_BYTES"), "{err}");
     }
 
     #[test]

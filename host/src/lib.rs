@@ -103,10 +103,10 @@ pub async fn run(
     let fanout = backend
         .mode
         .fanout(hub.clone(), metrics.clone(), &node, background.clone());
-    let retention = Arc::new(Retention::new(
-        config.retention_events,
-        config.retention_age,
-    ));
+    let retention = Arc::new(
+        Retention::new(config.retention_events, config.retention_age)
+            .key_window(config.idempotency_window),
+    );
     tokio::spawn(retention.clone().run(
         store.clone(),
         metrics.clone(),
@@ -144,6 +144,12 @@ pub async fn run(
     );
     let bid_queue = backend.mode.bid_wakeups(worker, &node, background.clone());
     let keys = backend.jwt_keys(&config).await.map_err(|e| e.to_string())?;
+    let verifier = auth::Verifier::start(
+        keys.clone(),
+        config.jwt_public_key.as_deref(),
+        config.jwks_url.as_deref(),
+    )
+    .await?;
     let caps = sse::caps::Caps::new(
         config.max_streams_per_user,
         config.max_streams_per_tenant,
@@ -158,6 +164,7 @@ pub async fn run(
         tenants: Arc::new(TenantCache::new(store.clone())),
         streams,
         keys,
+        verifier,
         caps,
         rate: Arc::new(http::ratelimit::RateLimiter::new(
             config.post_rate,
@@ -190,6 +197,7 @@ pub async fn run(
             max_connections,
             write_deadline: config.write_deadline,
             grace: config.shutdown_grace,
+            head: config.head,
         },
         shutdown,
     )

@@ -34,17 +34,26 @@ enum Command {
         #[command(flatten)]
         options: Options,
     },
-    /// Mint a client token (JWT, HS256) with the configured secret.
+    /// Mint a token (JWT, HS256) with this server's secret: a user's
+    /// (`--sub`) or a publisher's (`--service` with `--publish`).
     Token {
-        /// The user id (`sub`).
-        #[arg(long)]
-        sub: String,
+        /// The user id (written to the configured user claim, `sub` by default).
+        #[arg(long, required_unless_present = "service", conflicts_with = "service")]
+        sub: Option<String>,
+        /// A publisher token for this service name.
+        #[arg(long, requires = "publish")]
+        service: Option<String>,
+        /// Topic patterns the publisher may publish to, comma separated
+        /// (`status:*,feed:*`, or whole topics).
+        #[arg(long, requires = "service")]
+        publish: Option<String>,
         /// The tenant slug.
         #[arg(long)]
         tenant: String,
-        /// Lifetime: `90s`, `15m`, `1h`, `7d`.
-        #[arg(long, default_value = "1h")]
-        ttl: String,
+        /// Lifetime: `90s`, `15m`, `1h`, `7d` (default: 1h for a user, 30d
+        /// for a publisher).
+        #[arg(long)]
+        ttl: Option<String>,
         #[command(flatten)]
         options: Options,
     },
@@ -125,11 +134,18 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Migrate { options }) => ("migrate", merge(options, cli.options)),
         Some(Command::Token {
             sub,
+            service,
+            publish,
             tenant,
             ttl,
             options,
         }) => {
-            token_args = Some((sub, tenant, ttl));
+            let who = match (sub, service) {
+                (Some(sub), _) => Subject::User(sub),
+                (None, Some(service)) => Subject::Service(service, publish.unwrap_or_default()),
+                (None, None) => anyhow::bail!("--sub or --service is required"),
+            };
+            token_args = Some((who, tenant, ttl));
             ("token", merge(options, cli.options))
         }
         Some(Command::Plugin { .. }) => unreachable!("handled above"),
@@ -144,8 +160,8 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match command {
             "token" => {
-                let (sub, tenant, ttl) = token_args.context("token arguments")?;
-                println!("{}", mint(&config, sub, tenant, &ttl).await?);
+                let (who, tenant, ttl) = token_args.context("token arguments")?;
+                println!("{}", mint(&config, who, tenant, ttl).await?);
                 Ok(())
             }
             "migrate" => {
@@ -179,23 +195,54 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)
 }
 
-/// Mints a client token with the secret the server uses.
-async fn mint(config: &Config, sub: String, tenant: String, ttl: &str) -> anyhow::Result<String> {
-    use switchyard::auth::{now_secs, parse_ttl, Claims};
-    switchyard::http::access::validate_user_id(&sub, "sub")
-        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+/// Who a minted token is for.
+enum Subject {
+    /// A user id.
+    User(String),
+    /// A service name and its topic patterns, comma separated.
+    Service(String, String),
+}
+
+/// Mints a token with the secret the server uses.
+async fn mint(
+    config: &Config,
+    who: Subject,
+    tenant: String,
+    ttl: Option<String>,
+) -> anyhow::Result<String> {
+    use switchyard::auth::{now_secs, parse_ttl, Claims, ServiceClaims};
     switchyard::event::validate_slug(&tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
-    let ttl = parse_ttl(ttl).context("--ttl must look like 90s, 15m, 1h or 7d")?;
-    let keys = switchyard::client_keys(config)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let default_ttl = match who {
+        Subject::User(_) => "1h",
+        Subject::Service(..) => "30d",
+    };
+    let ttl = parse_ttl(ttl.as_deref().unwrap_or(default_ttl))
+        .context("--ttl must look like 90s, 15m, 1h or 7d")?;
     let now = now_secs();
-    Ok(keys.sign(&Claims {
-        sub,
-        tenant,
-        exp: now + ttl,
-        iat: now,
-    }))
+    match who {
+        Subject::User(sub) => {
+            switchyard::http::access::validate_user_id(&sub, "sub")
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let keys = switchyard::client_keys(config)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            Ok(keys.sign(&Claims {
+                sub,
+                tenant,
+                exp: now + ttl,
+                iat: now,
+            }))
+        }
+        Subject::Service(service, publish) => {
+            let publish = switchyard::auth::publish::split(&publish);
+            let claims = ServiceClaims::new(&service, &tenant, publish, ttl, now)
+                .map_err(|e| anyhow::anyhow!("--service/--publish: {e}"))?;
+            let keys = switchyard::client_keys(config)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            Ok(keys.sign_service(&claims))
+        }
+    }
 }
 
 /// `switchyard plugin …`: exits 1 when the component fits no slot, a case

@@ -147,6 +147,10 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Accept failures for lack of file descriptors.
     pub fd_exhausted: Counter,
+    /// First request heads refused with 431 (over the size or line limit).
+    pub heads_too_large: Counter,
+    /// Connections closed because their first request head came too slowly.
+    pub head_timeouts: Counter,
     /// Responses with a 5xx status.
     pub http_errors: Counter,
     /// POSTs refused by the per-token rate limit.
@@ -210,7 +214,7 @@ impl Metrics {
             "Open SSE connections.",
             self.connections.get().to_string(),
         );
-        let counters: [(&str, &str, &Counter); 26] = [
+        let counters: [(&str, &str, &Counter); 28] = [
             (
                 "connections_opened_total",
                 "SSE connections opened.",
@@ -290,6 +294,16 @@ impl Metrics {
                 "fd_exhausted_total",
                 "Accept failures for lack of file descriptors.",
                 &self.fd_exhausted,
+            ),
+            (
+                "heads_too_large_total",
+                "First request heads answered 431 (too large or too many lines).",
+                &self.heads_too_large,
+            ),
+            (
+                "head_timeouts_total",
+                "Connections closed because the first request head came too slowly.",
+                &self.head_timeouts,
             ),
             (
                 "http_errors_total",

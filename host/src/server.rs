@@ -9,6 +9,13 @@
 //! stream's life. Every other request, an error answer to a stream request,
 //! and anything the parse does not fully understand go to hyper, with the
 //! bytes already read put back in front of the socket (`Rewind`).
+//!
+//! Request heads are bounded on both paths (`HeadLimits`): a head larger
+//! than `max_bytes` or with more than `max_headers` lines gets `431`, and a
+//! client that takes longer than `timeout` to send one is disconnected, so
+//! idle or trickling connections cannot pin memory. The first request's 431
+//! is written here with the usual JSON error; hyper answers later requests
+//! on a keep-alive connection with its own (empty-bodied) 431.
 
 use std::future::Future;
 use std::io;
@@ -36,14 +43,13 @@ use tower::ServiceExt as _;
 use crate::metrics::Metrics;
 use crate::sse::session::StreamSlot;
 
-/// How long a client may take to send its request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(15);
 /// Read size for a request head.
 const HEAD_CHUNK: usize = 1024;
-/// A head this long that is still incomplete goes to hyper, whose limits apply.
-const HEAD_MAX: usize = 8 * 1024;
-/// Headers a stream request may carry before it is left to hyper.
-const MAX_HEADERS: usize = 48;
+/// Header lines parsed on the stack; a head with more is parsed again with
+/// room for `HeadLimits::max_headers`.
+const STACK_HEADERS: usize = 48;
+/// hyper's own count of header lines, which needs no heap per request.
+const HYPER_DEFAULT_HEADERS: usize = 100;
 
 /// Descriptors kept free for the database, Redis, plugins and files.
 const FD_RESERVE: u64 = 256;
@@ -56,6 +62,21 @@ pub struct ServeOptions {
     pub write_deadline: Duration,
     /// How long to wait for connections to finish at shutdown.
     pub grace: Duration,
+    /// Bounds on every request head.
+    pub head: HeadLimits,
+}
+
+/// Bounds on a request head, on the server's own path and hyper's alike.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// Largest head (request line and headers), in bytes; larger: 431.
+    pub max_bytes: usize,
+    /// Most header lines; more: 431.
+    pub max_headers: usize,
+    /// A head not complete this long after the server starts waiting for
+    /// it closes the connection (on a keep-alive connection, the wait
+    /// starts when the previous answer is sent).
+    pub timeout: Duration,
 }
 
 /// Raises the soft open-file limit to the hard one and returns the limit.
@@ -135,10 +156,17 @@ pub async fn serve(
                         let metrics = metrics.clone();
                         let shutdown = shutdown.clone();
                         let deadline = opts.write_deadline;
+                        let head = opts.head;
                         let streams = tracker.clone();
                         tracker.spawn(async move {
-                            let lean =
-                                route_first(stream, app, metrics.clone(), deadline, shutdown).await;
+                            let conn = Conn {
+                                app,
+                                metrics: metrics.clone(),
+                                deadline,
+                                head,
+                                shutdown,
+                            };
+                            let lean = route_first(stream, conn).await;
                             // A stream continues in a task of its own, the size
                             // of what a stream needs: everything before it
                             // (head, router, response) is freed with this one.
@@ -209,29 +237,64 @@ pub async fn serve(
     }
 }
 
+/// What serving one connection needs.
+struct Conn {
+    app: Router,
+    metrics: Arc<Metrics>,
+    deadline: Duration,
+    head: HeadLimits,
+    shutdown: CancellationToken,
+}
+
 /// Reads and routes the connection's first request. A stream answer comes
 /// back (socket, response head, session) for the lean writer; anything else
 /// is served here, by hyper, to the end of the connection.
 async fn route_first(
     stream: TcpStream,
-    app: Router,
-    metrics: Arc<Metrics>,
-    deadline: Duration,
-    shutdown: CancellationToken,
+    conn: Conn,
 ) -> Option<(TcpStream, Bytes, crate::sse::session::Session)> {
     let first = tokio::select! {
-        _ = shutdown.cancelled() => return None,
-        first = tokio::time::timeout(HEAD_TIMEOUT, read_first(&stream)) => first.ok()?,
+        _ = conn.shutdown.cancelled() => return None,
+        first = tokio::time::timeout(conn.head.timeout, read_first(&stream, &conn.head)) => match first {
+            Ok(first) => first,
+            Err(_) => {
+                conn.metrics.head_timeouts.inc();
+                return None;
+            }
+        },
     };
     let (req, read) = match first {
         First::Gone => return None,
+        First::TooLarge(what) => {
+            conn.metrics.heads_too_large.inc();
+            let message = match what {
+                TooLarge::Bytes => format!(
+                    "the request head is larger than {} bytes",
+                    conn.head.max_bytes
+                ),
+                TooLarge::Lines => format!(
+                    "the request has more than {} header lines",
+                    conn.head.max_headers
+                ),
+            };
+            reject(
+                stream,
+                "431 Request Header Fields Too Large",
+                "headers_too_large",
+                &message,
+                false,
+            )
+            .await;
+            return None;
+        }
         First::Other(read) => {
-            serve_hyper(stream, read, None, app, metrics, deadline, shutdown).await;
+            serve_hyper(stream, read, None, conn).await;
             return None;
         }
         First::Stream(req, read) => (req, read),
     };
-    let res = app
+    let res = conn
+        .app
         .clone()
         .oneshot(*req)
         .await
@@ -241,7 +304,7 @@ async fn route_first(
         // An error (or anything but a stream): hyper writes it, with
         // keep-alive and pipelining as usual, and serves what follows.
         None => {
-            serve_hyper(stream, read, Some(res), app, metrics, deadline, shutdown).await;
+            serve_hyper(stream, read, Some(res), conn).await;
             None
         }
     }
@@ -256,11 +319,21 @@ enum First {
     /// Anything else (or anything not understood): hyper serves the connection
     /// from these bytes on.
     Other(Bytes),
+    /// A head over the limits: answered 431 and closed.
+    TooLarge(TooLarge),
+}
+
+/// Which limit a head broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TooLarge {
+    Bytes,
+    Lines,
 }
 
 /// Reads the first request head into a small buffer that lives only until
-/// the request is parsed.
-async fn read_first(stream: &TcpStream) -> First {
+/// the request is parsed. The whole head is read whatever the request, so a
+/// head over the limits gets its 431 here, with a JSON error.
+async fn read_first(stream: &TcpStream, limits: &HeadLimits) -> First {
     let mut buf = BytesMut::new();
     loop {
         if stream.readable().await.is_err() {
@@ -276,10 +349,13 @@ async fn read_first(stream: &TcpStream) -> First {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return First::Gone,
         }
-        match parse_stream_request(&buf) {
+        match parse_stream_request(&buf, limits) {
             Parsed::Stream(req) => return First::Stream(req, buf.freeze()),
             Parsed::Other => return First::Other(buf.freeze()),
-            Parsed::Partial if buf.len() >= HEAD_MAX => return First::Other(buf.freeze()),
+            Parsed::TooLarge(what) => return First::TooLarge(what),
+            Parsed::Partial if buf.len() > limits.max_bytes => {
+                return First::TooLarge(TooLarge::Bytes)
+            }
             Parsed::Partial => {}
         }
     }
@@ -289,25 +365,33 @@ enum Parsed {
     Partial,
     Stream(Box<Request<Body>>),
     Other,
+    TooLarge(TooLarge),
 }
 
 /// A `GET` of an event-stream route with no body, no `Expect` and no
-/// upgrade becomes a request for the router; anything else is `Other`.
-fn parse_stream_request(buf: &[u8]) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => {
-            // Decide early when the start already says it is not a stream.
-            let not_get = req.method.is_some_and(|m| m != "GET");
-            let not_stream = req.path.is_some_and(|p| !is_stream_path(p));
-            return if not_get || not_stream {
-                Parsed::Other
-            } else {
-                Parsed::Partial
-            };
+/// upgrade becomes a request for the router; a head over `limits` is
+/// `TooLarge`; anything else is `Other`.
+fn parse_stream_request(buf: &[u8], limits: &HeadLimits) -> Parsed {
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap;
+    let mut req = httparse::Request::new(&mut stack);
+    let mut parsed = req.parse(buf);
+    if matches!(parsed, Err(httparse::Error::TooManyHeaders)) && limits.max_headers > STACK_HEADERS
+    {
+        heap = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        req = httparse::Request::new(&mut heap);
+        parsed = req.parse(buf);
+    }
+    match parsed {
+        Ok(httparse::Status::Complete(n)) if n > limits.max_bytes => {
+            return Parsed::TooLarge(TooLarge::Bytes)
         }
+        Ok(httparse::Status::Complete(_)) if req.headers.len() > limits.max_headers => {
+            return Parsed::TooLarge(TooLarge::Lines)
+        }
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => return Parsed::TooLarge(TooLarge::Lines),
         Err(_) => return Parsed::Other,
     }
     let (Some("GET"), Some(path), Some(version)) = (req.method, req.path, req.version) else {
@@ -390,31 +474,29 @@ fn stream_head(res: &Response) -> Bytes {
 
 /// Serves a connection with hyper, replaying the bytes already read; `first`
 /// answers the first request when the router already has.
-async fn serve_hyper(
-    stream: TcpStream,
-    read: Bytes,
-    first: Option<Response>,
-    app: Router,
-    metrics: Arc<Metrics>,
-    deadline: Duration,
-    shutdown: CancellationToken,
-) {
+async fn serve_hyper(stream: TcpStream, read: Bytes, first: Option<Response>, c: Conn) {
     let io = TokioIo::new(Rewind {
         pre: read,
-        inner: DeadlineIo::new(stream, deadline, metrics),
+        inner: DeadlineIo::new(stream, c.deadline, c.metrics),
     });
     let svc = FirstThen {
         first: std::sync::Mutex::new(first),
-        app: TowerToHyperService::new(app),
+        app: TowerToHyperService::new(c.app),
     };
-    let conn = hyper::server::conn::http1::Builder::new()
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT)
-        .serve_connection(io, svc);
+        .header_read_timeout(c.head.timeout)
+        .max_header_size(c.head.max_bytes);
+    if c.head.max_headers != HYPER_DEFAULT_HEADERS {
+        // A count of its own costs hyper a heap allocation per request.
+        builder.max_headers(c.head.max_headers);
+    }
+    let conn = builder.serve_connection(io, svc);
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
-        _ = shutdown.cancelled() => {
+        _ = c.shutdown.cancelled() => {
             // Finish the response in flight (streams end by themselves once
             // they have sent `shutdown`), then close.
             conn.as_mut().graceful_shutdown();
@@ -507,11 +589,22 @@ impl AsyncWrite for Rewind {
 }
 
 /// Answers 503 on a connection we cannot serve, then closes it.
-async fn refuse(mut stream: TcpStream, code: &str, message: &str) {
+async fn refuse(stream: TcpStream, code: &str, message: &str) {
+    reject(stream, "503 Service Unavailable", code, message, true).await;
+}
+
+/// Answers `status` with a JSON error and closes the connection;
+/// `read_head`: read the request head first (nothing of it was read yet).
+async fn reject(mut stream: TcpStream, status: &str, code: &str, message: &str, read_head: bool) {
     use tokio::io::AsyncReadExt;
-    let body = format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"{message}\"}}}}");
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    let retry = if status.starts_with("503") {
+        "retry-after: 1\r\n"
+    } else {
+        ""
+    };
     let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{retry}connection: close\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -519,7 +612,7 @@ async fn refuse(mut stream: TcpStream, code: &str, message: &str) {
         // resets it, and the client would never see the answer.
         let mut buf = [0u8; 4096];
         let mut seen = Vec::new();
-        while !seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.len() < 64 * 1024 {
+        while read_head && !seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.len() < 64 * 1024 {
             match stream.read(&mut buf).await {
                 Ok(0) | Err(_) => return Ok(()),
                 Ok(n) => seen.extend_from_slice(&buf[..n]),
@@ -649,8 +742,14 @@ impl AsyncWrite for DeadlineIo {
 mod tests {
     use super::*;
 
+    const LIMITS: HeadLimits = HeadLimits {
+        max_bytes: 16 * 1024,
+        max_headers: 100,
+        timeout: Duration::from_secs(10),
+    };
+
     fn parse(head: &str) -> Parsed {
-        parse_stream_request(head.as_bytes())
+        parse_stream_request(head.as_bytes(), &LIMITS)
     }
 
     #[test]
@@ -682,14 +781,43 @@ mod tests {
             "GET /events HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: h2c\r\n\r\n",
             "GET /events HTTP/1.1\r\nno header here\r\n\r\n",
             "GET http://x/events HTTP/1.1\r\n\r\n",
-            // Known not to be a stream before the head is complete.
-            "PUT /admin/plugins/x HTTP/1.1\r\nHost: x\r\n",
         ] {
             assert!(matches!(parse(other), Parsed::Other), "{other:?}");
         }
+        // Any head is read whole, so that its size can be checked.
+        for partial in [
+            "GET /events?tenant=demo HTTP/1.1\r\nHost:",
+            "PUT /admin/plugins/x HTTP/1.1\r\nHost: x\r\n",
+        ] {
+            assert!(matches!(parse(partial), Parsed::Partial), "{partial:?}");
+        }
+    }
+
+    #[test]
+    fn heads_over_the_limits() {
+        let big = format!(
+            "GET /health HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(LIMITS.max_bytes)
+        );
+        assert!(matches!(parse(&big), Parsed::TooLarge(TooLarge::Bytes)));
+        let many = |n: usize| {
+            let lines: String = (0..n).map(|i| format!("X-H{i}: v\r\n")).collect();
+            format!("POST /api/events HTTP/1.1\r\n{lines}\r\n")
+        };
         assert!(matches!(
-            parse("GET /events?tenant=demo HTTP/1.1\r\nHost:"),
-            Parsed::Partial
+            parse(&many(101)),
+            Parsed::TooLarge(TooLarge::Lines)
+        ));
+        // 100 lines fit (more than the stack holds: parsed again on the heap).
+        assert!(matches!(parse(&many(100)), Parsed::Other));
+        let few = HeadLimits {
+            max_headers: 3,
+            ..LIMITS
+        };
+        let head = many(4);
+        assert!(matches!(
+            parse_stream_request(head.as_bytes(), &few),
+            Parsed::TooLarge(TooLarge::Lines)
         ));
     }
 }

@@ -68,8 +68,11 @@ pub struct AppState {
     pub tenants: Arc<TenantCache>,
     /// What SSE sessions share.
     pub streams: Arc<StreamContext>,
-    /// Client token keys.
+    /// This server's token keys (for minting).
     pub keys: Keys,
+    /// Checks client and publisher tokens (this server's and the identity
+    /// provider's).
+    pub verifier: crate::auth::Verifier,
     /// Stream caps.
     pub caps: Arc<Caps>,
     /// Per-token POST rate limit.

@@ -173,6 +173,29 @@ impl Env {
             .to_string()
     }
 
+    /// A publisher token minted by `switchyard token --service` for this env.
+    pub async fn service_token(&self, service: &str, tenant: &str, publish: &str) -> String {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.args(["token", "--service", service, "--tenant", tenant])
+            .args(["--publish", publish])
+            .env_clear()
+            .env("SWITCHYARD_DATA_DIR", &self.data_dir)
+            .envs(self.vars.iter().map(|(k, v)| (k, v)));
+        if let (Some(r), Some(d)) = (&self.redis_url, &self.database_url) {
+            cmd.env("REDIS_URL", r).env("DATABASE_URL", d);
+        }
+        let out = cmd.output().await.expect("run switchyard token");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_string()
+    }
+
     /// Drops the test's schema (best effort).
     pub async fn cleanup(self) {
         if let (Some(schema), Some(_)) = (&self.schema, &self.database_url) {

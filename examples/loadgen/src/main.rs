@@ -11,7 +11,8 @@
 //!     [--last-event-id ID] [--shapes K] [--report FILE.json]
 //! switchyard-loadgen publish --url http://127.0.0.1:8080 --tenant demo \
 //!     --topic bench:1 --token ADMIN --rate 100 --duration-secs 20 \
-//!     [--count N] [--payload-bytes 64] [--concurrency 4] [--report FILE.json]
+//!     [--count N] [--payload-bytes 64] [--concurrency 4] [--batch 1] [--keyed 0|1]
+//!     [--report FILE.json]
 //! switchyard-loadgen publish-nchan --url http://127.0.0.1:18080 \
 //!     --channel bench1 --rate 100 --duration-secs 20 [same options as publish]
 //! switchyard-loadgen idle --url http://127.0.0.1:8080 \
@@ -41,7 +42,9 @@
 //!   to `POST /api/events` at a fixed rate (a ticker feeding `--concurrency`
 //!   keep-alive connections; `--rate 0` means as fast as they go, with
 //!   `--count`). Failed posts are retried with the same `n` (5xx and I/O
-//!   errors, up to 3 attempts).
+//!   errors, up to 3 attempts). `--batch N` posts N events per request to
+//!   `POST /api/events/batch` (the rate is then requests per second);
+//!   `--keyed 1` sends an `Idempotency-Key` per request, the same on a retry.
 //! - `publish-nchan` posts the `data` object alone to `POST /pub/<channel>`.
 //! - `idle` holds connections open and reports how many are open, to measure
 //!   server memory per connection; it runs until SIGINT/SIGTERM unless
@@ -74,7 +77,7 @@ use args::Args;
 
 const USAGE: &str = "usage: switchyard-loadgen <subscribe|publish|publish-nchan|idle|messages|bids|floor> [--option value ...]
   subscribe     --url U --path P --clients N [--ramp-per-sec R] [--duration-secs D] [--expect-count K] [--last-event-id ID] [--shapes K] [--report F]
-  publish       --url U --tenant T --topic X --token ADMIN --rate EPS (--duration-secs D | --count N) [--payload-bytes B] [--concurrency C] [--report F]
+  publish       --url U --tenant T --topic X --token ADMIN --rate RPS (--duration-secs D | --count N) [--payload-bytes B] [--concurrency C] [--batch N] [--keyed 0|1] [--report F]
   publish-nchan --url U --channel CH --rate EPS (--duration-secs D | --count N) [--payload-bytes B] [--concurrency C] [--report F]
   idle          --url U --path P --clients N [--ramp-per-sec R] [--duration-secs D]
   messages      --url U[,U2] --tokens FILE --token ADMIN --rate MPS (--duration-secs D | --count N) [--users N] [--tenant T] [--concurrency C] [--ramp-per-sec R] [--settle-secs S] [--report F]

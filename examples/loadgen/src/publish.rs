@@ -21,6 +21,10 @@ enum Sink {
         tenant: String,
         topic: String,
         token: String,
+        /// Events per request (more than 1: `POST /api/events/batch`).
+        batch: u64,
+        /// Send an `Idempotency-Key` (the same on a retry).
+        keyed: bool,
     },
     /// `POST /pub/<channel>`, the body being the event data.
     Nchan { channel: String },
@@ -37,6 +41,8 @@ pub struct Config {
     pad: String,
     concurrency: usize,
     report: Option<String>,
+    /// Tells this run's idempotency keys from an earlier run's.
+    run: u64,
 }
 
 /// Options `publish` accepts.
@@ -52,6 +58,8 @@ pub const PUBLISH_OPTS: &[&str] = &[
     "concurrency",
     "report",
     "threads",
+    "batch",
+    "keyed",
 ];
 
 /// Options `publish-nchan` accepts.
@@ -88,10 +96,16 @@ impl Config {
             Sink::Nchan { channel }
         } else {
             let enc = |s: String| serde_json::to_string(&s).map_err(|e| e.to_string());
+            let batch: u64 = a.num("batch", 1)?;
+            if !(1..=1000).contains(&batch) {
+                return Err("--batch must be 1 to 1000".into());
+            }
             Sink::Switchyard {
                 tenant: enc(a.str_or("tenant", "demo"))?,
                 topic: enc(a.required("topic")?)?,
                 token: a.required("token")?,
+                batch,
+                keyed: a.num::<u8>("keyed", 0)? == 1,
             }
         };
         let secs: f64 = a.num("duration-secs", 0.0)?;
@@ -112,7 +126,16 @@ impl Config {
             pad: "x".repeat(a.num("payload-bytes", 64)?),
             concurrency,
             report: a.opt("report").map(str::to_string),
+            run: stats::now_us(),
         })
+    }
+
+    /// Events one request carries.
+    fn batch(&self) -> u64 {
+        match self.sink {
+            Sink::Switchyard { batch, .. } => batch,
+            Sink::Nchan { .. } => 1,
+        }
     }
 
     fn request(&self, n: u64) -> Vec<u8> {
@@ -123,13 +146,31 @@ impl Config {
                 tenant,
                 topic,
                 token,
-            } => (
-                "/api/events".to_string(),
-                format!(
-                    r#"{{"tenant":{tenant},"topic":{topic},"type":"bench","data":{{"n":{n},"sent_us":{sent_us},"pad":"{pad}"}}}}"#
-                ),
-                format!("Authorization: Bearer {token}\r\n"),
-            ),
+                batch,
+                keyed,
+            } => {
+                let event = |n: u64| {
+                    format!(
+                        r#"{{"tenant":{tenant},"topic":{topic},"type":"bench","data":{{"n":{n},"sent_us":{sent_us},"pad":"{pad}"}}}}"#
+                    )
+                };
+                let (path, body) = if *batch == 1 {
+                    ("/api/events".to_string(), event(n))
+                } else {
+                    let events: Vec<String> = (n..n + batch).map(event).collect();
+                    (
+                        "/api/events/batch".to_string(),
+                        format!(r#"{{"events":[{}]}}"#, events.join(",")),
+                    )
+                };
+                let mut auth = format!("Authorization: Bearer {token}\r\n");
+                if *keyed {
+                    // One key per request; a retry sends the same key (and
+                    // gets the first answer back, not a second event).
+                    auth.push_str(&format!("Idempotency-Key: lg-{}-{n}\r\n", self.run));
+                }
+                (path, body, auth)
+            }
             Sink::Nchan { channel } => (
                 format!("/pub/{channel}"),
                 format!(r#"{{"n":{n},"sent_us":{sent_us},"pad":"{pad}"}}"#),
@@ -180,14 +221,15 @@ async fn worker(
         if slot.is_none() || shared.halt.load(Relaxed) {
             break;
         }
-        let n = shared.next_n.fetch_add(1, Relaxed) + 1;
+        let batch = cfg.batch();
+        let n = shared.next_n.fetch_add(batch, Relaxed) + 1;
         for attempt in 1..=3 {
             let req = cfg.request(n);
             let t = Instant::now();
             match http::exchange(cfg.target.addr, &mut conn, &req).await {
                 Ok((status, _)) if (200..300).contains(&status) => {
                     latencies.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-                    shared.ok.fetch_add(1, Relaxed);
+                    shared.ok.fetch_add(batch, Relaxed);
                     break;
                 }
                 Ok((status, body)) => {
@@ -195,7 +237,7 @@ async fn worker(
                         String::from_utf8_lossy(&body).chars().take(160).collect();
                     shared.error(format!("HTTP {status}: {snippet}"));
                     if status < 500 || attempt == 3 {
-                        shared.failed.fetch_add(1, Relaxed);
+                        shared.failed.fetch_add(batch, Relaxed);
                         break;
                     }
                 }
@@ -203,7 +245,7 @@ async fn worker(
                     conn = None;
                     shared.error(format!("io: {e}"));
                     if attempt == 3 {
-                        shared.failed.fetch_add(1, Relaxed);
+                        shared.failed.fetch_add(batch, Relaxed);
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -226,7 +268,18 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let (tx, rx) = mpsc::channel::<()>(queue);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let what = match &cfg.sink {
-        Sink::Switchyard { topic, .. } => format!("POST /api/events topic {topic}"),
+        Sink::Switchyard {
+            topic,
+            batch: 1,
+            keyed,
+            ..
+        } => format!("POST /api/events topic {topic} (idempotency keys: {keyed})"),
+        Sink::Switchyard {
+            topic,
+            batch,
+            keyed,
+            ..
+        } => format!("POST /api/events/batch of {batch} topic {topic} (idempotency keys: {keyed})"),
         Sink::Nchan { channel } => format!("POST /pub/{channel}"),
     };
     println!(
@@ -331,6 +384,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             "url": format!("http://{}", cfg.target.host),
             "target_rate": cfg.rate,
             "concurrency": cfg.concurrency,
+            "batch": cfg.batch(),
             "payload_pad_bytes": cfg.pad.len(),
             "ok": ok,
             "errors": errors,

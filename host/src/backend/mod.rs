@@ -120,20 +120,23 @@ impl Backend {
     /// CLI (`switchyard token`): no Redis needed.
     pub async fn keys(config: &Config) -> Result<Keys, Error> {
         if let Some(s) = &config.jwt_secret {
-            return Ok(Keys::new(s.as_bytes()));
+            return Ok(Keys::with_rules(s.as_bytes(), config.tokens.clone()));
         }
         let secret = match &config.mode {
             ConfigMode::Embedded => embedded::secret(&config.data_dir)?,
             ConfigMode::Cluster { database_url, .. } => cluster::secret(database_url).await?,
         };
-        Ok(Keys::new(&secret))
+        Ok(Keys::with_rules(&secret, config.tokens.clone()))
     }
 
     /// The client-token keys: the configured secret, else the mode's.
     pub async fn jwt_keys(&self, config: &Config) -> Result<Keys, Error> {
         if let Some(s) = &config.jwt_secret {
-            return Ok(Keys::new(s.as_bytes()));
+            return Ok(Keys::with_rules(s.as_bytes(), config.tokens.clone()));
         }
-        Ok(Keys::new(&self.mode.secret().await?))
+        Ok(Keys::with_rules(
+            &self.mode.secret().await?,
+            config.tokens.clone(),
+        ))
     }
 }

@@ -59,6 +59,20 @@ impl Publisher {
         self.after.run(stored);
     }
 
+    /// Appends events atomically under an idempotency key (see
+    /// `Store::append_keyed`); only events stored now go to the fan-out.
+    pub async fn publish_keyed(
+        &self,
+        key: store::PublishKey,
+        events: Vec<NewEvent>,
+    ) -> Result<store::Keyed, store::Error> {
+        let keyed = self.store.append_keyed(key, events).await?;
+        if let store::Keyed::New(stored) = &keyed {
+            self.after.run(stored);
+        }
+        Ok(keyed)
+    }
+
     /// Appends events atomically and returns them with their ids.
     pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<StoredEvent>, store::Error> {
         let stored = self.store.append(events).await?;

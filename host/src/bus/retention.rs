@@ -3,7 +3,8 @@
 //! The publisher notes which topics it appended to; a sweeper trims those by
 //! count and the whole log by age on an interval. Every trim records the
 //! highest id it removed per topic, so a resume from before it gets `reset`
-//! instead of a silent gap.
+//! instead of a silent gap. The sweep also forgets publish idempotency keys
+//! older than their window.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,8 @@ use crate::store::Store;
 pub struct Retention {
     keep: u64,
     max_age: Duration,
+    /// How long publish idempotency keys are kept.
+    key_window: Duration,
     /// tenant -> topics appended to since the last sweep.
     touched: Mutex<HashMap<Arc<str>, HashSet<String>>>,
 }
@@ -27,8 +30,15 @@ impl Retention {
         Retention {
             keep,
             max_age,
+            key_window: Duration::from_secs(24 * 3600),
             touched: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Keeps publish idempotency keys for `window`.
+    pub fn key_window(mut self, window: Duration) -> Self {
+        self.key_window = window;
+        self
     }
 
     /// Notes the topics of committed events (once per batch).
@@ -71,6 +81,10 @@ impl Retention {
         match store.trim_older_than(cutoff).await {
             Ok(n) => metrics.retention_trimmed.add(n),
             Err(e) => tracing::warn!(error = %e, "retention by age failed"),
+        }
+        let cutoff = crate::event::now_ms() - self.key_window.as_millis() as i64;
+        if let Err(e) = store.trim_publish_keys(cutoff).await {
+            tracing::warn!(error = %e, "forgetting old idempotency keys failed");
         }
     }
 

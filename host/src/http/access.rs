@@ -1,16 +1,20 @@
 //! Who is calling, which tenant a request is for, and who may read what.
 //!
-//! The tenant of a request, by one rule: a client token's `tenant` claim; for
-//! the admin (or service) token and anonymous callers, the `tenant` field of a
+//! The tenant of a request, by one rule: a client or publisher token's tenant
+//! claim; for the admin token and anonymous callers, the `tenant` field of a
 //! JSON body for producers, else the `tenant` query parameter. A `tenant`
 //! that disagrees with the token's claim is a 403.
+//!
+//! A publisher token (`Caller::Service`) publishes to the topics its
+//! patterns match and reads what an anonymous caller of its tenant may read;
+//! it never reads a `user:` topic and never acts as a user.
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 
 use super::extract::{bearer, constant_time_eq};
-use crate::auth::{now_secs, Claims};
+use crate::auth::{now_secs, Claims, Identity, ServiceClaims, TokenError};
 use crate::error::ApiError;
 use crate::event::{classify_topic, validate_slug, TopicKind};
 use crate::state::AppState;
@@ -24,10 +28,12 @@ pub const TOKEN_COOKIE: &str = "switchyard_token";
 pub enum Caller {
     /// No credentials.
     Anonymous,
-    /// The admin (or service) token.
+    /// The admin token.
     Admin,
     /// A valid client token.
     User(Claims),
+    /// A valid publisher token.
+    Service(ServiceClaims),
 }
 
 impl Caller {
@@ -38,6 +44,14 @@ impl Caller {
             _ => None,
         }
     }
+}
+
+/// The `?token=` of a request, if any.
+fn query_token(parts: &Parts) -> Option<String> {
+    let q = parts.uri.query()?;
+    form_urlencoded::parse(q.as_bytes())
+        .find(|(k, v)| k == "token" && !v.is_empty())
+        .map(|(_, v)| v.into_owned())
 }
 
 /// The token a request carries: `Authorization: Bearer`, then the cookie,
@@ -58,16 +72,22 @@ fn token<'a>(parts: &'a Parts) -> Option<std::borrow::Cow<'a, str>> {
             }
         }
     }
-    let q = parts.uri.query()?;
-    form_urlencoded::parse(q.as_bytes())
-        .find(|(k, v)| k == "token" && !v.is_empty())
-        .map(|(_, v)| v.into_owned().into())
+    query_token(parts).map(Into::into)
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if !state.config.query_tokens && query_token(parts).is_some() {
+            // Refused even beside a cookie: the token has travelled in a URL,
+            // and the client should learn to stop sending it there.
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                "query_token_refused",
+                "this server does not accept tokens in the URL (`?token=`): send the token in the `switchyard_token` cookie or an `Authorization: Bearer` header",
+            ));
+        }
         let Some(token) = token(parts) else {
             return Ok(Caller::Anonymous);
         };
@@ -76,8 +96,13 @@ impl FromRequestParts<AppState> for Caller {
                 return Ok(Caller::Admin);
             }
         }
-        match state.keys.verify(&token, now_secs()) {
-            Ok(claims) => Ok(Caller::User(claims)),
+        match state.verifier.verify(&token, now_secs()).await {
+            Ok(Identity::User(claims)) => Ok(Caller::User(claims)),
+            Ok(Identity::Service(claims)) => Ok(Caller::Service(claims)),
+            Err(TokenError::KeysUnavailable) => Err(ApiError::unavailable(
+                "identity_unavailable",
+                TokenError::KeysUnavailable.to_string(),
+            )),
             Err(e) => Err(ApiError::unauthorized(format!("invalid token: {e}"))),
         }
     }
@@ -99,6 +124,12 @@ pub async fn tenant(
             )))
         }
         (Caller::User(c), _) => c.tenant.as_str(),
+        (Caller::Service(c), Some(r)) if r != c.tenant => {
+            return Err(ApiError::forbidden(format!(
+                "the token belongs to another tenant than `{field}` names"
+            )))
+        }
+        (Caller::Service(c), _) => c.tenant.as_str(),
         (_, Some(r)) => r,
         (_, None) => {
             return Err(ApiError::invalid(
@@ -120,6 +151,9 @@ pub fn may_read(topic: &str, tenant: &str, caller: &Caller) -> Result<TopicKind,
         TopicKind::Tenant if &topic["tenant:".len()..] != tenant => Err(ApiError::forbidden(
             format!("topic {topic:?} belongs to another tenant"),
         )),
+        TopicKind::User if matches!(caller, Caller::Service(_)) => Err(ApiError::forbidden(
+            "a publisher token cannot read user streams or their history",
+        )),
         TopicKind::User => may_act_as(&topic["user:".len()..], caller).map(|_| kind),
         _ => Ok(kind),
     }
@@ -133,6 +167,9 @@ pub fn may_act_as(id: &str, caller: &Caller) -> Result<(), ApiError> {
         Caller::User(_) => Err(ApiError::forbidden(format!(
             "user {id:?}'s messages and stream belong to that user"
         ))),
+        Caller::Service(_) => Err(ApiError::forbidden(format!(
+            "a publisher token cannot act as user {id:?}"
+        ))),
         Caller::Anonymous => Err(ApiError::unauthorized(format!(
             "user {id:?}'s messages and stream need that user's token"
         ))),
@@ -141,12 +178,7 @@ pub fn may_act_as(id: &str, caller: &Caller) -> Result<(), ApiError> {
 
 /// Checks a user id as given in a path or body.
 pub fn validate_user_id(id: &str, field: &str) -> Result<(), ApiError> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
-    if ok {
+    if crate::auth::valid_user_id(id) {
         Ok(())
     } else {
         Err(ApiError::invalid(

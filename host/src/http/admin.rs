@@ -1,4 +1,5 @@
-//! `/admin/tenants`: create and list tenants (admin token).
+//! `/admin/tenants`: create and list tenants; `/admin/tokens`: mint
+//! publisher tokens (admin token).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -45,4 +46,47 @@ pub async fn list_tenants(
 ) -> Result<Response, ApiError> {
     let tenants = state.backend.store.tenants().await?;
     Ok(axum::Json(serde_json::json!({ "tenants": tenants })).into_response())
+}
+
+/// The request body of `POST /admin/tokens`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewServiceToken {
+    service: String,
+    tenant: String,
+    publish: Vec<String>,
+    /// `90s`, `15m`, `1h`, `30d`; default 30 days.
+    #[serde(default)]
+    ttl: Option<String>,
+}
+
+/// `POST /admin/tokens`: `201 {token, service, tenant, publish, expires_at}`,
+/// a publisher token for an existing tenant.
+pub async fn create_token(
+    State(state): State<AppState>,
+    _admin: Admin,
+    AppJson(body): AppJson<NewServiceToken>,
+) -> Result<Response, ApiError> {
+    let ttl = crate::auth::parse_ttl(body.ttl.as_deref().unwrap_or("30d")).ok_or_else(|| {
+        ApiError::invalid("invalid_ttl", "`ttl` must look like 90s, 15m, 1h or 30d")
+    })?;
+    let claims = crate::auth::ServiceClaims::new(
+        &body.service,
+        &body.tenant,
+        body.publish,
+        ttl,
+        crate::auth::now_secs(),
+    )
+    .map_err(|e| ApiError::invalid("invalid_token_request", e))?;
+    let tenant = state.tenants.get(&claims.tenant).await?;
+    let token = state.keys.sign_service(&claims);
+    tracing::info!(tenant = %tenant.slug, service = %claims.service, "publisher token minted");
+    let answer = serde_json::json!({
+        "token": token,
+        "service": claims.service,
+        "tenant": tenant.slug,
+        "publish": claims.publish,
+        "expires_at": claims.exp,
+    });
+    Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
 }

@@ -108,6 +108,7 @@ pub async fn visible_product(
     let p = state.backend.bids.product(id).await?.ok_or_else(unknown)?;
     let tenant = match caller {
         Caller::User(c) => Some(c.tenant.as_str()),
+        Caller::Service(c) => Some(c.tenant.as_str()),
         _ => requested,
     };
     if tenant.is_some_and(|t| t != p.tenant) {

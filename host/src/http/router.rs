@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
             "/admin/tenants",
             get(admin::list_tenants).post(admin::create_tenant),
         )
+        .route("/admin/tokens", post(admin::create_token))
         .route("/admin/plugins", get(plugins::list))
         .route(
             "/admin/plugins/{slot}",
@@ -47,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/plugins/{slot}/config", put(plugins::configure))
         .route("/api/events", post(events::publish))
+        .route("/api/events/batch", post(events::publish_batch))
         .route("/api/topics/{topic}", get(topics::state))
         .route("/api/topics/{topic}/events", get(topics::events))
         .route("/events", get(streams::multi))
@@ -124,6 +126,7 @@ fn cors(policy: &Cors) -> Option<CorsLayer> {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             HeaderName::from_static("last-event-id"),
+            HeaderName::from_static("idempotency-key"),
         ])
         .expose_headers([header::RETRY_AFTER]);
     match policy {

@@ -170,13 +170,15 @@ async fn open(
             }
         })?;
     // A stream ends when its token does.
-    let expires_at = match &caller {
-        Caller::User(c) => {
-            let left = c.exp.saturating_sub(now_secs());
-            Some(tokio::time::Instant::now() + std::time::Duration::from_secs(left))
-        }
+    let exp = match &caller {
+        Caller::User(c) => Some(c.exp),
+        Caller::Service(c) => Some(c.exp),
         _ => None,
     };
+    let expires_at = exp.map(|exp| {
+        let left = exp.saturating_sub(now_secs());
+        tokio::time::Instant::now() + std::time::Duration::from_secs(left)
+    });
     let req = StreamRequest {
         tenant: tenant.slug.clone(),
         topics,

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Error, Message, NewMessage, Notification};
+use super::{Error, Message, NewMessage, Notification, PublishKey};
 use crate::bids::decision::Round;
 use crate::bids::{Bid, Product};
 use crate::event::{NewEvent, StoredEvent};
@@ -39,6 +39,9 @@ pub type RulesFn = dyn Fn(Product, &[Bid], bool) -> Round + Send + Sync;
 pub(crate) enum Op {
     /// Events to append as they are.
     Append(Vec<NewEvent>),
+    /// Events to append under an idempotency key (the key row is written
+    /// after the append, with the ids: `keyed_rows`).
+    Keyed(PublishKey, Vec<NewEvent>),
     /// A message and the notifications announcing it.
     Message(NewMessage, Vec<Notification>),
     /// A read mark: `(tenant, user, up_to)`.
@@ -54,7 +57,7 @@ pub(crate) enum Op {
 impl Op {
     fn weight(&self) -> usize {
         match self {
-            Op::Append(e) => e.len(),
+            Op::Append(e) | Op::Keyed(_, e) => e.len(),
             Op::Decide(_, limit, _) => *limit,
             _ => 2,
         }
@@ -66,6 +69,9 @@ impl Op {
 pub(crate) enum Done {
     /// Events appended.
     Appended,
+    /// A repeated idempotency key: the ids answered the first time and the
+    /// time of the first event; nothing appended.
+    Repeated(Vec<crate::event::Seq>, i64),
     /// The stored message and the recipient's unread count.
     Message(Message, u64),
     /// The user's unread count after the mark.
@@ -107,6 +113,71 @@ pub(crate) fn split(applied: Vec<Applied<'_>>, stored: Vec<StoredEvent>) -> Vec<
         .into_iter()
         .map(|a| a.map(|(done, events)| (done, rest.by_ref().take(events.len()).collect())))
         .collect()
+}
+
+/// The idempotency-key rows to write after the append: for each keyed op
+/// that appended, its key, the ids of its events and the first one's time.
+pub(crate) fn keyed_rows<'a>(
+    ops: &'a [Op],
+    outcomes: &[Outcome],
+) -> Vec<(&'a PublishKey, Vec<crate::event::Seq>, i64)> {
+    ops.iter()
+        .zip(outcomes)
+        .filter_map(|(op, outcome)| match (op, outcome) {
+            (Op::Keyed(key, _), Ok((Done::Appended, stored))) => Some((
+                key,
+                stored.iter().map(|e| e.seq).collect(),
+                stored.first().map_or(0, |e| e.ts),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What a keyed op does inside the transaction, given the key's row
+/// (`hash`, `ids` as JSON, `ts`, `created_at`) if one exists.
+pub(crate) fn apply_keyed<'a>(
+    key: &PublishKey,
+    events: &'a [NewEvent],
+    row: Option<(String, String, i64, i64)>,
+) -> Applied<'a> {
+    match row {
+        Some((hash, ids, ts, created_at)) if created_at >= key.since_ms => {
+            if hash != key.hash {
+                return Err(Error::Conflict(super::KEY_REUSED.into()));
+            }
+            let ids: Vec<crate::event::Seq> = serde_json::from_str(&ids)
+                .map_err(|e| Error::Internal(format!("a stored idempotency key's ids: {e}")))?;
+            Ok((Done::Repeated(ids, ts), Cow::Owned(Vec::new())))
+        }
+        _ => Ok((Done::Appended, Cow::Borrowed(events))),
+    }
+}
+
+/// A keyed write that found its key taken by a write committed meanwhile
+/// (another node's, or another in the same batch): the batch is run again
+/// and the write then sees the key.
+pub(crate) fn key_raced() -> Error {
+    Error::Conflict("an idempotency key was stored concurrently; retried".into())
+}
+
+/// Runs a keyed append through `batcher`; a write that lost a race for its
+/// key runs once more, and then sees the key.
+pub(crate) async fn write_keyed(
+    batcher: &Batcher,
+    key: PublishKey,
+    events: Vec<NewEvent>,
+) -> Result<super::Keyed, Error> {
+    let op = Op::Keyed(key, events);
+    let mut outcome = batcher.write(op.clone()).await;
+    if matches!(&outcome, Err(Error::Conflict(m)) if m != super::KEY_REUSED) {
+        outcome = batcher.write(op).await;
+    }
+    match outcome? {
+        (Done::Appended, stored) => Ok(super::Keyed::New(stored)),
+        (Done::Repeated(ids, ts), _) => Ok(super::Keyed::Repeated(ids, ts)),
+        (other, _) => Err(unexpected(other)),
+    }
 }
 
 /// Every op's events, in op order, for the one append of the batch.

@@ -35,6 +35,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "plugins",
         sql: include_str!("../../../migrations/sqlite/0004_plugins.sql"),
     },
+    Migration {
+        version: 5,
+        name: "publish_keys",
+        sql: include_str!("../../../migrations/sqlite/0005_publish_keys.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -57,6 +62,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 4,
         name: "plugins",
         sql: include_str!("../../../migrations/postgres/0004_plugins.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "publish_keys",
+        sql: include_str!("../../../migrations/postgres/0005_publish_keys.sql"),
     },
 ];
 

@@ -235,6 +235,16 @@ pub trait Store: Send + Sync + 'static {
     /// Removes events older than `cutoff_ms`, recording what it removed.
     async fn trim_older_than(&self, cutoff_ms: i64) -> Result<u64, Error>;
 
+    /// Appends events under an idempotency key, in one transaction with the
+    /// key: the first time they are stored; again with the same request
+    /// hash, nothing is stored and the ids stored then are answered; with
+    /// another hash, `Conflict`. Keys created before `key.since_ms` count as
+    /// unused.
+    async fn append_keyed(&self, key: PublishKey, events: Vec<NewEvent>) -> Result<Keyed, Error>;
+
+    /// Removes idempotency keys created before `cutoff_ms`.
+    async fn trim_publish_keys(&self, cutoff_ms: i64) -> Result<u64, Error>;
+
     /// Stores a message and, in the same transaction, the events announcing
     /// it; returns the message, the recipient's unread count and the events.
     async fn post_message(
@@ -336,3 +346,30 @@ pub(crate) fn assign_seqs<E: Borrow<NewEvent>>(
         })
         .collect()
 }
+
+/// An idempotency key of a publish request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishKey {
+    /// The tenant it belongs to (a batch's: its first event's).
+    pub tenant: String,
+    /// The client's `Idempotency-Key`.
+    pub key: String,
+    /// A hash of the request, to tell a retry from another request.
+    pub hash: String,
+    /// Keys created before this (ms) are expired.
+    pub since_ms: i64,
+}
+
+/// What an append under an idempotency key did.
+#[derive(Debug, Clone)]
+pub enum Keyed {
+    /// Stored now.
+    New(Vec<StoredEvent>),
+    /// The key was used before for the same request: the ids answered then
+    /// and the time of its first event; nothing was stored.
+    Repeated(Vec<Seq>, i64),
+}
+
+/// The message of a reused key with another request.
+pub const KEY_REUSED: &str =
+    "this Idempotency-Key was already used for another request; use a new key for a new request";

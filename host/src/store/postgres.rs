@@ -64,9 +64,41 @@ impl batch::Target for Writer {
             applied.push(apply(&mut tx, op).await?);
         }
         let stored = append_tx(&mut tx, &batch::events_of(&applied)).await?;
+        let outcomes = batch::split(applied, stored);
+        keep_keys(&mut tx, &ops, &outcomes).await?;
         tx.commit().await?;
-        Ok(batch::split(applied, stored))
+        Ok(outcomes)
     }
+}
+
+/// Writes the idempotency keys of the batch's keyed appends. An expired row
+/// is replaced; a live one (another node's write committed meanwhile, whose
+/// row lock this waited for, or another write of the batch) fails the batch,
+/// which is then run again and sees the key.
+async fn keep_keys(tx: &mut PgConnection, ops: &[Op], outcomes: &[Outcome]) -> Result<(), Error> {
+    let now = crate::event::now_ms();
+    for (key, ids, ts) in batch::keyed_rows(ops, outcomes) {
+        let ids = serde_json::to_string(&ids).map_err(|e| Error::Internal(e.to_string()))?;
+        let done = sqlx::query(
+            "INSERT INTO publish_keys (tenant, key, hash, ids, ts, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, key) DO UPDATE SET \
+             hash = excluded.hash, ids = excluded.ids, ts = excluded.ts, \
+             created_at = excluded.created_at WHERE publish_keys.created_at < $7",
+        )
+        .bind(&key.tenant)
+        .bind(&key.key)
+        .bind(&key.hash)
+        .bind(ids)
+        .bind(ts)
+        .bind(now)
+        .bind(key.since_ms)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(batch::key_raced());
+        }
+    }
+    Ok(())
 }
 
 /// One write inside a batch's transaction.
@@ -74,6 +106,16 @@ async fn apply<'a>(tx: &mut PgConnection, op: &'a Op) -> Result<Applied<'a>, Err
     use crate::store::bids::postgres_impl as bids;
     Ok(match op {
         Op::Append(events) => Ok((Done::Appended, Cow::Borrowed(events.as_slice()))),
+        Op::Keyed(key, events) => {
+            let row: Option<(String, String, i64, i64)> = sqlx::query_as(
+                "SELECT hash, ids, ts, created_at FROM publish_keys WHERE tenant = $1 AND key = $2",
+            )
+            .bind(&key.tenant)
+            .bind(&key.key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            batch::apply_keyed(key, events, row)
+        }
         Op::Message(msg, notes) => {
             let created_at = crate::event::now_ms();
             let id: i64 = sqlx::query_scalar(
@@ -415,6 +457,22 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn append_keyed(
+        &self,
+        key: super::PublishKey,
+        events: Vec<NewEvent>,
+    ) -> Result<super::Keyed, Error> {
+        batch::write_keyed(&self.batch, key, events).await
+    }
+
+    async fn trim_publish_keys(&self, cutoff_ms: i64) -> Result<u64, Error> {
+        let done = sqlx::query("DELETE FROM publish_keys WHERE created_at < $1")
+            .bind(cutoff_ms)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 

@@ -227,6 +227,22 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
+    async fn append_keyed(
+        &self,
+        key: super::PublishKey,
+        events: Vec<NewEvent>,
+    ) -> Result<super::Keyed, Error> {
+        batch::write_keyed(&self.batch, key, events).await
+    }
+
+    async fn trim_publish_keys(&self, cutoff_ms: i64) -> Result<u64, Error> {
+        let done = sqlx::query("DELETE FROM publish_keys WHERE created_at < ?")
+            .bind(cutoff_ms)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn trim_older_than(&self, cutoff_ms: i64) -> Result<u64, Error> {
         let mut tx = self.write.begin().await?;
         sqlx::query(

@@ -80,14 +80,58 @@ fn run(conn: &mut Connection, ops: &[Op]) -> Result<Vec<Outcome>, Error> {
         applied.push(apply(&tx, op)?);
     }
     let stored = append(&tx, &batch::events_of(&applied))?;
+    let outcomes = batch::split(applied, stored);
+    keep_keys(&tx, ops, &outcomes)?;
     tx.commit()?;
-    Ok(batch::split(applied, stored))
+    Ok(outcomes)
+}
+
+/// Writes the idempotency keys of the batch's keyed appends (an expired row
+/// is replaced; a live one means another write of the batch took the key).
+fn keep_keys(conn: &Connection, ops: &[Op], outcomes: &[Outcome]) -> Result<(), Error> {
+    let rows = batch::keyed_rows(ops, outcomes);
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO publish_keys (tenant, key, hash, ids, ts, created_at) VALUES (?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (tenant, key) DO UPDATE SET hash = excluded.hash, ids = excluded.ids, \
+         ts = excluded.ts, created_at = excluded.created_at WHERE publish_keys.created_at < ?",
+    )?;
+    let now = crate::event::now_ms();
+    for (key, ids, ts) in rows {
+        let ids = serde_json::to_string(&ids).map_err(|e| Error::Internal(e.to_string()))?;
+        let n = insert.execute(params![
+            key.tenant,
+            key.key,
+            key.hash,
+            ids,
+            ts,
+            now,
+            key.since_ms
+        ])?;
+        if n == 0 {
+            return Err(batch::key_raced());
+        }
+    }
+    Ok(())
 }
 
 fn apply<'a>(conn: &Connection, op: &'a Op) -> Result<batch::Applied<'a>, Error> {
     use std::borrow::Cow;
     Ok(match op {
         Op::Append(events) => Ok((Done::Appended, Cow::Borrowed(events.as_slice()))),
+        Op::Keyed(key, events) => {
+            let row = conn
+                .prepare_cached(
+                    "SELECT hash, ids, ts, created_at FROM publish_keys WHERE tenant = ? AND key = ?",
+                )?
+                .query_row(params![key.tenant, key.key], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .optional()?;
+            batch::apply_keyed(key, events, row)
+        }
         Op::Message(msg, notes) => {
             let created_at = crate::event::now_ms();
             let id: i64 = conn

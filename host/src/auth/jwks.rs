@@ -1,0 +1,247 @@
+//! An identity provider's JWKS: fetched at start, refetched when a token
+//! names a `kid` the node does not know (how a key rotation reaches it
+//! without a restart), and refreshed in the background when old.
+//!
+//! Refetches are bounded: one at a time (others wait for it and use its
+//! result), at most one every `MIN_REFETCH` after a success, and backing
+//! off (doubling up to `MAX_BACKOFF`) while the provider fails, so tokens
+//! with made-up key ids cannot turn a node into a flood of requests.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+use super::{ProviderKey, TokenError};
+
+/// Fewest seconds between two fetches after a successful one.
+const MIN_REFETCH: Duration = Duration::from_secs(5);
+/// Longest wait between fetches while the provider fails.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// A key set older than this is refetched in the background.
+const REFRESH: Duration = Duration::from_secs(15 * 60);
+/// Bound on one fetch.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest JWKS document accepted.
+const MAX_BYTES: usize = 1 << 20;
+
+/// The provider's keys and how they are kept fresh.
+pub struct Jwks {
+    url: String,
+    http: reqwest::Client,
+    keys: ArcSwap<Vec<ProviderKey>>,
+    fetch: tokio::sync::Mutex<FetchState>,
+}
+
+#[derive(Default)]
+struct FetchState {
+    /// When the last fetch started.
+    last: Option<Instant>,
+    /// When a fetch last succeeded.
+    last_ok: Option<Instant>,
+    /// Fetches failed in a row.
+    failures: u32,
+    /// Bumped by every fetch, so a waiter knows one ran meanwhile.
+    generation: u64,
+}
+
+impl FetchState {
+    fn wait(&self) -> Duration {
+        if self.failures == 0 {
+            return MIN_REFETCH;
+        }
+        let secs = 1u64 << self.failures.min(9);
+        Duration::from_secs(secs).min(MAX_BACKOFF)
+    }
+}
+
+impl Jwks {
+    /// Fetches the set once; a failure is logged and the set stays empty
+    /// until a token makes the node try again.
+    pub async fn start(url: &str) -> Result<Arc<Jwks>, String> {
+        let http = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client for SWITCHYARD_JWKS_URL: {e}"))?;
+        let jwks = Arc::new(Jwks {
+            url: url.to_string(),
+            http,
+            keys: ArcSwap::from_pointee(Vec::new()),
+            fetch: tokio::sync::Mutex::new(FetchState::default()),
+        });
+        jwks.refetch(None).await;
+        Ok(jwks)
+    }
+
+    /// The keys that may verify a token of `alg` naming `kid`; refetches
+    /// the set (within the bounds above) when there is none.
+    pub async fn keys_for(
+        self: &Arc<Self>,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<Vec<Arc<DecodingKey>>, TokenError> {
+        let found = super::matching(&self.keys.load(), kid, alg);
+        if !found.is_empty() {
+            self.refresh_if_old();
+            return Ok(found);
+        }
+        let seen = self.fetch.lock().await.generation;
+        self.refetch(Some(seen)).await;
+        let keys = self.keys.load();
+        let found = super::matching(&keys, kid, alg);
+        match (found.is_empty(), keys.is_empty()) {
+            (false, _) => Ok(found),
+            (true, true) => Err(TokenError::KeysUnavailable),
+            (true, false) if kid.is_some() => Err(TokenError::UnknownKey),
+            (true, false) => Err(TokenError::Algorithm),
+        }
+    }
+
+    fn refresh_if_old(self: &Arc<Self>) {
+        let Ok(state) = self.fetch.try_lock() else {
+            return; // a fetch is under way
+        };
+        if state.last_ok.is_some_and(|t| t.elapsed() < REFRESH) {
+            return;
+        }
+        drop(state);
+        let me = self.clone();
+        tokio::spawn(async move { me.refetch(None).await });
+    }
+
+    /// Fetches the set unless one was fetched since generation `seen`
+    /// (another caller's fetch answers this one too) or the bounds say wait.
+    async fn refetch(&self, seen: Option<u64>) {
+        let mut state = self.fetch.lock().await;
+        if let Some(seen) = seen {
+            if state.generation != seen {
+                return;
+            }
+            if state.last.is_some_and(|t| t.elapsed() < state.wait()) {
+                return;
+            }
+        }
+        state.last = Some(Instant::now());
+        state.generation += 1;
+        match self.fetch_once().await {
+            Ok(keys) => {
+                tracing::info!(keys = keys.len(), "identity provider keys fetched");
+                self.keys.store(Arc::new(keys));
+                state.failures = 0;
+                state.last_ok = Some(Instant::now());
+            }
+            Err(e) => {
+                state.failures = state.failures.saturating_add(1);
+                tracing::warn!(
+                    error = %e,
+                    failures = state.failures,
+                    retry_in_s = state.wait().as_secs(),
+                    "cannot fetch the identity provider's keys (SWITCHYARD_JWKS_URL)"
+                );
+            }
+        }
+    }
+
+    async fn fetch_once(&self) -> Result<Vec<ProviderKey>, String> {
+        let res = self
+            .http
+            .get(&self.url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        if !res.status().is_success() {
+            return Err(format!("answered {}", res.status()));
+        }
+        if res.content_length().is_some_and(|n| n > MAX_BYTES as u64) {
+            return Err("the key set is larger than 1 MiB".into());
+        }
+        let body = res
+            .bytes()
+            .await
+            .map_err(|e| format!("reading the key set failed: {e}"))?;
+        if body.len() > MAX_BYTES {
+            return Err("the key set is larger than 1 MiB".into());
+        }
+        parse(&body)
+    }
+}
+
+/// The signing keys of a JWKS document. Keys for encryption, symmetric
+/// (`oct`) keys and keys of other types or algorithms are left out.
+pub fn parse(body: &[u8]) -> Result<Vec<ProviderKey>, String> {
+    let set: JwkSet =
+        serde_json::from_slice(body).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        if matches!(
+            jwk.common.public_key_use,
+            Some(PublicKeyUse::Encryption) | Some(PublicKeyUse::Other(_))
+        ) {
+            continue;
+        }
+        let by_type = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => {
+                vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512]
+            }
+            AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+                EllipticCurve::P256 => vec![Algorithm::ES256],
+                EllipticCurve::P384 => vec![Algorithm::ES384],
+                _ => continue,
+            },
+            AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
+                vec![Algorithm::EdDSA]
+            }
+            _ => continue,
+        };
+        let algs = match jwk.common.key_algorithm {
+            None => by_type,
+            Some(ka) => match Algorithm::try_from(ka) {
+                Ok(alg) if by_type.contains(&alg) => vec![alg],
+                _ => continue,
+            },
+        };
+        let Ok(key) = DecodingKey::from_jwk(jwk) else {
+            continue;
+        };
+        keys.push(ProviderKey {
+            kid: jwk.common.key_id.clone(),
+            key: Arc::new(key),
+            algs,
+        });
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_signing_keys_only() {
+        let doc = br#"{"keys":[
+            {"kty":"RSA","kid":"r1","use":"sig","alg":"RS256","n":"sXch","e":"AQAB"},
+            {"kty":"RSA","kid":"r2","use":"enc","n":"sXch","e":"AQAB"},
+            {"kty":"oct","kid":"h1","k":"c2VjcmV0"},
+            {"kty":"EC","kid":"e1","crv":"P-384","x":"AAAA","y":"AAAA"},
+            {"kty":"OKP","kid":"d1","crv":"Ed25519","x":"AAAA"},
+            {"kty":"XYZ","kid":"x1"}
+        ]}"#;
+        let keys = parse(doc).expect("parse");
+        let summary: Vec<(Option<&str>, &[Algorithm])> = keys
+            .iter()
+            .map(|k| (k.kid.as_deref(), k.algs.as_slice()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (Some("r1"), &[Algorithm::RS256][..]),
+                (Some("e1"), &[Algorithm::ES384][..]),
+                (Some("d1"), &[Algorithm::EdDSA][..]),
+            ]
+        );
+        assert!(parse(b"{}").is_err());
+    }
+}
