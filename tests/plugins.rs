@@ -49,46 +49,16 @@ fn sha(bytes: &[u8]) -> String {
 /// is the slot's state once the upload is active, or the refusal.
 async fn put_plugin(node: &Node, slot: &str, query: &str, bytes: Vec<u8>) -> reqwest::Response {
     let sep = if query.is_empty() { "?" } else { "&" };
-    node.http
-        .put(format!(
-            "{}/admin/plugins/{slot}{query}{sep}wait=true",
-            node.url
-        ))
-        .bearer_auth(ADMIN)
-        .header("content-type", "application/wasm")
-        .body(bytes)
-        .send()
+    node.put_plugin(slot, &format!("{query}{sep}wait=true"), bytes)
         .await
-        .expect("request")
 }
 
 async fn configure(node: &Node, slot: &str, query: &str, config: Value) {
-    let r = node
-        .http
-        .put(format!("{}/admin/plugins/{slot}/config{query}", node.url))
-        .bearer_auth(ADMIN)
-        .json(&config)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(
-        r.status(),
-        StatusCode::OK,
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
+    node.configure_plugin(slot, query, config).await
 }
 
-/// The slot's entry in `GET /admin/plugins` (default slot when `tenant` is None).
 async fn slot_info(node: &Node, slot: &str, tenant: Option<&str>) -> Value {
-    let all: Value = node.get("/admin/plugins").await.json().await.expect("json");
-    all["slots"]
-        .as_array()
-        .expect("slots")
-        .iter()
-        .find(|s| s["slot"] == slot && s["tenant"].as_str() == tenant)
-        .cloned()
-        .unwrap_or(Value::Null)
+    node.plugin_slot(slot, tenant).await
 }
 
 async fn active_hash(node: &Node, slot: &str, tenant: Option<&str>) -> Option<String> {

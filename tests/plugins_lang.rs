@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{secs, Env, Mode, Node, ADMIN};
+use support::{secs, Env, Mode, Node};
 
 /// How long a node may take to compile and install a component: a
 /// JavaScript one is 12 MB, a Python one 18 MB (tens of seconds each on a
@@ -106,43 +106,16 @@ async fn lang_env(mode: Mode) -> Env {
 }
 
 async fn put_plugin(node: &Node, slot: &str, query: &str, bytes: Vec<u8>) -> reqwest::Response {
-    node.http
-        .put(format!("{}/admin/plugins/{slot}{query}", node.url))
-        .bearer_auth(ADMIN)
-        .header("content-type", "application/wasm")
-        .body(bytes)
-        .send()
-        .await
-        .expect("request")
+    node.put_plugin(slot, query, bytes).await
 }
 
 async fn configure(node: &Node, slot: &str, query: &str, config: Value) {
-    let r = node
-        .http
-        .put(format!("{}/admin/plugins/{slot}/config{query}", node.url))
-        .bearer_auth(ADMIN)
-        .json(&config)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(
-        r.status(),
-        StatusCode::OK,
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
+    node.configure_plugin(slot, query, config).await
 }
 
 /// The tenant's entry for `slot` in `GET /admin/plugins`.
 async fn slot_info(node: &Node, slot: &str, tenant: &str) -> Value {
-    let all: Value = node.get("/admin/plugins").await.json().await.expect("json");
-    all["slots"]
-        .as_array()
-        .expect("slots")
-        .iter()
-        .find(|s| s["slot"] == slot && s["tenant"] == tenant)
-        .cloned()
-        .unwrap_or(Value::Null)
+    node.plugin_slot(slot, Some(tenant)).await
 }
 
 /// Uploads `bytes` into the tenant's `slot` on the first node (answered at

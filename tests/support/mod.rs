@@ -342,6 +342,49 @@ impl Node {
         }
     }
 
+    /// `PUT /admin/plugins/{slot}{query}` with a component (admin token).
+    pub async fn put_plugin(&self, slot: &str, query: &str, bytes: Vec<u8>) -> reqwest::Response {
+        self.http
+            .put(format!("{}/admin/plugins/{slot}{query}", self.url))
+            .bearer_auth(ADMIN)
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Replaces a plugin slot's configuration; asserts the node took it.
+    pub async fn configure_plugin(&self, slot: &str, query: &str, config: Value) {
+        let r = self
+            .http
+            .put(format!("{}/admin/plugins/{slot}/config{query}", self.url))
+            .bearer_auth(ADMIN)
+            .json(&config)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+
+    /// The entry of `slot` for `tenant` (`None`: the default slot) in
+    /// `GET /admin/plugins`, or null.
+    pub async fn plugin_slot(&self, slot: &str, tenant: Option<&str>) -> Value {
+        let all: Value = self.get("/admin/plugins").await.json().await.expect("json");
+        all["slots"]
+            .as_array()
+            .expect("slots")
+            .iter()
+            .find(|s| s["slot"] == slot && s["tenant"].as_str() == tenant)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
     /// Sends SIGKILL and reaps.
     pub async fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
