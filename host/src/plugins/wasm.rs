@@ -547,11 +547,9 @@ impl WasmHost {
     fn store(&self, call: &CallCtx) -> Store<Ctx> {
         // The insecure seed is fixed per version (WASI asks for a value that
         // does not change over an instance's life).
+        let digest = Seed::new(&call.label).finish();
         let mut version_seed = [0u8; 16];
-        let label = call.label.as_bytes();
-        for (i, b) in label.iter().enumerate() {
-            version_seed[i % 16] ^= *b;
-        }
+        version_seed.copy_from_slice(&digest[..16]);
         let mut store = Store::new(
             &self.engine,
             Ctx {
