@@ -24,13 +24,18 @@
 #                                                       # and Python; a JavaScript upload -> active on the
 #                                                       # node and on a second cluster node, /health while
 #                                                       # it compiles; restart -> active from the code cache
+#   examples/loadgen/bench.sh fanout-cluster 3 1000 100 # 3 cluster nodes, 1,000 subscribers on each, 100 events/s
+#                                                       # published on the first: per-node latency, the nodes',
+#                                                       # Redis' and Postgres' CPU, Redis bytes per event per node
+#   examples/loadgen/bench.sh idle-cluster 10000        # RSS per idle connection on a cluster node
+#   examples/loadgen/bench.sh replay-cluster 100000     # resume from Last-Event-ID: 0 on the second cluster node
 #   examples/loadgen/bench.sh isolation on|off          # tenant demo's fan-out (1,000 x 100/s) while tenant
 #                                                       # slowa's 10 streams run a filter of about 5 ms a call
 #                                                       # (on) or no filter (off)
 #
 # Each run starts its own server (embedded mode, a fresh temp data dir, port
 # 18400) and stops it and every client it started on exit. `cluster` starts
-# two nodes (ports 18400 and 18401) on a private redis-server (port 18479,
+# NODES nodes (default two: ports 18400, 18401, ...) on a private redis-server (port 18479,
 # no persistence) and a fresh Postgres database bench_sy_<pid> on
 # $PGHOST:5432 (user postgres), dropped at exit. JSON reports go to
 # $OUT (default /tmp/switchyard-bench). BIN picks the binaries' directory
@@ -235,13 +240,15 @@ start_mode() {
     cluster)
       redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
         --daemonize no >"$OUT/redis.log" 2>&1 &
-      PIDS+=("$!")
+      REDIS_PID=$!
+      PIDS+=("$REDIS_PID")
       for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
       PGDB=bench_sy_$$
       psql -h "$PGHOST" -U postgres -d postgres -qc "CREATE DATABASE $PGDB" >/dev/null
       SRV_PIDS=()
-      local port
-      for port in 18400 18401; do
+      local port ports=() i
+      for i in $(seq 0 $((${NODES:-2} - 1))); do ports+=($((18400 + i))); done
+      for port in "${ports[@]}"; do
         env SWITCHYARD_ADMIN_TOKEN=$TOKEN SWITCHYARD_LISTEN=127.0.0.1:$port \
           SWITCHYARD_DATA_DIR="$(mktemp -d)" SWITCHYARD_CLIENT_QUEUE=1024 \
           SWITCHYARD_JWT_SECRET=$JWT_SECRET REDIS_URL=redis://127.0.0.1:$REDIS_PORT \
@@ -253,7 +260,7 @@ start_mode() {
       done
       curl -sf -X POST "$URL/admin/tenants" -H "Authorization: Bearer $TOKEN" \
         -H 'Content-Type: application/json' -d '{"slug":"demo","name":"Demo"}' >/dev/null
-      URLS=$URL,http://127.0.0.1:18401
+      URLS=$(printf 'http://127.0.0.1:%s,' "${ports[@]}"); URLS=${URLS%,}
       ;;
     *) echo "mode must be embedded or cluster" >&2; exit 2 ;;
   esac
@@ -537,6 +544,110 @@ fanout_floor() { # clients rate: the same load against `switchyard-loadgen floor
   fanout_run "floor-$1x$2" $floor_url "/sub/floor" publish-nchan --url $floor_url --channel floor
 }
 
+# pg_ticks: "pid utime stime" of every postgres process, one per line.
+pg_ticks() {
+  local p
+  for p in $(pgrep -x postgres); do
+    awk -v p="$p" '{print p, $14, $15}' "/proc/$p/stat" 2>/dev/null || true
+  done
+}
+
+# redis_stat FIELD: a number from the private Redis' INFO stats.
+redis_stat() {
+  redis-cli -p "$REDIS_PORT" info stats | tr -d '\r' | awk -F: -v f="$1" '$1 == f {print $2}'
+}
+
+fanout_cluster() { # nodes subscribers-per-node events/s
+  local nodes=$1 n=$2 rate=$3
+  local name="cluster-$1x$2x$3" count=$(($3 * PUBLISH_SECS)) i port
+  wait_quiet | tee "$OUT/$name.load"
+  NODES=$nodes start_mode cluster
+  local subs=()
+  for i in $(seq 0 $((nodes - 1))); do
+    port=$((18400 + i))
+    "$BIN/switchyard-loadgen" subscribe --url "http://127.0.0.1:$port" --path "/events?tenant=demo&topic=bench:c" \
+      --clients "$n" --ramp-per-sec 2000 --duration-secs $((PUBLISH_SECS + 30)) --expect-count "$count" \
+      --report "$OUT/$name-sub-$port.json" >"$OUT/$name-sub-$port.log" 2>&1 &
+    subs+=("$!"); PIDS+=("$!")
+  done
+  for i in $(seq 0 $((nodes - 1))); do wait_line "$OUT/$name-sub-$((18400 + i)).log" 'ramp complete'; done
+  sleep 2
+  local c0 r0 pg0 out0 in0
+  c0=$(cpu_ticks "${SRV_PIDS[@]}"); r0=$(cpu_ticks "$REDIS_PID"); pg0=$(pg_ticks)
+  out0=$(redis_stat total_net_output_bytes); in0=$(redis_stat total_net_input_bytes)
+  "$BIN/switchyard-loadgen" publish --url "$URL" --tenant demo --topic bench:c --token $TOKEN \
+    --rate "$rate" --count "$count" --duration-secs $((PUBLISH_SECS + 10)) \
+    --report "$OUT/$name-pub.json" >"$OUT/$name-pub.log" 2>&1
+  for i in "${subs[@]}"; do wait "$i" || true; done
+  local c1 r1 pg1 out1 in1
+  c1=$(cpu_ticks "${SRV_PIDS[@]}"); r1=$(cpu_ticks "$REDIS_PID"); pg1=$(pg_ticks)
+  out1=$(redis_stat total_net_output_bytes); in1=$(redis_stat total_net_input_bytes)
+  sed -n '/summary/,$p' "$OUT/$name-pub.log"
+  python3 - "$OUT/$name" "$nodes" "$c0" "$c1" "$r0" "$r1" "$TICK" "$out0" "$out1" "$in0" "$in1" "$pg0" "$pg1" <<'EOF'
+import json, sys
+base, nodes = sys.argv[1], int(sys.argv[2])
+(u0, s0), (u1, s1), (ru0, rs0), (ru1, rs1) = (map(int, a.split()) for a in sys.argv[3:7])
+tick = int(sys.argv[7])
+out0, out1, in0, in1 = map(int, sys.argv[8:12])
+def pg(text):
+    return {int(l.split()[0]): int(l.split()[1]) + int(l.split()[2]) for l in text.splitlines() if l.strip()}
+pg0, pg1 = pg(sys.argv[12]), pg(sys.argv[13])
+pg_cpu = sum(t - pg0.get(p, 0) for p, t in pg1.items()) / tick
+pub = json.load(open(base + "-pub.json"))
+events = max(pub["ok"], 1)
+deliveries = 0
+for i in range(nodes):
+    sub = json.load(open(f"{base}-sub-{18400 + i}.json"))
+    deliveries += sub["events"]
+    l = sub["latency"]
+    print(f"node :{18400 + i}: {sub['established']} streams, {sub['events']} deliveries ({sub['events_per_sec']:.0f}/s),"
+          f" p50 {l['p50_ms']:.1f} ms, p99 {l['p99_ms']:.1f} ms, p99.9 {l['p999_ms']:.1f} ms;"
+          f" gaps {sub['gaps']}, duplicates {sub['duplicates']}, out of order {sub['out_of_order']}, incomplete {sub['incomplete']}")
+cpu = (u1 - u0 + s1 - s0) / tick
+print(f"published {pub['ok']} events ({pub['achieved_rate']:.0f}/s), POST p50 {pub['latency'].get('p50_ms', '?')} ms;"
+      f" {deliveries} deliveries")
+print(f"nodes CPU {cpu:.2f} s (user {(u1 - u0) / tick:.2f}, system {(s1 - s0) / tick:.2f})"
+      f" = {cpu * 1e6 / max(deliveries, 1):.2f} us/delivery; per node {cpu / nodes:.2f} s")
+rcpu = (ru1 - ru0 + rs1 - rs0) / tick
+print(f"redis CPU {rcpu:.2f} s = {rcpu * 1e6 / events:.1f} us/event;"
+      f" bytes out {out1 - out0} = {(out1 - out0) / events / nodes:.0f} per event per node,"
+      f" bytes in {in1 - in0} = {(in1 - in0) / events:.0f} per event")
+print(f"postgres CPU (every postgres process) {pg_cpu:.2f} s = {pg_cpu * 1e6 / events:.1f} us/event")
+EOF
+  cat "$OUT/$name.load"
+}
+
+idle_cluster() { # clients: idle streams on one node of a two-node cluster
+  local n=$1
+  start_mode cluster
+  local srv=${SRV_PIDS[0]}
+  sleep 1
+  local before; before=$(rss_kib "$srv")
+  "$BIN/switchyard-loadgen" idle --url $URL --path '/events?tenant=demo&topic=idle:1' \
+    --clients "$n" --ramp-per-sec 2000 >"$OUT/idle-cluster-$n.log" 2>&1 &
+  local lg=$!; PIDS+=("$lg")
+  wait_line "$OUT/idle-cluster-$n.log" 'ramp complete'
+  sleep 3
+  local after; after=$(rss_kib "$srv")
+  grep 'ramp complete' "$OUT/idle-cluster-$n.log"
+  echo "idle cluster $n: node RSS ${before} KiB -> ${after} KiB; $(python3 -c "print(f'{($after - $before) / $n:.2f}')") KiB per connection"
+}
+
+replay_cluster() { # events: resume from Last-Event-ID 0 on the second node of a two-node cluster
+  local n=$1
+  start_mode cluster
+  "$BIN/switchyard-loadgen" publish --url $URL --tenant demo --topic replay:1 --token $TOKEN \
+    --rate 0 --count "$n" --concurrency 64 --report "$OUT/replay-cluster-pub.json" >"$OUT/replay-cluster-pub.log" 2>&1
+  sed -n '/summary/,$p' "$OUT/replay-cluster-pub.log"
+  local c0; c0=$(cpu_ticks "${SRV_PIDS[1]}")
+  "$BIN/switchyard-loadgen" subscribe --url http://127.0.0.1:18401 --path '/events?tenant=demo&topic=replay:1' \
+    --clients 1 --last-event-id 0 --expect-count "$n" --duration-secs 120 \
+    --report "$OUT/replay-cluster-sub.json" >"$OUT/replay-cluster-sub.log" 2>&1
+  local c1; c1=$(cpu_ticks "${SRV_PIDS[1]}")
+  sed -n '/summary/,$p' "$OUT/replay-cluster-sub.log"
+  echo "replay cluster: node :18401 CPU (user system) ticks before: $c0, after: $c1 (CLK_TCK $TICK)"
+}
+
 case "${1:-}" in
   idle) idle "${2:?clients}" ;;
   fanout) fanout "${2:?clients}" "${3:?events/s}" ;;
@@ -549,5 +660,8 @@ case "${1:-}" in
   plugins-cluster) plugins_cluster "${2:-5}" ;;
   plugins-lang) plugins_lang ;;
   isolation) isolation "${2:-on}" ;;
+  fanout-cluster) fanout_cluster "${2:?nodes}" "${3:?subscribers per node}" "${4:?events/s}" ;;
+  idle-cluster) idle_cluster "${2:?clients}" ;;
+  replay-cluster) replay_cluster "${2:-100000}" ;;
   *) sed -n '2,/^set -euo pipefail/{/^set -euo/d;p}' "$0"; exit 2 ;;
 esac
