@@ -19,6 +19,7 @@
 //! the tenant's later events too (even if the filter was removed meanwhile),
 //! so a connection never sees a later id before an earlier one.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -26,7 +27,7 @@ use tokio::sync::mpsc;
 
 use super::hub::{offer, Inner, Shape};
 use crate::event::{Frame, StoredEvent};
-use crate::plugins::{FilterOutcome, TenantFilter};
+use crate::plugins::TenantFilter;
 
 /// Most events one blocking hand-off filters.
 const BATCH: usize = 256;
@@ -121,15 +122,10 @@ fn filter_shapes(
     shapes
         .into_iter()
         .map(|shape| {
-            let out = match f.apply(&input, &shape) {
-                FilterOutcome::Pass => Some(frame.clone()),
-                FilterOutcome::Drop => None,
-                FilterOutcome::Replace(data) => {
-                    let json =
-                        crate::event::event_json(e.seq, &e.tenant, &e.topic, &e.kind, &data, e.ts);
-                    Some(Arc::new(Frame::from_parts(e.seq, &e.topic, &e.kind, &json)))
-                }
-            };
+            let out = f.event_json(e, &input, &shape).map(|json| match json {
+                Cow::Borrowed(_) => frame.clone(),
+                Cow::Owned(json) => Arc::new(Frame::from_parts(e.seq, &e.topic, &e.kind, &json)),
+            });
             (shape, out)
         })
         .collect()

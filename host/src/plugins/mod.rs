@@ -5,6 +5,8 @@
 //! - `registry`: which version answers for each slot and tenant; swaps,
 //!   shadow runs, rollback, per-slot statistics.
 //! - `convert`: host types <-> WIT types <-> JSON, and the output rules.
+//! - `filtered`: what a subscription gets of an event once the event filter
+//!   answered (live, replay and snapshots alike).
 //! - `watch`: the plugins directory, read at start and watched.
 //! - `builtin`: the rules that answer while no component is active;
 //!   `bundled`: the example plugins compiled into the binary.
@@ -12,6 +14,7 @@
 pub mod builtin;
 pub mod cli;
 pub mod convert;
+mod filtered;
 pub mod registry;
 pub mod wasi;
 pub mod wasm;

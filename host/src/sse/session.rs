@@ -16,6 +16,7 @@
 //! The cursor is a single per-tenant id, so the `id:` of the last frame is the
 //! whole resume state of a multi-topic stream.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use super::encode;
 use crate::bus::hub::{Hub, Subscription};
 use crate::event::{Frame, Seq};
 use crate::metrics::{Gauge, Metrics};
-use crate::plugins::{FilterOutcome, Plugins};
+use crate::plugins::Plugins;
 use crate::store::{self, Page, Retained, Store, TopicState};
 
 /// Events read from the log per page while replaying.
@@ -442,21 +443,17 @@ impl Session {
             if !self.wants(&e.topic, &e.kind, e.seq) {
                 continue;
             }
-            let replaced;
             let json = match &filter {
-                None => e.json.as_str(),
-                Some(f) => match f.apply(&crate::plugins::convert::event(e), &self.req.shape) {
-                    FilterOutcome::Pass => e.json.as_str(),
-                    FilterOutcome::Drop => continue,
-                    FilterOutcome::Replace(data) => {
-                        replaced = crate::event::event_json(
-                            e.seq, &e.tenant, &e.topic, &e.kind, &data, e.ts,
-                        );
-                        replaced.as_str()
+                None => Cow::Borrowed(e.json.as_str()),
+                Some(f) => {
+                    let input = crate::plugins::convert::event(e);
+                    match f.event_json(e, &input, &self.req.shape) {
+                        Some(json) => json,
+                        None => continue,
                     }
-                },
+                }
             };
-            encode::put_event(&mut buf, e.seq, &e.kind, json);
+            encode::put_event(&mut buf, e.seq, &e.kind, &json);
             self.told = e.seq;
             sent += 1;
         }
@@ -481,27 +478,14 @@ impl Session {
                 None => return,
             },
         };
-        // The event filter sees a snapshot as an event of type `snapshot`,
-        // so a redacting filter redacts the state too.
-        let replaced;
+        // The event filter sees a snapshot too (`snapshot_data`), so a
+        // redacting filter redacts the state.
         let data = match self.ctx.plugins.filter(&self.req.tenant) {
-            None => data,
+            None => Cow::Borrowed(data),
             Some(f) => {
-                let ev = crate::plugins::wasm::bindings::types::Event {
-                    id: as_of.to_string(),
-                    tenant: self.req.tenant.clone(),
-                    topic: topic.to_string(),
-                    type_: "snapshot".into(),
-                    data: data.to_string(),
-                    ts,
-                };
-                match f.apply(&ev, &self.req.shape) {
-                    FilterOutcome::Pass => data,
-                    FilterOutcome::Drop => return,
-                    FilterOutcome::Replace(d) => {
-                        replaced = d;
-                        replaced.as_str()
-                    }
+                match f.snapshot_data(&self.req.tenant, topic, as_of, data, ts, &self.req.shape) {
+                    Some(d) => d,
+                    None => return,
                 }
             }
         };
