@@ -251,3 +251,88 @@ async fn conforms(mode: Mode) {
 }
 
 both_modes!(schemathesis_finds_nothing, conforms);
+
+/// Text the store keeps as given cannot hold a NUL (Postgres refuses it), and
+/// an id that the server could not have made is not looked up: both modes
+/// answer a 400 naming the field, or a 404, never a 500.
+async fn nul_is_refused_alike(mode: Mode) {
+    let env = Env::new(mode).await;
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let nul = "a\u{0}b";
+    let product: Value = node
+        .post(
+            "/api/products",
+            &json!({"tenant": tenant, "seller_id": "alice", "title": "Lamp", "starting_price": 10, "min_increment": 1}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    let pid = product["id"].as_str().expect("product id");
+    for (path, body, field) in [
+        (
+            "/admin/tenants".to_string(),
+            json!({"slug": format!("n-{tenant}"), "name": nul}),
+            "name",
+        ),
+        (
+            "/api/products".to_string(),
+            json!({"tenant": tenant, "seller_id": "alice", "title": nul, "starting_price": 10, "min_increment": 1}),
+            "title",
+        ),
+        (
+            "/api/messages".to_string(),
+            json!({"tenant": tenant, "from": "alice", "to": "bob", "body": nul}),
+            "body",
+        ),
+        (
+            format!("/api/products/{pid}/bids"),
+            json!({"bidder_id": "bob", "amount": 20, "idempotency_key": nul}),
+            "idempotency_key",
+        ),
+    ] {
+        let r = node.post(&path, &body).await;
+        let status = r.status();
+        let answer: Value = r.json().await.expect("json");
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_text", "{path}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains(field), "{path}: {answer}");
+    }
+    for (method, path, status) in [
+        ("GET", "/api/products/a%00b".to_string(), 404),
+        ("GET", "/api/bids/a%00b".to_string(), 404),
+        (
+            "GET",
+            format!("/events/products/a%00b?tenant={tenant}"),
+            404,
+        ),
+        (
+            "POST",
+            "/admin/plugins/bid-validator/rollback?tenant=a%00b".to_string(),
+            400,
+        ),
+    ] {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let r = node
+            .http
+            .request(m, format!("{}{path}", node.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        let answer: Value = r.json().await.expect("an error body");
+        assert!(answer["error"]["code"].is_string(), "{path}: {answer}");
+    }
+    assert!(
+        !node.log_text().contains("request failed"),
+        "{}",
+        node.log_text()
+    );
+    drop(node);
+    env.cleanup().await;
+}
+
+both_modes!(nul_is_refused_alike_in_both_modes, nul_is_refused_alike);
