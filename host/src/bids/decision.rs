@@ -203,7 +203,9 @@ pub fn decide(
         let closed = p.status != "open" || p.ends_at.is_some_and(|end| at >= end);
         let required = p
             .current_bid
-            .map(|c| c + p.min_increment)
+            // Saturating: amounts are any positive i64, and a wrapped sum
+            // would let a lower bid win.
+            .map(|c| c.saturating_add(p.min_increment))
             .unwrap_or(p.starting_price);
         let mut input = None;
         let verdict = if closed {
@@ -303,7 +305,8 @@ pub fn decide(
     }
     if !more_queued
         && p.status == "open"
-        && p.ends_at.is_some_and(|end| now >= end + CLOSE_GRACE_MS)
+        && p.ends_at
+            .is_some_and(|end| now >= end.saturating_add(CLOSE_GRACE_MS))
     {
         p.status = "closed".into();
         p.version += 1;
@@ -465,6 +468,28 @@ mod tests {
             outbid[1].1["preview"],
             "Outbid on “Lamp”: the bid is now 1.90"
         );
+    }
+
+    #[test]
+    fn amounts_and_ends_at_the_top_of_the_range_do_not_wrap() {
+        let mut p = product();
+        p.current_bid = Some(i64::MAX - 1);
+        p.leader = Some("u1".into());
+        p.ends_at = Some(i64::MAX);
+        let r = decide(
+            p,
+            &[bid("a", "u2", 5, 1), bid("b", "u2", i64::MAX, 2)],
+            3,
+            false,
+            &BuiltinValidator,
+            &BuiltinOutbid,
+        );
+        // The next bid must be at least i64::MAX: 5 is too low, i64::MAX wins.
+        assert_eq!(
+            statuses(&r),
+            vec![("rejected", Some("too_low")), ("accepted", None)]
+        );
+        assert_eq!(r.product.status, "open", "an end far away is not past");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::extract::{Admin, AppJson};
+use super::extract::{stored_text, Admin, AppJson};
 use crate::error::ApiError;
 use crate::event::validate_slug;
 use crate::state::AppState;
@@ -28,6 +28,7 @@ pub async fn create_tenant(
     validate_slug(&body.slug)
         .map_err(|e| ApiError::invalid("invalid_slug", format!("`slug`: {e}")))?;
     let name = body.name.trim();
+    stored_text(name, "name")?;
     if name.is_empty() || name.len() > 200 {
         return Err(ApiError::invalid(
             "invalid_name",

@@ -97,6 +97,19 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Checks text the store keeps as given (names, titles, bodies, keys): no
+/// NUL character, which Postgres text cannot hold, so that both modes refuse
+/// it alike with a 400 naming `field`.
+pub fn stored_text(value: &str, field: &str) -> Result<(), ApiError> {
+    if value.contains('\0') {
+        return Err(ApiError::invalid(
+            "invalid_text",
+            format!("`{field}` must not contain a NUL character"),
+        ));
+    }
+    Ok(())
+}
+
 /// The query string as pairs, in order, repeated keys kept.
 pub struct QueryPairs(pub Vec<(String, String)>);
 

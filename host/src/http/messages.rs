@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::access::{self, Caller};
-use super::extract::{AppJson, QueryPairs};
+use super::extract::{stored_text, AppJson, QueryPairs};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::NewMessage;
@@ -48,6 +48,7 @@ pub async fn post(
     if let Some(p) = &m.product_id {
         access::validate_user_id(p, "product_id")?;
     }
+    stored_text(&m.body, "body")?;
     let chars = m.body.chars().count();
     if chars == 0 || chars > MAX_BODY_CHARS || m.body.trim().is_empty() {
         return Err(ApiError::invalid(

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod events;
 pub mod extract;
 pub mod messages;
+pub mod openapi;
 pub mod ops;
 pub mod plugins;
 pub mod products;

@@ -44,7 +44,11 @@ fn slot(name: &str) -> Result<Slot, ApiError> {
 async fn tenant(state: &AppState, q: &QueryPairs) -> Result<String, ApiError> {
     match q.get("tenant").filter(|t| !t.is_empty()) {
         None => Ok(String::new()),
-        Some(t) => Ok(state.tenants.get(t).await?.slug),
+        Some(t) => {
+            crate::event::validate_slug(t)
+                .map_err(|e| ApiError::invalid("invalid_tenant", format!("`tenant`: {e}")))?;
+            Ok(state.tenants.get(t).await?.slug)
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::access::{self, Caller};
-use super::extract::{AppJson, QueryPairs};
+use super::extract::{stored_text, AppJson, QueryPairs};
 use crate::bids::{new_id, Bid, Product};
 use crate::error::ApiError;
 use crate::event::now_ms;
@@ -43,6 +43,7 @@ pub async fn create(
     access::validate_user_id(&b.seller_id, "seller_id")?;
     access::may_act_as(&b.seller_id, &caller)?;
     let title = b.title.trim();
+    stored_text(title, "title")?;
     if title.is_empty() || title.chars().count() > 200 {
         return Err(ApiError::invalid(
             "invalid_title",
@@ -105,6 +106,10 @@ pub async fn visible_product(
 ) -> Result<Product, ApiError> {
     let unknown =
         || ApiError::not_found("unknown_product", format!("product {id:?} does not exist"));
+    // Ids are made by the server (`p_…`); what could not be one is not looked up.
+    if !crate::auth::valid_user_id(id) {
+        return Err(unknown());
+    }
     let p = state.backend.bids.product(id).await?.ok_or_else(unknown)?;
     let tenant = match caller {
         Caller::User(c) => Some(c.tenant.as_str()),
@@ -158,6 +163,7 @@ pub async fn bid(
         ));
     }
     if let Some(k) = &b.idempotency_key {
+        stored_text(k, "idempotency_key")?;
         if k.is_empty() || k.len() > 128 {
             return Err(ApiError::invalid(
                 "invalid_idempotency_key",
@@ -195,6 +201,10 @@ pub async fn get_bid(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     let unknown = || ApiError::not_found("unknown_bid", format!("bid {id:?} does not exist"));
+    // Ids are made by the server (`b_…`); what could not be one is not looked up.
+    if !crate::auth::valid_user_id(&id) {
+        return Err(unknown());
+    }
     let bid = state.backend.bids.bid(&id).await?.ok_or_else(unknown)?;
     match &caller {
         Caller::Admin => {}

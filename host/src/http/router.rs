@@ -10,7 +10,7 @@ use axum::routing::{get, post, put};
 use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::{admin, events, messages, ops, plugins, products, streams, topics, web};
+use super::{admin, events, messages, openapi, ops, plugins, products, streams, topics, web};
 use crate::config::Cors;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -28,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi::document))
         .route(
             "/admin/tenants",
             get(admin::list_tenants).post(admin::create_tenant),
