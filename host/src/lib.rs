@@ -16,7 +16,7 @@
 //! - `sse`: frame encoding and the per-connection `Session` (replay, live,
 //!   lag fallback, reset, heartbeat, shutdown).
 //! - `http`: the API, one file per resource; `error`: `ApiError`.
-//! - `server`: accept loop, connection cap, write deadline, drain.
+//! - `server`: accept loop, connection cap, first request, socket wrappers, drain.
 //! - `state`: `AppState`; `metrics`; `shutdown`.
 //!
 //! `run` wires them: config → backend → hub → fan-out → publisher → router →
