@@ -186,8 +186,15 @@ pub async fn run(
         fd_limit,
         max_connections,
         admin_api = config.admin_token.is_some(),
+        tls = config.tls.is_some(),
         "switchyard listening"
     );
+    let tls = match &config.tls {
+        Some(files) => Some(
+            server::tls::acceptor(files, background.clone()).map_err(|e| format!("TLS: {e}"))?,
+        ),
+        None => None,
+    };
     let app = http::router::router(state);
     server::serve(
         listener,
@@ -198,6 +205,7 @@ pub async fn run(
             write_deadline: config.write_deadline,
             grace: config.shutdown_grace,
             head: config.head,
+            tls,
         },
         shutdown,
     )

@@ -11,10 +11,12 @@ use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tower::ServiceExt as _;
 
-use super::conn::serve_hyper;
+use super::conn::{serve_h2c, serve_hyper};
 use super::{reject, Conn, HeadLimits};
 use crate::sse::session::StreamSlot;
 
+/// How an HTTP/2 connection with prior knowledge opens (RFC 9113, 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Read size for a request head.
 const HEAD_CHUNK: usize = 1024;
 /// Header lines parsed on the stack; a head with more is parsed again with
@@ -66,6 +68,10 @@ pub(super) async fn route_first(
             serve_hyper(stream, read, None, conn).await;
             return None;
         }
+        First::H2(read) => {
+            serve_h2c(stream, read, conn).await;
+            return None;
+        }
         First::Stream(req, read) => (req, read),
     };
     let res = conn
@@ -96,6 +102,9 @@ enum First {
     Other(Bytes),
     /// A head over the limits: answered 431 and closed.
     TooLarge(TooLarge),
+    /// The HTTP/2 connection preface (clear text, prior knowledge), and
+    /// every byte read so far.
+    H2(Bytes),
 }
 
 /// Which limit a head broke.
@@ -123,6 +132,13 @@ async fn read_first(stream: &TcpStream, limits: &HeadLimits) -> First {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return First::Gone,
+        }
+        if buf.starts_with(H2_PREFACE) {
+            return First::H2(buf.freeze());
+        }
+        if H2_PREFACE.starts_with(&buf) {
+            // Perhaps the preface, in pieces.
+            continue;
         }
         match parse_stream_request(&buf, limits) {
             Parsed::Stream(req) => return First::Stream(req, buf.freeze()),

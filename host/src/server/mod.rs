@@ -17,19 +17,29 @@
 //! is written here with the usual JSON error; hyper answers later requests
 //! on a keep-alive connection with its own (empty-bodied) 431.
 //!
+//! With TLS on (`tls`), each connection's handshake comes first (bounded by
+//! the head timeout), then ALPN picks hyper's HTTP/2 or HTTP/1.1: over TLS
+//! every request, streams included, goes through hyper (`http2` keeps the
+//! write deadline per stream). In clear text a connection that opens with
+//! the HTTP/2 preface (prior knowledge) is served by `http2` as well.
+//!
 //! # Files
 //!
 //! - `mod.rs`: the accept loop, the connection cap, refusals, the drain.
 //! - `first_request`: reading and routing a connection's first request head,
 //!   and handing a stream to the lean writer.
-//! - `conn`: serving a connection with hyper.
+//! - `conn`: serving a connection with hyper (HTTP/1.1; TLS connections).
+//! - `http2`: HTTP/2 connections, with per-stream write deadlines.
+//! - `tls`: certificate files, ALPN, reloading.
 //! - `io`: socket wrappers (`Rewind`, `DeadlineIo`).
 //! - `process`: process settings (open-file limit, allocator).
 
 mod conn;
 mod first_request;
+mod http2;
 mod io;
 mod process;
+pub mod tls;
 
 use std::io as stdio;
 use std::sync::Arc;
@@ -46,6 +56,7 @@ use crate::metrics::Metrics;
 
 pub use self::io::DeadlineIo;
 pub use self::process::{default_max_connections, raise_fd_limit, tune_allocator};
+pub use self::tls::TlsFiles;
 
 use self::first_request::route_first;
 
@@ -59,6 +70,8 @@ pub struct ServeOptions {
     pub grace: Duration,
     /// Bounds on every request head.
     pub head: HeadLimits,
+    /// TLS on every connection (`tls::acceptor`); `None`: clear text.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Bounds on a request head, on the server's own path and hyper's alike.
@@ -104,6 +117,7 @@ pub async fn serve(
                         let deadline = opts.write_deadline;
                         let head = opts.head;
                         let streams = tracker.clone();
+                        let tls = opts.tls.clone();
                         tracker.spawn(async move {
                             let conn = Conn {
                                 app,
@@ -112,6 +126,11 @@ pub async fn serve(
                                 head,
                                 shutdown,
                             };
+                            if let Some(tls) = tls {
+                                conn::serve_tls(stream, tls, conn).await;
+                                drop(permit);
+                                return;
+                            }
                             let lean = route_first(stream, conn).await;
                             // A stream continues in a task of its own, the size
                             // of what a stream needs: everything before it
