@@ -96,7 +96,7 @@ async fn resume_under_fire(mode: Mode) {
         let node_url = nodes[nodes.len() - 1].url.clone();
         let tenant = tenant.clone();
         tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = support::client_builder().build().expect("client");
             let mut ids = Vec::new();
             let mut tick = tokio::time::interval(Duration::from_millis(5));
             for n in 0..total {
