@@ -110,7 +110,7 @@ async fn user_stream_auth(mode: Mode) {
     );
     env.cleanup().await;
 }
-both_modes!(user_stream_auth_test, user_stream_auth);
+both_transports!(user_stream_auth_test, user_stream_auth);
 
 async fn messages_flow(mode: Mode) {
     let env = Env::new(mode).await;
@@ -341,7 +341,7 @@ async fn stream_caps(mode: Mode) {
     assert!(a.metric("switchyard_streams_refused_total").await >= 1.0);
     env.cleanup().await;
 }
-both_modes!(stream_caps_test, stream_caps);
+both_transports!(stream_caps_test, stream_caps);
 
 async fn post_rate_limit(mode: Mode) {
     let env = Env::new(mode)
@@ -396,7 +396,7 @@ async fn token_expiry_ends_stream(mode: Mode) {
     assert!(s.next(secs(5)).await.is_none() && s.ended, "stream closed");
     env.cleanup().await;
 }
-both_modes!(token_expiry_ends_stream_test, token_expiry_ends_stream);
+both_transports!(token_expiry_ends_stream_test, token_expiry_ends_stream);
 
 /// Two tenants with the same user ids and topic names: nothing crosses.
 async fn tenants_never_cross(mode: Mode) {

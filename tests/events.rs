@@ -65,7 +65,7 @@ async fn live_delivery(mode: Mode) {
     assert_eq!(s.comments, 0, "heartbeats are events, not comments");
     env.cleanup().await;
 }
-both_modes!(live_delivery_test, live_delivery);
+both_transports!(live_delivery_test, live_delivery);
 
 async fn snapshot_then_live(mode: Mode) {
     let env = Env::new(mode).await;
@@ -122,7 +122,7 @@ async fn snapshot_then_live(mode: Mode) {
     assert_eq!(r["head"], id);
     env.cleanup().await;
 }
-both_modes!(snapshot_then_live_test, snapshot_then_live);
+both_transports!(snapshot_then_live_test, snapshot_then_live);
 
 async fn type_filter(mode: Mode) {
     let env = Env::new(mode).await;
@@ -148,7 +148,7 @@ async fn type_filter(mode: Mode) {
     assert_eq!(got, vec![("keep".to_string(), a), ("also".to_string(), b)]);
     env.cleanup().await;
 }
-both_modes!(type_filter_test, type_filter);
+both_transports!(type_filter_test, type_filter);
 
 async fn tenant_streams_and_isolation(mode: Mode) {
     let env = Env::new(mode).await;
@@ -209,7 +209,7 @@ async fn tenant_streams_and_isolation(mode: Mode) {
     assert_eq!(r.err().map(|e| e.0), Some(StatusCode::FORBIDDEN));
     env.cleanup().await;
 }
-both_modes!(
+both_transports!(
     tenant_streams_and_isolation_test,
     tenant_streams_and_isolation
 );

@@ -82,7 +82,7 @@ async fn sigterm_with_subscribers(mode: Mode) {
     }
     env.cleanup().await;
 }
-both_modes!(sigterm_with_subscribers_test, sigterm_with_subscribers);
+both_transports!(sigterm_with_subscribers_test, sigterm_with_subscribers);
 
 /// Redis stops and comes back (empty: it keeps nothing on disk). `/ready`
 /// says 503 and recovers; publishes keep succeeding (Postgres is the record);

@@ -83,7 +83,7 @@ async fn replay_exactly(mode: Mode) {
     assert_eq!(rest["reset"], false);
     env.cleanup().await;
 }
-both_modes!(replay_exactly_test, replay_exactly);
+both_transports!(replay_exactly_test, replay_exactly);
 
 /// A publisher at a steady rate while clients drop and resume many times:
 /// every client ends with the exact sequence, no gap, no duplicate.
@@ -96,7 +96,7 @@ async fn resume_under_fire(mode: Mode) {
         let node_url = nodes[nodes.len() - 1].url.clone();
         let tenant = tenant.clone();
         tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = support::client_builder().build().expect("client");
             let mut ids = Vec::new();
             let mut tick = tokio::time::interval(Duration::from_millis(5));
             for n in 0..total {
@@ -164,7 +164,7 @@ async fn resume_under_fire(mode: Mode) {
     }
     env.cleanup().await;
 }
-both_modes!(resume_under_fire_test, resume_under_fire);
+both_transports!(resume_under_fire_test, resume_under_fire);
 
 /// Past retention the stream says `reset` (naming the topic) and hands over
 /// the current state instead of skipping silently.
@@ -220,7 +220,7 @@ async fn reset_past_retention(mode: Mode) {
     assert!(a.metric("switchyard_resets_total").await >= 2.0);
     env.cleanup().await;
 }
-both_modes!(reset_past_retention_test, reset_past_retention);
+both_transports!(reset_past_retention_test, reset_past_retention);
 
 /// A reader whose queue overflows falls back to the log and misses nothing;
 /// a fast reader on the same topic is unaffected.
@@ -261,7 +261,7 @@ async fn slow_reader_catches_up(mode: Mode) {
     assert!(a.metric("switchyard_events_replayed_total").await >= 1.0);
     env.cleanup().await;
 }
-both_modes!(slow_reader_catches_up_test, slow_reader_catches_up);
+both_transports!(slow_reader_catches_up_test, slow_reader_catches_up);
 
 /// A client that accepts no bytes is closed after the write deadline and
 /// counted; it resumes with `Last-Event-ID` and has everything.
@@ -383,7 +383,7 @@ async fn rest_polling_matches_stream(mode: Mode) {
     assert_eq!(newest, ids[22..].to_vec());
     env.cleanup().await;
 }
-both_modes!(
+both_transports!(
     rest_polling_matches_stream_test,
     rest_polling_matches_stream
 );
@@ -430,4 +430,4 @@ async fn snapshot_on_resume(mode: Mode) {
     assert_eq!(body["error"]["code"], "invalid_snapshot");
     env.cleanup().await;
 }
-both_modes!(snapshot_on_resume_test, snapshot_on_resume);
+both_transports!(snapshot_on_resume_test, snapshot_on_resume);

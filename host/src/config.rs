@@ -48,6 +48,13 @@ pub struct Options {
     /// HTTP listen address.
     #[arg(long, env = "SWITCHYARD_LISTEN")]
     pub listen: Option<String>,
+    /// PEM file with the TLS certificate chain; with `tls_key`, the server
+    /// speaks TLS (ALPN `h2` and `http/1.1`). Reloaded when it changes.
+    #[arg(long, env = "SWITCHYARD_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file with the TLS private key (reloaded when it changes).
+    #[arg(long, env = "SWITCHYARD_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Embedded mode's SQLite file and generated secrets.
     #[arg(long, env = "SWITCHYARD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -197,6 +204,8 @@ impl Options {
         }
         pick!(
             listen,
+            tls_cert,
+            tls_key,
             data_dir,
             plugins_dir,
             redis_url,
@@ -275,6 +284,8 @@ pub enum Cors {
 pub struct Config {
     /// HTTP listen address.
     pub listen: String,
+    /// TLS certificate and key files; `None`: plain HTTP.
+    pub tls: Option<crate::server::TlsFiles>,
     /// Embedded mode's data directory.
     pub data_dir: PathBuf,
     /// Watched plugins directory.
@@ -354,6 +365,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
+            .field("tls", &self.tls)
             .field("data_dir", &self.data_dir)
             .field("plugins_dir", &self.plugins_dir)
             .field("mode", &self.mode_name())
@@ -413,6 +425,23 @@ impl Config {
                 "SWITCHYARD_LISTEN must be host:port, got {listen:?}"
             )));
         }
+        let path = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
+        let tls = match (path(o.tls_cert), path(o.tls_key)) {
+            (Some(cert), Some(key)) => Some(crate::server::TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(Error::Invalid(
+                    "SWITCHYARD_TLS_CERT is set but SWITCHYARD_TLS_KEY is not: TLS needs both"
+                        .into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(Error::Invalid(
+                    "SWITCHYARD_TLS_KEY is set but SWITCHYARD_TLS_CERT is not: TLS needs both"
+                        .into(),
+                ))
+            }
+        };
         let cors = match o.cors_origins.as_deref().map(str::trim) {
             None | Some("") => Cors::Off,
             Some("*") => Cors::Any,
@@ -521,6 +550,7 @@ impl Config {
         let data_dir = o.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
         Ok(Config {
             listen,
+            tls,
             data_dir: data_dir.clone(),
             plugins_dir: o
                 .plugins_dir
@@ -675,6 +705,27 @@ mod tests {
         };
         let err = Config::from_options(o).expect_err("too small");
         assert!(err.to_string().contains("MAX_HEADER_BYTES"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let file: Options =
+            toml::from_str("tls_cert = \"/etc/sy/cert.pem\"\ntls_key = \"/etc/sy/key.pem\"\n")
+                .expect("toml");
+        let c = Config::from_options(file).expect("valid");
+        let tls = c.tls.expect("tls on");
+        assert_eq!(tls.cert, PathBuf::from("/etc/sy/cert.pem"));
+        assert_eq!(tls.key, PathBuf::from("/etc/sy/key.pem"));
+        assert!(Config::from_options(Options::default())
+            .expect("defaults")
+            .tls
+            .is_none());
+        let o = Options {
+            tls_cert: Some("/etc/sy/cert.pem".into()),
+            ..Default::default()
+        };
+        let err = Config::from_options(o).expect_err("half");
+        assert!(err.to_string().contains("SWITCHYARD_TLS_KEY"), "{err}");
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! - `sse`: frame encoding and the per-connection `Session` (replay, live,
 //!   lag fallback, reset, heartbeat, shutdown).
 //! - `http`: the API, one file per resource; `error`: `ApiError`.
-//! - `server`: accept loop, connection cap, write deadline, drain.
+//! - `server`: accept loop, connection cap, first request, socket wrappers, drain.
 //! - `state`: `AppState`; `metrics`; `shutdown`.
 //!
 //! `run` wires them: config → backend → hub → fan-out → publisher → router →
@@ -186,8 +186,15 @@ pub async fn run(
         fd_limit,
         max_connections,
         admin_api = config.admin_token.is_some(),
+        tls = config.tls.is_some(),
         "switchyard listening"
     );
+    let tls = match &config.tls {
+        Some(files) => Some(
+            server::tls::acceptor(files, background.clone()).map_err(|e| format!("TLS: {e}"))?,
+        ),
+        None => None,
+    };
     let app = http::router::router(state);
     server::serve(
         listener,
@@ -198,6 +205,7 @@ pub async fn run(
             write_deadline: config.write_deadline,
             grace: config.shutdown_grace,
             head: config.head,
+            tls,
         },
         shutdown,
     )

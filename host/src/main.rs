@@ -177,6 +177,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    if let Some(tls) = &config.tls {
+        // Unusable files stop the start here, with one line, before the
+        // node says it is listening.
+        tls.load().map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
+    }
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -189,7 +194,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         trigger.cancel();
     });
     // One machine-readable line on stdout for scripts and tests.
-    println!("switchyard listening on http://{addr}");
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("switchyard listening on {scheme}://{addr}");
     switchyard::run(config, listener, shutdown)
         .await
         .map_err(anyhow::Error::msg)

@@ -149,8 +149,12 @@ pub struct Metrics {
     pub fd_exhausted: Counter,
     /// First request heads refused with 431 (over the size or line limit).
     pub heads_too_large: Counter,
-    /// Connections closed because their first request head came too slowly.
+    /// Connections closed because their first request head (or TLS
+    /// handshake) came too slowly.
     pub head_timeouts: Counter,
+    /// TLS handshakes that failed (a client that does not trust the
+    /// certificate, or speaks no TLS).
+    pub tls_handshake_failed: Counter,
     /// Responses with a 5xx status.
     pub http_errors: Counter,
     /// POSTs refused by the per-token rate limit.
@@ -214,7 +218,7 @@ impl Metrics {
             "Open SSE connections.",
             self.connections.get().to_string(),
         );
-        let counters: [(&str, &str, &Counter); 28] = [
+        let counters: [(&str, &str, &Counter); 29] = [
             (
                 "connections_opened_total",
                 "SSE connections opened.",
@@ -302,8 +306,13 @@ impl Metrics {
             ),
             (
                 "head_timeouts_total",
-                "Connections closed because the first request head came too slowly.",
+                "Connections closed because the first request head (or TLS handshake) came too slowly.",
                 &self.head_timeouts,
+            ),
+            (
+                "tls_handshakes_failed_total",
+                "TLS handshakes that failed.",
+                &self.tls_handshake_failed,
             ),
             (
                 "http_errors_total",

@@ -33,6 +33,61 @@ pub enum Mode {
     Cluster,
 }
 
+/// How tests reach the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTP/1.1 in clear text (streams on the server's lean writer).
+    Plain,
+    /// TLS with ALPN `h2`: HTTP/2, several requests on one connection.
+    TlsH2,
+}
+
+tokio::task_local! {
+    /// The transport of the test running in this task (`Plain` outside
+    /// `both_transports!`).
+    pub static TRANSPORT: Transport;
+}
+
+/// The transport of the current test.
+pub fn transport() -> Transport {
+    TRANSPORT.try_with(|t| *t).unwrap_or(Transport::Plain)
+}
+
+/// Runs `$body(Mode)` as four tests: `embedded` and `cluster` over plain
+/// HTTP/1.1, and `embedded_h2` and `cluster_h2` over TLS and HTTP/2.
+#[macro_export]
+macro_rules! both_transports {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            use $crate::support::{Mode, Transport, TRANSPORT};
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                TRANSPORT
+                    .scope(Transport::Plain, super::$body(Mode::Embedded))
+                    .await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cluster() {
+                TRANSPORT
+                    .scope(Transport::Plain, super::$body(Mode::Cluster))
+                    .await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded_h2() {
+                TRANSPORT
+                    .scope(Transport::TlsH2, super::$body(Mode::Embedded))
+                    .await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cluster_h2() {
+                TRANSPORT
+                    .scope(Transport::TlsH2, super::$body(Mode::Cluster))
+                    .await
+            }
+        }
+    };
+}
+
 /// Runs `$body(Mode)` as two tests, `embedded` and `cluster`.
 #[macro_export]
 macro_rules! both_modes {
@@ -68,6 +123,8 @@ pub struct Env {
     pub vars: Vec<(String, String)>,
     /// Open-file limit for the nodes' processes.
     pub fd_limit: Option<u64>,
+    /// TLS certificate and key the nodes serve with (`Transport::TlsH2`).
+    pub tls: Option<Leaf>,
 }
 
 impl Env {
@@ -85,7 +142,11 @@ impl Env {
             prefix: format!("t-{id}"),
             vars: Vec::new(),
             fd_limit: None,
+            tls: None,
         };
+        if transport() == Transport::TlsH2 {
+            env.tls = Some(test_ca().issue(&env.data_dir.join("tls"), "localhost"));
+        }
         if mode == Mode::Cluster {
             let redis = std::env::var("SWITCHYARD_TEST_REDIS_URL")
                 .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
@@ -252,6 +313,10 @@ impl Node {
         if let (Some(r), Some(d)) = (&env.redis_url, &env.database_url) {
             cmd.env("REDIS_URL", r).env("DATABASE_URL", d);
         }
+        if let Some(leaf) = &env.tls {
+            cmd.env("SWITCHYARD_TLS_CERT", &leaf.cert)
+                .env("SWITCHYARD_TLS_KEY", &leaf.key);
+        }
         for (k, v) in &env.vars {
             cmd.env(k, v);
         }
@@ -311,7 +376,7 @@ impl Node {
             child: Some(child),
             url,
             logs,
-            http: reqwest::Client::builder()
+            http: client_builder()
                 .pool_max_idle_per_host(4)
                 .build()
                 .expect("client"),
@@ -577,7 +642,18 @@ impl Sse {
         last_event_id: Option<u64>,
         headers: &[(&str, &str)],
     ) -> Result<Sse, (StatusCode, String)> {
-        let client = reqwest::Client::new();
+        let client = client_builder().build().expect("client");
+        Sse::connect_with(&client, url, last_event_id, headers).await
+    }
+
+    /// Connects with `client` (over HTTP/2, streams of one client share its
+    /// connection).
+    pub async fn connect_with(
+        client: &reqwest::Client,
+        url: &str,
+        last_event_id: Option<u64>,
+        headers: &[(&str, &str)],
+    ) -> Result<Sse, (StatusCode, String)> {
         let mut req = client.get(url).header("accept", "text/event-stream");
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id.to_string());
@@ -589,6 +665,10 @@ impl Sse {
             .send()
             .await
             .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()))?;
+        if url.starts_with("https://") {
+            // Over TLS every stream test is an HTTP/2 test.
+            assert_eq!(res.version(), reqwest::Version::HTTP_2, "{url}");
+        }
         if res.status() != StatusCode::OK {
             let s = res.status();
             return Err((s, res.text().await.unwrap_or_default()));
@@ -723,6 +803,106 @@ impl Sse {
 
 fn find_blank_line(buf: &[u8]) -> Option<usize> {
     buf.windows(2).position(|w| w == b"\n\n")
+}
+
+/// An HTTP client for the test's nodes: it trusts the test CA, and over TLS
+/// offers `h2` (and `http/1.1`) by ALPN.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().add_root_certificate(
+        reqwest::Certificate::from_pem(&test_ca().pem).expect("test CA certificate"),
+    )
+}
+
+/// A certificate authority made for this test process (`openssl`), which
+/// issues the nodes' certificates.
+pub struct TestCa {
+    dir: PathBuf,
+    /// The CA certificate, PEM.
+    pub pem: Vec<u8>,
+}
+
+/// A server certificate and its key, PEM files.
+#[derive(Debug, Clone)]
+pub struct Leaf {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The process's test CA (made on first use).
+pub fn test_ca() -> &'static TestCa {
+    static CA: std::sync::OnceLock<TestCa> = std::sync::OnceLock::new();
+    CA.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("switchyard-test-ca-{}", rand_id()));
+        std::fs::create_dir_all(&dir).expect("CA dir");
+        let (key, pem) = (dir.join("ca.key"), dir.join("ca.pem"));
+        openssl(
+            "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2",
+            &["-subj", "/CN=Switchyard test CA"],
+            &[("-keyout", &key), ("-out", &pem)],
+        );
+        let pem = std::fs::read(pem).expect("CA certificate");
+        TestCa { dir, pem }
+    })
+}
+
+impl TestCa {
+    /// The CA certificate's file.
+    pub fn pem_path(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Issues a certificate for `localhost` and 127.0.0.1 into `dir`
+    /// (`cert.pem`, `key.pem`), with `cn` as its common name.
+    pub fn issue(&self, dir: &std::path::Path, cn: &str) -> Leaf {
+        std::fs::create_dir_all(dir).expect("leaf dir");
+        let id = rand_id();
+        let csr = dir.join(format!("{id}.csr"));
+        let ext = dir.join(format!("{id}.ext"));
+        let leaf = Leaf {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        std::fs::write(
+            &ext,
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("ext file");
+        openssl(
+            "req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes",
+            &["-subj", &format!("/CN={cn}")],
+            &[("-keyout", &leaf.key), ("-out", &csr)],
+        );
+        openssl(
+            "x509 -req -days 2",
+            &["-set_serial", &format!("0x{id}")],
+            &[
+                ("-in", &csr),
+                ("-CA", &self.dir.join("ca.pem")),
+                ("-CAkey", &self.dir.join("ca.key")),
+                ("-extfile", &ext),
+                ("-out", &leaf.cert),
+            ],
+        );
+        let _ = std::fs::remove_file(csr);
+        let _ = std::fs::remove_file(ext);
+        leaf
+    }
+}
+
+/// Runs `openssl` with `fixed` (split at spaces), `args` and `files`.
+fn openssl(fixed: &str, args: &[&str], files: &[(&str, &std::path::Path)]) {
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args(fixed.split(' ')).args(args);
+    for (flag, path) in files {
+        cmd.arg(flag).arg(path);
+    }
+    let out = cmd.output().expect("openssl (installed by scripts/setup)");
+    assert!(
+        out.status.success(),
+        "openssl {fixed}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A private `redis-server` on a free port, for tests that stop Redis.
