@@ -9,6 +9,7 @@ fn example_plugins_pass_their_recorded_cases() {
         ("bid_validator", "bid-validator"),
         ("notification_shaper", "notification-shaper"),
         ("event_filter", "event-filter"),
+        ("stream_authorizer", "stream-authorizer"),
     ] {
         let wasm = PathBuf::from(env!("SWITCHYARD_PLUGIN_ARTIFACTS")).join(format!("{name}.wasm"));
         let out = run_cli(&[

@@ -9,11 +9,13 @@
 //! - `swap`: hot swap under load and cluster propagation;
 //! - `shadow`: shadow runs, then promote;
 //! - `filter_economy`: the event filter's one call per shape;
-//! - `replay`: `plugin replay` of each slot.
+//! - `replay`: `plugin replay` of each slot;
+//! - `authorizer`: the stream authorizer, from the built-in rule to replay.
 
 #[path = "../support/mod.rs"]
 mod support;
 
+mod authorizer;
 mod examples;
 mod filter_economy;
 mod kit;
@@ -35,6 +37,15 @@ use support::{secs, wait_for, Env, Mode, Node, ADMIN};
 pub(crate) fn component(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("SWITCHYARD_PLUGIN_ARTIFACTS")).join(format!("{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The path of a component built from `plugins/`, as text for the CLI.
+pub(crate) fn artifact(name: &str) -> String {
+    PathBuf::from(env!("SWITCHYARD_PLUGIN_ARTIFACTS"))
+        .join(format!("{name}.wasm"))
+        .to_str()
+        .expect("utf-8")
+        .to_string()
 }
 
 pub(crate) fn cases(example: &str) -> PathBuf {

@@ -48,14 +48,6 @@ async fn plugin_replay_reports_where_a_candidate_would_decide_otherwise() {
     env.cleanup().await;
 }
 
-fn artifact(name: &str) -> String {
-    PathBuf::from(env!("SWITCHYARD_PLUGIN_ARTIFACTS"))
-        .join(format!("{name}.wasm"))
-        .to_str()
-        .expect("utf-8")
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_replay_compares_a_shaper_with_the_notifications_sent() {
     let env = Env::new(Mode::Embedded).await;

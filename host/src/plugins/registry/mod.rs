@@ -8,7 +8,7 @@
 //! and every bid round is decided under exactly one version.
 //!
 //! Resolution: the tenant's own slot, else the default slot (`tenant = ""`),
-//! else the built-in rule (validator, shaper) or no filter at all.
+//! else the built-in rule (validator, shaper, authorizer) or no filter at all.
 //!
 //! One job per file:
 //! - `slot`: what one slot of one tenant holds (`SlotState`, `Version`);
@@ -16,11 +16,14 @@
 //! - `shadow`: how a shadow candidate compares with the active version;
 //! - `admin`: changes (install, rollback, promote, configure) and applying
 //!   stored rows;
+//! - `recorder`: stream requests recorded for `plugin replay`;
 //! - `view`: what `GET /admin/plugins` and `/metrics` show;
-//! - `validator`, `shaper`, `filter`: the calls of each slot.
+//! - `validator`, `shaper`, `filter`, `authorizer`: the calls of each slot.
 
 mod admin;
+mod authorizer;
 mod filter;
+mod recorder;
 mod shadow;
 mod shaper;
 mod slot;
@@ -39,6 +42,7 @@ use super::Slot;
 use crate::store::plugins::PluginStore;
 
 pub use admin::{Mode, PluginError};
+pub use authorizer::{Access, StreamAuthorizer};
 pub use filter::{FilterOutcome, TenantFilter};
 pub use shaper::outbid_input;
 pub use slot::{Compiling, LoadError, SlotState, Version};
@@ -57,6 +61,8 @@ struct Inner {
     filters: std::sync::atomic::AtomicBool,
     /// One compile at a time: a burst of uploads takes one core, not all.
     compile_gate: tokio::sync::Semaphore,
+    /// Where stream requests go to be recorded, once started.
+    recorder: std::sync::OnceLock<recorder::Recorder>,
 }
 
 /// The plugin registry; cheap to clone.
@@ -85,6 +91,7 @@ impl Plugins {
                 history: history.max(1),
                 filters: std::sync::atomic::AtomicBool::new(false),
                 compile_gate: tokio::sync::Semaphore::new(1),
+                recorder: std::sync::OnceLock::new(),
             }),
         }
     }
