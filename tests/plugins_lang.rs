@@ -2,8 +2,9 @@
 //! componentize-js and componentize-py build from `plugins/js` and
 //! `plugins/python` (and the hostile ones from `plugins/testing/{js,python}`)
 //! pass the Rust examples' recorded cases, and run on real nodes: a
-//! JavaScript filter on a live stream, a Python validator deciding bids, and
-//! hostile components contained.
+//! JavaScript filter on a live stream, a Python validator deciding bids, a
+//! JavaScript and a Python stream authorizer refusing streams, and hostile
+//! components contained.
 //!
 //! The components come from `scripts/build-plugins` (`scripts/test` runs it
 //! first); when they are missing, the first test to need them runs it.
@@ -31,10 +32,11 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-const NAMES: [&str; 4] = [
+const NAMES: [&str; 5] = [
     "bid_validator",
     "notification_shaper",
     "event_filter",
+    "stream_authorizer",
     "hostile_filter",
 ];
 
@@ -242,6 +244,16 @@ fn javascript_event_filter_passes_the_recorded_cases() {
 }
 
 #[test]
+fn javascript_stream_authorizer_passes_the_recorded_cases() {
+    passes_the_rust_examples_cases("js", "stream_authorizer", "stream-authorizer");
+}
+
+#[test]
+fn python_stream_authorizer_passes_the_recorded_cases() {
+    passes_the_rust_examples_cases("python", "stream_authorizer", "stream-authorizer");
+}
+
+#[test]
 fn python_bid_validator_passes_the_recorded_cases() {
     passes_the_rust_examples_cases("python", "bid_validator", "bid-validator");
 }
@@ -257,6 +269,73 @@ fn python_event_filter_passes_the_recorded_cases() {
 }
 
 // ---- through the server ----------------------------------------------------
+
+/// The status and error code of `GET /events?topic=bids:p1` for a user
+/// whose token lists `bid_on` (`200`, `""` when the stream opens).
+async fn bids_stream(
+    env: &Env,
+    node: &Node,
+    tenant: &str,
+    sub: &str,
+    bid_on: &[&str],
+) -> (StatusCode, String) {
+    let claims = switchyard::auth::Claims {
+        sub: sub.into(),
+        tenant: tenant.into(),
+        exp: switchyard::auth::now_secs() + 3_600,
+        iat: switchyard::auth::now_secs(),
+    };
+    let mut extra = serde_json::Map::new();
+    extra.insert("bid_on".into(), json!(bid_on));
+    let token = env.keys().await.sign_with_claims(&claims, &extra);
+    let auth = format!("Bearer {token}");
+    let url = format!("{}/events?tenant={tenant}&topic=bids:p1", node.url);
+    match support::Sse::connect(&url, None, &[("authorization", &auth)]).await {
+        Ok(_) => (StatusCode::OK, String::new()),
+        Err((status, body)) => {
+            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            (
+                status,
+                v["error"]["code"].as_str().unwrap_or(&body).to_string(),
+            )
+        }
+    }
+}
+
+/// The JavaScript and Python bidders-only authorizers, active for a tenant
+/// on every node, refuse a product's bid stream to those who have not bid
+/// on it, with the plugin's code, and let its bidders in.
+async fn authorizers_refuse_streams(mode: Mode) {
+    let env = lang_env(mode).await;
+    let nodes = env.start_nodes(2).await;
+    for lang in ["js", "python"] {
+        let tenant = nodes[0].tenant().await;
+        install(
+            &nodes,
+            "stream-authorizer",
+            &tenant,
+            component(lang, "stream_authorizer"),
+        )
+        .await;
+        for n in &nodes {
+            assert_eq!(
+                bids_stream(&env, n, &tenant, "bob", &["p9"]).await,
+                (StatusCode::FORBIDDEN, "not_a_bidder".to_string()),
+                "{lang}"
+            );
+            assert_eq!(
+                bids_stream(&env, n, &tenant, "ann", &["p1"]).await.0,
+                StatusCode::OK,
+                "{lang}"
+            );
+        }
+    }
+    env.cleanup().await;
+}
+both_modes!(
+    javascript_and_python_authorizers_refuse_streams,
+    authorizers_refuse_streams
+);
 
 /// A JavaScript filter uploaded for one tenant drops and redacts events on
 /// that tenant's live stream; the calls are the tenant's slot's.

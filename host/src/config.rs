@@ -184,6 +184,10 @@ pub struct Options {
     /// Earlier versions kept per slot for rollback.
     #[arg(long, env = "SWITCHYARD_PLUGIN_HISTORY")]
     pub plugin_history: Option<usize>,
+    /// Stream requests recorded per tenant for `plugin replay` of a stream
+    /// authorizer (0: none).
+    #[arg(long, env = "SWITCHYARD_RECORDED_STREAM_REQUESTS")]
+    pub recorded_stream_requests: Option<usize>,
     /// How often a cluster node checks for plugin changes made elsewhere, in ms.
     #[arg(long, env = "SWITCHYARD_PLUGIN_SYNC_MS")]
     pub plugin_sync_ms: Option<u64>,
@@ -247,6 +251,7 @@ impl Options {
             plugin_memory_mb,
             plugin_fuel,
             plugin_history,
+            recorded_stream_requests,
             plugin_sync_ms,
             example_plugins,
             plugin_cache_dir
@@ -294,6 +299,8 @@ pub struct Config {
     pub plugin_limits: crate::plugins::wasm::Limits,
     /// Earlier versions kept per slot.
     pub plugin_history: usize,
+    /// Stream requests recorded per tenant (0: none).
+    pub recorded_stream_requests: usize,
     /// Poll interval for plugin changes from other nodes.
     pub plugin_sync: Duration,
     /// Activate the bundled example plugins in slots never configured.
@@ -608,6 +615,7 @@ impl Config {
                 fuel: o.plugin_fuel.filter(|f| *f > 0),
             },
             plugin_history: o.plugin_history.unwrap_or(5).max(1),
+            recorded_stream_requests: o.recorded_stream_requests.unwrap_or(1_000),
             plugin_sync: ms(o.plugin_sync_ms, 250, "SWITCHYARD_PLUGIN_SYNC_MS")?,
             example_plugins: o.example_plugins.unwrap_or(true),
             plugin_cache_dir: o

@@ -14,8 +14,9 @@ use serde::Serialize;
 pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
-    /// Stable machine-readable code.
-    pub code: &'static str,
+    /// Stable machine-readable code (a stream authorizer's refusal brings
+    /// its own).
+    pub code: std::borrow::Cow<'static, str>,
     /// Human-readable message; safe to show to the client.
     pub message: String,
     /// Seconds for a `Retry-After` header, for 429 and 503.
@@ -24,10 +25,14 @@ pub struct ApiError {
 
 impl ApiError {
     /// A new error.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<std::borrow::Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         ApiError {
             status,
-            code,
+            code: code.into(),
             message: message.into(),
             retry_after: None,
         }
@@ -93,7 +98,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Body {
             error: Inner {
-                code: self.code,
+                code: &self.code,
                 message: &self.message,
             },
         };

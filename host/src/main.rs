@@ -98,14 +98,16 @@ enum PluginCommand {
     /// where it differs: a bid validator over recorded decisions (vs the
     /// decisions taken), a notification shaper over recorded messages (vs
     /// the notifications sent), an event filter over recorded events for
-    /// one subscription shape (vs the active filter, or none).
+    /// one subscription shape (vs the active filter, or none), a stream
+    /// authorizer over recorded stream requests (vs the decisions taken).
     Replay {
         /// The candidate component (`.wasm`).
         file: std::path::PathBuf,
         /// Only this tenant's records.
         #[arg(long)]
         tenant: Option<String>,
-        /// How many of the latest decisions or messages (events: per tenant).
+        /// How many of the latest decisions, messages or stream requests
+        /// (events: per tenant).
         #[arg(long, default_value_t = 10_000)]
         limit: usize,
         /// Plugin configuration, `key=value` (repeatable).
@@ -347,6 +349,12 @@ fn plugin(command: PluginCommand, top: Options) -> anyhow::Result<()> {
                         limit,
                     ))?;
                     cli::replay_events(&bytes, &events, &shape, config, &baselines)
+                }
+                Slot::StreamAuthorizer => {
+                    let recorded = runtime
+                        .block_on(backend.plugins.recorded_stream_requests(tenant, limit))
+                        .map_err(|e| anyhow::anyhow!("cannot read stream requests: {e}"))?;
+                    cli::replay_requests(&bytes, &recorded, config)
                 }
             }
             .map_err(anyhow::Error::msg)?;

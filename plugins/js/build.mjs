@@ -1,4 +1,4 @@
-// Builds the JavaScript plugins with componentize-js: the three examples and
+// Builds the JavaScript plugins with componentize-js: the four examples and
 // the hostile test component, one component each.
 //
 //   npm run build                 into ../../target/plugins-lang/js/
@@ -25,6 +25,7 @@ export const COMPONENTS = [
   { name: 'bid_validator', world: 'bid-validator', source: 'js/examples/bid-validator.js' },
   { name: 'notification_shaper', world: 'notification-shaper', source: 'js/examples/notification-shaper.js' },
   { name: 'event_filter', world: 'event-filter', source: 'js/examples/event-filter.js' },
+  { name: 'stream_authorizer', world: 'stream-authorizer', source: 'js/examples/stream-authorizer.js' },
   { name: 'hostile_filter', world: 'event-filter', source: 'testing/js/hostile-filter.js' },
 ];
 

@@ -1,4 +1,4 @@
-"""Builds the Python plugins with componentize-py: the three examples and the
+"""Builds the Python plugins with componentize-py: the four examples and the
 hostile test component, one component each.
 
     target/python/bin/python plugins/python/build.py [--out DIR]
@@ -28,6 +28,7 @@ COMPONENTS = [
     ("bid_validator", "bid-validator", "bid_validator", HERE / "examples"),
     ("notification_shaper", "notification-shaper", "notification_shaper", HERE / "examples"),
     ("event_filter", "event-filter", "event_filter", HERE / "examples"),
+    ("stream_authorizer", "stream-authorizer", "stream_authorizer", HERE / "examples"),
     ("hostile_filter", "event-filter", "hostile_filter", PLUGINS / "testing" / "python"),
 ]
 

@@ -2,7 +2,7 @@
 authors, for an app built with componentize-py.
 
 An app module defines the class ``WitWorld`` with its slot's method
-(``validate``, ``shape`` or ``filter``) and imports what it needs from here::
+(``validate``, ``shape``, ``filter`` or ``authorize``) and imports what it needs from here::
 
     from switchyard_plugin import config_int, format_amount, reject, accept
 
@@ -26,7 +26,8 @@ __all__ = [
     "log", "debug", "info", "warn", "error",
     "config", "config_all", "config_int", "config_bool", "parse_int64",
     "subscription_map", "parse_object", "object_field", "to_json", "format_amount",
-    "accept", "reject", "notification", "PASS", "DROP", "replace_with", "types",
+    "accept", "reject", "notification", "PASS", "DROP", "replace_with",
+    "ALLOW", "refuse", "claims_of", "param", "types",
 ]
 
 
@@ -175,3 +176,26 @@ DROP = types.FilterResult_Drop()
 def replace_with(data: dict) -> types.FilterResult:
     """The event is delivered with ``data`` (a dict) as its data."""
     return types.FilterResult_Replace(to_json(data))
+
+
+ALLOW = types.Authorization_Allow()
+"""The stream request goes ahead."""
+
+
+def refuse(code: str, message: str) -> types.Authorization:
+    """Refuses the stream request: the caller gets ``403`` with this
+    machine-readable ``code`` (``a-z``, ``0-9``, ``_``) and ``message``."""
+    return types.Authorization_Refuse(types.Rejection(code=code, message=message))
+
+
+def claims_of(request) -> Optional[dict]:
+    """The caller's verified claims as a dict; ``None`` when anonymous."""
+    return parse_object(request.caller) if request.caller is not None else None
+
+
+def param(request, name: str) -> Optional[str]:
+    """The value of the request's query parameter ``name``, if given."""
+    for key, value in request.params:
+        if key == name:
+            return value
+    return None

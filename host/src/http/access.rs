@@ -8,12 +8,18 @@
 //! A publisher token (`Caller::Service`) publishes to the topics its
 //! patterns match and reads what an anonymous caller of its tenant may read;
 //! it never reads a `user:` topic and never acts as a user.
+//!
+//! Reading topics (a stream, a topic's REST history) passes two rules: the
+//! host's own (`may_read`: topic names, tenant isolation, `user:{id}` to that
+//! user only), then the tenant's stream authorizer plugin (`authorize`),
+//! which may refuse what the first allows but never allow what it refuses.
+//! The admin token is not put to the authorizer.
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 
-use super::extract::{bearer, constant_time_eq};
+use super::extract::{bearer, constant_time_eq, QueryPairs};
 use crate::auth::{now_secs, Claims, Identity, ServiceClaims, TokenError};
 use crate::error::ApiError;
 use crate::event::{classify_topic, validate_slug, TopicKind};
@@ -173,6 +179,82 @@ pub fn may_act_as(id: &str, caller: &Caller) -> Result<(), ApiError> {
         Caller::Anonymous => Err(ApiError::unauthorized(format!(
             "user {id:?}'s messages and stream need that user's token"
         ))),
+    }
+}
+
+/// The claims of the token the request was authenticated with, as the JSON
+/// text of its payload. Only for a caller whose token verified (`User`,
+/// `Service`): the payload is then exactly the claims the signature covers.
+fn verified_claims(parts: &Parts) -> Option<String> {
+    use base64::Engine;
+    let token = token(parts)?;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(v @ serde_json::Value::Object(_)) => Some(v.to_string()),
+        _ => None,
+    }
+}
+
+/// Query parameters the authorizer gets as fields of its own, or never.
+const NOT_PARAMS: [&str; 3] = ["tenant", "topic", "token"];
+
+/// Puts a read of `topics` of `tenant`, which the host's rules allowed, to
+/// the tenant's stream authorizer: `403` with the plugin's code when it
+/// refuses, `503 plugin_error` when its call fails (it fails closed). With
+/// no component for the tenant, the built-in rule allows; the admin token
+/// is not asked about. The request is recorded for `plugin replay`.
+pub fn authorize(
+    state: &AppState,
+    caller: &Caller,
+    parts: &Parts,
+    tenant: &str,
+    topics: &[String],
+    query: &QueryPairs,
+) -> Result<(), ApiError> {
+    if *caller == Caller::Admin {
+        return Ok(());
+    }
+    let request = || {
+        let mut topics = topics.to_vec();
+        topics.sort();
+        topics.dedup();
+        let mut params: Vec<(String, String)> = query
+            .0
+            .iter()
+            .filter(|(k, _)| !NOT_PARAMS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        params.sort();
+        crate::plugins::wasm::bindings::types::StreamRequest {
+            caller: match caller {
+                Caller::User(_) | Caller::Service(_) => verified_claims(parts),
+                _ => None,
+            },
+            user: caller.user().map(str::to_string),
+            tenant: tenant.to_string(),
+            topics,
+            params,
+            now: crate::event::now_ms(),
+        }
+    };
+    match state.plugins.authorize_stream(tenant, request) {
+        Ok(crate::plugins::Access::Allow) => Ok(()),
+        Ok(crate::plugins::Access::Refuse { code, message }) => {
+            tracing::debug!(%tenant, %code, "stream request refused by the authorizer");
+            Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                code,
+                message,
+            ))
+        }
+        Err(_) => Err(ApiError::unavailable(
+            "plugin_error",
+            "the request could not be authorized; retry",
+        )
+        .retry_after(2)),
     }
 }
 

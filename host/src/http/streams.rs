@@ -128,6 +128,7 @@ async fn open(
             defaults.push((t.clone(), format!("{{\"unread\":{unread}}}")));
         }
     }
+    access::authorize(&state, &caller, &parts, &tenant.slug, &topics, q)?;
     let types = match q.get("events").filter(|s| !s.is_empty()) {
         None => None,
         Some(list) => {

@@ -3,6 +3,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
 use super::access::{self, Caller};
@@ -21,10 +22,19 @@ pub async fn events(
     State(state): State<AppState>,
     Path(topic): Path<String>,
     caller: Caller,
+    parts: Parts,
     q: QueryPairs,
 ) -> Result<Response, ApiError> {
     let tenant = access::tenant(&state, &caller, q.get("tenant"), "tenant").await?;
     access::may_read(&topic, &tenant.slug, &caller)?;
+    access::authorize(
+        &state,
+        &caller,
+        &parts,
+        &tenant.slug,
+        std::slice::from_ref(&topic),
+        &q,
+    )?;
     let limit = q.number("limit")?.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::invalid(
@@ -76,10 +86,19 @@ pub async fn state(
     State(state): State<AppState>,
     Path(topic): Path<String>,
     caller: Caller,
+    parts: Parts,
     q: QueryPairs,
 ) -> Result<Response, ApiError> {
     let tenant = access::tenant(&state, &caller, q.get("tenant"), "tenant").await?;
     access::may_read(&topic, &tenant.slug, &caller)?;
+    access::authorize(
+        &state,
+        &caller,
+        &parts,
+        &tenant.slug,
+        std::slice::from_ref(&topic),
+        &q,
+    )?;
     let page = state
         .backend
         .store

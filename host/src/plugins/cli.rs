@@ -119,6 +119,19 @@ pub fn run_case(host: &WasmHost, linked: &Linked, call: &CallCtx, input: &Value)
                 Err(e) => error_json(&e),
             }
         }
+        Linked::Authorizer(pre) => {
+            let r = host
+                .authorize(
+                    pre,
+                    call,
+                    &convert::stream_request_from_json(&input["request"]),
+                )
+                .and_then(convert::access);
+            match r {
+                Ok(a) => convert::access_json(&a),
+                Err(e) => error_json(&e),
+            }
+        }
     }
 }
 
@@ -247,6 +260,14 @@ pub fn bench(bytes: &[u8], cases: &Value, calls: usize) -> Result<BenchReport, S
                 Box::new(move || {
                     host.filter(pre, &call, &event, &shape)
                         .and_then(convert::filter_result)
+                        .map(drop)
+                })
+            }
+            Linked::Authorizer(pre) => {
+                let request = convert::stream_request_from_json(&input["request"]);
+                Box::new(move || {
+                    host.authorize(pre, &call, &request)
+                        .and_then(convert::access)
                         .map(drop)
                 })
             }
@@ -509,6 +530,64 @@ pub fn replay_messages(
         differ,
         percent(differ, recorded.len()),
         failed
+    );
+    Ok((out, differ))
+}
+
+/// `plugin replay` for the stream authorizer: runs `bytes` over recorded
+/// stream requests and reports each one whose decision (allow, or the
+/// refusal's code) would differ from the one taken. Returns the report and
+/// the number of requests that differ.
+pub fn replay_requests(
+    bytes: &[u8],
+    recorded: &[crate::store::plugins::RecordedRequest],
+    config: BTreeMap<String, String>,
+) -> Result<(String, usize), String> {
+    let host = WasmHost::new(Limits::default())?;
+    let linked = host.link(&host.compile(bytes)?, Slot::StreamAuthorizer)?;
+    let call = CallCtx {
+        config: Arc::new(config),
+        label: Arc::from("stream-authorizer#replay"),
+        idle: Default::default(),
+    };
+    let decision = |v: &Value| match (v["decision"].as_str(), v["error"].as_str()) {
+        (Some("allow"), _) => "allow".to_string(),
+        (Some(_), _) => format!("refuse {}", v["code"].as_str().unwrap_or("?")),
+        (None, Some(kind)) => format!("failed ({kind}): refuse plugin_error"),
+        (None, None) => "?".to_string(),
+    };
+    let mut out = String::new();
+    let mut differ = Differences::default();
+    let (mut allowed, mut refused, mut failed) = (0, 0, 0);
+    for r in recorded {
+        let request: Value = serde_json::from_str(&r.request).unwrap_or(Value::Null);
+        let taken: Value = serde_json::from_str(&r.decision).unwrap_or(Value::Null);
+        let candidate = run_case(&host, &linked, &call, &json!({ "request": request }));
+        match candidate["decision"].as_str() {
+            Some("allow") => allowed += 1,
+            Some(_) => refused += 1,
+            None => failed += 1,
+        }
+        let (taken, theirs) = (decision(&taken), decision(&candidate));
+        if taken != theirs {
+            differ.add(&mut out, || {
+                format!(
+                    "{}  user {}  topics {}: taken `{taken}` ({}), candidate `{theirs}`",
+                    r.tenant,
+                    request["user"].as_str().unwrap_or("-"),
+                    brief(&request["topics"]),
+                    r.decided_by,
+                )
+            });
+        }
+    }
+    let differ = differ.finish(&mut out);
+    let _ = writeln!(
+        out,
+        "{} stream requests replayed, {} differ ({:.1}%); candidate: allow {allowed}, refuse {refused}, failed {failed} (refused: authorizers fail closed)",
+        recorded.len(),
+        differ,
+        percent(differ, recorded.len()),
     );
     Ok((out, differ))
 }

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::registry::FilterOutcome;
+use super::registry::{Access, FilterOutcome};
 use super::wasm::{bindings::types, CallError};
 use crate::bids::decision::Verdict;
 use crate::bids::{Bid, Product};
@@ -238,6 +238,54 @@ pub fn filter_json(o: &FilterOutcome) -> Value {
     }
 }
 
+/// An authorization the host can apply, or why not.
+pub fn access(a: types::Authorization) -> Result<Access, CallError> {
+    match a {
+        types::Authorization::Allow => Ok(Access::Allow),
+        types::Authorization::Refuse(r) => {
+            if !valid_code(&r.code) {
+                return Err(CallError::bad_output(
+                    "a refusal code must be 1-64 characters of a-z, 0-9 and '_'",
+                ));
+            }
+            Ok(Access::Refuse {
+                code: r.code,
+                message: cut(r.message, MAX_MESSAGE_CHARS),
+            })
+        }
+    }
+}
+
+/// An authorization in the JSON of recorded cases.
+pub fn access_json(a: &Access) -> Value {
+    match a {
+        Access::Allow => json!({ "decision": "allow" }),
+        Access::Refuse { code, message } => {
+            json!({ "decision": "refuse", "code": code, "message": message })
+        }
+    }
+}
+
+/// A stream request in the JSON of recorded cases and recorded requests:
+/// `caller` is the claims object (or `null`), `params` an object of strings
+/// (a repeated parameter keeps its last value).
+pub fn stream_request_json(r: &types::StreamRequest) -> Value {
+    let caller = r
+        .caller
+        .as_deref()
+        .and_then(|c| serde_json::from_str::<Value>(c).ok())
+        .unwrap_or(Value::Null);
+    let params: Map<String, Value> = r
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    json!({
+        "caller": caller, "user": r.user, "tenant": r.tenant, "topics": r.topics,
+        "params": params, "now": r.now,
+    })
+}
+
 // ---- JSON inputs of recorded cases -------------------------------------
 
 fn s(v: &Value, k: &str) -> String {
@@ -340,6 +388,45 @@ pub fn subscription_from_json(v: &Value) -> Vec<(String, String)> {
     out
 }
 
+/// A stream request from case JSON: `caller` an object of claims (or
+/// `null`/absent: anonymous); `user` defaults to the claims' `sub`, unless
+/// they name a publisher (`svc`); `topics` a list, sorted here; `params` an
+/// object of strings.
+pub fn stream_request_from_json(v: &Value) -> types::StreamRequest {
+    let claims = v.get("caller").filter(|c| c.is_object());
+    let user = match v.get("user") {
+        Some(u) => u.as_str().map(str::to_string),
+        None => claims
+            .filter(|c| c.get("svc").is_none())
+            .and_then(|c| c.get("sub"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    };
+    let mut topics: Vec<String> = v
+        .get("topics")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    topics.sort();
+    topics.dedup();
+    types::StreamRequest {
+        caller: claims.map(Value::to_string),
+        user,
+        tenant: s(v, "tenant"),
+        topics,
+        params: v
+            .get("params")
+            .map(subscription_from_json)
+            .unwrap_or_default(),
+        now: i(v, "now"),
+    }
+}
+
 /// The host's verdict from a WIT verdict, for recorded cases (no host rules:
 /// a case shows what the plugin said).
 pub fn raw_verdict_json(v: &types::Verdict) -> Value {
@@ -348,5 +435,57 @@ pub fn raw_verdict_json(v: &types::Verdict) -> Value {
         types::Verdict::Reject(r) => {
             json!({ "verdict": "reject", "code": r.code, "message": r.message })
         }
+    }
+}
+
+#[cfg(test)]
+mod authorizer_tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_needs_a_code_and_its_message_is_cut() {
+        let refuse = |code: &str, message: String| {
+            access(types::Authorization::Refuse(types::Rejection {
+                code: code.into(),
+                message,
+            }))
+        };
+        assert!(refuse("Not OK", "m".into()).is_err());
+        assert!(refuse("", "m".into()).is_err());
+        match refuse("not_a_bidder", "x".repeat(600)) {
+            Ok(Access::Refuse { code, message }) => {
+                assert_eq!(code, "not_a_bidder");
+                assert_eq!(message.chars().count(), MAX_MESSAGE_CHARS);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            access(types::Authorization::Allow).ok(),
+            Some(Access::Allow)
+        );
+    }
+
+    #[test]
+    fn stream_requests_round_trip_through_case_json() {
+        let v = json!({
+            "caller": {"sub": "u1", "tenant": "acme", "bid_on": ["p1"]},
+            "tenant": "acme",
+            "topics": ["product:p1", "bids:p1", "bids:p1"],
+            "params": {"events": "bid.placed"},
+            "now": 5,
+        });
+        let r = stream_request_from_json(&v);
+        assert_eq!(r.user.as_deref(), Some("u1"));
+        assert_eq!(r.topics, ["bids:p1", "product:p1"]);
+        assert_eq!(r.params, [("events".to_string(), "bid.placed".to_string())]);
+        let back = stream_request_json(&r);
+        assert_eq!(back["caller"]["bid_on"], json!(["p1"]));
+        assert_eq!(back["topics"], json!(["bids:p1", "product:p1"]));
+        assert_eq!(stream_request_json(&stream_request_from_json(&back)), back);
+        // A publisher's claims name no user; no caller is anonymous.
+        let svc = stream_request_from_json(&json!({"caller": {"svc": "feed", "sub": "x"}}));
+        assert_eq!(svc.user, None);
+        let anon = stream_request_from_json(&json!({"tenant": "acme"}));
+        assert_eq!((anon.caller, anon.user), (None, None));
     }
 }

@@ -20,7 +20,7 @@ pub mod wasi;
 pub mod wasm;
 pub mod watch;
 
-pub use registry::{FilterOutcome, Mode, PluginError, Plugins, TenantFilter};
+pub use registry::{Access, FilterOutcome, Mode, PluginError, Plugins, TenantFilter};
 
 use tokio_util::sync::CancellationToken;
 
@@ -65,6 +65,7 @@ pub async fn start(
         .load()
         .await
         .map_err(|e| format!("cannot read plugin slots: {e}"))?;
+    plugins.record_stream_requests(config.recorded_stream_requests, stop.clone());
     watch::scan(&plugins, &config.plugins_dir).await;
     if config.example_plugins {
         for (slot, bytes) in bundled::ALL {
@@ -112,14 +113,17 @@ pub enum Slot {
     NotificationShaper,
     /// `event-filter`.
     EventFilter,
+    /// `stream-authorizer`.
+    StreamAuthorizer,
 }
 
 impl Slot {
     /// Every slot.
-    pub const ALL: [Slot; 3] = [
+    pub const ALL: [Slot; 4] = [
         Slot::BidValidator,
         Slot::NotificationShaper,
         Slot::EventFilter,
+        Slot::StreamAuthorizer,
     ];
 
     /// The slot's name: its world, its file name (`{name}.wasm`) and its path
@@ -129,6 +133,7 @@ impl Slot {
             Slot::BidValidator => "bid-validator",
             Slot::NotificationShaper => "notification-shaper",
             Slot::EventFilter => "event-filter",
+            Slot::StreamAuthorizer => "stream-authorizer",
         }
     }
 

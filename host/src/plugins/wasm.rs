@@ -70,6 +70,17 @@ pub mod bindings {
             },
         });
     }
+    /// The `stream-authorizer` world.
+    pub mod authorizer {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: "stream-authorizer",
+            with: {
+                "switchyard:plugins/host": super::validator::switchyard::plugins::host,
+                "switchyard:plugins/types": super::validator::switchyard::plugins::types,
+            },
+        });
+    }
     pub use validator::switchyard::plugins::host::{Host, Level};
     pub use validator::switchyard::plugins::types;
 }
@@ -330,6 +341,8 @@ pub enum Linked {
     Shaper(Pre<bindings::shaper::NotificationShaperPre<Ctx>>),
     /// `event-filter`.
     Filter(Pre<bindings::filter::EventFilterPre<Ctx>>),
+    /// `stream-authorizer`.
+    Authorizer(Pre<bindings::authorizer::StreamAuthorizerPre<Ctx>>),
 }
 
 impl Linked {
@@ -339,6 +352,7 @@ impl Linked {
             Linked::Validator(_) => Slot::BidValidator,
             Linked::Shaper(_) => Slot::NotificationShaper,
             Linked::Filter(_) => Slot::EventFilter,
+            Linked::Authorizer(_) => Slot::StreamAuthorizer,
         }
     }
 }
@@ -530,6 +544,10 @@ impl WasmHost {
             }),
             Slot::EventFilter => Linked::Filter(Pre {
                 pre: bindings::filter::EventFilterPre::new(pre).map_err(fit)?,
+                seeded,
+            }),
+            Slot::StreamAuthorizer => Linked::Authorizer(Pre {
+                pre: bindings::authorizer::StreamAuthorizerPre::new(pre).map_err(fit)?,
                 seeded,
             }),
         })
@@ -755,6 +773,39 @@ impl WasmHost {
             |b, s| b.call_filter(s, event, subscription),
         )
     }
+
+    /// Runs `authorize`; the WASI clocks read the request's `now`.
+    pub fn authorize(
+        &self,
+        pre: &Pre<bindings::authorizer::StreamAuthorizerPre<Ctx>>,
+        call: &CallCtx,
+        request: &types::StreamRequest,
+    ) -> Result<types::Authorization, CallError> {
+        let seed = pre.seeded.then(|| {
+            let mut s = Seed::new(&call.label);
+            s.opt_str(request.caller.as_deref())
+                .opt_str(request.user.as_deref())
+                .str(&request.tenant);
+            for t in &request.topics {
+                s.str(t);
+            }
+            for (k, v) in &request.params {
+                s.str(k).str(v);
+            }
+            s.int(request.now);
+            s
+        });
+        self.run(
+            call,
+            &call.idle.authorizers,
+            CallTime {
+                now_ms: request.now,
+                seed,
+            },
+            |s| pre.pre.instantiate(s),
+            |b, s| b.call_authorize(s, request),
+        )
+    }
 }
 
 /// Writes compiled code beside its final name and renames it into place, so
@@ -890,6 +941,7 @@ pub struct IdleInstances {
     validators: std::sync::Mutex<Vec<Idle<bindings::validator::BidValidator>>>,
     shapers: std::sync::Mutex<Vec<Idle<bindings::shaper::NotificationShaper>>>,
     filters: std::sync::Mutex<Vec<Idle<bindings::filter::EventFilter>>>,
+    authorizers: std::sync::Mutex<Vec<Idle<bindings::authorizer::StreamAuthorizer>>>,
 }
 
 /// What a call needs beyond the component: its configuration and a label for

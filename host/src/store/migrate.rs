@@ -40,6 +40,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "publish_keys",
         sql: include_str!("../../../migrations/sqlite/0005_publish_keys.sql"),
     },
+    Migration {
+        version: 6,
+        name: "stream_requests",
+        sql: include_str!("../../../migrations/sqlite/0006_stream_requests.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -67,6 +72,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 5,
         name: "publish_keys",
         sql: include_str!("../../../migrations/postgres/0005_publish_keys.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "stream_requests",
+        sql: include_str!("../../../migrations/postgres/0006_stream_requests.sql"),
     },
 ];
 

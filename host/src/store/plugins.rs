@@ -46,6 +46,19 @@ pub struct RecordedMessage {
     pub sent: Vec<(String, String, serde_json::Map<String, serde_json::Value>)>,
 }
 
+/// A stream request as recorded for `plugin replay` of a stream authorizer.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// Tenant slug.
+    pub tenant: String,
+    /// The request, in the JSON of recorded cases (`stream_request_json`).
+    pub request: String,
+    /// What was decided, in the same JSON as a case's output.
+    pub decision: String,
+    /// The version that decided (`stream-authorizer@{hash}` or `builtin`).
+    pub decided_by: String,
+}
+
 /// Events of `user:` topics that may announce messages created at or after
 /// `since` (event times and message times come from the same clock, within
 /// a transaction of each other).
@@ -94,6 +107,19 @@ pub trait PluginStore: Send + Sync + 'static {
         tenant: Option<&str>,
         limit: usize,
     ) -> Result<Vec<RecordedMessage>, Error>;
+    /// Stores stream requests, keeping the latest `keep` of each tenant.
+    async fn record_stream_requests(
+        &self,
+        batch: Vec<RecordedRequest>,
+        keep: usize,
+    ) -> Result<(), Error>;
+    /// The latest `limit` recorded stream requests (of one tenant, or all),
+    /// oldest first.
+    async fn recorded_stream_requests(
+        &self,
+        tenant: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RecordedRequest>, Error>;
     /// Every slot row.
     async fn plugin_slots(&self) -> Result<Vec<SlotRow>, Error>;
     /// `(tenant, slot, rev)` of every row: cheap enough to poll.
@@ -221,6 +247,69 @@ mod sqlite_impl {
                 attach_sent(&mut out, events);
             }
             Ok(out)
+        }
+
+        async fn record_stream_requests(
+            &self,
+            batch: Vec<RecordedRequest>,
+            keep: usize,
+        ) -> Result<(), Error> {
+            let mut tx = self.write.begin().await?;
+            let now = crate::event::now_ms();
+            let mut tenants = std::collections::BTreeSet::new();
+            for r in &batch {
+                sqlx::query(
+                    "INSERT INTO stream_requests (tenant, request, decision, decided_by, recorded_at) \
+                     VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(&r.tenant)
+                .bind(&r.request)
+                .bind(&r.decision)
+                .bind(&r.decided_by)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tenants.insert(r.tenant.as_str());
+            }
+            for tenant in tenants {
+                sqlx::query(
+                    "DELETE FROM stream_requests WHERE tenant = ? AND id <= \
+                     (SELECT id FROM stream_requests WHERE tenant = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                )
+                .bind(tenant)
+                .bind(tenant)
+                .bind(keep as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+
+        async fn recorded_stream_requests(
+            &self,
+            tenant: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<RecordedRequest>, Error> {
+            let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+                "SELECT tenant, request, decision, decided_by FROM stream_requests \
+                 WHERE (? IS NULL OR tenant = ?) ORDER BY id DESC LIMIT ?",
+            )
+            .bind(tenant)
+            .bind(tenant)
+            .bind(limit as i64)
+            .fetch_all(&self.read)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .rev()
+                .map(|(tenant, request, decision, decided_by)| RecordedRequest {
+                    tenant,
+                    request,
+                    decision,
+                    decided_by,
+                })
+                .collect())
         }
 
         async fn plugin_slots(&self) -> Result<Vec<SlotRow>, Error> {
@@ -399,6 +488,67 @@ mod postgres_impl {
                 attach_sent(&mut out, events);
             }
             Ok(out)
+        }
+
+        async fn record_stream_requests(
+            &self,
+            batch: Vec<RecordedRequest>,
+            keep: usize,
+        ) -> Result<(), Error> {
+            let mut tx = self.pool.begin().await?;
+            let now = crate::event::now_ms();
+            let mut tenants = std::collections::BTreeSet::new();
+            for r in &batch {
+                sqlx::query(
+                    "INSERT INTO stream_requests (tenant, request, decision, decided_by, recorded_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&r.tenant)
+                .bind(&r.request)
+                .bind(&r.decision)
+                .bind(&r.decided_by)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tenants.insert(r.tenant.as_str());
+            }
+            for tenant in tenants {
+                sqlx::query(
+                    "DELETE FROM stream_requests WHERE tenant = $1 AND id <= \
+                     (SELECT id FROM stream_requests WHERE tenant = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+                )
+                .bind(tenant)
+                .bind(keep as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+
+        async fn recorded_stream_requests(
+            &self,
+            tenant: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<RecordedRequest>, Error> {
+            let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+                "SELECT tenant, request, decision, decided_by FROM stream_requests \
+                 WHERE ($1::text IS NULL OR tenant = $1) ORDER BY id DESC LIMIT $2",
+            )
+            .bind(tenant)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .rev()
+                .map(|(tenant, request, decision, decided_by)| RecordedRequest {
+                    tenant,
+                    request,
+                    decision,
+                    decided_by,
+                })
+                .collect())
         }
 
         async fn plugin_slots(&self) -> Result<Vec<SlotRow>, Error> {

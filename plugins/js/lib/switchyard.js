@@ -1,8 +1,8 @@
 // The JavaScript side of Switchyard plugins: what `switchyard-plugin` gives
 // Rust authors, for a module built with componentize-js.
 //
-// A plugin module exports its slot's function (`validate`, `shape` or
-// `filter`) and imports what it needs from here:
+// A plugin module exports its slot's function (`validate`, `shape`,
+// `filter` or `authorize`) and imports what it needs from here:
 //
 //   import { configInt, formatAmount, reject, accept } from '../lib/switchyard.js';
 //   export function validate(bid, product, now) { ... }
@@ -164,4 +164,28 @@ export function drop() {
 /** The event is delivered with `data` (an object) as its data. */
 export function replaceWith(data) {
   return { tag: 'replace', val: toJson(data) };
+}
+
+/** The stream request goes ahead. */
+export function allow() {
+  return { tag: 'allow' };
+}
+
+/**
+ * Refuses the stream request: the caller gets `403` with this
+ * machine-readable `code` (`a-z`, `0-9`, `_`) and `message`.
+ */
+export function refuse(code, message) {
+  return { tag: 'refuse', val: { code, message } };
+}
+
+/** The caller's verified claims as an object; `undefined` when anonymous. */
+export function claimsOf(request) {
+  return request.caller === undefined ? undefined : parseObject(request.caller);
+}
+
+/** The value of the request's query parameter `name`, or `undefined`. */
+export function param(request, name) {
+  const found = request.params.find(([key]) => key === name);
+  return found === undefined ? undefined : found[1];
 }

@@ -1,6 +1,6 @@
 //! The guest side of Switchyard plugins.
 //!
-//! Switchyard runs three business rules as WebAssembly components, one per
+//! Switchyard runs four business rules as WebAssembly components, one per
 //! slot (see `wit/switchyard.wit` in the repository). This crate hides the
 //! component-model bindings: implement the slot's trait on a type and name the
 //! type in the slot's export macro.
@@ -10,6 +10,7 @@
 //! | `bid-validator` | [`BidValidator`] | [`export_bid_validator!`] |
 //! | `notification-shaper` | [`NotificationShaper`] | [`export_notification_shaper!`] |
 //! | `event-filter` | [`EventFilter`] | [`export_event_filter!`] |
+//! | `stream-authorizer` | [`StreamAuthorizer`] | [`export_stream_authorizer!`] |
 //!
 //! What the host offers is here too: [`log`], [`config`], [`config_all`] and
 //! typed readers such as [`config_i64`]. [`serde_json`] is re-exported for the
@@ -113,8 +114,8 @@ pub use serde_json;
 
 pub use bindings::bid_validator::switchyard::plugins::host::Level;
 pub use bindings::bid_validator::switchyard::plugins::types::{
-    Bid, Effects, Event, FilterResult, Message, Notification, Product, Rejection, Subscription,
-    Verdict,
+    Authorization, Bid, Effects, Event, FilterResult, Message, Notification, Product, Rejection,
+    StreamRequest, Subscription, Verdict,
 };
 
 /// What the export macros need; not part of the API.
@@ -152,6 +153,22 @@ pub trait EventFilter {
     /// What happens to `event` on subscriptions with the query parameters
     /// `subscription` (the ones the host does not own, sorted by name).
     fn filter(event: Event, subscription: Vec<(String, String)>) -> FilterResult;
+}
+
+/// The `stream-authorizer` slot: allows or refuses a stream (or a topic's
+/// REST history) that the host's own rules allowed.
+///
+/// Export an implementation with [`export_stream_authorizer!`].
+pub trait StreamAuthorizer {
+    /// Allows `request`, or refuses it with a code and a message (the
+    /// caller gets `403` with them).
+    fn authorize(request: StreamRequest) -> Authorization;
+}
+
+impl<T: StreamAuthorizer> bindings::stream_authorizer::Guest for T {
+    fn authorize(request: StreamRequest) -> Authorization {
+        <T as StreamAuthorizer>::authorize(request)
+    }
 }
 
 impl<T: BidValidator> bindings::bid_validator::Guest for T {
@@ -205,6 +222,46 @@ macro_rules! export_event_filter {
     ($ty:ident) => {
         $crate::bindings::event_filter::export!($ty with_types_in $crate::bindings::event_filter);
     };
+}
+
+/// Exports a [`StreamAuthorizer`] as the component's `authorize` function.
+///
+/// Use it once, in the plugin's crate, on a type name:
+/// `switchyard_plugin::export_stream_authorizer!(MyAuthorizer);`
+#[macro_export]
+macro_rules! export_stream_authorizer {
+    ($ty:ident) => {
+        $crate::bindings::stream_authorizer::export!(
+            $ty with_types_in $crate::bindings::stream_authorizer
+        );
+    };
+}
+
+impl Authorization {
+    /// Refuses the request with a machine-readable `code` (1 to 64 of
+    /// `a-z`, `0-9`, `_`) and a `message` for the caller.
+    pub fn refuse(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Authorization::Refuse(Rejection {
+            code: code.into(),
+            message: message.into(),
+        })
+    }
+}
+
+impl StreamRequest {
+    /// The caller's verified claims as a JSON object; `None` when
+    /// anonymous (or, never from the host, when they are not an object).
+    pub fn claims(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        self.caller.as_deref().and_then(parse_object)
+    }
+
+    /// The value of query parameter `name`, if given.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl Verdict {

@@ -4,8 +4,8 @@
 use serde_json::{json, Value};
 
 use crate::{
-    Bid, BidValidator, Event, EventFilter, FilterResult, Message, Notification, NotificationShaper,
-    Product, Verdict,
+    Authorization, Bid, BidValidator, Event, EventFilter, FilterResult, Message, Notification,
+    NotificationShaper, Product, StreamAuthorizer, StreamRequest, Verdict,
 };
 
 /// Runs the recorded cases of a `bid-validator` file on `T`.
@@ -46,6 +46,53 @@ pub fn check_event_filter_cases<T: EventFilter>(cases: &str) -> Result<usize, St
             .unwrap_or_default();
         filter_json(T::filter(event(field(input, "event")), subscription))
     })
+}
+
+/// Runs the recorded cases of a `stream-authorizer` file on `T`.
+///
+/// `Ok` with the number of cases, or `Err` describing every mismatch.
+pub fn check_stream_authorizer_cases<T: StreamAuthorizer>(cases: &str) -> Result<usize, String> {
+    run(cases, "stream-authorizer", |input| {
+        match T::authorize(stream_request(field(input, "request"))) {
+            Authorization::Allow => json!({ "decision": "allow" }),
+            Authorization::Refuse(r) => {
+                json!({ "decision": "refuse", "code": r.code, "message": r.message })
+            }
+        }
+    })
+}
+
+/// A stream request from case JSON, as the host reads one (`user` defaults
+/// to the claims' `sub` unless they name a publisher, `svc`).
+fn stream_request(v: &Value) -> StreamRequest {
+    let claims = v.get("caller").filter(|c| c.is_object());
+    let user = match v.get("user") {
+        Some(u) => u.as_str().map(str::to_string),
+        None => claims
+            .filter(|c| c.get("svc").is_none())
+            .and_then(|c| c.get("sub"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    };
+    let mut topics: Vec<String> = field(v, "topics")
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
+    topics.sort();
+    topics.dedup();
+    let mut params: Vec<(String, String)> = field(v, "params")
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), text(v))).collect())
+        .unwrap_or_default();
+    params.sort();
+    StreamRequest {
+        caller: claims.map(Value::to_string),
+        user,
+        tenant: string(v, "tenant"),
+        topics,
+        params,
+        now: int(v, "now"),
+    }
 }
 
 fn run(cases: &str, slot: &str, call: impl Fn(&Value) -> Value) -> Result<usize, String> {

@@ -38,6 +38,7 @@
 mod cases;
 
 pub use cases::{
+    check_stream_authorizer_cases,
     check_bid_validator_cases, check_event_filter_cases, check_notification_shaper_cases,
 };
 

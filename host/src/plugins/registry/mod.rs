@@ -1,0 +1,165 @@
+//! `Plugins`: which version of which plugin answers for each slot and tenant.
+//!
+//! A slot's state (active version, shadow candidate, history, configuration)
+//! lives in the system of record; every node applies it from there, so a
+//! change made anywhere is active everywhere (cluster nodes poll the rows'
+//! `rev`). Locally a version is an `Arc` swapped atomically: a call takes the
+//! current `Arc` once and finishes on it, so a swap never interrupts a call
+//! and every bid round is decided under exactly one version.
+//!
+//! Resolution: the tenant's own slot, else the default slot (`tenant = ""`),
+//! else the built-in rule (validator, shaper, authorizer) or no filter at all.
+//!
+//! One job per file:
+//! - `slot`: what one slot of one tenant holds (`SlotState`, `Version`);
+//! - `stats`: call counts, errors by kind and latency of the active version;
+//! - `shadow`: how a shadow candidate compares with the active version;
+//! - `admin`: changes (install, rollback, promote, configure) and applying
+//!   stored rows;
+//! - `recorder`: stream requests recorded for `plugin replay`;
+//! - `view`: what `GET /admin/plugins` and `/metrics` show;
+//! - `validator`, `shaper`, `filter`, `authorizer`: the calls of each slot.
+
+mod admin;
+mod authorizer;
+mod filter;
+mod recorder;
+mod shadow;
+mod shaper;
+mod slot;
+mod stats;
+mod validator;
+mod view;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+
+use sha2::{Digest, Sha256};
+
+use super::wasm::{Linked, WasmHost};
+use super::Slot;
+use crate::store::plugins::PluginStore;
+
+pub use admin::{Mode, PluginError};
+pub use authorizer::{Access, StreamAuthorizer};
+pub use filter::{FilterOutcome, TenantFilter};
+pub use shaper::outbid_input;
+pub use slot::{Compiling, LoadError, SlotState, Version};
+pub use stats::CallStats;
+pub use validator::RoundValidator;
+
+struct Inner {
+    wasm: WasmHost,
+    db: Arc<dyn PluginStore>,
+    /// slot -> tenant -> state.
+    slots: RwLock<HashMap<Slot, HashMap<String, Arc<SlotState>>>>,
+    /// Linked components by (hash, slot): a version is compiled once.
+    linked: Mutex<HashMap<(String, Slot), Linked>>,
+    history: usize,
+    /// Some event filter is active (checked per event before any lookup).
+    filters: std::sync::atomic::AtomicBool,
+    /// One compile at a time: a burst of uploads takes one core, not all.
+    compile_gate: tokio::sync::Semaphore,
+    /// Where stream requests go to be recorded, once started.
+    recorder: std::sync::OnceLock<recorder::Recorder>,
+}
+
+/// The plugin registry; cheap to clone.
+#[derive(Clone)]
+pub struct Plugins {
+    inner: Arc<Inner>,
+}
+
+/// The SHA-256 of a component, hex.
+pub fn content_hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Plugins {
+    /// A registry over `db`, keeping `history` earlier versions per slot.
+    pub fn new(wasm: WasmHost, db: Arc<dyn PluginStore>, history: usize) -> Plugins {
+        Plugins {
+            inner: Arc::new(Inner {
+                wasm,
+                db,
+                slots: RwLock::new(HashMap::new()),
+                linked: Mutex::new(HashMap::new()),
+                history: history.max(1),
+                filters: std::sync::atomic::AtomicBool::new(false),
+                compile_gate: tokio::sync::Semaphore::new(1),
+                recorder: std::sync::OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The sandbox.
+    pub fn wasm(&self) -> &WasmHost {
+        &self.inner.wasm
+    }
+
+    fn state(&self, tenant: &str, slot: Slot) -> Arc<SlotState> {
+        if let Some(s) = self
+            .inner
+            .slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&slot)
+            .and_then(|m| m.get(tenant))
+        {
+            return s.clone();
+        }
+        self.inner
+            .slots
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(slot)
+            .or_default()
+            .entry(tenant.to_string())
+            .or_insert_with(|| Arc::new(SlotState::new(tenant, slot)))
+            .clone()
+    }
+
+    /// The slot state that answers for `tenant`, with its active version.
+    fn resolve(&self, tenant: &str, slot: Slot) -> Option<(Arc<SlotState>, Arc<Version>)> {
+        let slots = self.inner.slots.read().unwrap_or_else(|p| p.into_inner());
+        let by_tenant = slots.get(&slot)?;
+        for key in [tenant, ""] {
+            if let Some(s) = by_tenant.get(key) {
+                if let Some(v) = s.active.load_full() {
+                    return Some((s.clone(), v));
+                }
+            }
+        }
+        None
+    }
+
+    /// The slot state whose shadow candidate applies to `tenant`, if any:
+    /// the same slot state that would answer (tenant's own, else default).
+    fn shadow_of(&self, tenant: &str, slot: Slot) -> Option<(Arc<SlotState>, Arc<Version>)> {
+        let slots = self.inner.slots.read().unwrap_or_else(|p| p.into_inner());
+        let by_tenant = slots.get(&slot)?;
+        for key in [tenant, ""] {
+            if let Some(s) = by_tenant.get(key) {
+                if let Some(v) = s.shadow.load_full() {
+                    return Some((s.clone(), v));
+                }
+                if s.active.load().is_some() {
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    /// Compiles and links `bytes` for `slot` (on a blocking thread: compiling
+
+    /// Whether any event filter is installed at all (a cheap check for the
+    /// fan-out's hot path).
+    pub fn has_filters(&self) -> bool {
+        self.inner.filters.load(Ordering::Relaxed)
+    }
+}

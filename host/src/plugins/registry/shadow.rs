@@ -1,0 +1,157 @@
+//! How a shadow candidate compares with the active version: counts, and
+//! the latest disagreements as examples.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+use crate::plugins::wasm::CallError;
+
+/// Disagreement examples kept per shadow candidate.
+const SHADOW_EXAMPLES: usize = 10;
+
+/// How a shadow candidate compares with the active version.
+#[derive(Default)]
+pub(super) struct ShadowStats {
+    pub(super) compared: AtomicU64,
+    pub(super) disagreed: AtomicU64,
+    pub(super) failed: AtomicU64,
+    pub(super) examples: Mutex<VecDeque<Value>>,
+}
+
+impl ShadowStats {
+    /// Forgets everything (a new candidate starts from nothing).
+    pub(super) fn reset(&self) {
+        self.compared.store(0, Ordering::Relaxed);
+        self.disagreed.store(0, Ordering::Relaxed);
+        self.failed.store(0, Ordering::Relaxed);
+        self.examples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// The candidate's entry in `GET /admin/plugins`.
+    pub(super) fn report(&self, version: &str) -> Value {
+        let examples: Vec<Value> = self
+            .examples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        json!({
+            "version": version,
+            "compared": self.compared.load(Ordering::Relaxed),
+            "disagreed": self.disagreed.load(Ordering::Relaxed),
+            "failed": self.failed.load(Ordering::Relaxed),
+            "examples": examples,
+        })
+    }
+}
+
+/// Records a shadow comparison: `ours` is what was applied, `input` makes
+/// the example's input (built only for a disagreement).
+pub(super) fn compare(
+    ss: &ShadowStats,
+    input: impl FnOnce() -> Value,
+    ours: Value,
+    theirs: Result<Value, CallError>,
+) {
+    ss.compared.fetch_add(1, Ordering::Relaxed);
+    let theirs = match theirs {
+        Ok(v) => v,
+        Err(e) => {
+            ss.failed.fetch_add(1, Ordering::Relaxed);
+            json!({ "error": e.to_string() })
+        }
+    };
+    if theirs != ours {
+        ss.disagreed.fetch_add(1, Ordering::Relaxed);
+        let mut ex = ss.examples.lock().unwrap_or_else(|p| p.into_inner());
+        if ex.len() == SHADOW_EXAMPLES {
+            ex.pop_front();
+        }
+        ex.push_back(json!({ "input": input(), "active": ours, "candidate": theirs }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::wasm::FailKind;
+
+    #[test]
+    fn agreement_is_counted_and_not_kept() {
+        let ss = ShadowStats::default();
+        compare(
+            &ss,
+            || json!("never built"),
+            json!("pass"),
+            Ok(json!("pass")),
+        );
+        let r = ss.report("abc");
+        assert_eq!(r["compared"], 1);
+        assert_eq!(r["disagreed"], 0);
+        assert_eq!(r["examples"], json!([]));
+    }
+
+    #[test]
+    fn a_disagreement_keeps_its_input_and_both_answers() {
+        let ss = ShadowStats::default();
+        compare(&ss, || json!({"id": 7}), json!("pass"), Ok(json!("drop")));
+        let r = ss.report("abc");
+        assert_eq!(
+            (r["compared"].as_u64(), r["disagreed"].as_u64()),
+            (Some(1), Some(1))
+        );
+        assert_eq!(
+            r["examples"],
+            json!([{ "input": {"id": 7}, "active": "pass", "candidate": "drop" }])
+        );
+    }
+
+    #[test]
+    fn a_failed_candidate_call_is_a_failure_and_a_disagreement() {
+        let ss = ShadowStats::default();
+        let err = CallError {
+            kind: FailKind::Trap,
+            message: "boom".into(),
+        };
+        compare(&ss, || json!(1), json!("pass"), Err(err));
+        let r = ss.report("abc");
+        assert_eq!(r["failed"], 1);
+        assert_eq!(r["disagreed"], 1);
+        assert!(r["examples"][0]["candidate"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("boom")));
+    }
+
+    #[test]
+    fn only_the_latest_examples_are_kept_and_reset_forgets_them() {
+        let ss = ShadowStats::default();
+        for i in 0..(SHADOW_EXAMPLES as i64 + 5) {
+            compare(&ss, || json!(i), json!(0), Ok(json!(1)));
+        }
+        let r = ss.report("abc");
+        assert_eq!(r["disagreed"], SHADOW_EXAMPLES as u64 + 5);
+        let kept: Vec<i64> = r["examples"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter_map(|e| e["input"].as_i64())
+            .collect();
+        assert_eq!(kept, (5..SHADOW_EXAMPLES as i64 + 5).collect::<Vec<_>>());
+        ss.reset();
+        let r = ss.report("abc");
+        assert_eq!(
+            (
+                r["compared"].as_u64(),
+                r["examples"].as_array().map(Vec::len)
+            ),
+            (Some(0), Some(0))
+        );
+    }
+}

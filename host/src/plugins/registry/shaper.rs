@@ -1,0 +1,129 @@
+//! The notification shaper's calls: messages and outbid digests, with the
+//! built-in notification when no shaper answers.
+
+use serde_json::{json, Value};
+
+use super::shadow::compare;
+use super::slot::Version;
+use super::stats::timed;
+use super::Plugins;
+use crate::plugins::wasm::{bindings::types, CallError, Linked};
+use crate::plugins::Slot;
+
+impl Plugins {
+    /// Shapes a message with the tenant's shaper; a failed call falls back to
+    /// the built-in notification.
+    pub fn shape(&self, msg: &crate::store::NewMessage) -> Vec<crate::store::Notification> {
+        self.shape_input(
+            &msg.tenant,
+            || message_input(msg),
+            || {
+                crate::plugins::NotificationShaper::shape(
+                    &crate::plugins::builtin::BuiltinShaper,
+                    msg,
+                )
+            },
+            || json!({ "message_to": msg.to, "body_chars": msg.body.chars().count() }),
+        )
+    }
+
+    /// Runs the tenant's shaper (and its shadow candidate) on `input`; with
+    /// no shaper, or when the call fails, `builtin` answers.
+    fn shape_input(
+        &self,
+        tenant: &str,
+        input: impl FnOnce() -> types::Message,
+        builtin: impl Fn() -> Vec<crate::store::Notification>,
+        example: impl FnOnce() -> Value,
+    ) -> Vec<crate::store::Notification> {
+        let active = self.resolve(tenant, Slot::NotificationShaper);
+        let shadow = self.shadow_of(tenant, Slot::NotificationShaper);
+        if active.is_none() && shadow.is_none() {
+            return builtin();
+        }
+        let input = input();
+        let run = |v: &Version| -> Result<Vec<crate::store::Notification>, CallError> {
+            let Linked::Shaper(pre) = &v.linked else {
+                unreachable!("a shaper slot holds shapers")
+            };
+            let out = self.inner.wasm.shape(pre, &v.call, &input)?;
+            crate::plugins::convert::notifications(out)
+        };
+        let result = match &active {
+            Some((st, v)) => match timed(&st.stats, || run(v)) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(plugin = %v.call.label, kind = %input.kind, error = %e, "notification shaper failed; sending the built-in notification");
+                    builtin()
+                }
+            },
+            None => builtin(),
+        };
+        if let Some((st, cand)) = shadow {
+            let theirs = run(&cand);
+            compare(
+                &st.shadow_stats,
+                example,
+                crate::plugins::convert::notifications_json(&result),
+                theirs.map(|n| crate::plugins::convert::notifications_json(&n)),
+            );
+        }
+        result
+    }
+}
+
+fn message_input(msg: &crate::store::NewMessage) -> types::Message {
+    types::Message {
+        id: String::new(),
+        tenant: msg.tenant.clone(),
+        kind: "message".into(),
+        from: msg.from.clone(),
+        to: msg.to.clone(),
+        product_id: msg.product_id.clone(),
+        body: msg.body.clone(),
+        created_at: crate::event::now_ms(),
+    }
+}
+
+/// What the shaper is asked about an outbid digest: a message of kind
+/// `outbid` to the user, whose body is the digest as JSON
+/// (`{"product_id", "title", "times", "amount", "leader"}`).
+pub fn outbid_input(
+    tenant: &str,
+    d: &crate::bids::decision::OutbidDigest,
+    now: i64,
+) -> types::Message {
+    types::Message {
+        id: d.bid_id.clone(),
+        tenant: tenant.to_string(),
+        kind: "outbid".into(),
+        from: String::new(),
+        to: d.user.clone(),
+        product_id: Some(d.product_id.clone()),
+        body: json!({
+            "product_id": d.product_id, "title": d.title, "times": d.times,
+            "amount": d.amount, "leader": d.leader,
+        })
+        .to_string(),
+        created_at: now,
+    }
+}
+
+/// Outbid notifications of a decision round go through the tenant's
+/// notification shaper (a failed call: the built-in `bid.outbid`).
+impl crate::bids::decision::OutbidNotifier for Plugins {
+    fn outbid(
+        &self,
+        tenant: &str,
+        digest: &crate::bids::decision::OutbidDigest,
+        now: i64,
+    ) -> Vec<crate::store::Notification> {
+        use crate::bids::decision::BuiltinOutbid;
+        self.shape_input(
+            tenant,
+            || outbid_input(tenant, digest, now),
+            || BuiltinOutbid.outbid(tenant, digest, now),
+            || json!({ "outbid": digest.user, "product_id": digest.product_id, "times": digest.times }),
+        )
+    }
+}

@@ -1,0 +1,100 @@
+//! What one slot of one tenant holds: its versions as swapped `Arc`s, its
+//! statistics, the stored row as last applied, its last refusal.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+use arc_swap::ArcSwapOption;
+
+use super::shadow::ShadowStats;
+use super::stats::CallStats;
+use crate::plugins::wasm::{CallCtx, Linked};
+use crate::plugins::Slot;
+use crate::store::plugins::SlotRow;
+
+/// One loaded version of a plugin.
+pub struct Version {
+    /// Content hash (SHA-256, hex).
+    pub hash: String,
+    /// Where it came from.
+    pub origin: String,
+    /// When it became active (or was loaded), ms since the epoch.
+    pub since: i64,
+    pub(super) linked: Linked,
+    pub(super) call: CallCtx,
+}
+
+impl Version {
+    /// The short form recorded on decisions: `{slot}@{first 12 hex digits}`.
+    pub fn tag(&self) -> String {
+        format!("{}@{}", self.linked.slot(), &self.hash[..12])
+    }
+}
+
+/// Why a component was refused.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadError {
+    /// When, ms since the epoch.
+    pub at: i64,
+    /// What was loaded (`file:…`, `admin`, ...).
+    pub origin: String,
+    /// Content hash of the refused bytes.
+    pub hash: String,
+    /// Why.
+    pub message: String,
+}
+
+/// One slot of one tenant (`""`: the default of every tenant).
+pub struct SlotState {
+    pub(super) tenant: String,
+    pub(super) slot: Slot,
+    pub(super) active: ArcSwapOption<Version>,
+    pub(super) shadow: ArcSwapOption<Version>,
+    pub(super) stats: CallStats,
+    pub(super) shadow_stats: ShadowStats,
+    pub(super) row: Mutex<SlotRow>,
+    pub(super) last_error: Mutex<Option<LoadError>>,
+    /// An upload being compiled in the background.
+    pub(super) compiling: Mutex<Option<Compiling>>,
+    pub(super) swaps: AtomicU64,
+}
+
+/// An upload whose component is being compiled off the serving path.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Compiling {
+    /// Its content hash.
+    pub version: String,
+    /// `active` or `shadow`.
+    pub mode: &'static str,
+    /// When the compile started, ms since the epoch.
+    pub since: i64,
+}
+
+impl SlotState {
+    pub(super) fn new(tenant: &str, slot: Slot) -> SlotState {
+        SlotState {
+            tenant: tenant.into(),
+            slot,
+            active: ArcSwapOption::empty(),
+            shadow: ArcSwapOption::empty(),
+            stats: CallStats::default(),
+            shadow_stats: ShadowStats::default(),
+            row: Mutex::new(SlotRow {
+                tenant: tenant.into(),
+                slot: slot.as_str().into(),
+                ..SlotRow::default()
+            }),
+            last_error: Mutex::new(None),
+            compiling: Mutex::new(None),
+            swaps: AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn label(&self) -> String {
+        if self.tenant.is_empty() {
+            self.slot.as_str().to_string()
+        } else {
+            format!("{}@{}", self.slot, self.tenant)
+        }
+    }
+}
