@@ -54,8 +54,7 @@ fn concrete(template: &str) -> String {
     template
         .replace("{slot}", "bid-validator")
         .replace("{topic}", "global")
-        .replace('{', "")
-        .replace('}', "")
+        .replace(['{', '}'], "")
 }
 
 /// Every documented operation, called without a body, is answered by its

@@ -32,6 +32,11 @@
 #   examples/loadgen/bench.sh isolation on|off          # tenant demo's fan-out (1,000 x 100/s) while tenant
 #                                                       # slowa's 10 streams run a filter of about 5 ms a call
 #                                                       # (on) or no filter (off)
+#   examples/loadgen/bench.sh publish embedded 100 1    # publish throughput: POST /api/events (batch 1) or
+#                                                       # /api/events/batch of 100 events, as fast as taken for
+#                                                       # BATCH_SECS (default 10) on CONCURRENCY (64) connections,
+#                                                       # with an Idempotency-Key per request (1) or without (0)
+#   examples/loadgen/bench.sh publish cluster 10 0      # ... on the first of two cluster nodes
 #
 # Each run starts its own server (embedded mode, a fresh temp data dir, port
 # 18400) and stops it and every client it started on exit. `cluster` starts
@@ -534,6 +539,37 @@ for s in json.load(sys.stdin)["slots"]:
   cat "$OUT/isolation.load"
 }
 
+publish_bench() { # embedded|cluster batch keyed(0|1)
+  local mode=$1 batch=$2 keyed=$3
+  local name="publish-$mode-$batch-$keyed"
+  wait_quiet | tee "$OUT/$name.load"
+  start_mode "$mode"
+  # A fresh node answers its first publish only once the bundled plugins are
+  # compiled (seconds): one publish first, so the run measures the steady state.
+  curl -sf -o /dev/null -X POST "$URL/api/events" -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d '{"tenant":"demo","topic":"warm:1","type":"warm","data":0}'
+  local c0; c0=$(cpu_ticks "${SRV_PIDS[@]}")
+  "$BIN/switchyard-loadgen" publish --url "$URL" --tenant demo --topic "pub:$batch" --token $TOKEN \
+    --rate 0 --duration-secs "${BATCH_SECS:-10}" --concurrency "${CONCURRENCY:-64}" \
+    --batch "$batch" --keyed "$keyed" \
+    --report "$OUT/$name.json" >"$OUT/$name.log" 2>&1 || { cat "$OUT/$name.log"; exit 1; }
+  local c1; c1=$(cpu_ticks "${SRV_PIDS[@]}")
+  sed -n '/summary/,$p' "$OUT/$name.log"
+  python3 - "$OUT/$name.json" "$c0" "$c1" "$TICK" "$name" <<'EOF2'
+import json, sys
+r = json.load(open(sys.argv[1]))
+(u0, s0), (u1, s1) = (map(int, a.split()) for a in sys.argv[2:4])
+tick, name = int(sys.argv[4]), sys.argv[5]
+cpu = (u1 - u0 + s1 - s0) / tick
+events = max(r["ok"], 1)
+lat = r["latency"]
+print(f"{name}: {r['achieved_rate']:.0f} events/s ({r['achieved_rate'] / r['batch']:.0f} requests/s), "
+      f"{r['ok']} events, {r['failed']} given up; request p50 {lat.get('p50_ms', '?')} ms, p99 {lat.get('p99_ms', '?')} ms; "
+      f"server CPU {cpu:.2f} s = {cpu * 1e6 / events:.1f} us/event")
+EOF2
+  cat "$OUT/$name.load"
+}
+
 fanout_floor() { # clients rate: the same load against `switchyard-loadgen floor`
   CLIENTS=$1 RATE=$2
   local floor_url=http://127.0.0.1:18402
@@ -663,5 +699,6 @@ case "${1:-}" in
   fanout-cluster) fanout_cluster "${2:?nodes}" "${3:?subscribers per node}" "${4:?events/s}" ;;
   idle-cluster) idle_cluster "${2:?clients}" ;;
   replay-cluster) replay_cluster "${2:-100000}" ;;
+  publish) publish_bench "${2:?embedded|cluster}" "${3:?events per request}" "${4:-0}" ;;
   *) sed -n '2,/^set -euo pipefail/{/^set -euo/d;p}' "$0"; exit 2 ;;
 esac
