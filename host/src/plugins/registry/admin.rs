@@ -46,6 +46,7 @@ pub enum Mode {
 }
 
 impl Plugins {
+    /// Compiles and links `bytes` for `slot` (on a blocking thread: compiling
     /// takes milliseconds to seconds), reusing an earlier compile of the same hash.
     async fn link(&self, hash: &str, bytes: Vec<u8>, slot: Slot) -> Result<Linked, String> {
         if let Some(l) = self

@@ -155,8 +155,6 @@ impl Plugins {
         None
     }
 
-    /// Compiles and links `bytes` for `slot` (on a blocking thread: compiling
-
     /// Whether any event filter is installed at all (a cheap check for the
     /// fan-out's hot path).
     pub fn has_filters(&self) -> bool {
