@@ -55,15 +55,35 @@ use crate::state::{AppState, TenantCache};
 pub use crate::backend::embedded::DEMO_TENANT;
 
 /// Opens the backend for the configured mode (applying migrations).
-pub async fn backend(config: &Config) -> Result<Backend, String> {
-    Backend::open(config).await.map_err(|e| e.to_string())
+pub async fn backend(config: &Config) -> Result<Backend, backend::Error> {
+    Backend::open(config).await
 }
 
 /// The client-token keys the server would use, without starting it: the
 /// configured secret, else the one in the data dir (embedded) or Postgres
 /// (cluster).
-pub async fn client_keys(config: &Config) -> Result<auth::Keys, String> {
-    Backend::keys(config).await.map_err(|e| e.to_string())
+pub async fn client_keys(config: &Config) -> Result<auth::Keys, backend::Error> {
+    Backend::keys(config).await
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The backend could not be opened or started.
+    #[error(transparent)]
+    Backend(#[from] backend::Error),
+    /// The tenants' heads could not be read.
+    #[error("cannot read tenants: {0}")]
+    Heads(#[source] store::Error),
+    /// The plugin registry could not start.
+    #[error(transparent)]
+    Plugins(#[from] plugins::StartError),
+    /// The identity provider's keys cannot be used.
+    #[error(transparent)]
+    Provider(#[from] auth::ProviderError),
+    /// The listener has no address.
+    #[error("listener has no address: {0}")]
+    Listener(#[source] std::io::Error),
 }
 
 /// Runs a node on `listener` until `shutdown` is cancelled, then drains:
@@ -73,7 +93,7 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     let config = Arc::new(config);
     let backend = backend(&config).await?;
     let store = backend.store.clone();
@@ -82,7 +102,7 @@ pub async fn run(
     let heads = store
         .heads()
         .await
-        .map_err(|e| format!("cannot read tenants: {e}"))?;
+        .map_err(RunError::Heads)?;
     // Background tasks stop after the connections have drained.
     let background = CancellationToken::new();
     let plugins = plugins::start(
@@ -143,7 +163,7 @@ pub async fn run(
         background.clone(),
     );
     let bid_queue = backend.mode.bid_wakeups(worker, &node, background.clone());
-    let keys = backend.jwt_keys(&config).await.map_err(|e| e.to_string())?;
+    let keys = backend.jwt_keys(&config).await?;
     let verifier = auth::Verifier::start(
         keys.clone(),
         config.jwt_public_key.as_deref(),
@@ -179,7 +199,7 @@ pub async fn run(
         .unwrap_or_else(|| server::default_max_connections(fd_limit));
     let addr = listener
         .local_addr()
-        .map_err(|e| format!("listener has no address: {e}"))?;
+        .map_err(RunError::Listener)?;
     tracing::info!(
         %addr,
         mode = backend_mode,

@@ -12,11 +12,11 @@ use crate::event::StoredEvent;
 use crate::store::Notification;
 
 /// Most notifications one message may turn into.
-pub const MAX_NOTIFICATIONS: usize = 16;
+const MAX_NOTIFICATIONS: usize = 16;
 /// Longest notification preview, in characters.
-pub const MAX_PREVIEW_CHARS: usize = 1_000;
+const MAX_PREVIEW_CHARS: usize = 1_000;
 /// Largest JSON `data` a plugin may return, in bytes.
-pub const MAX_DATA_BYTES: usize = 64 * 1024;
+const MAX_DATA_BYTES: usize = 64 * 1024;
 /// Longest rejection message kept, in characters.
 const MAX_MESSAGE_CHARS: usize = 500;
 /// Furthest an anti-sniping extension may move the end.
@@ -338,15 +338,4 @@ pub fn subscription_from_json(v: &Value) -> Vec<(String, String)> {
         .unwrap_or_default();
     out.sort();
     out
-}
-
-/// The host's verdict from a WIT verdict, for recorded cases (no host rules:
-/// a case shows what the plugin said).
-pub fn raw_verdict_json(v: &types::Verdict) -> Value {
-    match v {
-        types::Verdict::Accept(e) => json!({ "verdict": "accept", "extend_to": e.extend_to }),
-        types::Verdict::Reject(r) => {
-            json!({ "verdict": "reject", "code": r.code, "message": r.message })
-        }
-    }
 }

@@ -46,6 +46,17 @@ pub mod bundled {
     ];
 }
 
+/// Why the plugin registry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The engine cannot start.
+    #[error(transparent)]
+    Engine(#[from] wasm::HostError),
+    /// The stored slots cannot be read.
+    #[error("cannot read plugin slots: {0}")]
+    Load(#[source] crate::store::Error),
+}
+
 /// Starts the registry: stored slots, then the plugins directory, then the
 /// bundled examples in slots never configured; then watches the directory
 /// and, when `shared` (cluster mode), polls for changes made on other nodes.
@@ -54,14 +65,14 @@ pub async fn start(
     db: std::sync::Arc<dyn PluginStore>,
     shared: bool,
     stop: CancellationToken,
-) -> Result<Plugins, String> {
+) -> Result<Plugins, StartError> {
     let wasm = wasm::WasmHost::new(config.plugin_limits.clone())?
         .with_cache(config.plugin_cache_dir.clone());
     let plugins = Plugins::new(wasm, db, config.plugin_history);
     plugins
         .load()
         .await
-        .map_err(|e| format!("cannot read plugin slots: {e}"))?;
+        .map_err(StartError::Load)?;
     watch::scan(&plugins, &config.plugins_dir).await;
     if config.example_plugins {
         for (slot, bytes) in bundled::ALL {
