@@ -103,10 +103,10 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
     let res = next.run(req).await;
-    let stats = state.metrics.route(method, &route);
     let class = (res.status().as_u16() / 100).clamp(1, 5) as usize;
-    stats.status[class - 1].inc();
-    stats.latency.observe(started.elapsed());
+    state
+        .metrics
+        .request(method, &route, class, started.elapsed());
     if class == 5 {
         state.metrics.http_errors.inc();
     }
