@@ -536,8 +536,7 @@ impl WasmHost {
             }
         }
         let started = std::time::Instant::now();
-        let component =
-            Component::new(&self.engine, bytes).map_err(HostError::Compile)?;
+        let component = Component::new(&self.engine, bytes).map_err(HostError::Compile)?;
         self.compiles.compiled.fetch_add(1, Ordering::Relaxed);
         self.compiles
             .compile_us
@@ -614,6 +613,7 @@ impl WasmHost {
     /// served `MAX_USES` calls; a failed instance is dropped with its store.
     /// Runs guest code on the calling thread, which must not be a runtime
     /// worker (see the module doc).
+    #[tracing::instrument(name = "plugin.call", level = "debug", skip_all, fields(plugin = %call.label))]
     fn run<B, R>(
         &self,
         call: &CallCtx,
