@@ -99,10 +99,7 @@ pub async fn run(
     let store = backend.store.clone();
     backend.mode.on_start(&store).await?;
     let metrics = Arc::new(Metrics::default());
-    let heads = store
-        .heads()
-        .await
-        .map_err(RunError::Heads)?;
+    let heads = store.heads().await.map_err(RunError::Heads)?;
     // Background tasks stop after the connections have drained.
     let background = CancellationToken::new();
     let plugins = plugins::start(
@@ -197,9 +194,7 @@ pub async fn run(
     let max_connections = config
         .max_connections
         .unwrap_or_else(|| server::default_max_connections(fd_limit));
-    let addr = listener
-        .local_addr()
-        .map_err(RunError::Listener)?;
+    let addr = listener.local_addr().map_err(RunError::Listener)?;
     tracing::info!(
         %addr,
         mode = backend_mode,

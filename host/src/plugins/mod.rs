@@ -69,10 +69,7 @@ pub async fn start(
     let wasm = wasm::WasmHost::new(config.plugin_limits.clone())?
         .with_cache(config.plugin_cache_dir.clone());
     let plugins = Plugins::new(wasm, db, config.plugin_history);
-    plugins
-        .load()
-        .await
-        .map_err(StartError::Load)?;
+    plugins.load().await.map_err(StartError::Load)?;
     watch::scan(&plugins, &config.plugins_dir).await;
     if config.example_plugins {
         for (slot, bytes) in bundled::ALL {

@@ -115,9 +115,11 @@ pub(crate) mod sqlite_impl {
             let id = id.to_string();
             self.readers
                 .with(move |c| {
-                    Ok(c.prepare_cached(&format!("SELECT {PRODUCT_COLS} FROM products WHERE id = ?"))?
-                        .query_row([id], product_row)
-                        .optional()?)
+                    Ok(c.prepare_cached(&format!(
+                        "SELECT {PRODUCT_COLS} FROM products WHERE id = ?"
+                    ))?
+                    .query_row([id], product_row)
+                    .optional()?)
                 })
                 .await
         }
@@ -133,9 +135,11 @@ pub(crate) mod sqlite_impl {
             let id = id.to_string();
             self.readers
                 .with(move |c| {
-                    Ok(c.prepare_cached(&format!("SELECT {BID_COLS} FROM bids WHERE id = ?"))?
-                        .query_row([id], bid_row)
-                        .optional()?)
+                    Ok(
+                        c.prepare_cached(&format!("SELECT {BID_COLS} FROM bids WHERE id = ?"))?
+                            .query_row([id], bid_row)
+                            .optional()?,
+                    )
                 })
                 .await
         }
@@ -203,7 +207,7 @@ pub(crate) mod sqlite_impl {
     }
 
     /// Inserts a product (its event is appended by the batch).
-        pub(crate) fn insert_product(conn: &Connection, p: &Product) -> Result<(), Error> {
+    pub(crate) fn insert_product(conn: &Connection, p: &Product) -> Result<(), Error> {
         conn.prepare_cached(&format!(
             "INSERT INTO products ({PRODUCT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))?
@@ -228,7 +232,10 @@ pub(crate) mod sqlite_impl {
 
     /// Inserts a queued bid, or finds the one stored under its idempotency key
     /// (a key used for another bid is refused inside, with nothing written).
-    pub(crate) fn insert_bid(conn: &Connection, bid: &Bid) -> Result<Result<(Bid, bool), Error>, Error> {
+    pub(crate) fn insert_bid(
+        conn: &Connection,
+        bid: &Bid,
+    ) -> Result<Result<(Bid, bool), Error>, Error> {
         let inserted = conn
             .prepare_cached(&format!(
                 "INSERT INTO bids ({BID_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \

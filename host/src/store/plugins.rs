@@ -227,9 +227,11 @@ mod sqlite_impl {
         async fn plugin_slots(&self) -> Result<Vec<SlotRow>, Error> {
             self.readers
                 .with(|c| {
-                    Ok(c.prepare_cached(&format!("SELECT {COLS} FROM plugin_slots"))?
-                        .query_map([], row)?
-                        .collect::<Result<_, _>>()?)
+                    Ok(
+                        c.prepare_cached(&format!("SELECT {COLS} FROM plugin_slots"))?
+                            .query_map([], row)?
+                            .collect::<Result<_, _>>()?,
+                    )
                 })
                 .await
         }
@@ -237,9 +239,11 @@ mod sqlite_impl {
         async fn plugin_revs(&self) -> Result<Vec<(String, String, i64)>, Error> {
             self.readers
                 .with(|c| {
-                    Ok(c.prepare_cached("SELECT tenant, slot, rev FROM plugin_slots")?
-                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                        .collect::<Result<_, _>>()?)
+                    Ok(
+                        c.prepare_cached("SELECT tenant, slot, rev FROM plugin_slots")?
+                            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                            .collect::<Result<_, _>>()?,
+                    )
                 })
                 .await
         }
@@ -248,9 +252,11 @@ mod sqlite_impl {
             let hash = hash.to_string();
             self.readers
                 .with(move |c| {
-                    Ok(c.prepare_cached("SELECT wasm FROM plugin_versions WHERE hash = ?")?
-                        .query_row([hash], |r| r.get(0))
-                        .optional()?)
+                    Ok(
+                        c.prepare_cached("SELECT wasm FROM plugin_versions WHERE hash = ?")?
+                            .query_row([hash], |r| r.get(0))
+                            .optional()?,
+                    )
                 })
                 .await
         }

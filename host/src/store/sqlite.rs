@@ -131,9 +131,11 @@ impl Store for SqliteStore {
         let slug = slug.to_string();
         self.readers
             .with(move |c| {
-                Ok(c.prepare_cached("SELECT slug, name, created_at FROM tenants WHERE slug = ?")?
-                    .query_row([slug], tenant_row)
-                    .optional()?)
+                Ok(
+                    c.prepare_cached("SELECT slug, name, created_at FROM tenants WHERE slug = ?")?
+                        .query_row([slug], tenant_row)
+                        .optional()?,
+                )
             })
             .await
     }
@@ -141,9 +143,11 @@ impl Store for SqliteStore {
     async fn tenants(&self) -> Result<Vec<Tenant>, Error> {
         self.readers
             .with(|c| {
-                Ok(c.prepare_cached("SELECT slug, name, created_at FROM tenants ORDER BY slug")?
-                    .query_map([], tenant_row)?
-                    .collect::<Result<_, _>>()?)
+                Ok(
+                    c.prepare_cached("SELECT slug, name, created_at FROM tenants ORDER BY slug")?
+                        .query_map([], tenant_row)?
+                        .collect::<Result<_, _>>()?,
+                )
             })
             .await
     }
@@ -240,10 +244,7 @@ impl Store for SqliteStore {
 
     async fn trim_publish_keys(&self, cutoff_ms: i64) -> Result<u64, Error> {
         self.write(move |tx| {
-            let done = tx.execute(
-                "DELETE FROM publish_keys WHERE created_at < ?",
-                [cutoff_ms],
-            )?;
+            let done = tx.execute("DELETE FROM publish_keys WHERE created_at < ?", [cutoff_ms])?;
             Ok(done as u64)
         })
         .await
@@ -323,9 +324,11 @@ impl Store for SqliteStore {
                 "INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
                 params![name, candidate],
             )?;
-            Ok(tx.query_row("SELECT value FROM secrets WHERE name = ?", [name], |r| {
-                r.get(0)
-            })?)
+            Ok(
+                tx.query_row("SELECT value FROM secrets WHERE name = ?", [name], |r| {
+                    r.get(0)
+                })?,
+            )
         })
         .await
     }

@@ -229,4 +229,3 @@ pub(super) fn unread(conn: &Connection, tenant: &str, user: &str) -> Result<u64,
         .query_row(params![tenant, user], |r| r.get(0))?;
     Ok(n as u64)
 }
-

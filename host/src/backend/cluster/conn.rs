@@ -35,7 +35,11 @@ pub enum RedisError {
 
 impl RedisConn {
     /// Connects, retrying for up to `patience`.
-    pub async fn connect(url: &str, prefix: &str, patience: Duration) -> Result<RedisConn, RedisError> {
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        patience: Duration,
+    ) -> Result<RedisConn, RedisError> {
         let client = redis::Client::open(url).map_err(RedisError::Url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(1))
