@@ -55,15 +55,38 @@ use crate::state::{AppState, TenantCache};
 pub use crate::backend::embedded::DEMO_TENANT;
 
 /// Opens the backend for the configured mode (applying migrations).
-pub async fn backend(config: &Config) -> Result<Backend, String> {
-    Backend::open(config).await.map_err(|e| e.to_string())
+pub async fn backend(config: &Config) -> Result<Backend, backend::Error> {
+    Backend::open(config).await
 }
 
 /// The client-token keys the server would use, without starting it: the
 /// configured secret, else the one in the data dir (embedded) or Postgres
 /// (cluster).
-pub async fn client_keys(config: &Config) -> Result<auth::Keys, String> {
-    Backend::keys(config).await.map_err(|e| e.to_string())
+pub async fn client_keys(config: &Config) -> Result<auth::Keys, backend::Error> {
+    Backend::keys(config).await
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The backend could not be opened or started.
+    #[error(transparent)]
+    Backend(#[from] backend::Error),
+    /// The tenants' heads could not be read.
+    #[error("cannot read tenants: {0}")]
+    Heads(#[source] store::Error),
+    /// The plugin registry could not start.
+    #[error(transparent)]
+    Plugins(#[from] plugins::StartError),
+    /// The identity provider's keys cannot be used.
+    #[error(transparent)]
+    Provider(#[from] auth::ProviderError),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] server::tls::Error),
+    /// The listener has no address.
+    #[error("listener has no address: {0}")]
+    Listener(#[source] std::io::Error),
 }
 
 /// Runs a node on `listener` until `shutdown` is cancelled, then drains:
@@ -73,16 +96,13 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     let config = Arc::new(config);
     let backend = backend(&config).await?;
     let store = backend.store.clone();
     backend.mode.on_start(&store).await?;
     let metrics = Arc::new(Metrics::default());
-    let heads = store
-        .heads()
-        .await
-        .map_err(|e| format!("cannot read tenants: {e}"))?;
+    let heads = store.heads().await.map_err(RunError::Heads)?;
     // Background tasks stop after the connections have drained.
     let background = CancellationToken::new();
     let plugins = plugins::start(
@@ -143,7 +163,7 @@ pub async fn run(
         background.clone(),
     );
     let bid_queue = backend.mode.bid_wakeups(worker, &node, background.clone());
-    let keys = backend.jwt_keys(&config).await.map_err(|e| e.to_string())?;
+    let keys = backend.jwt_keys(&config).await?;
     let verifier = auth::Verifier::start(
         keys.clone(),
         config.jwt_public_key.as_deref(),
@@ -177,9 +197,7 @@ pub async fn run(
     let max_connections = config
         .max_connections
         .unwrap_or_else(|| server::default_max_connections(fd_limit));
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("listener has no address: {e}"))?;
+    let addr = listener.local_addr().map_err(RunError::Listener)?;
     tracing::info!(
         %addr,
         mode = backend_mode,
@@ -190,9 +208,7 @@ pub async fn run(
         "switchyard listening"
     );
     let tls = match &config.tls {
-        Some(files) => Some(
-            server::tls::acceptor(files, background.clone()).map_err(|e| format!("TLS: {e}"))?,
-        ),
+        Some(files) => Some(server::tls::acceptor(files, background.clone())?),
         None => None,
     };
     let app = http::router::router(state);

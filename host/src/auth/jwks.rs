@@ -57,14 +57,37 @@ impl FetchState {
     }
 }
 
+/// Why the key set could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    /// The HTTP client could not be built (no TLS roots, ...).
+    #[error("cannot build the HTTP client for SWITCHYARD_JWKS_URL: {0}")]
+    Client(#[source] reqwest::Error),
+    /// The request failed (connection, timeout, ...).
+    #[error("request failed: {0}")]
+    Request(#[source] reqwest::Error),
+    /// The provider answered something other than a success.
+    #[error("answered {0}")]
+    Status(reqwest::StatusCode),
+    /// Over `MAX_BYTES`.
+    #[error("the key set is larger than 1 MiB")]
+    TooLarge,
+    /// The body could not be read.
+    #[error("reading the key set failed: {0}")]
+    Body(#[source] reqwest::Error),
+    /// The body is not a JWKS document.
+    #[error("not a JWKS document: {0}")]
+    NotJwks(#[source] serde_json::Error),
+}
+
 impl Jwks {
     /// Fetches the set once; a failure is logged and the set stays empty
     /// until a token makes the node try again.
-    pub async fn start(url: &str) -> Result<Arc<Jwks>, String> {
+    pub async fn start(url: &str) -> Result<Arc<Jwks>, JwksError> {
         let http = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .build()
-            .map_err(|e| format!("cannot build the HTTP client for SWITCHYARD_JWKS_URL: {e}"))?;
+            .map_err(JwksError::Client)?;
         let jwks = Arc::new(Jwks {
             url: url.to_string(),
             http,
@@ -144,26 +167,23 @@ impl Jwks {
         }
     }
 
-    async fn fetch_once(&self) -> Result<Vec<ProviderKey>, String> {
+    async fn fetch_once(&self) -> Result<Vec<ProviderKey>, JwksError> {
         let res = self
             .http
             .get(&self.url)
             .header("accept", "application/json")
             .send()
             .await
-            .map_err(|e| format!("request failed: {e}"))?;
+            .map_err(JwksError::Request)?;
         if !res.status().is_success() {
-            return Err(format!("answered {}", res.status()));
+            return Err(JwksError::Status(res.status()));
         }
         if res.content_length().is_some_and(|n| n > MAX_BYTES as u64) {
-            return Err("the key set is larger than 1 MiB".into());
+            return Err(JwksError::TooLarge);
         }
-        let body = res
-            .bytes()
-            .await
-            .map_err(|e| format!("reading the key set failed: {e}"))?;
+        let body = res.bytes().await.map_err(JwksError::Body)?;
         if body.len() > MAX_BYTES {
-            return Err("the key set is larger than 1 MiB".into());
+            return Err(JwksError::TooLarge);
         }
         parse(&body)
     }
@@ -171,9 +191,8 @@ impl Jwks {
 
 /// The signing keys of a JWKS document. Keys for encryption, symmetric
 /// (`oct`) keys and keys of other types or algorithms are left out.
-pub fn parse(body: &[u8]) -> Result<Vec<ProviderKey>, String> {
-    let set: JwkSet =
-        serde_json::from_slice(body).map_err(|e| format!("not a JWKS document: {e}"))?;
+pub fn parse(body: &[u8]) -> Result<Vec<ProviderKey>, JwksError> {
+    let set: JwkSet = serde_json::from_slice(body).map_err(JwksError::NotJwks)?;
     let mut keys = Vec::new();
     for jwk in &set.keys {
         if matches!(

@@ -111,6 +111,39 @@ pub enum TokenError {
     KeysUnavailable,
 }
 
+/// Why a publisher token cannot be minted (the message names the argument).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MintError {
+    /// The service name is not a user id.
+    #[error("the service name must be 1-128 letters, digits, '-', '_', '.' and '@'")]
+    Service,
+    /// The tenant is not a slug.
+    #[error("the tenant: {0}")]
+    Tenant(#[from] crate::event::NameError),
+    /// The topic patterns are not valid.
+    #[error(transparent)]
+    Patterns(#[from] publish::PatternError),
+}
+
+/// Why the identity provider's keys cannot be used at start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// `SWITCHYARD_JWT_PUBLIC_KEY` cannot be read.
+    #[error("cannot read SWITCHYARD_JWT_PUBLIC_KEY {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// `SWITCHYARD_JWT_PUBLIC_KEY` holds no public key this server reads.
+    #[error("SWITCHYARD_JWT_PUBLIC_KEY {0} is not a PEM public key (RSA, EC or Ed25519)")]
+    NotAKey(String),
+    /// The JWKS client could not be set up.
+    #[error(transparent)]
+    Jwks(#[from] jwks::JwksError),
+}
+
 /// How tokens are checked and minted: claim names, issuer and audience.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRules {
@@ -246,7 +279,7 @@ impl Keys {
     }
 
     /// Verifies a user or publisher token signed with this secret.
-    pub fn verify_identity(&self, token: &str, now: u64) -> Result<Identity, TokenError> {
+    fn verify_identity(&self, token: &str, now: u64) -> Result<Identity, TokenError> {
         if peek(token)?.alg != Algorithm::HS256 {
             return Err(TokenError::Algorithm);
         }
@@ -403,13 +436,11 @@ impl ServiceClaims {
         publish: Vec<String>,
         ttl: u64,
         now: u64,
-    ) -> Result<ServiceClaims, String> {
+    ) -> Result<ServiceClaims, MintError> {
         if !valid_user_id(service) {
-            return Err(
-                "the service name must be 1-128 letters, digits, '-', '_', '.' and '@'".into(),
-            );
+            return Err(MintError::Service);
         }
-        crate::event::validate_slug(tenant).map_err(|e| format!("the tenant: {e}"))?;
+        crate::event::validate_slug(tenant)?;
         publish::validate(&publish)?;
         Ok(ServiceClaims {
             service: service.to_string(),
@@ -473,7 +504,7 @@ impl Verifier {
         keys: Keys,
         public_key: Option<&Path>,
         jwks_url: Option<&str>,
-    ) -> Result<Verifier, String> {
+    ) -> Result<Verifier, ProviderError> {
         let provider = match (public_key, jwks_url) {
             (Some(path), _) => Some(Provider::Static(vec![pem_key(path)?])),
             (None, Some(url)) => Some(Provider::Jwks(jwks::Jwks::start(url).await?)),
@@ -529,12 +560,10 @@ fn matching(keys: &[ProviderKey], kid: Option<&str>, alg: Algorithm) -> Vec<Arc<
 
 /// The identity provider's public key from a PEM file: RSA, EC (P-256 or
 /// P-384) or Ed25519.
-fn pem_key(path: &Path) -> Result<ProviderKey, String> {
-    let pem = std::fs::read(path).map_err(|e| {
-        format!(
-            "cannot read SWITCHYARD_JWT_PUBLIC_KEY {}: {e}",
-            path.display()
-        )
+fn pem_key(path: &Path) -> Result<ProviderKey, ProviderError> {
+    let pem = std::fs::read(path).map_err(|source| ProviderError::Read {
+        path: path.display().to_string(),
+        source,
     })?;
     let (key, algs) = if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
         (
@@ -546,10 +575,7 @@ fn pem_key(path: &Path) -> Result<ProviderKey, String> {
     } else if let Ok(k) = DecodingKey::from_ed_pem(&pem) {
         (k, vec![Algorithm::EdDSA])
     } else {
-        return Err(format!(
-            "SWITCHYARD_JWT_PUBLIC_KEY {} is not a PEM public key (RSA, EC or Ed25519)",
-            path.display()
-        ));
+        return Err(ProviderError::NotAKey(path.display().to_string()));
     };
     Ok(ProviderKey {
         kid: None,

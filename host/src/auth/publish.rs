@@ -2,15 +2,30 @@
 //! or a whole topic (`service:status`).
 
 /// Most patterns one token may carry.
-pub const MAX_PATTERNS: usize = 32;
+const MAX_PATTERNS: usize = 32;
 
-/// Checks a token's patterns; the message names the first bad one.
-pub fn validate(patterns: &[String]) -> Result<(), String> {
+/// Why a publisher token's patterns are refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    /// No pattern at all.
+    #[error("at least one topic pattern is required")]
+    Empty,
+    /// More than `MAX_PATTERNS`.
+    #[error("at most {MAX_PATTERNS} topic patterns")]
+    TooMany,
+    /// A pattern that is neither a topic nor a prefix (shown cut to 80
+    /// characters).
+    #[error("topic pattern {0:?} must be a topic (kind:id) or a prefix ending in `*` (status:*)")]
+    Invalid(String),
+}
+
+/// Checks a token's patterns; the error names the first bad one.
+pub fn validate(patterns: &[String]) -> Result<(), PatternError> {
     if patterns.is_empty() {
-        return Err("at least one topic pattern is required".into());
+        return Err(PatternError::Empty);
     }
     if patterns.len() > MAX_PATTERNS {
-        return Err(format!("at most {MAX_PATTERNS} topic patterns"));
+        return Err(PatternError::TooMany);
     }
     for p in patterns {
         let ok = match p.strip_suffix('*') {
@@ -24,10 +39,7 @@ pub fn validate(patterns: &[String]) -> Result<(), String> {
             None => crate::event::classify_topic(p).is_ok(),
         };
         if !ok {
-            let shown: String = p.chars().take(80).collect();
-            return Err(format!(
-                "topic pattern {shown:?} must be a topic (kind:id) or a prefix ending in `*` (status:*)"
-            ));
+            return Err(PatternError::Invalid(p.chars().take(80).collect()));
         }
     }
     Ok(())

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Backend, Error, Mode};
+use super::{Backend, Error, Mode, Unready};
 use crate::bids::queue::{BidWakeups, LocalWakeups};
 use crate::bids::worker::Worker;
 use crate::bus::hub::Hub;
@@ -23,10 +23,12 @@ pub const DEMO_TENANT: &str = "demo";
 
 /// Opens the SQLite store in `dir`.
 pub async fn open(dir: &Path) -> Result<Backend, Error> {
-    let store = SqliteStore::open(dir).await.map_err(|e| Error::DataDir {
-        dir: dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let store = SqliteStore::open(dir)
+        .await
+        .map_err(|source| Error::DataDir {
+            dir: dir.display().to_string(),
+            source,
+        })?;
     let store = Arc::new(store);
     Ok(Backend {
         store: store.clone(),
@@ -41,8 +43,10 @@ pub async fn open(dir: &Path) -> Result<Backend, Error> {
 
 /// The secret kept in the data dir (generated on first use).
 pub fn secret(dir: &Path) -> Result<Vec<u8>, Error> {
-    crate::auth::secret_from_data_dir(dir)
-        .map_err(|e| Error::Secret(format!("in {}: {e}", dir.display())))
+    crate::auth::secret_from_data_dir(dir).map_err(|source| Error::SecretFile {
+        dir: dir.display().to_string(),
+        source,
+    })
 }
 
 struct Embedded {
@@ -56,14 +60,14 @@ impl Mode for Embedded {
         "embedded"
     }
 
-    async fn on_start(&self, store: &Arc<dyn Store>) -> Result<(), String> {
+    async fn on_start(&self, store: &Arc<dyn Store>) -> Result<(), Error> {
         match store.create_tenant(DEMO_TENANT, "Demo marketplace").await {
             Ok(_) => {
                 tracing::info!(tenant = DEMO_TENANT, "created the demo tenant");
                 Ok(())
             }
             Err(store::Error::Conflict(_)) => Ok(()),
-            Err(e) => Err(format!("cannot create the demo tenant: {e}")),
+            Err(e) => Err(Error::Start(e)),
         }
     }
 
@@ -98,7 +102,7 @@ impl Mode for Embedded {
         false
     }
 
-    async fn check(&self) -> Vec<(&'static str, Result<(), String>)> {
-        vec![("sqlite", self.store.ping().await.map_err(|e| e.to_string()))]
+    async fn check(&self) -> Vec<(&'static str, Result<(), Unready>)> {
+        vec![("sqlite", self.store.ping().await.map_err(Unready::from))]
     }
 }

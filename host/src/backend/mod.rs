@@ -39,22 +39,44 @@ use crate::store::Store;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The data dir (embedded mode) cannot be used.
-    #[error("cannot open the data dir {dir}: {reason}")]
+    #[error("cannot open the data dir {dir}: {source}")]
     DataDir {
         /// The directory.
         dir: String,
         /// Why.
-        reason: String,
+        source: crate::store::Error,
     },
     /// Postgres does not answer or refused the migrations.
     #[error("cannot use Postgres: {0}")]
-    Postgres(String),
+    Postgres(#[source] crate::store::Error),
     /// Redis does not answer.
-    #[error("{0}")]
-    Redis(String),
-    /// The client-token secret cannot be read or kept.
-    #[error("cannot keep the JWT secret: {0}")]
-    Secret(String),
+    #[error(transparent)]
+    Redis(#[from] cluster::conn::RedisError),
+    /// The client-token secret in the data dir cannot be read or kept.
+    #[error("cannot keep the JWT secret: in {dir}: {source}")]
+    SecretFile {
+        /// The data dir.
+        dir: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The client-token secret shared through Postgres cannot be read.
+    #[error("cannot keep the JWT secret: cannot read the shared secret: {0}")]
+    SharedSecret(#[source] crate::store::Error),
+    /// The node's start-up writes failed (embedded: the demo tenant).
+    #[error("cannot create the demo tenant: {0}")]
+    Start(#[source] crate::store::Error),
+}
+
+/// Why a dependency is not ready (`/ready` names it).
+#[derive(Debug, thiserror::Error)]
+pub enum Unready {
+    /// The system of record.
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    /// Redis.
+    #[error(transparent)]
+    Redis(#[from] cluster::conn::RedisError),
 }
 
 /// The services whose implementation depends on the deployment mode.
@@ -64,7 +86,7 @@ pub trait Mode: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Runs once when a node starts serving (embedded mode creates the demo
     /// tenant).
-    async fn on_start(&self, store: &Arc<dyn Store>) -> Result<(), String>;
+    async fn on_start(&self, store: &Arc<dyn Store>) -> Result<(), Error>;
     /// The client-token secret when none is configured: generated once and
     /// kept where every node of the deployment finds it.
     async fn secret(&self) -> Result<Vec<u8>, Error>;
@@ -88,7 +110,7 @@ pub trait Mode: Send + Sync + 'static {
     /// Whether plugin changes made on other nodes must be polled for.
     fn shares_plugins(&self) -> bool;
     /// Each dependency and whether it answers, for `/ready`.
-    async fn check(&self) -> Vec<(&'static str, Result<(), String>)>;
+    async fn check(&self) -> Vec<(&'static str, Result<(), Unready>)>;
 }
 
 /// Everything the core needs from a deployment mode.

@@ -85,7 +85,7 @@ impl OutbidNotifier for BuiltinOutbid {
 }
 
 /// `Outbid on “Lamp”: the bid is now 12.50` (`Outbid 3 times on …`).
-pub fn outbid_preview(d: &OutbidDigest) -> String {
+fn outbid_preview(d: &OutbidDigest) -> String {
     let times = match d.times {
         1 => String::new(),
         n => format!(" {n} times"),
@@ -149,7 +149,7 @@ pub struct Round {
 }
 
 /// The event data every product event carries: the state after it.
-pub fn state_json(p: &Product) -> serde_json::Value {
+fn state_json(p: &Product) -> serde_json::Value {
     serde_json::to_value(p).expect("products serialize")
 }
 

@@ -78,7 +78,7 @@ pub async fn create_token(
         ttl,
         crate::auth::now_secs(),
     )
-    .map_err(|e| ApiError::invalid("invalid_token_request", e))?;
+    .map_err(|e| ApiError::invalid("invalid_token_request", e.to_string()))?;
     let tenant = state.tenants.get(&claims.tenant).await?;
     let token = state.keys.sign_service(&claims);
     tracing::info!(tenant = %tenant.slug, service = %claims.service, "publisher token minted");

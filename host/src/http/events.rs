@@ -16,7 +16,7 @@ use crate::state::AppState;
 use crate::store::{Keyed, PublishKey};
 
 /// Most events in one batch.
-pub const MAX_BATCH: usize = 1000;
+const MAX_BATCH: usize = 1000;
 /// Longest `Idempotency-Key`.
 const MAX_KEY_LEN: usize = 255;
 

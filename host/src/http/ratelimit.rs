@@ -1,56 +1,53 @@
-//! Per-token POST rate limit: a token bucket per (tenant, user), per node.
+//! Per-token POST rate limit: a GCRA bucket per (tenant, user), per node, on
+//! `governor`'s keyed limiter.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::num::NonZeroU32;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
 
 use super::access::Caller;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
-/// Token buckets keyed by caller.
-pub struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<(String, String), (f64, Instant)>>,
-}
-
-/// Buckets kept before full ones are forgotten.
+/// Buckets kept before the ones that are full again are forgotten.
 const MAX_BUCKETS: usize = 100_000;
 
+/// Rate limits keyed by caller.
+pub struct RateLimiter {
+    limiter: DefaultKeyedRateLimiter<(String, String)>,
+    clock: DefaultClock,
+}
+
 impl RateLimiter {
-    /// `rate` per second sustained, `burst` at once.
+    /// `rate` per second sustained, `burst` at once (each at least 1).
     pub fn new(rate: u32, burst: u32) -> Self {
+        let one = NonZeroU32::MIN;
+        let quota = Quota::per_second(NonZeroU32::new(rate).unwrap_or(one))
+            .allow_burst(NonZeroU32::new(burst).unwrap_or(one));
         RateLimiter {
-            rate: rate as f64,
-            burst: burst as f64,
-            buckets: Mutex::new(HashMap::new()),
+            limiter: DefaultKeyedRateLimiter::keyed(quota),
+            clock: DefaultClock::default(),
         }
     }
 
-    /// Takes one token for a client-token caller; the admin token and
+    /// Takes one request for a client-token caller; the admin token and
     /// anonymous callers (refused elsewhere) are not limited here.
     pub fn check(&self, caller: &Caller, metrics: &Metrics) -> Result<(), ApiError> {
         let Caller::User(c) = caller else {
             return Ok(());
         };
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_BUCKETS {
-            let (rate, burst) = (self.rate, self.burst);
-            buckets.retain(|_, (tokens, at)| *tokens + at.elapsed().as_secs_f64() * rate < burst);
+        if self.limiter.len() >= MAX_BUCKETS {
+            // A bucket that has refilled is the same as a new one.
+            self.limiter.retain_recent();
         }
-        let (tokens, at) = buckets
-            .entry((c.tenant.clone(), c.sub.clone()))
-            .or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            return Ok(());
-        }
+        let refused = match self.limiter.check_key(&(c.tenant.clone(), c.sub.clone())) {
+            Ok(()) => return Ok(()),
+            Err(refused) => refused,
+        };
         metrics.rate_limited.inc();
-        let wait = ((1.0 - *tokens) / self.rate).ceil().max(1.0) as u64;
+        let wait = refused.wait_time_from(self.clock.now());
+        let wait = wait.as_secs_f64().ceil().max(1.0) as u64;
         Err(ApiError::new(
             axum::http::StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",

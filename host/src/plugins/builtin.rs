@@ -6,7 +6,7 @@ use super::NotificationShaper;
 use crate::store::{NewMessage, Notification};
 
 /// Longest preview, in characters.
-pub const PREVIEW_CHARS: usize = 140;
+const PREVIEW_CHARS: usize = 140;
 
 /// One `message` notification to the recipient: a preview of at most 140
 /// characters with e-mail addresses and phone numbers redacted.
@@ -55,7 +55,7 @@ fn is_domain(c: char) -> bool {
 }
 
 /// Replaces `local@domain.tld` with `[email]`.
-pub fn redact_emails(s: &str) -> String {
+fn redact_emails(s: &str) -> String {
     let chars: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len());
     let mut i = 0;
@@ -92,7 +92,7 @@ pub fn redact_emails(s: &str) -> String {
 
 /// Replaces runs of 7 to 15 digits (with spaces, dashes, dots, parentheses
 /// and a leading `+` between them) with `[phone]`.
-pub fn redact_phones(s: &str) -> String {
+fn redact_phones(s: &str) -> String {
     let chars: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len());
     let mut i = 0;

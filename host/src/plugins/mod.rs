@@ -49,6 +49,17 @@ pub mod bundled {
     ];
 }
 
+/// Why the plugin registry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The engine cannot start.
+    #[error(transparent)]
+    Engine(#[from] wasm::HostError),
+    /// The stored slots cannot be read.
+    #[error("cannot read plugin slots: {0}")]
+    Load(#[source] crate::store::Error),
+}
+
 /// Starts the registry: stored slots, then the plugins directory, then the
 /// bundled examples in slots never configured; then watches the directory
 /// and, when `shared` (cluster mode), polls for changes made on other nodes.
@@ -57,14 +68,11 @@ pub async fn start(
     db: std::sync::Arc<dyn PluginStore>,
     shared: bool,
     stop: CancellationToken,
-) -> Result<Plugins, String> {
+) -> Result<Plugins, StartError> {
     let wasm = wasm::WasmHost::new(config.plugin_limits.clone())?
         .with_cache(config.plugin_cache_dir.clone());
     let plugins = Plugins::new(wasm, db, config.plugin_history);
-    plugins
-        .load()
-        .await
-        .map_err(|e| format!("cannot read plugin slots: {e}"))?;
+    plugins.load().await.map_err(StartError::Load)?;
     plugins.record_stream_requests(config.recorded_stream_requests, stop.clone());
     watch::scan(&plugins, &config.plugins_dir).await;
     if config.example_plugins {

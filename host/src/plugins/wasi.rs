@@ -35,9 +35,9 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpHooks};
 
 /// Log lines one call may write (host `log` and stdout/stderr together);
 /// the rest are counted and dropped.
-pub const MAX_LOGS_PER_CALL: u32 = 32;
+const MAX_LOGS_PER_CALL: u32 = 32;
 /// Longest log line kept.
-pub const MAX_LOG_CHARS: usize = 1_024;
+const MAX_LOG_CHARS: usize = 1_024;
 
 /// Log severity of a plugin's line.
 #[derive(Debug, Clone, Copy)]

@@ -247,7 +247,50 @@ impl bindings::Host for Ctx {
 }
 
 /// Whether a component fits a slot, and why not.
-pub type SlotFit = (Slot, Result<(), String>);
+pub type SlotFit = (Slot, Result<(), HostError>);
+
+/// Why the engine cannot start, or a component cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The engine (or its linker, or its deadline thread) cannot start.
+    #[error("cannot start {what}: {reason}")]
+    Start {
+        /// What failed.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// Not WebAssembly at all.
+    #[error("not a WebAssembly binary")]
+    NotWasm,
+    /// A core module rather than a component.
+    #[error("a core WebAssembly module, not a component (build for wasm32-wasip2, or wrap it with `wasm-tools component new`)")]
+    CoreModule,
+    /// The component does not compile.
+    #[error("does not compile: {0:#}")]
+    Compile(wasmtime::Error),
+    /// Its imports cannot be linked.
+    #[error("cannot link its imports: {0:#}")]
+    Imports(wasmtime::Error),
+    /// It does not fit the slot's world.
+    #[error("does not fit the `{slot}` world: {reason:#}")]
+    World {
+        /// The slot.
+        slot: Slot,
+        /// Why.
+        reason: wasmtime::Error,
+    },
+    /// Compiled code cannot be written to the cache.
+    #[error("{0}")]
+    Cache(String),
+}
+
+// The registry and the CLI still speak `String` errors; this is their bridge.
+impl From<HostError> for String {
+    fn from(e: HostError) -> String {
+        e.to_string()
+    }
+}
 
 /// The process's plugin engine.
 #[derive(Clone)]
@@ -360,7 +403,13 @@ impl Linked {
 impl WasmHost {
     /// Builds the engine and starts its epoch ticker (which stops when the
     /// last clone of the engine is dropped).
-    pub fn new(limits: Limits) -> Result<WasmHost, String> {
+    pub fn new(limits: Limits) -> Result<WasmHost, HostError> {
+        let start = |what: &'static str| {
+            move |e: &dyn std::fmt::Display| HostError::Start {
+                what,
+                reason: e.to_string(),
+            }
+        };
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         config.consume_fuel(limits.fuel.is_some());
@@ -383,7 +432,7 @@ impl WasmHost {
                 // gets plugins, instantiated on demand.
                 tracing::warn!(error = %pooled, "pooling allocator unavailable; using on-demand instances");
                 config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
-                Engine::new(&config).map_err(|e| format!("cannot start wasmtime: {e}"))?
+                Engine::new(&config).map_err(|e| start("wasmtime")(&e))?
             }
         };
         let mut linker = Linker::new(&engine);
@@ -391,11 +440,10 @@ impl WasmHost {
             &mut linker,
             |c| c,
         )
-        .map_err(|e| format!("cannot link the host interface: {e}"))?;
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| format!("cannot link WASI: {e}"))?;
+        .map_err(|e| start("the host interface")(&e))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| start("WASI")(&e))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
-            .map_err(|e| format!("cannot link wasi:http: {e}"))?;
+            .map_err(|e| start("wasi:http")(&e))?;
         let weak = engine.weak();
         let ticking = Arc::new(Ticking::default());
         let ticker = ticking.clone();
@@ -409,7 +457,7 @@ impl WasmHost {
                     None => return,
                 }
             })
-            .map_err(|e| format!("cannot start the plugin deadline thread: {e}"))?;
+            .map_err(|e| start("the plugin deadline thread")(&e))?;
         Ok(WasmHost {
             engine,
             linker: Arc::new(linker),
@@ -440,15 +488,12 @@ impl WasmHost {
     }
 
     /// Refuses at once what cannot be a component (before any compile).
-    pub fn precheck(bytes: &[u8]) -> Result<(), String> {
+    pub fn precheck(bytes: &[u8]) -> Result<(), HostError> {
         if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-            return Err("not a WebAssembly binary".into());
+            return Err(HostError::NotWasm);
         }
         if bytes[4..8] != [0x0d, 0x00, 0x01, 0x00] {
-            return Err(
-                "a core WebAssembly module, not a component (build for wasm32-wasip2, or wrap it with `wasm-tools component new`)"
-                    .into(),
-            );
+            return Err(HostError::CoreModule);
         }
         Ok(())
     }
@@ -483,7 +528,7 @@ impl WasmHost {
     }
 
     /// Compiles a component (the expensive step, done once per version).
-    pub fn compile(&self, bytes: &[u8]) -> Result<Component, String> {
+    pub fn compile(&self, bytes: &[u8]) -> Result<Component, HostError> {
         Self::precheck(bytes)?;
         let file = self.cache_file(bytes);
         if let Some(file) = &file {
@@ -505,8 +550,7 @@ impl WasmHost {
             }
         }
         let started = std::time::Instant::now();
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| format!("does not compile: {e:#}"))?;
+        let component = Component::new(&self.engine, bytes).map_err(HostError::Compile)?;
         self.compiles.compiled.fetch_add(1, Ordering::Relaxed);
         self.compiles
             .compile_us
@@ -521,18 +565,17 @@ impl WasmHost {
 
     /// Links a compiled component for `slot`, checking it against the slot's
     /// world.
-    pub fn link(&self, component: &Component, slot: Slot) -> Result<Linked, String> {
+    pub fn link(&self, component: &Component, slot: Slot) -> Result<Linked, HostError> {
         let mut linker = (*self.linker).clone();
-        stub_unknown_imports(&mut linker, &self.engine, component)
-            .map_err(|e| format!("cannot link its imports: {e:#}"))?;
+        stub_unknown_imports(&mut linker, &self.engine, component).map_err(HostError::Imports)?;
         let pre = linker
             .instantiate_pre(component)
-            .map_err(|e| format!("cannot link its imports: {e:#}"))?;
+            .map_err(HostError::Imports)?;
         let seeded = component
             .component_type()
             .imports(&self.engine)
             .any(|(name, _)| name.starts_with("wasi:random/"));
-        let fit = |e: wasmtime::Error| format!("does not fit the `{}` world: {e:#}", slot.as_str());
+        let fit = |reason: wasmtime::Error| HostError::World { slot, reason };
         Ok(match slot {
             Slot::BidValidator => Linked::Validator(Pre {
                 pre: bindings::validator::BidValidatorPre::new(pre).map_err(fit)?,
@@ -554,7 +597,7 @@ impl WasmHost {
     }
 
     /// Which slots a component fits, with the reason for each that it does not.
-    pub fn check(&self, bytes: &[u8]) -> Result<Vec<SlotFit>, String> {
+    pub fn check(&self, bytes: &[u8]) -> Result<Vec<SlotFit>, HostError> {
         let component = self.compile(bytes)?;
         Ok(Slot::ALL
             .iter()
@@ -588,6 +631,7 @@ impl WasmHost {
     /// served `MAX_USES` calls; a failed instance is dropped with its store.
     /// Runs guest code on the calling thread, which must not be a runtime
     /// worker (see the module doc).
+    #[tracing::instrument(name = "plugin.call", level = "debug", skip_all, fields(plugin = %call.label))]
     fn run<B, R>(
         &self,
         call: &CallCtx,
@@ -810,13 +854,14 @@ impl WasmHost {
 
 /// Writes compiled code beside its final name and renames it into place, so
 /// a reader (another node sharing the dir) never sees half a file.
-fn write_cache(file: &std::path::Path, component: &Component) -> Result<(), String> {
-    let bytes = component.serialize().map_err(|e| e.to_string())?;
+fn write_cache(file: &std::path::Path, component: &Component) -> Result<(), HostError> {
+    let cache = |e: &dyn std::fmt::Display| HostError::Cache(e.to_string());
+    let bytes = component.serialize().map_err(|e| cache(&e))?;
     let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
+    std::fs::write(&tmp, bytes).map_err(|e| cache(&e))?;
     std::fs::rename(&tmp, file).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        e.to_string()
+        cache(&e)
     })
 }
 

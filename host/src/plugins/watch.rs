@@ -75,12 +75,34 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn read_config(path: &Path) -> Result<BTreeMap<String, String>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| "must be a JSON object of keys and values".to_string())?;
+/// Why a plugin file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// A configuration file that does not read.
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    /// A configuration file that is not JSON.
+    #[error("not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    /// A configuration file that is not an object.
+    #[error("must be a JSON object of keys and values")]
+    NotObject,
+    /// The directory cannot be made, resolved or watched.
+    #[error("cannot {what} the plugins dir{dir}: {reason}")]
+    Dir {
+        /// create, resolve or watch.
+        what: &'static str,
+        /// ` {path}`, where known.
+        dir: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn read_config(path: &Path) -> Result<BTreeMap<String, String>, FileError> {
+    let text = std::fs::read_to_string(path)?;
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    let obj = v.as_object().ok_or(FileError::NotObject)?;
     Ok(obj
         .iter()
         .map(|(k, v)| {
@@ -162,12 +184,19 @@ pub async fn scan(plugins: &Plugins, dir: &Path) {
 }
 
 /// Watches the directory until `stop`; creates it if missing.
-pub fn spawn(plugins: Plugins, dir: PathBuf, stop: CancellationToken) -> Result<(), String> {
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| format!("cannot create the plugins dir {}: {e}", dir.display()))?;
+pub fn spawn(plugins: Plugins, dir: PathBuf, stop: CancellationToken) -> Result<(), FileError> {
+    let fail = |what, dir: Option<&Path>| {
+        let dir = dir.map(|d| format!(" {}", d.display())).unwrap_or_default();
+        move |e: &dyn std::fmt::Display| FileError::Dir {
+            what,
+            dir,
+            reason: e.to_string(),
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| fail("create", Some(dir.as_path()))(&e))?;
     let dir = dir
         .canonicalize()
-        .map_err(|e| format!("cannot resolve the plugins dir {}: {e}", dir.display()))?;
+        .map_err(|e| fail("resolve", Some(dir.as_path()))(&e))?;
     let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
@@ -178,10 +207,10 @@ pub fn spawn(plugins: Plugins, dir: PathBuf, stop: CancellationToken) -> Result<
             }
         }
     })
-    .map_err(|e| format!("cannot watch the plugins dir: {e}"))?;
+    .map_err(|e| fail("watch", None)(&e))?;
     watcher
         .watch(&dir, RecursiveMode::Recursive)
-        .map_err(|e| format!("cannot watch the plugins dir {}: {e}", dir.display()))?;
+        .map_err(|e| fail("watch", Some(dir.as_path()))(&e))?;
     tracing::info!(dir = %dir.display(), "watching the plugins dir");
     tokio::spawn(async move {
         let _watcher = watcher;

@@ -109,7 +109,7 @@ pub struct Session {
     /// Topics reset during this session: their events up to the id are skipped
     /// (the snapshot already covers them).
     skip: Vec<(String, Seq)>,
-    tenant_gauge: Arc<Gauge>,
+    tenant_gauge: Gauge,
     /// The stream's slot under the connection caps, released on drop.
     lease: Option<crate::sse::caps::Lease>,
     /// The next page of the log, being read while this one is written.

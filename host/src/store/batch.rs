@@ -231,40 +231,46 @@ async fn run(mut rx: mpsc::Receiver<Job>, target: Arc<dyn Target>) {
             }
         }
         let (ops, replies): (Vec<Op>, Vec<_>) = jobs.into_iter().map(|j| (j.op, j.reply)).unzip();
-        let ops: Arc<[Op]> = ops.into();
-        let stats = &crate::metrics::STORE_BATCHES;
-        stats.batches.inc();
-        stats.writes.add(ops.len() as u64);
-        match target.run(ops.clone()).await {
-            Ok(outcomes) => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(outcome);
-                }
+        commit(target.as_ref(), ops.into(), replies).await;
+    }
+}
+
+/// Runs one batch and answers its writes: all at once after the commit, or
+/// one by one when it failed as a whole.
+#[tracing::instrument(name = "store.batch", level = "debug", skip_all, fields(writes = ops.len()))]
+async fn commit(target: &dyn Target, ops: Arc<[Op]>, replies: Vec<oneshot::Sender<Outcome>>) {
+    let stats = &crate::metrics::STORE_BATCHES;
+    stats.batches.inc();
+    stats.writes.add(ops.len() as u64);
+    match target.run(ops.clone()).await {
+        Ok(outcomes) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(outcome);
             }
-            // Nothing to learn from running the writes alone: a database that
-            // does not answer fails them all at once.
-            Err(Error::Unavailable(m)) => {
-                for reply in replies {
-                    let _ = reply.send(Err(Error::Unavailable(m.clone())));
-                }
+        }
+        // Nothing to learn from running the writes alone: a database that
+        // does not answer fails them all at once.
+        Err(Error::Unavailable(m)) => {
+            for reply in replies {
+                let _ = reply.send(Err(Error::Unavailable(m.clone())));
             }
-            Err(e) if ops.len() == 1 => {
-                if let Some(reply) = replies.into_iter().next() {
-                    let _ = reply.send(Err(e));
-                }
+        }
+        Err(e) if ops.len() == 1 => {
+            if let Some(reply) = replies.into_iter().next() {
+                let _ = reply.send(Err(e));
             }
-            Err(e) => {
-                stats.retried.inc();
-                tracing::debug!(error = %e, ops = ops.len(), "batch failed; retrying its writes one by one");
-                for (op, reply) in ops.iter().zip(replies) {
-                    let outcome = match target.run(Arc::new([op.clone()])).await {
-                        Ok(mut one) => one
-                            .pop()
-                            .unwrap_or_else(|| Err(Error::Internal("empty batch outcome".into()))),
-                        Err(e) => Err(e),
-                    };
-                    let _ = reply.send(outcome);
-                }
+        }
+        Err(e) => {
+            stats.retried.inc();
+            tracing::debug!(error = %e, ops = ops.len(), "batch failed; retrying its writes one by one");
+            for (op, reply) in ops.iter().zip(replies) {
+                let outcome = match target.run(Arc::new([op.clone()])).await {
+                    Ok(mut one) => one
+                        .pop()
+                        .unwrap_or_else(|| Err(Error::Internal("empty batch outcome".into()))),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(outcome);
             }
         }
     }

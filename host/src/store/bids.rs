@@ -91,59 +91,16 @@ pub(crate) fn same_bid(existing: Option<Bid>, bid: &Bid) -> Result<(Bid, bool), 
     }
 }
 
-/// SQLite implementation.
+/// SQLite implementation (rusqlite): reads on the store's read connections,
+/// writes inside the batch writer's transaction (`sqlite_writer.rs`).
 pub(crate) mod sqlite_impl {
     use super::*;
 
-    use sqlx::sqlite::SqliteRow;
-    use sqlx::{Row, SqliteConnection};
+    use rusqlite::{params, Connection, OptionalExtension, Row};
 
+    use crate::event::NewEvent;
     use crate::store::batch::{unexpected, Done, Op};
     use crate::store::sqlite::SqliteStore;
-
-    fn product_row(r: &SqliteRow) -> Result<Product, sqlx::Error> {
-        Ok(Product {
-            id: r.try_get("id")?,
-            tenant: r.try_get("tenant")?,
-            seller_id: r.try_get("seller_id")?,
-            title: r.try_get("title")?,
-            starting_price: r.try_get("starting_price")?,
-            min_increment: r.try_get("min_increment")?,
-            anti_snipe_ms: r.try_get("anti_snipe_ms")?,
-            ends_at: r.try_get("ends_at")?,
-            status: r.try_get("status")?,
-            current_bid: r.try_get("current_bid")?,
-            leader: r.try_get("leader")?,
-            bid_count: r.try_get("bid_count")?,
-            version: r.try_get("version")?,
-            created_at: r.try_get("created_at")?,
-        })
-    }
-
-    fn bid_row(r: &SqliteRow) -> Result<Bid, sqlx::Error> {
-        Ok(Bid {
-            id: r.try_get("id")?,
-            tenant: r.try_get("tenant")?,
-            product_id: r.try_get("product_id")?,
-            bidder_id: r.try_get("bidder_id")?,
-            amount: r.try_get("amount")?,
-            idempotency_key: r.try_get("idempotency_key")?,
-            status: r.try_get("status")?,
-            reason: r.try_get("reason")?,
-            decided_by: r.try_get("decided_by")?,
-            created_at: r.try_get("created_at")?,
-            decided_at: r.try_get("decided_at")?,
-        })
-    }
-
-    async fn load_product(conn: &mut SqliteConnection, id: &str) -> Result<Option<Product>, Error> {
-        let sql = format!("SELECT {PRODUCT_COLS} FROM products WHERE id = ?");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
-        Ok(row.as_ref().map(product_row).transpose()?)
-    }
 
     #[async_trait]
     impl BidStore for SqliteStore {
@@ -155,8 +112,16 @@ pub(crate) mod sqlite_impl {
         }
 
         async fn product(&self, id: &str) -> Result<Option<Product>, Error> {
-            let mut conn = self.read.acquire().await?;
-            load_product(&mut conn, id).await
+            let id = id.to_string();
+            self.readers
+                .with(move |c| {
+                    Ok(c.prepare_cached(&format!(
+                        "SELECT {PRODUCT_COLS} FROM products WHERE id = ?"
+                    ))?
+                    .query_row([id], product_row)
+                    .optional()?)
+                })
+                .await
         }
 
         async fn submit_bid(&self, bid: &Bid) -> Result<(Bid, bool), Error> {
@@ -167,11 +132,16 @@ pub(crate) mod sqlite_impl {
         }
 
         async fn bid(&self, id: &str) -> Result<Option<Bid>, Error> {
-            let row = sqlx::query(&format!("SELECT {BID_COLS} FROM bids WHERE id = ?"))
-                .bind(id)
-                .fetch_optional(&self.read)
-                .await?;
-            Ok(row.as_ref().map(bid_row).transpose()?)
+            let id = id.to_string();
+            self.readers
+                .with(move |c| {
+                    Ok(
+                        c.prepare_cached(&format!("SELECT {BID_COLS} FROM bids WHERE id = ?"))?
+                            .query_row([id], bid_row)
+                            .optional()?,
+                    )
+                })
+                .await
         }
 
         async fn decide(
@@ -191,25 +161,27 @@ pub(crate) mod sqlite_impl {
         }
 
         async fn due(&self, queued_before: i64, ended_before: i64) -> Result<Vec<String>, Error> {
-            let rows = sqlx::query("SELECT DISTINCT product_id AS id FROM bids WHERE status = 'queued' AND created_at < ? \
-             UNION SELECT id FROM products WHERE status = 'open' AND ends_at < ? LIMIT 1000")
-            .bind(queued_before)
-            .bind(ended_before)
-            .fetch_all(&self.read)
-            .await?;
-            Ok(rows
-                .iter()
-                .map(|r| r.try_get("id"))
-                .collect::<Result<_, _>>()?)
+            self.readers
+                .with(move |c| {
+                    Ok(c.prepare_cached(
+                        "SELECT DISTINCT product_id AS id FROM bids WHERE status = 'queued' AND created_at < ? \
+                         UNION SELECT id FROM products WHERE status = 'open' AND ends_at < ? LIMIT 1000",
+                    )?
+                    .query_map([queued_before, ended_before], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?)
+                })
+                .await
         }
 
         async fn queued(&self) -> Result<(u64, Option<i64>), Error> {
-            let row = sqlx::query(
-                "SELECT count(*) AS n, min(created_at) AS oldest FROM bids WHERE status = 'queued'",
-            )
-            .fetch_one(&self.read)
-            .await?;
-            Ok((row.try_get::<i64, _>("n")? as u64, row.try_get("oldest")?))
+            self.readers
+                .with(|c| {
+                    Ok(c.prepare_cached(
+                        "SELECT count(*), min(created_at) FROM bids WHERE status = 'queued'",
+                    )?
+                    .query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?)
+                })
+                .await
         }
 
         async fn decided(
@@ -217,22 +189,181 @@ pub(crate) mod sqlite_impl {
             tenant: Option<&str>,
             limit: usize,
         ) -> Result<Vec<(Bid, String)>, Error> {
-            let rows = sqlx::query(&format!(
-                "SELECT {BID_COLS}, decision_input FROM bids \
-                 WHERE decision_input IS NOT NULL AND (? IS NULL OR tenant = ?) ORDER BY n DESC LIMIT ?"
-            ))
-            .bind(tenant)
-            .bind(tenant)
-            .bind(limit as i64)
-            .fetch_all(&self.read)
-            .await?;
-            let mut out = rows
-                .iter()
-                .map(|r| Ok((bid_row(r)?, r.try_get::<String, _>("decision_input")?)))
-                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            let tenant = tenant.map(str::to_string);
+            let mut out = self
+                .readers
+                .with(move |c| {
+                    Ok(c.prepare_cached(&format!(
+                        "SELECT {BID_COLS}, decision_input FROM bids WHERE decision_input IS NOT NULL \
+                         AND (?1 IS NULL OR tenant = ?1) ORDER BY n DESC LIMIT ?2"
+                    ))?
+                    .query_map(params![tenant, limit as i64], |r| Ok((bid_row(r)?, r.get(11)?)))?
+                    .collect::<Result<Vec<_>, _>>()?)
+                })
+                .await?;
             out.reverse();
             Ok(out)
         }
+    }
+
+    /// Inserts a product (its event is appended by the batch).
+    pub(crate) fn insert_product(conn: &Connection, p: &Product) -> Result<(), Error> {
+        conn.prepare_cached(&format!(
+            "INSERT INTO products ({PRODUCT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))?
+        .execute(params![
+            p.id,
+            p.tenant,
+            p.seller_id,
+            p.title,
+            p.starting_price,
+            p.min_increment,
+            p.anti_snipe_ms,
+            p.ends_at,
+            p.status,
+            p.current_bid,
+            p.leader,
+            p.bid_count,
+            p.version,
+            p.created_at
+        ])?;
+        Ok(())
+    }
+
+    /// Inserts a queued bid, or finds the one stored under its idempotency key
+    /// (a key used for another bid is refused inside, with nothing written).
+    pub(crate) fn insert_bid(
+        conn: &Connection,
+        bid: &Bid,
+    ) -> Result<Result<(Bid, bool), Error>, Error> {
+        let inserted = conn
+            .prepare_cached(&format!(
+                "INSERT INTO bids ({BID_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT DO NOTHING"
+            ))?
+            .execute(params![
+                bid.id,
+                bid.tenant,
+                bid.product_id,
+                bid.bidder_id,
+                bid.amount,
+                bid.idempotency_key,
+                bid.status,
+                bid.reason,
+                bid.decided_by,
+                bid.created_at,
+                bid.decided_at
+            ])?;
+        if inserted == 1 {
+            return Ok(Ok((bid.clone(), true)));
+        }
+        let existing = conn
+            .prepare_cached(&format!(
+                "SELECT {BID_COLS} FROM bids WHERE tenant = ? AND bidder_id = ? AND idempotency_key = ?"
+            ))?
+            .query_row(
+                params![bid.tenant, bid.bidder_id, bid.idempotency_key],
+                bid_row,
+            )
+            .optional()?;
+        Ok(same_bid(existing, bid))
+    }
+
+    /// One decision round (the transaction is the lock: SQLite has one writer):
+    /// the number of bids decided and the events to append (`None`: nothing to
+    /// write).
+    pub(crate) fn round(
+        conn: &Connection,
+        product_id: &str,
+        limit: usize,
+        rules: &RulesFn,
+    ) -> Result<Option<(usize, Vec<NewEvent>)>, Error> {
+        let product = conn
+            .prepare_cached(&format!("SELECT {PRODUCT_COLS} FROM products WHERE id = ?"))?
+            .query_row(params![product_id], product_row)
+            .optional()?;
+        let Some(product) = product else {
+            return Ok(None);
+        };
+        let mut bids = conn
+            .prepare_cached(&format!(
+                "SELECT {BID_COLS} FROM bids WHERE product_id = ? AND status = 'queued' \
+                 ORDER BY n LIMIT ?"
+            ))?
+            .query_map(params![product_id, limit as i64 + 1], bid_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = bids.len() > limit;
+        bids.truncate(limit);
+        let before = product.clone();
+        let round = rules(product, &bids, more);
+        if idle(&round, &before) {
+            return Ok(None);
+        }
+        let now = crate::event::now_ms();
+        let mut decide = conn.prepare_cached(
+            "UPDATE bids SET status = ?, reason = ?, decided_by = ?, decided_at = ?, \
+             decision_input = ? WHERE id = ? AND status = 'queued'",
+        )?;
+        for o in &round.outcomes {
+            decide.execute(params![
+                o.status,
+                o.reason,
+                round.decided_by,
+                now,
+                o.input,
+                o.bid_id
+            ])?;
+        }
+        let p = &round.product;
+        conn.prepare_cached(
+            "UPDATE products SET status = ?, current_bid = ?, leader = ?, bid_count = ?, \
+             version = ?, ends_at = ? WHERE id = ?",
+        )?
+        .execute(params![
+            p.status,
+            p.current_bid,
+            p.leader,
+            p.bid_count,
+            p.version,
+            p.ends_at,
+            p.id
+        ])?;
+        Ok(Some((round.outcomes.len(), round.events)))
+    }
+
+    fn product_row(r: &Row<'_>) -> rusqlite::Result<Product> {
+        Ok(Product {
+            id: r.get(0)?,
+            tenant: r.get(1)?,
+            seller_id: r.get(2)?,
+            title: r.get(3)?,
+            starting_price: r.get(4)?,
+            min_increment: r.get(5)?,
+            anti_snipe_ms: r.get(6)?,
+            ends_at: r.get(7)?,
+            status: r.get(8)?,
+            current_bid: r.get(9)?,
+            leader: r.get(10)?,
+            bid_count: r.get(11)?,
+            version: r.get(12)?,
+            created_at: r.get(13)?,
+        })
+    }
+
+    fn bid_row(r: &Row<'_>) -> rusqlite::Result<Bid> {
+        Ok(Bid {
+            id: r.get(0)?,
+            tenant: r.get(1)?,
+            product_id: r.get(2)?,
+            bidder_id: r.get(3)?,
+            amount: r.get(4)?,
+            idempotency_key: r.get(5)?,
+            status: r.get(6)?,
+            reason: r.get(7)?,
+            decided_by: r.get(8)?,
+            created_at: r.get(9)?,
+            decided_at: r.get(10)?,
+        })
     }
 }
 

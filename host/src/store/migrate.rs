@@ -3,7 +3,8 @@
 //! Each runs once, in its own transaction, recorded in `schema_migrations`.
 //! On Postgres an advisory lock keeps nodes that start together from racing.
 
-use sqlx::{PgPool, SqlitePool};
+use rusqlite::OptionalExtension;
+use sqlx::PgPool;
 
 use super::Error;
 
@@ -83,32 +84,32 @@ pub(crate) const POSTGRES: &[Migration] = &[
 const LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
     (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
 
-/// Applies pending SQLite migrations; returns how many ran.
-pub(crate) async fn sqlite(pool: &SqlitePool) -> Result<usize, Error> {
-    sqlx::query(LEDGER).execute(pool).await?;
+/// Applies pending SQLite migrations on `conn` (a blocking call); returns
+/// how many ran.
+pub(crate) fn sqlite(conn: &mut rusqlite::Connection) -> Result<usize, Error> {
+    conn.execute_batch(LEDGER)?;
     let mut ran = 0;
     for m in SQLITE {
-        let mut tx = pool.begin().await?;
-        let done: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
-                .bind(m.version)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let done: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM schema_migrations WHERE version = ?",
+                [m.version],
+                |r| r.get(0),
+            )
+            .optional()?;
         if done.is_some() {
             continue;
         }
-        let fail = |source| Error::Migration {
+        tx.execute_batch(m.sql).map_err(|e| Error::Migration {
             version: m.version,
-            source,
-        };
-        sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(fail)?;
-        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
-            .bind(m.version)
-            .bind(m.name)
-            .bind(crate::event::now_ms())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+            source: Box::new(e),
+        })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            rusqlite::params![m.version, m.name, crate::event::now_ms()],
+        )?;
+        tx.commit()?;
         tracing::info!(version = m.version, name = m.name, "migration applied");
         ran += 1;
     }
@@ -134,9 +135,9 @@ pub(crate) async fn postgres(pool: &PgPool) -> Result<usize, Error> {
             if done.is_some() {
                 continue;
             }
-            let fail = |source| Error::Migration {
+            let fail = |e: sqlx::Error| Error::Migration {
                 version: m.version,
-                source,
+                source: Box::new(e),
             };
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(fail)?;

@@ -5,6 +5,11 @@
 //! inside the same transaction as the inserts, so event ids are gapless and
 //! in commit order: if id N is visible, every id below it is too. Fan-out and
 //! replay lean on that.
+//!
+//! One driver per database: SQLite through rusqlite, every call on a blocking
+//! thread (`sqlite_writer.rs` for batches and the rare writes,
+//! `sqlite_reader.rs` for reads), and Postgres through sqlx. Each table's
+//! rows are mapped once per backend.
 
 pub(crate) mod batch;
 pub mod bids;
@@ -38,12 +43,15 @@ pub enum Error {
     Migration {
         /// The migration.
         version: i64,
-        /// The cause.
-        source: sqlx::Error,
+        /// The cause (the driver's error).
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// Any other database error.
+    /// Any other Postgres error.
     #[error("database error: {0}")]
     Db(#[source] sqlx::Error),
+    /// Any other SQLite error.
+    #[error("database error: {0}")]
+    Sqlite(#[source] rusqlite::Error),
     /// A fault of the server itself.
     #[error("internal store error: {0}")]
     Internal(String),
@@ -61,6 +69,18 @@ impl From<sqlx::Error> for Error {
                 Error::Conflict(db.message().to_string())
             }
             _ => Error::Db(e),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        match e.sqlite_error_code() {
+            Some(C::DatabaseBusy | C::DatabaseLocked | C::CannotOpen | C::DiskFull)
+            | Some(C::SystemIoFailure) => Error::Unavailable(e.to_string()),
+            Some(C::ConstraintViolation) => Error::Conflict(e.to_string()),
+            _ => Error::Sqlite(e),
         }
     }
 }

@@ -176,23 +176,36 @@ const GC: &str = "DELETE FROM plugin_versions WHERE hash NOT IN \
     (SELECT active FROM plugin_slots WHERE active IS NOT NULL \
      UNION SELECT shadow FROM plugin_slots WHERE shadow IS NOT NULL)";
 
+/// The earliest message time per tenant of `messages`: where to start
+/// looking for the events announcing them.
+fn since_by_tenant(messages: &[RecordedMessage]) -> BTreeMap<String, i64> {
+    let mut since: BTreeMap<String, i64> = BTreeMap::new();
+    for m in messages {
+        let t = since.entry(m.tenant.clone()).or_insert(i64::MAX);
+        *t = (*t).min(m.message.created_at);
+    }
+    since
+}
+
+/// SQLite implementation (rusqlite): reads on the store's read connections,
+/// changes on its rare writes' connection.
 mod sqlite_impl {
     use super::*;
-    use crate::store::sqlite::SqliteStore;
-    use sqlx::sqlite::SqliteRow;
-    use sqlx::Row;
+    use crate::store::sqlite::{message_row, SqliteStore, MESSAGE_COLS};
+    use rusqlite::{params, OptionalExtension, Row};
 
-    fn row(r: &SqliteRow) -> Result<SlotRow, sqlx::Error> {
+    /// A row of `SELECT {COLS}`.
+    fn row(r: &Row<'_>) -> rusqlite::Result<SlotRow> {
         Ok(row_from(
-            r.try_get("tenant")?,
-            r.try_get("slot")?,
-            r.try_get("active")?,
-            r.try_get("origin")?,
-            r.try_get("active_at")?,
-            r.try_get("shadow")?,
-            r.try_get("history")?,
-            r.try_get("config")?,
-            r.try_get("rev")?,
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+            r.get(8)?,
         ))
     }
 
@@ -203,50 +216,38 @@ mod sqlite_impl {
             tenant: Option<&str>,
             limit: usize,
         ) -> Result<Vec<RecordedMessage>, Error> {
-            let rows = sqlx::query(
-                "SELECT id, tenant, sender, recipient, product_id, body, created_at FROM messages \
-                 WHERE (? IS NULL OR tenant = ?) ORDER BY id DESC LIMIT ?",
-            )
-            .bind(tenant)
-            .bind(tenant)
-            .bind(limit as i64)
-            .fetch_all(&self.read)
-            .await?;
-            let mut out = rows
-                .iter()
-                .map(|r| {
-                    Ok(RecordedMessage {
-                        tenant: r.try_get("tenant")?,
-                        message: crate::store::Message {
-                            id: r.try_get("id")?,
-                            from: r.try_get("sender")?,
-                            to: r.try_get("recipient")?,
-                            product_id: r.try_get("product_id")?,
-                            body: r.try_get("body")?,
-                            created_at: r.try_get("created_at")?,
-                        },
-                        sent: Vec::new(),
-                    })
+            let tenant = tenant.map(str::to_string);
+            self.readers
+                .with(move |c| {
+                    let mut out = c
+                        .prepare_cached(&format!(
+                            "SELECT {MESSAGE_COLS}, tenant FROM messages \
+                             WHERE (?1 IS NULL OR tenant = ?1) ORDER BY id DESC LIMIT ?2"
+                        ))?
+                        .query_map(params![tenant, limit as i64], |r| {
+                            Ok(RecordedMessage {
+                                message: message_row(r)?,
+                                tenant: r.get(6)?,
+                                sent: Vec::new(),
+                            })
+                        })?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    out.reverse();
+                    for (tenant, since) in since_by_tenant(&out) {
+                        let events = c
+                            .prepare_cached(
+                                "SELECT topic, payload FROM events WHERE tenant = ? AND ts >= ? \
+                                 AND topic LIKE 'user:%' AND type <> 'unread' ORDER BY seq",
+                            )?
+                            .query_map(params![tenant, since - SENT_SLACK_MS], |r| {
+                                Ok((r.get(0)?, r.get(1)?))
+                            })?
+                            .collect::<Result<Vec<_>, _>>()?;
+                        attach_sent(&mut out, events);
+                    }
+                    Ok(out)
                 })
-                .collect::<Result<Vec<_>, sqlx::Error>>()?;
-            out.reverse();
-            let mut since: BTreeMap<String, i64> = BTreeMap::new();
-            for m in &out {
-                let t = since.entry(m.tenant.clone()).or_insert(i64::MAX);
-                *t = (*t).min(m.message.created_at);
-            }
-            for (tenant, since) in since {
-                let events: Vec<(String, String)> = sqlx::query_as(
-                    "SELECT topic, payload FROM events WHERE tenant = ? AND ts >= ? \
-                     AND topic LIKE 'user:%' AND type <> 'unread' ORDER BY seq",
-                )
-                .bind(&tenant)
-                .bind(since - SENT_SLACK_MS)
-                .fetch_all(&self.read)
-                .await?;
-                attach_sent(&mut out, events);
-            }
-            Ok(out)
+                .await
         }
 
         async fn record_stream_requests(
@@ -254,36 +255,27 @@ mod sqlite_impl {
             batch: Vec<RecordedRequest>,
             keep: usize,
         ) -> Result<(), Error> {
-            let mut tx = self.write.begin().await?;
-            let now = crate::event::now_ms();
-            let mut tenants = std::collections::BTreeSet::new();
-            for r in &batch {
-                sqlx::query(
-                    "INSERT INTO stream_requests (tenant, request, decision, decided_by, recorded_at) \
-                     VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(&r.tenant)
-                .bind(&r.request)
-                .bind(&r.decision)
-                .bind(&r.decided_by)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                tenants.insert(r.tenant.as_str());
-            }
-            for tenant in tenants {
-                sqlx::query(
-                    "DELETE FROM stream_requests WHERE tenant = ? AND id <= \
-                     (SELECT id FROM stream_requests WHERE tenant = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                )
-                .bind(tenant)
-                .bind(tenant)
-                .bind(keep as i64)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-            Ok(())
+            self.write(move |tx| {
+                let now = crate::event::now_ms();
+                let mut tenants = std::collections::BTreeSet::new();
+                for r in &batch {
+                    tx.prepare_cached(
+                        "INSERT INTO stream_requests (tenant, request, decision, decided_by, recorded_at) \
+                         VALUES (?, ?, ?, ?, ?)",
+                    )?
+                    .execute(params![r.tenant, r.request, r.decision, r.decided_by, now])?;
+                    tenants.insert(r.tenant.as_str());
+                }
+                for tenant in tenants {
+                    tx.prepare_cached(
+                        "DELETE FROM stream_requests WHERE tenant = ?1 AND id <= \
+                         (SELECT id FROM stream_requests WHERE tenant = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                    )?
+                    .execute(params![tenant, keep as i64])?;
+                }
+                Ok(())
+            })
+            .await
         }
 
         async fn recorded_stream_requests(
@@ -291,47 +283,64 @@ mod sqlite_impl {
             tenant: Option<&str>,
             limit: usize,
         ) -> Result<Vec<RecordedRequest>, Error> {
-            let rows: Vec<(String, String, String, String)> = sqlx::query_as(
-                "SELECT tenant, request, decision, decided_by FROM stream_requests \
-                 WHERE (? IS NULL OR tenant = ?) ORDER BY id DESC LIMIT ?",
-            )
-            .bind(tenant)
-            .bind(tenant)
-            .bind(limit as i64)
-            .fetch_all(&self.read)
-            .await?;
-            Ok(rows
-                .into_iter()
-                .rev()
-                .map(|(tenant, request, decision, decided_by)| RecordedRequest {
-                    tenant,
-                    request,
-                    decision,
-                    decided_by,
+            let tenant = tenant.map(str::to_string);
+            self.readers
+                .with(move |c| {
+                    let mut out = c
+                        .prepare_cached(
+                            "SELECT tenant, request, decision, decided_by FROM stream_requests \
+                             WHERE (?1 IS NULL OR tenant = ?1) ORDER BY id DESC LIMIT ?2",
+                        )?
+                        .query_map(params![tenant, limit as i64], |r| {
+                            Ok(RecordedRequest {
+                                tenant: r.get(0)?,
+                                request: r.get(1)?,
+                                decision: r.get(2)?,
+                                decided_by: r.get(3)?,
+                            })
+                        })?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    out.reverse();
+                    Ok(out)
                 })
-                .collect())
+                .await
         }
 
         async fn plugin_slots(&self) -> Result<Vec<SlotRow>, Error> {
-            let rows = sqlx::query(&format!("SELECT {COLS} FROM plugin_slots"))
-                .fetch_all(&self.read)
-                .await?;
-            Ok(rows.iter().map(row).collect::<Result<_, _>>()?)
+            self.readers
+                .with(|c| {
+                    Ok(
+                        c.prepare_cached(&format!("SELECT {COLS} FROM plugin_slots"))?
+                            .query_map([], row)?
+                            .collect::<Result<_, _>>()?,
+                    )
+                })
+                .await
         }
 
         async fn plugin_revs(&self) -> Result<Vec<(String, String, i64)>, Error> {
-            Ok(sqlx::query_as("SELECT tenant, slot, rev FROM plugin_slots")
-                .fetch_all(&self.read)
-                .await?)
+            self.readers
+                .with(|c| {
+                    Ok(
+                        c.prepare_cached("SELECT tenant, slot, rev FROM plugin_slots")?
+                            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                            .collect::<Result<_, _>>()?,
+                    )
+                })
+                .await
         }
 
         async fn plugin_wasm(&self, hash: &str) -> Result<Option<Vec<u8>>, Error> {
-            Ok(
-                sqlx::query_scalar("SELECT wasm FROM plugin_versions WHERE hash = ?")
-                    .bind(hash)
-                    .fetch_optional(&self.read)
-                    .await?,
-            )
+            let hash = hash.to_string();
+            self.readers
+                .with(move |c| {
+                    Ok(
+                        c.prepare_cached("SELECT wasm FROM plugin_versions WHERE hash = ?")?
+                            .query_row([hash], |r| r.get(0))
+                            .optional()?,
+                    )
+                })
+                .await
         }
 
         async fn plugin_update(
@@ -341,86 +350,82 @@ mod sqlite_impl {
             wasm: Option<(&str, &[u8])>,
             change: SlotChange,
         ) -> Result<SlotRow, Error> {
-            let mut tx = self.write.begin().await?;
-            let now = crate::event::now_ms();
-            if let Some((hash, bytes)) = wasm {
-                sqlx::query(
-                    "INSERT INTO plugin_versions (hash, wasm, created_at) VALUES (?, ?, ?) \
-                     ON CONFLICT (hash) DO NOTHING",
-                )
-                .bind(hash)
-                .bind(bytes)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            let current = sqlx::query(&format!(
-                "SELECT {COLS} FROM plugin_slots WHERE tenant = ? AND slot = ?"
-            ))
-            .bind(tenant)
-            .bind(slot)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let current = match current {
-                Some(r) => row(&r)?,
-                None => SlotRow {
-                    tenant: tenant.into(),
-                    slot: slot.into(),
-                    ..SlotRow::default()
-                },
-            };
-            let rev = current.rev + 1;
-            let mut next = change(current).map_err(Error::Conflict)?;
-            next.rev = rev;
-            let (history, config) = texts(&next);
-            sqlx::query(
-                "INSERT INTO plugin_slots (tenant, slot, active, origin, active_at, shadow, history, config, rev, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (tenant, slot) DO UPDATE SET active = excluded.active, origin = excluded.origin, \
-                 active_at = excluded.active_at, shadow = excluded.shadow, history = excluded.history, \
-                 config = excluded.config, rev = excluded.rev, updated_at = excluded.updated_at",
-            )
-            .bind(tenant)
-            .bind(slot)
-            .bind(&next.active)
-            .bind(&next.origin)
-            .bind(next.active_at)
-            .bind(&next.shadow)
-            .bind(history)
-            .bind(config)
-            .bind(rev)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            gc_sqlite(&mut tx).await?;
-            tx.commit().await?;
-            Ok(next)
+            let (tenant, slot) = (tenant.to_string(), slot.to_string());
+            let wasm = wasm.map(|(hash, bytes)| (hash.to_string(), bytes.to_vec()));
+            self.write(move |tx| {
+                let now = crate::event::now_ms();
+                if let Some((hash, bytes)) = wasm {
+                    tx.execute(
+                        "INSERT INTO plugin_versions (hash, wasm, created_at) VALUES (?, ?, ?) \
+                         ON CONFLICT (hash) DO NOTHING",
+                        params![hash, bytes, now],
+                    )?;
+                }
+                let current = tx
+                    .query_row(
+                        &format!("SELECT {COLS} FROM plugin_slots WHERE tenant = ? AND slot = ?"),
+                        params![tenant, slot],
+                        row,
+                    )
+                    .optional()?
+                    .unwrap_or_else(|| SlotRow {
+                        tenant: tenant.clone(),
+                        slot: slot.clone(),
+                        ..SlotRow::default()
+                    });
+                let rev = current.rev + 1;
+                let mut next = change(current).map_err(Error::Conflict)?;
+                next.rev = rev;
+                let (history, config) = texts(&next);
+                tx.execute(
+                    "INSERT INTO plugin_slots (tenant, slot, active, origin, active_at, shadow, history, config, rev, updated_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                     ON CONFLICT (tenant, slot) DO UPDATE SET active = excluded.active, origin = excluded.origin, \
+                     active_at = excluded.active_at, shadow = excluded.shadow, history = excluded.history, \
+                     config = excluded.config, rev = excluded.rev, updated_at = excluded.updated_at",
+                    params![
+                        tenant,
+                        slot,
+                        next.active,
+                        next.origin,
+                        next.active_at,
+                        next.shadow,
+                        history,
+                        config,
+                        rev,
+                        now
+                    ],
+                )?;
+                gc(tx)?;
+                Ok(next)
+            })
+            .await
         }
     }
 
-    async fn gc_sqlite(tx: &mut sqlx::SqliteConnection) -> Result<(), Error> {
-        // History entries keep their bytes too (rollback needs them).
-        let histories: Vec<String> = sqlx::query_scalar("SELECT history FROM plugin_slots")
-            .fetch_all(&mut *tx)
-            .await?;
+    /// Deletes versions no slot refers to; history entries keep their bytes
+    /// too (rollback needs them).
+    fn gc(tx: &rusqlite::Transaction<'_>) -> Result<(), Error> {
+        let histories = tx
+            .prepare_cached("SELECT history FROM plugin_slots")?
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
         let kept: Vec<String> = histories
             .iter()
             .flat_map(|h| serde_json::from_str::<Vec<String>>(h).unwrap_or_default())
             .collect();
         let kept = serde_json::to_string(&kept).expect("strings serialize");
-        sqlx::query(&format!(
-            "{GC} AND hash NOT IN (SELECT value FROM json_each(?))"
-        ))
-        .bind(kept)
-        .execute(&mut *tx)
-        .await?;
+        tx.execute(
+            &format!("{GC} AND hash NOT IN (SELECT value FROM json_each(?))"),
+            [kept],
+        )?;
         Ok(())
     }
 }
 
 mod postgres_impl {
     use super::*;
-    use crate::store::postgres::PostgresStore;
+    use crate::store::postgres::{message_row, PostgresStore};
     use sqlx::postgres::PgRow;
     use sqlx::Row;
 
@@ -458,25 +463,13 @@ mod postgres_impl {
                 .map(|r| {
                     Ok(RecordedMessage {
                         tenant: r.try_get("tenant")?,
-                        message: crate::store::Message {
-                            id: r.try_get("id")?,
-                            from: r.try_get("sender")?,
-                            to: r.try_get("recipient")?,
-                            product_id: r.try_get("product_id")?,
-                            body: r.try_get("body")?,
-                            created_at: r.try_get("created_at")?,
-                        },
+                        message: message_row(r)?,
                         sent: Vec::new(),
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()?;
             out.reverse();
-            let mut since: BTreeMap<String, i64> = BTreeMap::new();
-            for m in &out {
-                let t = since.entry(m.tenant.clone()).or_insert(i64::MAX);
-                *t = (*t).min(m.message.created_at);
-            }
-            for (tenant, since) in since {
+            for (tenant, since) in since_by_tenant(&out) {
                 let events: Vec<(String, String)> = sqlx::query_as(
                     "SELECT topic, payload FROM events WHERE tenant = $1 AND ts >= $2 \
                      AND topic LIKE 'user:%' AND type <> 'unread' ORDER BY seq",

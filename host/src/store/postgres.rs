@@ -269,6 +269,18 @@ fn topic_row(row: &PgRow) -> Result<TopicState, sqlx::Error> {
     })
 }
 
+/// A row with a message's columns (by name).
+pub(super) fn message_row(r: &PgRow) -> Result<Message, sqlx::Error> {
+    Ok(Message {
+        id: r.try_get("id")?,
+        from: r.try_get("sender")?,
+        to: r.try_get("recipient")?,
+        product_id: r.try_get("product_id")?,
+        body: r.try_get("body")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
 fn tenant_row(r: &PgRow) -> Result<Tenant, sqlx::Error> {
     Ok(Tenant {
         slug: r.try_get("slug")?,
@@ -539,18 +551,7 @@ impl Store for PostgresStore {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Message {
-                    id: r.try_get("id")?,
-                    from: r.try_get("sender")?,
-                    to: r.try_get("recipient")?,
-                    product_id: r.try_get("product_id")?,
-                    body: r.try_get("body")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+        Ok(rows.iter().map(message_row).collect::<Result<_, _>>()?)
     }
 
     async fn unread(&self, tenant: &str, user: &str) -> Result<u64, Error> {

@@ -1,6 +1,8 @@
-//! Embedded mode's log reads (replay pages, gap fills), driven synchronously
-//! (rusqlite) on a blocking thread: a page of thousands of events crosses
-//! threads once, instead of row by row from a database thread.
+//! Embedded mode's reads, driven synchronously (rusqlite) on a blocking
+//! thread: a replay page of thousands of events crosses threads once,
+//! instead of row by row from a database thread. Every other SQLite read
+//! (tenants, messages, bids, plugins) takes a connection here too
+//! (`Readers::with`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -45,7 +47,7 @@ impl Readers {
     }
 
     /// Runs `f` on a read connection, on a blocking thread.
-    async fn with<T: Send + 'static>(
+    pub(crate) async fn with<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
@@ -77,51 +79,8 @@ impl Readers {
     ) -> Result<Page, Error> {
         let tenant: Arc<str> = tenant.into();
         let topics = topics.to_vec();
-        self.with(move |conn| {
-            let tx = conn.unchecked_transaction()?;
-            let head: Option<i64> = tx
-                .prepare_cached("SELECT last_seq FROM tenants WHERE slug = ?")?
-                .query_row([&*tenant], |r| r.get(0))
-                .optional()?;
-            let Some(head) = head else {
-                return Err(Error::UnknownTenant(tenant.to_string()));
-            };
-            let marks = vec!["?"; topics.len()].join(",");
-            let args = || std::iter::once(&*tenant).chain(topics.iter().map(String::as_str));
-            let states = tx
-                .prepare_cached(&format!(
-                    "SELECT topic, trimmed_seq, retained, retained_seq, retained_ts FROM topics \
-                     WHERE tenant = ? AND topic IN ({marks})"
-                ))?
-                .query_map(params_from_iter(args()), topic_row)?
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut events = Vec::new();
-            if let Some(after) = after {
-                let mut stmt = tx.prepare_cached(&format!(
-                    "SELECT seq, topic, type, payload, ts FROM events \
-                     WHERE tenant = ? AND topic IN ({marks}) AND seq > ? ORDER BY seq LIMIT ?"
-                ))?;
-                let n = topics.len();
-                stmt.raw_bind_parameter(1, &*tenant)?;
-                for (i, t) in topics.iter().enumerate() {
-                    stmt.raw_bind_parameter(i + 2, t)?;
-                }
-                stmt.raw_bind_parameter(n + 2, after as i64)?;
-                stmt.raw_bind_parameter(n + 3, limit as i64)?;
-                events.reserve(limit.min(4096));
-                let mut rows = stmt.raw_query();
-                while let Some(row) = rows.next()? {
-                    events.push(event_row(row, &tenant)?);
-                }
-            }
-            drop(tx);
-            Ok(Page {
-                events,
-                head: head as Seq,
-                topics: states,
-            })
-        })
-        .await
+        self.with(move |conn| page(conn, &tenant, &topics, after, limit))
+            .await
     }
 
     /// `Store::range`: every topic's events in `(after, upto]`, in order.
@@ -147,7 +106,62 @@ impl Readers {
     }
 }
 
-fn event_row(r: &Row<'_>, tenant: &Arc<str>) -> rusqlite::Result<StoredEvent> {
+/// One read transaction for a tenant's head, the topics' states and (with
+/// `after`) up to `limit` of their events above it.
+pub(super) fn page(
+    conn: &Connection,
+    tenant: &Arc<str>,
+    topics: &[String],
+    after: Option<Seq>,
+    limit: usize,
+) -> Result<Page, Error> {
+    let tx = conn.unchecked_transaction()?;
+    let head: Option<i64> = tx
+        .prepare_cached("SELECT last_seq FROM tenants WHERE slug = ?")?
+        .query_row([&**tenant], |r| r.get(0))
+        .optional()?;
+    let Some(head) = head else {
+        return Err(Error::UnknownTenant(tenant.to_string()));
+    };
+    let marks = vec!["?"; topics.len()].join(",");
+    let args = || std::iter::once(&**tenant).chain(topics.iter().map(String::as_str));
+    let states = tx
+        .prepare_cached(&format!(
+            "SELECT topic, trimmed_seq, retained, retained_seq, retained_ts FROM topics \
+             WHERE tenant = ? AND topic IN ({marks})"
+        ))?
+        .query_map(params_from_iter(args()), topic_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut events = Vec::new();
+    if let Some(after) = after {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT seq, topic, type, payload, ts FROM events \
+             WHERE tenant = ? AND topic IN ({marks}) AND seq > ? ORDER BY seq LIMIT ?"
+        ))?;
+        let n = topics.len();
+        stmt.raw_bind_parameter(1, &**tenant)?;
+        for (i, t) in topics.iter().enumerate() {
+            stmt.raw_bind_parameter(i + 2, t)?;
+        }
+        stmt.raw_bind_parameter(n + 2, after as i64)?;
+        stmt.raw_bind_parameter(n + 3, limit as i64)?;
+        events.reserve(limit.min(4096));
+        let mut rows = stmt.raw_query();
+        while let Some(row) = rows.next()? {
+            events.push(event_row(row, tenant)?);
+        }
+    }
+    drop(tx);
+    Ok(Page {
+        events,
+        head: head as Seq,
+        topics: states,
+    })
+}
+
+/// A row of `SELECT seq, topic, type, payload, ts` (columns by position:
+/// replay decodes many rows, and a lookup by name costs per column).
+pub(super) fn event_row(r: &Row<'_>, tenant: &Arc<str>) -> rusqlite::Result<StoredEvent> {
     Ok(StoredEvent {
         seq: r.get::<_, i64>(0)? as Seq,
         tenant: tenant.clone(),

@@ -4,56 +4,50 @@
 //! A batch crosses threads once: the whole transaction (every write, the one
 //! append, the commit and its fsync) runs on the blocking thread with cached
 //! prepared statements, instead of one hand-off to a database thread per
-//! statement. `SqliteStore` sends every domain write here (see `batch.rs`).
+//! statement. `SqliteStore` sends every domain write here (see `batch.rs`);
+//! its rare writes (tenants, retention, plugins, secrets) run on a second
+//! connection opened the same way (`open_rw`).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::batch::{self, Done, Op, Outcome, RulesFn};
+use super::batch::{self, Done, Op, Outcome};
+use super::bids::sqlite_impl::{insert_bid, insert_product, round};
 use super::{
     assign_seqs, message_events, retained_last, tenant_counts, unread_event, Error, Message,
 };
 use crate::bids::decision::created_event;
-use crate::bids::{Bid, Product};
 use crate::event::{NewEvent, StoredEvent};
-
-use super::bids::{BID_COLS, PRODUCT_COLS};
-
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode as C;
-        match e.sqlite_error_code() {
-            Some(C::DatabaseBusy | C::DatabaseLocked | C::CannotOpen | C::DiskFull)
-            | Some(C::SystemIoFailure) => Error::Unavailable(e.to_string()),
-            Some(C::ConstraintViolation) => Error::Conflict(e.to_string()),
-            _ => Error::Internal(format!("database error: {e}")),
-        }
-    }
-}
 
 /// The writer's connection; a batch holds it from `BEGIN` to `COMMIT`.
 pub(crate) struct Writer {
     conn: Arc<Mutex<Connection>>,
 }
 
+/// Opens (creating if needed) a writing connection to the database file:
+/// WAL, every commit synced, waiting up to 10 s for the write lock.
+pub(super) fn open_rw(path: &Path) -> Result<Connection, Error> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // A 202 is a promise: a commit reaches the disk before the answer.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "cache_size", -32000)?;
+    // Sorting and the like stay off the disk.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
 impl Writer {
     /// Opens the database file (already created and migrated).
     pub(crate) fn open(path: &Path) -> Result<Writer, Error> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // A 202 is a promise: a commit reaches the disk before the answer.
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "cache_size", -32000)?;
-        // Sorting and the like stay off the disk.
-        conn.pragma_update(None, "temp_store", "MEMORY")?;
-        conn.set_prepared_statement_cache_capacity(64);
         Ok(Writer {
-            conn: Arc::new(Mutex::new(conn)),
+            conn: Arc::new(Mutex::new(open_rw(path)?)),
         })
     }
 }
@@ -225,7 +219,8 @@ fn append(conn: &Connection, events: &[&NewEvent]) -> Result<Vec<StoredEvent>, E
     Ok(stored)
 }
 
-fn unread(conn: &Connection, tenant: &str, user: &str) -> Result<u64, Error> {
+/// A user's unread count.
+pub(super) fn unread(conn: &Connection, tenant: &str, user: &str) -> Result<u64, Error> {
     let n: i64 = conn
         .prepare_cached(
             "SELECT count(*) FROM messages WHERE tenant = ?1 AND recipient = ?2 AND id > \
@@ -233,160 +228,4 @@ fn unread(conn: &Connection, tenant: &str, user: &str) -> Result<u64, Error> {
         )?
         .query_row(params![tenant, user], |r| r.get(0))?;
     Ok(n as u64)
-}
-
-fn insert_product(conn: &Connection, p: &Product) -> Result<(), Error> {
-    conn.prepare_cached(&format!(
-        "INSERT INTO products ({PRODUCT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    ))?
-    .execute(params![
-        p.id,
-        p.tenant,
-        p.seller_id,
-        p.title,
-        p.starting_price,
-        p.min_increment,
-        p.anti_snipe_ms,
-        p.ends_at,
-        p.status,
-        p.current_bid,
-        p.leader,
-        p.bid_count,
-        p.version,
-        p.created_at
-    ])?;
-    Ok(())
-}
-
-/// Inserts a queued bid, or finds the one stored under its idempotency key
-/// (a key used for another bid is refused inside, with nothing written).
-fn insert_bid(conn: &Connection, bid: &Bid) -> Result<Result<(Bid, bool), Error>, Error> {
-    let inserted = conn
-        .prepare_cached(&format!(
-            "INSERT INTO bids ({BID_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT DO NOTHING"
-        ))?
-        .execute(params![
-            bid.id,
-            bid.tenant,
-            bid.product_id,
-            bid.bidder_id,
-            bid.amount,
-            bid.idempotency_key,
-            bid.status,
-            bid.reason,
-            bid.decided_by,
-            bid.created_at,
-            bid.decided_at
-        ])?;
-    if inserted == 1 {
-        return Ok(Ok((bid.clone(), true)));
-    }
-    let existing = conn
-        .prepare_cached(&format!(
-            "SELECT {BID_COLS} FROM bids WHERE tenant = ? AND bidder_id = ? AND idempotency_key = ?"
-        ))?
-        .query_row(
-            params![bid.tenant, bid.bidder_id, bid.idempotency_key],
-            bid_row,
-        )
-        .optional()?;
-    Ok(super::bids::same_bid(existing, bid))
-}
-
-/// One decision round (the transaction is the lock: SQLite has one writer):
-/// the number of bids decided and the events to append (`None`: nothing to
-/// write).
-fn round(
-    conn: &Connection,
-    product_id: &str,
-    limit: usize,
-    rules: &RulesFn,
-) -> Result<Option<(usize, Vec<NewEvent>)>, Error> {
-    let product = conn
-        .prepare_cached(&format!("SELECT {PRODUCT_COLS} FROM products WHERE id = ?"))?
-        .query_row(params![product_id], product_row)
-        .optional()?;
-    let Some(product) = product else {
-        return Ok(None);
-    };
-    let mut bids = conn
-        .prepare_cached(&format!(
-            "SELECT {BID_COLS} FROM bids WHERE product_id = ? AND status = 'queued' \
-             ORDER BY n LIMIT ?"
-        ))?
-        .query_map(params![product_id, limit as i64 + 1], bid_row)?
-        .collect::<Result<Vec<_>, _>>()?;
-    let more = bids.len() > limit;
-    bids.truncate(limit);
-    let before = product.clone();
-    let round = rules(product, &bids, more);
-    if super::bids::idle(&round, &before) {
-        return Ok(None);
-    }
-    let now = crate::event::now_ms();
-    let mut decide = conn.prepare_cached(
-        "UPDATE bids SET status = ?, reason = ?, decided_by = ?, decided_at = ?, \
-         decision_input = ? WHERE id = ? AND status = 'queued'",
-    )?;
-    for o in &round.outcomes {
-        decide.execute(params![
-            o.status,
-            o.reason,
-            round.decided_by,
-            now,
-            o.input,
-            o.bid_id
-        ])?;
-    }
-    let p = &round.product;
-    conn.prepare_cached(
-        "UPDATE products SET status = ?, current_bid = ?, leader = ?, bid_count = ?, \
-         version = ?, ends_at = ? WHERE id = ?",
-    )?
-    .execute(params![
-        p.status,
-        p.current_bid,
-        p.leader,
-        p.bid_count,
-        p.version,
-        p.ends_at,
-        p.id
-    ])?;
-    Ok(Some((round.outcomes.len(), round.events)))
-}
-
-fn product_row(r: &Row<'_>) -> rusqlite::Result<Product> {
-    Ok(Product {
-        id: r.get(0)?,
-        tenant: r.get(1)?,
-        seller_id: r.get(2)?,
-        title: r.get(3)?,
-        starting_price: r.get(4)?,
-        min_increment: r.get(5)?,
-        anti_snipe_ms: r.get(6)?,
-        ends_at: r.get(7)?,
-        status: r.get(8)?,
-        current_bid: r.get(9)?,
-        leader: r.get(10)?,
-        bid_count: r.get(11)?,
-        version: r.get(12)?,
-        created_at: r.get(13)?,
-    })
-}
-
-fn bid_row(r: &Row<'_>) -> rusqlite::Result<Bid> {
-    Ok(Bid {
-        id: r.get(0)?,
-        tenant: r.get(1)?,
-        product_id: r.get(2)?,
-        bidder_id: r.get(3)?,
-        amount: r.get(4)?,
-        idempotency_key: r.get(5)?,
-        status: r.get(6)?,
-        reason: r.get(7)?,
-        decided_by: r.get(8)?,
-        created_at: r.get(9)?,
-        decided_at: r.get(10)?,
-    })
 }

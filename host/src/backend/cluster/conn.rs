@@ -16,10 +16,31 @@ pub struct RedisConn {
     pub prefix: String,
 }
 
+/// Why Redis cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    /// `REDIS_URL` does not parse.
+    #[error("invalid REDIS_URL: {0}")]
+    Url(#[source] redis::RedisError),
+    /// No connection within the patience given.
+    #[error("cannot connect to Redis: {0}")]
+    Connect(#[source] redis::RedisError),
+    /// `PING` got no answer in time.
+    #[error("Redis did not answer PING within 2s")]
+    PingTimeout,
+    /// A command failed.
+    #[error("{0}")]
+    Command(#[source] redis::RedisError),
+}
+
 impl RedisConn {
     /// Connects, retrying for up to `patience`.
-    pub async fn connect(url: &str, prefix: &str, patience: Duration) -> Result<RedisConn, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("invalid REDIS_URL: {e}"))?;
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        patience: Duration,
+    ) -> Result<RedisConn, RedisError> {
+        let client = redis::Client::open(url).map_err(RedisError::Url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(1))
             .set_response_timeout(Duration::from_secs(2))
@@ -39,20 +60,20 @@ impl RedisConn {
                     tracing::warn!(error = %e, "Redis not answering yet; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                Err(e) => return Err(format!("cannot connect to Redis: {e}")),
+                Err(e) => return Err(RedisError::Connect(e)),
             }
         }
     }
 
     /// `PING`, for `/ready`.
-    pub async fn ping(&self) -> Result<(), String> {
+    pub async fn ping(&self) -> Result<(), RedisError> {
         let mut c = self.conn.clone();
         let pong: Result<String, _> = tokio::time::timeout(
             Duration::from_secs(2),
             redis::cmd("PING").query_async(&mut c),
         )
         .await
-        .map_err(|_| "Redis did not answer PING within 2s".to_string())?;
-        pong.map(|_| ()).map_err(|e| e.to_string())
+        .map_err(|_| RedisError::PingTimeout)?;
+        pong.map(|_| ()).map_err(RedisError::Command)
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Backend, Error, Mode};
+use super::{Backend, Error, Mode, Unready};
 use crate::bids::queue::BidWakeups;
 use crate::bids::worker::Worker;
 use crate::bus::hub::Hub;
@@ -29,10 +29,8 @@ use conn::RedisConn;
 pub async fn open(database_url: &str, redis_url: &str, prefix: &str) -> Result<Backend, Error> {
     let store = PostgresStore::connect(database_url)
         .await
-        .map_err(|e| Error::Postgres(e.to_string()))?;
-    let redis = RedisConn::connect(redis_url, prefix, Duration::from_secs(10))
-        .await
-        .map_err(Error::Redis)?;
+        .map_err(Error::Postgres)?;
+    let redis = RedisConn::connect(redis_url, prefix, Duration::from_secs(10)).await?;
     let store = Arc::new(store);
     Ok(Backend {
         store: store.clone(),
@@ -46,7 +44,7 @@ pub async fn open(database_url: &str, redis_url: &str, prefix: &str) -> Result<B
 pub async fn secret(database_url: &str) -> Result<Vec<u8>, Error> {
     let store = PostgresStore::connect(database_url)
         .await
-        .map_err(|e| Error::Postgres(e.to_string()))?;
+        .map_err(Error::Postgres)?;
     shared_secret(&store).await
 }
 
@@ -55,7 +53,7 @@ async fn shared_secret(store: &PostgresStore) -> Result<Vec<u8>, Error> {
         .secret("jwt", &crate::auth::random_secret())
         .await
         .map(String::into_bytes)
-        .map_err(|e| Error::Secret(format!("cannot read the shared secret: {e}")))
+        .map_err(Error::SharedSecret)
 }
 
 struct Cluster {
@@ -69,7 +67,7 @@ impl Mode for Cluster {
         "cluster"
     }
 
-    async fn on_start(&self, _store: &Arc<dyn Store>) -> Result<(), String> {
+    async fn on_start(&self, _store: &Arc<dyn Store>) -> Result<(), Error> {
         Ok(())
     }
 
@@ -115,13 +113,10 @@ impl Mode for Cluster {
         true
     }
 
-    async fn check(&self) -> Vec<(&'static str, Result<(), String>)> {
+    async fn check(&self) -> Vec<(&'static str, Result<(), Unready>)> {
         vec![
-            (
-                "postgres",
-                self.store.ping().await.map_err(|e| e.to_string()),
-            ),
-            ("redis", self.redis.ping().await),
+            ("postgres", self.store.ping().await.map_err(Unready::from)),
+            ("redis", self.redis.ping().await.map_err(Unready::from)),
         ]
     }
 }

@@ -36,6 +36,18 @@ pub(super) enum Input {
     FillFailed(Arc<str>),
 }
 
+impl Input {
+    /// What it is, for the dispatch span.
+    fn label(&self) -> &'static str {
+        match self {
+            Input::Events(_) => "events",
+            Input::Filled { .. } => "filled",
+            Input::Heads(_) => "heads",
+            Input::FillFailed(_) => "fill_failed",
+        }
+    }
+}
+
 /// Per-tenant ordering state.
 struct TenantSeq {
     /// The id to dispatch next.
@@ -125,6 +137,9 @@ impl Dispatcher {
             .map(|since| since + GAP_WAIT)
     }
 
+    /// One input (a batch of committed events, a fill, the heads): each
+    /// event dispatched in order to every subscriber.
+    #[tracing::instrument(name = "hub.dispatch", level = "debug", skip_all, fields(input = input.label()))]
     fn handle(&mut self, input: Input) {
         let ended_fill = matches!(input, Input::Filled { .. } | Input::FillFailed(_));
         match input {
