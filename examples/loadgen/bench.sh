@@ -6,7 +6,8 @@
 #   examples/loadgen/bench.sh idle-tls 5000 h1          # ... over TLS, one HTTP/1.1 connection per stream
 #   examples/loadgen/bench.sh idle-tls 5000 h2 200      # ... over TLS and HTTP/2, 200 streams per connection
 #                                                       # (a certificate made with openssl into $OUT;
-#                                                       # port $TLS_PORT, default 18443)
+#                                                       # port $TLS_PORT, default 18443; RAMP streams/s,
+#                                                       # default 2000)
 #   examples/loadgen/bench.sh fanout 1000 100           # 1,000 subscribers x 100 events/s, 20 s
 #   examples/loadgen/bench.sh fanout-nchan 1000 100     # the same against nginx+nchan (must be running)
 #   examples/loadgen/bench.sh fanout-floor 1000 100     # the same against `switchyard-loadgen floor`,
@@ -150,14 +151,15 @@ idle_tls() { # clients h1|h2 [streams per connection]
   local extra=()
   if [ "$proto" = h2 ]; then extra=(--h2-streams "$per"); fi
   "$BIN/switchyard-loadgen" idle-tls --url https://127.0.0.1:$port --ca "$certs/ca.pem" \
-    --path '/events?tenant=demo&topic=idle:1' --clients "$n" --ramp-per-sec 2000 "${extra[@]}" \
+    --path '/events?tenant=demo&topic=idle:1' --clients "$n" --ramp-per-sec "${RAMP:-2000}" "${extra[@]}" \
     >"$OUT/idle-tls-$proto-$n.log" 2>&1 &
   local lg=$!; PIDS+=("$lg")
   wait_line "$OUT/idle-tls-$proto-$n.log" 'ramp complete'
   sleep 3
   local after; after=$(rss_kib "$SERVER_PID")
   grep 'ramp complete' "$OUT/idle-tls-$proto-$n.log"
-  echo "idle-tls $proto $n: server RSS ${before} KiB -> ${after} KiB; $(python3 -c "print(f'{($after - $before) / $n:.2f}')") KiB per stream; loadgen RSS $(rss_kib $lg) KiB"
+  local open; open=$(sed -n 's/^ramp complete: \([0-9]*\) established.*/\1/p' "$OUT/idle-tls-$proto-$n.log")
+  echo "idle-tls $proto $n: server RSS ${before} KiB -> ${after} KiB; $(python3 -c "print(f'{($after - $before) / max($open, 1):.2f}')") KiB per open stream ($open); loadgen RSS $(rss_kib $lg) KiB"
 }
 
 # fanout_run NAME SUB_URL SUB_PATH PUBLISH_ARGS... (server pids in SRV_PIDS)
