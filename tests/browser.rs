@@ -121,3 +121,22 @@ fn tokens_renewed_in_the_browser() {
 async fn reconnects_spread_over_the_window() {
     run_cluster("spread.mjs").await;
 }
+
+/// The page over https: HTTP/2 (the protocol the page used), live events,
+/// and a resume after the server restarts with no gap and no duplicate.
+#[test]
+fn https_and_http2_in_the_browser() {
+    let dir = std::env::temp_dir().join(format!("switchyard-browser-tls-{}", support::rand_id()));
+    let leaf = support::test_ca().issue(&dir, "localhost");
+    let path = |p: &Path| p.to_str().expect("UTF-8 path").to_string();
+    run(
+        "tls.mjs",
+        &[
+            ("SY_TLS_CERT", path(&leaf.cert)),
+            ("SY_TLS_KEY", path(&leaf.key)),
+            // The scripts' own requests (Node's fetch) trust the test CA.
+            ("NODE_EXTRA_CA_CERTS", path(&support::test_ca().pem_path())),
+        ],
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -3,6 +3,11 @@
 #   cargo build --release -p switchyard -p switchyard-loadgen
 #
 #   examples/loadgen/bench.sh idle 10000                # server RSS per idle connection
+#   examples/loadgen/bench.sh idle-tls 5000 h1          # ... over TLS, one HTTP/1.1 connection per stream
+#   examples/loadgen/bench.sh idle-tls 5000 h2 200      # ... over TLS and HTTP/2, 200 streams per connection
+#                                                       # (a certificate made with openssl into $OUT;
+#                                                       # port $TLS_PORT, default 18443; RAMP streams/s,
+#                                                       # default 2000)
 #   examples/loadgen/bench.sh fanout 1000 100           # 1,000 subscribers x 100 events/s, 20 s
 #   examples/loadgen/bench.sh fanout-nchan 1000 100     # the same against nginx+nchan (must be running)
 #   examples/loadgen/bench.sh fanout-floor 1000 100     # the same against `switchyard-loadgen floor`,
@@ -135,6 +140,36 @@ idle() { # clients
   local after; after=$(rss_kib "$SERVER_PID")
   grep 'ramp complete' "$OUT/idle-$n.log"
   echo "idle $n: server RSS ${before} KiB -> ${after} KiB; $(python3 -c "print(f'{($after - $before) / $n:.2f}')") KiB per connection; loadgen RSS $(rss_kib $lg) KiB"
+}
+
+idle_tls() { # clients h1|h2 [streams per connection]
+  local n=$1 proto=$2 per=${3:-200}
+  local certs="$OUT/tls"
+  mkdir -p "$certs"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj '/CN=bench CA' -keyout "$certs/ca.key" -out "$certs/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj '/CN=localhost' \
+    -keyout "$certs/key.pem" -out "$certs/leaf.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$certs/ext"
+  openssl x509 -req -in "$certs/leaf.csr" -CA "$certs/ca.pem" -CAkey "$certs/ca.key" \
+    -set_serial 1 -days 2 -extfile "$certs/ext" -out "$certs/cert.pem" 2>/dev/null
+  local port=${TLS_PORT:-18443}
+  start_server SWITCHYARD_TLS_CERT="$certs/cert.pem" SWITCHYARD_TLS_KEY="$certs/key.pem" \
+    SWITCHYARD_LISTEN=127.0.0.1:$port
+  sleep 1
+  local before; before=$(rss_kib "$SERVER_PID")
+  local extra=()
+  if [ "$proto" = h2 ]; then extra=(--h2-streams "$per"); fi
+  "$BIN/switchyard-loadgen" idle-tls --url https://127.0.0.1:$port --ca "$certs/ca.pem" \
+    --path '/events?tenant=demo&topic=idle:1' --clients "$n" --ramp-per-sec "${RAMP:-2000}" "${extra[@]}" \
+    >"$OUT/idle-tls-$proto-$n.log" 2>&1 &
+  local lg=$!; PIDS+=("$lg")
+  wait_line "$OUT/idle-tls-$proto-$n.log" 'ramp complete'
+  sleep 3
+  local after; after=$(rss_kib "$SERVER_PID")
+  grep 'ramp complete' "$OUT/idle-tls-$proto-$n.log"
+  local open; open=$(sed -n 's/^ramp complete: \([0-9]*\) established.*/\1/p' "$OUT/idle-tls-$proto-$n.log")
+  echo "idle-tls $proto $n: server RSS ${before} KiB -> ${after} KiB; $(python3 -c "print(f'{($after - $before) / max($open, 1):.2f}')") KiB per open stream ($open); loadgen RSS $(rss_kib $lg) KiB"
 }
 
 # fanout_run NAME SUB_URL SUB_PATH PUBLISH_ARGS... (server pids in SRV_PIDS)
@@ -686,6 +721,7 @@ replay_cluster() { # events: resume from Last-Event-ID 0 on the second node of a
 
 case "${1:-}" in
   idle) idle "${2:?clients}" ;;
+  idle-tls) idle_tls "${2:?clients}" "${3:?h1|h2}" "${4:-200}" ;;
   fanout) fanout "${2:?clients}" "${3:?events/s}" ;;
   fanout-nchan) fanout_nchan "${2:?clients}" "${3:?events/s}" ;;
   fanout-floor) fanout_floor "${2:?clients}" "${3:?events/s}" ;;

@@ -17,6 +17,8 @@
 //!     --channel bench1 --rate 100 --duration-secs 20 [same options as publish]
 //! switchyard-loadgen idle --url http://127.0.0.1:8080 \
 //!     --path '/events?tenant=demo&topic=idle' --clients 10000 [--duration-secs D]
+//! switchyard-loadgen idle-tls --url https://127.0.0.1:8443 --ca CA.pem \
+//!     --path '/events?tenant=demo&topic=idle:1' --clients 5000 [--h2-streams K]
 //! switchyard-loadgen messages --url http://127.0.0.1:8080[,http://…] \
 //!     --tokens USERS.txt --token ADMIN --rate 1000 --duration-secs 20 \
 //!     [--users N] [--concurrency 32] [--settle-secs 10] [--report FILE.json]
@@ -49,6 +51,9 @@
 //! - `idle` holds connections open and reports how many are open, to measure
 //!   server memory per connection; it runs until SIGINT/SIGTERM unless
 //!   `--duration-secs` is given.
+//! - `idle-tls` does the same over TLS (rustls, trusting `--ca`): one
+//!   HTTP/1.1 connection per stream, or with `--h2-streams K` HTTP/2 with K
+//!   streams per connection (the server allows 200).
 //! - `messages`: one `GET /events/users/{id}` per user with that user's token
 //!   (`--tokens`: lines `USER TOKEN`), then `POST /api/messages` at a fixed
 //!   rate to the users in turn; POST → `message` event latency and a check
@@ -66,6 +71,7 @@ mod args;
 mod bids;
 mod floor;
 mod http;
+mod idle_tls;
 mod messages;
 mod publish;
 mod sse;
@@ -75,11 +81,12 @@ mod subscribe;
 
 use args::Args;
 
-const USAGE: &str = "usage: switchyard-loadgen <subscribe|publish|publish-nchan|idle|messages|bids|floor> [--option value ...]
+const USAGE: &str = "usage: switchyard-loadgen <subscribe|publish|publish-nchan|idle|idle-tls|messages|bids|floor> [--option value ...]
   subscribe     --url U --path P --clients N [--ramp-per-sec R] [--duration-secs D] [--expect-count K] [--last-event-id ID] [--shapes K] [--report F]
   publish       --url U --tenant T --topic X --token ADMIN --rate RPS (--duration-secs D | --count N) [--payload-bytes B] [--concurrency C] [--batch N] [--keyed 0|1] [--report F]
   publish-nchan --url U --channel CH --rate EPS (--duration-secs D | --count N) [--payload-bytes B] [--concurrency C] [--report F]
   idle          --url U --path P --clients N [--ramp-per-sec R] [--duration-secs D]
+  idle-tls      --url https://H:P --ca CA.pem --path P --clients N [--h2-streams K] [--ramp-per-sec R] [--duration-secs D]
   messages      --url U[,U2] --tokens FILE --token ADMIN --rate MPS (--duration-secs D | --count N) [--users N] [--tenant T] [--concurrency C] [--ramp-per-sec R] [--settle-secs S] [--report F]
   bids          --url U[,U2] --token ADMIN (--duration-secs D | --count N) [--rate BPS (0: max)] [--products P] [--bidders B] [--tenant T] [--concurrency C] [--settle-secs S] [--check-status 0|1] [--report F]
   floor         [--listen ADDR] [--nodelay 1|0] (a minimal SSE server: GET subscribes, POST is sent to every subscriber)
@@ -105,6 +112,7 @@ fn real_main(argv: &[String]) -> Result<(), String> {
     let allowed = match cmd.as_str() {
         "subscribe" => subscribe::SUBSCRIBE_OPTS,
         "idle" => subscribe::IDLE_OPTS,
+        "idle-tls" => idle_tls::IDLE_TLS_OPTS,
         "publish" => publish::PUBLISH_OPTS,
         "publish-nchan" => publish::PUBLISH_NCHAN_OPTS,
         "messages" => messages::MESSAGES_OPTS,
@@ -121,7 +129,7 @@ fn real_main(argv: &[String]) -> Result<(), String> {
     if cmd == "floor" {
         return floor::run(&a);
     }
-    if let ("subscribe" | "idle" | "messages", Ok(n)) = (
+    if let ("subscribe" | "idle" | "idle-tls" | "messages", Ok(n)) = (
         cmd.as_str(),
         a.num::<u64>(
             if cmd == "messages" {
@@ -154,6 +162,7 @@ fn real_main(argv: &[String]) -> Result<(), String> {
         match cmd.as_str() {
             "subscribe" => subscribe::run(subscribe::Config::from_args(&a, false).await?).await,
             "idle" => subscribe::run(subscribe::Config::from_args(&a, true).await?).await,
+            "idle-tls" => idle_tls::run(&a).await,
             "publish" => publish::run(publish::Config::from_args(&a, false).await?).await,
             "messages" => messages::run(messages::Config::from_args(&a).await?).await,
             "bids" => bids::run(bids::Config::from_args(&a).await?).await,
