@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{secs, Env, Mode, Node};
+use support::{bid, decided, secs, Env, Mode, Node};
 
 /// How long a node may take to compile and install a component: a
 /// JavaScript one is 12 MB, a Python one 18 MB (tens of seconds each on a
@@ -152,48 +152,7 @@ async fn install(nodes: &[Node], slot: &str, tenant: &str, bytes: Vec<u8>) {
 }
 
 async fn product(node: &Node, tenant: &str) -> String {
-    let r = node
-        .post(
-            "/api/products",
-            &json!({"tenant": tenant, "seller_id": "seller", "title": "Lamp", "starting_price": 1000, "min_increment": 10}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    r.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_string()
-}
-
-async fn bid(node: &Node, product: &str, bidder: &str, amount: i64) -> String {
-    let r = node
-        .post(
-            &format!("/api/products/{product}/bids"),
-            &json!({"bidder_id": bidder, "amount": amount}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    r.json::<Value>().await.expect("json")["bid_id"]
-        .as_str()
-        .expect("bid_id")
-        .to_string()
-}
-
-async fn decided(node: &Node, id: &str) -> Value {
-    let started = Instant::now();
-    loop {
-        let b: Value = node
-            .get(&format!("/api/bids/{id}"))
-            .await
-            .json()
-            .await
-            .expect("json");
-        if b["status"] != "queued" {
-            return b;
-        }
-        assert!(started.elapsed() < secs(60), "bid {id} never decided");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::product_at(node, tenant, 1000).await
 }
 
 // ---- the recorded cases ------------------------------------------------------

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+pub(crate) use support::{bid, decided};
 use support::{secs, wait_for, Env, Mode, Node, ADMIN};
 
 /// A component built from `plugins/` (examples and the hostile test plugins).
@@ -102,48 +103,7 @@ pub(crate) async fn active_hash(node: &Node, slot: &str, tenant: Option<&str>) -
 }
 
 pub(crate) async fn product(node: &Node, tenant: &str) -> String {
-    let r = node
-        .post(
-            "/api/products",
-            &json!({"tenant": tenant, "seller_id": "seller", "title": "Lamp", "starting_price": 100, "min_increment": 10}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    r.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_string()
-}
-
-pub(crate) async fn bid(node: &Node, product: &str, bidder: &str, amount: i64) -> String {
-    let r = node
-        .post(
-            &format!("/api/products/{product}/bids"),
-            &json!({"bidder_id": bidder, "amount": amount}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    r.json::<Value>().await.expect("json")["bid_id"]
-        .as_str()
-        .expect("bid_id")
-        .to_string()
-}
-
-pub(crate) async fn decided(node: &Node, id: &str) -> Value {
-    let started = Instant::now();
-    loop {
-        let b: Value = node
-            .get(&format!("/api/bids/{id}"))
-            .await
-            .json()
-            .await
-            .expect("json");
-        if b["status"] != "queued" {
-            return b;
-        }
-        assert!(started.elapsed() < secs(30), "bid {id} never decided");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::product_at(node, tenant, 100).await
 }
 
 pub(crate) fn run_cli(args: &[&str]) -> std::process::Output {

@@ -281,3 +281,53 @@ impl Drop for Node {
         }
     }
 }
+
+/// Lists a product of `tenant` (seller `seller`, increment 10) starting at
+/// `starting_price`; returns its id.
+pub async fn product_at(node: &Node, tenant: &str, starting_price: i64) -> String {
+    let r = node
+        .post(
+            "/api/products",
+            &json!({"tenant": tenant, "seller_id": "seller", "title": "Lamp",
+                    "starting_price": starting_price, "min_increment": 10}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    r.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string()
+}
+
+/// Places a bid (202); returns the bid's id.
+pub async fn bid(node: &Node, product: &str, bidder: &str, amount: i64) -> String {
+    let r = node
+        .post(
+            &format!("/api/products/{product}/bids"),
+            &json!({"bidder_id": bidder, "amount": amount}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    r.json::<Value>().await.expect("json")["bid_id"]
+        .as_str()
+        .expect("bid_id")
+        .to_string()
+}
+
+/// Waits (up to 60 s) until a bid is decided; returns its status.
+pub async fn decided(node: &Node, id: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let b: Value = node
+            .get(&format!("/api/bids/{id}"))
+            .await
+            .json()
+            .await
+            .expect("json");
+        if b["status"] != "queued" {
+            return b;
+        }
+        assert!(started.elapsed() < secs(60), "bid {id} never decided");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
