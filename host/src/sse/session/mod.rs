@@ -1,0 +1,278 @@
+//! `Session`: one SSE connection, from registration to its last frame.
+//!
+//! The order of operations is what makes resume exact:
+//!
+//! 1. Register with the hub (live events start queueing).
+//! 2. Read the log from the cursor (`Last-Event-ID`), page by page, sending
+//!    what is there and advancing the cursor.
+//! 3. Go live: send queued events with an id above the cursor, skip the rest.
+//!
+//! Every event committed after the read in step 2 reaches the queue, because
+//! the hub dispatches only committed events and registration came first. A
+//! queue that overflows is emptied and the session goes back to step 2 from
+//! its cursor, so a slow reader catches up from the log instead of being cut
+//! off or silently losing events.
+//!
+//! The cursor is a single per-tenant id, so the `id:` of the last frame is the
+//! whole resume state of a multi-topic stream.
+
+//!
+//! The session is split by job: what every session shares and what one asks
+//! for (`context.rs`), reading the log up to the live queue (`replay.rs`),
+//! and the frames the server itself sends (`control.rs`: snapshots, resets,
+//! goodbyes). This file holds the state machine and the live path.
+
+mod context;
+mod control;
+mod replay;
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::time::{Instant, Interval, Sleep};
+
+pub use context::{StreamContext, StreamRequest, StreamSlot};
+use replay::ReadAhead;
+
+use super::encode;
+use crate::bus::hub::Subscription;
+use crate::event::{Frame, Seq};
+use crate::metrics::Gauge;
+use crate::store;
+
+/// Events read from the log per page while replaying.
+const PAGE: usize = 2_000;
+/// Live events taken from the queue per wake-up.
+const LIVE_BATCH: usize = 128;
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    CatchUp,
+    Live,
+    Done,
+}
+
+/// One connection's stream.
+pub struct Session {
+    ctx: Arc<StreamContext>,
+    req: StreamRequest,
+    /// Highest id dealt with (sent, filtered out or skipped).
+    cursor: Seq,
+    /// Highest id the client has been told (its `lastEventId`).
+    told: Seq,
+    sub: Subscription,
+    phase: Phase,
+    out: VecDeque<Bytes>,
+    heartbeat: Interval,
+    expiry: Option<Pin<Box<Sleep>>>,
+    /// Topics reset during this session: their events up to the id are skipped
+    /// (the snapshot already covers them).
+    skip: Vec<(String, Seq)>,
+    tenant_gauge: Gauge,
+    /// The stream's slot under the connection caps, released on drop.
+    lease: Option<crate::sse::caps::Lease>,
+    /// The next page of the log, being read while this one is written.
+    prefetch: Option<ReadAhead>,
+}
+
+impl Session {
+    /// Registers and performs the first read, so that an unknown tenant or a
+    /// store that is down becomes an HTTP error rather than an empty stream.
+    pub async fn open(
+        ctx: Arc<StreamContext>,
+        req: StreamRequest,
+    ) -> Result<Session, store::Error> {
+        let sub = ctx
+            .hub
+            .subscribe(&req.tenant, &req.topics, ctx.queue, req.shape.clone());
+        let (cursor, page, phase) = match req.last_event_id {
+            None => {
+                let page = ctx.store.read(&req.tenant, &req.topics, None, 0).await?;
+                (page.head, page, Phase::Live)
+            }
+            Some(c) => {
+                let page = ctx
+                    .store
+                    .read(&req.tenant, &req.topics, Some(c), PAGE)
+                    .await?;
+                (c, page, Phase::CatchUp)
+            }
+        };
+        let hb = ctx.heartbeat;
+        let tenant_gauge = ctx.metrics.tenant_connections(&req.tenant);
+        tenant_gauge.add(1);
+        ctx.metrics.connections.add(1);
+        ctx.metrics.connections_opened.inc();
+        let mut s = Session {
+            expiry: req
+                .expires_at
+                .map(|at| Box::pin(tokio::time::sleep_until(at))),
+            ctx,
+            req,
+            cursor,
+            told: cursor,
+            sub,
+            phase,
+            out: VecDeque::new(),
+            heartbeat: {
+                let mut t = tokio::time::interval_at(Instant::now() + hb, hb);
+                // After a long replay, one heartbeat, not a burst of them.
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t
+            },
+            skip: Vec::new(),
+            tenant_gauge,
+            lease: None,
+            prefetch: None,
+        };
+        s.out.push_back(encode::opening(
+            s.ctx.retry,
+            s.cursor,
+            &s.ctx.heartbeat_body,
+        ));
+        match s.phase {
+            Phase::Live => s.with_filter(|s| {
+                // A fresh subscriber: the retained state, then live events.
+                for topic in s.req.topics.clone() {
+                    let st = page.topics.iter().find(|t| t.topic == topic);
+                    s.push_snapshot(&topic, st.and_then(|t| t.retained.as_ref()));
+                }
+            }),
+            _ => {
+                let exhausted = s.with_filter(|s| {
+                    if s.cursor <= page.head {
+                        // Asked-for snapshots first: the retained state as of
+                        // this read; the replay that follows may hold events it
+                        // already covers (ids up to its `as_of`).
+                        for topic in std::mem::take(&mut s.req.snapshots) {
+                            let st = page.topics.iter().find(|t| t.topic == topic);
+                            s.push_snapshot(&topic, st.and_then(|t| t.retained.as_ref()));
+                        }
+                    }
+                    s.apply(page, PAGE)
+                });
+                if exhausted {
+                    s.phase = Phase::Live;
+                } else {
+                    s.read_ahead();
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// Keeps the stream's connection-cap slot until the session ends.
+    pub fn hold(&mut self, lease: crate::sse::caps::Lease) {
+        self.lease = Some(lease);
+    }
+
+    /// The next bytes to write; `None` ends the stream.
+    pub async fn next(&mut self) -> Option<Bytes> {
+        if self.fill().await {
+            self.out.pop_front()
+        } else {
+            None
+        }
+    }
+
+    /// Waits until there are frames to write (see [`Session::out`]); false
+    /// once the stream is over and everything has been taken.
+    ///
+    /// Cancel-safe between frames: dropping the future loses nothing queued.
+    pub async fn fill(&mut self) -> bool {
+        loop {
+            if !self.out.is_empty() {
+                return true;
+            }
+            match self.phase {
+                Phase::Done => return false,
+                Phase::CatchUp => self.catch_up().await,
+                Phase::Live => self.live().await,
+            }
+        }
+    }
+
+    /// The frames ready to write, oldest first; a writer takes them from the front.
+    pub fn out(&mut self) -> &mut VecDeque<Bytes> {
+        &mut self.out
+    }
+
+    async fn live(&mut self) {
+        // The hub wakes every queue at shutdown (`Hub::wake_all`), so its
+        // flag is enough here: no waiter on the shutdown token per wake-up.
+        if self.sub.closing() {
+            self.finish_shutdown();
+            return;
+        }
+        if self.sub.lagged() {
+            // Queue overflowed: drop it and catch up from the log by cursor.
+            self.sub.rearm();
+            self.phase = Phase::CatchUp;
+            return;
+        }
+        let expiry = async {
+            match self.expiry.as_mut() {
+                Some(s) => s.as_mut().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = expiry => self.finish_expired(),
+            f = self.sub.recv() => {
+                let mut sent = self.offer(&f) as u64;
+                for _ in 0..LIVE_BATCH {
+                    match self.sub.try_recv() {
+                        Some(f) => sent += self.offer(&f) as u64,
+                        None => break,
+                    }
+                }
+                if sent > 0 {
+                    self.ctx.metrics.events_sent.add(sent);
+                }
+            },
+            _ = self.heartbeat.tick() => {
+                // The heartbeat carries the cursor, which filtered-out events
+                // may have moved: the client's resume point stays inside the
+                // retained history. Only the id line is this connection's;
+                // the rest is the node's one shared buffer.
+                self.told = self.cursor;
+                self.out.push_back(encode::id_line(self.cursor));
+                self.out.push_back(self.ctx.heartbeat_body.clone());
+            }
+        }
+    }
+
+    /// Queues a live frame if the client has not had it; returns whether it was sent.
+    fn offer(&mut self, f: &Arc<Frame>) -> bool {
+        if f.seq <= self.cursor {
+            return false;
+        }
+        self.cursor = f.seq;
+        if !self.wants(&f.topic, &f.kind, f.seq) {
+            return false;
+        }
+        self.told = f.seq;
+        self.out.push_back(f.bytes.clone());
+        true
+    }
+
+    fn wants(&self, topic: &str, kind: &str, seq: Seq) -> bool {
+        if self.skip.iter().any(|(t, upto)| t == topic && seq <= *upto) {
+            return false;
+        }
+        match &self.req.types {
+            Some(types) => types.iter().any(|t| t == kind),
+            None => true,
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.tenant_gauge.add(-1);
+        self.ctx.metrics.connections.add(-1);
+    }
+}
