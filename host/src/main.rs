@@ -167,9 +167,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             "migrate" => {
-                switchyard::backend(&config)
-                    .await
-                    .map_err(anyhow::Error::msg)?;
+                switchyard::backend(&config).await?;
                 println!("migrations applied ({} mode)", config.mode_name());
                 Ok(())
             }
@@ -204,7 +202,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!("switchyard listening on {scheme}://{addr}");
     switchyard::run(config, listener, shutdown)
         .await
-        .map_err(anyhow::Error::msg)
+        .map_err(anyhow::Error::from)
 }
 
 /// Who a minted token is for.
@@ -235,9 +233,7 @@ async fn mint(
         Subject::User(sub) => {
             switchyard::http::access::validate_user_id(&sub, "sub")
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-            let keys = switchyard::client_keys(config)
-                .await
-                .map_err(anyhow::Error::msg)?;
+            let keys = switchyard::client_keys(config).await?;
             Ok(keys.sign(&Claims {
                 sub,
                 tenant,
@@ -249,9 +245,7 @@ async fn mint(
             let publish = switchyard::auth::publish::split(&publish);
             let claims = ServiceClaims::new(&service, &tenant, publish, ttl, now)
                 .map_err(|e| anyhow::anyhow!("--service/--publish: {e}"))?;
-            let keys = switchyard::client_keys(config)
-                .await
-                .map_err(anyhow::Error::msg)?;
+            let keys = switchyard::client_keys(config).await?;
             Ok(keys.sign_service(&claims))
         }
     }
@@ -266,14 +260,14 @@ fn plugin(command: PluginCommand, top: Options) -> anyhow::Result<()> {
     };
     let failed = match command {
         PluginCommand::Check { file } => {
-            let (report, fits) = cli::check(&read(&file)?).map_err(anyhow::Error::msg)?;
+            let (report, fits) = cli::check(&read(&file)?)?;
             print!("{report}");
             !fits
         }
         PluginCommand::Test { file, cases } => {
             let cases: serde_json::Value =
                 serde_json::from_slice(&read(&cases)?).context("the cases file is not JSON")?;
-            let (report, failed) = cli::test(&read(&file)?, &cases).map_err(anyhow::Error::msg)?;
+            let (report, failed) = cli::test(&read(&file)?, &cases)?;
             print!("{report}");
             failed > 0
         }
@@ -285,7 +279,7 @@ fn plugin(command: PluginCommand, top: Options) -> anyhow::Result<()> {
         } => {
             let cases: serde_json::Value =
                 serde_json::from_slice(&read(&cases)?).context("the cases file is not JSON")?;
-            let r = cli::bench(&read(&file)?, &cases, calls).map_err(anyhow::Error::msg)?;
+            let r = cli::bench(&read(&file)?, &cases, calls)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -308,16 +302,14 @@ fn plugin(command: PluginCommand, top: Options) -> anyhow::Result<()> {
             let bytes = read(&file)?;
             let config = key_values(&pairs, "--set")?;
             let shape: Vec<(String, String)> = key_values(&shape, "--shape")?.into_iter().collect();
-            let slot = cli::slot_of(&bytes).map_err(anyhow::Error::msg)?;
+            let slot = cli::slot_of(&bytes)?;
             let config_all = Config::load(merge(options, top))?;
             init_logging(config_all.log_json);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            let backend = runtime
-                .block_on(switchyard::backend(&config_all))
-                .map_err(anyhow::Error::msg)?;
+            let backend = runtime.block_on(switchyard::backend(&config_all))?;
             let tenant = tenant.as_deref();
             let (report, differ) = match slot {
                 Slot::BidValidator => {
@@ -356,8 +348,7 @@ fn plugin(command: PluginCommand, top: Options) -> anyhow::Result<()> {
                         .map_err(|e| anyhow::anyhow!("cannot read stream requests: {e}"))?;
                     cli::replay_requests(&bytes, &recorded, config)
                 }
-            }
-            .map_err(anyhow::Error::msg)?;
+            }?;
             print!("{report}");
             differ > 0
         }

@@ -9,12 +9,37 @@ use serde_json::{json, Value};
 
 use super::convert;
 use super::registry::{content_hash, FilterOutcome};
-use super::wasm::{CallCtx, CallError, Limits, Linked, WasmHost};
+use super::wasm::{CallCtx, CallError, HostError, Limits, Linked, WasmHost};
 use super::Slot;
+
+/// Why a `switchyard plugin` command cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The engine cannot start, or the component cannot be used.
+    #[error(transparent)]
+    Component(#[from] HostError),
+    /// The cases file lacks what the command needs.
+    #[error("the cases file needs {0}")]
+    Cases(&'static str),
+    /// The cases file names a slot there is not.
+    #[error("unknown slot {0:?}")]
+    UnknownSlot(String),
+    /// The component fits no slot (why not, slot by slot).
+    #[error("the component fits no slot ({0})")]
+    NoSlot(String),
+    /// A tenant's active component, the replay's baseline, cannot be used.
+    #[error("the active {tag}: {source}")]
+    Baseline {
+        /// The baseline's `tenant/slot@hash` tag.
+        tag: String,
+        /// Why.
+        source: HostError,
+    },
+}
 
 /// `plugin check`: which slot a component fits and why not the others.
 /// Returns the report and whether it fits any slot.
-pub fn check(bytes: &[u8]) -> Result<(String, bool), String> {
+pub fn check(bytes: &[u8]) -> Result<(String, bool), CliError> {
     let host = WasmHost::new(Limits::default())?;
     let results = host.check(bytes)?;
     let mut out = String::new();
@@ -137,14 +162,15 @@ pub fn run_case(host: &WasmHost, linked: &Linked, call: &CallCtx, input: &Value)
 
 /// `plugin test`: runs every case of `cases` (see `docs/plugins.md`).
 /// Returns the report and the number of failed cases.
-pub fn test(bytes: &[u8], cases: &Value) -> Result<(String, usize), String> {
+pub fn test(bytes: &[u8], cases: &Value) -> Result<(String, usize), CliError> {
     let slot_name = cases["slot"]
         .as_str()
-        .ok_or("the cases file needs a \"slot\"")?;
-    let slot = Slot::parse(slot_name).ok_or_else(|| format!("unknown slot {slot_name:?}"))?;
+        .ok_or(CliError::Cases("a \"slot\""))?;
+    let slot =
+        Slot::parse(slot_name).ok_or_else(|| CliError::UnknownSlot(slot_name.to_string()))?;
     let list = cases["cases"]
         .as_array()
-        .ok_or("the cases file needs a \"cases\" array")?;
+        .ok_or(CliError::Cases("a \"cases\" array"))?;
     let host = WasmHost::new(Limits::default())?;
     let component = host.compile(bytes)?;
     let linked = host.link(&component, slot)?;
@@ -211,15 +237,16 @@ pub struct BenchReport {
 /// times it: from taking an instance to the output having passed the host's
 /// rules, with the inputs already in their WIT form and instances reused
 /// between calls.
-pub fn bench(bytes: &[u8], cases: &Value, calls: usize) -> Result<BenchReport, String> {
+pub fn bench(bytes: &[u8], cases: &Value, calls: usize) -> Result<BenchReport, CliError> {
     let slot_name = cases["slot"]
         .as_str()
-        .ok_or("the cases file needs a \"slot\"")?;
-    let slot = Slot::parse(slot_name).ok_or_else(|| format!("unknown slot {slot_name:?}"))?;
+        .ok_or(CliError::Cases("a \"slot\""))?;
+    let slot =
+        Slot::parse(slot_name).ok_or_else(|| CliError::UnknownSlot(slot_name.to_string()))?;
     let list = cases["cases"]
         .as_array()
         .filter(|l| !l.is_empty())
-        .ok_or("the cases file needs a non-empty \"cases\" array")?;
+        .ok_or(CliError::Cases("a non-empty \"cases\" array"))?;
     let host = WasmHost::new(Limits::default())?;
     let linked = host.link(&host.compile(bytes)?, slot)?;
     let base = config_of(cases.get("config"));
@@ -342,7 +369,7 @@ pub fn replay_bids(
     bytes: &[u8],
     recorded: &[Recorded],
     config: BTreeMap<String, String>,
-) -> Result<(String, usize), String> {
+) -> Result<(String, usize), CliError> {
     let host = WasmHost::new(Limits::default())?;
     let component = host.compile(bytes)?;
     let linked = host.link(&component, Slot::BidValidator)?;
@@ -394,7 +421,7 @@ pub fn replay_bids(
 }
 
 /// The slot a component fits (the first, if several), or why none.
-pub fn slot_of(bytes: &[u8]) -> Result<Slot, String> {
+pub fn slot_of(bytes: &[u8]) -> Result<Slot, CliError> {
     let host = WasmHost::new(Limits::default())?;
     let fits = host.check(bytes)?;
     fits.iter()
@@ -405,7 +432,7 @@ pub fn slot_of(bytes: &[u8]) -> Result<Slot, String> {
                 .iter()
                 .filter_map(|(slot, r)| r.as_ref().err().map(|e| format!("not {slot}: {e}")))
                 .collect();
-            format!("the component fits no slot ({})", why.join("; "))
+            CliError::NoSlot(why.join("; "))
         })
 }
 
@@ -462,7 +489,7 @@ pub fn replay_messages(
     bytes: &[u8],
     recorded: &[crate::store::plugins::RecordedMessage],
     config: BTreeMap<String, String>,
-) -> Result<(String, usize), String> {
+) -> Result<(String, usize), CliError> {
     let host = WasmHost::new(Limits::default())?;
     let linked = host.link(&host.compile(bytes)?, Slot::NotificationShaper)?;
     let Linked::Shaper(pre) = &linked else {
@@ -542,7 +569,7 @@ pub fn replay_requests(
     bytes: &[u8],
     recorded: &[crate::store::plugins::RecordedRequest],
     config: BTreeMap<String, String>,
-) -> Result<(String, usize), String> {
+) -> Result<(String, usize), CliError> {
     let host = WasmHost::new(Limits::default())?;
     let linked = host.link(&host.compile(bytes)?, Slot::StreamAuthorizer)?;
     let call = CallCtx {
@@ -652,9 +679,9 @@ pub fn replay_events(
     shape: &[(String, String)],
     config: BTreeMap<String, String>,
     baselines: &BTreeMap<String, Baseline>,
-) -> Result<(String, usize), String> {
+) -> Result<(String, usize), CliError> {
     let host = WasmHost::new(Limits::default())?;
-    let link = |bytes: &[u8]| -> Result<_, String> {
+    let link = |bytes: &[u8]| -> Result<_, HostError> {
         match host.link(&host.compile(bytes)?, Slot::EventFilter)? {
             Linked::Filter(pre) => Ok(pre),
             _ => unreachable!("linked for the filter slot"),
@@ -668,7 +695,10 @@ pub fn replay_events(
     };
     let mut linked_baselines = BTreeMap::new();
     for (tenant, b) in baselines {
-        let pre = link(&b.bytes).map_err(|e| format!("the active {}: {e}", b.tag))?;
+        let pre = link(&b.bytes).map_err(|source| CliError::Baseline {
+            tag: b.tag.clone(),
+            source,
+        })?;
         let call = CallCtx {
             config: Arc::new(b.config.clone()),
             label: Arc::from(format!("{}#replay", b.tag)),

@@ -283,13 +283,9 @@ pub enum HostError {
     /// Compiled code cannot be written to the cache.
     #[error("{0}")]
     Cache(String),
-}
-
-// The registry and the CLI still speak `String` errors; this is their bridge.
-impl From<HostError> for String {
-    fn from(e: HostError) -> String {
-        e.to_string()
-    }
+    /// The blocking task that compiles it failed (panicked or was cancelled).
+    #[error("the compile task failed: {0}")]
+    Task(String),
 }
 
 /// The process's plugin engine.

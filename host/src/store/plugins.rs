@@ -31,7 +31,13 @@ pub struct SlotRow {
 }
 
 /// A change to a slot, computed from its current row; an `Err` aborts it.
-pub type SlotChange = Box<dyn FnOnce(SlotRow) -> Result<SlotRow, String> + Send>;
+pub type SlotChange = Box<dyn FnOnce(SlotRow) -> Result<SlotRow, Refusal> + Send>;
+
+/// Why a slot change does not apply to the row as it is (no earlier version,
+/// no candidate, ...): the store answers it as a `Conflict`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub &'static str);
 
 /// A stored message and the notifications published for it, for
 /// `plugin replay` of a notification shaper.
@@ -374,7 +380,7 @@ mod sqlite_impl {
                         ..SlotRow::default()
                     });
                 let rev = current.rev + 1;
-                let mut next = change(current).map_err(Error::Conflict)?;
+                let mut next = change(current).map_err(|r| Error::Conflict(r.to_string()))?;
                 next.rev = rev;
                 let (history, config) = texts(&next);
                 tx.execute(
@@ -606,7 +612,7 @@ mod postgres_impl {
             .await?;
             let current = row(&current)?;
             let rev = current.rev + 1;
-            let mut next = change(current).map_err(Error::Conflict)?;
+            let mut next = change(current).map_err(|r| Error::Conflict(r.to_string()))?;
             next.rev = rev;
             let (history, config) = texts(&next);
             sqlx::query(

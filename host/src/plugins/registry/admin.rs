@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use super::slot::{Compiling, LoadError, SlotState, Version};
 use super::{content_hash, Plugins};
-use crate::plugins::wasm::{CallCtx, Linked};
+use crate::plugins::wasm::{CallCtx, HostError, Linked};
 use crate::plugins::Slot;
-use crate::store::plugins::{SlotChange, SlotRow};
+use crate::store::plugins::{Refusal, SlotChange, SlotRow};
 use crate::store::Error as StoreError;
 
 /// Why an admin operation failed.
@@ -36,6 +36,20 @@ impl From<StoreError> for PluginError {
     }
 }
 
+/// Why a stored version cannot be loaded on this node.
+#[derive(Debug, thiserror::Error)]
+enum VersionError {
+    /// The system of record failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No row holds the version's bytes.
+    #[error("version {0} is missing from the store")]
+    Missing(String),
+    /// It does not compile or link here.
+    #[error(transparent)]
+    Component(#[from] HostError),
+}
+
 /// Whether an upload replaces the active version or runs beside it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -48,7 +62,7 @@ pub enum Mode {
 impl Plugins {
     /// Compiles and links `bytes` for `slot` (on a blocking thread: compiling
     /// takes milliseconds to seconds), reusing an earlier compile of the same hash.
-    async fn link(&self, hash: &str, bytes: Vec<u8>, slot: Slot) -> Result<Linked, String> {
+    async fn link(&self, hash: &str, bytes: Vec<u8>, slot: Slot) -> Result<Linked, HostError> {
         if let Some(l) = self
             .inner
             .linked
@@ -65,7 +79,7 @@ impl Plugins {
             wasm.link(&component, slot)
         })
         .await
-        .map_err(|e| format!("compile task failed: {e}"))??;
+        .map_err(|e| HostError::Task(e.to_string()))??;
         self.inner
             .linked
             .lock()
@@ -81,7 +95,7 @@ impl Plugins {
         origin: &str,
         since: i64,
         config: &BTreeMap<String, String>,
-    ) -> Result<Arc<Version>, String> {
+    ) -> Result<Arc<Version>, VersionError> {
         let cached = self
             .inner
             .linked
@@ -96,9 +110,8 @@ impl Plugins {
                     .inner
                     .db
                     .plugin_wasm(hash)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("version {hash} is missing from the store"))?;
+                    .await?
+                    .ok_or_else(|| VersionError::Missing(hash.to_string()))?;
                 self.link(hash, bytes, st.slot).await?
             }
         };
@@ -147,7 +160,7 @@ impl Plugins {
                                 at: crate::event::now_ms(),
                                 origin: origin.clone(),
                                 hash: h.clone(),
-                                message: e,
+                                message: e.to_string(),
                             });
                         return;
                     }
@@ -244,8 +257,9 @@ impl Plugins {
         slot: Slot,
         origin: &str,
         hash: &str,
-        message: String,
+        error: HostError,
     ) -> PluginError {
+        let message = error.to_string();
         let st = self.state(tenant, slot);
         tracing::error!(plugin = %st.label(), %origin, version = &hash[..12.min(hash.len())], error = %message, "plugin refused; the current version stays active");
         *st.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(LoadError {
@@ -402,7 +416,7 @@ impl Plugins {
     pub async fn rollback(&self, tenant: &str, slot: Slot) -> Result<SlotRow, PluginError> {
         let change: SlotChange = Box::new(|mut row: SlotRow| {
             if row.history.is_empty() {
-                return Err("there is no earlier version to roll back to".into());
+                return Err(Refusal("there is no earlier version to roll back to"));
             }
             let prev = row.history.remove(0);
             row.active = Some(prev);
@@ -418,7 +432,7 @@ impl Plugins {
         let keep = self.inner.history;
         let change: SlotChange = Box::new(move |mut row: SlotRow| {
             let Some(candidate) = row.shadow.take() else {
-                return Err("no candidate is running in shadow".into());
+                return Err(Refusal("no candidate is running in shadow"));
             };
             if let Some(old) = row.active.take() {
                 push_history(&mut row.history, old, keep);
@@ -436,7 +450,7 @@ impl Plugins {
     pub async fn drop_shadow(&self, tenant: &str, slot: Slot) -> Result<SlotRow, PluginError> {
         let change: SlotChange = Box::new(|mut row: SlotRow| {
             if row.shadow.take().is_none() {
-                return Err("no candidate is running in shadow".into());
+                return Err(Refusal("no candidate is running in shadow"));
             }
             Ok(row)
         });
@@ -449,7 +463,7 @@ impl Plugins {
         let keep = self.inner.history;
         let change: SlotChange = Box::new(move |mut row: SlotRow| {
             let Some(old) = row.active.take() else {
-                return Err("no component is active in this slot".into());
+                return Err(Refusal("no component is active in this slot"));
             };
             push_history(&mut row.history, old, keep);
             row.origin = Some("deactivated".into());
