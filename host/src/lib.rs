@@ -112,6 +112,10 @@ pub async fn run(
         background.clone(),
     )
     .await?;
+    {
+        let plugins = plugins.clone();
+        metrics.gather_plugins(move || plugins.sample());
+    }
     let hub = Hub::start(
         store.clone(),
         metrics.clone(),

@@ -1,6 +1,9 @@
 //! Every metric the node exports, in one table (`metrics!` below), on the
 //! `prometheus` crate: its registry renders the Prometheus text at
-//! `/metrics` (the plugin registry appends its own series after it).
+//! `/metrics`. The plugin slots' series come and go with tenants, so they
+//! are gathered at each scrape from the registry's own atomics
+//! ([`PluginSample`], through [`Metrics::gather_plugins`]); their names and
+//! help texts are here too.
 //!
 //! Counters and gauges are atomics, so updating one is a single relaxed add;
 //! hot paths add once per batch or per event, never per event per
@@ -11,6 +14,8 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Registers `metric` (names and help texts are fixed below, so a refusal
@@ -258,6 +263,168 @@ metrics! {
         "Duration of bid decision rounds.";
 }
 
+/// What the plugin registry reports at a scrape: the engine's compile
+/// counters and every slot's calls.
+#[derive(Debug, Default)]
+pub struct PluginSample {
+    /// Components compiled (not found in the code cache).
+    pub compiled: u64,
+    /// Time spent compiling them, in seconds.
+    pub compile_seconds: f64,
+    /// Components loaded from the compiled-code cache.
+    pub cache_hits: u64,
+    /// One entry per (slot, tenant) the registry holds.
+    pub slots: Vec<SlotSample>,
+}
+
+/// One plugin slot of one tenant (`tenant` empty: the node-wide slot).
+#[derive(Debug, Default)]
+pub struct SlotSample {
+    /// The slot's name.
+    pub slot: &'static str,
+    /// The tenant.
+    pub tenant: String,
+    /// Calls of the active version.
+    pub calls: u64,
+    /// Failed calls by kind.
+    pub errors: Vec<(&'static str, u64)>,
+    /// Active-version changes.
+    pub swaps: u64,
+    /// Shadow verdicts that differed from the active version's.
+    pub shadow_disagreements: u64,
+    /// Call latency: (upper bound in seconds, cumulative count) per bucket.
+    pub buckets: Vec<(f64, u64)>,
+    /// Sum of call latencies, in seconds.
+    pub seconds: f64,
+}
+
+/// The plugin series' (name after `switchyard_`, help, type).
+const PLUGIN_SERIES: [(&str, &str, MetricType); 8] = [
+    (
+        "plugin_compiles_total",
+        "Components compiled (not found in the code cache).",
+        MetricType::COUNTER,
+    ),
+    (
+        "plugin_compile_seconds_total",
+        "Time spent compiling components.",
+        MetricType::COUNTER,
+    ),
+    (
+        "plugin_cache_hits_total",
+        "Components loaded from the compiled-code cache.",
+        MetricType::COUNTER,
+    ),
+    (
+        "plugin_calls_total",
+        "Calls of the active plugin version.",
+        MetricType::COUNTER,
+    ),
+    (
+        "plugin_errors_total",
+        "Failed plugin calls, by kind.",
+        MetricType::COUNTER,
+    ),
+    (
+        "plugin_swaps_total",
+        "Active-version changes.",
+        MetricType::COUNTER,
+    ),
+    (
+        "plugin_shadow_disagreements_total",
+        "Shadow verdicts that differed from the active version's.",
+        MetricType::COUNTER,
+    ),
+    (
+        "plugin_call_seconds",
+        "Plugin call latency.",
+        MetricType::HISTOGRAM,
+    ),
+];
+
+/// Gathers the plugin series from a [`PluginSample`] source at each scrape.
+struct PluginCollector {
+    descs: Vec<Desc>,
+    source: Box<dyn Fn() -> PluginSample + Send + Sync>,
+}
+
+impl Collector for PluginCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let s = (self.source)();
+        let slot_labels = |x: &SlotSample| vec![label("slot", x.slot), label("tenant", &x.tenant)];
+        let mut families: Vec<Vec<proto::Metric>> = vec![
+            vec![counter(vec![], s.compiled as f64)],
+            vec![counter(vec![], s.compile_seconds)],
+            vec![counter(vec![], s.cache_hits as f64)],
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        ];
+        for x in &s.slots {
+            families[3].push(counter(slot_labels(x), x.calls as f64));
+            for (kind, n) in &x.errors {
+                let mut l = slot_labels(x);
+                l.push(label("kind", kind));
+                families[4].push(counter(l, *n as f64));
+            }
+            families[5].push(counter(slot_labels(x), x.swaps as f64));
+            families[6].push(counter(slot_labels(x), x.shadow_disagreements as f64));
+            let mut h = proto::Histogram::default();
+            h.set_sample_count(x.calls);
+            h.set_sample_sum(x.seconds);
+            h.set_bucket(
+                x.buckets
+                    .iter()
+                    .map(|(le, n)| {
+                        let mut b = proto::Bucket::default();
+                        b.set_upper_bound(*le);
+                        b.set_cumulative_count(*n);
+                        b
+                    })
+                    .collect(),
+            );
+            let mut m = proto::Metric::default();
+            m.set_label(slot_labels(x));
+            m.set_histogram(h);
+            families[7].push(m);
+        }
+        PLUGIN_SERIES
+            .iter()
+            .zip(families)
+            .map(|((name, help, kind), metrics)| {
+                let mut f = MetricFamily::default();
+                f.set_name(name.to_string());
+                f.set_help(help.to_string());
+                f.set_field_type(*kind);
+                f.set_metric(metrics);
+                f
+            })
+            .collect()
+    }
+}
+
+fn label(name: &str, value: &str) -> proto::LabelPair {
+    let mut l = proto::LabelPair::default();
+    l.set_name(name.to_string());
+    l.set_value(value.to_string());
+    l
+}
+
+fn counter(labels: Vec<proto::LabelPair>, value: f64) -> proto::Metric {
+    let mut c = proto::Counter::default();
+    c.set_value(value);
+    let mut m = proto::Metric::default();
+    m.set_label(labels);
+    m.set_counter(c);
+    m
+}
+
 /// The `status` label of each status class (index: 1xx..5xx).
 const STATUS: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -277,6 +444,30 @@ impl Metrics {
         self.durations
             .with_label_values(&[method, route])
             .observe(took.as_secs_f64());
+    }
+
+    /// Gathers the plugin series from `source` at every scrape (once per
+    /// node, when its plugin registry exists).
+    pub fn gather_plugins(&self, source: impl Fn() -> PluginSample + Send + Sync + 'static) {
+        let descs = PLUGIN_SERIES
+            .iter()
+            .map(|(name, help, _)| {
+                Desc::new(
+                    name.to_string(),
+                    help.to_string(),
+                    Vec::new(),
+                    Default::default(),
+                )
+                .expect("a valid name and help")
+            })
+            .collect();
+        let collector = PluginCollector {
+            descs,
+            source: Box::new(source),
+        };
+        if let Err(e) = self.registry.register(Box::new(collector)) {
+            tracing::error!(error = %e, "the plugin metrics are registered already");
+        }
     }
 
     /// Prometheus text exposition.
@@ -316,5 +507,55 @@ mod tests {
              # TYPE switchyard_events_published_total counter\n"
         ));
         assert!(text.contains("# TYPE switchyard_http_request_duration_seconds histogram\n"));
+    }
+
+    #[test]
+    fn renders_the_plugin_series_gathered_at_each_scrape() {
+        let m = Metrics::default();
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(2));
+        let seen = calls.clone();
+        m.gather_plugins(move || PluginSample {
+            compiled: 1,
+            compile_seconds: 0.25,
+            cache_hits: 0,
+            slots: vec![SlotSample {
+                slot: "event-filter",
+                tenant: "acme".into(),
+                calls: seen.load(std::sync::atomic::Ordering::Relaxed),
+                errors: vec![("timeout", 1), ("trap", 0)],
+                swaps: 1,
+                shadow_disagreements: 0,
+                buckets: vec![(0.00001, 1), (0.0001, 2)],
+                seconds: 0.00005,
+            }],
+        });
+        let text = m.render();
+        assert!(text.contains(
+            "# HELP switchyard_plugin_compiles_total Components compiled (not found in the code cache).\n\
+             # TYPE switchyard_plugin_compiles_total counter\n\
+             switchyard_plugin_compiles_total 1\n"
+        ));
+        assert!(text.contains("switchyard_plugin_compile_seconds_total 0.25\n"));
+        assert!(text.contains("switchyard_plugin_cache_hits_total 0\n"));
+        assert!(text
+            .contains("switchyard_plugin_calls_total{slot=\"event-filter\",tenant=\"acme\"} 2\n"));
+        assert!(text.contains(
+            "switchyard_plugin_errors_total{slot=\"event-filter\",tenant=\"acme\",kind=\"timeout\"} 1\n"
+        ));
+        assert!(text.contains("# TYPE switchyard_plugin_call_seconds histogram\n"));
+        assert!(text.contains(
+            "switchyard_plugin_call_seconds_bucket{slot=\"event-filter\",tenant=\"acme\",le=\"0.0001\"} 2\n"
+        ));
+        assert!(text.contains(
+            "switchyard_plugin_call_seconds_bucket{slot=\"event-filter\",tenant=\"acme\",le=\"+Inf\"} 2\n"
+        ));
+        assert!(text.contains(
+            "switchyard_plugin_call_seconds_count{slot=\"event-filter\",tenant=\"acme\"} 2\n"
+        ));
+        // Gathered anew at each scrape, not copied once.
+        calls.store(5, std::sync::atomic::Ordering::Relaxed);
+        assert!(m
+            .render()
+            .contains("switchyard_plugin_calls_total{slot=\"event-filter\",tenant=\"acme\"} 5\n"));
     }
 }

@@ -36,10 +36,9 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 
 /// Prometheus text.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
-        let mut text = state.metrics.render();
-        state.plugins.render_metrics(&mut text);
-        text
-    })
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
         .into_response()
 }
