@@ -24,18 +24,18 @@
 
 pub mod auth;
 pub mod backend;
-pub mod bids;
-pub mod bus;
+mod bids;
+mod bus;
 pub mod config;
-pub mod error;
+mod error;
 pub mod event;
 pub mod http;
-pub mod metrics;
+mod metrics;
 pub mod plugins;
 pub mod server;
 pub mod shutdown;
-pub mod sse;
-pub mod state;
+mod sse;
+mod state;
 pub mod store;
 
 use std::sync::Arc;
