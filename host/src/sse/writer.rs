@@ -7,6 +7,11 @@
 //! ready in one `writev`. It holds no read or write buffer of its own: frames
 //! are the shared `Bytes` the hub or the replay built.
 //!
+//! While the stream is live and everything is written, the fan-out writes the
+//! next frames to the socket itself, one `send` each, without waking this
+//! task (`bus/hub/queue.rs`); a frame the socket does not take whole comes
+//! back here, to be written under the deadline.
+//!
 //! What hyper did for a stream, this does too: a write deadline (a socket
 //! that accepts no bytes for `deadline` is closed), noticing a client that
 //! hung up (the read side reaches end of file), and ending after the
@@ -48,6 +53,12 @@ pub async fn run(
     metrics: Arc<Metrics>,
     slot: OwnedSemaphorePermit,
 ) {
+    // The fan-out writes live frames to the socket itself while this loop
+    // waits with everything written (`bus/hub/queue.rs`): this loop writes
+    // only what it takes from the session, and asks for more only once that
+    // is written, so the two never write at once.
+    let stream = Arc::new(stream);
+    session.attach(stream.clone());
     session.out().push_front(head);
     loop {
         if session.out().is_empty() {

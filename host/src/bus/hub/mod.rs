@@ -22,7 +22,8 @@ mod order;
 mod queue;
 
 use order::{Dispatcher, Input};
-use queue::Queue;
+pub use queue::Disarmed;
+use queue::{Offered, Queue};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,7 +38,7 @@ use crate::plugins::Plugins;
 use crate::store::Store;
 
 /// One connection's end of the fan-out.
-struct Subscriber {
+pub(super) struct Subscriber {
     queue: Queue,
     /// Set when the queue overflowed; cleared by the connection once it has
     /// drained the queue and is about to read the log.
@@ -100,6 +101,25 @@ impl Subscription {
         self.shared.queue.try_recv()
     }
 
+    /// Lets the fan-out write this connection's frames to `sink` itself
+    /// while the connection sleeps with everything written (see
+    /// `queue.rs`). Only for a socket nothing else writes to meanwhile.
+    pub fn attach(&self, sink: Arc<tokio::net::TcpStream>) {
+        self.shared.queue.attach(sink);
+    }
+
+    /// About to sleep, with every frame up to `cursor` written: the fan-out
+    /// may write the next ones itself (when a socket is attached).
+    pub fn arm(&self, cursor: Seq) {
+        self.shared.queue.arm(cursor);
+    }
+
+    /// Awake: frames are queued again. What was written meanwhile, if a
+    /// socket is attached.
+    pub fn disarm(&self) -> Option<Disarmed> {
+        self.shared.queue.disarm()
+    }
+
     /// Empties the queue and rejoins live fan-out. The caller must read the
     /// log from its cursor *after* this, so nothing falls between the two.
     pub fn rearm(&mut self) {
@@ -110,6 +130,7 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self.shared.queue.detach();
         let mut subs = self.hub.subs.write().unwrap_or_else(|p| p.into_inner());
         if let Some(topics) = subs.get_mut(&self.tenant) {
             for t in &self.topics {
@@ -171,6 +192,7 @@ impl Hub {
         for topics in subs.values() {
             for set in topics.values() {
                 for sub in set.values() {
+                    // Never written directly: its id is below every cursor.
                     let _ = sub.queue.try_send(nudge.clone());
                 }
             }
@@ -257,7 +279,7 @@ pub(super) fn offer(hub: &Inner, e: &StoredEvent, answers: &[(Shape, Option<Arc<
     let Some(set) = subs.get(&*e.tenant).and_then(|t| t.get(e.topic.as_str())) else {
         return;
     };
-    let mut lagged = 0;
+    let mut tally = Tally::default();
     for sub in set.values() {
         if sub.lagged.load(Ordering::Relaxed) {
             continue;
@@ -268,14 +290,40 @@ pub(super) fn offer(hub: &Inner, e: &StoredEvent, answers: &[(Shape, Option<Arc<
         let Some((_, Some(frame))) = answer else {
             continue;
         };
-        if !sub.queue.try_send(frame.clone()) {
-            sub.lagged.store(true, Ordering::SeqCst);
-            lagged += 1;
+        tally.offer(sub, frame);
+    }
+    tally.count(&hub.metrics, set.len());
+}
+
+/// One event's offers to its subscribers, counted once per event.
+#[derive(Default)]
+pub(super) struct Tally {
+    lagged: u64,
+    written: u64,
+}
+
+impl Tally {
+    /// Offers `frame` to `sub`, marking it lagged when its queue is full.
+    pub(super) fn offer(&mut self, sub: &Subscriber, frame: &Arc<Frame>) {
+        match sub.queue.try_send(frame.clone()) {
+            Offered::Queued => {}
+            Offered::Written => self.written += 1,
+            Offered::Full => {
+                sub.lagged.store(true, Ordering::SeqCst);
+                self.lagged += 1;
+            }
         }
     }
-    hub.metrics.fanout_offers.add(set.len() as u64);
-    if lagged > 0 {
-        hub.metrics.client_lagged.add(lagged);
+
+    /// Adds the event's offers (`offers` subscribers) to the metrics.
+    pub(super) fn count(self, m: &Metrics, offers: usize) {
+        m.fanout_offers.add(offers as u64);
+        if self.written > 0 {
+            m.events_sent.add(self.written);
+        }
+        if self.lagged > 0 {
+            m.client_lagged.add(self.lagged);
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::Inner;
+use super::{Inner, Tally};
 use crate::bus::lane::Lane;
 use crate::event::{Frame, Seq, StoredEvent};
 use crate::store::Store;
@@ -331,19 +331,12 @@ impl Dispatcher {
             return;
         };
         let frame = Arc::new(Frame::from_parts(e.seq, &e.topic, &e.kind, &e.json));
-        let mut lagged = 0;
+        let mut tally = Tally::default();
         for sub in set.values() {
-            if sub.lagged.load(Ordering::Relaxed) {
-                continue;
-            }
-            if !sub.queue.try_send(frame.clone()) {
-                sub.lagged.store(true, Ordering::SeqCst);
-                lagged += 1;
+            if !sub.lagged.load(Ordering::Relaxed) {
+                tally.offer(sub, &frame);
             }
         }
-        m.fanout_offers.add(set.len() as u64);
-        if lagged > 0 {
-            m.client_lagged.add(lagged);
-        }
+        tally.count(m, set.len());
     }
 }

@@ -1,15 +1,27 @@
-//! A connection's live queue.
+//! A connection's live queue, and the direct write that bypasses it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use crate::event::Frame;
+use bytes::Bytes;
+use tokio::net::TcpStream;
+
+use crate::event::{Frame, Seq};
 
 /// A connection's live queue: bounded, one consumer. A `VecDeque` under a
 /// mutex that allocates only when frames arrive (tokio's channel costs about
 /// 1 KiB per connection even while idle). A send takes the consumer's waker,
 /// so frames that arrive before the consumer runs wake it once.
+///
+/// A queue may also hold the connection's socket ([`Direct`]): while its
+/// consumer sleeps with nothing left to write, a frame is written to the
+/// socket by the sender, under the queue's lock, instead of being queued
+/// and the consumer woken to write it. That saves a task wake-up, a poll and
+/// a readiness round trip per delivery, and is what one write per delivery
+/// costs in the floor benchmark. The moment the socket does not take a frame
+/// whole, the queue falls back: the frame (or its unwritten tail) goes to the
+/// consumer, which writes it with its write deadline, as it would have.
 pub(super) struct Queue {
     cap: usize,
     inner: Mutex<QueueInner>,
@@ -19,6 +31,40 @@ pub(super) struct Queue {
 struct QueueInner {
     items: VecDeque<Arc<Frame>>,
     waker: Option<Waker>,
+    direct: Option<Direct>,
+}
+
+/// The socket of a connection whose frames the sender may write itself.
+struct Direct {
+    sink: Arc<TcpStream>,
+    /// True while the consumer sleeps with its own output written: only then
+    /// may the sender write (never both at once, so frames stay whole and in
+    /// order).
+    armed: bool,
+    /// The highest id the client has been sent (directly or by the consumer).
+    cursor: Seq,
+    /// The unwritten tail of a frame the socket took only part of.
+    rest: Option<Bytes>,
+}
+
+/// What became of an offered frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Offered {
+    /// Queued for the consumer.
+    Queued,
+    /// Written to the client's socket whole.
+    Written,
+    /// The queue is full: the frame was dropped.
+    Full,
+}
+
+/// What the consumer takes back when it wakes: the id the client has been
+/// sent up to, and what is left of a frame written in part.
+pub struct Disarmed {
+    /// The highest id written directly (or the cursor the queue was armed with).
+    pub cursor: Seq,
+    /// The unwritten tail of the last frame, to be written first.
+    pub rest: Option<Bytes>,
 }
 
 /// Capacity kept by an emptied queue; a burst's larger buffer is freed.
@@ -36,20 +82,46 @@ impl Queue {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `f`; false (and `f` dropped) when the queue is full.
-    pub(super) fn try_send(&self, f: Arc<Frame>) -> bool {
-        let waker = {
+    /// Offers `f`: written to the socket when the queue is armed and the
+    /// socket takes it whole, else queued (and the consumer woken), or
+    /// dropped when the queue is full.
+    pub(super) fn try_send(&self, f: Arc<Frame>) -> Offered {
+        let (offered, waker) = {
             let mut q = self.lock();
             if q.items.len() >= self.cap {
-                return false;
+                return Offered::Full;
             }
-            q.items.push_back(f);
-            q.waker.take()
+            match q.direct.as_mut().filter(|d| d.armed && f.seq > d.cursor) {
+                Some(d) => match d.sink.try_write(&f.bytes) {
+                    Ok(n) if n == f.bytes.len() => {
+                        d.cursor = f.seq;
+                        return Offered::Written;
+                    }
+                    Ok(n) => {
+                        // The socket took a part: the consumer writes the rest.
+                        d.cursor = f.seq;
+                        d.rest = Some(f.bytes.slice(n..));
+                        d.armed = false;
+                        (Offered::Written, q.waker.take())
+                    }
+                    // Full, or failed (the consumer's own write sees why):
+                    // the consumer takes over.
+                    Err(_) => {
+                        d.armed = false;
+                        q.items.push_back(f);
+                        (Offered::Queued, q.waker.take())
+                    }
+                },
+                None => {
+                    q.items.push_back(f);
+                    (Offered::Queued, q.waker.take())
+                }
+            }
         };
         if let Some(w) = waker {
             w.wake();
         }
-        true
+        offered
     }
 
     pub(super) fn try_recv(&self) -> Option<Arc<Frame>> {
@@ -74,5 +146,162 @@ impl Queue {
             _ => q.waker = Some(cx.waker().clone()),
         }
         Poll::Pending
+    }
+
+    /// Lets senders write frames to `sink` while the queue is armed.
+    pub(super) fn attach(&self, sink: Arc<TcpStream>) {
+        self.lock().direct = Some(Direct {
+            sink,
+            armed: false,
+            cursor: 0,
+            rest: None,
+        });
+    }
+
+    /// Forgets the socket (the connection is ending).
+    pub(super) fn detach(&self) {
+        self.lock().direct = None;
+    }
+
+    /// Arms the queue: the consumer has written everything up to `cursor`
+    /// and is about to sleep. Does nothing without a socket, or when frames
+    /// are queued already (the consumer takes those first).
+    pub(super) fn arm(&self, cursor: Seq) {
+        let mut q = self.lock();
+        let empty = q.items.is_empty();
+        if let Some(d) = q.direct.as_mut() {
+            if empty && d.rest.is_none() {
+                d.armed = true;
+                d.cursor = cursor;
+            }
+        }
+    }
+
+    /// Disarms the queue when the consumer wakes: from here on frames are
+    /// queued for it. `None` when it has no socket.
+    pub(super) fn disarm(&self) -> Option<Disarmed> {
+        let mut q = self.lock();
+        let d = q.direct.as_mut()?;
+        d.armed = false;
+        Some(Disarmed {
+            cursor: d.cursor,
+            rest: d.rest.take(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn frame(seq: Seq, bytes: Bytes) -> Arc<Frame> {
+        Arc::new(Frame {
+            seq,
+            topic: "t".into(),
+            kind: "k".into(),
+            bytes,
+        })
+    }
+
+    async fn pair() -> (Arc<TcpStream>, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (
+            Arc::new(accepted.expect("accept").0),
+            client.expect("connect"),
+        )
+    }
+
+    /// Armed, a frame goes to the socket and not to the queue; disarmed,
+    /// frames queue again, and the cursor says what was written.
+    #[tokio::test]
+    async fn an_armed_queue_writes_to_the_socket_and_a_disarmed_one_queues() {
+        let (server, mut client) = pair().await;
+        let q = Queue::new(8);
+        q.attach(server);
+        // Not armed yet: queued.
+        assert_eq!(
+            q.try_send(frame(1, Bytes::from_static(b"one\n"))),
+            Offered::Queued
+        );
+        // Frames queued: arming waits until the consumer has taken them.
+        q.arm(0);
+        assert_eq!(
+            q.try_send(frame(2, Bytes::from_static(b"two\n"))),
+            Offered::Queued
+        );
+        assert_eq!(q.try_recv().expect("queued").seq, 1);
+        assert_eq!(q.try_recv().expect("queued").seq, 2);
+        q.arm(2);
+        // Already sent ids are never written again.
+        assert_eq!(
+            q.try_send(frame(2, Bytes::from_static(b"two\n"))),
+            Offered::Queued
+        );
+        assert_eq!(q.try_recv().expect("queued").seq, 2);
+        assert_eq!(
+            q.try_send(frame(3, Bytes::from_static(b"three\n"))),
+            Offered::Written
+        );
+        assert_eq!(
+            q.try_send(frame(4, Bytes::from_static(b"four\n"))),
+            Offered::Written
+        );
+        assert!(q.try_recv().is_none());
+        let d = q.disarm().expect("a socket is attached");
+        assert_eq!(d.cursor, 4);
+        assert!(d.rest.is_none());
+        assert_eq!(
+            q.try_send(frame(5, Bytes::from_static(b"five\n"))),
+            Offered::Queued
+        );
+        let mut got = vec![0u8; 11];
+        client.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, b"three\nfour\n");
+        q.detach();
+        assert!(q.disarm().is_none());
+    }
+
+    /// A socket that stops taking bytes hands the frame, or its unwritten
+    /// tail, back to the consumer: nothing is lost, nothing written twice.
+    #[tokio::test]
+    async fn a_full_socket_hands_frames_back_to_the_consumer() {
+        let (server, mut client) = pair().await;
+        let q = Queue::new(1_000_000);
+        q.attach(server);
+        q.arm(0);
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        let mut seq = 0;
+        let mut written = 0usize;
+        let rest = loop {
+            seq += 1;
+            match q.try_send(frame(seq, chunk.clone())) {
+                Offered::Written => {
+                    written += chunk.len();
+                    if let Some(d) = q.disarm() {
+                        if let Some(rest) = d.rest {
+                            // Part of this frame went out; the tail is the consumer's.
+                            written -= rest.len();
+                            assert_eq!(d.cursor, seq);
+                            break Some(rest);
+                        }
+                    }
+                    q.arm(seq);
+                }
+                Offered::Queued => break None,
+                Offered::Full => unreachable!("the queue is large"),
+            }
+            assert!(seq < 10_000, "the socket never filled");
+        };
+        // Either way, the consumer now holds what the socket did not take.
+        let queued = q.try_recv();
+        assert!(rest.is_some() != queued.is_some());
+        let mut got = vec![0u8; written];
+        client.read_exact(&mut got).await.expect("read");
+        assert!(got.iter().all(|b| *b == b'x'));
     }
 }

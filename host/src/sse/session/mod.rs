@@ -75,6 +75,16 @@ pub struct Session {
     lease: Option<crate::sse::caps::Lease>,
     /// The next page of the log, being read while this one is written.
     prefetch: Option<ReadAhead>,
+    /// The fan-out may write live frames to the socket itself (the lean
+    /// writer's plain TCP; see `bus/hub/queue.rs`).
+    direct: bool,
+}
+
+/// What woke a live session.
+enum Woke {
+    Expired,
+    Frame(Arc<Frame>),
+    Heartbeat,
 }
 
 impl Session {
@@ -126,6 +136,7 @@ impl Session {
             tenant_gauge,
             lease: None,
             prefetch: None,
+            direct: false,
         };
         s.out.push_back(encode::opening(
             s.ctx.retry,
@@ -161,6 +172,15 @@ impl Session {
             }
         }
         Ok(s)
+    }
+
+    /// Lets the fan-out write live frames to `sink` while this session
+    /// sleeps with everything written. Only for a writer that writes
+    /// nothing else meanwhile and calls [`Session::fill`] only once the
+    /// previous frames are written (the lean writer).
+    pub fn attach(&mut self, sink: Arc<tokio::net::TcpStream>) {
+        self.sub.attach(sink);
+        self.direct = true;
     }
 
     /// Keeps the stream's connection-cap slot until the session ends.
@@ -212,16 +232,41 @@ impl Session {
             self.phase = Phase::CatchUp;
             return;
         }
+        // Everything is written (the writer calls in only then): the fan-out
+        // may write the next frames straight to the socket while this
+        // sleeps, when every frame past the cursor is wanted as it is.
+        let direct = self.direct && self.req.types.is_none() && self.skip.is_empty();
+        if direct {
+            self.sub.arm(self.cursor);
+        }
         let expiry = async {
             match self.expiry.as_mut() {
                 Some(s) => s.as_mut().await,
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let woke = tokio::select! {
             biased;
-            _ = expiry => self.finish_expired(),
-            f = self.sub.recv() => {
+            _ = expiry => Woke::Expired,
+            f = self.sub.recv() => Woke::Frame(f),
+            _ = self.heartbeat.tick() => Woke::Heartbeat,
+        };
+        if direct {
+            // What the fan-out wrote comes first: its tail, if the socket
+            // took only part of a frame, and the cursor it reached.
+            if let Some(d) = self.sub.disarm() {
+                if d.cursor > self.cursor {
+                    self.cursor = d.cursor;
+                    self.told = d.cursor;
+                }
+                if let Some(rest) = d.rest {
+                    self.out.push_back(rest);
+                }
+            }
+        }
+        match woke {
+            Woke::Expired => self.finish_expired(),
+            Woke::Frame(f) => {
                 let mut sent = self.offer(&f) as u64;
                 for _ in 0..LIVE_BATCH {
                     match self.sub.try_recv() {
@@ -232,8 +277,8 @@ impl Session {
                 if sent > 0 {
                     self.ctx.metrics.events_sent.add(sent);
                 }
-            },
-            _ = self.heartbeat.tick() => {
+            }
+            Woke::Heartbeat => {
                 // The heartbeat carries the cursor, which filtered-out events
                 // may have moved: the client's resume point stays inside the
                 // retained history. Only the id line is this connection's;
