@@ -23,7 +23,7 @@ mod queue;
 
 use order::{Dispatcher, Input};
 pub use queue::Disarmed;
-use queue::{Offered, Queue};
+use queue::{wake_up, Offered, Queue};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -188,7 +188,7 @@ impl Hub {
     pub fn wake_all(&self) {
         let subs = self.inner.subs.write().unwrap_or_else(|p| p.into_inner());
         self.inner.closing.store(true, Ordering::SeqCst);
-        let nudge = nudge();
+        let nudge = wake_up();
         for topics in subs.values() {
             for set in topics.values() {
                 for sub in set.values() {
@@ -224,7 +224,7 @@ impl Hub {
                     .insert(id, shared.clone());
             }
             if self.inner.closing.load(Ordering::SeqCst) {
-                let _ = shared.queue.try_send(nudge());
+                let _ = shared.queue.try_send(wake_up());
             }
         }
         Subscription {
@@ -235,16 +235,6 @@ impl Hub {
             shared,
         }
     }
-}
-
-/// The wake-up `wake_all` sends: id 0, which every session has passed.
-fn nudge() -> Arc<Frame> {
-    Arc::new(Frame {
-        seq: 0,
-        topic: "".into(),
-        kind: "".into(),
-        bytes: bytes::Bytes::new(),
-    })
 }
 
 impl Inner {

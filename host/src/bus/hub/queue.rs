@@ -67,6 +67,17 @@ pub struct Disarmed {
     pub rest: Option<Bytes>,
 }
 
+/// A frame no consumer sends (id 0 is below every cursor): it only ends the
+/// consumer's wait (after a partial write here, at shutdown in `Hub::wake_all`).
+pub(super) fn wake_up() -> Arc<Frame> {
+    Arc::new(Frame {
+        seq: 0,
+        topic: "".into(),
+        kind: "".into(),
+        bytes: Bytes::new(),
+    })
+}
+
 /// Capacity kept by an emptied queue; a burst's larger buffer is freed.
 const QUEUE_KEEP: usize = 32;
 
@@ -98,10 +109,12 @@ impl Queue {
                         return Offered::Written;
                     }
                     Ok(n) => {
-                        // The socket took a part: the consumer writes the rest.
+                        // The socket took a part: the consumer writes the
+                        // rest. A frame it skips (id 0) makes its wait end.
                         d.cursor = f.seq;
                         d.rest = Some(f.bytes.slice(n..));
                         d.armed = false;
+                        q.items.push_back(wake_up());
                         (Offered::Written, q.waker.take())
                     }
                     // Full, or failed (the consumer's own write sees why):
@@ -297,9 +310,15 @@ mod tests {
             }
             assert!(seq < 10_000, "the socket never filled");
         };
-        // Either way, the consumer now holds what the socket did not take.
-        let queued = q.try_recv();
-        assert!(rest.is_some() != queued.is_some());
+        // Either way, the consumer now holds what the socket did not take,
+        // and a queued frame ends its wait: the refused frame itself, or,
+        // after a partial write, a wake-up it skips (id 0).
+        let queued = q.try_recv().expect("a frame ends the consumer's wait");
+        match &rest {
+            Some(_) => assert_eq!(queued.seq, 0),
+            None => assert_eq!(queued.seq, seq),
+        }
+        assert!(q.try_recv().is_none());
         let mut got = vec![0u8; written];
         client.read_exact(&mut got).await.expect("read");
         assert!(got.iter().all(|b| *b == b'x'));
