@@ -273,6 +273,8 @@ pub struct PluginSample {
     pub compile_seconds: f64,
     /// Components loaded from the compiled-code cache.
     pub cache_hits: u64,
+    /// Stream requests left out of the record because its writer was behind.
+    pub stream_records_dropped: u64,
     /// One entry per (slot, tenant) the registry holds.
     pub slots: Vec<SlotSample>,
 }
@@ -299,7 +301,7 @@ pub struct SlotSample {
 }
 
 /// The plugin series' (name after `switchyard_`, help, type).
-const PLUGIN_SERIES: [(&str, &str, MetricType); 8] = [
+const PLUGIN_SERIES: [(&str, &str, MetricType); 9] = [
     (
         "plugin_compiles_total",
         "Components compiled (not found in the code cache).",
@@ -313,6 +315,11 @@ const PLUGIN_SERIES: [(&str, &str, MetricType); 8] = [
     (
         "plugin_cache_hits_total",
         "Components loaded from the compiled-code cache.",
+        MetricType::COUNTER,
+    ),
+    (
+        "plugin_stream_records_dropped_total",
+        "Stream requests left out of the record (its writer was behind).",
         MetricType::COUNTER,
     ),
     (
@@ -356,25 +363,17 @@ impl Collector for PluginCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let s = (self.source)();
         let slot_labels = |x: &SlotSample| vec![label("slot", x.slot), label("tenant", &x.tenant)];
-        let mut families: Vec<Vec<proto::Metric>> = vec![
-            vec![counter(vec![], s.compiled as f64)],
-            vec![counter(vec![], s.compile_seconds)],
-            vec![counter(vec![], s.cache_hits as f64)],
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-        ];
+        let (mut calls, mut errors, mut swaps, mut disagreements, mut latency) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for x in &s.slots {
-            families[3].push(counter(slot_labels(x), x.calls as f64));
+            calls.push(counter(slot_labels(x), x.calls as f64));
             for (kind, n) in &x.errors {
                 let mut l = slot_labels(x);
                 l.push(label("kind", kind));
-                families[4].push(counter(l, *n as f64));
+                errors.push(counter(l, *n as f64));
             }
-            families[5].push(counter(slot_labels(x), x.swaps as f64));
-            families[6].push(counter(slot_labels(x), x.shadow_disagreements as f64));
+            swaps.push(counter(slot_labels(x), x.swaps as f64));
+            disagreements.push(counter(slot_labels(x), x.shadow_disagreements as f64));
             let mut h = proto::Histogram::default();
             h.set_sample_count(x.calls);
             h.set_sample_sum(x.seconds);
@@ -392,8 +391,20 @@ impl Collector for PluginCollector {
             let mut m = proto::Metric::default();
             m.set_label(slot_labels(x));
             m.set_histogram(h);
-            families[7].push(m);
+            latency.push(m);
         }
+        // In the order of `PLUGIN_SERIES`.
+        let families: [Vec<proto::Metric>; PLUGIN_SERIES.len()] = [
+            vec![counter(vec![], s.compiled as f64)],
+            vec![counter(vec![], s.compile_seconds)],
+            vec![counter(vec![], s.cache_hits as f64)],
+            vec![counter(vec![], s.stream_records_dropped as f64)],
+            calls,
+            errors,
+            swaps,
+            disagreements,
+            latency,
+        ];
         PLUGIN_SERIES
             .iter()
             .zip(families)
@@ -518,6 +529,7 @@ mod tests {
             compiled: 1,
             compile_seconds: 0.25,
             cache_hits: 0,
+            stream_records_dropped: 3,
             slots: vec![SlotSample {
                 slot: "event-filter",
                 tenant: "acme".into(),
@@ -537,6 +549,7 @@ mod tests {
         ));
         assert!(text.contains("switchyard_plugin_compile_seconds_total 0.25\n"));
         assert!(text.contains("switchyard_plugin_cache_hits_total 0\n"));
+        assert!(text.contains("switchyard_plugin_stream_records_dropped_total 3\n"));
         assert!(text
             .contains("switchyard_plugin_calls_total{slot=\"event-filter\",tenant=\"acme\"} 2\n"));
         assert!(text.contains(

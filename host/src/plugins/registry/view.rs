@@ -47,6 +47,7 @@ impl Plugins {
             compiled: c.compiled.load(Ordering::Relaxed),
             compile_seconds: c.compile_us.load(Ordering::Relaxed) as f64 / 1e6,
             cache_hits: c.cache_hits.load(Ordering::Relaxed),
+            stream_records_dropped: self.stream_records_dropped(),
             slots: states
                 .iter()
                 .map(|s| {
