@@ -131,15 +131,26 @@ idle() { # clients
   local n=$1
   start_server
   sleep 1
-  local before; before=$(rss_kib "$SERVER_PID")
+  local before slab0; before=$(rss_kib "$SERVER_PID"); slab0=$(slab_kib)
   "$BIN/switchyard-loadgen" idle --url $URL --path '/events?tenant=demo&topic=idle:1' \
     --clients "$n" --ramp-per-sec 2000 >"$OUT/idle-$n.log" 2>&1 &
   local lg=$!; PIDS+=("$lg")
   wait_line "$OUT/idle-$n.log" 'ramp complete'
   sleep 3
-  local after; after=$(rss_kib "$SERVER_PID")
+  local after slab1; after=$(rss_kib "$SERVER_PID"); slab1=$(slab_kib)
   grep 'ramp complete' "$OUT/idle-$n.log"
   echo "idle $n: server RSS ${before} KiB -> ${after} KiB; $(python3 -c "print(f'{($after - $before) / $n:.2f}')") KiB per connection; loadgen RSS $(rss_kib $lg) KiB"
+  kernel_per_conn "$slab0" "$slab1" "$n"
+}
+
+# slab_kib: the kernel's slab memory (sockets, their files and inodes), KiB.
+slab_kib() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
+
+# kernel_per_conn SLAB0 SLAB1 N: the kernel's memory per connection, from the
+# slab growth over N connections whose two ends are both on this machine
+# (so halved: an approximation, other processes' allocations included).
+kernel_per_conn() {
+  echo "kernel slab $1 KiB -> $2 KiB: about $(python3 -c "print(f'{($2 - $1) / $3 / 2:.2f}')") KiB per connection end"
 }
 
 idle_tls() { # clients h1|h2 [streams per connection]
@@ -693,15 +704,16 @@ idle_cluster() { # clients: idle streams on one node of a two-node cluster
   start_mode cluster
   local srv=${SRV_PIDS[0]}
   sleep 1
-  local before; before=$(rss_kib "$srv")
+  local before slab0; before=$(rss_kib "$srv"); slab0=$(slab_kib)
   "$BIN/switchyard-loadgen" idle --url $URL --path '/events?tenant=demo&topic=idle:1' \
     --clients "$n" --ramp-per-sec 2000 >"$OUT/idle-cluster-$n.log" 2>&1 &
   local lg=$!; PIDS+=("$lg")
   wait_line "$OUT/idle-cluster-$n.log" 'ramp complete'
   sleep 3
-  local after; after=$(rss_kib "$srv")
+  local after slab1; after=$(rss_kib "$srv"); slab1=$(slab_kib)
   grep 'ramp complete' "$OUT/idle-cluster-$n.log"
   echo "idle cluster $n: node RSS ${before} KiB -> ${after} KiB; $(python3 -c "print(f'{($after - $before) / $n:.2f}')") KiB per connection"
+  kernel_per_conn "$slab0" "$slab1" "$n"
 }
 
 replay_cluster() { # events: resume from Last-Event-ID 0 on the second node of a two-node cluster
