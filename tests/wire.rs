@@ -48,6 +48,23 @@ impl Raw {
         }
     }
 
+    /// A connection whose receive buffer is small (`bytes`), so that the
+    /// server's writes stop short while the client has not read.
+    async fn connect_small(node: &Node, bytes: u32) -> Raw {
+        let addr = node.url.trim_start_matches("http://");
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.set_recv_buffer_size(bytes).expect("rcvbuf");
+        let s = sock
+            .connect(addr.parse().expect("addr"))
+            .await
+            .expect("connect");
+        Raw {
+            s,
+            buf: Vec::new(),
+            eof: false,
+        }
+    }
+
     async fn send(&mut self, bytes: &str) {
         self.s.write_all(bytes.as_bytes()).await.expect("write");
     }
@@ -442,6 +459,48 @@ async fn replay_then_live_on_lean_stream() {
     let id = node.publish("demo", "wire:10", "note", json!({})).await;
     let frame = raw.until("\n\n", secs(10)).await;
     assert!(frame.starts_with(&format!("id: {id}\n")), "{frame:?}");
+    env.cleanup().await;
+}
+
+/// A live frame larger than the socket takes at once reaches the client
+/// whole and at once, not at the next event or heartbeat: the part the
+/// fan-out could not write goes back to the stream's own writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_live_frame_arrives_whole_at_once() {
+    let env = Env::new(Mode::Embedded)
+        .await
+        .set("SWITCHYARD_HEARTBEAT_MS", 120_000)
+        .set("SWITCHYARD_MAX_BODY_BYTES", 16 << 20);
+    let node = env.start().await;
+    let mut raw = Raw::connect_small(&node, 4096).await;
+    raw.send(&get("/events?tenant=demo&topic=wire:big")).await;
+    assert_eq!(raw.head().await.status, 200);
+    raw.until("event: heartbeat\n", secs(10)).await;
+    raw.until("\n\n", secs(10)).await;
+    // More than a socket's send buffer (at most 4 MiB by Linux's defaults).
+    let pad = "z".repeat(6 << 20);
+    for i in 0..2 {
+        // The stream sleeps with everything written: the fan-out writes.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let id = node
+            .publish("demo", "wire:big", "blob", json!({ "i": i, "pad": pad }))
+            .await;
+        // Read the frame by its length (a search per read would be slow).
+        let deadline = tokio::time::Instant::now() + secs(10);
+        while raw.buf.len() < pad.len() + 64 {
+            assert!(
+                raw.fill(deadline).await,
+                "{i}: the frame stopped after {} bytes",
+                raw.buf.len()
+            );
+        }
+        let frame = raw.until("\n\n", secs(10)).await;
+        assert!(
+            frame.starts_with(&format!("id: {id}\n")),
+            "{i}: {frame:.80}"
+        );
+        assert!(frame.contains(&pad), "{i}: the frame arrived whole");
+    }
     env.cleanup().await;
 }
 
