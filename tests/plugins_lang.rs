@@ -32,12 +32,13 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-const NAMES: [&str; 5] = [
+const NAMES: [&str; 6] = [
     "bid_validator",
     "notification_shaper",
     "event_filter",
     "stream_authorizer",
     "hostile_filter",
+    "hostile_authorizer",
 ];
 
 /// The directory of one language's components, built by
@@ -470,6 +471,72 @@ async fn hostile_filter_is_contained(lang: &str) {
     assert_eq!(plain.take(1, secs(30)).await[0].seq(), id);
     assert_eq!(node.get("/health").await.status(), StatusCode::OK);
     env.cleanup().await;
+}
+
+/// A hostile stream authorizer fails closed: a stream whose call loops,
+/// exhausts memory, throws or answers a code the host does not accept is
+/// refused with `503 plugin_error` (each failure counted under its kind),
+/// while a stream the same component allows opens and gets its events, and
+/// the node serves on.
+async fn hostile_authorizer_fails_closed(lang: &str, throws: &str) {
+    let env = lang_env(Mode::Embedded).await;
+    let nodes = env.start_nodes(1).await;
+    let node = &nodes[0];
+    let tenant = node.tenant().await;
+    install(
+        &nodes,
+        "stream-authorizer",
+        &tenant,
+        component(lang, "hostile_authorizer"),
+    )
+    .await;
+    // No token: the admin token would bypass the authorizer.
+    let anonymous = reqwest::Client::new();
+    let open = |mode: &str| {
+        let url = format!("{}/events?tenant={tenant}&topic=t:1&mode={mode}", node.url);
+        let req = anonymous.get(url);
+        async move { req.send().await.expect("request") }
+    };
+    for (mode, kind) in [
+        ("loop", "timeout"),
+        ("oom", "memory"),
+        (throws, "trap"),
+        ("garbage", "bad_output"),
+    ] {
+        let r = open(mode).await;
+        let status = r.status();
+        let body: Value = r.json().await.unwrap_or_default();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{mode}: {body}");
+        assert_eq!(body["error"]["code"], "plugin_error", "{mode}: {body}");
+        let info = slot_info(node, "stream-authorizer", &tenant).await;
+        assert!(
+            info["errors"][kind].as_u64().unwrap_or(0) >= 1,
+            "{mode} counts as {kind}: {info}"
+        );
+    }
+    let allowed = open("plain").await;
+    assert_eq!(allowed.status(), StatusCode::OK);
+    drop(allowed);
+    let mut plain = node
+        .sse(
+            &format!("/events?tenant={tenant}&topic=t:1&mode=plain"),
+            None,
+        )
+        .await;
+    let id = node.publish(&tenant, "t:1", "tick", json!({"i": 1})).await;
+    assert_eq!(plain.take(1, secs(30)).await[0].seq(), id);
+    assert_eq!(node.get("/health").await.status(), StatusCode::OK);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_javascript_authorizer_fails_closed() {
+    hostile_authorizer_fails_closed("js", "throw").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_python_authorizer_fails_closed() {
+    hostile_authorizer_fails_closed("python", "raise").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

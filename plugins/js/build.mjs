@@ -1,5 +1,5 @@
 // Builds the JavaScript plugins with componentize-js: the four examples and
-// the hostile test component, one component each.
+// the hostile test components, one component each.
 //
 //   npm run build                 into ../../target/plugins-lang/js/
 //   npm run build -- --out DIR    into DIR
@@ -27,6 +27,7 @@ export const COMPONENTS = [
   { name: 'event_filter', world: 'event-filter', source: 'js/examples/event-filter.js' },
   { name: 'stream_authorizer', world: 'stream-authorizer', source: 'js/examples/stream-authorizer.js' },
   { name: 'hostile_filter', world: 'event-filter', source: 'testing/js/hostile-filter.js' },
+  { name: 'hostile_authorizer', world: 'stream-authorizer', source: 'testing/js/hostile-authorizer.js' },
 ];
 
 // A plugin has no network: the host refuses HTTP, so leave it out of the

@@ -1,5 +1,5 @@
 """Builds the Python plugins with componentize-py: the four examples and the
-hostile test component, one component each.
+hostile test components, one component each.
 
     target/python/bin/python plugins/python/build.py [--out DIR]
 
@@ -30,6 +30,7 @@ COMPONENTS = [
     ("event_filter", "event-filter", "event_filter", HERE / "examples"),
     ("stream_authorizer", "stream-authorizer", "stream_authorizer", HERE / "examples"),
     ("hostile_filter", "event-filter", "hostile_filter", PLUGINS / "testing" / "python"),
+    ("hostile_authorizer", "stream-authorizer", "hostile_authorizer", PLUGINS / "testing" / "python"),
 ]
 
 
