@@ -193,7 +193,7 @@ impl Hub {
             for set in topics.values() {
                 for sub in set.values() {
                     // Never written directly: its id is below every cursor.
-                    let _ = sub.queue.try_send(nudge.clone());
+                    let _ = sub.queue.try_send(&nudge);
                 }
             }
         }
@@ -224,7 +224,7 @@ impl Hub {
                     .insert(id, shared.clone());
             }
             if self.inner.closing.load(Ordering::SeqCst) {
-                let _ = shared.queue.try_send(wake_up());
+                let _ = shared.queue.try_send(&wake_up());
             }
         }
         Subscription {
@@ -295,7 +295,7 @@ pub(super) struct Tally {
 impl Tally {
     /// Offers `frame` to `sub`, marking it lagged when its queue is full.
     pub(super) fn offer(&mut self, sub: &Subscriber, frame: &Arc<Frame>) {
-        match sub.queue.try_send(frame.clone()) {
+        match sub.queue.try_send(frame) {
             Offered::Queued => {}
             Offered::Written => self.written += 1,
             Offered::Full => {

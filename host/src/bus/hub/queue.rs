@@ -95,8 +95,8 @@ impl Queue {
 
     /// Offers `f`: written to the socket when the queue is armed and the
     /// socket takes it whole, else queued (and the consumer woken), or
-    /// dropped when the queue is full.
-    pub(super) fn try_send(&self, f: Arc<Frame>) -> Offered {
+    /// dropped when the queue is full. Cloned only to be queued.
+    pub(super) fn try_send(&self, f: &Arc<Frame>) -> Offered {
         let (offered, waker) = {
             let mut q = self.lock();
             if q.items.len() >= self.cap {
@@ -121,12 +121,12 @@ impl Queue {
                     // the consumer takes over.
                     Err(_) => {
                         d.armed = false;
-                        q.items.push_back(f);
+                        q.items.push_back(f.clone());
                         (Offered::Queued, q.waker.take())
                     }
                 },
                 None => {
-                    q.items.push_back(f);
+                    q.items.push_back(f.clone());
                     (Offered::Queued, q.waker.take())
                 }
             }
@@ -238,13 +238,13 @@ mod tests {
         q.attach(server);
         // Not armed yet: queued.
         assert_eq!(
-            q.try_send(frame(1, Bytes::from_static(b"one\n"))),
+            q.try_send(&frame(1, Bytes::from_static(b"one\n"))),
             Offered::Queued
         );
         // Frames queued: arming waits until the consumer has taken them.
         q.arm(0);
         assert_eq!(
-            q.try_send(frame(2, Bytes::from_static(b"two\n"))),
+            q.try_send(&frame(2, Bytes::from_static(b"two\n"))),
             Offered::Queued
         );
         assert_eq!(q.try_recv().expect("queued").seq, 1);
@@ -252,16 +252,16 @@ mod tests {
         q.arm(2);
         // Already sent ids are never written again.
         assert_eq!(
-            q.try_send(frame(2, Bytes::from_static(b"two\n"))),
+            q.try_send(&frame(2, Bytes::from_static(b"two\n"))),
             Offered::Queued
         );
         assert_eq!(q.try_recv().expect("queued").seq, 2);
         assert_eq!(
-            q.try_send(frame(3, Bytes::from_static(b"three\n"))),
+            q.try_send(&frame(3, Bytes::from_static(b"three\n"))),
             Offered::Written
         );
         assert_eq!(
-            q.try_send(frame(4, Bytes::from_static(b"four\n"))),
+            q.try_send(&frame(4, Bytes::from_static(b"four\n"))),
             Offered::Written
         );
         assert!(q.try_recv().is_none());
@@ -269,7 +269,7 @@ mod tests {
         assert_eq!(d.cursor, 4);
         assert!(d.rest.is_none());
         assert_eq!(
-            q.try_send(frame(5, Bytes::from_static(b"five\n"))),
+            q.try_send(&frame(5, Bytes::from_static(b"five\n"))),
             Offered::Queued
         );
         let mut got = vec![0u8; 11];
@@ -292,7 +292,7 @@ mod tests {
         let mut written = 0usize;
         let rest = loop {
             seq += 1;
-            match q.try_send(frame(seq, chunk.clone())) {
+            match q.try_send(&frame(seq, chunk.clone())) {
                 Offered::Written => {
                     written += chunk.len();
                     if let Some(d) = q.disarm() {
