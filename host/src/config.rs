@@ -290,7 +290,7 @@ pub struct Config {
     /// HTTP listen address.
     pub listen: String,
     /// TLS certificate and key files; `None`: plain HTTP.
-    pub tls: Option<crate::server::TlsFiles>,
+    pub tls: Option<TlsFiles>,
     /// Embedded mode's data directory.
     pub data_dir: PathBuf,
     /// Watched plugins directory.
@@ -344,7 +344,7 @@ pub struct Config {
     /// Request body cap.
     pub max_body_bytes: usize,
     /// Bounds on request heads (size, lines, time).
-    pub head: crate::server::HeadLimits,
+    pub head: HeadLimits,
     /// Connection cap; `None` means derive it from the open-file limit.
     pub max_connections: Option<usize>,
     /// Shutdown bound.
@@ -434,7 +434,7 @@ impl Config {
         }
         let path = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
         let tls = match (path(o.tls_cert), path(o.tls_key)) {
-            (Some(cert), Some(key)) => Some(crate::server::TlsFiles { cert, key }),
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
             (Some(_), None) => {
                 return Err(Error::Invalid(
@@ -587,7 +587,7 @@ impl Config {
             client_queue,
             write_deadline: ms(o.write_deadline_ms, 30_000, "SWITCHYARD_WRITE_DEADLINE_MS")?,
             max_body_bytes: o.max_body_bytes.unwrap_or(1024 * 1024),
-            head: crate::server::HeadLimits {
+            head: HeadLimits {
                 max_bytes: max_header_bytes,
                 max_headers,
                 timeout: ms(o.header_timeout_ms, 10_000, "SWITCHYARD_HEADER_TIMEOUT_MS")?,
@@ -642,6 +642,28 @@ fn read_file(path: &Path) -> Result<Options, Error> {
         path: path.to_path_buf(),
         message: e.message().to_string(),
     })
+}
+
+/// The certificate and key files of TLS (loaded and watched by `server/tls.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM file with the certificate chain, the server's certificate first.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Bounds on a request head, on the server's own path and hyper's alike.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// Largest head (request line and headers), in bytes; larger: 431.
+    pub max_bytes: usize,
+    /// Most header lines; more: 431.
+    pub max_headers: usize,
+    /// A head not complete this long after the server starts waiting for
+    /// it closes the connection (on a keep-alive connection, the wait
+    /// starts when the previous answer is sent).
+    pub timeout: Duration,
 }
 
 #[cfg(test)]

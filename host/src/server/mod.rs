@@ -56,7 +56,7 @@ use crate::metrics::Metrics;
 
 pub use self::io::DeadlineIo;
 pub use self::process::{default_max_connections, raise_fd_limit, tune_allocator};
-pub use self::tls::TlsFiles;
+pub use crate::config::{HeadLimits, TlsFiles};
 
 use self::first_request::route_first;
 
@@ -72,19 +72,6 @@ pub struct ServeOptions {
     pub head: HeadLimits,
     /// TLS on every connection (`tls::acceptor`); `None`: clear text.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
-}
-
-/// Bounds on a request head, on the server's own path and hyper's alike.
-#[derive(Debug, Clone, Copy)]
-pub struct HeadLimits {
-    /// Largest head (request line and headers), in bytes; larger: 431.
-    pub max_bytes: usize,
-    /// Most header lines; more: 431.
-    pub max_headers: usize,
-    /// A head not complete this long after the server starts waiting for
-    /// it closes the connection (on a keep-alive connection, the wait
-    /// starts when the previous answer is sent).
-    pub timeout: Duration,
 }
 
 /// Serves `app` on `listener` until `shutdown`, then drains within the grace period.

@@ -22,21 +22,14 @@ use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::TlsFiles;
+
 /// Changes are collected until the files have been quiet this long (a
 /// rotation writes two files, often in several steps).
 const QUIET: Duration = Duration::from_millis(200);
 /// Without a file watcher (none available), how often the files' times are
 /// compared.
 const POLL: Duration = Duration::from_secs(5);
-
-/// The certificate and key files of TLS.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// PEM file with the certificate chain, the server's certificate first.
-    pub cert: PathBuf,
-    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-}
 
 /// Why a certificate and key could not be loaded.
 #[derive(Debug, thiserror::Error)]
