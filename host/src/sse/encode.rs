@@ -5,12 +5,16 @@
 //! Heartbeats are events too (`event: heartbeat`, its data the interval), not
 //! comments: `EventSource` never shows a comment to JavaScript, and a client
 //! can only notice a stalled stream by the heartbeats it does not get.
+//!
+//! A leaf: it knows the wire layout and nothing of events (`event::Frame`
+//! is built with it), so ids are plain numbers here.
 
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::event::Seq;
+/// An event id (`event::Seq`).
+type Seq = u64;
 
 /// `id: {seq}\nevent: {kind}\ndata: {json}\n\n`.
 ///
