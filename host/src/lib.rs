@@ -32,6 +32,7 @@ pub mod event;
 pub mod http;
 mod metrics;
 pub mod plugins;
+mod ratelimit;
 pub mod server;
 pub mod shutdown;
 mod sse;
@@ -190,7 +191,7 @@ pub async fn run(
         keys,
         verifier,
         caps,
-        rate: Arc::new(http::ratelimit::RateLimiter::new(
+        rate: Arc::new(ratelimit::RateLimiter::new(
             config.post_rate,
             config.post_burst,
         )),

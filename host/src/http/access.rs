@@ -43,6 +43,16 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// What the POST rate limit counts this caller's requests by: (tenant,
+    /// user) for a client token; none for the admin token, publishers
+    /// (limited by their own issuer) and anonymous callers.
+    pub fn rate_key(&self) -> Option<(&str, &str)> {
+        match self {
+            Caller::User(c) => Some((c.tenant.as_str(), c.sub.as_str())),
+            _ => None,
+        }
+    }
+
     /// The user id, for a client token.
     pub fn user(&self) -> Option<&str> {
         match self {

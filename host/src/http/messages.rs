@@ -40,7 +40,7 @@ pub async fn post(
             "sending a message needs the sender's token",
         ));
     }
-    state.rate.check(&caller, &state.metrics)?;
+    state.rate.check(caller.rate_key(), &state.metrics)?;
     let tenant = access::tenant(&state, &caller, m.tenant.as_deref(), "tenant").await?;
     access::validate_user_id(&m.from, "from")?;
     access::validate_user_id(&m.to, "to")?;
@@ -126,7 +126,7 @@ pub async fn mark_read(
 ) -> Result<Response, ApiError> {
     access::validate_user_id(&user, "id")?;
     access::may_act_as(&user, &caller)?;
-    state.rate.check(&caller, &state.metrics)?;
+    state.rate.check(caller.rate_key(), &state.metrics)?;
     let tenant = access::tenant(&state, &caller, body.tenant.as_deref(), "tenant").await?;
     if body.up_to < 0 {
         return Err(ApiError::invalid(

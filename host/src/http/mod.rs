@@ -9,7 +9,6 @@ pub mod openapi;
 pub mod ops;
 pub mod plugins;
 pub mod products;
-pub mod ratelimit;
 pub mod router;
 pub mod streams;
 pub mod topics;

@@ -38,7 +38,7 @@ pub async fn create(
     caller: Caller,
     AppJson(b): AppJson<NewProduct>,
 ) -> Result<Response, ApiError> {
-    state.rate.check(&caller, &state.metrics)?;
+    state.rate.check(caller.rate_key(), &state.metrics)?;
     let tenant = access::tenant(&state, &caller, b.tenant.as_deref(), "tenant").await?;
     access::validate_user_id(&b.seller_id, "seller_id")?;
     access::may_act_as(&b.seller_id, &caller)?;
@@ -155,7 +155,7 @@ pub async fn bid(
     }
     access::validate_user_id(&b.bidder_id, "bidder_id")?;
     access::may_act_as(&b.bidder_id, &caller)?;
-    state.rate.check(&caller, &state.metrics)?;
+    state.rate.check(caller.rate_key(), &state.metrics)?;
     if b.amount < 1 {
         return Err(ApiError::invalid(
             "invalid_amount",

@@ -6,14 +6,13 @@ use std::num::NonZeroU32;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-use super::access::Caller;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
 /// Buckets kept before the ones that are full again are forgotten.
 const MAX_BUCKETS: usize = 100_000;
 
-/// Rate limits keyed by caller.
+/// Rate limits keyed by (tenant, user).
 pub struct RateLimiter {
     limiter: DefaultKeyedRateLimiter<(String, String)>,
     clock: DefaultClock,
@@ -31,17 +30,20 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one request for a client-token caller; the admin token and
-    /// anonymous callers (refused elsewhere) are not limited here.
-    pub fn check(&self, caller: &Caller, metrics: &Metrics) -> Result<(), ApiError> {
-        let Caller::User(c) = caller else {
+    /// Takes one request of the (tenant, user) `key`; a request without one
+    /// (the admin token, anonymous callers refused elsewhere) is not limited.
+    pub fn check(&self, key: Option<(&str, &str)>, metrics: &Metrics) -> Result<(), ApiError> {
+        let Some((tenant, user)) = key else {
             return Ok(());
         };
         if self.limiter.len() >= MAX_BUCKETS {
             // A bucket that has refilled is the same as a new one.
             self.limiter.retain_recent();
         }
-        let refused = match self.limiter.check_key(&(c.tenant.clone(), c.sub.clone())) {
+        let refused = match self
+            .limiter
+            .check_key(&(tenant.to_string(), user.to_string()))
+        {
             Ok(()) => return Ok(()),
             Err(refused) => refused,
         };
