@@ -288,6 +288,16 @@ pub enum HostError {
     Task(String),
 }
 
+/// The SHA-256 of a component, hex: its version's name everywhere (and its
+/// compiled code's, with the engine settings, in the cache).
+pub fn content_hash(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The process's plugin engine.
 #[derive(Clone)]
 pub struct WasmHost {
@@ -502,7 +512,7 @@ impl WasmHost {
         let dir = self.cache.as_ref()?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
-        let hash = super::registry::content_hash(bytes);
+        let hash = content_hash(bytes);
         Some(dir.join(format!("{hash}.{:016x}.cwasm", h.finish())))
     }
 

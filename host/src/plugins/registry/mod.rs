@@ -35,8 +35,6 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 
-use sha2::{Digest, Sha256};
-
 use super::wasm::{Linked, WasmHost};
 use super::Slot;
 use crate::store::plugins::PluginStore;
@@ -71,13 +69,7 @@ pub struct Plugins {
     inner: Arc<Inner>,
 }
 
-/// The SHA-256 of a component, hex.
-pub fn content_hash(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use crate::plugins::wasm::content_hash;
 
 impl Plugins {
     /// A registry over `db`, keeping `history` earlier versions per slot.
