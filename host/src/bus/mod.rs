@@ -1,15 +1,14 @@
 //! Moving committed events to subscribers, on this node and on every other.
 //!
 //! - `publisher`: the group-commit appender every producer goes through.
-//! - `hub`: this node's subscribers, ordered per tenant, one queue each.
-//! - `lane`: per-tenant filter lanes, where live events meet the event filter
-//!   off the dispatcher.
+//! - `hub`: this node's subscribers, ordered per tenant, one queue each, and
+//!   the per-tenant filter lanes, where live events meet the event filter off
+//!   the dispatcher.
 //! - `Fanout`: how committed events reach every node's hub: `memory` (one
 //!   node); cluster mode's Redis Stream is in `backend::cluster::fanout`.
 //! - `retention`: bounds each topic's history by count and age.
 
 pub mod hub;
-mod lane;
 pub mod memory;
 pub mod publisher;
 pub mod retention;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::{Inner, Tally};
-use crate::bus::lane::Lane;
+use super::lane::Lane;
+use super::subscribers::{Inner, Tally};
 use crate::event::{Frame, Seq, StoredEvent};
 use crate::store::Store;
 
@@ -73,6 +73,8 @@ impl TenantSeq {
 
 pub(super) struct Dispatcher {
     hub: Arc<Inner>,
+    /// Its own input, for the results of the reads it starts.
+    input: mpsc::UnboundedSender<Input>,
     store: Arc<dyn Store>,
     tenants: HashMap<Arc<str>, TenantSeq>,
     /// When the earliest waiting gap is due for a fill; `None` while there
@@ -85,9 +87,15 @@ pub(super) struct Dispatcher {
 impl Dispatcher {
     /// A dispatcher expecting each tenant's next id after its head in
     /// `heads` (the store's, at start).
-    pub(super) fn new(hub: Arc<Inner>, store: Arc<dyn Store>, heads: Vec<(String, Seq)>) -> Self {
+    pub(super) fn new(
+        hub: Arc<Inner>,
+        input: mpsc::UnboundedSender<Input>,
+        store: Arc<dyn Store>,
+        heads: Vec<(String, Seq)>,
+    ) -> Self {
         let mut d = Dispatcher {
             hub,
+            input,
             store,
             tenants: HashMap::new(),
             gap_due: None,
@@ -277,7 +285,7 @@ impl Dispatcher {
         let after = st.next - 1;
         let upto = upto.min(after + FILL_LIMIT);
         let store = self.store.clone();
-        let input = self.hub.input.clone();
+        let input = self.input.clone();
         tokio::spawn(async move {
             match store.range(&tenant, after, upto).await {
                 Ok(events) => {
@@ -297,7 +305,7 @@ impl Dispatcher {
 
     fn spawn_tail_check(&self) {
         let store = self.store.clone();
-        let input = self.hub.input.clone();
+        let input = self.input.clone();
         tokio::spawn(async move {
             match store.heads().await {
                 Ok(heads) => {

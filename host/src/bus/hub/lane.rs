@@ -25,8 +25,9 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::hub::{offer, Inner, Shape};
+use super::subscribers::{offer, Inner};
 use crate::event::{Frame, StoredEvent};
+use crate::plugins::Shape;
 use crate::plugins::TenantFilter;
 
 /// Most events one blocking hand-off filters.
