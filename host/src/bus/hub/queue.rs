@@ -1,6 +1,7 @@
 //! A connection's live queue, and the direct write that bypasses it.
 
 use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -36,7 +37,10 @@ struct QueueInner {
 
 /// The socket of a connection whose frames the sender may write itself.
 struct Direct {
-    sink: Arc<TcpStream>,
+    /// Keeps the socket open while the queue may write to it.
+    _sink: Arc<TcpStream>,
+    /// Its descriptor, written with `send(2)` directly (see [`send`]).
+    fd: RawFd,
     /// True while the consumer sleeps with its own output written: only then
     /// may the sender write (never both at once, so frames stay whole and in
     /// order).
@@ -65,6 +69,33 @@ pub struct Disarmed {
     pub cursor: Seq,
     /// The unwritten tail of the last frame, to be written first.
     pub rest: Option<Bytes>,
+}
+
+/// One non-blocking `send(2)` of `bytes` on `fd`.
+///
+/// Not tokio's `try_write`: that goes through the stream's registration and
+/// its readiness state (two more objects to load per delivery, measured in
+/// docs/benchmarks.md) only to learn what the call itself says. Bypassing it
+/// is safe: a full socket answers `EAGAIN` here, the frame goes to the
+/// stream's task, and tokio, whose readiness may still say writable, finds
+/// out on its own next write and waits for the socket as it always does.
+fn send(fd: RawFd, bytes: &[u8]) -> std::io::Result<usize> {
+    // SAFETY: `fd` is the descriptor of the `TcpStream` the caller's
+    // `Direct` holds open; `bytes` is a live slice of `bytes.len()` bytes.
+    // MSG_NOSIGNAL: a closed peer is an error here, not a SIGPIPE.
+    let n = unsafe {
+        libc::send(
+            fd,
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 /// A frame no consumer sends (id 0 is below every cursor): it only ends the
@@ -103,7 +134,7 @@ impl Queue {
                 return Offered::Full;
             }
             match q.direct.as_mut().filter(|d| d.armed && f.seq > d.cursor) {
-                Some(d) => match d.sink.try_write(&f.bytes) {
+                Some(d) => match send(d.fd, &f.bytes) {
                     Ok(n) if n == f.bytes.len() => {
                         d.cursor = f.seq;
                         return Offered::Written;
@@ -164,7 +195,8 @@ impl Queue {
     /// Lets senders write frames to `sink` while the queue is armed.
     pub(super) fn attach(&self, sink: Arc<TcpStream>) {
         self.lock().direct = Some(Direct {
-            sink,
+            fd: sink.as_raw_fd(),
+            _sink: sink,
             armed: false,
             cursor: 0,
             rest: None,
