@@ -4,14 +4,13 @@
 //! (or to the tenant's filter lane).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use super::lane::Lane;
-use super::subscribers::{Inner, Tally};
+use super::subscribers::{offer_all, Inner};
 use crate::event::{Frame, Seq, StoredEvent};
 use crate::store::Store;
 
@@ -112,7 +111,10 @@ impl Dispatcher {
         mut rx: mpsc::UnboundedReceiver<Input>,
         tail_check: Duration,
     ) {
-        let mut tail = tokio::time::interval(tail_check);
+        // The first check one period in: the heads it would read at start
+        // are the ones this dispatcher was built with.
+        let mut tail =
+            tokio::time::interval_at(tokio::time::Instant::now() + tail_check, tail_check);
         tail.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // A timer only while a gap waits (an idle node does not wake
@@ -339,12 +341,6 @@ impl Dispatcher {
             return;
         };
         let frame = Arc::new(Frame::from_parts(e.seq, &e.topic, &e.kind, &e.json));
-        let mut tally = Tally::default();
-        for sub in set.values() {
-            if !sub.lagged.load(Ordering::Relaxed) {
-                tally.offer(sub, &frame);
-            }
-        }
-        tally.count(m, set.len());
+        offer_all(set, m, |_| Some(&frame));
     }
 }

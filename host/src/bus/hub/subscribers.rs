@@ -22,7 +22,65 @@ pub(super) struct Subscriber {
     pub(super) shape: Shape,
 }
 
-type TopicMap = HashMap<Box<str>, HashMap<u64, Arc<Subscriber>>>;
+type TopicMap = HashMap<Box<str>, TopicSubs>;
+
+/// The subscribers of one topic, and their distinct shapes.
+#[derive(Default)]
+pub(super) struct TopicSubs {
+    /// In one array, so an offer walks them in order and can split them
+    /// between threads (see [`offer_all`]).
+    list: Vec<(u64, Arc<Subscriber>)>,
+    /// Each subscription id's place in `list`.
+    index: HashMap<u64, usize>,
+    /// Each distinct shape among the subscribers once, with how many use it:
+    /// what a filter lane asks the filter about per event, without a pass
+    /// over the subscribers. A subscriber's shape is this list's `Arc` when
+    /// it registers, so matching it to an answer is a pointer comparison.
+    shapes: Vec<(Shape, usize)>,
+}
+
+impl TopicSubs {
+    /// Adds a subscriber (its shape counted; already interned by the caller).
+    fn insert(&mut self, id: u64, sub: Arc<Subscriber>) {
+        match self.shapes.iter_mut().find(|(s, _)| **s == *sub.shape) {
+            Some((_, n)) => *n += 1,
+            None => self.shapes.push((sub.shape.clone(), 1)),
+        }
+        self.index.insert(id, self.list.len());
+        self.list.push((id, sub));
+    }
+
+    /// Removes a subscriber and, with its last user, its shape.
+    fn remove(&mut self, id: u64) {
+        let Some(i) = self.index.remove(&id) else {
+            return;
+        };
+        let (_, sub) = self.list.swap_remove(i);
+        if let Some((moved, _)) = self.list.get(i) {
+            self.index.insert(*moved, i);
+        }
+        if let Some(i) = self.shapes.iter().position(|(s, _)| **s == *sub.shape) {
+            self.shapes[i].1 -= 1;
+            if self.shapes[i].1 == 0 {
+                self.shapes.swap_remove(i);
+            }
+        }
+    }
+
+    /// The shape equal to `shape` some subscriber already has, if any.
+    fn interned(&self, shape: &Shape) -> Option<&Shape> {
+        self.shapes.iter().map(|(s, _)| s).find(|s| ***s == **shape)
+    }
+
+    /// The subscribers.
+    fn subscribers(&self) -> impl Iterator<Item = &Arc<Subscriber>> {
+        self.list.iter().map(|(_, s)| s)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
 
 /// The registry the dispatcher, the lanes and the subscriptions share.
 pub(super) struct Inner {
@@ -102,7 +160,7 @@ impl Drop for Subscription {
         if let Some(topics) = subs.get_mut(&self.tenant) {
             for t in &self.topics {
                 if let Some(set) = topics.get_mut(t) {
-                    set.remove(&self.id);
+                    set.remove(self.id);
                     if set.is_empty() {
                         topics.remove(t);
                     }
@@ -138,7 +196,7 @@ impl Inner {
         let nudge = wake_up();
         for topics in subs.values() {
             for set in topics.values() {
-                for sub in set.values() {
+                for sub in set.subscribers() {
                     // Never written directly: its id is below every cursor.
                     let _ = sub.queue.try_send(&nudge);
                 }
@@ -155,15 +213,21 @@ impl Inner {
         capacity: usize,
         shape: Shape,
     ) -> Subscription {
-        let shared = Arc::new(Subscriber {
-            queue: Queue::new(capacity),
-            lagged: AtomicBool::new(false),
-            shape,
-        });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let shared;
         {
             let mut subs = self.subs.write().unwrap_or_else(|p| p.into_inner());
             let by_topic = subs.entry(tenant.into()).or_default();
+            // One `Arc` per distinct shape of a topic (the first topic's).
+            let shape = topics
+                .iter()
+                .find_map(|t| by_topic.get(t.as_str())?.interned(&shape).cloned())
+                .unwrap_or(shape);
+            shared = Arc::new(Subscriber {
+                queue: Queue::new(capacity),
+                lagged: AtomicBool::new(false),
+                shape,
+            });
             for t in topics {
                 by_topic
                     .entry(t.as_str().into())
@@ -183,25 +247,13 @@ impl Inner {
         }
     }
 
-    /// The distinct subscription shapes among the live subscribers of a
-    /// topic.
+    /// The distinct subscription shapes among the subscribers of a topic.
     pub(super) fn shapes(&self, tenant: &str, topic: &str) -> Vec<Shape> {
         let subs = self.subs.read().unwrap_or_else(|p| p.into_inner());
-        let mut shapes: Vec<Shape> = Vec::new();
-        if let Some(set) = subs.get(tenant).and_then(|t| t.get(topic)) {
-            for sub in set.values() {
-                if sub.lagged.load(Ordering::Relaxed) {
-                    continue;
-                }
-                if !shapes
-                    .iter()
-                    .any(|s| Arc::ptr_eq(s, &sub.shape) || **s == *sub.shape)
-                {
-                    shapes.push(sub.shape.clone());
-                }
-            }
-        }
-        shapes
+        subs.get(tenant)
+            .and_then(|t| t.get(topic))
+            .map(|set| set.shapes.iter().map(|(s, _)| s.clone()).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -214,32 +266,91 @@ pub(super) fn offer(hub: &Inner, e: &StoredEvent, answers: &[(Shape, Option<Arc<
     let Some(set) = subs.get(&*e.tenant).and_then(|t| t.get(e.topic.as_str())) else {
         return;
     };
-    let mut tally = Tally::default();
-    for sub in set.values() {
-        if sub.lagged.load(Ordering::Relaxed) {
-            continue;
-        }
+    offer_all(set, &hub.metrics, |sub| {
+        // Interned: the pointer matches, unless the shape registered after
+        // the answers were made (then an equal one may still match).
         let answer = answers
             .iter()
-            .find(|(s, _)| Arc::ptr_eq(s, &sub.shape) || **s == *sub.shape);
-        let Some((_, Some(frame))) = answer else {
-            continue;
-        };
-        tally.offer(sub, frame);
-    }
-    tally.count(&hub.metrics, set.len());
+            .find(|(s, _)| Arc::ptr_eq(s, &sub.shape))
+            .or_else(|| answers.iter().find(|(s, _)| **s == *sub.shape));
+        match answer {
+            Some((_, Some(frame))) => Some(frame),
+            _ => None,
+        }
+    });
+}
+
+/// Subscribers of a topic past which one event's offers are split between
+/// two threads.
+const PARALLEL_FROM: usize = 512;
+
+/// Offers each subscriber of `set` that is not lagged the frame `frame_for`
+/// gives it (none: nothing), counting once per event. With direct writes an
+/// offer is a `send(2)`, microseconds each, so a large topic's offers run on
+/// two threads at once: the event reaches its last subscriber in half the
+/// time. Each subscriber still gets the event's frame before the next
+/// event's: the caller offers one event at a time, and waits for both halves.
+///
+/// The second thread is a scoped thread of its own per such event, not a
+/// pool's: at 512 subscribers an event's sends take milliseconds, against
+/// tens of microseconds to start a thread, and a pool's workers spin while
+/// they wait for work (`rayon::join` cost 0.3 µs of user time per delivery
+/// more at 1,000 × 100/s, docs/benchmarks.md).
+pub(super) fn offer_all<'f>(
+    set: &TopicSubs,
+    metrics: &Metrics,
+    frame_for: impl Fn(&Subscriber) -> Option<&'f Arc<Frame>> + Sync,
+) {
+    let run = |part: &[(u64, Arc<Subscriber>)]| {
+        let mut tally = Tally::default();
+        for (_, sub) in part {
+            if sub.lagged.load(Ordering::Relaxed) {
+                continue;
+            }
+            if let Some(frame) = frame_for(sub) {
+                tally.offer(sub, frame);
+            }
+        }
+        tally
+    };
+    let list = &set.list;
+    let tally = if list.len() >= PARALLEL_FROM {
+        let (a, b) = list.split_at(list.len() / 2);
+        std::thread::scope(|scope| {
+            let other = std::thread::Builder::new()
+                .name("offer".into())
+                .spawn_scoped(scope, || run(b));
+            let ta = run(a);
+            match other {
+                Ok(h) => ta.and(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
+                // No thread to be had: this one offers the other half too.
+                Err(_) => ta.and(run(b)),
+            }
+        })
+    } else {
+        run(list)
+    };
+    tally.count(metrics, list.len());
 }
 
 /// One event's offers to its subscribers, counted once per event.
 #[derive(Default)]
-pub(super) struct Tally {
+struct Tally {
     lagged: u64,
     written: u64,
 }
 
 impl Tally {
+    /// Both tallies in one.
+    fn and(self, other: Tally) -> Tally {
+        Tally {
+            lagged: self.lagged + other.lagged,
+            written: self.written + other.written,
+        }
+    }
+
     /// Offers `frame` to `sub`, marking it lagged when its queue is full.
-    pub(super) fn offer(&mut self, sub: &Subscriber, frame: &Arc<Frame>) {
+    fn offer(&mut self, sub: &Subscriber, frame: &Arc<Frame>) {
         match sub.queue.try_send(frame) {
             Offered::Queued => {}
             Offered::Written => self.written += 1,
@@ -251,7 +362,7 @@ impl Tally {
     }
 
     /// Adds the event's offers (`offers` subscribers) to the metrics.
-    pub(super) fn count(self, m: &Metrics, offers: usize) {
+    fn count(self, m: &Metrics, offers: usize) {
         m.fanout_offers.add(offers as u64);
         if self.written > 0 {
             m.events_sent.add(self.written);
@@ -259,5 +370,59 @@ impl Tally {
         if self.lagged > 0 {
             m.client_lagged.add(self.lagged);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::wasm::{Limits, WasmHost};
+    use crate::store::sqlite::SqliteStore;
+
+    fn shape(pairs: &[(&str, &str)]) -> Shape {
+        Arc::new(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    /// A topic's distinct shapes are kept as subscribers come and go, each
+    /// once, and equal shapes share one `Arc`.
+    #[tokio::test]
+    async fn a_topics_shapes_follow_its_subscribers() {
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-subs-{}", crate::bids::new_id("t")));
+        let store = Arc::new(SqliteStore::open(&dir).await.expect("open"));
+        let wasm = WasmHost::new(Limits::default()).expect("engine");
+        let inner = Arc::new(Inner::new(Arc::default(), Plugins::new(wasm, store, 4)));
+        let topics = ["t:1".to_string()];
+        let a = inner.subscribe("acme", &topics, 4, shape(&[("lang", "en")]));
+        let b = inner.subscribe("acme", &topics, 4, shape(&[("lang", "en")]));
+        let c = inner.subscribe("acme", &topics, 4, shape(&[("lang", "fr")]));
+        assert!(Arc::ptr_eq(&a.shared.shape, &b.shared.shape));
+        let langs = |inner: &Inner| {
+            let mut v: Vec<String> = inner
+                .shapes("acme", "t:1")
+                .iter()
+                .map(|s| s[0].1.clone())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(langs(&inner), ["en", "fr"]);
+        drop(a);
+        assert_eq!(langs(&inner), ["en", "fr"]);
+        drop(b);
+        assert_eq!(langs(&inner), ["fr"]);
+        drop(c);
+        assert!(inner.shapes("acme", "t:1").is_empty());
+        assert!(inner
+            .subs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

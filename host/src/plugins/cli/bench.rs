@@ -1,0 +1,125 @@
+//! `plugin bench`: a component's per-call latency over recorded cases.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::{config_of, CliError};
+use crate::plugins::convert;
+use crate::plugins::wasm::{CallCtx, Limits, WasmHost};
+use crate::plugins::Slot;
+
+/// Per-call latency of a component over recorded cases.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    /// The slot the cases are for.
+    pub slot: String,
+    /// Timed calls (after `warmup` untimed ones).
+    pub calls: usize,
+    /// Calls that failed (they are timed too).
+    pub failed: usize,
+    /// Median, in microseconds.
+    pub p50_us: f64,
+    /// 90th percentile, in microseconds.
+    pub p90_us: f64,
+    /// 99th percentile, in microseconds.
+    pub p99_us: f64,
+    /// Mean, in microseconds.
+    pub mean_us: f64,
+}
+
+/// `plugin bench`: calls the component `calls` times, going round the cases'
+/// inputs, and reports the per-call latency. A call is timed as the server
+/// times it: from taking an instance to the output having passed the host's
+/// rules, with the inputs already in their WIT form and instances reused
+/// between calls.
+pub fn bench(bytes: &[u8], cases: &Value, calls: usize) -> Result<BenchReport, CliError> {
+    let slot_name = cases["slot"]
+        .as_str()
+        .ok_or(CliError::Cases("a \"slot\""))?;
+    let slot =
+        Slot::parse(slot_name).ok_or_else(|| CliError::UnknownSlot(slot_name.to_string()))?;
+    let list = cases["cases"]
+        .as_array()
+        .filter(|l| !l.is_empty())
+        .ok_or(CliError::Cases("a non-empty \"cases\" array"))?;
+    let host = WasmHost::new(Limits::default())?;
+    let linked = host.link(&host.compile(bytes)?, slot)?;
+    let base = config_of(cases.get("config"));
+    type Call<'a> = Box<dyn Fn() -> Result<(), CallError> + 'a>;
+    let mut runs: Vec<Call> = Vec::new();
+    for case in list {
+        let mut config = base.clone();
+        config.extend(config_of(case.get("config")));
+        let call = CallCtx {
+            config: Arc::new(config),
+            label: Arc::from(format!("{slot}#bench")),
+            idle: Default::default(),
+        };
+        let input = &case["input"];
+        let host = &host;
+        runs.push(match &linked {
+            Linked::Validator(pre) => {
+                let now = input["now"].as_i64().unwrap_or_default();
+                let bid = convert::bid_from_json(&input["bid"]);
+                let product = convert::product_from_json(&input["product"]);
+                Box::new(move || {
+                    host.validate(pre, &call, &bid, &product, now)
+                        .and_then(|v| convert::verdict(v, now))
+                        .map(drop)
+                })
+            }
+            Linked::Shaper(pre) => {
+                let message = convert::message_from_json(&input["message"]);
+                Box::new(move || {
+                    host.shape(pre, &call, &message)
+                        .and_then(convert::notifications)
+                        .map(drop)
+                })
+            }
+            Linked::Filter(pre) => {
+                let event = convert::event_from_json(&input["event"]);
+                let shape = convert::subscription_from_json(&input["subscription"]);
+                Box::new(move || {
+                    host.filter(pre, &call, &event, &shape)
+                        .and_then(convert::filter_result)
+                        .map(drop)
+                })
+            }
+            Linked::Authorizer(pre) => {
+                let request = convert::stream_request_from_json(&input["request"]);
+                Box::new(move || {
+                    host.authorize(pre, &call, &request)
+                        .and_then(convert::access)
+                        .map(drop)
+                })
+            }
+        });
+    }
+    let warmup = runs.len().max((calls / 10).min(1_000));
+    for i in 0..warmup {
+        let _ = runs[i % runs.len()]();
+    }
+    let mut took = Vec::with_capacity(calls);
+    let mut failed = 0;
+    for i in 0..calls.max(1) {
+        let started = std::time::Instant::now();
+        let r = runs[i % runs.len()]();
+        took.push(started.elapsed().as_nanos() as f64 / 1_000.0);
+        failed += usize::from(r.is_err());
+    }
+    let mean_us = took.iter().sum::<f64>() / took.len() as f64;
+    took.sort_by(f64::total_cmp);
+    let q = |q: f64| took[((took.len() as f64 * q).ceil() as usize).clamp(1, took.len()) - 1];
+    Ok(BenchReport {
+        slot: slot.as_str().into(),
+        calls: took.len(),
+        failed,
+        p50_us: q(0.5),
+        p90_us: q(0.9),
+        p99_us: q(0.99),
+        mean_us,
+    })
+}

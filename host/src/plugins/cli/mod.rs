@@ -1,0 +1,115 @@
+//! `switchyard plugin check|test|bench|replay`: a plugin author's and an
+//! operator's tools, with no server running.
+//!
+//! Here: `check` and the slot a component fits; `cases.rs`: `plugin test`
+//! (recorded cases and what they expect); `bench.rs`: `plugin bench`;
+//! `replay.rs`: `plugin replay` of each slot over what the server recorded.
+
+mod bench;
+mod cases;
+mod replay;
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde_json::{json, Value};
+
+pub use bench::{bench, BenchReport};
+pub use cases::{matches, run_case, test};
+pub use replay::{replay_bids, replay_events, replay_messages, replay_requests, Baseline, Recorded};
+
+use super::registry::content_hash;
+use super::wasm::{CallError, HostError, Limits, WasmHost};
+use super::Slot;
+
+/// Why a `switchyard plugin` command cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The engine cannot start, or the component cannot be used.
+    #[error(transparent)]
+    Component(#[from] HostError),
+    /// The cases file lacks what the command needs.
+    #[error("the cases file needs {0}")]
+    Cases(&'static str),
+    /// The cases file names a slot there is not.
+    #[error("unknown slot {0:?}")]
+    UnknownSlot(String),
+    /// The component fits no slot (why not, slot by slot).
+    #[error("the component fits no slot ({0})")]
+    NoSlot(String),
+    /// A tenant's active component, the replay's baseline, cannot be used.
+    #[error("the active {tag}: {source}")]
+    Baseline {
+        /// The baseline's `tenant/slot@hash` tag.
+        tag: String,
+        /// Why.
+        source: HostError,
+    },
+}
+
+/// `plugin check`: which slot a component fits and why not the others.
+/// Returns the report and whether it fits any slot.
+pub fn check(bytes: &[u8]) -> Result<(String, bool), CliError> {
+    let host = WasmHost::new(Limits::default())?;
+    let results = host.check(bytes)?;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "component {} ({} bytes)",
+        &content_hash(bytes)[..12],
+        bytes.len()
+    );
+    let mut fits = false;
+    for (slot, r) in results {
+        match r {
+            Ok(()) => {
+                fits = true;
+                let _ = writeln!(out, "  fits {slot}");
+            }
+            Err(e) => {
+                let _ = writeln!(out, "  not {slot}: {e}");
+            }
+        }
+    }
+    if !fits {
+        let _ = writeln!(out, "it fits no slot");
+    }
+    Ok((out, fits))
+}
+
+/// The slot a component fits (the first, if several), or why none.
+pub fn slot_of(bytes: &[u8]) -> Result<Slot, CliError> {
+    let host = WasmHost::new(Limits::default())?;
+    let fits = host.check(bytes)?;
+    fits.iter()
+        .find(|(_, r)| r.is_ok())
+        .map(|(slot, _)| *slot)
+        .ok_or_else(|| {
+            let why: Vec<String> = fits
+                .iter()
+                .filter_map(|(slot, r)| r.as_ref().err().map(|e| format!("not {slot}: {e}")))
+                .collect();
+            CliError::NoSlot(why.join("; "))
+        })
+}
+
+pub(super) fn error_json(e: &CallError) -> Value {
+    json!({ "error": e.kind.as_str(), "message": e.message })
+}
+
+pub(super) fn config_of(v: Option<&Value>) -> BTreeMap<String, String> {
+    v.and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), v)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
