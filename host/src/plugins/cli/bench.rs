@@ -1,14 +1,12 @@
 //! `plugin bench`: a component's per-call latency over recorded cases.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{config_of, CliError};
 use crate::plugins::convert;
-use crate::plugins::wasm::{CallCtx, Limits, WasmHost};
+use crate::plugins::wasm::{CallCtx, CallError, Limits, Linked, WasmHost};
 use crate::plugins::Slot;
 
 /// Per-call latency of a component over recorded cases.

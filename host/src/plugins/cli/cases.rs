@@ -1,11 +1,10 @@
 //! `plugin test`: every case of a cases file through the component, each
 //! checked against the fields it expects.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{config_of, error_json, CliError};
 use crate::plugins::convert;
@@ -168,6 +167,7 @@ fn diff(expect: &Value, actual: &Value, path: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn expectations_match_the_fields_they_name() {

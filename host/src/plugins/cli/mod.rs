@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 
 pub use bench::{bench, BenchReport};
 pub use cases::{matches, run_case, test};
-pub use replay::{replay_bids, replay_events, replay_messages, replay_requests, Baseline, Recorded};
+pub use replay::{
+    replay_bids, replay_events, replay_messages, replay_requests, Baseline, Recorded,
+};
 
 use super::registry::content_hash;
 use super::wasm::{CallError, HostError, Limits, WasmHost};
@@ -112,4 +114,3 @@ pub(super) fn config_of(v: Option<&Value>) -> BTreeMap<String, String> {
         })
         .unwrap_or_default()
 }
-

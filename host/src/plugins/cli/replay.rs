@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{error_json, CliError};
+use super::{error_json, run_case, CliError};
 use crate::plugins::convert;
 use crate::plugins::registry::FilterOutcome;
 use crate::plugins::wasm::{CallCtx, CallError, HostError, Limits, Linked, WasmHost};
@@ -150,7 +150,7 @@ pub fn replay_messages(
     let mut failed = 0;
     for r in recorded {
         let m = &r.message;
-        let input = super::wasm::bindings::types::Message {
+        let input = crate::plugins::wasm::bindings::types::Message {
             id: m.id.to_string(),
             tenant: r.tenant.clone(),
             kind: "message".into(),
