@@ -91,120 +91,15 @@ pub(crate) fn same_bid(existing: Option<Bid>, bid: &Bid) -> Result<(Bid, bool), 
     }
 }
 
-/// SQLite implementation (rusqlite): reads on the store's read connections,
-/// writes inside the batch writer's transaction (`sqlite_writer.rs`).
+/// SQLite (rusqlite): the row mappers, and the inserts and rounds the batch
+/// writer runs inside its transaction (`sqlite_writer.rs`); `sqlite_bids.rs`
+/// implements `BidStore` with them.
 pub(crate) mod sqlite_impl {
     use super::*;
 
     use rusqlite::{params, Connection, OptionalExtension, Row};
 
     use crate::event::NewEvent;
-    use crate::store::batch::{unexpected, Done, Op};
-    use crate::store::sqlite::SqliteStore;
-
-    #[async_trait]
-    impl BidStore for SqliteStore {
-        async fn create_product(&self, p: &Product) -> Result<Vec<StoredEvent>, Error> {
-            match self.batch.write(Op::Product(p.clone())).await? {
-                (Done::Product, events) => Ok(events),
-                (other, _) => Err(unexpected(other)),
-            }
-        }
-
-        async fn product(&self, id: &str) -> Result<Option<Product>, Error> {
-            let id = id.to_string();
-            self.readers
-                .with(move |c| {
-                    Ok(c.prepare_cached(&format!(
-                        "SELECT {PRODUCT_COLS} FROM products WHERE id = ?"
-                    ))?
-                    .query_row([id], product_row)
-                    .optional()?)
-                })
-                .await
-        }
-
-        async fn submit_bid(&self, bid: &Bid) -> Result<(Bid, bool), Error> {
-            match self.batch.write(Op::Bid(bid.clone())).await? {
-                (Done::Bid(b, new), _) => Ok((b, new)),
-                (other, _) => Err(unexpected(other)),
-            }
-        }
-
-        async fn bid(&self, id: &str) -> Result<Option<Bid>, Error> {
-            let id = id.to_string();
-            self.readers
-                .with(move |c| {
-                    Ok(
-                        c.prepare_cached(&format!("SELECT {BID_COLS} FROM bids WHERE id = ?"))?
-                            .query_row([id], bid_row)
-                            .optional()?,
-                    )
-                })
-                .await
-        }
-
-        async fn decide(
-            &self,
-            product_id: &str,
-            limit: usize,
-            rules: Rules,
-        ) -> Result<(usize, Vec<StoredEvent>), Error> {
-            match self
-                .batch
-                .write(Op::Decide(product_id.into(), limit, rules))
-                .await?
-            {
-                (Done::Decided(n), events) => Ok((n, events)),
-                (other, _) => Err(unexpected(other)),
-            }
-        }
-
-        async fn due(&self, queued_before: i64, ended_before: i64) -> Result<Vec<String>, Error> {
-            self.readers
-                .with(move |c| {
-                    Ok(c.prepare_cached(
-                        "SELECT DISTINCT product_id AS id FROM bids WHERE status = 'queued' AND created_at < ? \
-                         UNION SELECT id FROM products WHERE status = 'open' AND ends_at < ? LIMIT 1000",
-                    )?
-                    .query_map([queued_before, ended_before], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?)
-                })
-                .await
-        }
-
-        async fn queued(&self) -> Result<(u64, Option<i64>), Error> {
-            self.readers
-                .with(|c| {
-                    Ok(c.prepare_cached(
-                        "SELECT count(*), min(created_at) FROM bids WHERE status = 'queued'",
-                    )?
-                    .query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?)
-                })
-                .await
-        }
-
-        async fn decided(
-            &self,
-            tenant: Option<&str>,
-            limit: usize,
-        ) -> Result<Vec<(Bid, String)>, Error> {
-            let tenant = tenant.map(str::to_string);
-            let mut out = self
-                .readers
-                .with(move |c| {
-                    Ok(c.prepare_cached(&format!(
-                        "SELECT {BID_COLS}, decision_input FROM bids WHERE decision_input IS NOT NULL \
-                         AND (?1 IS NULL OR tenant = ?1) ORDER BY n DESC LIMIT ?2"
-                    ))?
-                    .query_map(params![tenant, limit as i64], |r| Ok((bid_row(r)?, r.get(11)?)))?
-                    .collect::<Result<Vec<_>, _>>()?)
-                })
-                .await?;
-            out.reverse();
-            Ok(out)
-        }
-    }
 
     /// Inserts a product (its event is appended by the batch).
     pub(crate) fn insert_product(conn: &Connection, p: &Product) -> Result<(), Error> {
@@ -331,7 +226,7 @@ pub(crate) mod sqlite_impl {
         Ok(Some((round.outcomes.len(), round.events)))
     }
 
-    fn product_row(r: &Row<'_>) -> rusqlite::Result<Product> {
+    pub(crate) fn product_row(r: &Row<'_>) -> rusqlite::Result<Product> {
         Ok(Product {
             id: r.get(0)?,
             tenant: r.get(1)?,
@@ -350,7 +245,7 @@ pub(crate) mod sqlite_impl {
         })
     }
 
-    fn bid_row(r: &Row<'_>) -> rusqlite::Result<Bid> {
+    pub(crate) fn bid_row(r: &Row<'_>) -> rusqlite::Result<Bid> {
         Ok(Bid {
             id: r.get(0)?,
             tenant: r.get(1)?,
@@ -367,7 +262,9 @@ pub(crate) mod sqlite_impl {
     }
 }
 
-/// Postgres implementation.
+/// Postgres (sqlx): the row mappers, and the inserts and rounds that run
+/// inside a transaction (the batch's, or a round's own); `postgres_bids.rs`
+/// implements `BidStore` with them.
 pub(crate) mod postgres_impl {
     use super::*;
 
@@ -375,11 +272,8 @@ pub(crate) mod postgres_impl {
     use sqlx::{PgConnection, Row};
 
     use crate::event::NewEvent;
-    use crate::store::batch::{unexpected, Done, Op};
-    use crate::store::postgres::append_tx;
-    use crate::store::postgres::PostgresStore;
 
-    fn product_row(r: &PgRow) -> Result<Product, sqlx::Error> {
+    pub(crate) fn product_row(r: &PgRow) -> Result<Product, sqlx::Error> {
         Ok(Product {
             id: r.try_get("id")?,
             tenant: r.try_get("tenant")?,
@@ -398,7 +292,7 @@ pub(crate) mod postgres_impl {
         })
     }
 
-    fn bid_row(r: &PgRow) -> Result<Bid, sqlx::Error> {
+    pub(crate) fn bid_row(r: &PgRow) -> Result<Bid, sqlx::Error> {
         Ok(Bid {
             id: r.try_get("id")?,
             tenant: r.try_get("tenant")?,
@@ -414,7 +308,7 @@ pub(crate) mod postgres_impl {
         })
     }
 
-    async fn load_product(
+    pub(crate) async fn load_product(
         conn: &mut PgConnection,
         id: &str,
         lock: bool,
@@ -557,97 +451,5 @@ pub(crate) mod postgres_impl {
         .execute(&mut *conn)
         .await?;
         Ok(Some((round.outcomes.len(), round.events)))
-    }
-
-    #[async_trait]
-    impl BidStore for PostgresStore {
-        async fn create_product(&self, p: &Product) -> Result<Vec<StoredEvent>, Error> {
-            match self.batch.write(Op::Product(p.clone())).await? {
-                (Done::Product, events) => Ok(events),
-                (other, _) => Err(unexpected(other)),
-            }
-        }
-
-        async fn product(&self, id: &str) -> Result<Option<Product>, Error> {
-            let mut conn = self.pool.acquire().await?;
-            load_product(&mut conn, id, false).await
-        }
-
-        async fn submit_bid(&self, bid: &Bid) -> Result<(Bid, bool), Error> {
-            match self.batch.write(Op::Bid(bid.clone())).await? {
-                (Done::Bid(b, new), _) => Ok((b, new)),
-                (other, _) => Err(unexpected(other)),
-            }
-        }
-
-        async fn bid(&self, id: &str) -> Result<Option<Bid>, Error> {
-            let row = sqlx::query(&format!("SELECT {BID_COLS} FROM bids WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-            Ok(row.as_ref().map(bid_row).transpose()?)
-        }
-
-        /// Rounds of different products run in parallel, each in its own
-        /// transaction (not in the shared batch: a product's row lock must
-        /// not wait on other writes).
-        async fn decide(
-            &self,
-            product_id: &str,
-            limit: usize,
-            rules: Rules,
-        ) -> Result<(usize, Vec<StoredEvent>), Error> {
-            let mut tx = self.pool.begin().await?;
-            let Some((n, events)) = round(&mut tx, product_id, limit, rules.as_ref()).await? else {
-                return Ok((0, Vec::new()));
-            };
-            let stored = append_tx(&mut tx, &events).await?;
-            tx.commit().await?;
-            Ok((n, stored))
-        }
-
-        async fn due(&self, queued_before: i64, ended_before: i64) -> Result<Vec<String>, Error> {
-            let rows = sqlx::query("SELECT DISTINCT product_id AS id FROM bids WHERE status = 'queued' AND created_at < $1 \
-             UNION SELECT id FROM products WHERE status = 'open' AND ends_at < $2 LIMIT 1000")
-        .bind(queued_before)
-        .bind(ended_before)
-        .fetch_all(&self.pool)
-        .await?;
-            Ok(rows
-                .iter()
-                .map(|r| r.try_get("id"))
-                .collect::<Result<_, _>>()?)
-        }
-
-        async fn queued(&self) -> Result<(u64, Option<i64>), Error> {
-            let row = sqlx::query(
-                "SELECT count(*) AS n, min(created_at) AS oldest FROM bids WHERE status = 'queued'",
-            )
-            .fetch_one(&self.pool)
-            .await?;
-            Ok((row.try_get::<i64, _>("n")? as u64, row.try_get("oldest")?))
-        }
-
-        async fn decided(
-            &self,
-            tenant: Option<&str>,
-            limit: usize,
-        ) -> Result<Vec<(Bid, String)>, Error> {
-            let rows = sqlx::query(&format!(
-                "SELECT {BID_COLS}, decision_input FROM bids \
-                 WHERE decision_input IS NOT NULL AND ($1::text IS NULL OR tenant = $1) \
-                 ORDER BY n DESC LIMIT $2"
-            ))
-            .bind(tenant)
-            .bind(limit as i64)
-            .fetch_all(&self.pool)
-            .await?;
-            let mut out = rows
-                .iter()
-                .map(|r| Ok((bid_row(r)?, r.try_get::<String, _>("decision_input")?)))
-                .collect::<Result<Vec<_>, sqlx::Error>>()?;
-            out.reverse();
-            Ok(out)
-        }
     }
 }

@@ -16,7 +16,9 @@ pub mod bids;
 mod migrate;
 pub mod plugins;
 pub mod postgres;
+mod postgres_bids;
 pub mod sqlite;
+mod sqlite_bids;
 mod sqlite_reader;
 mod sqlite_writer;
 
