@@ -42,9 +42,10 @@ pub fn config_i64(key: &str) -> Option<i64> {
     match value.trim().parse() {
         Ok(n) => Some(n),
         Err(_) => {
-            crate::log::warn(format!(
-                "config {key:?}: {value:?} is not an integer; ignored"
-            ));
+            log(
+                Level::Warn,
+                &format!("config {key:?}: {value:?} is not an integer; ignored"),
+            );
             None
         }
     }
@@ -61,7 +62,10 @@ pub fn config_bool(key: &str) -> Option<bool> {
         "true" | "yes" | "on" | "1" => Some(true),
         "false" | "no" | "off" | "0" => Some(false),
         _ => {
-            crate::log::warn(format!("config {key:?}: {value:?} is not a flag; ignored"));
+            log(
+                Level::Warn,
+                &format!("config {key:?}: {value:?} is not a flag; ignored"),
+            );
             None
         }
     }
