@@ -4,10 +4,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{config_of, CliError};
+use super::{config_of, slot_and_cases, CliError};
 use crate::plugins::convert;
 use crate::plugins::wasm::{CallCtx, CallError, Limits, Linked, WasmHost};
-use crate::plugins::Slot;
 
 /// Per-call latency of a component over recorded cases.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -34,15 +33,10 @@ pub struct BenchReport {
 /// rules, with the inputs already in their WIT form and instances reused
 /// between calls.
 pub fn bench(bytes: &[u8], cases: &Value, calls: usize) -> Result<BenchReport, CliError> {
-    let slot_name = cases["slot"]
-        .as_str()
-        .ok_or(CliError::Cases("a \"slot\""))?;
-    let slot =
-        Slot::parse(slot_name).ok_or_else(|| CliError::UnknownSlot(slot_name.to_string()))?;
-    let list = cases["cases"]
-        .as_array()
-        .filter(|l| !l.is_empty())
-        .ok_or(CliError::Cases("a non-empty \"cases\" array"))?;
+    let (slot, list) = slot_and_cases(cases)?;
+    if list.is_empty() {
+        return Err(CliError::Cases("a non-empty \"cases\" array"));
+    }
     let host = WasmHost::new(Limits::default())?;
     let linked = host.link(&host.compile(bytes)?, slot)?;
     let base = config_of(cases.get("config"));

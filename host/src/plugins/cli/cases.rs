@@ -6,10 +6,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{config_of, error_json, CliError};
+use super::{config_of, error_json, slot_and_cases, CliError};
 use crate::plugins::convert;
 use crate::plugins::wasm::{CallCtx, Limits, Linked, WasmHost};
-use crate::plugins::Slot;
 
 /// True when every field `expect` names equals `actual`'s (objects
 /// recursively, arrays element for element with equal length).
@@ -87,14 +86,7 @@ pub fn run_case(host: &WasmHost, linked: &Linked, call: &CallCtx, input: &Value)
 /// `plugin test`: runs every case of `cases` (see `docs/plugins.md`).
 /// Returns the report and the number of failed cases.
 pub fn test(bytes: &[u8], cases: &Value) -> Result<(String, usize), CliError> {
-    let slot_name = cases["slot"]
-        .as_str()
-        .ok_or(CliError::Cases("a \"slot\""))?;
-    let slot =
-        Slot::parse(slot_name).ok_or_else(|| CliError::UnknownSlot(slot_name.to_string()))?;
-    let list = cases["cases"]
-        .as_array()
-        .ok_or(CliError::Cases("a \"cases\" array"))?;
+    let (slot, list) = slot_and_cases(cases)?;
     let host = WasmHost::new(Limits::default())?;
     let component = host.compile(bytes)?;
     let linked = host.link(&component, slot)?;

@@ -95,6 +95,18 @@ pub fn slot_of(bytes: &[u8]) -> Result<Slot, CliError> {
         })
 }
 
+/// A cases file's slot and its list of cases.
+pub(super) fn slot_and_cases(cases: &Value) -> Result<(Slot, &Vec<Value>), CliError> {
+    let name = cases["slot"]
+        .as_str()
+        .ok_or(CliError::Cases("a \"slot\""))?;
+    let slot = Slot::parse(name).ok_or_else(|| CliError::UnknownSlot(name.to_string()))?;
+    let list = cases["cases"]
+        .as_array()
+        .ok_or(CliError::Cases("a \"cases\" array"))?;
+    Ok((slot, list))
+}
+
 pub(super) fn error_json(e: &CallError) -> Value {
     json!({ "error": e.kind.as_str(), "message": e.message })
 }
