@@ -425,4 +425,43 @@ mod tests {
             .is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// A topic large enough for its offers to be split over two threads:
+    /// every subscriber, in both halves, gets every event once and in order,
+    /// and each offer is counted once.
+    #[tokio::test]
+    async fn a_split_offer_reaches_every_subscriber_in_order() {
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-split-{}", crate::bids::new_id("t")));
+        let store = Arc::new(SqliteStore::open(&dir).await.expect("open"));
+        let wasm = WasmHost::new(Limits::default()).expect("engine");
+        let metrics = Arc::new(Metrics::default());
+        let inner = Arc::new(Inner::new(metrics.clone(), Plugins::new(wasm, store, 4)));
+        let topics = ["t:1".to_string()];
+        let n = PARALLEL_FROM + 89;
+        let subs: Vec<Subscription> = (0..n)
+            .map(|_| inner.subscribe("acme", &topics, 8, Shape::default()))
+            .collect();
+        let shapes = inner.shapes("acme", "t:1");
+        assert_eq!(shapes.len(), 1, "one interned shape for {n} subscribers");
+        for seq in 1..=3 {
+            let e = StoredEvent {
+                seq,
+                tenant: "acme".into(),
+                topic: "t:1".into(),
+                kind: "note".into(),
+                json: format!("{{\"n\":{seq}}}"),
+                ts: 0,
+            };
+            let frame = Arc::new(Frame::from_parts(seq, &e.topic, &e.kind, &e.json));
+            offer(&inner, &e, &[(shapes[0].clone(), Some(frame))]);
+        }
+        for (i, sub) in subs.iter().enumerate() {
+            let got: Vec<Seq> = std::iter::from_fn(|| sub.try_recv().map(|f| f.seq)).collect();
+            assert_eq!(got, [1, 2, 3], "subscriber {i} of {n}");
+        }
+        assert_eq!(metrics.fanout_offers.get(), 3 * n as u64);
+        drop(subs);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
