@@ -8,7 +8,8 @@
 #                                                       # (a certificate made with openssl into $OUT;
 #                                                       # port $TLS_PORT, default 18443; RAMP streams/s,
 #                                                       # default 2000)
-#   examples/loadgen/bench.sh fanout 1000 100           # 1,000 subscribers x 100 events/s, 20 s
+#   examples/loadgen/bench.sh fanout 1000 100           # 1,000 subscribers x 100 events/s, 20 s (the
+#                                                       # example event filter active; EXAMPLE_PLUGINS=false: none)
 #   examples/loadgen/bench.sh fanout-nchan 1000 100     # the same against nginx+nchan (must be running)
 #   examples/loadgen/bench.sh fanout-floor 1000 100     # the same against `switchyard-loadgen floor`,
 #                                                       # one send per delivery and nothing else
@@ -223,9 +224,9 @@ print(f"{name}: ksoftirqd {ksoft:.2f} s = {us(ksoft):.2f} us/delivery; whole mac
 EOF
 }
 
-fanout() { # clients rate
+fanout() { # clients rate (EXAMPLE_PLUGINS=false: without the example event filter)
   CLIENTS=$1 RATE=$2
-  start_server
+  start_server SWITCHYARD_EXAMPLE_PLUGINS="${EXAMPLE_PLUGINS:-true}"
   SRV_PIDS=("$SERVER_PID")
   fanout_run "switchyard-$1x$2" $URL "/events?tenant=demo&topic=bench:$1x$2" \
     publish --url $URL --tenant demo --topic "bench:$1x$2" --token $TOKEN

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::lane::Lane;
-use super::subscribers::{offer_all, Inner};
+use super::subscribers::{offer_all, Inner, PARALLEL_FROM};
 use crate::event::{Frame, Seq, StoredEvent};
 use crate::store::Store;
 
@@ -318,14 +318,19 @@ impl Dispatcher {
         });
     }
 
-    /// Offers the event to every subscriber of its topic, framed once; a
-    /// tenant with a filter (or whose lane still has events) through its
-    /// lane.
+    /// Offers the event to every subscriber of its topic, framed once.
+    /// Through the tenant's lane when the tenant has a filter, when its lane
+    /// still has events, or when the topic is large: an offer to hundreds
+    /// of subscribers is a send each (milliseconds), which would hold this
+    /// task, every other tenant's dispatch and the runtime worker under it.
     fn dispatch(&mut self, e: StoredEvent) {
         self.hub.metrics.events_dispatched.inc();
         let filtered =
             self.hub.plugins.has_filters() && self.hub.plugins.filter(&e.tenant).is_some();
-        if filtered || self.lanes.get(&e.tenant).is_some_and(Lane::busy) {
+        if filtered
+            || self.lanes.get(&e.tenant).is_some_and(Lane::busy)
+            || self.hub.subscribers_of(&e.tenant, &e.topic) >= PARALLEL_FROM
+        {
             let hub = &self.hub;
             let lane = self
                 .lanes

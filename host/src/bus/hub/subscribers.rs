@@ -247,6 +247,14 @@ impl Inner {
         }
     }
 
+    /// How many connections subscribe to a topic.
+    pub(super) fn subscribers_of(&self, tenant: &str, topic: &str) -> usize {
+        let subs = self.subs.read().unwrap_or_else(|p| p.into_inner());
+        subs.get(tenant)
+            .and_then(|t| t.get(topic))
+            .map_or(0, |set| set.list.len())
+    }
+
     /// The distinct subscription shapes among the subscribers of a topic.
     pub(super) fn shapes(&self, tenant: &str, topic: &str) -> Vec<Shape> {
         let subs = self.subs.read().unwrap_or_else(|p| p.into_inner());
@@ -282,7 +290,7 @@ pub(super) fn offer(hub: &Inner, e: &StoredEvent, answers: &[(Shape, Option<Arc<
 
 /// Subscribers of a topic past which one event's offers are split between
 /// two threads.
-const PARALLEL_FROM: usize = 512;
+pub(super) const PARALLEL_FROM: usize = 512;
 
 /// Offers each subscriber of `set` that is not lagged the frame `frame_for`
 /// gives it (none: nothing), counting once per event. With direct writes an
