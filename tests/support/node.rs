@@ -94,8 +94,12 @@ impl Node {
             child: Some(child),
             url,
             logs,
+            // Idle connections are dropped before the shortest idle limit a
+            // test gives a node (SWITCHYARD_HEADER_TIMEOUT_MS=500), so a
+            // request never goes out on one the node is closing.
             http: client_builder()
                 .pool_max_idle_per_host(4)
+                .pool_idle_timeout(std::time::Duration::from_millis(250))
                 .build()
                 .expect("client"),
         };
