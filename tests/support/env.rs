@@ -104,31 +104,28 @@ impl Env {
 
     /// A token minted by `switchyard token` (the CLI) for this env.
     pub async fn token(&self, sub: &str, tenant: &str) -> String {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        cmd.args(["token", "--sub", sub, "--tenant", tenant, "--ttl", "1h"])
-            .env_clear()
-            .env("SWITCHYARD_DATA_DIR", &self.data_dir)
-            .envs(self.vars.iter().map(|(k, v)| (k, v)));
-        if let (Some(r), Some(d)) = (&self.redis_url, &self.database_url) {
-            cmd.env("REDIS_URL", r).env("DATABASE_URL", d);
-        }
-        let out = cmd.output().await.expect("run switchyard token");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .expect("utf8")
-            .trim()
-            .to_string()
+        self.mint(&["--sub", sub, "--tenant", tenant, "--ttl", "1h"])
+            .await
     }
 
     /// A publisher token minted by `switchyard token --service` for this env.
     pub async fn service_token(&self, service: &str, tenant: &str, publish: &str) -> String {
+        self.mint(&[
+            "--service",
+            service,
+            "--tenant",
+            tenant,
+            "--publish",
+            publish,
+        ])
+        .await
+    }
+
+    /// Runs `switchyard token ARGS` with this env's settings; its output.
+    async fn mint(&self, args: &[&str]) -> String {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        cmd.args(["token", "--service", service, "--tenant", tenant])
-            .args(["--publish", publish])
+        cmd.arg("token")
+            .args(args)
             .env_clear()
             .env("SWITCHYARD_DATA_DIR", &self.data_dir)
             .envs(self.vars.iter().map(|(k, v)| (k, v)));
