@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{secs, Env, Mode, Node, PrivateRedis};
+use support::{product, secs, Env, Mode, Node, PrivateRedis};
 use switchyard::auth::{now_secs, Claims, Keys};
 
 fn token(keys: &Keys, sub: &str, tenant: &str) -> String {
@@ -18,16 +18,6 @@ fn token(keys: &Keys, sub: &str, tenant: &str) -> String {
         exp: now_secs() + 3600,
         iat: now_secs(),
     })
-}
-
-async fn product(node: &Node, tenant: &str, extra: Value) -> Value {
-    let mut body = json!({"tenant": tenant, "seller_id": "seller", "title": "Lamp", "starting_price": 100, "min_increment": 10});
-    for (k, v) in extra.as_object().expect("object") {
-        body[k] = v.clone();
-    }
-    let r = node.post("/api/products", &body).await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    r.json().await.expect("json")
 }
 
 async fn bid(
@@ -46,25 +36,11 @@ async fn bid(
         .expect("request")
 }
 
-/// Polls until every bid is decided; returns them.
+/// Waits for every bid to be decided (up to 60 s each); returns them.
 async fn decided(node: &Node, ids: &[String]) -> Vec<Value> {
     let mut out = Vec::new();
-    let started = std::time::Instant::now();
     for id in ids {
-        loop {
-            let b: Value = node
-                .get(&format!("/api/bids/{id}"))
-                .await
-                .json()
-                .await
-                .expect("json");
-            if b["status"] != "queued" {
-                out.push(b);
-                break;
-            }
-            assert!(started.elapsed() < secs(60), "bid {id} never decided");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        out.push(support::decided(node, id).await);
     }
     out
 }

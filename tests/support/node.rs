@@ -286,18 +286,22 @@ impl Drop for Node {
     }
 }
 
-/// Lists a product of `tenant` (seller `seller`, increment 10) starting at
-/// `starting_price`; returns its id.
-pub async fn product_at(node: &Node, tenant: &str, starting_price: i64) -> String {
-    let r = node
-        .post(
-            "/api/products",
-            &json!({"tenant": tenant, "seller_id": "seller", "title": "Lamp",
-                    "starting_price": starting_price, "min_increment": 10}),
-        )
-        .await;
+/// Lists a product of `tenant` (seller `seller`, "Lamp", starting at 100,
+/// increment 10), with the fields of `extra` over those; returns it.
+pub async fn product(node: &Node, tenant: &str, extra: Value) -> Value {
+    let mut body = json!({"tenant": tenant, "seller_id": "seller", "title": "Lamp",
+                          "starting_price": 100, "min_increment": 10});
+    for (k, v) in extra.as_object().expect("an object of fields") {
+        body[k] = v.clone();
+    }
+    let r = node.post("/api/products", &body).await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    r.json::<Value>().await.expect("json")["id"]
+    r.json().await.expect("json")
+}
+
+/// Lists a product of `tenant` starting at `starting_price`; returns its id.
+pub async fn product_at(node: &Node, tenant: &str, starting_price: i64) -> String {
+    product(node, tenant, json!({ "starting_price": starting_price })).await["id"]
         .as_str()
         .expect("id")
         .to_string()

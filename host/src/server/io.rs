@@ -96,6 +96,20 @@ impl DeadlineIo {
         }
     }
 
+    /// A write's result through the deadline: a pending write arms the
+    /// timer (and fails once it fires), any other result disarms it.
+    fn watch(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if r.is_pending() {
+            return self.on_pending(cx);
+        }
+        self.armed = false;
+        r
+    }
+
     fn on_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let deadline = self.deadline;
         let timer = self
@@ -132,13 +146,8 @@ impl AsyncWrite for DeadlineIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Pending => self.on_pending(cx),
-            ready => {
-                self.armed = false;
-                ready
-            }
-        }
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, r)
     }
 
     fn poll_write_vectored(
@@ -146,13 +155,8 @@ impl AsyncWrite for DeadlineIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending => self.on_pending(cx),
-            ready => {
-                self.armed = false;
-                ready
-            }
-        }
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
