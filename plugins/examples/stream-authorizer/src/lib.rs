@@ -30,7 +30,10 @@ pub const DEFAULT_CLAIM: &str = "bid_on";
 pub const DEFAULT_PREFIX: &str = "bids:";
 
 /// The product ids the claims list under `claim`.
-pub fn products(claims: &switchyard_plugin::serde_json::Map<String, Value>, claim: &str) -> Vec<String> {
+pub fn products(
+    claims: &switchyard_plugin::serde_json::Map<String, Value>,
+    claim: &str,
+) -> Vec<String> {
     match claims.get(claim) {
         Some(Value::Array(items)) => items
             .iter()
@@ -130,21 +133,60 @@ mod tests {
     fn bid_streams_need_the_product_in_the_claim() {
         let ann = json!({"sub": "ann", "bid_on": ["p1", "p2"]});
         let bob = json!({"sub": "bob", "bid_on": "p3, p4"});
-        assert_eq!(code(decide(&request(Some(ann.clone()), &["bids:p1"]), "bid_on", "bids:")), "allow");
-        assert_eq!(code(decide(&request(Some(ann.clone()), &["bids:p1", "bids:p3"]), "bid_on", "bids:")), "not_a_bidder");
-        assert_eq!(code(decide(&request(Some(bob.clone()), &["bids:p4"]), "bid_on", "bids:")), "allow");
-        assert_eq!(code(decide(&request(Some(bob), &["bids:p1"]), "bid_on", "bids:")), "not_a_bidder");
-        assert_eq!(code(decide(&request(None, &["bids:p1"]), "bid_on", "bids:")), "login_required");
+        assert_eq!(
+            code(decide(
+                &request(Some(ann.clone()), &["bids:p1"]),
+                "bid_on",
+                "bids:"
+            )),
+            "allow"
+        );
+        assert_eq!(
+            code(decide(
+                &request(Some(ann.clone()), &["bids:p1", "bids:p3"]),
+                "bid_on",
+                "bids:"
+            )),
+            "not_a_bidder"
+        );
+        assert_eq!(
+            code(decide(
+                &request(Some(bob.clone()), &["bids:p4"]),
+                "bid_on",
+                "bids:"
+            )),
+            "allow"
+        );
+        assert_eq!(
+            code(decide(&request(Some(bob), &["bids:p1"]), "bid_on", "bids:")),
+            "not_a_bidder"
+        );
+        assert_eq!(
+            code(decide(&request(None, &["bids:p1"]), "bid_on", "bids:")),
+            "login_required"
+        );
         let svc = json!({"svc": "feed", "bid_on": ["p1"]});
-        assert_eq!(code(decide(&request(Some(svc), &["bids:p1"]), "bid_on", "bids:")), "not_a_bidder");
+        assert_eq!(
+            code(decide(&request(Some(svc), &["bids:p1"]), "bid_on", "bids:")),
+            "not_a_bidder"
+        );
     }
 
     #[test]
     fn the_claim_and_prefix_are_configurable() {
         testing::set_config([("claim", "auctions"), ("prefix", "lot-bids:")]);
         let c = json!({"sub": "ann", "auctions": ["p1"], "bid_on": ["p2"]});
-        assert_eq!(code(BiddersOnly::authorize(request(Some(c.clone()), &["lot-bids:p1"]))), "allow");
-        assert_eq!(code(BiddersOnly::authorize(request(Some(c), &["lot-bids:p2"]))), "not_a_bidder");
+        assert_eq!(
+            code(BiddersOnly::authorize(request(
+                Some(c.clone()),
+                &["lot-bids:p1"]
+            ))),
+            "allow"
+        );
+        assert_eq!(
+            code(BiddersOnly::authorize(request(Some(c), &["lot-bids:p2"]))),
+            "not_a_bidder"
+        );
         testing::set_config(Vec::<(String, String)>::new());
     }
 

@@ -76,7 +76,12 @@ fn stream_request(v: &Value) -> StreamRequest {
     };
     let mut topics: Vec<String> = field(v, "topics")
         .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     topics.sort();
     topics.dedup();

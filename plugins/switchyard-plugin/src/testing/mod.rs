@@ -38,8 +38,8 @@
 mod cases;
 
 pub use cases::{
-    check_stream_authorizer_cases,
     check_bid_validator_cases, check_event_filter_cases, check_notification_shaper_cases,
+    check_stream_authorizer_cases,
 };
 
 use std::cell::RefCell;

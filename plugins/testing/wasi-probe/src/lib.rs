@@ -32,7 +32,9 @@ impl EventFilter for Probe {
             Err(e) => format!("error: {e}"),
         };
         let mut stdin = Vec::new();
-        let stdin_read = std::io::stdin().read_to_end(&mut stdin).map(|_| stdin.len());
+        let stdin_read = std::io::stdin()
+            .read_to_end(&mut stdin)
+            .map(|_| stdin.len());
         println!("probe saw event {}", event.id);
         let _ = std::io::stdout().flush();
         eprintln!("probe stderr line");
