@@ -368,22 +368,21 @@ pub fn event_from_json(v: &Value) -> types::Event {
     }
 }
 
+/// The members of a JSON object as strings (a string as is, anything else
+/// as its JSON text); nothing for a value that is not an object.
+pub fn string_pairs(v: &Value) -> impl Iterator<Item = (String, String)> + '_ {
+    v.as_object().into_iter().flatten().map(|(k, v)| {
+        let v = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        (k.clone(), v)
+    })
+}
+
 /// A subscription shape from case JSON (an object of strings), sorted.
 pub fn subscription_from_json(v: &Value) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = v
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    (k.clone(), v)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut out: Vec<(String, String)> = string_pairs(v).collect();
     out.sort();
     out
 }

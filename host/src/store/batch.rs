@@ -215,6 +215,69 @@ impl Batcher {
         self.tx.send(Job { op, reply }).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
+
+    /// Stores a product; its committed events.
+    pub(crate) async fn product(&self, p: &Product) -> Result<Vec<StoredEvent>, Error> {
+        match self.write(Op::Product(p.clone())).await? {
+            (Done::Product, events) => Ok(events),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Queues a bid: the stored one, and whether it is new.
+    pub(crate) async fn bid(&self, bid: &Bid) -> Result<(Bid, bool), Error> {
+        match self.write(Op::Bid(bid.clone())).await? {
+            (Done::Bid(b, new), _) => Ok((b, new)),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Decides up to `limit` queued bids of a product by `rules`: how many,
+    /// and the committed events.
+    pub(crate) async fn decide(
+        &self,
+        product_id: &str,
+        limit: usize,
+        rules: Arc<RulesFn>,
+    ) -> Result<(usize, Vec<StoredEvent>), Error> {
+        match self
+            .write(Op::Decide(product_id.into(), limit, rules))
+            .await?
+        {
+            (Done::Decided(n), events) => Ok((n, events)),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Stores a message and its notifications: the message, the
+    /// recipient's unread count, the committed events.
+    pub(crate) async fn message(
+        &self,
+        msg: &NewMessage,
+        notes: &[Notification],
+    ) -> Result<(Message, u64, Vec<StoredEvent>), Error> {
+        match self.write(Op::Message(msg.clone(), notes.to_vec())).await? {
+            (Done::Message(m, unread), events) => Ok((m, unread, events)),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Marks a user's messages read up to `up_to`: the unread count left,
+    /// and the committed events.
+    pub(crate) async fn mark_read(
+        &self,
+        tenant: &str,
+        user: &str,
+        up_to: i64,
+    ) -> Result<(u64, Vec<StoredEvent>), Error> {
+        match self
+            .write(Op::MarkRead(tenant.into(), user.into(), up_to))
+            .await?
+        {
+            (Done::Read(unread), events) => Ok((unread, events)),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
 }
 
 async fn run(mut rx: mpsc::Receiver<Job>, target: Arc<dyn Target>) {

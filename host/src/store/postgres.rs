@@ -511,14 +511,7 @@ impl Store for PostgresStore {
         msg: &NewMessage,
         notes: &[Notification],
     ) -> Result<(Message, u64, Vec<StoredEvent>), Error> {
-        match self
-            .batch
-            .write(Op::Message(msg.clone(), notes.to_vec()))
-            .await?
-        {
-            (Done::Message(m, unread), events) => Ok((m, unread, events)),
-            (other, _) => Err(batch::unexpected(other)),
-        }
+        self.batch.message(msg, notes).await
     }
 
     async fn mark_read(
@@ -527,11 +520,7 @@ impl Store for PostgresStore {
         user: &str,
         up_to: i64,
     ) -> Result<(u64, Vec<StoredEvent>), Error> {
-        let op = Op::MarkRead(tenant.into(), user.into(), up_to);
-        match self.batch.write(op).await? {
-            (Done::Read(unread), events) => Ok((unread, events)),
-            (other, _) => Err(batch::unexpected(other)),
-        }
+        self.batch.mark_read(tenant, user, up_to).await
     }
 
     async fn messages(

@@ -5,7 +5,6 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::batch::{unexpected, Done, Op};
 use super::bids::postgres_impl::{bid_row, load_product, round};
 use super::bids::*;
 use super::postgres::{append_tx, PostgresStore};
@@ -16,10 +15,7 @@ use crate::event::StoredEvent;
 #[async_trait]
 impl BidStore for PostgresStore {
     async fn create_product(&self, p: &Product) -> Result<Vec<StoredEvent>, Error> {
-        match self.batch.write(Op::Product(p.clone())).await? {
-            (Done::Product, events) => Ok(events),
-            (other, _) => Err(unexpected(other)),
-        }
+        self.batch.product(p).await
     }
 
     async fn product(&self, id: &str) -> Result<Option<Product>, Error> {
@@ -28,10 +24,7 @@ impl BidStore for PostgresStore {
     }
 
     async fn submit_bid(&self, bid: &Bid) -> Result<(Bid, bool), Error> {
-        match self.batch.write(Op::Bid(bid.clone())).await? {
-            (Done::Bid(b, new), _) => Ok((b, new)),
-            (other, _) => Err(unexpected(other)),
-        }
+        self.batch.bid(bid).await
     }
 
     async fn bid(&self, id: &str) -> Result<Option<Bid>, Error> {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-use super::batch::{self, Batcher, Done, Op};
+use super::batch::{self, Batcher, Op};
 use super::sqlite_reader::{event_row, page, Readers};
 use super::sqlite_writer::{open_rw, unread, Writer};
 use super::{Error, Message, NewMessage, Notification, Page, Store, Tenant};
@@ -269,14 +269,7 @@ impl Store for SqliteStore {
         msg: &NewMessage,
         notes: &[Notification],
     ) -> Result<(Message, u64, Vec<StoredEvent>), Error> {
-        match self
-            .batch
-            .write(Op::Message(msg.clone(), notes.to_vec()))
-            .await?
-        {
-            (Done::Message(m, unread), events) => Ok((m, unread, events)),
-            (other, _) => Err(batch::unexpected(other)),
-        }
+        self.batch.message(msg, notes).await
     }
 
     async fn mark_read(
@@ -285,11 +278,7 @@ impl Store for SqliteStore {
         user: &str,
         up_to: i64,
     ) -> Result<(u64, Vec<StoredEvent>), Error> {
-        let op = Op::MarkRead(tenant.into(), user.into(), up_to);
-        match self.batch.write(op).await? {
-            (Done::Read(unread), events) => Ok((unread, events)),
-            (other, _) => Err(batch::unexpected(other)),
-        }
+        self.batch.mark_read(tenant, user, up_to).await
     }
 
     async fn messages(

@@ -5,7 +5,6 @@
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 
-use super::batch::{unexpected, Done, Op};
 use super::bids::sqlite_impl::{bid_row, product_row};
 use super::bids::*;
 use super::sqlite::SqliteStore;
@@ -16,10 +15,7 @@ use crate::event::StoredEvent;
 #[async_trait]
 impl BidStore for SqliteStore {
     async fn create_product(&self, p: &Product) -> Result<Vec<StoredEvent>, Error> {
-        match self.batch.write(Op::Product(p.clone())).await? {
-            (Done::Product, events) => Ok(events),
-            (other, _) => Err(unexpected(other)),
-        }
+        self.batch.product(p).await
     }
 
     async fn product(&self, id: &str) -> Result<Option<Product>, Error> {
@@ -36,10 +32,7 @@ impl BidStore for SqliteStore {
     }
 
     async fn submit_bid(&self, bid: &Bid) -> Result<(Bid, bool), Error> {
-        match self.batch.write(Op::Bid(bid.clone())).await? {
-            (Done::Bid(b, new), _) => Ok((b, new)),
-            (other, _) => Err(unexpected(other)),
-        }
+        self.batch.bid(bid).await
     }
 
     async fn bid(&self, id: &str) -> Result<Option<Bid>, Error> {
@@ -61,14 +54,7 @@ impl BidStore for SqliteStore {
         limit: usize,
         rules: Rules,
     ) -> Result<(usize, Vec<StoredEvent>), Error> {
-        match self
-            .batch
-            .write(Op::Decide(product_id.into(), limit, rules))
-            .await?
-        {
-            (Done::Decided(n), events) => Ok((n, events)),
-            (other, _) => Err(unexpected(other)),
-        }
+        self.batch.decide(product_id, limit, rules).await
     }
 
     async fn due(&self, queued_before: i64, ended_before: i64) -> Result<Vec<String>, Error> {

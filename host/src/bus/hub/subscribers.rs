@@ -426,15 +426,22 @@ mod tests {
         )
     }
 
-    /// A topic's distinct shapes are kept as subscribers come and go, each
-    /// once, and equal shapes share one `Arc`.
-    #[tokio::test]
-    async fn a_topics_shapes_follow_its_subscribers() {
+    /// A registry with no plugins over a store in a fresh directory (removed
+    /// by the caller).
+    async fn registry(metrics: Arc<Metrics>) -> (Arc<Inner>, std::path::PathBuf) {
         let dir =
             std::env::temp_dir().join(format!("switchyard-subs-{}", crate::bids::new_id("t")));
         let store = Arc::new(SqliteStore::open(&dir).await.expect("open"));
         let wasm = WasmHost::new(Limits::default()).expect("engine");
-        let inner = Arc::new(Inner::new(Arc::default(), Plugins::new(wasm, store, 4)));
+        let inner = Arc::new(Inner::new(metrics, Plugins::new(wasm, store, 4)));
+        (inner, dir)
+    }
+
+    /// A topic's distinct shapes are kept as subscribers come and go, each
+    /// once, and equal shapes share one `Arc`.
+    #[tokio::test]
+    async fn a_topics_shapes_follow_its_subscribers() {
+        let (inner, dir) = registry(Arc::default()).await;
         let topics = ["t:1".to_string()];
         let a = inner.subscribe("acme", &topics, 4, shape(&[("lang", "en")]));
         let b = inner.subscribe("acme", &topics, 4, shape(&[("lang", "en")]));
@@ -469,12 +476,8 @@ mod tests {
     /// and each offer is counted once.
     #[tokio::test]
     async fn a_split_offer_reaches_every_subscriber_in_order() {
-        let dir =
-            std::env::temp_dir().join(format!("switchyard-split-{}", crate::bids::new_id("t")));
-        let store = Arc::new(SqliteStore::open(&dir).await.expect("open"));
-        let wasm = WasmHost::new(Limits::default()).expect("engine");
         let metrics = Arc::new(Metrics::default());
-        let inner = Arc::new(Inner::new(metrics.clone(), Plugins::new(wasm, store, 4)));
+        let (inner, dir) = registry(metrics.clone()).await;
         let topics = ["t:1".to_string()];
         let n = PARALLEL_FROM + 89;
         let subs: Vec<Subscription> = (0..n)

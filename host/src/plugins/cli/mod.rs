@@ -112,17 +112,6 @@ pub(super) fn error_json(e: &CallError) -> Value {
 }
 
 pub(super) fn config_of(v: Option<&Value>) -> BTreeMap<String, String> {
-    v.and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    (k.clone(), v)
-                })
-                .collect()
-        })
+    v.map(|v| super::convert::string_pairs(v).collect())
         .unwrap_or_default()
 }
