@@ -169,9 +169,34 @@ pub struct Options {
     /// headers; the cookie is the better carrier, as URLs end up in logs).
     #[arg(long, env = "SWITCHYARD_QUERY_TOKENS")]
     pub query_tokens: Option<bool>,
-    /// Demo sign-in (`POST /api/demo/token`); default: on in embedded mode only.
+    /// Demo sign-in (`POST /api/demo/token`: a token for any user of tenant
+    /// `demo`, to anyone who asks); default: off. For the demo only.
     #[arg(long, env = "SWITCHYARD_DEMO_TOKENS")]
     pub demo_tokens: Option<bool>,
+    /// Most concurrent anonymous streams per tenant (cluster-wide), a budget
+    /// of their own: anonymous readers never take signed-in users' slots.
+    #[arg(long, env = "SWITCHYARD_MAX_ANONYMOUS_STREAMS_PER_TENANT")]
+    pub max_anonymous_streams_per_tenant: Option<u32>,
+    /// Most concurrent anonymous streams from one client address
+    /// (cluster-wide).
+    #[arg(long, env = "SWITCHYARD_MAX_STREAMS_PER_ADDRESS")]
+    pub max_streams_per_address: Option<u32>,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` names the client
+    /// (comma separated IPs or CIDR ranges); unset: the peer is the client.
+    #[arg(long, env = "SWITCHYARD_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
+    /// Accept the admin token only in `Authorization: Bearer` (`false`: also
+    /// in the cookie and `?token=`, as before; URLs and cookies leak it).
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN_HEADER_ONLY")]
+    pub admin_token_header_only: Option<bool>,
+    /// A request body not received in full this long after its head is
+    /// answered 408 and its connection closed, in milliseconds.
+    #[arg(long, env = "SWITCHYARD_BODY_TIMEOUT_MS")]
+    pub body_timeout_ms: Option<u64>,
+    /// An HTTP/2 connection with no open stream this long is closed
+    /// (`GOAWAY`), in milliseconds.
+    #[arg(long, env = "SWITCHYARD_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
     /// Per-call deadline of a plugin, in milliseconds.
     #[arg(long, env = "SWITCHYARD_PLUGIN_TIMEOUT_MS")]
     pub plugin_timeout_ms: Option<u64>,
@@ -247,6 +272,12 @@ impl Options {
             post_burst,
             query_tokens,
             demo_tokens,
+            max_anonymous_streams_per_tenant,
+            max_streams_per_address,
+            trusted_proxies,
+            admin_token_header_only,
+            body_timeout_ms,
+            idle_timeout_ms,
             plugin_timeout_ms,
             plugin_memory_mb,
             plugin_fuel,
@@ -363,6 +394,18 @@ pub struct Config {
     pub post_burst: u32,
     /// Demo sign-in on.
     pub demo_tokens: bool,
+    /// Anonymous stream cap per tenant.
+    pub max_anonymous_streams_per_tenant: u32,
+    /// Anonymous stream cap per client address.
+    pub max_streams_per_address: u32,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: crate::net::TrustedProxies,
+    /// The admin token only in `Authorization: Bearer`.
+    pub admin_token_header_only: bool,
+    /// Deadline of a whole request body, from its head.
+    pub body_timeout: Duration,
+    /// Idle limit of an HTTP/2 connection with no stream.
+    pub idle_timeout: Duration,
     /// Client tokens accepted in `?token=`.
     pub query_tokens: bool,
 }
@@ -553,7 +596,6 @@ impl Config {
                 "SWITCHYARD_JWT_USER_CLAIM and SWITCHYARD_JWT_TENANT_CLAIM must differ".into(),
             ));
         }
-        let demo_default = matches!(mode, Mode::Embedded);
         let data_dir = o.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
         Ok(Config {
             listen,
@@ -600,7 +642,17 @@ impl Config {
             max_streams_per_tenant: o.max_streams_per_tenant.unwrap_or(50_000),
             post_rate: o.post_rate.unwrap_or(20).max(1),
             post_burst: o.post_burst.unwrap_or(40).max(1),
-            demo_tokens: o.demo_tokens.unwrap_or(demo_default),
+            demo_tokens: o.demo_tokens.unwrap_or(false),
+            max_anonymous_streams_per_tenant: o.max_anonymous_streams_per_tenant.unwrap_or(50_000),
+            max_streams_per_address: o.max_streams_per_address.unwrap_or(64),
+            trusted_proxies: match o.trusted_proxies.as_deref().map(str::trim) {
+                None | Some("") => crate::net::TrustedProxies::default(),
+                Some(list) => crate::net::TrustedProxies::parse(list)
+                    .map_err(|e| Error::Invalid(format!("SWITCHYARD_TRUSTED_PROXIES: {e}")))?,
+            },
+            admin_token_header_only: o.admin_token_header_only.unwrap_or(true),
+            body_timeout: ms(o.body_timeout_ms, 30_000, "SWITCHYARD_BODY_TIMEOUT_MS")?,
+            idle_timeout: ms(o.idle_timeout_ms, 60_000, "SWITCHYARD_IDLE_TIMEOUT_MS")?,
             query_tokens: o.query_tokens.unwrap_or(true),
             plugin_limits: crate::plugins::wasm::Limits {
                 timeout: ms(o.plugin_timeout_ms, 50, "SWITCHYARD_PLUGIN_TIMEOUT_MS")?,

@@ -13,6 +13,17 @@ use serde_json::value::RawValue;
 /// every node, and the whole `Last-Event-ID` cursor of a stream.
 pub type Seq = u64;
 
+/// The largest id there can be: ids are stored as signed 64-bit integers
+/// (SQLite `INTEGER`, Postgres `bigint`).
+pub const MAX_SEQ: Seq = i64::MAX as Seq;
+
+/// Parses a decimal id as a client sends it (`Last-Event-ID`, `after=`):
+/// anything but a number from 0 to `MAX_SEQ` is refused, so no cursor can
+/// wrap to a negative one in the store and read from the start.
+pub fn parse_seq(s: &str) -> Option<Seq> {
+    s.parse::<Seq>().ok().filter(|v| *v <= MAX_SEQ)
+}
+
 /// An event as a producer hands it in, before it has an id.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -220,12 +231,45 @@ pub fn validate_kind(kind: &str) -> Result<(), NameError> {
             "event type {kind:?} must be 1-64 characters of letters, digits, '.', '_', '-' and ':'"
         )));
     }
-    if matches!(kind, "snapshot" | "reset" | "shutdown") {
+    if is_reserved_kind(kind) {
         return Err(NameError(format!(
-            "event type {kind:?} is reserved for the server"
+            "event type {kind:?} is reserved for the server's own frames"
         )));
     }
     Ok(())
+}
+
+/// Event types only the server sends: its control frames, which clients act
+/// on (a published `auth.expired` or `heartbeat` would make every
+/// `switchyard.js` client of the topic stop or refetch its token), and the
+/// names `EventSource` itself dispatches (`error`, `open`).
+pub const RESERVED_KINDS: [&str; 7] = [
+    "snapshot",
+    "reset",
+    "shutdown",
+    "heartbeat",
+    "auth.expired",
+    "error",
+    "open",
+];
+
+/// True for a type publishers and plugins may not use: `RESERVED_KINDS` and
+/// the `switchyard.` prefix (kept for what the server adds later), in any
+/// letter case (`EventSource` matches names exactly; a proxy or client
+/// library may not).
+pub fn is_reserved_kind(kind: &str) -> bool {
+    let lower = kind.to_ascii_lowercase();
+    RESERVED_KINDS.contains(&lower.as_str()) || lower.starts_with("switchyard.")
+}
+
+/// Checks a type named in a stream's `events=` list: the syntax of
+/// `validate_kind`, reserved names allowed (they filter nothing: the
+/// server's own frames are always sent).
+pub fn validate_kind_filter(kind: &str) -> Result<(), NameError> {
+    match validate_kind(kind) {
+        Err(_) if is_reserved_kind(kind) => Ok(()),
+        r => r,
+    }
 }
 
 #[cfg(test)]

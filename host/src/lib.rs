@@ -31,6 +31,7 @@ mod error;
 pub mod event;
 pub mod http;
 mod metrics;
+pub mod net;
 pub mod plugins;
 mod ratelimit;
 pub mod server;
@@ -176,8 +177,12 @@ pub async fn run(
     )
     .await?;
     let caps = sse::caps::Caps::new(
-        config.max_streams_per_user,
-        config.max_streams_per_tenant,
+        sse::caps::CapLimits {
+            per_user: config.max_streams_per_user,
+            per_tenant: config.max_streams_per_tenant,
+            anonymous_per_tenant: config.max_anonymous_streams_per_tenant,
+            per_address: config.max_streams_per_address,
+        },
         backend.mode.cap_store(background.clone()),
     );
     let backend_mode = backend.mode.name();
@@ -226,6 +231,7 @@ pub async fn run(
             write_deadline: config.write_deadline,
             grace: config.shutdown_grace,
             head: config.head,
+            idle_timeout: config.idle_timeout,
             tls,
         },
         shutdown,

@@ -234,6 +234,13 @@ metrics! {
     /// handshake) came too slowly.
     head_timeouts: Counter = "head_timeouts_total",
         "Connections closed because the first request head came too slowly.";
+    /// Requests answered 408 because their body did not arrive in full
+    /// within the body deadline.
+    body_timeouts: Counter = "body_timeouts_total",
+        "Requests whose body did not arrive within the body deadline (408).";
+    /// Cookie-authenticated writes refused for their `Origin`.
+    origin_refused: Counter = "origin_refused_total",
+        "Cookie-authenticated writes refused because their Origin is not allowed.";
     /// TLS handshakes that failed (a client that does not trust the
     /// certificate, or speaks no TLS).
     tls_handshake_failed: Counter = "tls_handshakes_failed_total",

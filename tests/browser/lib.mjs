@@ -31,6 +31,8 @@ export async function startNode(env = {}) {
       SWITCHYARD_LISTEN: '127.0.0.1:0',
       SWITCHYARD_HEARTBEAT_MS: '1000',
       SWITCHYARD_RETRY_MS: '500',
+      // The demo page signs in through demo sign-in, which is off by default.
+      SWITCHYARD_DEMO_TOKENS: 'true',
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -30,6 +30,9 @@ pub fn validate(patterns: &[String]) -> Result<(), PatternError> {
     for p in patterns {
         let ok = match p.strip_suffix('*') {
             // A prefix: what a topic may start with (no wildcard elsewhere).
+            // A bare `*` would reach every topic, users' private ones
+            // included: a pattern names at least the start of a topic.
+            Some("") => false,
             Some(prefix) => {
                 prefix.len() <= 160
                     && prefix.chars().all(|c| {
@@ -45,10 +48,14 @@ pub fn validate(patterns: &[String]) -> Result<(), PatternError> {
     Ok(())
 }
 
-/// True when `topic` matches one of `patterns`.
+/// True when `topic` matches one of `patterns`. A user's private topic
+/// (`user:{id}`) is matched only by a pattern that itself starts with
+/// `user:`: a prefix such as `u*` (or a bare `*` in a token minted before
+/// those were refused) does not reach it.
 pub fn allows(patterns: &[String], topic: &str) -> bool {
+    let private = topic.starts_with("user:");
     patterns.iter().any(|p| match p.strip_suffix('*') {
-        Some(prefix) => topic.starts_with(prefix),
+        Some(prefix) => topic.starts_with(prefix) && (!private || prefix.starts_with("user:")),
         None => p == topic,
     })
 }
@@ -76,7 +83,11 @@ mod tests {
         assert!(!allows(&p, "feed:10"));
         assert!(!allows(&p, "user:alice"));
         assert!(!allows(&p, "statusx"));
-        for bad in ["sta*tus:*", "no spaces:*", "Feed:1", ""] {
+        assert!(!allows(&["*".to_string()], "user:alice"));
+        assert!(!allows(&["u*".to_string()], "user:alice"));
+        assert!(allows(&["*".to_string()], "feed:1"));
+        assert!(allows(&["user:*".to_string()], "user:alice"));
+        for bad in ["sta*tus:*", "no spaces:*", "Feed:1", "", "*"] {
             assert!(validate(&[bad.to_string()]).is_err(), "{bad:?}");
         }
         assert!(validate(&[]).is_err());

@@ -20,7 +20,7 @@ use crate::event::NewEvent;
 use crate::metrics::Metrics;
 use crate::plugins::wasm::{Limits, WasmHost};
 use crate::plugins::Plugins;
-use crate::sse::caps::{CapStore, Caps, MemoryCaps, Refusal};
+use crate::sse::caps::{CapLimits, CapStore, Caps, Holder, MemoryCaps, Refusal};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -54,22 +54,55 @@ where
 
 // ---- stream caps ------------------------------------------------------------
 
+fn limits(per_user: u32, per_tenant: u32) -> CapLimits {
+    CapLimits {
+        per_user,
+        per_tenant,
+        anonymous_per_tenant: 3,
+        per_address: 2,
+    }
+}
+
 /// Two streams per user and three per tenant: the third of a user and the
 /// fourth of a tenant are refused, naming the cap; closing a stream frees
-/// its slots; other tenants are not counted together.
+/// its slots; other tenants are not counted together. Anonymous streams
+/// have a budget of their own (three per tenant, two per address): they
+/// neither take signed-in slots nor are refused for want of them.
 async fn caps_hold_their_limits(store: Arc<dyn CapStore>) {
-    let caps = Caps::new(2, 3, store);
+    let caps = Caps::new(limits(2, 3), store);
     let t = unique("t");
-    let a = caps.acquire(&t, Some("u")).await.unwrap();
-    let _b = caps.acquire(&t, Some("u")).await.unwrap();
-    assert_eq!(caps.acquire(&t, Some("u")).await.err(), Some(Refusal::User));
-    let _c = caps.acquire(&t, Some("v")).await.unwrap();
-    assert_eq!(caps.acquire(&t, None).await.err(), Some(Refusal::Tenant));
+    let a = caps.acquire(&t, Holder::User("u")).await.unwrap();
+    let _b = caps.acquire(&t, Holder::User("u")).await.unwrap();
+    assert_eq!(
+        caps.acquire(&t, Holder::User("u")).await.err(),
+        Some(Refusal::User)
+    );
+    let _c = caps.acquire(&t, Holder::User("v")).await.unwrap();
+    assert_eq!(
+        caps.acquire(&t, Holder::Service).await.err(),
+        Some(Refusal::Tenant)
+    );
     let other = unique("t");
-    let _d = caps.acquire(&other, Some("u")).await.unwrap();
+    let _d = caps.acquire(&other, Holder::User("u")).await.unwrap();
+    let ip = |n: u8| Holder::Anonymous(std::net::IpAddr::from([192, 0, 2, n]));
+    let (one, two) = (ip(1), ip(2));
+    let _e = caps
+        .acquire(&t, one)
+        .await
+        .expect("anonymous: a budget of its own");
+    let _f = caps.acquire(&t, one).await.unwrap();
+    assert_eq!(caps.acquire(&t, one).await.err(), Some(Refusal::Address));
+    let _g = caps.acquire(&t, two).await.unwrap();
+    assert_eq!(
+        caps.acquire(&t, two).await.err(),
+        Some(Refusal::AnonymousTenant)
+    );
     drop(a);
     assert!(
-        eventually(5, || async { caps.acquire(&t, Some("u")).await.is_ok() }).await,
+        eventually(5, || async {
+            caps.acquire(&t, Holder::User("u")).await.is_ok()
+        })
+        .await,
         "a closed stream's slots are freed"
     );
 }
@@ -93,13 +126,27 @@ async fn redis_caps_hold_their_limits() {
 async fn redis_caps_hold_across_nodes() {
     let stop = CancellationToken::new();
     let conn = redis(&unique("caps")).await;
-    let one = Caps::new(1, 10, Arc::new(RedisCaps::start(&conn, stop.clone())));
-    let two = Caps::new(1, 10, Arc::new(RedisCaps::start(&conn, stop.clone())));
+    let one = Caps::new(
+        limits(1, 10),
+        Arc::new(RedisCaps::start(&conn, stop.clone())),
+    );
+    let two = Caps::new(
+        limits(1, 10),
+        Arc::new(RedisCaps::start(&conn, stop.clone())),
+    );
     let t = unique("t");
-    let lease = one.acquire(&t, Some("u")).await.unwrap();
-    assert_eq!(two.acquire(&t, Some("u")).await.err(), Some(Refusal::User));
+    let lease = one.acquire(&t, Holder::User("u")).await.unwrap();
+    assert_eq!(
+        two.acquire(&t, Holder::User("u")).await.err(),
+        Some(Refusal::User)
+    );
     drop(lease);
-    assert!(eventually(5, || async { two.acquire(&t, Some("u")).await.is_ok() }).await);
+    assert!(
+        eventually(5, || async {
+            two.acquire(&t, Holder::User("u")).await.is_ok()
+        })
+        .await
+    );
     stop.cancel();
 }
 

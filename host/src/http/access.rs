@@ -70,11 +70,28 @@ fn query_token(parts: &Parts) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// Where a request's token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carrier {
+    /// `Authorization: Bearer`.
+    Header,
+    /// The `switchyard_token` cookie, which a browser sends by itself, even
+    /// on requests another site's page makes.
+    Cookie,
+    /// `?token=`.
+    Query,
+}
+
 /// The token a request carries: `Authorization: Bearer`, then the cookie,
 /// then `?token=`.
 fn token<'a>(parts: &'a Parts) -> Option<std::borrow::Cow<'a, str>> {
+    carried(parts).map(|(t, _)| t)
+}
+
+/// The token a request carries and where it came from.
+fn carried<'a>(parts: &'a Parts) -> Option<(std::borrow::Cow<'a, str>, Carrier)> {
     if let Some(t) = bearer(parts) {
-        return Some(t.into());
+        return Some((t.into(), Carrier::Header));
     }
     for cookies in parts.headers.get_all(header::COOKIE) {
         let Ok(cookies) = cookies.to_str() else {
@@ -83,12 +100,63 @@ fn token<'a>(parts: &'a Parts) -> Option<std::borrow::Cow<'a, str>> {
         for c in cookies.split(';') {
             if let Some((k, v)) = c.trim().split_once('=') {
                 if k == TOKEN_COOKIE && !v.is_empty() {
-                    return Some(v.to_string().into());
+                    return Some((v.to_string().into(), Carrier::Cookie));
                 }
             }
         }
     }
-    query_token(parts).map(Into::into)
+    query_token(parts).map(|t| (t.into(), Carrier::Query))
+}
+
+/// Checks that a request authenticated by the cookie, which changes
+/// something, comes from a page the server trusts: its `Origin` is this
+/// server's own (the request's host) or one of the configured CORS origins
+/// (a list; `*` trusts no other page with a user's cookie). A browser sends
+/// `Origin` on every such request; a request without one is refused too,
+/// as nothing then says which page made it. Reads (`GET`, `HEAD`) change
+/// nothing and pass.
+fn origin_allowed(parts: &Parts, state: &AppState) -> Result<(), ApiError> {
+    use axum::http::Method;
+    if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let refuse = |why: &str| {
+        state.metrics.origin_refused.inc();
+        Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "origin_refused",
+            format!(
+                "{why}: a request that changes something with the `{TOKEN_COOKIE}` cookie must come from this server's own pages or an origin in SWITCHYARD_CORS_ORIGINS (or send the token in Authorization: Bearer)"
+            ),
+        ))
+    };
+    let Some(origin) = parts
+        .headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return refuse("the request has no Origin");
+    };
+    if let crate::config::Cors::List(list) = &state.config.cors {
+        if list.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
+            return Ok(());
+        }
+    }
+    // Same origin: the origin's host and port are the ones the request was
+    // sent to (`Host`, or the authority of an HTTP/2 request).
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+    let origin_host = origin
+        .split_once("://")
+        .filter(|(scheme, _)| matches!(*scheme, "http" | "https"))
+        .map(|(_, rest)| rest);
+    match (origin_host, host) {
+        (Some(o), Some(h)) if o.eq_ignore_ascii_case(h) => Ok(()),
+        _ => refuse("the request's Origin is not allowed"),
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -104,11 +172,22 @@ impl FromRequestParts<AppState> for Caller {
                 "this server does not accept tokens in the URL (`?token=`): send the token in the `switchyard_token` cookie or an `Authorization: Bearer` header",
             ));
         }
-        let Some(token) = token(parts) else {
+        let Some((token, carrier)) = carried(parts) else {
             return Ok(Caller::Anonymous);
         };
+        if carrier == Carrier::Cookie {
+            origin_allowed(parts, state)?;
+        }
         if let Some(admin) = state.config.admin_token.as_deref() {
             if constant_time_eq(token.as_bytes(), admin.as_bytes()) {
+                if carrier != Carrier::Header && state.config.admin_token_header_only {
+                    // Said plainly, without naming where it was found in a
+                    // way that repeats it: the token is in a URL or cookie
+                    // now and should be rotated.
+                    return Err(ApiError::unauthorized(
+                        "the admin token is accepted only in Authorization: Bearer (it was sent in a cookie or the URL, where it leaks: rotate it)",
+                    ));
+                }
                 return Ok(Caller::Admin);
             }
         }

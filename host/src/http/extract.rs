@@ -21,7 +21,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/json") || ct.contains("+json"));
+            .is_some_and(is_json_type);
         if !is_json {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -55,6 +55,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
             }
         }
     }
+}
+
+/// True for a JSON media type by its parsed essence: `application/json` or
+/// `application/*+json`, parameters aside. A substring test would take
+/// `text/plain; x=+json`, a type a browser sends cross-site without asking
+/// first (a "simple" request), and with it a forged write.
+pub fn is_json_type(content_type: &str) -> bool {
+    let Ok(m) = content_type.parse::<mime::Mime>() else {
+        return false;
+    };
+    m.type_() == mime::APPLICATION && (m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
 }
 
 /// Proof that the request carries the admin token.
@@ -144,6 +155,24 @@ impl QueryPairs {
             .map(|(_, v)| v.as_str())
     }
 
+    /// An event id (`after=`), with a 400 naming the parameter when it is
+    /// not one: a decimal number from 0 to the largest id there can be.
+    pub fn seq(&self, key: &str) -> Result<Option<crate::event::Seq>, ApiError> {
+        match self.get(key) {
+            None | Some("") => Ok(None),
+            Some(v) => crate::event::parse_seq(v).map(Some).ok_or_else(|| {
+                let shown: String = v.chars().take(40).collect();
+                ApiError::invalid(
+                    "invalid_query",
+                    format!(
+                        "query parameter `{key}` must be an event id, 0 to {}, got {shown:?}",
+                        crate::event::MAX_SEQ
+                    ),
+                )
+            }),
+        }
+    }
+
     /// A number, with a 400 naming the parameter when it is not one.
     pub fn number(&self, key: &str) -> Result<Option<u64>, ApiError> {
         match self.get(key) {
@@ -161,6 +190,28 @@ impl QueryPairs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_by_essence() {
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/merge-patch+json",
+        ] {
+            assert!(is_json_type(ok), "{ok}");
+        }
+        for bad in [
+            "text/plain; x=+json",
+            "text/plain;application/json",
+            "application/jsonx",
+            "text/json+plain",
+            "multipart/form-data; boundary=+json",
+            "",
+        ] {
+            assert!(!is_json_type(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn constant_time_eq_compares() {

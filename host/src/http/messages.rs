@@ -86,7 +86,7 @@ pub async fn list(
     access::validate_user_id(&user, "id")?;
     access::may_act_as(&user, &caller)?;
     let tenant = access::tenant(&state, &caller, q.get("tenant"), "tenant").await?;
-    let after = q.number("after")?.unwrap_or(0) as i64;
+    let after = q.seq("after")?.unwrap_or(0) as i64;
     let limit = q.number("limit")?.unwrap_or(100);
     if limit == 0 || limit > 1000 {
         return Err(ApiError::invalid(

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod admin;
+mod deadline;
 pub mod events;
 pub mod extract;
 pub mod messages;

@@ -205,12 +205,30 @@ pub async fn get_bid(
     if !crate::auth::valid_user_id(&id) {
         return Err(unknown());
     }
+    // Answers name nobody: a stranger learns neither who placed a bid nor,
+    // without a token, whether it exists.
+    match &caller {
+        Caller::Anonymous => {
+            return Err(ApiError::unauthorized(
+                "a bid's status needs its bidder's token",
+            ))
+        }
+        Caller::Service(_) => {
+            return Err(ApiError::forbidden(
+                "a publisher token cannot read a bid's status",
+            ))
+        }
+        Caller::Admin | Caller::User(_) => {}
+    }
     let bid = state.backend.bids.bid(&id).await?.ok_or_else(unknown)?;
     match &caller {
-        Caller::Admin => {}
-        Caller::User(c) if c.tenant == bid.tenant && c.sub == bid.bidder_id => {}
         Caller::User(c) if c.tenant != bid.tenant => return Err(unknown()),
-        _ => access::may_act_as(&bid.bidder_id, &caller)?,
+        Caller::User(c) if c.sub != bid.bidder_id => {
+            return Err(ApiError::forbidden(
+                "only its bidder may read a bid's status",
+            ))
+        }
+        _ => {}
     }
     Ok(axum::Json(bid).into_response())
 }

@@ -65,6 +65,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/users/{id}/messages/read", post(messages::mark_read))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            super::deadline::body_deadline,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(limit));
     let api = match cors {

@@ -18,13 +18,16 @@ use super::extract::QueryPairs;
 use crate::auth::now_secs;
 use crate::error::ApiError;
 use crate::event::TopicKind;
-use crate::event::{validate_kind, Seq};
-use crate::sse::caps::Refusal;
+use crate::event::{validate_kind_filter, Seq};
+use crate::sse::caps::{Holder, Refusal};
 use crate::sse::session::{Session, StreamRequest, StreamSlot};
 use crate::state::AppState;
 
 /// Most topics one stream may subscribe to.
 const MAX_TOPICS: usize = 32;
+/// Most event types a stream's `events=` may name: each frame is matched
+/// against the list, so it is bounded like the topics.
+const MAX_TYPES: usize = 32;
 
 /// `GET /events`.
 pub async fn multi(
@@ -132,11 +135,19 @@ async fn open(
     let types = match q.get("events").filter(|s| !s.is_empty()) {
         None => None,
         Some(list) => {
-            let types: Vec<String> = list.split(',').map(|s| s.trim().to_string()).collect();
+            let mut types: Vec<String> = list.split(',').map(|s| s.trim().to_string()).collect();
+            if types.len() > MAX_TYPES {
+                return Err(ApiError::invalid(
+                    "invalid_events",
+                    format!("`events` may name at most {MAX_TYPES} event types"),
+                ));
+            }
             for t in &types {
-                validate_kind(t)
+                validate_kind_filter(t)
                     .map_err(|e| ApiError::invalid("invalid_events", format!("`events`: {e}")))?;
             }
+            types.sort();
+            types.dedup();
             Some(types)
         }
     };
@@ -145,9 +156,17 @@ async fn open(
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or("\u{fffd}").trim().to_string());
     let last_event_id = parse_last_event_id(header_id.as_deref().or(q.get("lastEventId")))?;
+    let holder = match &caller {
+        Caller::User(c) => Holder::User(&c.sub),
+        Caller::Service(_) | Caller::Admin => Holder::Service,
+        Caller::Anonymous => Holder::Anonymous(
+            crate::net::client_ip(&parts, &state.config.trusted_proxies)
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+        ),
+    };
     let lease = state
         .caps
-        .acquire(&tenant.slug, caller.user())
+        .acquire(&tenant.slug, holder)
         .await
         .map_err(|r| {
             state.metrics.streams_refused.inc();
@@ -162,6 +181,18 @@ async fn open(
                     StatusCode::TOO_MANY_REQUESTS,
                     "too_many_streams",
                     "this tenant has as many open streams as allowed; retry later",
+                )
+                .retry_after(5),
+                Refusal::AnonymousTenant => ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_streams",
+                    "this tenant has as many anonymous streams as allowed; sign in or retry later",
+                )
+                .retry_after(5),
+                Refusal::Address => ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_streams",
+                    "this address has as many anonymous streams as allowed; close one or retry later",
                 )
                 .retry_after(5),
                 Refusal::Unavailable => ApiError::unavailable(
@@ -232,7 +263,7 @@ fn subscription_shape(q: &QueryPairs) -> Result<crate::plugins::Shape, ApiError>
 fn parse_last_event_id(v: Option<&str>) -> Result<Option<Seq>, ApiError> {
     match v.map(str::trim) {
         None | Some("") => Ok(None),
-        Some(s) => s.parse::<Seq>().map(Some).map_err(|_| {
+        Some(s) => crate::event::parse_seq(s).map(Some).ok_or_else(|| {
             let shown: String = s.chars().take(40).collect();
             ApiError::invalid(
                 "invalid_last_event_id",
@@ -285,5 +316,12 @@ mod tests {
         assert!(parse_last_event_id(Some("abc")).is_err());
         assert!(parse_last_event_id(Some("-1")).is_err());
         assert!(parse_last_event_id(Some("1-0")).is_err());
+        // Ids are stored as signed 64-bit numbers: one past them is no id.
+        assert_eq!(
+            parse_last_event_id(Some("9223372036854775807")).ok(),
+            Some(Some(i64::MAX as u64))
+        );
+        assert!(parse_last_event_id(Some("9223372036854775808")).is_err());
+        assert!(parse_last_event_id(Some("18446744073709551615")).is_err());
     }
 }

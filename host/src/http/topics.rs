@@ -42,7 +42,7 @@ pub async fn events(
             format!("query parameter `limit` must be between 1 and {MAX_LIMIT}"),
         ));
     }
-    let after = q.number("after")?;
+    let after = q.seq("after")?;
     let store = &state.backend.store;
     let page = match after {
         Some(after) => {

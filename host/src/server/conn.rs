@@ -75,6 +75,7 @@ where
     let svc = FirstThen {
         first: std::sync::Mutex::new(first),
         app: TowerToHyperService::new(c.app),
+        peer: c.peer,
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -103,6 +104,7 @@ where
 struct FirstThen {
     first: std::sync::Mutex<Option<Response>>,
     app: TowerToHyperService<Router>,
+    peer: crate::net::PeerAddr,
 }
 
 impl hyper::service::Service<Request<hyper::body::Incoming>> for FirstThen {
@@ -116,7 +118,8 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for FirstThen {
             >>::Future,
         >;
 
-    fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<hyper::body::Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.peer);
         let first = self.first.lock().unwrap_or_else(|p| p.into_inner()).take();
         match first {
             Some(res) => futures_util::future::Either::Left(std::future::ready(Ok(res))),

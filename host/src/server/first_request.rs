@@ -72,7 +72,10 @@ pub(super) async fn route_first(
             serve_h2c(stream, read, conn).await;
             return None;
         }
-        First::Stream(req, read) => (req, read),
+        First::Stream(mut req, read) => {
+            req.extensions_mut().insert(conn.peer);
+            (req, read)
+        }
     };
     let res = conn
         .app

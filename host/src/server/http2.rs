@@ -16,6 +16,10 @@
 //!   and the number of header lines is checked before routing.
 //! - **Shutdown.** A graceful shutdown sends `GOAWAY`; open streams end by
 //!   themselves after their `shutdown` event, as on HTTP/1.1.
+//! - **Idle connections.** A connection with no open stream for the idle
+//!   limit (`SWITCHYARD_IDLE_TIMEOUT_MS`) is closed with `GOAWAY`: answering
+//!   the keep-alive pings is not enough to hold one. The executor counts the
+//!   streams' tasks (`Activity`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -47,13 +51,16 @@ pub(super) async fn serve<I>(io: I, c: Conn)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Arc::new(Activity::new());
     let exec = StreamExec {
         deadline: c.deadline,
         metrics: c.metrics.clone(),
+        activity: activity.clone(),
     };
     let svc = Checked {
         app: TowerToHyperService::new(c.app),
         max_headers: c.head.max_headers,
+        peer: c.peer,
     };
     let mut builder = hyper::server::conn::http2::Builder::new(exec);
     builder
@@ -69,6 +76,67 @@ where
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+        _ = activity.idle_for(c.idle) => {
+            tracing::debug!("HTTP/2 connection idle past the limit; GOAWAY");
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// How many of a connection's streams are running, and since when none is.
+struct Activity {
+    start: std::time::Instant,
+    open: std::sync::atomic::AtomicUsize,
+    /// Milliseconds from `start` to when the last stream ended.
+    quiet_since: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: std::time::Instant::now(),
+            open: std::sync::atomic::AtomicUsize::new(0),
+            quiet_since: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Returns once no stream has run for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        let limit_ms = limit.as_millis() as u64;
+        let check = (limit / 4).max(Duration::from_millis(50));
+        loop {
+            tokio::time::sleep(check).await;
+            if self.open.load(Ordering::Acquire) == 0
+                && self
+                    .now_ms()
+                    .saturating_sub(self.quiet_since.load(Ordering::Acquire))
+                    >= limit_ms
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Held by a stream's task: counts it open until dropped.
+struct OpenStream(Arc<Activity>);
+
+impl OpenStream {
+    fn new(a: Arc<Activity>) -> OpenStream {
+        a.open.fetch_add(1, Ordering::AcqRel);
+        OpenStream(a)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.quiet_since.store(self.0.now_ms(), Ordering::Release);
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -78,6 +146,7 @@ where
 struct Checked {
     app: TowerToHyperService<Router>,
     max_headers: usize,
+    peer: crate::net::PeerAddr,
 }
 
 impl hyper::service::Service<Request<hyper::body::Incoming>> for Checked {
@@ -85,7 +154,8 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for Checked {
     type Error = std::convert::Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response, Self::Error>> + Send>>;
 
-    fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<hyper::body::Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.peer);
         if req.headers().len() > self.max_headers {
             let body = serde_json::json!({"error": {
                 "code": "headers_too_large",
@@ -157,6 +227,7 @@ impl http_body::Body for Watched {
 struct StreamExec {
     deadline: Duration,
     metrics: Arc<Metrics>,
+    activity: Arc<Activity>,
 }
 
 impl<F> hyper::rt::Executor<F> for StreamExec
@@ -171,6 +242,7 @@ where
             seen: 0,
             deadline: self.deadline,
             metrics: self.metrics.clone(),
+            _open: OpenStream::new(self.activity.clone()),
         });
     }
 }
@@ -186,6 +258,7 @@ struct Guarded<F> {
     seen: u64,
     deadline: Duration,
     metrics: Arc<Metrics>,
+    _open: OpenStream,
 }
 
 impl<F: Future<Output = ()>> Future for Guarded<F> {

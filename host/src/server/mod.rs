@@ -70,6 +70,8 @@ pub struct ServeOptions {
     pub grace: Duration,
     /// Bounds on every request head.
     pub head: HeadLimits,
+    /// An HTTP/2 connection with no open stream this long is closed.
+    pub idle_timeout: Duration,
     /// TLS on every connection (`tls::acceptor`); `None`: clear text.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -94,7 +96,7 @@ pub async fn serve(
             r = listener.accept() => r,
         };
         match accepted {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 match permits.clone().try_acquire_owned() {
                     Ok(permit) => {
@@ -103,6 +105,7 @@ pub async fn serve(
                         let shutdown = shutdown.clone();
                         let deadline = opts.write_deadline;
                         let head = opts.head;
+                        let idle = opts.idle_timeout;
                         let streams = tracker.clone();
                         let tls = opts.tls.clone();
                         tracker.spawn(async move {
@@ -111,7 +114,9 @@ pub async fn serve(
                                 metrics: metrics.clone(),
                                 deadline,
                                 head,
+                                idle,
                                 shutdown,
+                                peer: crate::net::PeerAddr(peer),
                             };
                             if let Some(tls) = tls {
                                 conn::serve_tls(stream, tls, conn).await;
@@ -195,7 +200,10 @@ struct Conn {
     metrics: Arc<Metrics>,
     deadline: Duration,
     head: HeadLimits,
+    idle: Duration,
     shutdown: CancellationToken,
+    /// The peer, put on every request of the connection.
+    peer: crate::net::PeerAddr,
 }
 
 /// Answers 503 on a connection we cannot serve, then closes it.

@@ -1,7 +1,12 @@
-//! Per-user and per-tenant caps on concurrent streams.
+//! Per-user and per-tenant caps on concurrent streams, and a budget of
+//! their own for anonymous ones.
 //!
-//! `Caps` decides which slots a stream needs (its tenant's, and its user's
-//! when signed in) and holds them in a `Lease` for the stream's life; a
+//! `Caps` decides which slots a stream needs and holds them in a `Lease` for
+//! the stream's life: a signed-in stream (a client, publisher or admin
+//! token) takes one of its tenant's and, for a user, one of the user's; an
+//! anonymous stream takes one of its tenant's anonymous budget and one of
+//! its client address's, so anonymous readers can neither lock a tenant's
+//! users out nor one address take a tenant's whole anonymous budget. A
 //! `CapStore` counts them: `MemoryCaps` in this process (embedded mode), or
 //! leases in Redis that hold across every node (cluster mode, in
 //! `backend::cluster`).
@@ -16,6 +21,10 @@ pub enum Refusal {
     User,
     /// The tenant has too many streams.
     Tenant,
+    /// The tenant has too many anonymous streams.
+    AnonymousTenant,
+    /// The client address has too many anonymous streams.
+    Address,
     /// The cap could not be checked (Redis down).
     Unavailable,
 }
@@ -41,9 +50,32 @@ pub trait CapStore: Send + Sync + 'static {
 
 /// Stream caps.
 pub struct Caps {
-    per_user: u32,
-    per_tenant: u32,
+    limits: CapLimits,
     store: Arc<dyn CapStore>,
+}
+
+/// The caps' limits.
+#[derive(Debug, Clone, Copy)]
+pub struct CapLimits {
+    /// Streams per user.
+    pub per_user: u32,
+    /// Signed-in streams per tenant.
+    pub per_tenant: u32,
+    /// Anonymous streams per tenant.
+    pub anonymous_per_tenant: u32,
+    /// Anonymous streams per client address.
+    pub per_address: u32,
+}
+
+/// Who holds a stream, as the caps count it.
+#[derive(Debug, Clone, Copy)]
+pub enum Holder<'a> {
+    /// A user's client token.
+    User(&'a str),
+    /// A token that is no user's (publisher, admin).
+    Service,
+    /// No token, from this client address.
+    Anonymous(std::net::IpAddr),
 }
 
 /// Held while a stream is open; dropping it releases the stream's slots.
@@ -62,37 +94,46 @@ impl Drop for Lease {
 }
 
 impl Caps {
-    /// Caps of `per_user` and `per_tenant` streams, counted by `store`.
-    pub fn new(per_user: u32, per_tenant: u32, store: Arc<dyn CapStore>) -> Arc<Caps> {
-        Arc::new(Caps {
-            per_user,
-            per_tenant,
-            store,
-        })
+    /// Caps of `limits`, counted by `store`.
+    pub fn new(limits: CapLimits, store: Arc<dyn CapStore>) -> Arc<Caps> {
+        Arc::new(Caps { limits, store })
     }
 
-    /// Takes a slot for a stream of `tenant` (and `user`, if signed in).
+    /// Takes the slots of a stream of `tenant` held by `holder`.
     pub async fn acquire(
         self: &Arc<Self>,
         tenant: &str,
-        user: Option<&str>,
+        holder: Holder<'_>,
     ) -> Result<Lease, Refusal> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut keys = vec![format!("tenant:{tenant}")];
-        let mut limits = vec![self.per_tenant];
-        if let Some(u) = user {
-            keys.push(format!("user:{tenant}:{u}"));
-            limits.push(self.per_user);
-        }
+        let l = self.limits;
+        let (keys, limits, refusals) = match holder {
+            Holder::User(u) => (
+                vec![format!("tenant:{tenant}"), format!("user:{tenant}:{u}")],
+                vec![l.per_tenant, l.per_user],
+                [Refusal::Tenant, Refusal::User],
+            ),
+            Holder::Service => (
+                vec![format!("tenant:{tenant}")],
+                vec![l.per_tenant],
+                [Refusal::Tenant, Refusal::Tenant],
+            ),
+            // The address key is not per tenant: one address reading many
+            // tenants is still one client.
+            Holder::Anonymous(addr) => (
+                vec![format!("anon:{tenant}"), format!("addr:{addr}")],
+                vec![l.anonymous_per_tenant, l.per_address],
+                [Refusal::AnonymousTenant, Refusal::Address],
+            ),
+        };
         match self.store.acquire(id, &keys, &limits).await {
             Ok(()) => Ok(Lease {
                 caps: self.clone(),
                 id,
                 keys,
             }),
-            Err(CapError::Full(0)) => Err(Refusal::Tenant),
-            Err(CapError::Full(_)) => Err(Refusal::User),
+            Err(CapError::Full(i)) => Err(refusals[i.min(1)]),
             Err(CapError::Unavailable) => Err(Refusal::Unavailable),
         }
     }
