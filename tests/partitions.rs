@@ -137,7 +137,10 @@ async fn redis_partition() {
             .await
             .expect("Postgres stores while Redis is cut off");
         ids.push(id);
-        let got = s.next_data(secs(10)).await.expect("delivered from the store");
+        let got = s
+            .next_data(secs(10))
+            .await
+            .expect("delivered from the store");
         assert_eq!(got.seq(), id);
         slowest = slowest.max(started.elapsed());
     }
@@ -166,7 +169,9 @@ async fn redis_partition() {
     loop {
         let errors = b.metric("switchyard_fanout_publish_errors_total").await;
         let fills = a.metric("switchyard_fanout_tail_fills_total").await;
-        let id = b.publish(&tenant, "orders:1", "placed", json!("probe")).await;
+        let id = b
+            .publish(&tenant, "orders:1", "placed", json!("probe"))
+            .await;
         ids.push(id);
         assert_eq!(s.next_data(secs(10)).await.expect("delivered").seq(), id);
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -185,7 +190,10 @@ async fn redis_partition() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let by_tail = a.metric("switchyard_fanout_tail_fills_total").await - fills;
-    assert!(by_tail <= 2.0, "{by_tail} of 5 events came by the tail check");
+    assert!(
+        by_tail <= 2.0,
+        "{by_tail} of 5 events came by the tail check"
+    );
     assert_eq!(log_of(&a, &tenant, ids.len()).await, ids);
     env.cleanup().await;
 }
@@ -273,7 +281,10 @@ async fn data_disk_full() {
     let (status, body) = timed_get(&node, "/ready", PROBE).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("sqlite: the data dir's disk is full"), "{body}");
+    assert!(
+        message.contains("sqlite: the data dir's disk is full"),
+        "{body}"
+    );
     // A second refusal, as prompt as the first.
     assert!(try_publish(&node, &tenant, json!("refused"), secs(5))
         .await
@@ -369,7 +380,11 @@ async fn log_disk_fills_while_serving() {
     )
     .await;
     serves(&node).await;
-    assert_eq!(dropped(&node).await, 0.0, "nothing dropped while there is space");
+    assert_eq!(
+        dropped(&node).await,
+        0.0,
+        "nothing dropped while there is space"
+    );
     fs.fill();
     // The log file's last page may still take a few lines.
     for _ in 0..30 {
@@ -392,9 +407,14 @@ async fn log_pipe_closed() {
     let (err_r, err_w) = std::io::pipe().expect("pipe");
     drop(out_r);
     drop(err_r);
-    let node =
-        Node::start_with_output(&env, &[], free_port(), Stdio::from(out_w), Stdio::from(err_w))
-            .await;
+    let node = Node::start_with_output(
+        &env,
+        &[],
+        free_port(),
+        Stdio::from(out_w),
+        Stdio::from(err_w),
+    )
+    .await;
     serves(&node).await;
     assert!(dropped(&node).await > 0.0, "dropped lines are counted");
     drop(node);
