@@ -17,7 +17,8 @@
 //!   lag fallback, reset, heartbeat, shutdown).
 //! - `http`: the API, one file per resource; `error`: `ApiError`.
 //! - `server`: accept loop, connection cap, first request, socket wrappers, drain.
-//! - `state`: `AppState`; `metrics`; `shutdown`.
+//! - `state`: `AppState`; `metrics`; `shutdown`; `logging` (the log, which
+//!   drops lines rather than stall or stop the node).
 //!
 //! `run` wires them: config → backend → hub → fan-out → publisher → router →
 //! accept loop, and tears them down in reverse on shutdown.
@@ -30,6 +31,7 @@ pub mod config;
 mod error;
 pub mod event;
 pub mod http;
+pub mod logging;
 mod metrics;
 pub mod net;
 pub mod plugins;

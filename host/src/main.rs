@@ -153,7 +153,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Plugin { .. }) => unreachable!("handled above"),
     };
     let config = Config::load(options)?;
-    init_logging(config.log_json);
+    let _log = switchyard::logging::init(config.log_json);
     switchyard::server::tune_allocator();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -163,13 +163,12 @@ fn main() -> anyhow::Result<()> {
         match command {
             "token" => {
                 let (who, tenant, ttl) = token_args.context("token arguments")?;
-                println!("{}", mint(&config, who, tenant, ttl).await?);
-                Ok(())
+                let token = mint(&config, who, tenant, ttl).await?;
+                out(&token)
             }
             "migrate" => {
                 switchyard::backend(&config).await?;
-                println!("migrations applied ({} mode)", config.mode_name());
-                Ok(())
+                out(&format!("migrations applied ({} mode)", config.mode_name()))
             }
             _ => serve(config).await,
         }
@@ -199,7 +198,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         "http"
     };
-    println!("switchyard listening on {scheme}://{addr}");
+    // Written or not (a full disk, a closed pipe), the node serves.
+    switchyard::logging::stdout_line(&format!("switchyard listening on {scheme}://{addr}"));
     switchyard::run(config, listener, shutdown)
         .await
         .map_err(anyhow::Error::from)
@@ -258,6 +258,8 @@ fn plugin(command: PluginCommand, top: Options) -> anyhow::Result<()> {
     let read = |p: &std::path::Path| {
         std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
     };
+    // The log's writer, flushed before an exit.
+    let mut log = None;
     let failed = match command {
         PluginCommand::Check { file } => {
             let (report, fits) = cli::check(&read(&file)?)?;
@@ -304,7 +306,7 @@ fn plugin(command: PluginCommand, top: Options) -> anyhow::Result<()> {
             let shape: Vec<(String, String)> = key_values(&shape, "--shape")?.into_iter().collect();
             let slot = cli::slot_of(&bytes)?;
             let config_all = Config::load(merge(options, top))?;
-            init_logging(config_all.log_json);
+            log = Some(switchyard::logging::init(config_all.log_json));
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -354,6 +356,7 @@ fn plugin(command: PluginCommand, top: Options) -> anyhow::Result<()> {
         }
     };
     if failed {
+        drop(log);
         std::process::exit(1);
     }
     Ok(())
@@ -444,16 +447,12 @@ fn merge(sub: Options, top: Options) -> Options {
     sub.or(top)
 }
 
-fn init_logging(json: bool) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+/// A command's result on standard output; failing to write it (a full
+/// disk, a closed pipe) is an error of the command, not a panic.
+fn out(line: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")
+        .and_then(|()| stdout.flush())
+        .context("cannot write to standard output")
 }

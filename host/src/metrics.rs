@@ -126,6 +126,16 @@ pub static STORE_BATCHES: LazyLock<StoreBatches> = LazyLock::new(|| StoreBatches
     ),
 });
 
+/// Log lines dropped: the log's queue was full, or writing to standard
+/// error failed (a full disk, a closed pipe). Process-wide, as the log is
+/// (see `logging.rs`); registered by every `Metrics`.
+pub static LOG_LINES_DROPPED: LazyLock<Counter> = LazyLock::new(|| {
+    Counter::new(
+        "log_lines_dropped_total",
+        "Log lines dropped (the log's queue was full or its destination failed).",
+    )
+});
+
 /// The table of the node's unlabelled metrics: the field (with its doc),
 /// its kind, its name (after `switchyard_`) and its help text.
 macro_rules! metrics {
@@ -172,7 +182,12 @@ macro_rules! metrics {
                 register(&registry, &by_tenant);
                 register(&registry, &requests);
                 register(&registry, &durations);
-                for c in [&STORE_BATCHES.batches, &STORE_BATCHES.writes, &STORE_BATCHES.retried] {
+                for c in [
+                    &STORE_BATCHES.batches,
+                    &STORE_BATCHES.writes,
+                    &STORE_BATCHES.retried,
+                    &*LOG_LINES_DROPPED,
+                ] {
                     register(&registry, &c.0);
                 }
                 Metrics { $( $field, )* by_tenant, requests, durations, registry }

@@ -5,7 +5,8 @@
 //! By concern: `env.rs` (a test's world and its settings), `node.rs` (a
 //! running node and requests to it), `sse.rs` (the stream client),
 //! `tls.rs` (the test CA and clients), `services.rs` (private Redis and
-//! Postgres servers); here, the modes, transports and small helpers.
+//! Postgres servers), `proxy.rs` (a TCP proxy that can be cut, for
+//! partitions, and a small tmpfs, for full disks); here, the modes, transports and small helpers.
 //!
 //! Cluster tests use `SWITCHYARD_TEST_REDIS_URL` and
 //! `SWITCHYARD_TEST_DATABASE_URL` (defaults: the local Redis and Postgres).
@@ -28,6 +29,7 @@ use tokio::process::{Child, Command};
 
 mod env;
 mod node;
+mod proxy;
 mod services;
 mod sse;
 mod tls;
@@ -37,6 +39,8 @@ mod tls;
 pub use env::*;
 #[allow(unused_imports)]
 pub use node::*;
+#[allow(unused_imports)]
+pub use proxy::*;
 #[allow(unused_imports)]
 pub use services::*;
 #[allow(unused_imports)]

@@ -13,49 +13,8 @@ pub struct Node {
 impl Node {
     /// Starts a node with the env's settings plus `extra` variables.
     pub async fn start(env: &Env, extra: &[(&str, &str)]) -> Node {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        cmd.arg("serve")
-            .env_clear()
-            .env("RUST_LOG", "info,switchyard=debug")
-            .env("SWITCHYARD_LISTEN", "127.0.0.1:0")
-            .env("SWITCHYARD_DATA_DIR", &env.data_dir)
-            .env("SWITCHYARD_PLUGINS_DIR", env.data_dir.join("plugins.d"))
-            .env("SWITCHYARD_ADMIN_TOKEN", ADMIN)
-            .env("SWITCHYARD_REDIS_PREFIX", &env.prefix)
-            .env("SWITCHYARD_TAIL_CHECK_MS", "200")
-            .env("SWITCHYARD_SHUTDOWN_GRACE_MS", "5000")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let (Some(r), Some(d)) = (&env.redis_url, &env.database_url) {
-            cmd.env("REDIS_URL", r).env("DATABASE_URL", d);
-        }
-        if let Some(leaf) = &env.tls {
-            cmd.env("SWITCHYARD_TLS_CERT", &leaf.cert)
-                .env("SWITCHYARD_TLS_KEY", &leaf.key);
-        }
-        for (k, v) in &env.vars {
-            cmd.env(k, v);
-        }
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        if let Some(n) = env.fd_limit {
-            // SAFETY: setrlimit is async-signal-safe; it runs in the child before exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let lim = libc::rlimit {
-                        rlim_cur: n,
-                        rlim_max: n,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
+        let mut cmd = Node::command(env, extra);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn switchyard");
         let logs = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().expect("stderr piped");
@@ -97,6 +56,83 @@ impl Node {
             // Idle connections are dropped before the shortest idle limit a
             // test gives a node (SWITCHYARD_HEADER_TIMEOUT_MS=500), so a
             // request never goes out on one the node is closing.
+            http: client_builder()
+                .pool_max_idle_per_host(4)
+                .pool_idle_timeout(std::time::Duration::from_millis(250))
+                .build()
+                .expect("client"),
+        };
+        node.wait_ready().await;
+        node
+    }
+
+    /// The command that starts a node of `env` (stdin closed; stdout and
+    /// stderr are the caller's to set).
+    fn command(env: &Env, extra: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("RUST_LOG", "info,switchyard=debug")
+            .env("SWITCHYARD_LISTEN", "127.0.0.1:0")
+            .env("SWITCHYARD_DATA_DIR", &env.data_dir)
+            .env("SWITCHYARD_PLUGINS_DIR", env.data_dir.join("plugins.d"))
+            .env("SWITCHYARD_ADMIN_TOKEN", ADMIN)
+            .env("SWITCHYARD_REDIS_PREFIX", &env.prefix)
+            .env("SWITCHYARD_TAIL_CHECK_MS", "200")
+            .env("SWITCHYARD_SHUTDOWN_GRACE_MS", "5000")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if let (Some(r), Some(d)) = (&env.redis_url, &env.database_url) {
+            cmd.env("REDIS_URL", r).env("DATABASE_URL", d);
+        }
+        if let Some(leaf) = &env.tls {
+            cmd.env("SWITCHYARD_TLS_CERT", &leaf.cert)
+                .env("SWITCHYARD_TLS_KEY", &leaf.key);
+        }
+        for (k, v) in &env.vars {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        if let Some(n) = env.fd_limit {
+            // SAFETY: setrlimit is async-signal-safe; it runs in the child before exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        cmd
+    }
+
+    /// Starts a node on `port` with its standard output and error going
+    /// where the test says (a full disk, a closed pipe): it is found by its
+    /// port, not by the line it prints. `logs` stay empty.
+    pub async fn start_with_output(
+        env: &Env,
+        extra: &[(&str, &str)],
+        port: u16,
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Node {
+        let listen = format!("127.0.0.1:{port}");
+        let mut extra = extra.to_vec();
+        extra.push(("SWITCHYARD_LISTEN", &listen));
+        let mut cmd = Node::command(env, &extra);
+        cmd.stdout(stdout).stderr(stderr);
+        let child = cmd.spawn().expect("spawn switchyard");
+        let node = Node {
+            child: Some(child),
+            url: format!("http://{listen}"),
+            logs: Arc::default(),
             http: client_builder()
                 .pool_max_idle_per_host(4)
                 .pool_idle_timeout(std::time::Duration::from_millis(250))

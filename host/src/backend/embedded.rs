@@ -103,6 +103,37 @@ impl Mode for Embedded {
     }
 
     async fn check(&self) -> Vec<(&'static str, Result<(), Unready>)> {
-        vec![("sqlite", self.store.ping().await.map_err(Unready::from))]
+        let sqlite = super::within(async {
+            self.store.ping().await?;
+            // Reads answer on a full disk; writes do not.
+            match free_bytes(&self.dir) {
+                Some(free) if free < MIN_FREE => Err(Unready::DiskFull(free)),
+                _ => Ok(()),
+            }
+        })
+        .await;
+        vec![("sqlite", sqlite)]
     }
+}
+
+/// Free space in the data dir below which `/ready` says the disk is full:
+/// a write may need more than that (a page of the database, of its
+/// write-ahead log, and of each index it touches).
+const MIN_FREE: u64 = 64 * 1024;
+
+/// Bytes free for this process in the file system of `dir` (`None`: cannot
+/// tell).
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: a valid C string and a buffer of the right type; statvfs only
+    // writes into the buffer, and it is read only when the call succeeded.
+    let st = unsafe {
+        if libc::statvfs(path.as_ptr(), st.as_mut_ptr()) != 0 {
+            return None;
+        }
+        st.assume_init()
+    };
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }

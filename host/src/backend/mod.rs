@@ -20,6 +20,7 @@ mod contract;
 pub mod embedded;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -68,9 +69,31 @@ pub enum Error {
     Start(#[source] crate::store::Error),
 }
 
+/// How long `/ready` waits for each dependency (they are asked at once): a
+/// dependency that is cut off (a partition holds requests rather than
+/// refusing them) is reported as not answering, so the probe itself answers
+/// within a second.
+pub const CHECK_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// One dependency's check, given [`CHECK_TIMEOUT`].
+pub(crate) async fn within<F>(check: F) -> Result<(), Unready>
+where
+    F: std::future::Future<Output = Result<(), Unready>>,
+{
+    tokio::time::timeout(CHECK_TIMEOUT, check)
+        .await
+        .unwrap_or(Err(Unready::Timeout(CHECK_TIMEOUT)))
+}
+
 /// Why a dependency is not ready (`/ready` names it).
 #[derive(Debug, thiserror::Error)]
 pub enum Unready {
+    /// The data dir's disk is (nearly) full: writes fail.
+    #[error("the data dir's disk is full ({0} bytes free)")]
+    DiskFull(u64),
+    /// No answer within the check's bound.
+    #[error("did not answer within {} ms", .0.as_millis())]
+    Timeout(Duration),
     /// The system of record.
     #[error(transparent)]
     Store(#[from] crate::store::Error),
@@ -109,7 +132,8 @@ pub trait Mode: Send + Sync + 'static {
     fn cap_store(&self, stop: CancellationToken) -> Arc<dyn CapStore>;
     /// Whether plugin changes made on other nodes must be polled for.
     fn shares_plugins(&self) -> bool;
-    /// Each dependency and whether it answers, for `/ready`.
+    /// Each dependency and whether it answers, for `/ready`: asked at once,
+    /// each within [`CHECK_TIMEOUT`] (see [`within`]).
     async fn check(&self) -> Vec<(&'static str, Result<(), Unready>)>;
 }
 

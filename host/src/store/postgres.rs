@@ -22,6 +22,20 @@ use super::{
 use crate::bids::decision::created_event;
 use crate::event::{NewEvent, Seq, StoredEvent};
 
+/// How long a request waits for a pooled connection (a connection is
+/// pinged before it is handed out, so this also bounds that ping): a
+/// database that went away, or is cut off and holds every byte, shows up
+/// as `store_unavailable` (503) and in `/ready` within seconds.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long one group-commit transaction may run. Past it the batch is
+/// abandoned (its connection dropped, so the transaction rolls back unless
+/// its commit had already been sent) and its writes are refused with 503
+/// `store_unavailable`: without it, a connection that a partition left
+/// hanging mid-transaction would hold the batch task, and every write
+/// queued behind it, until the operating system gave up on the socket.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Postgres-backed store.
 pub struct PostgresStore {
     pub(crate) pool: PgPool,
@@ -38,8 +52,7 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .min_connections(1)
-            // Short, so a database that went away shows up in /ready quickly.
-            .acquire_timeout(Duration::from_secs(3))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(opts)
             .await?;
         super::migrate::postgres(&pool).await?;
@@ -58,6 +71,20 @@ struct Writer {
 #[async_trait]
 impl batch::Target for Writer {
     async fn run(&self, ops: Arc<[Op]>) -> Result<Vec<Outcome>, Error> {
+        tokio::time::timeout(BATCH_TIMEOUT, self.transaction(ops))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Unavailable(format!(
+                    "a write transaction did not finish within {} s",
+                    BATCH_TIMEOUT.as_secs()
+                )))
+            })
+    }
+}
+
+impl Writer {
+    /// One batch in one transaction.
+    async fn transaction(&self, ops: Arc<[Op]>) -> Result<Vec<Outcome>, Error> {
         let mut tx = self.pool.begin().await?;
         let mut applied = Vec::with_capacity(ops.len());
         for op in ops.iter() {

@@ -140,8 +140,15 @@ async fn relay(
             Ok(_) => {}
             Err(e) => {
                 metrics.fanout_publish_errors.inc();
+                // Other nodes' tail checks deliver these from the store, and
+                // whatever queued meanwhile too: it is dropped rather than
+                // kept for a Redis that is gone or cut off (each attempt
+                // waits for the response timeout), so a long outage neither
+                // grows this queue nor delays the events after it.
+                while rx.try_recv().is_ok() {
+                    metrics.fanout_publish_errors.inc();
+                }
                 if !failing {
-                    // Other nodes' tail checks deliver these from the store.
                     tracing::warn!(error = %e, "fan-out publish to Redis failed; other nodes will catch up from the store");
                     failing = true;
                 }

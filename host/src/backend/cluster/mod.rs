@@ -114,9 +114,10 @@ impl Mode for Cluster {
     }
 
     async fn check(&self) -> Vec<(&'static str, Result<(), Unready>)> {
-        vec![
-            ("postgres", self.store.ping().await.map_err(Unready::from)),
-            ("redis", self.redis.ping().await.map_err(Unready::from)),
-        ]
+        let (postgres, redis) = tokio::join!(
+            super::within(async { Ok(self.store.ping().await?) }),
+            super::within(async { Ok(self.redis.ping().await?) }),
+        );
+        vec![("postgres", postgres), ("redis", redis)]
     }
 }

@@ -19,6 +19,11 @@ use crate::store::Store;
 const GAP_WAIT: Duration = Duration::from_millis(30);
 /// Most events one gap fill reads.
 const FILL_LIMIT: Seq = 5_000;
+/// How long a fill or a tail check may wait on the store. A fill that never
+/// ended would leave its tenant marked as filling, so no later fill or tail
+/// check would run for it: a read that a partition holds is given up and
+/// tried again.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(super) enum Input {
     /// Committed events, from any node, in any order.
@@ -289,7 +294,8 @@ impl Dispatcher {
         let store = self.store.clone();
         let input = self.input.clone();
         tokio::spawn(async move {
-            match store.range(&tenant, after, upto).await {
+            let read = tokio::time::timeout(READ_TIMEOUT, store.range(&tenant, after, upto));
+            match read.await.unwrap_or_else(|_| Err(timed_out())) {
                 Ok(events) => {
                     let _ = input.send(Input::Filled {
                         tenant,
@@ -309,7 +315,8 @@ impl Dispatcher {
         let store = self.store.clone();
         let input = self.input.clone();
         tokio::spawn(async move {
-            match store.heads().await {
+            let read = tokio::time::timeout(READ_TIMEOUT, store.heads());
+            match read.await.unwrap_or_else(|_| Err(timed_out())) {
                 Ok(heads) => {
                     let _ = input.send(Input::Heads(heads));
                 }
@@ -348,4 +355,9 @@ impl Dispatcher {
         let frame = Arc::new(Frame::from_parts(e.seq, &e.topic, &e.kind, &e.json));
         offer_all(set, m, |_| Some(&frame));
     }
+}
+
+/// A store read the dispatcher gave up on.
+fn timed_out() -> crate::store::Error {
+    crate::store::Error::Unavailable(format!("no answer within {} s", READ_TIMEOUT.as_secs()))
 }
