@@ -174,8 +174,17 @@ impl Jwks {
             }
             Err(e) => {
                 state.failures = state.failures.saturating_add(1);
+                // With its causes: reqwest's own message alone does not say
+                // whether DNS, TCP or the certificate failed.
+                let mut error = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    error.push_str(": ");
+                    error.push_str(&c.to_string());
+                    cause = c.source();
+                }
                 tracing::warn!(
-                    error = %e,
+                    error = %error,
                     failures = state.failures,
                     retry_in_s = state.wait().as_secs(),
                     "cannot fetch the identity provider's keys (SWITCHYARD_JWKS_URL)"
