@@ -496,14 +496,15 @@ both_modes!(tenants_never_cross_test, tenants_never_cross);
 
 /// Tokens in every carrier, the admin token and the JWT secret never reach the log.
 async fn no_secrets_in_logs(mode: Mode) {
-    let env = Env::new(mode)
-        .await
-        .set("SWITCHYARD_JWT_SECRET", "jwt-secret-that-must-not-leak");
+    let env = Env::new(mode).await.set(
+        "SWITCHYARD_JWT_SECRET",
+        "jwt-secret-that-must-not-leak-0123456789",
+    );
     // Every level, every crate: nothing below `trace` is filtered out.
     let node = Node::start(&env, &[("RUST_LOG", "trace")]).await;
     let tenant = node.tenant().await;
     let alice = env.token("alice", &tenant).await;
-    let keys = Keys::new(b"jwt-secret-that-must-not-leak");
+    let keys = Keys::new(b"jwt-secret-that-must-not-leak-0123456789");
     let forged = Keys::new(b"x").sign(&claims("alice", &tenant, now_secs() + 60));
     let expired = keys.sign(&claims("alice", &tenant, now_secs() - 10));
     // Tokens in URLs down error paths: history, an unknown route, a refused
@@ -571,7 +572,7 @@ async fn no_secrets_in_logs(mode: Mode) {
         forged.as_str(),
         expired.as_str(),
         support::ADMIN,
-        "jwt-secret-that-must-not-leak",
+        "jwt-secret-that-must-not-leak-0123456789",
         "wrong-admin-token-xyz",
     ] {
         assert!(!log.contains(secret), "log leaks {secret}");
@@ -638,3 +639,187 @@ both_modes!(
     query_tokens_can_be_refused_test,
     query_tokens_can_be_refused
 );
+
+/// An empty or short `jwt_secret` file in the data dir, or a short
+/// `SWITCHYARD_JWT_SECRET`: the node does not start, exits non-zero
+/// without a panic, and says in one line what is wrong and what to do; the
+/// file is left as it was and no secret is printed. 32 bytes start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_jwt_secrets_refuse_the_start() {
+    let env = Env::new(Mode::Embedded).await;
+    let file = env.data_dir.join("jwt_secret");
+    for (content, says) in [("", "is empty"), ("too-short\n", "shorter than 32 bytes")] {
+        std::fs::write(&file, content).expect("write the secret file");
+        let out = support::start_refused(&env, &[]).await;
+        let line = out
+            .lines()
+            .find(|l| l.contains(says))
+            .unwrap_or_else(|| panic!("no line says {says:?}:\n{out}"));
+        assert!(
+            line.contains(&file.display().to_string()) && line.contains("delete it"),
+            "{line}"
+        );
+        assert!(!out.contains("too-short"), "the secret is printed:\n{out}");
+        assert_eq!(std::fs::read_to_string(&file).expect("kept"), content);
+    }
+    std::fs::remove_file(&file).expect("remove");
+    let short = "0123456789abcdef0123456789";
+    let out = support::start_refused(&env, &[("SWITCHYARD_JWT_SECRET", short)]).await;
+    assert!(
+        out.lines()
+            .any(|l| l.contains("SWITCHYARD_JWT_SECRET must be at least 32 bytes")),
+        "{out}"
+    );
+    assert!(!out.contains(short), "the secret is printed:\n{out}");
+    let node = Node::start(&env, &[("SWITCHYARD_JWT_SECRET", &"k".repeat(32))]).await;
+    drop(node);
+    env.cleanup().await;
+}
+
+/// The data dir the node creates is its user's only (700), the database
+/// and its `-wal` and `-shm` files and the JWT secret 600, whatever the
+/// umask; a database file made readable by others is tightened again at
+/// start; an existing data dir others can write is left alone but warned
+/// about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_dir_and_database_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let env = Env::new(Mode::Embedded).await;
+    let dir = env.data_dir.join("fresh");
+    let dir_s = dir.display().to_string();
+    let mut node = Node::start(&env, &[("SWITCHYARD_DATA_DIR", &dir_s)]).await;
+    let tenant = node.tenant().await;
+    node.publish(&tenant, "a:1", "t", json!({})).await;
+    assert_eq!(mode(&dir), 0o700, "the data dir");
+    for f in [
+        "switchyard.db",
+        "switchyard.db-wal",
+        "switchyard.db-shm",
+        "jwt_secret",
+    ] {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+    node.sigterm();
+    assert!(node.wait_exit(secs(30)).await.success());
+    let db = dir.join("switchyard.db");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let node = Node::start(&env, &[("SWITCHYARD_DATA_DIR", &dir_s)]).await;
+    assert_eq!(mode(&db), 0o600, "the database file is tightened");
+    drop(node);
+
+    let open = env.data_dir.join("shared");
+    std::fs::create_dir(&open).expect("mkdir");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let open_s = open.display().to_string();
+    let node = Node::start(&env, &[("SWITCHYARD_DATA_DIR", &open_s)]).await;
+    let log = node.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("can be written by other users") && l.contains("shared")),
+        "{log}"
+    );
+    assert_eq!(mode(&open), 0o777, "an existing data dir is left as it is");
+    assert_eq!(mode(&open.join("switchyard.db")), 0o600);
+    drop(node);
+    env.cleanup().await;
+}
+
+const METRICS_TOKEN: &str = "scrape-only-token-123";
+
+/// `GET /metrics` with `token` as a bearer (or none): status and body.
+async fn scrape(node: &Node, token: Option<&str>) -> (StatusCode, String) {
+    let mut req = node.http.get(format!("{}/metrics", node.url));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.expect("request");
+    (r.status(), r.text().await.expect("body"))
+}
+
+/// `/metrics` names every tenant (its series carry a tenant label), so it
+/// asks for the metrics token or the admin token: anonymous and wrong
+/// tokens get 401 naming no tenant; the metrics token opens nothing else;
+/// `SWITCHYARD_METRICS_PUBLIC=true` serves it to anyone as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_a_token() {
+    let env = Env::new(Mode::Embedded)
+        .await
+        .set("SWITCHYARD_METRICS_TOKEN", METRICS_TOKEN);
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    // A stream of the tenant puts it in the series.
+    let alice = env.token("alice", &tenant).await;
+    let _stream = node
+        .sse(&format!("/events/users/alice?token={alice}"), None)
+        .await;
+    let (status, body) = scrape(&node, Some(support::ADMIN)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.contains(&tenant),
+        "the tenant is in the series: {body}"
+    );
+    for token in [None, Some("wrong-token-12345"), Some(alice.as_str())] {
+        let (status, body) = scrape(&node, token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{token:?}: {body}");
+        assert!(!body.contains(&tenant), "{body}");
+        let body: Value = serde_json::from_str(&body).expect("the error body");
+        assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+    }
+    let (status, body) = scrape(&node, None).await;
+    assert!(
+        body.contains("SWITCHYARD_METRICS_TOKEN"),
+        "{status}: {body}"
+    );
+    let (status, body) = scrape(&node, Some(METRICS_TOKEN)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains(&tenant), "{body}");
+    // The metrics token opens nothing else.
+    for (method, path, body) in [
+        ("GET", "/admin/tenants".to_string(), None),
+        ("GET", "/admin/plugins".to_string(), None),
+        (
+            "POST",
+            "/api/events".to_string(),
+            Some(json!({"tenant": tenant, "topic": "a:1", "type": "t", "data": {}})),
+        ),
+        (
+            "GET",
+            format!("/api/topics/a:1/events?tenant={tenant}&after=0"),
+            None,
+        ),
+    ] {
+        let url = format!("{}{path}", node.url);
+        let mut req = match method {
+            "GET" => node.http.get(url),
+            _ => node.http.post(url),
+        };
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req
+            .bearer_auth(METRICS_TOKEN)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+    }
+    drop(node);
+    env.cleanup().await;
+
+    let env = Env::new(Mode::Embedded)
+        .await
+        .set("SWITCHYARD_METRICS_PUBLIC", "true");
+    let node = env.start().await;
+    let (status, body) = scrape(&node, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("switchyard_"), "{body}");
+    drop(node);
+    env.cleanup().await;
+}

@@ -220,6 +220,14 @@ async fn public_key_file(mode: Mode) {
             expect(n, "alice", &t, StatusCode::OK, "messages").await;
         }
     }
+    // A provider's tokens always name their key (`kid`); the one PEM key
+    // verifies them whatever the name.
+    for kid in ["2024-rotation-1", "a0b1c2"] {
+        let t = rsa.sign(Algorithm::RS256, Some(kid), &claims("alice", &tenant));
+        for n in &nodes {
+            expect(n, "alice", &t, StatusCode::OK, "messages").await;
+        }
+    }
     let with = |k: &str, v: Value| {
         let mut c = claims("alice", &tenant);
         c[k] = v;
@@ -287,9 +295,11 @@ async fn public_key_file(mode: Mode) {
         "belong to that user",
     )
     .await;
-    // Another key of the same kind: a bad signature.
+    // Another key of the same kind: a bad signature, with a `kid` or not.
     let other = KeyPair::make(&dir, "other", Algorithm::RS256);
     let forged = other.sign(Algorithm::RS256, None, &claims("alice", &tenant));
+    expect(node, "alice", &forged, unauthorized, "signature").await;
+    let forged = other.sign(Algorithm::RS256, Some("a0b1c2"), &claims("alice", &tenant));
     expect(node, "alice", &forged, unauthorized, "signature").await;
     // Confusion: the public key as an HMAC secret, and `alg: none`.
     let public = std::fs::read(&rsa.public_pem).expect("pem");
@@ -306,9 +316,23 @@ async fn public_key_file(mode: Mode) {
         URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#)
     );
     expect(node, "alice", &none, unauthorized, "algorithm").await;
-    // No EC key is configured: an ES256 token is refused by its algorithm.
+    // The public key as an HMAC secret, with a `kid`: still refused.
+    let hs_kid = jsonwebtoken::encode(
+        &Header {
+            kid: Some("a0b1c2".into()),
+            ..Header::new(Algorithm::HS256)
+        },
+        &claims("alice", &tenant),
+        &EncodingKey::from_secret(&public).expect("secret"),
+    )
+    .expect("sign");
+    expect(node, "alice", &hs_kid, unauthorized, "signature").await;
+    // No EC key is configured: an ES256 token is refused by its algorithm,
+    // with a `kid` or not.
     let ec = KeyPair::make(&dir, "ec", Algorithm::ES256);
     let es = ec.sign(Algorithm::ES256, None, &claims("alice", &tenant));
+    expect(node, "alice", &es, unauthorized, "algorithm").await;
+    let es = ec.sign(Algorithm::ES256, Some("a0b1c2"), &claims("alice", &tenant));
     expect(node, "alice", &es, unauthorized, "algorithm").await;
     // `switchyard token` writes the configured claims, issuer and audience.
     let own = env.token("alice", &tenant).await;
@@ -340,6 +364,7 @@ async fn jwks_rotation(mode: Mode) {
     let env = Env::new(mode)
         .await
         .set("SWITCHYARD_JWKS_URL", &jwks.url)
+        .set("SWITCHYARD_JWKS_ALLOW_HTTP", "true")
         .set("SWITCHYARD_JWT_ISSUER", ISSUER)
         .set("SWITCHYARD_JWT_AUDIENCE", AUDIENCE)
         .set("SWITCHYARD_JWT_USER_CLAIM", "uid")
@@ -391,10 +416,13 @@ async fn jwks_down_at_start() {
     let ed = KeyPair::make(&dir, "ed", Algorithm::EdDSA);
     // A port with nothing behind it yet.
     let port = support::free_port();
-    let env = Env::new(Mode::Embedded).await.set(
-        "SWITCHYARD_JWKS_URL",
-        format!("http://127.0.0.1:{port}/jwks"),
-    );
+    let env = Env::new(Mode::Embedded)
+        .await
+        .set(
+            "SWITCHYARD_JWKS_URL",
+            format!("http://127.0.0.1:{port}/jwks"),
+        )
+        .set("SWITCHYARD_JWKS_ALLOW_HTTP", "true");
     let node = env.start().await;
     let t = ed.sign(
         Algorithm::EdDSA,
@@ -432,6 +460,283 @@ async fn jwks_down_at_start() {
         answer(&node, "alice", &t).await.0 == StatusCode::OK
     })
     .await;
+    let _ = std::fs::remove_dir_all(dir);
+    env.cleanup().await;
+}
+
+/// A test HTTP server answering every request with `answer(n)` (n: the
+/// request's number from 0), written in pieces of 64 KiB; counts requests
+/// and the bytes it managed to write.
+struct RawServer {
+    addr: std::net::SocketAddr,
+    hits: Arc<AtomicUsize>,
+    written: Arc<AtomicUsize>,
+}
+
+impl RawServer {
+    async fn start(answer: impl Fn(usize) -> Answer + Send + Sync + 'static) -> RawServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let written = Arc::new(AtomicUsize::new(0));
+        let answer = Arc::new(answer);
+        let (h, w) = (hits.clone(), written.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let (hits, written, answer) = (h.clone(), w.clone(), answer.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let n = hits.fetch_add(1, Ordering::SeqCst);
+                    match answer(n) {
+                        Answer::Whole(bytes) => {
+                            for piece in bytes.chunks(64 * 1024) {
+                                if s.write_all(piece).await.is_err() {
+                                    return;
+                                }
+                                written.fetch_add(piece.len(), Ordering::SeqCst);
+                            }
+                        }
+                        Answer::Endless(head) => {
+                            if s.write_all(head.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            // Chunks of 64 KiB of spaces, never a last one.
+                            let chunk = format!("10000\r\n{}\r\n", " ".repeat(0x10000));
+                            // Bounded so a node that reads on does not keep
+                            // the test busy for long.
+                            while written.load(Ordering::SeqCst) < 1 << 30 {
+                                if s.write_all(chunk.as_bytes()).await.is_err() {
+                                    return;
+                                }
+                                written.fetch_add(chunk.len(), Ordering::SeqCst);
+                            }
+                        }
+                    }
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        RawServer {
+            addr,
+            hits,
+            written,
+        }
+    }
+}
+
+/// What a `RawServer` answers.
+enum Answer {
+    /// These bytes, the whole answer.
+    Whole(Vec<u8>),
+    /// This head (chunked), then a body that never ends.
+    Endless(String),
+}
+
+fn ok_json(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A token of `key` (named `kid`) for alice of the demo tenant.
+fn demo_token(key: &KeyPair, kid: &str) -> String {
+    key.sign(
+        key.alg,
+        Some(kid),
+        &json!({"sub": "alice", "tenant": "demo", "exp": now_secs() + 600}),
+    )
+}
+
+/// A JWKS URL must be https: an `http://` one stops the start with one line
+/// saying so and naming the setting that allows it for development.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_over_plain_http_is_refused() {
+    let env = Env::new(Mode::Embedded)
+        .await
+        .set("SWITCHYARD_JWKS_URL", "http://127.0.0.1:9/jwks");
+    let out = support::start_refused(&env, &[]).await;
+    assert!(
+        out.lines().any(
+            |l| l.contains("SWITCHYARD_JWKS_URL must be an https:// URL")
+                && l.contains("SWITCHYARD_JWKS_ALLOW_HTTP=true")
+        ),
+        "{out}"
+    );
+    env.cleanup().await;
+}
+
+/// The provider's answer is a redirect: the node does not follow it (the
+/// target is never asked), tokens get 503 (retry), and the log says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_redirects_are_not_followed() {
+    let dir = temp_dir();
+    let ed = KeyPair::make(&dir, "ed", Algorithm::EdDSA);
+    let doc = serde_json::to_string(&JwkSet {
+        keys: vec![ed.jwk("k-ed")],
+    })
+    .expect("json");
+    let target = RawServer::start(move |_| Answer::Whole(ok_json(&doc))).await;
+    let location = format!("http://{}/jwks", target.addr);
+    let redirect = RawServer::start(move |_| {
+        Answer::Whole(
+            format!("HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .into_bytes(),
+        )
+    })
+    .await;
+    let env = Env::new(Mode::Embedded)
+        .await
+        .set(
+            "SWITCHYARD_JWKS_URL",
+            format!("http://{}/jwks", redirect.addr),
+        )
+        .set("SWITCHYARD_JWKS_ALLOW_HTTP", "true");
+    let node = env.start().await;
+    expect(
+        &node,
+        "alice",
+        &demo_token(&ed, "k-ed"),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "identity_unavailable",
+    )
+    .await;
+    assert!(redirect.hits.load(Ordering::SeqCst) >= 1);
+    assert_eq!(
+        target.hits.load(Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+    let log = node.log_text();
+    assert!(log.contains("redirect, which is not followed"), "{log}");
+    let _ = std::fs::remove_dir_all(dir);
+    env.cleanup().await;
+}
+
+/// A key set over 256 KiB is refused: one that says its length, and one
+/// that never ends, whose reading stops soon after the cap (the node does
+/// not read on until its timeout). Tokens get 503; the log says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_bodies_are_capped() {
+    let dir = temp_dir();
+    let ed = KeyPair::make(&dir, "ed", Algorithm::EdDSA);
+    let token = demo_token(&ed, "k-ed");
+    // A valid key set padded to 300 KiB.
+    let doc = serde_json::to_string(&JwkSet {
+        keys: vec![ed.jwk("k-ed")],
+    })
+    .expect("json");
+    let padded = format!("{doc}{}", " ".repeat(300 * 1024));
+    let big = RawServer::start(move |_| Answer::Whole(ok_json(&padded))).await;
+    let endless = RawServer::start(|_| {
+        Answer::Endless(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+                .into(),
+        )
+    })
+    .await;
+    for server in [&big, &endless] {
+        let env = Env::new(Mode::Embedded)
+            .await
+            .set(
+                "SWITCHYARD_JWKS_URL",
+                format!("http://{}/jwks", server.addr),
+            )
+            .set("SWITCHYARD_JWKS_ALLOW_HTTP", "true");
+        let node = env.start().await;
+        expect(
+            &node,
+            "alice",
+            &token,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "identity_unavailable",
+        )
+        .await;
+        let log = node.log_text();
+        assert!(log.contains("larger than 256 KiB"), "{log}");
+        drop(node);
+        env.cleanup().await;
+    }
+    // What the node took of the endless body: the cap and what the
+    // sockets' buffers hold, not all a loopback carries in 5 s.
+    let written = endless.written.load(Ordering::SeqCst);
+    assert!(
+        written < 64 << 20,
+        "the node read {written} bytes of an endless key set"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A JWKS over https (the default): its certificate comes from a CA the
+/// node trusts (`SSL_CERT_FILE`), and the keys are fetched without
+/// `SWITCHYARD_JWKS_ALLOW_HTTP`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_over_https() {
+    let dir = temp_dir();
+    let ed = KeyPair::make(&dir, "ed", Algorithm::EdDSA);
+    let leaf = support::test_ca().issue(&dir.join("tls"), "localhost");
+    // HTTP/1.1 only (the answer below is written by hand).
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(&leaf.cert)
+        .expect("cert file")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certs");
+    let key = PrivateKeyDer::from_pem_file(&leaf.key).expect("key");
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("certificate");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let doc = serde_json::to_string(&JwkSet {
+        keys: vec![ed.jwk("k-ed")],
+    })
+    .expect("json");
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let (acceptor, doc, hits) = (acceptor.clone(), doc.clone(), counted.clone());
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(s).await else {
+                    return;
+                };
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                hits.fetch_add(1, Ordering::SeqCst);
+                let _ = s.write_all(&ok_json(&doc)).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    let ca = support::test_ca().pem_path().display().to_string();
+    let env = Env::new(Mode::Embedded)
+        .await
+        .set("SWITCHYARD_JWKS_URL", format!("https://{addr}/jwks"))
+        .set("SSL_CERT_FILE", ca);
+    let node = env.start().await;
+    let (status, body) = answer(&node, "alice", &demo_token(&ed, "k-ed")).await;
+    assert_eq!(status, StatusCode::OK, "{body}\n{}", node.log_text());
+    assert!(hits.load(Ordering::SeqCst) >= 1);
     let _ = std::fs::remove_dir_all(dir);
     env.cleanup().await;
 }

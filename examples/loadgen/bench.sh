@@ -365,7 +365,7 @@ bids() { # embedded|cluster bids/s|max products
   server_cpu "$name" "$c0"
   local port
   for port in 18400 18401; do
-    curl -sf "http://127.0.0.1:$port/metrics" 2>/dev/null |
+    curl -sf "http://127.0.0.1:$port/metrics" -H "Authorization: Bearer $TOKEN" 2>/dev/null |
       grep -E '^switchyard_(bids_submitted_total|bid_decisions_(accepted|rejected)_total|bids_queued) ' |
       sed "s/^/:$port /" || true
   done
@@ -548,8 +548,8 @@ plugins_lang() {
   plugin_active "$URL" "$hash"
   t1=$(date +%s%N)
   echo "restart -> listening and the JavaScript filter active after $(( (t1 - t0) / 1000000 )) ms;" \
-    "compiles: $(curl -sf "$URL/metrics" | awk '/^switchyard_plugin_compiles_total/ {print $2}')," \
-    "cache hits: $(curl -sf "$URL/metrics" | awk '/^switchyard_plugin_cache_hits_total/ {print $2}')"
+    "compiles: $(curl -sf "$URL/metrics" -H "Authorization: Bearer $TOKEN" | awk '/^switchyard_plugin_compiles_total/ {print $2}')," \
+    "cache hits: $(curl -sf "$URL/metrics" -H "Authorization: Bearer $TOKEN" | awk '/^switchyard_plugin_cache_hits_total/ {print $2}')"
   rm -rf "$OUT/cache-$$" "$wasm"
   cat "$OUT/plugins-lang.load"
 }

@@ -81,6 +81,10 @@ pub struct Options {
     /// refetched when a token names an unknown `kid`).
     #[arg(long, env = "SWITCHYARD_JWKS_URL")]
     pub jwks_url: Option<String>,
+    /// Accept an `http://` JWKS URL (local development and tests only: keys
+    /// fetched in the clear can be swapped on the way).
+    #[arg(long, env = "SWITCHYARD_JWKS_ALLOW_HTTP")]
+    pub jwks_allow_http: Option<bool>,
     /// Required `iss` of client tokens (also written by `switchyard token`).
     #[arg(long, env = "SWITCHYARD_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
@@ -96,6 +100,13 @@ pub struct Options {
     /// Bearer token for `/admin/*` and `POST /api/events` (unset: admin API off).
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Bearer token that opens `/metrics` only (a scraper's); the admin
+    /// token opens it too.
+    #[arg(long, env = "SWITCHYARD_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// Serve `/metrics` without a token (its series name every tenant).
+    #[arg(long, env = "SWITCHYARD_METRICS_PUBLIC")]
+    pub metrics_public: Option<bool>,
     /// Heartbeat interval on streams, in milliseconds (clients treat a stream
     /// silent for about 2.5 intervals as dead).
     #[arg(long, env = "SWITCHYARD_HEARTBEAT_MS")]
@@ -243,11 +254,14 @@ impl Options {
             jwt_secret,
             jwt_public_key,
             jwks_url,
+            jwks_allow_http,
             jwt_issuer,
             jwt_audience,
             jwt_user_claim,
             jwt_tenant_claim,
             admin_token,
+            metrics_token,
+            metrics_public,
             heartbeat_ms,
             reconnect_window_ms,
             retry_ms,
@@ -348,10 +362,16 @@ pub struct Config {
     pub jwt_public_key: Option<PathBuf>,
     /// The identity provider's JWKS URL, if configured.
     pub jwks_url: Option<String>,
+    /// An `http://` JWKS URL is accepted (development only).
+    pub jwks_allow_http: bool,
     /// Claim names, issuer and audience of tokens.
     pub tokens: crate::auth::TokenRules,
     /// Admin bearer token; `None` turns the admin API off.
     pub admin_token: Option<String>,
+    /// Bearer token that opens `/metrics` only.
+    pub metrics_token: Option<String>,
+    /// `/metrics` served without a token.
+    pub metrics_public: bool,
     /// Heartbeat interval.
     pub heartbeat: Duration,
     /// Window the `shutdown` event asks clients to spread reconnects over.
@@ -425,6 +445,11 @@ impl std::fmt::Debug for Config {
             .field("jwks_url", &self.jwks_url)
             .field("tokens", &self.tokens)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<set>"),
+            )
+            .field("metrics_public", &self.metrics_public)
             .field("heartbeat", &self.heartbeat)
             .field("reconnect_window", &self.reconnect_window)
             .field("cors", &self.cors)
@@ -516,6 +541,25 @@ impl Config {
                 ));
             }
         }
+        let metrics_token = non_empty(o.metrics_token);
+        if let Some(t) = &metrics_token {
+            if t.len() < 8 {
+                return Err(Error::Invalid(
+                    "SWITCHYARD_METRICS_TOKEN must be at least 8 characters".into(),
+                ));
+            }
+        }
+        let jwt_secret = non_empty(o.jwt_secret);
+        if jwt_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < crate::auth::MIN_SECRET_BYTES)
+        {
+            return Err(Error::Invalid(format!(
+                "SWITCHYARD_JWT_SECRET must be at least {} bytes: a shorter HS256 secret can be \
+                 guessed offline from any token it signed (make one with `openssl rand -base64 32`)",
+                crate::auth::MIN_SECRET_BYTES
+            )));
+        }
         let ms = |v: Option<u64>, default: u64, name: &str| -> Result<Duration, Error> {
             let v = v.unwrap_or(default);
             if v == 0 {
@@ -560,10 +604,20 @@ impl Config {
                 "set SWITCHYARD_JWT_PUBLIC_KEY or SWITCHYARD_JWKS_URL, not both".into(),
             ));
         }
+        let jwks_allow_http = o.jwks_allow_http.unwrap_or(false);
         if let Some(url) = &jwks_url {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
+            let https = url.starts_with("https://");
+            if url.starts_with("http://") && !jwks_allow_http {
                 return Err(Error::Invalid(
-                    "SWITCHYARD_JWKS_URL must be an http:// or https:// URL".into(),
+                    "SWITCHYARD_JWKS_URL must be an https:// URL: keys fetched over plain \
+                     http:// can be swapped by anyone on the way (for local development only, \
+                     SWITCHYARD_JWKS_ALLOW_HTTP=true accepts one)"
+                        .into(),
+                ));
+            }
+            if !https && !url.starts_with("http://") {
+                return Err(Error::Invalid(
+                    "SWITCHYARD_JWKS_URL must be an https:// URL".into(),
                 ));
             }
         }
@@ -606,11 +660,14 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("./plugins.d")),
             mode,
             redis_prefix,
-            jwt_secret: non_empty(o.jwt_secret),
+            jwt_secret,
             jwt_public_key,
             jwks_url,
+            jwks_allow_http,
             tokens,
             admin_token,
+            metrics_token,
+            metrics_public: o.metrics_public.unwrap_or(false),
             heartbeat: ms(o.heartbeat_ms, 15_000, "SWITCHYARD_HEARTBEAT_MS")?,
             reconnect_window,
             retry: ms(o.retry_ms, 3_000, "SWITCHYARD_RETRY_MS")?,
@@ -813,6 +870,48 @@ mod tests {
     #[test]
     fn unknown_file_keys_are_refused() {
         assert!(toml::from_str::<Options>("heartbeat = 5").is_err());
+    }
+
+    #[test]
+    fn short_jwt_secret_and_plain_http_jwks_are_refused() {
+        let o = Options {
+            jwt_secret: Some("x".repeat(31)),
+            ..Default::default()
+        };
+        let err = Config::from_options(o).expect_err("short");
+        assert!(err.to_string().contains("at least 32 bytes"), "{err}");
+        assert!(!err.to_string().contains(&"x".repeat(31)), "{err}");
+        let o = Options {
+            jwt_secret: Some("x".repeat(32)),
+            ..Default::default()
+        };
+        assert!(Config::from_options(o).is_ok());
+        let jwks = |url: &str, allow: Option<bool>| Options {
+            jwks_url: Some(url.into()),
+            jwks_allow_http: allow,
+            ..Default::default()
+        };
+        let err = Config::from_options(jwks("http://idp.test/jwks", None)).expect_err("http");
+        assert!(
+            err.to_string().contains("SWITCHYARD_JWKS_ALLOW_HTTP"),
+            "{err}"
+        );
+        assert!(Config::from_options(jwks("http://idp.test/jwks", Some(true))).is_ok());
+        assert!(Config::from_options(jwks("https://idp.test/jwks", None)).is_ok());
+        assert!(Config::from_options(jwks("ftp://idp.test/jwks", Some(true))).is_err());
+    }
+
+    #[test]
+    fn metrics_are_closed_by_default() {
+        let c = Config::from_options(Options::default()).expect("defaults");
+        assert!(!c.metrics_public);
+        assert!(c.metrics_token.is_none());
+        let file: Options =
+            toml::from_str("metrics_token = \"scrape-secret-1\"\nmetrics_public = true\n")
+                .expect("toml");
+        let c = Config::from_options(file).expect("valid");
+        assert!(c.metrics_public);
+        assert!(!format!("{c:?}").contains("scrape-secret-1"));
     }
 
     #[test]

@@ -176,6 +176,7 @@ pub async fn run(
         keys.clone(),
         config.jwt_public_key.as_deref(),
         config.jwks_url.as_deref(),
+        config.jwks_allow_http,
     )
     .await?;
     let caps = sse::caps::Caps::new(

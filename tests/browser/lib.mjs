@@ -128,9 +128,10 @@ export async function history(page) {
   return page.$$eval('#history li', (lis) => lis.map((li) => li.dataset.bid));
 }
 
-/** One value from a node's /metrics (Prometheus text). */
+/** One value from a node's /metrics (Prometheus text; the admin token opens it). */
 export async function metric(base, name) {
-  const text = await (await fetch(`${base}/metrics`)).text();
+  const res = await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } });
+  const text = await res.text();
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
   if (!line) throw new Error(`no metric ${name}`);
   return Number(line.split(' ')[1]);

@@ -296,7 +296,8 @@ impl Node {
             .expect("id")
     }
 
-    /// A metric's value (summed over label sets), 0 if absent.
+    /// A metric's value (summed over label sets), 0 if absent (scraped
+    /// with the admin token, which opens `/metrics`).
     pub async fn metric(&self, name: &str) -> f64 {
         let text = self.get("/metrics").await.text().await.expect("metrics");
         text.lines()
@@ -312,6 +313,47 @@ impl Node {
             .await
             .unwrap_or_else(|(s, b)| panic!("stream {path} refused: {s} {b}"))
     }
+}
+
+/// Runs `switchyard serve` with the env's settings plus `extra`, for a start
+/// that must fail: asserts the process exits non-zero within 30 s, and
+/// returns everything it wrote (stdout and stderr).
+pub async fn start_refused(env: &Env, extra: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    cmd.arg("serve")
+        .env_clear()
+        .env("RUST_LOG", "info,switchyard=debug")
+        .env("SWITCHYARD_LISTEN", "127.0.0.1:0")
+        .env("SWITCHYARD_DATA_DIR", &env.data_dir)
+        .env("SWITCHYARD_PLUGINS_DIR", env.data_dir.join("plugins.d"))
+        .env("SWITCHYARD_ADMIN_TOKEN", ADMIN)
+        .env("SWITCHYARD_REDIS_PREFIX", &env.prefix)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if let (Some(r), Some(d)) = (&env.redis_url, &env.database_url) {
+        cmd.env("REDIS_URL", r).env("DATABASE_URL", d);
+    }
+    for (k, v) in &env.vars {
+        cmd.env(k, v);
+    }
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .expect("the refused node exits within 30 s")
+        .expect("run switchyard");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "the node started; its output:\n{text}"
+    );
+    assert!(!text.contains("panicked"), "the node panicked:\n{text}");
+    text
 }
 
 impl Drop for Node {

@@ -6,6 +6,14 @@
 //! result), at most one every `MIN_REFETCH` after a success, and backing
 //! off (doubling up to `MAX_BACKOFF`) while the provider fails, so tokens
 //! with made-up key ids cannot turn a node into a flood of requests.
+//!
+//! A fetch is bounded too, as the URL's answer decides who may sign in:
+//! https only (`http://` only when `SWITCHYARD_JWKS_ALLOW_HTTP` says so),
+//! no redirect followed (a redirect could lead the node anywhere, plain
+//! http included), `CONNECT_TIMEOUT` to connect and `FETCH_TIMEOUT` for
+//! the whole answer, and the body read piece by piece and dropped past
+//! `MAX_BYTES` (a key set is a few KiB; an endless body must not fill
+//! the node's memory).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,10 +30,12 @@ const MIN_REFETCH: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// A key set older than this is refetched in the background.
 const REFRESH: Duration = Duration::from_secs(15 * 60);
-/// Bound on one fetch.
+/// Bound on one fetch, from connecting to the body's last byte.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on connecting (TCP and TLS).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Largest JWKS document accepted.
-const MAX_BYTES: usize = 1 << 20;
+pub const MAX_BYTES: usize = 256 * 1024;
 
 /// The provider's keys and how they are kept fresh.
 pub struct Jwks {
@@ -69,8 +79,11 @@ pub enum JwksError {
     /// The provider answered something other than a success.
     #[error("answered {0}")]
     Status(reqwest::StatusCode),
+    /// The provider answered with a redirect, which is not followed.
+    #[error("answered {0} (a redirect, which is not followed: set SWITCHYARD_JWKS_URL to the address the key set is served at)")]
+    Redirect(reqwest::StatusCode),
     /// Over `MAX_BYTES`.
-    #[error("the key set is larger than 1 MiB")]
+    #[error("the key set is larger than 256 KiB")]
     TooLarge,
     /// The body could not be read.
     #[error("reading the key set failed: {0}")]
@@ -82,9 +95,13 @@ pub enum JwksError {
 
 impl Jwks {
     /// Fetches the set once; a failure is logged and the set stays empty
-    /// until a token makes the node try again.
-    pub async fn start(url: &str) -> Result<Arc<Jwks>, JwksError> {
+    /// until a token makes the node try again. `allow_http`: an `http://`
+    /// URL may be fetched (configuration has refused one otherwise).
+    pub async fn start(url: &str, allow_http: bool) -> Result<Arc<Jwks>, JwksError> {
         let http = reqwest::Client::builder()
+            .https_only(!allow_http)
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(CONNECT_TIMEOUT)
             .timeout(FETCH_TIMEOUT)
             .build()
             .map_err(JwksError::Client)?;
@@ -157,8 +174,17 @@ impl Jwks {
             }
             Err(e) => {
                 state.failures = state.failures.saturating_add(1);
+                // With its causes: reqwest's own message alone does not say
+                // whether DNS, TCP or the certificate failed.
+                let mut error = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    error.push_str(": ");
+                    error.push_str(&c.to_string());
+                    cause = c.source();
+                }
                 tracing::warn!(
-                    error = %e,
+                    error = %error,
                     failures = state.failures,
                     retry_in_s = state.wait().as_secs(),
                     "cannot fetch the identity provider's keys (SWITCHYARD_JWKS_URL)"
@@ -168,22 +194,30 @@ impl Jwks {
     }
 
     async fn fetch_once(&self) -> Result<Vec<ProviderKey>, JwksError> {
-        let res = self
+        let mut res = self
             .http
             .get(&self.url)
             .header("accept", "application/json")
             .send()
             .await
             .map_err(JwksError::Request)?;
+        if res.status().is_redirection() {
+            return Err(JwksError::Redirect(res.status()));
+        }
         if !res.status().is_success() {
             return Err(JwksError::Status(res.status()));
         }
         if res.content_length().is_some_and(|n| n > MAX_BYTES as u64) {
             return Err(JwksError::TooLarge);
         }
-        let body = res.bytes().await.map_err(JwksError::Body)?;
-        if body.len() > MAX_BYTES {
-            return Err(JwksError::TooLarge);
+        // Piece by piece, so a body past the cap is dropped (and its
+        // connection closed) as soon as it passes it.
+        let mut body = Vec::with_capacity(res.content_length().unwrap_or(0) as usize);
+        while let Some(chunk) = res.chunk().await.map_err(JwksError::Body)? {
+            if body.len() + chunk.len() > MAX_BYTES {
+                return Err(JwksError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
         }
         parse(&body)
     }

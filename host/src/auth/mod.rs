@@ -2,13 +2,15 @@
 //!
 //! Two kinds of key verify a token, chosen by its `alg`:
 //!
-//! - **This server's secret** (HS256): `SWITCHYARD_JWT_SECRET`, else generated
-//!   into the data dir (embedded) or Postgres (cluster). It signs what
+//! - **This server's secret** (HS256): `SWITCHYARD_JWT_SECRET` (at least
+//!   `MIN_SECRET_BYTES`), else generated into the data dir (embedded) or
+//!   Postgres (cluster). It signs what
 //!   `switchyard token` and `POST /admin/tokens` mint: user tokens, and
 //!   publisher tokens (`svc`, `publish`) that only this secret can make.
 //! - **The identity provider's public keys** (RS256/384/512, ES256/384,
-//!   EdDSA): a PEM file (`SWITCHYARD_JWT_PUBLIC_KEY`) or a JWKS URL
-//!   (`SWITCHYARD_JWKS_URL`, see `jwks`). They verify user tokens only.
+//!   EdDSA): a PEM file (`SWITCHYARD_JWT_PUBLIC_KEY`, one key used whatever
+//!   `kid` a token names) or a JWKS URL (`SWITCHYARD_JWKS_URL`, https, see
+//!   `jwks`; keys found by `kid`). They verify user tokens only.
 //!
 //! An HS256 token is only ever checked with the secret and an asymmetric one
 //! only with a public key of its algorithm's family, so a public key can never
@@ -200,9 +202,9 @@ impl Keys {
 
     /// Keys from a secret that mint and check by `rules`.
     pub fn with_rules(secret: &[u8], rules: TokenRules) -> Keys {
-        // An empty secret never gets here: configuration drops empty values,
-        // a stored one is read only when non-empty, a generated one has 32
-        // bytes. HMAC takes any other length.
+        // An empty secret never gets here: configuration refuses one shorter
+        // than `MIN_SECRET_BYTES`, so does `secret_from_data_dir`, and a
+        // generated one has 43 characters. HMAC takes any other length.
         Keys {
             encoding: EncodingKey::from_secret(secret).expect("a non-empty HMAC secret"),
             decoding: DecodingKey::from_secret(secret).expect("a non-empty HMAC secret"),
@@ -499,15 +501,19 @@ impl Verifier {
 
     /// This server's secret and, where configured, the identity provider's
     /// keys (a JWKS is fetched once here; a failure is logged, and retried
-    /// when a token needs it).
+    /// when a token needs it; `jwks_allow_http`: an `http://` URL may be
+    /// fetched).
     pub async fn start(
         keys: Keys,
         public_key: Option<&Path>,
         jwks_url: Option<&str>,
+        jwks_allow_http: bool,
     ) -> Result<Verifier, ProviderError> {
         let provider = match (public_key, jwks_url) {
             (Some(path), _) => Some(Provider::Static(vec![pem_key(path)?])),
-            (None, Some(url)) => Some(Provider::Jwks(jwks::Jwks::start(url).await?)),
+            (None, Some(url)) => Some(Provider::Jwks(
+                jwks::Jwks::start(url, jwks_allow_http).await?,
+            )),
             (None, None) => None,
         };
         Ok(Verifier {
@@ -529,7 +535,11 @@ impl Verifier {
         }
         let candidates = match self.provider.as_deref() {
             None => return Err(TokenError::Algorithm),
-            Some(Provider::Static(keys)) => matching(keys, peeked.kid.as_deref(), peeked.alg),
+            // A PEM file is one key with no id of its own: it verifies
+            // tokens of its family whatever `kid` they carry (a provider
+            // always writes one). The family check stays: an HS256 token
+            // never gets here, and `decode` refuses a key of another family.
+            Some(Provider::Static(keys)) => matching(keys, None, peeked.alg),
             Some(Provider::Jwks(j)) => j.keys_for(peeked.kid.as_deref(), peeked.alg).await?,
         };
         if candidates.is_empty() {
@@ -584,16 +594,24 @@ fn pem_key(path: &Path) -> Result<ProviderKey, ProviderError> {
     })
 }
 
-/// Reads `dir/jwt_secret`, creating it (random, mode 0600) if missing.
+/// Fewest bytes of an HS256 secret this server accepts (RFC 7518 §3.2 asks
+/// for a key at least as long as the hash: anyone holding one token can
+/// guess a shorter secret offline, then mint tokens for any user and
+/// tenant, and publisher tokens).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Reads `dir/jwt_secret`, creating it (random, mode 0600) if missing. The
+/// directory must exist (embedded mode creates it, private, first).
+///
+/// An empty or short file is refused, not replaced: it is an operator's
+/// edit, and a new secret would end every token signed with the old one.
 pub fn secret_from_data_dir(dir: &Path) -> std::io::Result<Vec<u8>> {
     let path = dir.join("jwt_secret");
     match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().as_bytes().to_vec()),
-        Ok(_) => {}
+        Ok(s) => return stored_secret(&path, &s),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    std::fs::create_dir_all(dir)?;
     let secret = random_secret();
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
@@ -606,14 +624,37 @@ pub fn secret_from_data_dir(dir: &Path) -> std::io::Result<Vec<u8>> {
         Ok(mut f) => {
             use std::io::Write;
             f.write_all(secret.as_bytes())?;
+            f.sync_all()?;
             Ok(secret.into_bytes())
         }
         // Another process created it first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Ok(std::fs::read_to_string(&path)?.trim().as_bytes().to_vec())
+            stored_secret(&path, &std::fs::read_to_string(&path)?)
         }
         Err(e) => Err(e),
     }
+}
+
+/// The secret in an existing `jwt_secret` file, refused when empty or short
+/// (the error names the file and what to do; never the secret).
+fn stored_secret(path: &Path, text: &str) -> std::io::Result<Vec<u8>> {
+    let secret = text.trim();
+    let problem = if secret.is_empty() {
+        "is empty"
+    } else if secret.len() < MIN_SECRET_BYTES {
+        "holds a secret shorter than 32 bytes"
+    } else {
+        return Ok(secret.as_bytes().to_vec());
+    };
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "{} {problem}: write a secret of at least 32 bytes into it (`openssl rand -base64 32`), \
+             or delete it to have a new one generated at start (tokens signed with the old secret \
+             then stop working)",
+            path.display()
+        ),
+    ))
 }
 
 /// 32 random bytes, base64url.
@@ -700,9 +741,39 @@ mod tests {
     #[test]
     fn data_dir_secret_is_stable() {
         let dir = std::env::temp_dir().join(format!("sy-secret-{}", random_secret()));
+        std::fs::create_dir_all(&dir).expect("dir");
         let a = secret_from_data_dir(&dir).expect("create");
         let b = secret_from_data_dir(&dir).expect("reuse");
         assert_eq!(a, b);
+        assert!(a.len() >= MIN_SECRET_BYTES);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("jwt_secret"))
+                .expect("stat")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn empty_or_short_data_dir_secret_is_refused_and_kept() {
+        let dir = std::env::temp_dir().join(format!("sy-secret-{}", random_secret()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("jwt_secret");
+        for (text, says) in [("", "is empty"), ("  \n", "is empty"), ("short", "shorter")] {
+            std::fs::write(&path, text).expect("write");
+            let err = secret_from_data_dir(&dir).expect_err("refused");
+            let msg = err.to_string();
+            assert!(msg.contains(says) && msg.contains("jwt_secret"), "{msg}");
+            assert!(
+                !msg.contains("short\n") && !msg.contains(": short"),
+                "{msg}"
+            );
+            assert_eq!(std::fs::read_to_string(&path).expect("kept"), text);
+        }
         let _ = std::fs::remove_dir_all(dir);
     }
 }

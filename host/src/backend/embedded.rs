@@ -41,12 +41,15 @@ pub async fn open(dir: &Path) -> Result<Backend, Error> {
     })
 }
 
-/// The secret kept in the data dir (generated on first use).
+/// The secret kept in the data dir (generated on first use; the data dir
+/// is created private if missing, as `switchyard token` may be first).
 pub fn secret(dir: &Path) -> Result<Vec<u8>, Error> {
-    crate::auth::secret_from_data_dir(dir).map_err(|source| Error::SecretFile {
-        dir: dir.display().to_string(),
-        source,
-    })
+    crate::store::sqlite::create_data_dir(dir)
+        .and_then(|()| crate::auth::secret_from_data_dir(dir))
+        .map_err(|source| Error::SecretFile {
+            dir: dir.display().to_string(),
+            source,
+        })
 }
 
 struct Embedded {
@@ -72,7 +75,11 @@ impl Mode for Embedded {
     }
 
     async fn secret(&self) -> Result<Vec<u8>, Error> {
-        secret(&self.dir)
+        // `open` made the data dir.
+        crate::auth::secret_from_data_dir(&self.dir).map_err(|source| Error::SecretFile {
+            dir: self.dir.display().to_string(),
+            source,
+        })
     }
 
     fn fanout(

@@ -3,11 +3,13 @@
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::backend::CHECK_TIMEOUT;
 use crate::error::ApiError;
+use crate::http::extract::{bearer, constant_time_eq};
 use crate::state::AppState;
 
 /// Alive: the process answers.
@@ -43,11 +45,56 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Prometheus text.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// Prometheus text, for the metrics token or the admin token in
+/// `Authorization: Bearer` (its series name every tenant), or for anyone
+/// with `SWITCHYARD_METRICS_PUBLIC=true`.
+pub async fn metrics(State(state): State<AppState>, parts: Parts) -> Response {
+    if let Err(e) = metrics_allowed(&state, &parts) {
+        return e.into_response();
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
         .into_response()
+}
+
+/// Whether `/metrics` may answer this request. The metrics token opens
+/// nothing else (the admin API and the extractors never read it).
+fn metrics_allowed(state: &AppState, parts: &Parts) -> Result<(), ApiError> {
+    let config = &state.config;
+    if config.metrics_public {
+        return Ok(());
+    }
+    let accepted: Vec<&str> = [
+        config.metrics_token.as_deref(),
+        config.admin_token.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if accepted.is_empty() {
+        return Err(ApiError::forbidden(
+            "/metrics is closed: set SWITCHYARD_METRICS_TOKEN (or SWITCHYARD_ADMIN_TOKEN) and scrape \
+             with it in Authorization: Bearer, or SWITCHYARD_METRICS_PUBLIC=true to serve it to anyone",
+        ));
+    }
+    match bearer(parts) {
+        None => Err(ApiError::unauthorized(
+            "/metrics needs the metrics token (SWITCHYARD_METRICS_TOKEN) or the admin token in \
+             Authorization: Bearer",
+        )),
+        Some(given) => {
+            // Every candidate is compared, so the time taken does not tell
+            // which token was near.
+            let ok = accepted.iter().fold(false, |ok, t| {
+                constant_time_eq(given.as_bytes(), t.as_bytes()) | ok
+            });
+            if ok {
+                Ok(())
+            } else {
+                Err(ApiError::unauthorized("the metrics token is not valid"))
+            }
+        }
+    }
 }

@@ -33,10 +33,16 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) `dir/switchyard.db` and applies migrations.
     pub async fn open(dir: &Path) -> Result<SqliteStore, Error> {
-        std::fs::create_dir_all(dir).map_err(|e| {
+        create_data_dir(dir).map_err(|e| {
             Error::Unavailable(format!("cannot create data dir {}: {e}", dir.display()))
         })?;
         let path = dir.join("switchyard.db");
+        private_database_files(&path).map_err(|e| {
+            Error::Unavailable(format!(
+                "cannot make the database {} private: {e}",
+                path.display()
+            ))
+        })?;
         let opened = path.clone();
         let (rare, writer) = tokio::task::spawn_blocking(move || {
             let mut rare = open_rw(&opened)?;
@@ -71,6 +77,83 @@ impl SqliteStore {
         .await
         .map_err(|e| Error::Internal(format!("a write thread failed: {e}")))?
     }
+}
+
+/// Creates the data dir (and missing parents) readable and writable by this
+/// user only (0700, whatever the umask). An existing one is left as it is,
+/// as the operator may have set it up so, but one that group or others can
+/// write is warned about: whoever can write it can replace the database or
+/// the JWT secret.
+pub fn create_data_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {
+                let mode = m.permissions().mode() & 0o777;
+                if mode & 0o022 != 0 {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        mode = %format!("{mode:o}"),
+                        "the data dir can be written by other users (group or others): \
+                         `chmod 700` it, as whoever can write it can replace the database \
+                         and the JWT secret"
+                    );
+                }
+                Ok(())
+            }
+            _ => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir)
+    }
+}
+
+/// Creates the database file if missing, and makes it and its `-wal` and
+/// `-shm` files readable and writable by this user only (0600, whatever
+/// the umask; SQLite gives the `-wal` and `-shm` files it creates later the
+/// database file's mode). Existing files are tightened too: they hold every
+/// tenant's events and messages.
+fn private_database_files(db: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(db)?;
+        let name = db.as_os_str().to_owned();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = name.clone();
+            file.push(suffix);
+            let file = std::path::PathBuf::from(file);
+            let Ok(m) = std::fs::metadata(&file) else {
+                continue; // no such file (yet)
+            };
+            let mode = m.permissions().mode() & 0o777;
+            if mode != 0o600 {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+                tracing::info!(
+                    file = %file.display(),
+                    was = %format!("{mode:o}"),
+                    "made the database file readable and writable by this user only (600)"
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = db;
+    Ok(())
 }
 
 /// A row of `SELECT slug, name, created_at FROM tenants`.
