@@ -232,7 +232,7 @@ fn subscription_shape(
     }
     shape.sort();
     shape.dedup();
-    state.plugins.shape(tenant, shape).map_err(|_| {
+    state.plugins.subscription_shape(tenant, shape).map_err(|_| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_shapes",

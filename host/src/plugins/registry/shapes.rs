@@ -47,7 +47,7 @@ type Params = Vec<(String, String)>;
 
 /// Replayed answers, per tenant.
 #[derive(Default)]
-pub(super) struct ReplayAnswers(Mutex<HashMap<String, TenantAnswers>>);
+pub(super) struct ReplayAnswers(Mutex<HashMap<Arc<str>, TenantAnswers>>);
 
 #[derive(Default)]
 struct TenantAnswers {
@@ -93,7 +93,7 @@ impl TenantAnswers {
 impl Plugins {
     /// The shape of a stream of `tenant` whose query parameters the host
     /// does not own are `params` (sorted, without duplicates).
-    pub fn shape(
+    pub fn subscription_shape(
         &self,
         tenant: &str,
         params: Vec<(String, String)>,
