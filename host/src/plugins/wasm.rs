@@ -1167,7 +1167,7 @@ mod tests {
         assert!(c.memory_growing(0, 8 * mb, None).unwrap());
         assert!(c.memory_growing(0, 7 * mb, None).unwrap());
         // Growing the first memory counts only what it adds.
-        assert!(c.memory_growing(8 * mb, 9 * mb, None).unwrap());
+        assert!(c.memory_growing(8 * mb, 8 * mb + mb / 2, None).unwrap());
         // A table of a million elements is 8 MB more.
         assert!(!c.table_growing(0, mb, None).unwrap());
         assert!(c.table_growing(0, 1_000, None).unwrap());
