@@ -58,3 +58,129 @@ async fn the_filter_runs_once_per_event_per_shape_not_per_connection() {
     );
     env.cleanup().await;
 }
+
+/// Query parameters a filter does not read make no new shapes: with the
+/// parameters it declares (`shape_params`), streams that differ only in
+/// others share one call per event; without a declaration, a tenant's
+/// streams may hold at most 64 distinct shapes, and a new one past that is
+/// refused with `429 too_many_shapes` (a stream of a shape already open
+/// still opens). Streams of one shape resuming over the same events share
+/// the filter's answers: one call per replayed event, not one per stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shapes_come_from_declared_parameters_and_replay_filters_once_per_shape() {
+    let env = Env::new(Mode::Embedded).await;
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let q = format!("?tenant={tenant}");
+    configure(
+        &node,
+        "event-filter",
+        &q,
+        json!({"shape_params": "min_amount,redact"}),
+    )
+    .await;
+    let r = put_plugin(&node, "event-filter", &q, component("event_filter")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let calls = || async {
+        slot_info(&node, "event-filter", Some(&tenant)).await["calls"]
+            .as_u64()
+            .expect("calls")
+    };
+    let mut streams = Vec::new();
+    for i in 0..80 {
+        streams.push(
+            node.sse(
+                &format!("/events?tenant={tenant}&topic=feed:1&min_amount=10&x={i}"),
+                None,
+            )
+            .await,
+        );
+    }
+    let before = calls().await;
+    for i in 0..3 {
+        node.publish(&tenant, "feed:1", "bid.placed", json!({"amount": 50 + i}))
+            .await;
+    }
+    for s in streams.iter_mut() {
+        assert_eq!(s.take(3, secs(10)).await.len(), 3);
+    }
+    assert_eq!(calls().await - before, 3, "one shape: one call per event");
+
+    // Replay: five streams of one shape resume from the start of a topic
+    // no live stream follows.
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(
+            node.publish(&tenant, "feed:2", "bid.placed", json!({"amount": 100 + i}))
+                .await,
+        );
+    }
+    let before = calls().await;
+    for _ in 0..5 {
+        let mut s = node
+            .sse(
+                &format!("/events?tenant={tenant}&topic=feed:2&min_amount=10"),
+                Some(0),
+            )
+            .await;
+        let got: Vec<u64> = s.take(10, secs(10)).await.iter().map(|e| e.seq()).collect();
+        assert_eq!(got, ids);
+    }
+    assert_eq!(
+        calls().await - before,
+        10,
+        "one call per replayed event and shape"
+    );
+
+    // Without a declaration every other parameter counts, up to the cap.
+    let tenant = node.tenant().await;
+    let r = put_plugin(
+        &node,
+        "event-filter",
+        &format!("?tenant={tenant}"),
+        component("event_filter"),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut open = Vec::new();
+    let mut refused = None;
+    for i in 0..100 {
+        let r = node
+            .http
+            .get(format!(
+                "{}/events?tenant={tenant}&topic=feed:3&y={i}",
+                node.url
+            ))
+            .send()
+            .await
+            .expect("request");
+        if r.status() == StatusCode::OK {
+            open.push(r);
+            continue;
+        }
+        let status = r.status();
+        let body: Value = r.json().await.expect("error body");
+        refused = Some((i, status, body));
+        break;
+    }
+    let (at, status, body) = refused.expect("a new shape past the cap is refused");
+    assert_eq!(at, 64, "{body}");
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body["error"]["code"], "too_many_shapes", "{body}");
+    let again = node
+        .http
+        .get(format!(
+            "{}/events?tenant={tenant}&topic=feed:3&y=7",
+            node.url
+        ))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        again.status(),
+        StatusCode::OK,
+        "a shape already open still opens"
+    );
+    assert_eq!(node.get("/health").await.status(), StatusCode::OK);
+    env.cleanup().await;
+}

@@ -245,3 +245,130 @@ async fn hostile_filter_fails_closed_for_its_subscription_only() {
     assert_eq!(info["errors"]["bad_output"], 3, "{info}");
     env.cleanup().await;
 }
+
+/// The status and error code of `GET url` (a stream: its headers only).
+async fn open_status(http: &reqwest::Client, url: &str) -> (StatusCode, String) {
+    let r = http.get(url).send().await.expect("request");
+    let status = r.status();
+    if status == StatusCode::OK {
+        return (status, String::new());
+    }
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    (
+        status,
+        v["error"]["code"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// A plugin that sleeps (a WASI monotonic-clock pollable: Rust's
+/// `std::thread::sleep`) is held to its call's deadline like guest code: a
+/// stream authorizer that sleeps 30 s, or sleeps a millisecond at a time,
+/// fails its requests as `timeout` at once (`503 plugin_error`), many of
+/// them at a time hold no host thread (`/health` answers, another tenant's
+/// streams open and deliver).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeping_plugin_times_out_without_holding_a_thread() {
+    let env = Env::new(Mode::Embedded).await;
+    let node = env.start().await;
+    let slow = node.tenant().await;
+    let other = node.tenant().await;
+    let q = format!("?tenant={slow}");
+    configure(&node, "stream-authorizer", &q, json!({"mode": "sleep"})).await;
+    let r = put_plugin(
+        &node,
+        "stream-authorizer",
+        &q,
+        component("hostile_authorizer"),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let url = format!("{}/events?tenant={slow}&topic=t:1", node.url);
+    let started = Instant::now();
+    assert_eq!(
+        open_status(&node.http, &url).await,
+        (StatusCode::SERVICE_UNAVAILABLE, "plugin_error".to_string())
+    );
+    // Many at once (more than the runtime's blocking threads would
+    // survive for 30 s each).
+    let mut opens = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let http = node.http.clone();
+        let url = url.clone();
+        opens.spawn(async move { open_status(&http, &url).await });
+    }
+    assert_eq!(node.get("/health").await.status(), StatusCode::OK);
+    let mut fine = node
+        .sse(&format!("/events?tenant={other}&topic=t:1"), None)
+        .await;
+    let id = node.publish(&other, "t:1", "tick", json!({"i": 1})).await;
+    assert_eq!(
+        fine.take(1, secs(10))
+            .await
+            .iter()
+            .map(|e| e.seq())
+            .collect::<Vec<_>>(),
+        vec![id]
+    );
+    while let Some(r) = opens.join_next().await {
+        assert_eq!(
+            r.expect("request task"),
+            (StatusCode::SERVICE_UNAVAILABLE, "plugin_error".to_string())
+        );
+    }
+    assert!(
+        started.elapsed() < secs(20),
+        "sleeping plugins answered only after {:?}",
+        started.elapsed()
+    );
+    // A millisecond at a time adds up to the deadline all the same.
+    configure(&node, "stream-authorizer", &q, json!({"mode": "naps"})).await;
+    let started = Instant::now();
+    assert_eq!(
+        open_status(&node.http, &url).await,
+        (StatusCode::SERVICE_UNAVAILABLE, "plugin_error".to_string())
+    );
+    assert!(started.elapsed() < secs(5), "{:?}", started.elapsed());
+    let info = slot_info(&node, "stream-authorizer", Some(&slow)).await;
+    assert_eq!(info["errors"]["timeout"], 202, "{info}");
+    assert_eq!(node.get("/health").await.status(), StatusCode::OK);
+    env.cleanup().await;
+}
+
+/// `plugin test` holds a sleeping filter to the deadline too: the case
+/// fails as a timeout at once instead of sleeping 30 s.
+#[test]
+fn plugin_test_of_a_sleeping_filter_times_out_at_once() {
+    let dir = std::env::temp_dir().join(format!("switchyard-sleep-{}", support::rand_id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("cases.json");
+    std::fs::write(
+        &file,
+        json!({
+            "slot": "event-filter",
+            "config": { "mode": "sleep" },
+            "cases": [
+                { "name": "sleeps", "input": { "event": { "id": "e1", "topic": "t:1", "type": "tick", "data": {} } },
+                  "expect": { "result": "pass" } }
+            ]
+        })
+        .to_string(),
+    )
+    .expect("write");
+    let started = Instant::now();
+    let out = run_cli(&[
+        "plugin",
+        "test",
+        &artifact("hostile_filter"),
+        file.to_str().expect("utf-8"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("timeout"), "{text}");
+    assert!(started.elapsed() < secs(20), "{:?}", started.elapsed());
+    let _ = std::fs::remove_dir_all(&dir);
+}

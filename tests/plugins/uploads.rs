@@ -159,3 +159,82 @@ async fn broken_or_wrong_world_uploads_are_refused_and_the_old_version_stays() {
         .contains("plugin refused; the current version stays active"));
     env.cleanup().await;
 }
+
+/// The compiled-code cache is loaded as native code, so only from a place
+/// nobody else may write: the node makes its cache dir 0700 and its files
+/// 0600, and compiles instead of loading when the dir or the file is
+/// writable by group or others (logging why).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_code_cache_is_private_and_a_writable_one_is_not_loaded() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(Mode::Embedded).await;
+    let mut node = env.start().await;
+    let tenant = node.tenant().await;
+    let bytes = variant(&component("event_filter"), 4343);
+    let hash = sha(&bytes);
+    let r = put_plugin(&node, "event-filter", &format!("?tenant={tenant}"), bytes).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let dir = env.data_dir.join("plugin-cache");
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "the cache dir is private");
+    let file = std::fs::read_dir(&dir)
+        .expect("cache dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&hash))
+        })
+        .expect("the component's compiled code is cached");
+    assert_eq!(mode(&file), 0o600, "cache files are private");
+    let chmod = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
+    };
+    // (restart, then what the node did with the cached code)
+    for (dir_mode, file_mode, loaded) in [
+        (0o777, 0o600, false),
+        (0o700, 0o666, false),
+        (0o700, 0o600, true),
+    ] {
+        node.kill().await;
+        chmod(&dir, dir_mode);
+        chmod(&file, file_mode);
+        node = env.start().await;
+        wait_for(
+            "the stored version to be active again",
+            secs(30),
+            || async {
+                active_hash(&node, "event-filter", Some(&tenant))
+                    .await
+                    .as_deref()
+                    == Some(hash.as_str())
+            },
+        )
+        .await;
+        let hits = node.metric("switchyard_plugin_cache_hits_total").await;
+        let compiles = node.metric("switchyard_plugin_compiles_total").await;
+        if loaded {
+            assert!(
+                hits >= 1.0 && compiles == 0.0,
+                "dir {dir_mode:o} file {file_mode:o}: {hits} hits, {compiles} compiles"
+            );
+        } else {
+            // (the bundled examples' cached code is refused with the dir,
+            // and loaded when only this file is writable)
+            assert!(
+                compiles >= 1.0,
+                "dir {dir_mode:o} file {file_mode:o}: {hits} hits, {compiles} compiles"
+            );
+            if dir_mode != 0o700 {
+                assert_eq!(hits, 0.0, "dir {dir_mode:o}: {compiles} compiles");
+            }
+            assert!(
+                node.log_text().contains("plugin cache not trusted"),
+                "the refusal is logged:\n{}",
+                node.log_text()
+            );
+        }
+    }
+    env.cleanup().await;
+}

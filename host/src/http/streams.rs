@@ -219,7 +219,7 @@ async fn open(
         expires_at,
         defaults,
         snapshots,
-        shape: subscription_shape(q)?,
+        shape: subscription_shape(&state, &tenant.slug, q)?,
     };
     let mut session = Session::open(state.streams.clone(), req).await?;
     session.hold(lease);
@@ -240,9 +240,16 @@ const HOST_PARAMS: [&str; 6] = [
 /// Most parameters a shape may have.
 const MAX_SHAPE_PARAMS: usize = 16;
 
-/// The subscription shape: the parameters the host does not own, sorted, so
-/// equal subscriptions share one filter call per event.
-fn subscription_shape(q: &QueryPairs) -> Result<crate::plugins::Shape, ApiError> {
+/// The subscription shape: of the parameters the host does not own, those
+/// the tenant's event filter declares (all of them if it declares none),
+/// sorted, so equal subscriptions share one filter call per event; a new
+/// shape past the tenant's limit of distinct shapes is refused
+/// (`plugins::registry::shapes`).
+fn subscription_shape(
+    state: &AppState,
+    tenant: &str,
+    q: &QueryPairs,
+) -> Result<crate::plugins::Shape, ApiError> {
     let mut shape: Vec<(String, String)> =
         q.0.iter()
             .filter(|(k, _)| !HOST_PARAMS.contains(&k.as_str()))
@@ -256,7 +263,17 @@ fn subscription_shape(q: &QueryPairs) -> Result<crate::plugins::Shape, ApiError>
     }
     shape.sort();
     shape.dedup();
-    Ok(std::sync::Arc::new(shape))
+    state.plugins.subscription_shape(tenant, shape).map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_shapes",
+            format!(
+                "this tenant's open streams already have {} distinct sets of event filter parameters; reuse one or retry later",
+                crate::plugins::registry::MAX_SHAPES_PER_TENANT
+            ),
+        )
+        .retry_after(5)
+    })
 }
 
 /// An empty id means "no cursor"; anything but a decimal id is a 400.

@@ -7,7 +7,17 @@
 //! Instead, each import answers from the call's input only:
 //!
 //! - wall clock and monotonic clock read the call's time (`now`), the same
-//!   instant for the whole call;
+//!   instant for the whole call unless the guest sleeps;
+//! - a sleep (a monotonic-clock pollable: `subscribe-duration`,
+//!   `subscribe-instant`, what `std::thread::sleep`, Python's `time.sleep`
+//!   and `poll` with a timeout come down to) is ready at once and moves the
+//!   call's clocks forward by what it asked for; a sleep that would end past
+//!   the call's deadline fails the call as a timeout there and then. So a
+//!   sleeping guest never holds a host thread (`wasmtime-wasi`'s own pollable
+//!   would block the thread for the real duration, out of reach of the
+//!   epoch deadline, which interrupts guest code only), a sleep loop is a
+//!   guest loop the deadline stops, and the answer stays a function of the
+//!   input;
 //! - `wasi:random` (secure, insecure and the insecure seed) comes from a
 //!   ChaCha20 generator seeded by the plugin version and the call's input,
 //!   re-seeded at every call;
@@ -20,16 +30,17 @@
 //! So the same input gives the same output, byte for byte, which shadow runs
 //! and `plugin replay` rely on.
 
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::rngs::ChaCha20Rng;
 use rand::{SeedableRng, TryRng};
 use sha2::{Digest, Sha256};
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
+use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpHooks};
 
@@ -38,6 +49,14 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpHooks};
 const MAX_LOGS_PER_CALL: u32 = 32;
 /// Longest log line kept.
 const MAX_LOG_CHARS: usize = 1_024;
+/// Host resources (streams, pollables, HTTP handles) one instance may hold
+/// at once; past it, making another fails the call (`memory`). What the
+/// runtimes hold is a handful; this bounds what a guest that never drops
+/// its handles costs the host.
+pub const MAX_HOST_RESOURCES: usize = 1_000;
+/// Bytes of header fields one `wasi:http` fields resource may hold (no
+/// request leaves, so plugins need none; the default is 128 KiB each).
+const MAX_HTTP_FIELDS_BYTES: usize = 8 << 10;
 
 /// Log severity of a plugin's line.
 #[derive(Debug, Clone, Copy)]
@@ -132,14 +151,20 @@ impl CallLog {
 pub struct CallInput {
     /// The call's time, ms since the Unix epoch.
     now_ms: AtomicI64,
+    /// How far the guest's sleeps moved its clocks in this call, in ns.
+    slept_ns: AtomicU64,
+    /// The call's deadline: sleeps may add up to this much, in ns.
+    budget_ns: u64,
     secure: Mutex<ChaCha20Rng>,
     insecure: Mutex<ChaCha20Rng>,
 }
 
 impl CallInput {
-    fn new() -> CallInput {
+    fn new(budget: Duration) -> CallInput {
         CallInput {
             now_ms: AtomicI64::new(0),
+            slept_ns: AtomicU64::new(0),
+            budget_ns: u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX),
             secure: Mutex::new(ChaCha20Rng::from_seed([0; 32])),
             insecure: Mutex::new(ChaCha20Rng::from_seed([0; 32])),
         }
@@ -148,16 +173,45 @@ impl CallInput {
     /// Sets the time and the generators for the next call.
     pub fn begin(&self, now_ms: i64, seed: [u8; 32]) {
         self.now_ms.store(now_ms, Ordering::Relaxed);
+        self.slept_ns.store(0, Ordering::Relaxed);
         *self.secure.lock().unwrap_or_else(|p| p.into_inner()) = ChaCha20Rng::from_seed(seed);
         let mut insecure = ChaCha20Rng::from_seed(seed);
         insecure.set_stream(1);
         *self.insecure.lock().unwrap_or_else(|p| p.into_inner()) = insecure;
     }
 
-    fn now(&self) -> i64 {
-        self.now_ms.load(Ordering::Relaxed)
+    /// The call's clock, ns since the Unix epoch: its time plus what the
+    /// guest slept.
+    fn now_ns(&self) -> u64 {
+        (self.now_ms.load(Ordering::Relaxed).max(0) as u64)
+            .saturating_mul(1_000_000)
+            .saturating_add(self.slept_ns.load(Ordering::Relaxed))
+    }
+
+    /// A sleep of `ns`: the clocks move on, unless the call's sleeps would
+    /// then pass its deadline.
+    fn sleep(&self, ns: u64) -> Result<(), SleptPastDeadline> {
+        let slept = self.slept_ns.load(Ordering::Relaxed).saturating_add(ns);
+        if slept > self.budget_ns {
+            return Err(SleptPastDeadline);
+        }
+        self.slept_ns.store(slept, Ordering::Relaxed);
+        Ok(())
     }
 }
+
+/// A guest asked to sleep past its call's deadline: the call fails as a
+/// timeout (`wasm.rs` classifies it so).
+#[derive(Debug, Clone, Copy)]
+pub struct SleptPastDeadline;
+
+impl std::fmt::Display for SleptPastDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the plugin slept past its call's deadline")
+    }
+}
+
+impl std::error::Error for SleptPastDeadline {}
 
 /// The seed of a call: SHA-256 over the plugin version and every input
 /// field, each length-prefixed so that no two inputs collide by
@@ -211,22 +265,83 @@ struct CallClock(Arc<CallInput>);
 
 impl HostWallClock for CallClock {
     fn resolution(&self) -> Duration {
-        Duration::from_millis(1)
+        Duration::from_nanos(1)
     }
 
     fn now(&self) -> Duration {
-        Duration::from_millis(self.0.now().max(0) as u64)
+        Duration::from_nanos(self.0.now_ns())
     }
 }
 
 impl HostMonotonicClock for CallClock {
     fn resolution(&self) -> u64 {
-        1_000_000
+        1
     }
 
     fn now(&self) -> u64 {
-        (self.0.now().max(0) as u64).saturating_mul(1_000_000)
+        self.0.now_ns()
     }
+}
+
+/// The monotonic clock of `wasi:clocks`, in place of `wasmtime-wasi`'s:
+/// the same readings (the call's clock), and pollables that are ready at
+/// once (see the module doc).
+pub struct Clocks<'a> {
+    input: &'a CallInput,
+    table: &'a mut ResourceTable,
+}
+
+/// A sleep that is over: always ready.
+struct Slept;
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Slept {
+    async fn ready(&mut self) {}
+}
+
+impl Clocks<'_> {
+    fn slept(&mut self, ns: u64) -> wasmtime::Result<Resource<DynPollable>> {
+        self.input.sleep(ns)?;
+        let slept = self.table.push(Slept)?;
+        wasmtime_wasi::p2::subscribe(self.table, slept)
+    }
+}
+
+impl monotonic_clock::Host for Clocks<'_> {
+    fn now(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.input.now_ns())
+    }
+
+    fn resolution(&mut self) -> wasmtime::Result<u64> {
+        Ok(1)
+    }
+
+    fn subscribe_instant(&mut self, when: u64) -> wasmtime::Result<Resource<DynPollable>> {
+        let ns = when.saturating_sub(self.input.now_ns());
+        self.slept(ns)
+    }
+
+    fn subscribe_duration(&mut self, ns: u64) -> wasmtime::Result<Resource<DynPollable>> {
+        self.slept(ns)
+    }
+}
+
+struct HasClocks;
+
+impl wasmtime::component::HasData for HasClocks {
+    type Data<'a> = Clocks<'a>;
+}
+
+/// Links the monotonic clock of [`Clocks`] over the one `wasmtime-wasi`
+/// linked (`get` finds an instance's, from [`Wasi::clocks`]).
+pub fn link_clocks<T: 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    get: fn(&mut T) -> Clocks<'_>,
+) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let linked = monotonic_clock::add_to_linker::<T, HasClocks>(linker, get);
+    linker.allow_shadowing(false);
+    linked
 }
 
 /// One of the call's generators.
@@ -382,9 +497,10 @@ pub struct Wasi {
 }
 
 impl Wasi {
-    /// A fresh context for one instance of the plugin labelled `label`.
-    pub fn new(label: Arc<str>, version_seed: u128) -> Wasi {
-        let input = Arc::new(CallInput::new());
+    /// A fresh context for one instance of the plugin labelled `label`,
+    /// whose calls have `deadline` each.
+    pub fn new(label: Arc<str>, version_seed: u128, deadline: Duration) -> Wasi {
+        let input = Arc::new(CallInput::new(deadline));
         let log = Arc::new(CallLog::new(label));
         let mut b = WasiCtxBuilder::new();
         b.wall_clock(CallClock(input.clone()))
@@ -409,13 +525,30 @@ impl Wasi {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_HOST_RESOURCES);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_HTTP_FIELDS_BYTES);
         Wasi {
             ctx: b.build(),
-            table: ResourceTable::new(),
-            http: WasiHttpCtx::new(),
+            table,
+            http,
             hooks: NoHttp,
             input,
             log,
         }
+    }
+
+    /// The monotonic clock's view of this instance.
+    pub fn clocks(&mut self) -> Clocks<'_> {
+        Clocks {
+            input: &self.input,
+            table: &mut self.table,
+        }
+    }
+
+    /// Host resources the guest holds (streams, pollables, HTTP handles).
+    pub fn resources(&mut self) -> usize {
+        self.table.iter_mut().count()
     }
 }

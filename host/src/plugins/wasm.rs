@@ -34,7 +34,7 @@ use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Stor
 use wasmtime_wasi::{WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
-use super::wasi::{LogLevel, Seed, Wasi};
+use super::wasi::{LogLevel, Seed, SleptPastDeadline, Wasi};
 use super::Slot;
 
 /// Generated bindings, one module per world; the `host` interface and the
@@ -175,9 +175,35 @@ impl CallError {
 /// Store data of one instance.
 pub struct Ctx {
     config: Arc<BTreeMap<String, String>>,
+    /// The instance's budget: its linear memories and tables together, in
+    /// bytes (a component may have several of each; the pool's per-memory
+    /// size is only a backstop).
     memory_cap: usize,
+    /// What its memories and tables take now, in bytes.
+    memory_used: usize,
     memory_exceeded: bool,
     wasi: Wasi,
+}
+
+/// What one table element counts against the memory budget, in bytes (a
+/// function reference in wasmtime's tables).
+const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+
+impl Ctx {
+    /// Grows the instance's total from `current` to `desired` bytes of one
+    /// memory or table, unless that passes the budget.
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let total = self
+            .memory_used
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.memory_cap {
+            self.memory_exceeded = true;
+            return false;
+        }
+        self.memory_used = total;
+        true
+    }
 }
 
 impl WasiView for Ctx {
@@ -200,26 +226,27 @@ impl WasiHttpView for Ctx {
 }
 
 impl wasmtime::ResourceLimiter for Ctx {
+    // Wasmtime asks here for every memory and table, their initial sizes
+    // included (`current` is 0 then), so the sum is the instance's.
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_cap {
-            self.memory_exceeded = true;
-            return Ok(false);
-        }
-        Ok(true)
+        Ok(self.grow(current, desired))
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        Ok(self.grow(
+            current.saturating_mul(TABLE_ELEMENT_BYTES),
+            desired.saturating_mul(TABLE_ELEMENT_BYTES),
+        ))
     }
 }
 
@@ -450,6 +477,8 @@ impl WasmHost {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| start("WASI")(&e))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
             .map_err(|e| start("wasi:http")(&e))?;
+        super::wasi::link_clocks(&mut linker, |c: &mut Ctx| c.wasi.clocks())
+            .map_err(|e| start("the plugin clocks")(&e))?;
         let weak = engine.weak();
         let ticking = Arc::new(Ticking::default());
         let ticker = ticking.clone();
@@ -475,11 +504,16 @@ impl WasmHost {
     }
 
     /// Keeps compiled code in `dir`, so that a restart, a rollback or a
-    /// second upload of the same component does not compile it again. A
-    /// directory that cannot be made is logged and compiling goes on
-    /// without a cache.
+    /// second upload of the same component does not compile it again. The
+    /// directory is made private (0700) when this makes it; one that cannot
+    /// be made is logged and compiling goes on without a cache.
     pub fn with_cache(mut self, dir: std::path::PathBuf) -> WasmHost {
-        match std::fs::create_dir_all(&dir) {
+        use std::os::unix::fs::DirBuilderExt;
+        match std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+        {
             Ok(()) => self.cache = Some(Arc::new(dir)),
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "plugin cache dir unusable; compiling every load")
@@ -488,9 +522,40 @@ impl WasmHost {
         self
     }
 
-    /// Whether the compiled code of `bytes` is in the disk cache.
+    /// Whether the compiled code of `bytes` is in the disk cache, and may be
+    /// loaded from it.
     pub fn is_cached(&self, bytes: &[u8]) -> bool {
-        self.cache_file(bytes).is_some_and(|f| f.is_file())
+        self.cache_file(bytes)
+            .is_some_and(|f| f.is_file() && self.cache_trusted(&f))
+    }
+
+    /// Whether a cached file may be loaded as native code: the directory
+    /// and the file belong to this process's user and nobody else may write
+    /// them. Anyone who can write there could otherwise run code in this
+    /// process. Refusing is logged once per process; the component is
+    /// compiled instead.
+    fn cache_trusted(&self, file: &std::path::Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        // SAFETY: `geteuid` reads the process's credentials; it cannot fail
+        // and touches no memory.
+        let me = unsafe { libc::geteuid() };
+        let Some(dir) = &self.cache else {
+            return false;
+        };
+        for path in [dir.as_path(), file] {
+            let why = match std::fs::metadata(path) {
+                Ok(m) if m.uid() != me => "it belongs to another user",
+                Ok(m) if m.mode() & 0o022 != 0 => "its group or other users may write it",
+                Ok(_) => continue,
+                Err(_) => "it cannot be read",
+            };
+            WARNED.call_once(|| {
+                tracing::warn!(path = %path.display(), reason = why, "plugin cache not trusted: compiling instead of loading cached code");
+            });
+            return false;
+        }
+        true
     }
 
     /// Refuses at once what cannot be a component (before any compile).
@@ -538,12 +603,14 @@ impl WasmHost {
         Self::precheck(bytes)?;
         let file = self.cache_file(bytes);
         if let Some(file) = &file {
-            if file.is_file() {
+            if file.is_file() && self.cache_trusted(file) {
                 // SAFETY: the file is compiled code this process (or another
                 // node of the same build) wrote for an engine with the same
-                // settings, named by the fingerprint; the cache dir is the
-                // operator's, as trusted as the binary. wasmtime checks the
-                // header's engine compatibility and refuses a mismatch.
+                // settings, named by the fingerprint; the cache dir and the
+                // file are this user's and nobody else may write them
+                // (`cache_trusted`), so they are as trusted as the binary.
+                // wasmtime checks the header's engine compatibility and
+                // refuses a mismatch.
                 match unsafe { Component::deserialize_file(&self.engine, file) } {
                     Ok(c) => {
                         self.compiles.cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -622,8 +689,13 @@ impl WasmHost {
             Ctx {
                 config: call.config.clone(),
                 memory_cap: self.limits.memory,
+                memory_used: 0,
                 memory_exceeded: false,
-                wasi: Wasi::new(call.label.clone(), u128::from_le_bytes(version_seed)),
+                wasi: Wasi::new(
+                    call.label.clone(),
+                    u128::from_le_bytes(version_seed),
+                    self.limits.timeout,
+                ),
             },
         );
         store.limiter(|c| c);
@@ -651,10 +723,10 @@ impl WasmHost {
         let _in_flight = self.ticking.enter();
         let reused = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let seed = input.seed.map(Seed::finish).unwrap_or_default();
-        let (mut store, bindings, uses) = match reused {
+        let (mut store, bindings, uses, held) = match reused {
             Some(i) => {
                 i.store.data().wasi.input.begin(input.now_ms, seed);
-                (i.store, i.bindings, i.uses)
+                (i.store, i.bindings, i.uses, Some(i.resources))
             }
             None => {
                 let mut store = self.store(call);
@@ -670,7 +742,7 @@ impl WasmHost {
                     ))
                 });
                 match made {
-                    Ok(b) => (store, b, 0),
+                    Ok(b) => (store, b, 0, None),
                     Err(e) => {
                         store.data().wasi.log.end_call();
                         return Err(instantiate_error(&store, e));
@@ -695,13 +767,21 @@ impl WasmHost {
             }
         };
         if r.is_ok() && uses + 1 < MAX_USES {
-            let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
-            if idle.len() < MAX_IDLE {
-                idle.push(Idle {
-                    store,
-                    bindings,
-                    uses: uses + 1,
-                });
+            // What the guest keeps after its first call (a runtime's cached
+            // handles) may stay; an instance that holds more host resources
+            // after a later call leaks them, and is dropped with them rather
+            // than reused.
+            let resources = store.data_mut().wasi.resources();
+            if held.is_none_or(|held| resources <= held) {
+                let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
+                if idle.len() < MAX_IDLE {
+                    idle.push(Idle {
+                        store,
+                        bindings,
+                        uses: uses + 1,
+                        resources: held.unwrap_or(resources),
+                    });
+                }
             }
         }
         r
@@ -864,7 +944,21 @@ fn write_cache(file: &std::path::Path, component: &Component) -> Result<(), Host
     let cache = |e: &dyn std::fmt::Display| HostError::Cache(e.to_string());
     let bytes = component.serialize().map_err(|e| cache(&e))?;
     let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| cache(&e))?;
+    let written = {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&bytes))
+    };
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(cache(&e));
+    }
     std::fs::rename(&tmp, file).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         cache(&e)
@@ -981,6 +1075,8 @@ pub struct Idle<B> {
     store: Store<Ctx>,
     bindings: B,
     uses: u32,
+    /// The host resources it held after its first call.
+    resources: usize,
 }
 
 /// Idle instances of one version, by world. Instances are reused while
@@ -1021,6 +1117,14 @@ fn instantiate_error(store: &Store<Ctx>, e: wasmtime::Error) -> CallError {
 fn classify(store: &Store<Ctx>, e: wasmtime::Error) -> CallError {
     let kind = if store.data().memory_exceeded {
         FailKind::Memory
+    } else if e.downcast_ref::<SleptPastDeadline>().is_some() {
+        FailKind::Timeout
+    } else if matches!(
+        e.downcast_ref::<wasmtime::component::ResourceTableError>(),
+        Some(wasmtime::component::ResourceTableError::Full)
+    ) {
+        // More host resources held at once than `MAX_HOST_RESOURCES`.
+        FailKind::Memory
     } else {
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) | Some(Trap::OutOfFuel) => FailKind::Timeout,
@@ -1033,4 +1137,39 @@ fn classify(store: &Store<Ctx>, e: wasmtime::Error) -> CallError {
         message.truncate(cut);
     }
     CallError { kind, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(cap: usize) -> Ctx {
+        Ctx {
+            config: Arc::default(),
+            memory_cap: cap,
+            memory_used: 0,
+            memory_exceeded: false,
+            wasi: Wasi::new("test".into(), 0, Duration::from_millis(50)),
+        }
+    }
+
+    /// One budget over every memory and table of an instance: two memories
+    /// each under the cap, together over it, are refused.
+    #[test]
+    fn the_memory_budget_sums_memories_and_tables() {
+        use wasmtime::ResourceLimiter;
+        let mb = 1 << 20;
+        let mut c = ctx(16 * mb);
+        assert!(c.memory_growing(0, 10 * mb, None).unwrap());
+        assert!(!c.memory_growing(0, 10 * mb, None).unwrap());
+        assert!(c.memory_exceeded);
+        let mut c = ctx(16 * mb);
+        assert!(c.memory_growing(0, 8 * mb, None).unwrap());
+        assert!(c.memory_growing(0, 7 * mb, None).unwrap());
+        // Growing the first memory counts only what it adds.
+        assert!(c.memory_growing(8 * mb, 8 * mb + mb / 2, None).unwrap());
+        // A table of a million elements is 8 MB more.
+        assert!(!c.table_growing(0, mb, None).unwrap());
+        assert!(c.table_growing(0, 1_000, None).unwrap());
+    }
 }

@@ -37,8 +37,8 @@ pub enum FilterOutcome {
 
 /// A tenant's event filter, resolved for a batch of events.
 pub struct TenantFilter {
-    plugins: Plugins,
-    active: (Arc<SlotState>, Arc<Version>),
+    pub(super) plugins: Plugins,
+    pub(super) active: (Arc<SlotState>, Arc<Version>),
     shadow: Option<(Arc<SlotState>, Arc<Version>)>,
 }
 
@@ -59,12 +59,22 @@ impl TenantFilter {
     /// Filters one event for one shape. `event` is built once per event by
     /// the caller (`convert::event`).
     pub fn apply(&self, event: &types::Event, shape: &Vec<(String, String)>) -> FilterOutcome {
+        self.decide(event, shape).0
+    }
+
+    /// [`TenantFilter::apply`], and whether the filter answered (`false`:
+    /// the call failed, and the event is dropped for it).
+    pub(super) fn decide(
+        &self,
+        event: &types::Event,
+        shape: &Vec<(String, String)>,
+    ) -> (FilterOutcome, bool) {
         let (st, v) = &self.active;
-        let outcome = match timed(&st.stats, || self.run(v, event, shape)) {
-            Ok(o) => o,
+        let (outcome, answered) = match timed(&st.stats, || self.run(v, event, shape)) {
+            Ok(o) => (o, true),
             Err(e) => {
                 tracing::warn!(plugin = %v.call.label, event = %event.id, error = %e, "event filter failed; not delivering the event to this subscription");
-                FilterOutcome::Drop
+                (FilterOutcome::Drop, false)
             }
         };
         if let Some((sst, cand)) = &self.shadow {
@@ -76,7 +86,7 @@ impl TenantFilter {
                 theirs.map(|o| crate::plugins::convert::filter_json(&o)),
             );
         }
-        outcome
+        (outcome, answered)
     }
 
     /// The active version's tag.

@@ -18,7 +18,9 @@
 //!   stored rows;
 //! - `recorder`: stream requests recorded for `plugin replay`;
 //! - `view`: what `GET /admin/plugins` and `/metrics` show;
-//! - `validator`, `shaper`, `filter`, `authorizer`: the calls of each slot.
+//! - `validator`, `shaper`, `filter`, `authorizer`: the calls of each slot;
+//! - `shapes`: subscription shapes (the parameters a filter declares, a cap
+//!   per tenant) and replayed answers shared by streams of one shape.
 
 mod admin;
 mod authorizer;
@@ -26,6 +28,7 @@ mod filter;
 mod recorder;
 mod shadow;
 mod shaper;
+mod shapes;
 mod slot;
 mod stats;
 mod validator;
@@ -43,6 +46,7 @@ pub use admin::{Mode, PluginError};
 pub use authorizer::{Access, StreamAuthorizer};
 pub use filter::{FilterOutcome, TenantFilter};
 pub use shaper::outbid_input;
+pub use shapes::{TooManyShapes, MAX_SHAPES_PER_TENANT, SHAPE_PARAMS_KEY};
 pub use slot::{Compiling, LoadError, SlotState, Version};
 pub use stats::CallStats;
 pub use validator::RoundValidator;
@@ -61,6 +65,10 @@ struct Inner {
     compile_gate: tokio::sync::Semaphore,
     /// Where stream requests go to be recorded, once started.
     recorder: std::sync::OnceLock<recorder::Recorder>,
+    /// Subscription shapes of open streams, per tenant.
+    shapes: shapes::Shapes,
+    /// The event filter's answers for replayed events, per tenant.
+    replay_answers: shapes::ReplayAnswers,
 }
 
 /// The plugin registry; cheap to clone.
@@ -84,6 +92,8 @@ impl Plugins {
                 filters: std::sync::atomic::AtomicBool::new(false),
                 compile_gate: tokio::sync::Semaphore::new(1),
                 recorder: std::sync::OnceLock::new(),
+                shapes: Default::default(),
+                replay_answers: Default::default(),
             }),
         }
     }

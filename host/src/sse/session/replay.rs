@@ -1,6 +1,6 @@
 //! Catch-up: reading the log from the cursor, a page at a time (the next
-//! page read while this one is written), through the event filter, until the
-//! live queue takes over.
+//! page read while this one is written), through the event filter (whose
+//! answers streams of one shape share), until the live queue takes over.
 
 use std::borrow::Cow;
 
@@ -124,13 +124,12 @@ impl Session {
             }
             let json = match &filter {
                 None => Cow::Borrowed(e.json.as_str()),
-                Some(f) => {
-                    let input = crate::plugins::convert::event(e);
-                    match f.event_json(e, &input, &self.req.shape) {
-                        Some(json) => json,
-                        None => continue,
-                    }
-                }
+                // Streams of one shape replaying the same events share the
+                // filter's answers (`plugins::registry::shapes`).
+                Some(f) => match f.replay_json(e, &self.req.shape) {
+                    Some(json) => json,
+                    None => continue,
+                },
             };
             encode::put_event(&mut buf, e.seq, &e.kind, &json);
             self.told = e.seq;

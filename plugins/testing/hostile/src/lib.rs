@@ -21,6 +21,18 @@ pub fn misbehave() -> Option<()> {
             }
         }
         Some("panic") => panic!("hostile plugin panics on purpose"),
+        Some("sleep") => {
+            // A WASI monotonic-clock pollable, blocked on.
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            None
+        }
+        Some("naps") => {
+            // Short sleeps that add up to far more than any deadline.
+            for _ in 0..30_000 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            None
+        }
         Some("clock") => {
             // A WASI import: the host links it to a trap.
             let t = std::time::SystemTime::now();
