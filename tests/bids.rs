@@ -4,7 +4,7 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -568,3 +568,98 @@ async fn burst_with_refusals(mode: Mode) {
     env.cleanup().await;
 }
 both_modes!(burst_with_refusals_test, burst_with_refusals);
+
+/// A slow validator of one tenant delays only its own round: the hostile
+/// validator spins in guest code up to its (long) deadline, and meanwhile
+/// another tenant's publishes and the same tenant's unrelated ones answer at
+/// once; the bid is then decided once (the validator was called once, one
+/// rejection), and the product takes the next bid as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_validator_delays_only_its_round() {
+    const DEADLINE_MS: u64 = 8_000;
+    let env = Env::new(Mode::Embedded)
+        .await
+        .set("SWITCHYARD_PLUGIN_TIMEOUT_MS", DEADLINE_MS);
+    let node = env.start().await;
+    let (slow, other) = (node.tenant().await, node.tenant().await);
+    let query = format!("?tenant={slow}");
+    node.configure_plugin("bid-validator", &query, json!({"mode": "loop"}))
+        .await;
+    let wasm = std::path::PathBuf::from(env!("SWITCHYARD_PLUGIN_ARTIFACTS"))
+        .join("hostile_validator.wasm");
+    let r = node
+        .put_plugin(
+            "bid-validator",
+            &format!("{query}&wait=true"),
+            std::fs::read(&wasm).expect("the hostile validator is built"),
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let product = support::product_at(&node, &slow, 100).await;
+    let placed = Instant::now();
+    let bid_id = support::bid(&node, &product, "u1", 200).await;
+    // Publish (the other tenant, then the slow one's own unrelated topic)
+    // until the bid is decided, timing each answer.
+    let (mut publishes, mut slowest) = (0u32, Duration::ZERO);
+    let decided = loop {
+        for (tenant, topic) in [(&other, "feed:other"), (&slow, "feed:unrelated")] {
+            let t = Instant::now();
+            node.publish(tenant, topic, "note", json!({ "n": publishes }))
+                .await;
+            slowest = slowest.max(t.elapsed());
+            publishes += 1;
+        }
+        let b: Value = node
+            .get(&format!("/api/bids/{bid_id}"))
+            .await
+            .json()
+            .await
+            .expect("json");
+        if b["status"] != "queued" {
+            break b;
+        }
+        assert!(placed.elapsed() < secs(60), "the bid was never decided");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The publishes ran while the validator did (its calls end at the
+    // deadline), and none waited for it.
+    assert!(
+        placed.elapsed() >= Duration::from_millis(DEADLINE_MS),
+        "decided after {:?}",
+        placed.elapsed()
+    );
+    assert!(
+        slowest < secs(3),
+        "a publish waited {slowest:?} for another round's validator"
+    );
+    assert!(publishes >= 10, "{publishes} publishes");
+    assert_eq!(decided["status"], "rejected", "{decided}");
+    assert_eq!(decided["reason"], "plugin_error", "{decided}");
+    let slot = node.plugin_slot("bid-validator", Some(&slow)).await;
+    assert_eq!(slot["errors"]["timeout"], 1, "validated once: {slot}");
+    assert_eq!(
+        node.metric("switchyard_bid_decisions_rejected_total").await,
+        1.0
+    );
+    // A well-behaved configuration: the next bid is accepted.
+    node.configure_plugin("bid-validator", &query, json!({}))
+        .await;
+    let next = support::decided(&node, &support::bid(&node, &product, "u2", 300).await).await;
+    assert_eq!(next["status"], "accepted", "{next}");
+    let state: Value = node
+        .get(&format!("/api/products/{product}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (state["current_bid"].clone(), state["bid_count"].clone()),
+        (json!(300), json!(1))
+    );
+    env.cleanup().await;
+}

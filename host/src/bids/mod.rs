@@ -5,10 +5,14 @@
 //!   Redis Stream with a consumer group in cluster mode).
 //! - `worker`: takes wake-ups, and on an interval sweeps the store for queued
 //!   bids and auctions past their end, so a lost wake-up only delays.
-//! - `decision`: the pure rules. A decision round locks the product, decides
-//!   its queued bids in order against the latest state, and commits the bids'
-//!   outcomes, the product and the events in one transaction; a bid is only
-//!   decided while `queued`, so it is decided exactly once.
+//! - `decision`: the pure rules. A decision round decides a product's queued
+//!   bids in order against its latest state, and commits the bids' outcomes,
+//!   the product and the events in one transaction; a bid is only decided
+//!   while `queued`, so it is decided exactly once. In Postgres the round
+//!   locks the product row for its whole transaction; in SQLite it decides
+//!   off the single writer and its write checks that the product's version
+//!   and the bids' `queued` state are still what it read (else it is run
+//!   again).
 
 pub mod decision;
 pub mod queue;

@@ -5,7 +5,10 @@
 //! an interval for queued bids nobody woke us for (a lost wake-up, a node that
 //! died, a flushed Redis) and for auctions past their end. Different products
 //! run in parallel (bounded); one product is never run twice at once on a
-//! node, and across nodes the product's row lock serializes rounds.
+//! node. Across nodes (Postgres) the product's row lock serializes rounds;
+//! in embedded mode a round decides off the store's writer and commits only
+//! if the product is unchanged (`store::bids`), so a slow validator delays
+//! its own product's round and no other write.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -159,7 +162,8 @@ impl Worker {
                     }
                 }
                 Err(e) => {
-                    // The bids stay queued; the sweeper retries.
+                    // The bids stay queued (a stale round wrote nothing);
+                    // the sweeper retries.
                     tracing::warn!(%product, error = %e, "decision round failed");
                     return;
                 }

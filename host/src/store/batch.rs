@@ -1,6 +1,6 @@
 //! Group commit for the domain writes that follow every request: event
-//! appends, messages, read marks, bids, products and (embedded) decision
-//! rounds.
+//! appends, messages, read marks, bids, products and (embedded) the results
+//! of decision rounds, decided before they are submitted (`Op::Round`).
 //!
 //! One task per store takes whatever writes are waiting and runs them in one
 //! transaction, so many requests share one commit (one fsync in SQLite, one
@@ -20,8 +20,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
+use super::bids::RoundWrite;
 use super::{Error, Message, NewMessage, Notification, PublishKey};
-use crate::bids::decision::Round;
 use crate::bids::{Bid, Product};
 use crate::event::{NewEvent, StoredEvent};
 
@@ -29,10 +29,6 @@ use crate::event::{NewEvent, StoredEvent};
 const MAX_OPS: usize = 256;
 /// Most events a batch collects before it stops taking more writes.
 const MAX_EVENTS: usize = 2_048;
-
-/// The rules of a decision round: product, queued bids (in order), and
-/// whether more are queued than were read.
-pub type RulesFn = dyn Fn(Product, &[Bid], bool) -> Round + Send + Sync;
 
 /// One write.
 #[derive(Clone)]
@@ -50,15 +46,17 @@ pub(crate) enum Op {
     Bid(Bid),
     /// A new product.
     Product(Product),
-    /// One decision round over at most `limit` queued bids of a product.
-    Decide(String, usize, Arc<RulesFn>),
+    /// A decision round's result, decided off the writer: written only if
+    /// the product and its bids are still as the round read them (embedded
+    /// mode; cluster rounds run in their own transactions).
+    Round(Arc<RoundWrite>),
 }
 
 impl Op {
     fn weight(&self) -> usize {
         match self {
             Op::Append(e) | Op::Keyed(_, e) => e.len(),
-            Op::Decide(_, limit, _) => *limit,
+            Op::Round(w) => w.round.events.len().max(1),
             _ => 2,
         }
     }
@@ -83,6 +81,8 @@ pub(crate) enum Done {
     Product,
     /// Bids decided by the round.
     Decided(usize),
+    /// The round read a product or bids that changed since: nothing written.
+    Stale,
 }
 
 /// The answer to a write was meant for another kind of write (a bug).
@@ -232,19 +232,16 @@ impl Batcher {
         }
     }
 
-    /// Decides up to `limit` queued bids of a product by `rules`: how many,
-    /// and the committed events.
-    pub(crate) async fn decide(
+    /// Commits a decided round if what it read still holds: how many bids
+    /// it decided and the committed events, or `None` when it is stale (run
+    /// it again from the read).
+    pub(crate) async fn round(
         &self,
-        product_id: &str,
-        limit: usize,
-        rules: Arc<RulesFn>,
-    ) -> Result<(usize, Vec<StoredEvent>), Error> {
-        match self
-            .write(Op::Decide(product_id.into(), limit, rules))
-            .await?
-        {
-            (Done::Decided(n), events) => Ok((n, events)),
+        w: RoundWrite,
+    ) -> Result<Option<(usize, Vec<StoredEvent>)>, Error> {
+        match self.write(Op::Round(Arc::new(w))).await? {
+            (Done::Decided(n), events) => Ok(Some((n, events))),
+            (Done::Stale, _) => Ok(None),
             (other, _) => Err(unexpected(other)),
         }
     }

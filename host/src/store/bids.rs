@@ -1,13 +1,22 @@
 //! Products and bids in the system of record (`BidStore`), for SQLite and
-//! Postgres. A decision round runs in one transaction: lock the product, read
-//! its queued bids in order, apply the rules, write outcomes, product and
-//! events. Only `queued` bids are decided, so a round that runs twice (two
+//! Postgres. Only `queued` bids are decided, so a round that runs twice (two
 //! workers, a retried wake-up) decides nothing twice.
 //!
-//! New bids and products go through the store's batch (group commit). So do
-//! embedded rounds (`sqlite_writer.rs` writes them); in Postgres each round is
-//! its own transaction, so rounds of different products run in parallel and a
-//! product's row lock never waits on unrelated writes.
+//! New bids and products go through the store's batch (group commit).
+//! Decision rounds differ by backend:
+//!
+//! - Postgres: each round is one transaction of its own that locks the
+//!   product row, reads its queued bids in order, applies the rules and writes
+//!   outcomes, product and events; rounds of different products run in
+//!   parallel and a product's row lock never waits on unrelated writes.
+//! - SQLite (optimistic): the round reads the product and its queued bids in
+//!   one read transaction, applies the rules (the tenant's validator and
+//!   shaper included) on a blocking thread of its own, and only then submits
+//!   the result to the batch (`RoundWrite`). Inside the writer's transaction
+//!   the write checks that the product's `version` is the one read and that
+//!   every bid it decides is still `queued`, else it writes nothing and the
+//!   round is run again from the read. The one writer thread therefore never
+//!   waits on a tenant's plugin.
 
 use async_trait::async_trait;
 
@@ -27,7 +36,9 @@ pub(crate) fn idle(round: &Round, before: &Product) -> bool {
 }
 use crate::event::StoredEvent;
 
-pub use super::batch::RulesFn;
+/// The rules of a decision round: product, queued bids (in order), and
+/// whether more are queued than were read.
+pub type RulesFn = dyn Fn(Product, &[Bid], bool) -> Round + Send + Sync;
 
 /// The rules a decision round applies: product, queued bids (in order), and
 /// whether more are queued than were read.
@@ -91,6 +102,27 @@ pub(crate) fn same_bid(existing: Option<Bid>, bid: &Bid) -> Result<(Bid, bool), 
     }
 }
 
+/// A round decided off the writer, to be committed only if what it read
+/// still holds.
+#[derive(Debug)]
+pub(crate) struct RoundWrite {
+    /// The product's `version` when the round read it.
+    pub(crate) read_version: i64,
+    /// The product's `status` when the round read it.
+    pub(crate) read_status: String,
+    /// The result (`round.product.id` names the product).
+    pub(crate) round: Round,
+}
+
+impl RoundWrite {
+    /// The round closes the auction: it may only do so while no bid other
+    /// than its own is queued (a bid queued after the read may have been
+    /// placed before the end).
+    pub(crate) fn closes(&self) -> bool {
+        self.read_status == "open" && self.round.product.status != "open"
+    }
+}
+
 /// SQLite (rusqlite): the row mappers, and the inserts and rounds the batch
 /// writer runs inside its transaction (`sqlite_writer.rs`); `sqlite_bids.rs`
 /// implements `BidStore` with them.
@@ -98,8 +130,6 @@ pub(crate) mod sqlite_impl {
     use super::*;
 
     use rusqlite::{params, Connection, OptionalExtension, Row};
-
-    use crate::event::NewEvent;
 
     /// Inserts a product (its event is appended by the batch).
     pub(crate) fn insert_product(conn: &Connection, p: &Product) -> Result<(), Error> {
@@ -164,35 +194,69 @@ pub(crate) mod sqlite_impl {
         Ok(same_bid(existing, bid))
     }
 
-    /// One decision round (the transaction is the lock: SQLite has one writer):
-    /// the number of bids decided and the events to append (`None`: nothing to
-    /// write).
-    pub(crate) fn round(
+    /// A round's consistent read, in one read transaction: the product,
+    /// its first `limit` queued bids in order, and whether more are queued
+    /// (`None`: no such product).
+    pub(crate) fn read_round(
         conn: &Connection,
         product_id: &str,
         limit: usize,
-        rules: &RulesFn,
-    ) -> Result<Option<(usize, Vec<NewEvent>)>, Error> {
-        let product = conn
+    ) -> Result<Option<(Product, Vec<Bid>, bool)>, Error> {
+        let tx = conn.unchecked_transaction()?;
+        let product = tx
             .prepare_cached(&format!("SELECT {PRODUCT_COLS} FROM products WHERE id = ?"))?
             .query_row(params![product_id], product_row)
             .optional()?;
         let Some(product) = product else {
             return Ok(None);
         };
-        let mut bids = conn
+        let mut bids = tx
             .prepare_cached(&format!(
                 "SELECT {BID_COLS} FROM bids WHERE product_id = ? AND status = 'queued' \
                  ORDER BY n LIMIT ?"
             ))?
             .query_map(params![product_id, limit as i64 + 1], bid_row)?
             .collect::<Result<Vec<_>, _>>()?;
+        drop(tx);
         let more = bids.len() > limit;
         bids.truncate(limit);
-        let before = product.clone();
-        let round = rules(product, &bids, more);
-        if idle(&round, &before) {
-            return Ok(None);
+        Ok(Some((product, bids, more)))
+    }
+
+    /// Commits a round decided off the writer, inside the batch's
+    /// transaction, if what it read still holds: the product's version, each
+    /// of its bids still queued, and (when it closes the auction) no other
+    /// bid queued. Returns whether it wrote (`false`: stale, nothing
+    /// written; the round is run again from its read); the batch appends the
+    /// round's events.
+    pub(crate) fn commit_round(conn: &Connection, w: &RoundWrite) -> Result<bool, Error> {
+        let round = &w.round;
+        let p = &round.product;
+        let version: Option<i64> = conn
+            .prepare_cached("SELECT version FROM products WHERE id = ?")?
+            .query_row(params![p.id], |r| r.get(0))
+            .optional()?;
+        if version != Some(w.read_version) {
+            return Ok(false);
+        }
+        let mut status = conn.prepare_cached("SELECT status FROM bids WHERE id = ?")?;
+        for o in &round.outcomes {
+            let s: Option<String> = status
+                .query_row(params![o.bid_id], |r| r.get(0))
+                .optional()?;
+            if s.as_deref() != Some("queued") {
+                return Ok(false);
+            }
+        }
+        if w.closes() {
+            let queued: i64 = conn
+                .prepare_cached(
+                    "SELECT count(*) FROM bids WHERE product_id = ? AND status = 'queued'",
+                )?
+                .query_row(params![p.id], |r| r.get(0))?;
+            if queued != round.outcomes.len() as i64 {
+                return Ok(false);
+            }
         }
         let now = crate::event::now_ms();
         let mut decide = conn.prepare_cached(
@@ -209,7 +273,6 @@ pub(crate) mod sqlite_impl {
                 o.bid_id
             ])?;
         }
-        let p = &round.product;
         conn.prepare_cached(
             "UPDATE products SET status = ?, current_bid = ?, leader = ?, bid_count = ?, \
              version = ?, ends_at = ? WHERE id = ?",
@@ -223,7 +286,7 @@ pub(crate) mod sqlite_impl {
             p.ends_at,
             p.id
         ])?;
-        Ok(Some((round.outcomes.len(), round.events)))
+        Ok(true)
     }
 
     pub(crate) fn product_row(r: &Row<'_>) -> rusqlite::Result<Product> {

@@ -191,12 +191,11 @@ async fn apply<'a>(tx: &mut PgConnection, op: &'a Op) -> Result<Applied<'a>, Err
             bids::insert_product(tx, p).await?;
             Ok((Done::Product, Cow::Owned(vec![created_event(p)])))
         }
-        Op::Decide(product, limit, rules) => {
-            let (n, events) = bids::round(tx, product, *limit, rules.as_ref())
-                .await?
-                .unwrap_or_default();
-            Ok((Done::Decided(n), Cow::Owned(events)))
-        }
+        // Cluster rounds lock the product in a transaction of their own
+        // (`postgres_bids.rs`) and never come through the batch.
+        Op::Round(_) => Err(Error::Internal(
+            "decision rounds are not batched in cluster mode".into(),
+        )),
     })
 }
 

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::batch::{self, Done, Op, Outcome};
-use super::bids::sqlite_impl::{insert_bid, insert_product, round};
+use super::bids::sqlite_impl::{commit_round, insert_bid, insert_product};
 use super::{
     assign_seqs, message_events, retained_last, tenant_counts, unread_event, Error, Message,
 };
@@ -166,9 +166,15 @@ fn apply<'a>(conn: &Connection, op: &'a Op) -> Result<batch::Applied<'a>, Error>
             insert_product(conn, p)?;
             Ok((Done::Product, Cow::Owned(vec![created_event(p)])))
         }
-        Op::Decide(product, limit, rules) => {
-            let (n, events) = round(conn, product, *limit, rules.as_ref())?.unwrap_or_default();
-            Ok((Done::Decided(n), Cow::Owned(events)))
+        // The round was decided off this thread; here it is only checked
+        // against what it read and written.
+        Op::Round(w) => {
+            if commit_round(conn, w)? {
+                let events = w.round.events.as_slice();
+                Ok((Done::Decided(w.round.outcomes.len()), Cow::Borrowed(events)))
+            } else {
+                Ok((Done::Stale, Cow::Owned(Vec::new())))
+            }
         }
     })
 }
