@@ -29,6 +29,10 @@ mod bus;
 pub mod config;
 mod error;
 pub mod event;
+/// Entry points of the fuzz targets in `fuzz/`; not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 mod metrics;
 pub mod plugins;

@@ -198,7 +198,7 @@ async fn open(
 
 /// Query parameters the host itself reads; every other one is part of the
 /// subscription shape the event filter sees.
-const HOST_PARAMS: [&str; 6] = [
+pub(crate) const HOST_PARAMS: [&str; 6] = [
     "tenant",
     "topic",
     "events",
@@ -207,11 +207,11 @@ const HOST_PARAMS: [&str; 6] = [
     "token",
 ];
 /// Most parameters a shape may have.
-const MAX_SHAPE_PARAMS: usize = 16;
+pub(crate) const MAX_SHAPE_PARAMS: usize = 16;
 
 /// The subscription shape: the parameters the host does not own, sorted, so
 /// equal subscriptions share one filter call per event.
-fn subscription_shape(q: &QueryPairs) -> Result<crate::plugins::Shape, ApiError> {
+pub(crate) fn subscription_shape(q: &QueryPairs) -> Result<crate::plugins::Shape, ApiError> {
     let mut shape: Vec<(String, String)> =
         q.0.iter()
             .filter(|(k, _)| !HOST_PARAMS.contains(&k.as_str()))
@@ -229,7 +229,7 @@ fn subscription_shape(q: &QueryPairs) -> Result<crate::plugins::Shape, ApiError>
 }
 
 /// An empty id means "no cursor"; anything but a decimal id is a 400.
-fn parse_last_event_id(v: Option<&str>) -> Result<Option<Seq>, ApiError> {
+pub(crate) fn parse_last_event_id(v: Option<&str>) -> Result<Option<Seq>, ApiError> {
     match v.map(str::trim) {
         None | Some("") => Ok(None),
         Some(s) => s.parse::<Seq>().map(Some).map_err(|_| {
