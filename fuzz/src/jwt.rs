@@ -45,7 +45,7 @@ pub fn verifier(rules: TokenRules, which: usize) -> Verifier {
     std::fs::write(&path, pem).expect("write the public key");
     let v = block_on(Verifier::start(
         Keys::with_rules(SECRET, rules),
-        Some(&path),
+        Some(path.as_path()),
         None,
     ))
     .expect("the public key is read");

@@ -70,7 +70,7 @@ pub mod streams {
 
     /// The subscription parameters a plugin filter sees.
     pub fn subscription_shape(q: &QueryPairs) -> Result<Vec<(String, String)>, ApiError> {
-        crate::http::streams::subscription_shape(q).map(|s| s.as_ref().clone())
+        crate::http::streams::subscription_shape(q).map(|s| Vec::clone(&s))
     }
 }
 
