@@ -30,6 +30,10 @@ mod bus;
 pub mod config;
 mod error;
 pub mod event;
+/// Entry points of the fuzz targets in `fuzz/`; not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod logging;
 mod metrics;

@@ -229,7 +229,7 @@ async fn open(
 
 /// Query parameters the host itself reads; every other one is part of the
 /// subscription shape the event filter sees.
-const HOST_PARAMS: [&str; 6] = [
+pub(crate) const HOST_PARAMS: [&str; 6] = [
     "tenant",
     "topic",
     "events",
@@ -238,7 +238,7 @@ const HOST_PARAMS: [&str; 6] = [
     "token",
 ];
 /// Most parameters a shape may have.
-const MAX_SHAPE_PARAMS: usize = 16;
+pub(crate) const MAX_SHAPE_PARAMS: usize = 16;
 
 /// The subscription shape: of the parameters the host does not own, those
 /// the tenant's event filter declares (all of them if it declares none),
@@ -250,19 +250,7 @@ fn subscription_shape(
     tenant: &str,
     q: &QueryPairs,
 ) -> Result<crate::plugins::Shape, ApiError> {
-    let mut shape: Vec<(String, String)> =
-        q.0.iter()
-            .filter(|(k, _)| !HOST_PARAMS.contains(&k.as_str()))
-            .cloned()
-            .collect();
-    if shape.len() > MAX_SHAPE_PARAMS || shape.iter().any(|(k, v)| k.len() > 64 || v.len() > 256) {
-        return Err(ApiError::invalid(
-            "invalid_query",
-            format!("at most {MAX_SHAPE_PARAMS} subscription parameters, names up to 64 and values up to 256 bytes"),
-        ));
-    }
-    shape.sort();
-    shape.dedup();
+    let shape = shape_params(q)?;
     state.plugins.subscription_shape(tenant, shape).map_err(|_| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -276,8 +264,27 @@ fn subscription_shape(
     })
 }
 
+/// The parameters the host does not own, bounded, sorted and without
+/// repeats: what a subscription shape is made of.
+pub(crate) fn shape_params(q: &QueryPairs) -> Result<Vec<(String, String)>, ApiError> {
+    let mut shape: Vec<(String, String)> =
+        q.0.iter()
+            .filter(|(k, _)| !HOST_PARAMS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+    if shape.len() > MAX_SHAPE_PARAMS || shape.iter().any(|(k, v)| k.len() > 64 || v.len() > 256) {
+        return Err(ApiError::invalid(
+            "invalid_query",
+            format!("at most {MAX_SHAPE_PARAMS} subscription parameters, names up to 64 and values up to 256 bytes"),
+        ));
+    }
+    shape.sort();
+    shape.dedup();
+    Ok(shape)
+}
+
 /// An empty id means "no cursor"; anything but a decimal id is a 400.
-fn parse_last_event_id(v: Option<&str>) -> Result<Option<Seq>, ApiError> {
+pub(crate) fn parse_last_event_id(v: Option<&str>) -> Result<Option<Seq>, ApiError> {
     match v.map(str::trim) {
         None | Some("") => Ok(None),
         Some(s) => crate::event::parse_seq(s).map(Some).ok_or_else(|| {

@@ -74,7 +74,7 @@ pub fn verdict(v: types::Verdict, now: i64) -> Result<Verdict, CallError> {
     match v {
         types::Verdict::Accept(effects) => {
             if let Some(t) = effects.extend_to {
-                if t < now || t > now + MAX_EXTENSION_MS {
+                if t < now || t > now.saturating_add(MAX_EXTENSION_MS) {
                     return Err(CallError::bad_output(format!(
                         "extend-to {t} is outside [now, now + 7 days]"
                     )));

@@ -16,7 +16,7 @@ use super::{reject, Conn, HeadLimits};
 use crate::sse::session::StreamSlot;
 
 /// How an HTTP/2 connection with prior knowledge opens (RFC 9113, 3.4).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Read size for a request head.
 const HEAD_CHUNK: usize = 1024;
 /// Header lines parsed on the stack; a head with more is parsed again with
@@ -112,7 +112,7 @@ enum First {
 
 /// Which limit a head broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TooLarge {
+pub(crate) enum TooLarge {
     Bytes,
     Lines,
 }
@@ -155,7 +155,7 @@ async fn read_first(stream: &TcpStream, limits: &HeadLimits) -> First {
     }
 }
 
-enum Parsed {
+pub(crate) enum Parsed {
     Partial,
     Stream(Box<Request<Body>>),
     Other,
@@ -165,7 +165,7 @@ enum Parsed {
 /// A `GET` of an event-stream route with no body, no `Expect` and no
 /// upgrade becomes a request for the router; a head over `limits` is
 /// `TooLarge`; anything else is `Other`.
-fn parse_stream_request(buf: &[u8], limits: &HeadLimits) -> Parsed {
+pub(crate) fn parse_stream_request(buf: &[u8], limits: &HeadLimits) -> Parsed {
     let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
     let mut heap;
     let mut req = httparse::Request::new(&mut stack);
@@ -228,7 +228,7 @@ fn parse_stream_request(buf: &[u8], limits: &HeadLimits) -> Parsed {
 }
 
 /// The routes that answer with an event stream.
-fn is_stream_path(path: &str) -> bool {
+pub(crate) fn is_stream_path(path: &str) -> bool {
     match path.strip_prefix("/events") {
         Some(rest) => rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'),
         None => false,

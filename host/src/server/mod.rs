@@ -35,7 +35,7 @@
 //! - `process`: process settings (open-file limit, allocator).
 
 mod conn;
-mod first_request;
+pub(crate) mod first_request;
 mod http2;
 mod io;
 mod process;
