@@ -1160,16 +1160,18 @@ mod tests {
         use wasmtime::ResourceLimiter;
         let mb = 1 << 20;
         let mut c = ctx(16 * mb);
-        assert!(c.memory_growing(0, 10 * mb, None).unwrap());
-        assert!(!c.memory_growing(0, 10 * mb, None).unwrap());
+        assert!(c.memory_growing(0, 10 * mb, None).expect("limiter"));
+        assert!(!c.memory_growing(0, 10 * mb, None).expect("limiter"));
         assert!(c.memory_exceeded);
         let mut c = ctx(16 * mb);
-        assert!(c.memory_growing(0, 8 * mb, None).unwrap());
-        assert!(c.memory_growing(0, 7 * mb, None).unwrap());
+        assert!(c.memory_growing(0, 8 * mb, None).expect("limiter"));
+        assert!(c.memory_growing(0, 7 * mb, None).expect("limiter"));
         // Growing the first memory counts only what it adds.
-        assert!(c.memory_growing(8 * mb, 8 * mb + mb / 2, None).unwrap());
+        assert!(c
+            .memory_growing(8 * mb, 8 * mb + mb / 2, None)
+            .expect("limiter"));
         // A table of a million elements is 8 MB more.
-        assert!(!c.table_growing(0, mb, None).unwrap());
-        assert!(c.table_growing(0, 1_000, None).unwrap());
+        assert!(!c.table_growing(0, mb, None).expect("limiter"));
+        assert!(c.table_growing(0, 1_000, None).expect("limiter"));
     }
 }
