@@ -89,7 +89,7 @@ trap cleanup EXIT
 start_server() {
   DATA=$(mktemp -d)
   env SWITCHYARD_ADMIN_TOKEN=$TOKEN SWITCHYARD_LISTEN=127.0.0.1:18400 \
-    SWITCHYARD_DATA_DIR="$DATA" SWITCHYARD_CLIENT_QUEUE=1024 "$@" \
+    SWITCHYARD_DATA_DIR="$DATA" SWITCHYARD_CLIENT_QUEUE=1024 SWITCHYARD_MAX_STREAMS_PER_ADDRESS=1000000 "$@" \
     "$BIN/switchyard" >"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
@@ -302,7 +302,7 @@ start_mode() {
       for i in $(seq 0 $((${NODES:-2} - 1))); do ports+=($((18400 + i))); done
       for port in "${ports[@]}"; do
         env SWITCHYARD_ADMIN_TOKEN=$TOKEN SWITCHYARD_LISTEN=127.0.0.1:$port \
-          SWITCHYARD_DATA_DIR="$(mktemp -d)" SWITCHYARD_CLIENT_QUEUE=1024 \
+          SWITCHYARD_DATA_DIR="$(mktemp -d)" SWITCHYARD_CLIENT_QUEUE=1024 SWITCHYARD_MAX_STREAMS_PER_ADDRESS=1000000 \
           SWITCHYARD_JWT_SECRET=$JWT_SECRET REDIS_URL=redis://127.0.0.1:$REDIS_PORT \
           DATABASE_URL=postgres://postgres@$PGHOST:5432/$PGDB \
           "$BIN/switchyard" >"$OUT/server-$port.log" 2>&1 &

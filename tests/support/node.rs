@@ -80,6 +80,9 @@ impl Node {
             .env("SWITCHYARD_REDIS_PREFIX", &env.prefix)
             .env("SWITCHYARD_TAIL_CHECK_MS", "200")
             .env("SWITCHYARD_SHUTDOWN_GRACE_MS", "5000")
+            // Every test client is one address (127.0.0.1); tests of the
+            // per-address budget set their own.
+            .env("SWITCHYARD_MAX_STREAMS_PER_ADDRESS", "1000000")
             .stdin(Stdio::null())
             .kill_on_drop(true);
         if let (Some(r), Some(d)) = (&env.redis_url, &env.database_url) {
