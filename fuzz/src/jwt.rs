@@ -47,6 +47,7 @@ pub fn verifier(rules: TokenRules, which: usize) -> Verifier {
         Keys::with_rules(SECRET, rules),
         Some(path.as_path()),
         None,
+        false,
     ))
     .expect("the public key is read");
     let _ = std::fs::remove_file(&path);

@@ -25,9 +25,11 @@ pub fn event(seq: Seq, kind: &str, json: &str) -> Bytes {
     buf.freeze()
 }
 
-/// An upper bound of the length of `event(_, kind, json)`.
+/// An upper bound of the length of `event(_, kind, json)`: the fixed text
+/// (`id: `, `\nevent: `, `\ndata: `, `\n\n`: 21 bytes) and an id of up to
+/// 20 digits (`u64::MAX`; found short by one by fuzz/sse_encode).
 pub fn frame_len(kind: &str, json: &str) -> usize {
-    json.len() + kind.len() + 40
+    json.len() + kind.len() + 41
 }
 
 /// Appends the frame `event` builds to `buf`.
