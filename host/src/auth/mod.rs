@@ -354,6 +354,15 @@ fn decode(
     }
     v.set_required_spec_claims(&required);
     match jsonwebtoken::decode::<Map<String, Value>>(token, key, &v) {
+        // `iss` is one string (RFC 7519, 4.1.1); the library also takes an
+        // array with the issuer among others, which names no one issuer
+        // (found by fuzz/jwt_claims).
+        Ok(data)
+            if rules.issuer.is_some()
+                && data.claims.get("iss").and_then(Value::as_str) != rules.issuer.as_deref() =>
+        {
+            Err(TokenError::Issuer)
+        }
         Ok(data) => Ok(data.claims),
         Err(e) => Err(match e.kind() {
             ErrorKind::InvalidSignature => TokenError::Signature,
