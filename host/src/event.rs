@@ -258,8 +258,11 @@ pub const RESERVED_KINDS: [&str; 7] = [
 /// letter case (`EventSource` matches names exactly; a proxy or client
 /// library may not).
 pub fn is_reserved_kind(kind: &str) -> bool {
-    let lower = kind.to_ascii_lowercase();
-    RESERVED_KINDS.contains(&lower.as_str()) || lower.starts_with("switchyard.")
+    const PREFIX: &str = "switchyard.";
+    RESERVED_KINDS.iter().any(|r| r.eq_ignore_ascii_case(kind))
+        || kind
+            .get(..PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX))
 }
 
 /// Checks a type named in a stream's `events=` list: the syntax of

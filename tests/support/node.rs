@@ -322,26 +322,7 @@ impl Node {
 /// that must fail: asserts the process exits non-zero within 30 s, and
 /// returns everything it wrote (stdout and stderr).
 pub async fn start_refused(env: &Env, extra: &[(&str, &str)]) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-    cmd.arg("serve")
-        .env_clear()
-        .env("RUST_LOG", "info,switchyard=debug")
-        .env("SWITCHYARD_LISTEN", "127.0.0.1:0")
-        .env("SWITCHYARD_DATA_DIR", &env.data_dir)
-        .env("SWITCHYARD_PLUGINS_DIR", env.data_dir.join("plugins.d"))
-        .env("SWITCHYARD_ADMIN_TOKEN", ADMIN)
-        .env("SWITCHYARD_REDIS_PREFIX", &env.prefix)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    if let (Some(r), Some(d)) = (&env.redis_url, &env.database_url) {
-        cmd.env("REDIS_URL", r).env("DATABASE_URL", d);
-    }
-    for (k, v) in &env.vars {
-        cmd.env(k, v);
-    }
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
+    let mut cmd = Node::command(env, extra);
     let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
         .await
         .expect("the refused node exits within 30 s")
