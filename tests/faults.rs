@@ -91,13 +91,14 @@ both_transports!(sigterm_with_subscribers_test, sigterm_with_subscribers);
 async fn redis_restart_loses_nothing() {
     let mut redis = PrivateRedis::start().await;
     let env = Env::new(Mode::Cluster).await.with_redis(&redis.url());
-    let a = env.start().await;
-    let b = env.start().await;
-    let tenant = a.tenant().await;
+    let support::Crossing {
+        a,
+        b,
+        tenant,
+        stream: mut s,
+        mut ids,
+    } = support::crossing(&env).await;
     let path = format!("/events?tenant={tenant}&topic=orders:1");
-    let mut s = a.sse(&path, Some(0)).await;
-    let mut ids = vec![b.publish(&tenant, "orders:1", "placed", json!(0)).await];
-    assert_eq!(s.next_data(secs(10)).await.expect("first").seq(), ids[0]);
 
     redis.stop();
     support::wait_for("/ready reports Redis down", secs(15), || async {
@@ -219,13 +220,14 @@ async fn fd_exhaustion_answers_503() {
 async fn postgres_restart() {
     let pg = support::PrivatePostgres::start().await;
     let env = Env::new(Mode::Cluster).await.with_postgres(&pg.url());
-    let a = env.start().await;
-    let b = env.start().await;
-    let tenant = a.tenant().await;
+    let support::Crossing {
+        a,
+        b,
+        tenant,
+        stream: mut s,
+        mut ids,
+    } = support::crossing(&env).await;
     let path = format!("/events?tenant={tenant}&topic=orders:1");
-    let mut s = a.sse(&path, Some(0)).await;
-    let mut ids = vec![b.publish(&tenant, "orders:1", "placed", json!(0)).await];
-    assert_eq!(s.next_data(secs(10)).await.expect("first").seq(), ids[0]);
 
     pg.stop();
     support::wait_for("/ready reports Postgres down", secs(20), || async {

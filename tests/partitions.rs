@@ -114,13 +114,14 @@ async fn redis_partition() {
         .await
         .set("SWITCHYARD_TAIL_CHECK_MS", 250);
     let proxy = env.redis_proxy().await;
-    let a = env.start().await;
-    let b = env.start().await;
-    let tenant = a.tenant().await;
+    let support::Crossing {
+        a,
+        b,
+        tenant,
+        stream: mut s,
+        mut ids,
+    } = support::crossing(&env).await;
     let path = format!("/events?tenant={tenant}&topic=orders:1");
-    let mut s = a.sse(&path, Some(0)).await;
-    let mut ids = vec![b.publish(&tenant, "orders:1", "placed", json!(0)).await];
-    assert_eq!(s.next_data(secs(10)).await.expect("first").seq(), ids[0]);
 
     proxy.cut();
     for node in [&a, &b] {
@@ -205,13 +206,13 @@ async fn redis_partition() {
 async fn postgres_partition() {
     let mut env = Env::new(Mode::Cluster).await;
     let proxy = env.postgres_proxy().await;
-    let a = env.start().await;
-    let b = env.start().await;
-    let tenant = a.tenant().await;
-    let path = format!("/events?tenant={tenant}&topic=orders:1");
-    let mut s = a.sse(&path, Some(0)).await;
-    let mut ids = vec![b.publish(&tenant, "orders:1", "placed", json!(0)).await];
-    assert_eq!(s.next_data(secs(10)).await.expect("first").seq(), ids[0]);
+    let support::Crossing {
+        a,
+        b,
+        tenant,
+        stream: mut s,
+        mut ids,
+    } = support::crossing(&env).await;
 
     proxy.cut();
     for node in [&a, &b] {

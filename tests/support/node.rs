@@ -401,3 +401,35 @@ pub async fn decided(node: &Node, id: &str) -> Value {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Two nodes of `env`, a stream of `orders:1` of a new tenant on the first,
+/// and one event published on the second and received on it: where every
+/// test of a dependency's outage starts.
+pub struct Crossing {
+    pub a: Node,
+    pub b: Node,
+    pub tenant: String,
+    pub stream: Sse,
+    pub ids: Vec<u64>,
+}
+
+/// Starts a `Crossing`.
+pub async fn crossing(env: &Env) -> Crossing {
+    let a = env.start().await;
+    let b = env.start().await;
+    let tenant = a.tenant().await;
+    let path = format!("/events?tenant={tenant}&topic=orders:1");
+    let mut stream = a.sse(&path, Some(0)).await;
+    let ids = vec![b.publish(&tenant, "orders:1", "placed", json!(0)).await];
+    assert_eq!(
+        stream.next_data(secs(10)).await.expect("first").seq(),
+        ids[0]
+    );
+    Crossing {
+        a,
+        b,
+        tenant,
+        stream,
+        ids,
+    }
+}
