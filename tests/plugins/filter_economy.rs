@@ -60,7 +60,7 @@ async fn the_filter_runs_once_per_event_per_shape_not_per_connection() {
 }
 
 /// Query parameters a filter does not read make no new shapes: with the
-/// parameters it declares (`shape_params`), streams that differ only in
+/// parameters its configuration names (`shape_params`), streams that differ only in
 /// others share one call per event; without a declaration, a tenant's
 /// streams may hold at most 64 distinct shapes, and a new one past that is
 /// refused with `429 too_many_shapes` (a stream of a shape already open
@@ -132,13 +132,14 @@ async fn shapes_come_from_declared_parameters_and_replay_filters_once_per_shape(
         "one call per replayed event and shape"
     );
 
-    // Without a declaration every other parameter counts, up to the cap.
+    // Without a declaration (the hostile filter declares none) every other
+    // parameter counts, up to the cap.
     let tenant = node.tenant().await;
     let r = put_plugin(
         &node,
         "event-filter",
         &format!("?tenant={tenant}"),
-        component("event_filter"),
+        component("hostile_filter"),
     )
     .await;
     assert_eq!(r.status(), StatusCode::OK);
@@ -182,5 +183,101 @@ async fn shapes_come_from_declared_parameters_and_replay_filters_once_per_shape(
         "a shape already open still opens"
     );
     assert_eq!(node.get("/health").await.status(), StatusCode::OK);
+    env.cleanup().await;
+}
+
+/// The bundled example filter declares the parameters it reads in its
+/// component (`export_event_filter!(.., params = [..])`): with no
+/// configuration at all, anonymous streams with made-up parameters share
+/// one shape and cannot use up the tenant's 64, while `min_amount` still
+/// filters; a `shape_params` configuration overrides the declaration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bundled_filter_declares_its_parameters_so_made_up_ones_make_no_shapes() {
+    let env = Env::new(Mode::Embedded).await;
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let calls = || async {
+        slot_info(&node, "event-filter", None).await["calls"]
+            .as_u64()
+            .expect("calls")
+    };
+    let mut streams = Vec::new();
+    for i in 0..100 {
+        let r = node
+            .http
+            .get(format!(
+                "{}/events?tenant={tenant}&topic=feed:1&min_amount=60&junk={i}",
+                node.url
+            ))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), StatusCode::OK, "stream {i}");
+        streams.push(r);
+    }
+    drop(streams);
+    let mut a = node
+        .sse(
+            &format!("/events?tenant={tenant}&topic=feed:2&min_amount=60&x=1"),
+            None,
+        )
+        .await;
+    let mut b = node
+        .sse(
+            &format!("/events?tenant={tenant}&topic=feed:2&min_amount=60&x=2"),
+            None,
+        )
+        .await;
+    let before = calls().await;
+    for amount in [50, 70] {
+        node.publish(&tenant, "feed:2", "bid.placed", json!({ "amount": amount }))
+            .await;
+    }
+    for s in [&mut a, &mut b] {
+        let got = s.take(1, secs(10)).await;
+        assert_eq!(
+            got[0].json()["data"]["amount"],
+            70,
+            "min_amount still filters"
+        );
+    }
+    assert_eq!(calls().await - before, 2, "one shape: one call per event");
+    drop((a, b));
+
+    // Configured names win over the component's: `x` now makes shapes.
+    configure(
+        &node,
+        "event-filter",
+        &format!("?tenant={tenant}"),
+        json!({"shape_params": "x"}),
+    )
+    .await;
+    let r = put_plugin(
+        &node,
+        "event-filter",
+        &format!("?tenant={tenant}"),
+        component("event_filter"),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut open = Vec::new();
+    let mut refused = None;
+    for i in 0..80 {
+        let r = node
+            .http
+            .get(format!(
+                "{}/events?tenant={tenant}&topic=feed:3&x={i}",
+                node.url
+            ))
+            .send()
+            .await
+            .expect("request");
+        if r.status() != StatusCode::OK {
+            refused = Some((i, r.status()));
+            break;
+        }
+        open.push(r);
+    }
+    assert_eq!(refused, Some((64, StatusCode::TOO_MANY_REQUESTS)));
     env.cleanup().await;
 }

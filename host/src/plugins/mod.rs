@@ -8,6 +8,8 @@
 //! - `filtered`: what a subscription gets of an event once the event filter
 //!   answered (live, replay and snapshots alike).
 //! - `watch`: the plugins directory, read at start and watched.
+//! - `manifest`: what a component declares in custom sections (an event
+//!   filter's shape parameters), read without compiling it.
 //! - `builtin`: the rules that answer while no component is active;
 //!   `bundled`: the example plugins compiled into the binary.
 
@@ -15,6 +17,7 @@ pub mod builtin;
 pub mod cli;
 pub mod convert;
 mod filtered;
+pub mod manifest;
 pub mod registry;
 pub mod wasi;
 pub mod wasm;

@@ -122,6 +122,18 @@ pub use bindings::bid_validator::switchyard::plugins::types::{
 #[doc(hidden)]
 pub mod __private {
     pub use wit_bindgen;
+
+    /// `text` as an array of its bytes (for a custom section's static).
+    pub const fn bytes<const N: usize>(text: &str) -> [u8; N] {
+        let b = text.as_bytes();
+        let mut out = [0u8; N];
+        let mut i = 0;
+        while i < N {
+            out[i] = b[i];
+            i += 1;
+        }
+        out
+    }
 }
 
 /// The `bid-validator` slot: decides whether a bid that passed the host's own
@@ -217,10 +229,27 @@ macro_rules! export_notification_shaper {
 ///
 /// Use it once, in the plugin's crate, on a type name:
 /// `switchyard_plugin::export_event_filter!(MyFilter);`
+///
+/// Name the subscription parameters the filter reads, and streams that
+/// differ only in other parameters share one call per event (the host
+/// groups streams by the parameters a filter reads; without a declaration
+/// every parameter counts, and a tenant's streams may hold at most 64
+/// distinct sets of them):
+/// `switchyard_plugin::export_event_filter!(MyFilter, params = ["min_amount", "redact"]);`
+/// The names go into the component's `switchyard-shape-params` custom
+/// section; a `shape_params` key in the slot's configuration overrides them.
 #[macro_export]
 macro_rules! export_event_filter {
     ($ty:ident) => {
         $crate::bindings::event_filter::export!($ty with_types_in $crate::bindings::event_filter);
+    };
+    ($ty:ident, params = [$($param:literal),* $(,)?]) => {
+        $crate::export_event_filter!($ty);
+        #[cfg(target_arch = "wasm32")]
+        #[used]
+        #[link_section = "switchyard-shape-params"]
+        static __SWITCHYARD_SHAPE_PARAMS: [u8; { concat!($($param, ","),*).len() }] =
+            $crate::__private::bytes(concat!($($param, ","),*));
     };
 }
 

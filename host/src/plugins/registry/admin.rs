@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::slot::{Compiling, LoadError, SlotState, Version};
 use super::{content_hash, Plugins};
+use crate::plugins::manifest::Manifest;
 use crate::plugins::wasm::{CallCtx, HostError, Linked};
 use crate::plugins::Slot;
 use crate::store::plugins::{Refusal, SlotChange, SlotRow};
@@ -62,7 +63,12 @@ pub enum Mode {
 impl Plugins {
     /// Compiles and links `bytes` for `slot` (on a blocking thread: compiling
     /// takes milliseconds to seconds), reusing an earlier compile of the same hash.
-    async fn link(&self, hash: &str, bytes: Vec<u8>, slot: Slot) -> Result<Linked, HostError> {
+    async fn link(
+        &self,
+        hash: &str,
+        bytes: Vec<u8>,
+        slot: Slot,
+    ) -> Result<(Linked, Arc<Manifest>), HostError> {
         if let Some(l) = self
             .inner
             .linked
@@ -75,8 +81,9 @@ impl Plugins {
         let _gate = self.inner.compile_gate.acquire().await;
         let wasm = self.inner.wasm.clone();
         let linked = tokio::task::spawn_blocking(move || {
+            let manifest = Arc::new(crate::plugins::manifest::read(&bytes));
             let component = wasm.compile(&bytes)?;
-            wasm.link(&component, slot)
+            Ok::<_, HostError>((wasm.link(&component, slot)?, manifest))
         })
         .await
         .map_err(|e| HostError::Task(e.to_string()))??;
@@ -103,7 +110,7 @@ impl Plugins {
             .unwrap_or_else(|p| p.into_inner())
             .get(&(hash.to_string(), st.slot))
             .cloned();
-        let linked = match cached {
+        let (linked, manifest) = match cached {
             Some(l) => l,
             None => {
                 let bytes = self
@@ -115,13 +122,21 @@ impl Plugins {
                 self.link(hash, bytes, st.slot).await?
             }
         };
+        // What the component declares applies unless the slot's
+        // configuration says otherwise.
+        let mut config = config.clone();
+        if let Some(names) = &manifest.shape_params {
+            config
+                .entry(super::shapes::SHAPE_PARAMS_KEY.to_string())
+                .or_insert_with(|| names.clone());
+        }
         Ok(Arc::new(Version {
             hash: hash.to_string(),
             origin: origin.to_string(),
             since,
             linked,
             call: CallCtx {
-                config: Arc::new(config.clone()),
+                config: Arc::new(config),
                 label: Arc::from(format!("{}#{}", st.label(), &hash[..12])),
                 idle: Default::default(),
             },

@@ -38,6 +38,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::manifest::Manifest;
 use super::wasm::{Linked, WasmHost};
 use super::Slot;
 use crate::store::plugins::PluginStore;
@@ -51,13 +52,17 @@ pub use slot::{Compiling, LoadError, SlotState, Version};
 pub use stats::CallStats;
 pub use validator::RoundValidator;
 
+/// A linked component and what it declares.
+type LinkedVersion = (Linked, Arc<Manifest>);
+
 struct Inner {
     wasm: WasmHost,
     db: Arc<dyn PluginStore>,
     /// slot -> tenant -> state.
     slots: RwLock<HashMap<Slot, HashMap<String, Arc<SlotState>>>>,
-    /// Linked components by (hash, slot): a version is compiled once.
-    linked: Mutex<HashMap<(String, Slot), Linked>>,
+    /// Linked components by (hash, slot), with what each declares: a
+    /// version is compiled once.
+    linked: Mutex<HashMap<(String, Slot), LinkedVersion>>,
     history: usize,
     /// Some event filter is active (checked per event before any lookup).
     filters: std::sync::atomic::AtomicBool,

@@ -14,7 +14,9 @@
 //!   so such an event is dropped, with a warning.
 //!
 //! Without either parameter, every event passes untouched. Data is replaced
-//! only when a field was removed. The plugin reads no configuration.
+//! only when a field was removed. The plugin reads no configuration. It
+//! declares the two parameters it reads (`export_event_filter!`), so streams
+//! that differ only in others share its calls.
 
 use std::collections::BTreeSet;
 
@@ -155,7 +157,7 @@ impl EventFilter for Filter {
     }
 }
 
-switchyard_plugin::export_event_filter!(Filter);
+switchyard_plugin::export_event_filter!(Filter, params = ["min_amount", "redact"]);
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
