@@ -479,7 +479,8 @@ async fn hostile_filter_is_contained(lang: &str) {
 }
 
 /// A hostile stream authorizer fails closed: a stream whose call loops,
-/// exhausts memory, throws or answers a code the host does not accept is
+/// exhausts memory, throws, answers a code the host does not accept or
+/// (Python) sleeps is
 /// refused with `503 plugin_error` (each failure counted under its kind),
 /// while a stream the same component allows opens and gets its events, and
 /// the node serves on.
@@ -502,13 +503,25 @@ async fn hostile_authorizer_fails_closed(lang: &str, throws: &str) {
         let req = anonymous.get(url);
         async move { req.send().await.expect("request") }
     };
-    for (mode, kind) in [
+    let mut modes = vec![
         ("loop", "timeout"),
         ("oom", "memory"),
         (throws, "trap"),
         ("garbage", "bad_output"),
-    ] {
+    ];
+    if lang == "python" {
+        // `time.sleep` (JavaScript has no blocking sleep): a 30 s sleep and
+        // endless 1 ms naps both end at the call's deadline, not after 30 s.
+        modes.extend([("sleep", "timeout"), ("naps", "timeout")]);
+    }
+    for (mode, kind) in modes {
+        let started = Instant::now();
         let r = open(mode).await;
+        assert!(
+            kind != "timeout" || started.elapsed() < secs(15),
+            "{mode} answered after {:?}",
+            started.elapsed()
+        );
         let status = r.status();
         let body: Value = r.json().await.unwrap_or_default();
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{mode}: {body}");

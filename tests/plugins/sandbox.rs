@@ -372,3 +372,47 @@ fn plugin_test_of_a_sleeping_filter_times_out_at_once() {
     assert!(started.elapsed() < secs(20), "{:?}", started.elapsed());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Host resources are capped per instance and not carried between calls: a
+/// stream authorizer that holds 5,000 pollables at once fails its call as
+/// `memory` (`503 plugin_error`), and one that leaks 50 per call and never
+/// drops them keeps working call after call (an instance that still holds
+/// resources after a call is not reused, so none accumulate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_resources_are_capped_and_not_carried_between_calls() {
+    let env = Env::new(Mode::Embedded).await;
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let q = format!("?tenant={tenant}");
+    configure(&node, "stream-authorizer", &q, json!({"mode": "hoard"})).await;
+    let r = put_plugin(
+        &node,
+        "stream-authorizer",
+        &q,
+        component("hostile_authorizer"),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // Anonymous: the admin token would bypass the authorizer.
+    let anonymous = reqwest::Client::new();
+    let url = format!("{}/events?tenant={tenant}&topic=t:1", node.url);
+    assert_eq!(
+        open_status(&anonymous, &url).await,
+        (StatusCode::SERVICE_UNAVAILABLE, "plugin_error".to_string())
+    );
+    let info = slot_info(&node, "stream-authorizer", Some(&tenant)).await;
+    assert_eq!(info["errors"]["memory"], 1, "{info}");
+
+    configure(&node, "stream-authorizer", &q, json!({"mode": "leak"})).await;
+    for i in 0..40 {
+        assert_eq!(
+            open_status(&anonymous, &url).await,
+            (StatusCode::OK, String::new()),
+            "call {i}"
+        );
+    }
+    let info = slot_info(&node, "stream-authorizer", Some(&tenant)).await;
+    assert_eq!(info["errors"]["memory"], 1, "{info}");
+    assert_eq!(node.get("/health").await.status(), StatusCode::OK);
+    env.cleanup().await;
+}

@@ -1174,4 +1174,45 @@ mod tests {
         assert!(!c.table_growing(0, mb, None).expect("limiter"));
         assert!(c.table_growing(0, 1_000, None).expect("limiter"));
     }
+
+    /// A core module with one memory of `pages` 64 KiB pages, in the
+    /// binary format: the header and a memory section.
+    fn module_with_memory(pages: u8) -> Vec<u8> {
+        let mut m = b"\0asm\x01\0\0\0".to_vec();
+        // Section 5 (memory), 4 bytes: one memory, no maximum, `pages`
+        // (a two-byte LEB128 for 128..=255).
+        assert!(pages >= 128);
+        m.extend_from_slice(&[5, 4, 1, 0, (pages & 0x7f) | 0x80, 1]);
+        m
+    }
+
+    /// The budget holds on the host's real engine and store: instances in
+    /// one store (a component's core instances, each with its memory) are
+    /// held to it together, though each memory alone fits.
+    #[test]
+    fn one_store_holds_its_memories_to_one_budget() {
+        let mb = 1 << 20;
+        let host = WasmHost::new(Limits {
+            memory: 16 * mb,
+            ..Limits::default()
+        })
+        .expect("engine");
+        let call = CallCtx {
+            config: Arc::default(),
+            label: Arc::from("test"),
+            idle: Arc::default(),
+        };
+        // 160 pages: 10 MiB.
+        let module = wasmtime::Module::new(&host.engine, module_with_memory(160)).expect("module");
+        let linker = wasmtime::Linker::<Ctx>::new(&host.engine);
+        let mut store = host.store(&call);
+        linker
+            .instantiate(&mut store, &module)
+            .expect("the first 10 MiB memory fits the 16 MiB budget");
+        assert!(linker.instantiate(&mut store, &module).is_err());
+        assert!(store.data().memory_exceeded, "refused by the budget");
+        // In a fresh store the same memory fits again.
+        let mut store = host.store(&call);
+        linker.instantiate(&mut store, &module).expect("fits alone");
+    }
 }

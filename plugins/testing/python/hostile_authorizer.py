@@ -5,8 +5,13 @@
 - ``oom``: allocates until memory runs out (the memory cap must stop it);
 - ``raise``: raises (an uncaught exception fails the call);
 - ``garbage``: refuses with a code the host does not accept;
+- ``sleep``: sleeps 30 s (``time.sleep``: a WASI clock pollable, which the
+  host answers at once and counts against the call's deadline);
+- ``naps``: sleeps a millisecond at a time, forever;
 - anything else: allows.
 """
+
+import time
 
 from switchyard_plugin import ALLOW, param, refuse
 
@@ -22,6 +27,11 @@ class WitWorld:
             hoard = []
             while True:
                 hoard.append(bytearray(b"\x07" * (1 << 20)))
+        if mode == "sleep":
+            time.sleep(30)
+        if mode == "naps":
+            while True:
+                time.sleep(0.001)
         if mode == "raise":
             raise RuntimeError("hostile authorizer raises on purpose")
         if mode == "garbage":

@@ -33,6 +33,24 @@ pub fn misbehave() -> Option<()> {
             }
             None
         }
+        Some("hoard") => {
+            // Host resources (pollables of no duration: no sleep counted)
+            // held at once, far past the host's cap.
+            let mut held = Vec::new();
+            for _ in 0..5_000 {
+                held.push(wasip2::clocks::monotonic_clock::subscribe_duration(0));
+            }
+            core::hint::black_box(&held);
+            None
+        }
+        Some("leak") => {
+            // 50 host resources per call, never dropped: an instance kept
+            // for the next call would reach the cap within 20 calls.
+            for _ in 0..50 {
+                std::mem::forget(wasip2::clocks::monotonic_clock::subscribe_duration(0));
+            }
+            None
+        }
         Some("clock") => {
             // A WASI import: the host links it to a trap.
             let t = std::time::SystemTime::now();
