@@ -1,14 +1,18 @@
 //! One `Config`, built from flags, environment variables and an optional TOML
 //! file (in that order of precedence), validated once at start.
 //!
+//! Flags and variables are clap's (`Options`); the layers (a subcommand's
+//! flags over the top-level ones over the file) are merged by `figment`,
+//! each layer contributing only the keys it sets.
+//!
 //! Only this module reads the environment; everything else is handed a `Config`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Errors found while reading or validating the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +42,8 @@ pub enum Error {
 ///
 /// Every field is optional here so that the file and the defaults can fill in
 /// what flags and variables leave open.
-#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Default, Clone, Args, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Options {
     /// TOML file with any of these options (keys are the flag names with `_`).
@@ -236,74 +241,6 @@ pub struct Options {
     pub plugin_cache_dir: Option<PathBuf>,
 }
 
-impl Options {
-    /// Fills every field still unset from `other`.
-    pub fn or(self, other: Options) -> Options {
-        macro_rules! pick {
-            ($($f:ident),*) => { Options { config_file: self.config_file.or(other.config_file), $($f: self.$f.or(other.$f)),* } };
-        }
-        pick!(
-            listen,
-            tls_cert,
-            tls_key,
-            data_dir,
-            plugins_dir,
-            redis_url,
-            database_url,
-            redis_prefix,
-            jwt_secret,
-            jwt_public_key,
-            jwks_url,
-            jwks_allow_http,
-            jwt_issuer,
-            jwt_audience,
-            jwt_user_claim,
-            jwt_tenant_claim,
-            admin_token,
-            metrics_token,
-            metrics_public,
-            heartbeat_ms,
-            reconnect_window_ms,
-            retry_ms,
-            cors_origins,
-            retention_events,
-            retention_seconds,
-            retention_sweep_ms,
-            idempotency_seconds,
-            client_queue,
-            write_deadline_ms,
-            max_body_bytes,
-            max_header_bytes,
-            max_headers,
-            header_timeout_ms,
-            max_connections,
-            shutdown_grace_ms,
-            tail_check_ms,
-            log_json,
-            max_streams_per_user,
-            max_streams_per_tenant,
-            post_rate,
-            post_burst,
-            query_tokens,
-            demo_tokens,
-            max_anonymous_streams_per_tenant,
-            max_streams_per_address,
-            trusted_proxies,
-            admin_token_header_only,
-            body_timeout_ms,
-            idle_timeout_ms,
-            plugin_timeout_ms,
-            plugin_memory_mb,
-            plugin_fuel,
-            plugin_history,
-            recorded_stream_requests,
-            plugin_sync_ms,
-            example_plugins,
-            plugin_cache_dir
-        )
-    }
-}
-
 /// Which deployment mode the node runs in.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Mode {
@@ -467,11 +404,14 @@ impl std::fmt::Debug for Config {
 impl Config {
     /// Builds the configuration: flags and environment over the file over defaults.
     pub fn load(options: Options) -> Result<Config, Error> {
-        let file = match &options.config_file {
-            Some(path) => read_file(path)?,
-            None => Options::default(),
-        };
-        Config::from_options(options.or(file))
+        Config::load_layers([options])
+    }
+
+    /// Builds the configuration from layers of flags and environment, the
+    /// first winning (a subcommand's, then the top level's), over the file
+    /// the first layer that names one names, over the defaults.
+    pub fn load_layers<const N: usize>(layers: [Options; N]) -> Result<Config, Error> {
+        Config::from_options(layered(layers)?)
     }
 
     /// Applies defaults and validates.
@@ -742,15 +682,38 @@ impl Config {
     }
 }
 
-fn read_file(path: &Path) -> Result<Options, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
+/// Merges `layers` (the first wins) over the file the first of them that
+/// names one names: each layer contributes only the keys it sets.
+fn layered<const N: usize>(layers: [Options; N]) -> Result<Options, Error> {
+    use figment::providers::{Format, Serialized, Toml};
+    let mut figment = figment::Figment::new();
+    let path = layers.iter().find_map(|o| o.config_file.clone());
+    if let Some(path) = &path {
+        // Read here, so that a missing file is an error (figment's own
+        // file provider treats it as empty).
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        figment = figment.merge(Toml::string(&text));
+    }
+    for layer in layers.iter().rev() {
+        figment = figment.merge(Serialized::defaults(layer));
+    }
+    let mut merged: Options = figment.extract().map_err(|e| Error::Parse {
+        path: path.clone().unwrap_or_default(),
+        message: e
+            .into_iter()
+            .map(|e| {
+                e.to_string()
+                    .replace(" in TOML source string", "")
+                    .replace("for key \"default.", "for key \"")
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
     })?;
-    toml::from_str(&text).map_err(|e| Error::Parse {
-        path: path.to_path_buf(),
-        message: e.message().to_string(),
-    })
+    merged.config_file = path;
+    Ok(merged)
 }
 
 /// The certificate and key files of TLS (loaded and watched by `server/tls.rs`).
@@ -805,10 +768,11 @@ mod tests {
             heartbeat_ms: Some(500),
             ..Default::default()
         };
-        let file: Options =
-            toml::from_str("heartbeat_ms = 9000\nadmin_token = \"file-secret-123\"\n")
-                .expect("toml");
-        let c = Config::from_options(flags.or(file)).expect("valid");
+        let c = Config::from_options(layered_over_file(
+            flags,
+            "heartbeat_ms = 9000\nadmin_token = \"file-secret-123\"\n",
+        ))
+        .expect("valid");
         assert_eq!(c.heartbeat, Duration::from_millis(500));
         assert_eq!(c.admin_token.as_deref(), Some("file-secret-123"));
         assert!(!format!("{c:?}").contains("file-secret-123"));
@@ -870,6 +834,73 @@ mod tests {
     #[test]
     fn unknown_file_keys_are_refused() {
         assert!(toml::from_str::<Options>("heartbeat = 5").is_err());
+        let dir = std::env::temp_dir().join(format!("switchyard-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "heartbeat = 5\n").expect("write");
+        let err = Config::load(Options {
+            config_file: Some(file.clone()),
+            ..Default::default()
+        })
+        .expect_err("unknown key");
+        assert!(err.to_string().contains("heartbeat"), "{err}");
+        let err = Config::load(Options {
+            config_file: Some(dir.join("missing.toml")),
+            ..Default::default()
+        })
+        .expect_err("missing file");
+        assert!(matches!(err, Error::Read { .. }), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `flags` over a file holding `toml`.
+    fn layered_over_file(flags: Options, toml: &str) -> Options {
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-config-{}-{}",
+            std::process::id(),
+            toml.len()
+        ));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("c.toml");
+        std::fs::write(&file, toml).expect("write");
+        let o = layered([Options {
+            config_file: Some(file),
+            ..flags
+        }])
+        .expect("layered");
+        let _ = std::fs::remove_dir_all(&dir);
+        o
+    }
+
+    /// A subcommand's flags win over the top level's, which win over the
+    /// file, which wins over the defaults; a layer leaves alone what it
+    /// does not set.
+    #[test]
+    fn layers_win_in_order_and_leave_alone_what_they_do_not_set() {
+        let dir = std::env::temp_dir().join(format!("switchyard-layers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "heartbeat_ms = 9000\nretry_ms = 7000\nclient_queue = 99\n",
+        )
+        .expect("write");
+        let sub = Options {
+            heartbeat_ms: Some(500),
+            ..Default::default()
+        };
+        let top = Options {
+            config_file: Some(file),
+            heartbeat_ms: Some(600),
+            retry_ms: Some(800),
+            ..Default::default()
+        };
+        let c = Config::load_layers([sub, top]).expect("valid");
+        assert_eq!(c.heartbeat, Duration::from_millis(500));
+        assert_eq!(c.retry, Duration::from_millis(800));
+        assert_eq!(c.client_queue, 99);
+        assert_eq!(c.write_deadline, Duration::from_secs(30), "a default");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

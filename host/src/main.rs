@@ -124,16 +124,25 @@ enum PluginCommand {
     },
 }
 
+/// What a command other than `plugin` does once the configuration is read.
+enum Run {
+    Serve,
+    Migrate,
+    Token {
+        who: Subject,
+        tenant: String,
+        ttl: Option<String>,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Plugin { command }) = cli.command {
-        return plugin(command, cli.options);
-    }
-    let mut token_args = None;
-    let (command, options) = match cli.command {
-        None => ("serve", cli.options),
-        Some(Command::Serve { options }) => ("serve", merge(options, cli.options)),
-        Some(Command::Migrate { options }) => ("migrate", merge(options, cli.options)),
+    let top = cli.options;
+    let (run, sub) = match cli.command {
+        Some(Command::Plugin { command }) => return plugin(command, top),
+        None => (Run::Serve, Options::default()),
+        Some(Command::Serve { options }) => (Run::Serve, options),
+        Some(Command::Migrate { options }) => (Run::Migrate, options),
         Some(Command::Token {
             sub,
             service,
@@ -147,12 +156,11 @@ fn main() -> anyhow::Result<()> {
                 (None, Some(service)) => Subject::Service(service, publish.unwrap_or_default()),
                 (None, None) => anyhow::bail!("--sub or --service is required"),
             };
-            token_args = Some((who, tenant, ttl));
-            ("token", merge(options, cli.options))
+            (Run::Token { who, tenant, ttl }, options)
         }
-        Some(Command::Plugin { .. }) => unreachable!("handled above"),
     };
-    let config = Config::load(options)?;
+    // Subcommand flags win; top-level flags fill the rest.
+    let config = Config::load_layers([sub, top])?;
     let _log = switchyard::logging::init(config.log_json);
     switchyard::server::tune_allocator();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -160,17 +168,16 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        match command {
-            "token" => {
-                let (who, tenant, ttl) = token_args.context("token arguments")?;
+        match run {
+            Run::Token { who, tenant, ttl } => {
                 let token = mint(&config, who, tenant, ttl).await?;
                 out(&token)
             }
-            "migrate" => {
+            Run::Migrate => {
                 switchyard::backend(&config).await?;
                 out(&format!("migrations applied ({} mode)", config.mode_name()))
             }
-            _ => serve(config).await,
+            Run::Serve => serve(config).await,
         }
     })
 }
@@ -305,7 +312,7 @@ fn plugin(command: PluginCommand, top: Options) -> anyhow::Result<()> {
             let config = key_values(&pairs, "--set")?;
             let shape: Vec<(String, String)> = key_values(&shape, "--shape")?.into_iter().collect();
             let slot = cli::slot_of(&bytes)?;
-            let config_all = Config::load(merge(options, top))?;
+            let config_all = Config::load_layers([options, top])?;
             log = Some(switchyard::logging::init(config_all.log_json));
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -440,11 +447,6 @@ async fn recorded_events(
         );
     }
     Ok((events, baselines))
-}
-
-/// Subcommand flags win; top-level flags fill the rest.
-fn merge(sub: Options, top: Options) -> Options {
-    sub.or(top)
 }
 
 /// A command's result on standard output; failing to write it (a full
