@@ -1,9 +1,13 @@
 //! The frames the server sends of its own: a topic's snapshot, a reset when
-//! history no longer covers a gap, and the goodbyes (`shutdown`).
+//! history no longer covers a gap, and the goodbyes (`auth.expired`,
+//! `shutdown`). Each frame's data is a typed struct, serialized once per
+//! frame.
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
 
 use super::{Phase, Session};
 use crate::event::Seq;
@@ -30,36 +34,46 @@ impl Session {
                 }
             }
         };
-        let data = format!(
-            "{{\"tenant\":{},\"topic\":{},\"type\":\"snapshot\",\"data\":{},\"as_of\":{},\"ts\":{}}}",
-            json_str(&self.req.tenant),
-            json_str(topic),
+        // Retained data is stored as compact JSON; anything else would be
+        // a fault of the store (or the filter's checked output), so such a
+        // snapshot is left out rather than sent broken.
+        let Ok(data) = serde_json::from_str::<&RawValue>(&data) else {
+            tracing::error!(topic, "retained data is not JSON; snapshot left out");
+            return;
+        };
+        let frame = SnapshotFrame {
+            tenant: &self.req.tenant,
+            topic,
+            kind: "snapshot",
             data,
             as_of,
-            ts
-        );
-        self.out.push_back(control(self.cursor, "snapshot", &data));
+            ts,
+        };
+        self.out
+            .push_back(control(self.cursor, "snapshot", &to_json(&frame)));
     }
 
-    pub(super) fn push_reset(&mut self, topic: &str, reason: &str) {
+    pub(super) fn push_reset(&mut self, topic: &str, reason: ResetReason) {
         self.ctx.metrics.resets.inc();
-        let data = format!(
-            "{{\"tenant\":{},\"topic\":{},\"type\":\"reset\",\"reason\":\"{reason}\",\"resume_from\":{}}}",
-            json_str(&self.req.tenant),
-            json_str(topic),
-            self.cursor
-        );
-        self.out.push_back(control(self.cursor, "reset", &data));
+        let frame = ResetFrame {
+            tenant: &self.req.tenant,
+            topic,
+            kind: "reset",
+            reason,
+            resume_from: self.cursor,
+        };
+        self.out
+            .push_back(control(self.cursor, "reset", &to_json(&frame)));
     }
 
     /// Ends a stream whose token has expired (`auth.expired`).
     pub(super) fn finish_expired(&mut self) {
-        let data = format!(
-            "{{\"tenant\":{},\"reason\":\"token expired; reconnect with a fresh token\"}}",
-            json_str(&self.req.tenant)
-        );
+        let frame = AuthExpiredFrame {
+            tenant: &self.req.tenant,
+            reason: "token expired; reconnect with a fresh token",
+        };
         self.out
-            .push_back(control(self.cursor, "auth.expired", &data));
+            .push_back(control(self.cursor, "auth.expired", &to_json(&frame)));
         self.phase = Phase::Done;
     }
 
@@ -74,12 +88,13 @@ impl Session {
         }
         // The window lets this node's clients land on the others spread
         // out, each after a random wait within it, instead of all at once.
-        let data = format!(
-            "{{\"reason\":\"server shutting down\",\"resume_from\":{},\"reconnect_window_ms\":{}}}",
-            self.told,
-            self.ctx.reconnect_window.as_millis()
-        );
-        self.out.push_back(control(self.told, "shutdown", &data));
+        let frame = ShutdownFrame {
+            reason: "server shutting down",
+            resume_from: self.told,
+            reconnect_window_ms: self.ctx.reconnect_window.as_millis() as u64,
+        };
+        self.out
+            .push_back(control(self.told, "shutdown", &to_json(&frame)));
         self.phase = Phase::Done;
     }
 }
@@ -89,6 +104,118 @@ fn control(cursor: Seq, kind: &str, data: &str) -> Bytes {
     encode::event(cursor, kind, data)
 }
 
-fn json_str(s: &str) -> String {
-    serde_json::to_string(s).expect("strings serialize")
+fn to_json<T: Serialize>(frame: &T) -> String {
+    // Structs of strings, numbers and checked JSON: serializing cannot fail.
+    serde_json::to_string(frame).unwrap_or_default()
+}
+
+/// The data of a `snapshot` frame: a topic's retained state as of an id.
+#[derive(Debug, Serialize)]
+pub struct SnapshotFrame<'a> {
+    /// The tenant.
+    pub tenant: &'a str,
+    /// The topic.
+    pub topic: &'a str,
+    /// Always `snapshot`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The retained data (or the topic's default), as the filter left it.
+    pub data: &'a RawValue,
+    /// The id of the event that set it (0: a default, no event yet).
+    pub as_of: Seq,
+    /// When it was set, ms since the epoch.
+    pub ts: i64,
+}
+
+/// Why a topic's history no longer covers a stream's cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetReason {
+    /// The cursor is past the tenant's head (an id from elsewhere).
+    UnknownId,
+    /// Retention removed events after the cursor.
+    HistoryTrimmed,
+}
+
+/// The data of a `reset` frame.
+#[derive(Debug, Serialize)]
+pub struct ResetFrame<'a> {
+    /// The tenant.
+    pub tenant: &'a str,
+    /// The topic whose history does not cover the cursor.
+    pub topic: &'a str,
+    /// Always `reset`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Why.
+    pub reason: ResetReason,
+    /// Where the stream goes on from.
+    pub resume_from: Seq,
+}
+
+/// The data of an `auth.expired` frame (the stream's last).
+#[derive(Debug, Serialize)]
+pub struct AuthExpiredFrame<'a> {
+    /// The tenant.
+    pub tenant: &'a str,
+    /// What to do.
+    pub reason: &'static str,
+}
+
+/// The data of a `shutdown` frame (the stream's last).
+#[derive(Debug, Serialize)]
+pub struct ShutdownFrame {
+    /// Why.
+    pub reason: &'static str,
+    /// The cursor to resume from on another node.
+    pub resume_from: Seq,
+    /// Spread the reconnect over a random wait within this window.
+    pub reconnect_window_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The frames' data keep the wire shape clients read.
+    #[test]
+    fn control_frames_keep_their_wire_shape() {
+        let data: &RawValue = serde_json::from_str(r#"{"a":[1,2]}"#).expect("json");
+        assert_eq!(
+            to_json(&SnapshotFrame {
+                tenant: "acme",
+                topic: "feed:\"1\"",
+                kind: "snapshot",
+                data,
+                as_of: 7,
+                ts: 9,
+            }),
+            r#"{"tenant":"acme","topic":"feed:\"1\"","type":"snapshot","data":{"a":[1,2]},"as_of":7,"ts":9}"#
+        );
+        assert_eq!(
+            to_json(&ResetFrame {
+                tenant: "acme",
+                topic: "t",
+                kind: "reset",
+                reason: ResetReason::HistoryTrimmed,
+                resume_from: 3,
+            }),
+            r#"{"tenant":"acme","topic":"t","type":"reset","reason":"history_trimmed","resume_from":3}"#
+        );
+        assert_eq!(
+            to_json(&ShutdownFrame {
+                reason: "server shutting down",
+                resume_from: 5,
+                reconnect_window_ms: 5000,
+            }),
+            r#"{"reason":"server shutting down","resume_from":5,"reconnect_window_ms":5000}"#
+        );
+        assert_eq!(
+            to_json(&AuthExpiredFrame {
+                tenant: "acme",
+                reason: "token expired; reconnect with a fresh token",
+            }),
+            r#"{"tenant":"acme","reason":"token expired; reconnect with a fresh token"}"#
+        );
+    }
 }

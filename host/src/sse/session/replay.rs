@@ -6,6 +6,7 @@ use std::borrow::Cow;
 
 use bytes::BytesMut;
 
+use super::control::ResetReason;
 use super::{Phase, Session, PAGE};
 use crate::sse::encode;
 use crate::store::{self, Page, TopicState};
@@ -87,7 +88,7 @@ impl Session {
             self.told = page.head;
             let by_topic: Vec<TopicState> = page.topics;
             for topic in self.req.topics.clone() {
-                self.push_reset(&topic, "unknown_id");
+                self.push_reset(&topic, ResetReason::UnknownId);
                 let st = by_topic.iter().find(|s| s.topic == topic);
                 self.push_snapshot(&topic, st.and_then(|s| s.retained.as_ref()));
             }
@@ -102,7 +103,7 @@ impl Session {
             if st.trimmed > self.cursor && !already {
                 // History no longer covers the gap: say so, hand over the
                 // current state, and carry on from the head for this topic.
-                self.push_reset(&st.topic, "history_trimmed");
+                self.push_reset(&st.topic, ResetReason::HistoryTrimmed);
                 self.push_snapshot(&st.topic, st.retained.as_ref());
                 self.skip.retain(|(t, _)| *t != st.topic);
                 self.skip.push((st.topic.clone(), page.head));
