@@ -20,6 +20,12 @@ pub struct NewTenant {
 }
 
 /// `POST /admin/tenants`: 201 with the tenant, 409 if the slug is taken.
+#[utoipa::path(
+    post,
+    path = "/admin/tenants",
+    operation_id = "createTenant",
+    tag = "admin"
+)]
 pub async fn create_tenant(
     State(state): State<AppState>,
     _admin: Admin,
@@ -41,6 +47,12 @@ pub async fn create_tenant(
 }
 
 /// `GET /admin/tenants`.
+#[utoipa::path(
+    get,
+    path = "/admin/tenants",
+    operation_id = "listTenants",
+    tag = "admin"
+)]
 pub async fn list_tenants(
     State(state): State<AppState>,
     _admin: Admin,
@@ -63,6 +75,12 @@ pub struct NewServiceToken {
 
 /// `POST /admin/tokens`: `201 {token, service, tenant, publish, expires_at}`,
 /// a publisher token for an existing tenant.
+#[utoipa::path(
+    post,
+    path = "/admin/tokens",
+    operation_id = "createPublisherToken",
+    tag = "admin"
+)]
 pub async fn create_token(
     State(state): State<AppState>,
     _admin: Admin,

@@ -44,6 +44,7 @@ pub struct BatchBody {
 /// it is durable. With an `Idempotency-Key`, a retry of the same request
 /// answers the same, stores nothing, and says `idempotent-replayed: true`;
 /// the key with another request is a 409.
+#[utoipa::path(post, path = "/api/events", operation_id = "publish", tag = "events")]
 pub async fn publish(
     State(state): State<AppState>,
     caller: Caller,
@@ -90,6 +91,12 @@ pub async fn publish(
 /// Appends every event of the batch in one transaction, or none, and
 /// answers `201 {"ids": [...]}` in the order given (a tenant's ids are
 /// consecutive). `Idempotency-Key` as for one event.
+#[utoipa::path(
+    post,
+    path = "/api/events/batch",
+    operation_id = "publishBatch",
+    tag = "events"
+)]
 pub async fn publish_batch(
     State(state): State<AppState>,
     caller: Caller,

@@ -30,6 +30,12 @@ pub struct PostMessage {
 }
 
 /// Stores a message, shapes its notification and publishes it to `user:{to}`.
+#[utoipa::path(
+    post,
+    path = "/api/messages",
+    operation_id = "sendMessage",
+    tag = "messages"
+)]
 pub async fn post(
     State(state): State<AppState>,
     caller: Caller,
@@ -77,6 +83,12 @@ pub async fn post(
 }
 
 /// A user's messages (sent and received) after `after`, and their unread count.
+#[utoipa::path(
+    get,
+    path = "/api/users/{id}/messages",
+    operation_id = "listMessages",
+    tag = "messages"
+)]
 pub async fn list(
     State(state): State<AppState>,
     Path(user): Path<String>,
@@ -118,6 +130,12 @@ pub struct MarkRead {
 }
 
 /// Marks messages read up to `up_to`; publishes the new unread count.
+#[utoipa::path(
+    post,
+    path = "/api/users/{id}/messages/read",
+    operation_id = "markRead",
+    tag = "messages"
+)]
 pub async fn mark_read(
     State(state): State<AppState>,
     Path(user): Path<String>,

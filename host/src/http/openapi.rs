@@ -1,28 +1,88 @@
-//! `GET /openapi.json`: the API description (OpenAPI 3.1), a hand-written
-//! document compiled into the binary.
+//! `GET /openapi.json`: the API description (OpenAPI 3.1).
 //!
-//! It is kept true by tests rather than generated from the handlers: the unit
-//! test below checks that every route of `router.rs` (path and method) is in
-//! the document and the other way round, and that the plugin slots it names
-//! are the host's; `tests/openapi.rs` runs schemathesis against a running
-//! node in both modes (status codes, response schemas, content types,
-//! headers, no server errors).
+//! Its operations are the router's: each handler declares its method, path,
+//! operation id and tag (`#[utoipa::path]`), and `router::routes()` both
+//! routes those handlers and lists them here, so a route cannot be served
+//! without being described or described without being served. What each
+//! operation takes and answers (parameters, bodies, responses) and the
+//! shared components are still written out in `openapi.json`, by path and
+//! method, and joined to the declared operations once per process; the
+//! unit tests below fail when an operation has no such description or a
+//! description no operation. `tests/openapi.rs` runs schemathesis against a
+//! running node in both modes (status codes, response schemas, content
+//! types, headers, no server errors).
+
+use std::sync::LazyLock;
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+
+/// The hand-written part: operation details by path and method, and the
+/// components.
+const DETAILS: &str = include_str!("openapi.json");
 
 /// The document, as served.
-pub const DOCUMENT: &str = include_str!("openapi.json");
+static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
+    let declared = super::router::routes().into_openapi();
+    let details: Value = serde_json::from_str(DETAILS).unwrap_or_default();
+    serde_json::to_string(&document(&declared, details)).unwrap_or_default()
+});
+
+/// The declared operations, each with its written details; an operation
+/// without details is served with what it declares, a description of
+/// no declared operation is left out (the tests forbid both).
+fn document(declared: &utoipa::openapi::OpenApi, mut details: Value) -> Value {
+    let declared = serde_json::to_value(&declared.paths).unwrap_or_default();
+    let written = details
+        .get_mut("paths")
+        .map(Value::take)
+        .unwrap_or_default();
+    let mut paths = Map::new();
+    for (path, item) in declared.as_object().into_iter().flatten() {
+        let mut out = Map::new();
+        for (method, op) in item.as_object().into_iter().flatten() {
+            let mut merged = written[path][method]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            // The declaration wins for what it says.
+            for key in ["operationId", "tags"] {
+                if let Some(v) = op.get(key) {
+                    merged.insert(key.into(), v.clone());
+                }
+            }
+            if !merged.contains_key("responses") {
+                merged.insert("responses".into(), op["responses"].clone());
+            }
+            out.insert(method.clone(), Value::Object(merged));
+        }
+        // Path-level parts of the description (shared parameters).
+        for (key, v) in written[path].as_object().into_iter().flatten() {
+            if !METHODS.contains(&key.as_str()) {
+                out.insert(key.clone(), v.clone());
+            }
+        }
+        paths.insert(path.clone(), Value::Object(out));
+    }
+    details["paths"] = Value::Object(paths);
+    details
+}
+
+const METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
 
 /// `GET /openapi.json`: public, cacheable for an hour (it changes only with
 /// the binary).
-pub async fn document() -> Response {
+#[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "ops")]
+pub async fn document_route() -> Response {
     (
         [
             (header::CONTENT_TYPE, "application/json"),
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
-        DOCUMENT,
+        DOCUMENT.as_str(),
     )
         .into_response()
 }
@@ -33,54 +93,17 @@ mod tests {
 
     use serde_json::Value;
 
-    use super::DOCUMENT;
-
-    const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
+    use super::{DETAILS, DOCUMENT, METHODS};
 
     fn document() -> Value {
-        serde_json::from_str(DOCUMENT).expect("openapi.json is JSON")
+        serde_json::from_str(&DOCUMENT).expect("the document is JSON")
     }
 
-    /// `(method, path)` of every `.route(...)` in `router.rs`, read from its
-    /// source: axum cannot list a router's routes.
-    fn routes_in_router() -> BTreeSet<(String, String)> {
-        let src = include_str!("router.rs");
-        let mut out = BTreeSet::new();
-        let mut rest = src;
-        while let Some(at) = rest.find(".route(") {
-            rest = &rest[at + ".route(".len()..];
-            // The call's text, up to its closing parenthesis.
-            let mut depth = 1;
-            let end = rest
-                .char_indices()
-                .find(|&(_, c)| {
-                    match c {
-                        '(' => depth += 1,
-                        ')' => depth -= 1,
-                        _ => {}
-                    }
-                    depth == 0
-                })
-                .map(|(i, _)| i)
-                .expect("a .route( call closes");
-            let call = &rest[..end];
-            rest = &rest[end..];
-            // `.route("/path", ...)`, not another method of that name.
-            let Some(path) = call.trim_start().strip_prefix('"') else {
-                continue;
-            };
-            let path = path.split('"').next().unwrap_or_default();
-            for m in METHODS {
-                let called = call.match_indices(&format!("{m}(")).any(|(i, _)| {
-                    // `get(`, `.post(`, `routing::delete(`, not `max(`/`forget(`.
-                    i == 0 || !call.as_bytes()[i - 1].is_ascii_alphanumeric()
-                });
-                if called {
-                    out.insert((m.to_string(), path.to_string()));
-                }
-            }
-        }
-        out
+    /// `(method, path)` of every operation the router declares.
+    fn declared() -> BTreeSet<(String, String)> {
+        let api = crate::http::router::routes().into_openapi();
+        let paths = serde_json::to_value(&api.paths).expect("paths");
+        routes_in_document(&serde_json::json!({ "paths": paths }))
     }
 
     fn routes_in_document(doc: &Value) -> BTreeSet<(String, String)> {
@@ -96,17 +119,28 @@ mod tests {
     }
 
     #[test]
-    fn every_route_is_described_and_nothing_else() {
-        let doc = document();
-        let router = routes_in_router();
-        assert!(router.len() > 30, "found only {router:?} in router.rs");
-        let described = routes_in_document(&doc);
-        let missing: Vec<_> = router.difference(&described).collect();
-        let extra: Vec<_> = described.difference(&router).collect();
+    fn every_declared_route_is_described_and_nothing_else() {
+        let declared = declared();
+        assert!(declared.len() > 30, "the router declares only {declared:?}");
+        let written: Value = serde_json::from_str(DETAILS).expect("openapi.json is JSON");
+        let described = routes_in_document(&written);
+        let missing: Vec<_> = declared.difference(&described).collect();
+        let extra: Vec<_> = described.difference(&declared).collect();
         assert!(
             missing.is_empty() && extra.is_empty(),
-            "openapi.json and router.rs disagree: routes not described {missing:?}; described but not routed {extra:?}"
+            "openapi.json and the router disagree: routes not described {missing:?}; described but not routed {extra:?}"
         );
+        // What is served is what is declared.
+        assert_eq!(routes_in_document(&document()), declared);
+        // Declared and written operation ids agree (clients are generated
+        // from them).
+        for (method, path) in &declared {
+            assert_eq!(
+                document()["paths"][path][method]["operationId"],
+                written["paths"][path][method]["operationId"],
+                "{method} {path}"
+            );
+        }
     }
 
     #[test]

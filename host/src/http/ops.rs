@@ -13,6 +13,7 @@ use crate::http::extract::{bearer, constant_time_eq};
 use crate::state::AppState;
 
 /// Alive: the process answers.
+#[utoipa::path(get, path = "/health", operation_id = "health", tag = "ops")]
 pub async fn health() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
@@ -20,6 +21,7 @@ pub async fn health() -> Response {
 /// Ready: every dependency answers. 503 names each one that does not.
 /// Answers within a second: the mode asks its dependencies at once, each
 /// within `CHECK_TIMEOUT`, and this bounds the whole as well.
+#[utoipa::path(get, path = "/ready", operation_id = "ready", tag = "ops")]
 pub async fn ready(State(state): State<AppState>) -> Response {
     if state.streams.shutdown.is_cancelled() {
         return ApiError::unavailable("shutting_down", "this node is shutting down")
@@ -48,6 +50,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 /// Prometheus text, for the metrics token or the admin token in
 /// `Authorization: Bearer` (its series name every tenant), or for anyone
 /// with `SWITCHYARD_METRICS_PUBLIC=true`.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "ops")]
 pub async fn metrics(State(state): State<AppState>, parts: Parts) -> Response {
     if let Err(e) = metrics_allowed(&state, &parts) {
         return e.into_response();

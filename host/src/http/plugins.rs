@@ -68,6 +68,12 @@ fn slot_view(state: &AppState, tenant: &str, slot: Slot) -> Response {
 
 /// `GET /admin/plugins`: every slot with its active version, shadow
 /// candidate (with disagreements), history, configuration and statistics.
+#[utoipa::path(
+    get,
+    path = "/admin/plugins",
+    operation_id = "listPlugins",
+    tag = "plugins"
+)]
 pub async fn list(State(state): State<AppState>, _admin: Admin) -> Response {
     let mut v = state.plugins.describe();
     let limits = state.plugins.wasm().limits();
@@ -89,6 +95,12 @@ pub async fn list(State(state): State<AppState>, _admin: Admin) -> Response {
 /// shows the slot's `compiling` upload until it is active, or refused with
 /// the reason as `last_error`. `?wait=true` waits for the compile and
 /// answers `200` or `422`.
+#[utoipa::path(
+    put,
+    path = "/admin/plugins/{slot}",
+    operation_id = "uploadPlugin",
+    tag = "plugins"
+)]
 pub async fn upload(
     State(state): State<AppState>,
     _admin: Admin,
@@ -139,6 +151,12 @@ pub async fn upload(
 }
 
 /// `POST /admin/plugins/{slot}/rollback`: the previous version again.
+#[utoipa::path(
+    post,
+    path = "/admin/plugins/{slot}/rollback",
+    operation_id = "rollbackPlugin",
+    tag = "plugins"
+)]
 pub async fn rollback(
     State(state): State<AppState>,
     _admin: Admin,
@@ -152,6 +170,12 @@ pub async fn rollback(
 }
 
 /// `POST /admin/plugins/{slot}/promote`: the shadow candidate becomes active.
+#[utoipa::path(
+    post,
+    path = "/admin/plugins/{slot}/promote",
+    operation_id = "promotePlugin",
+    tag = "plugins"
+)]
 pub async fn promote(
     State(state): State<AppState>,
     _admin: Admin,
@@ -165,6 +189,12 @@ pub async fn promote(
 }
 
 /// `DELETE /admin/plugins/{slot}/shadow`: stops the shadow candidate.
+#[utoipa::path(
+    delete,
+    path = "/admin/plugins/{slot}/shadow",
+    operation_id = "dropPluginShadow",
+    tag = "plugins"
+)]
 pub async fn drop_shadow(
     State(state): State<AppState>,
     _admin: Admin,
@@ -179,6 +209,12 @@ pub async fn drop_shadow(
 
 /// `DELETE /admin/plugins/{slot}`: the built-in rule (or, for a tenant, the
 /// default slot) answers again; the version stays in history for rollback.
+#[utoipa::path(
+    delete,
+    path = "/admin/plugins/{slot}",
+    operation_id = "deactivatePlugin",
+    tag = "plugins"
+)]
 pub async fn deactivate(
     State(state): State<AppState>,
     _admin: Admin,
@@ -192,6 +228,12 @@ pub async fn deactivate(
 }
 
 /// `PUT /admin/plugins/{slot}/config` with a JSON object of strings.
+#[utoipa::path(
+    put,
+    path = "/admin/plugins/{slot}/config",
+    operation_id = "configurePlugin",
+    tag = "plugins"
+)]
 pub async fn configure(
     State(state): State<AppState>,
     _admin: Admin,

@@ -33,6 +33,12 @@ pub struct NewProduct {
 }
 
 /// Creates a product (the seller's token or the admin token).
+#[utoipa::path(
+    post,
+    path = "/api/products",
+    operation_id = "createProduct",
+    tag = "products"
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -123,6 +129,12 @@ pub async fn visible_product(
 }
 
 /// A product's current state.
+#[utoipa::path(
+    get,
+    path = "/api/products/{id}",
+    operation_id = "getProduct",
+    tag = "products"
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -144,6 +156,12 @@ pub struct NewBid {
 }
 
 /// Queues a bid: `202 {bid_id, status}` once it is stored.
+#[utoipa::path(
+    post,
+    path = "/api/products/{id}/bids",
+    operation_id = "placeBid",
+    tag = "products"
+)]
 pub async fn bid(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -195,6 +213,12 @@ pub async fn bid(
 }
 
 /// A bid and its status (the bidder or the admin).
+#[utoipa::path(
+    get,
+    path = "/api/bids/{id}",
+    operation_id = "getBid",
+    tag = "products"
+)]
 pub async fn get_bid(
     State(state): State<AppState>,
     Path(id): Path<String>,

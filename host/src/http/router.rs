@@ -1,4 +1,5 @@
-//! Routes, body limit, CORS and per-route metrics.
+//! Routes (declared once, with the OpenAPI operations they answer), body
+//! limit, CORS and per-route metrics.
 
 use std::time::Instant;
 
@@ -6,63 +7,64 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post, put};
 use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use super::{admin, events, messages, openapi, ops, plugins, products, streams, topics, web};
 use crate::config::Cors;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// Every route of the API, declared once: each handler's `#[utoipa::path]`
+/// names its method, path and operation, and this list registers the
+/// handlers. axum routes what it holds, and the OpenAPI document describes
+/// exactly what it holds (`openapi.rs`), as does the lean path's check for
+/// stream routes (`stream_route`).
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(web::index))
+        .routes(routes!(web::app))
+        .routes(routes!(web::client))
+        .routes(routes!(web::style))
+        .routes(routes!(web::demo_token))
+        .routes(routes!(ops::health))
+        .routes(routes!(ops::ready))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(openapi::document_route))
+        .routes(routes!(admin::list_tenants, admin::create_tenant))
+        .routes(routes!(admin::create_token))
+        .routes(routes!(plugins::list))
+        .routes(routes!(plugins::upload).layer(DefaultBodyLimit::max(plugins::MAX_COMPONENT_BYTES)))
+        .routes(routes!(plugins::deactivate))
+        .routes(routes!(plugins::rollback))
+        .routes(routes!(plugins::promote))
+        .routes(routes!(plugins::drop_shadow))
+        .routes(routes!(plugins::configure))
+        .routes(routes!(events::publish))
+        .routes(routes!(events::publish_batch))
+        .routes(routes!(topics::state))
+        .routes(routes!(topics::events))
+        .routes(routes!(streams::multi))
+        .routes(routes!(streams::tenant))
+        .routes(routes!(streams::user))
+        .routes(routes!(streams::product))
+        .routes(routes!(products::create))
+        .routes(routes!(products::get))
+        .routes(routes!(products::bid))
+        .routes(routes!(products::get_bid))
+        .routes(routes!(messages::post))
+        .routes(routes!(messages::list))
+        .routes(routes!(messages::mark_read))
+}
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let cors = cors(&state.config.cors);
     let limit = state.config.max_body_bytes;
-    let api = Router::new()
-        .route("/", get(web::index))
-        .route("/app.js", get(web::app))
-        .route("/switchyard.js", get(web::client))
-        .route("/style.css", get(web::style))
-        .route("/api/demo/token", post(web::demo_token))
-        .route("/health", get(ops::health))
-        .route("/ready", get(ops::ready))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(openapi::document))
-        .route(
-            "/admin/tenants",
-            get(admin::list_tenants).post(admin::create_tenant),
-        )
-        .route("/admin/tokens", post(admin::create_token))
-        .route("/admin/plugins", get(plugins::list))
-        .route(
-            "/admin/plugins/{slot}",
-            put(plugins::upload)
-                .layer(DefaultBodyLimit::max(plugins::MAX_COMPONENT_BYTES))
-                .delete(plugins::deactivate),
-        )
-        .route("/admin/plugins/{slot}/rollback", post(plugins::rollback))
-        .route("/admin/plugins/{slot}/promote", post(plugins::promote))
-        .route(
-            "/admin/plugins/{slot}/shadow",
-            axum::routing::delete(plugins::drop_shadow),
-        )
-        .route("/admin/plugins/{slot}/config", put(plugins::configure))
-        .route("/api/events", post(events::publish))
-        .route("/api/events/batch", post(events::publish_batch))
-        .route("/api/topics/{topic}", get(topics::state))
-        .route("/api/topics/{topic}/events", get(topics::events))
-        .route("/events", get(streams::multi))
-        .route("/events/tenants/{slug}", get(streams::tenant))
-        .route("/events/users/{id}", get(streams::user))
-        .route("/events/products/{id}", get(streams::product))
-        .route("/api/products", post(products::create))
-        .route("/api/products/{id}", get(products::get))
-        .route("/api/products/{id}/bids", post(products::bid))
-        .route("/api/bids/{id}", get(products::get_bid))
-        .route("/api/messages", post(messages::post))
-        .route("/api/users/{id}/messages", get(messages::list))
-        .route("/api/users/{id}/messages/read", post(messages::mark_read))
+    let (api, _) = routes().split_for_parts();
+    let api = api
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -76,6 +78,40 @@ pub fn router(state: AppState) -> Router {
         None => api,
     };
     api.with_state(state)
+}
+
+/// The path templates of the routes that answer with an event stream (the
+/// operations tagged `streams`), split into segments; `{…}` is any one
+/// non-empty segment.
+fn stream_templates() -> &'static [Vec<String>] {
+    static TEMPLATES: std::sync::OnceLock<Vec<Vec<String>>> = std::sync::OnceLock::new();
+    TEMPLATES.get_or_init(|| {
+        let api = routes().into_openapi();
+        api.paths
+            .paths
+            .iter()
+            .filter(|(_, item)| {
+                item.get
+                    .as_ref()
+                    .and_then(|op| op.tags.as_ref())
+                    .is_some_and(|tags| tags.iter().any(|t| t == "streams"))
+            })
+            .map(|(path, _)| path.split('/').map(str::to_string).collect())
+            .collect()
+    })
+}
+
+/// Whether `path` (a query, if any, ignored) is one of the stream routes.
+pub(crate) fn stream_route(path: &str) -> bool {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    stream_templates().iter().any(|template| {
+        let mut segments = path.split('/');
+        template.iter().all(|t| match segments.next() {
+            Some(s) if t.starts_with('{') => !s.is_empty(),
+            Some(s) => s == t,
+            None => false,
+        }) && segments.next().is_none()
+    })
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
@@ -156,6 +192,35 @@ fn cors(policy: &Cors) -> Option<CorsLayer> {
                 base.allow_origin(AllowOrigin::list(list))
                     .allow_credentials(true),
             )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stream_route;
+
+    #[test]
+    fn the_stream_routes_are_the_declared_ones() {
+        for p in [
+            "/events",
+            "/events?tenant=a&topic=b",
+            "/events/users/u1",
+            "/events/tenants/acme",
+            "/events/products/p1?x=1",
+        ] {
+            assert!(stream_route(p), "{p}");
+        }
+        for p in [
+            "/eventsx",
+            "/events/",
+            "/events/users/",
+            "/events/users/u1/x",
+            "/events/other/u1",
+            "/api/events",
+            "/",
+        ] {
+            assert!(!stream_route(p), "{p}");
         }
     }
 }

@@ -30,6 +30,7 @@ const MAX_TOPICS: usize = 32;
 const MAX_TYPES: usize = 32;
 
 /// `GET /events`.
+#[utoipa::path(get, path = "/events", operation_id = "stream", tag = "streams")]
 pub async fn multi(
     State(state): State<AppState>,
     caller: Caller,
@@ -41,6 +42,12 @@ pub async fn multi(
 }
 
 /// `GET /events/tenants/{slug}`: the tenant's broadcasts.
+#[utoipa::path(
+    get,
+    path = "/events/tenants/{slug}",
+    operation_id = "tenantStream",
+    tag = "streams"
+)]
 pub async fn tenant(
     State(state): State<AppState>,
     Path(slug): Path<String>,
@@ -53,6 +60,12 @@ pub async fn tenant(
 }
 
 /// `GET /events/users/{id}`: a user's private stream (that user's token).
+#[utoipa::path(
+    get,
+    path = "/events/users/{id}",
+    operation_id = "userStream",
+    tag = "streams"
+)]
 pub async fn user(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -68,6 +81,12 @@ pub async fn user(
 
 /// `GET /events/products/{id}`: a product's bid activity, starting with a
 /// snapshot of its state.
+#[utoipa::path(
+    get,
+    path = "/events/products/{id}",
+    operation_id = "productStream",
+    tag = "streams"
+)]
 pub async fn product(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -18,6 +18,12 @@ const MAX_LIMIT: u64 = 1_000;
 ///
 /// Answers `{"events": [...], "last_id", "head", "reset"}`; `reset` is true
 /// when history no longer covers `after` (refetch the topic's state).
+#[utoipa::path(
+    get,
+    path = "/api/topics/{topic}/events",
+    operation_id = "topicEvents",
+    tag = "topics"
+)]
 pub async fn events(
     State(state): State<AppState>,
     Path(topic): Path<String>,
@@ -82,6 +88,12 @@ pub async fn events(
 }
 
 /// A topic's retained state (what a `snapshot` carries) and the tenant's head.
+#[utoipa::path(
+    get,
+    path = "/api/topics/{topic}",
+    operation_id = "topicState",
+    tag = "topics"
+)]
 pub async fn state(
     State(state): State<AppState>,
     Path(topic): Path<String>,

@@ -30,21 +30,30 @@ fn file(body: &'static str, content_type: &'static str) -> Response {
 }
 
 /// `GET /`.
+#[utoipa::path(get, path = "/", operation_id = "demoApp", tag = "web")]
 pub async fn index() -> Response {
     file(INDEX, "text/html; charset=utf-8")
 }
 
 /// `GET /app.js`.
+#[utoipa::path(get, path = "/app.js", operation_id = "demoScript", tag = "web")]
 pub async fn app() -> Response {
     file(APP, "text/javascript; charset=utf-8")
 }
 
 /// `GET /switchyard.js`: the reusable client module.
+#[utoipa::path(
+    get,
+    path = "/switchyard.js",
+    operation_id = "browserClient",
+    tag = "web"
+)]
 pub async fn client() -> Response {
     file(CLIENT, "text/javascript; charset=utf-8")
 }
 
 /// `GET /style.css`.
+#[utoipa::path(get, path = "/style.css", operation_id = "demoStyle", tag = "web")]
 pub async fn style() -> Response {
     file(STYLE, "text/css; charset=utf-8")
 }
@@ -62,6 +71,12 @@ pub struct DemoUser {
 /// Mints a token (one hour unless asked for less) for a demo user of the
 /// `demo` tenant. Only when demo sign-in is on (by default in embedded mode
 /// only).
+#[utoipa::path(
+    post,
+    path = "/api/demo/token",
+    operation_id = "demoToken",
+    tag = "web"
+)]
 pub async fn demo_token(
     State(state): State<AppState>,
     AppJson(b): AppJson<DemoUser>,

@@ -227,12 +227,10 @@ pub(crate) fn parse_stream_request(buf: &[u8], limits: &HeadLimits) -> Parsed {
     }
 }
 
-/// The routes that answer with an event stream.
+/// The routes that answer with an event stream: the router's own
+/// declarations (`http::router::stream_route`).
 pub(crate) fn is_stream_path(path: &str) -> bool {
-    match path.strip_prefix("/events") {
-        Some(rest) => rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'),
-        None => false,
-    }
+    crate::http::router::stream_route(path)
 }
 
 /// The session of a `200` event-stream response, taken from it.
