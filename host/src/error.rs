@@ -83,14 +83,25 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// Every error: a stable machine-readable `code` and a message for people
+/// (a 4xx names the field or parameter that is wrong).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+#[serde(deny_unknown_fields)]
+pub struct Body<'a> {
+    /// The error.
+    #[schema(inline)]
     error: Inner<'a>,
 }
 
-#[derive(Serialize)]
+/// The error's code and message.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct Inner<'a> {
+    /// Stable and machine-readable.
+    #[schema(examples("unknown_tenant", "invalid_json", "unauthorized"))]
     code: &'a str,
+    /// For people.
     message: &'a str,
 }
 

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod admin;
 mod deadline;
+pub mod doc;
 pub mod events;
 pub mod extract;
 pub mod messages;

@@ -29,35 +29,37 @@ static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
     serde_json::to_string(&document(&declared, details)).unwrap_or_default()
 });
 
-/// The declared operations, each with its written details; an operation
-/// without details is served with what it declares, a description of
-/// no declared operation is left out (the tests forbid both).
+/// The declared operations, each with its details: those it declares, or
+/// (for an operation not yet declared in full) those written in
+/// `openapi.json`; the components written there, with those declared in
+/// code put over them. A description of no declared operation is left out
+/// (the tests forbid it, and an operation declared nowhere in full).
 fn document(declared: &utoipa::openapi::OpenApi, mut details: Value) -> Value {
-    let declared = serde_json::to_value(&declared.paths).unwrap_or_default();
+    let declared_paths = serde_json::to_value(&declared.paths).unwrap_or_default();
     let written = details
         .get_mut("paths")
         .map(Value::take)
         .unwrap_or_default();
     let mut paths = Map::new();
-    for (path, item) in declared.as_object().into_iter().flatten() {
+    for (path, item) in declared_paths.as_object().into_iter().flatten() {
         let mut out = Map::new();
         for (method, op) in item.as_object().into_iter().flatten() {
-            let mut merged = written[path][method]
-                .as_object()
-                .cloned()
-                .unwrap_or_default();
-            // The declaration wins for what it says.
-            for key in ["operationId", "tags"] {
-                if let Some(v) = op.get(key) {
-                    merged.insert(key.into(), v.clone());
+            let merged = match written[path][method].as_object() {
+                Some(w) => {
+                    let mut w = w.clone();
+                    // The declaration wins for what it says.
+                    for key in ["operationId", "tags"] {
+                        if let Some(v) = op.get(key) {
+                            w.insert(key.into(), v.clone());
+                        }
+                    }
+                    Value::Object(w)
                 }
-            }
-            if !merged.contains_key("responses") {
-                merged.insert("responses".into(), op["responses"].clone());
-            }
-            out.insert(method.clone(), Value::Object(merged));
+                None => op.clone(),
+            };
+            out.insert(method.clone(), merged);
         }
-        // Path-level parts of the description (shared parameters).
+        // Path-level parts of a written description (shared parameters).
         for (key, v) in written[path].as_object().into_iter().flatten() {
             if !METHODS.contains(&key.as_str()) {
                 out.insert(key.clone(), v.clone());
@@ -66,6 +68,36 @@ fn document(declared: &utoipa::openapi::OpenApi, mut details: Value) -> Value {
         paths.insert(path.clone(), Value::Object(out));
     }
     details["paths"] = Value::Object(paths);
+    let components = &mut details["components"];
+    let mut put = |kind: &str, name: &str, v: Value| {
+        if !components[kind].is_object() {
+            components[kind] = Value::Object(Map::new());
+        }
+        components[kind][name] = v;
+    };
+    if let Some(c) = &declared.components {
+        for (name, schema) in &c.schemas {
+            put(
+                "schemas",
+                name,
+                serde_json::to_value(schema).unwrap_or_default(),
+            );
+        }
+    }
+    for (name, schema) in super::doc::shared_schemas() {
+        put(
+            "schemas",
+            &name,
+            serde_json::to_value(schema).unwrap_or_default(),
+        );
+    }
+    for (name, response) in super::doc::error_responses() {
+        put(
+            "responses",
+            name,
+            serde_json::to_value(response).unwrap_or_default(),
+        );
+    }
     details
 }
 
@@ -75,7 +107,18 @@ const METHODS: [&str; 8] = [
 
 /// `GET /openapi.json`: public, cacheable for an hour (it changes only with
 /// the binary).
-#[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "ops")]
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    tag = "ops",
+    summary = "This description (OpenAPI 3.1).",
+    security(),
+    responses(
+        (status = 200, description = "The document.", body = Object),
+        (status = 431, response = super::doc::HeadTooLarge),
+    )
+)]
 pub async fn document_route() -> Response {
     (
         [
@@ -99,13 +142,6 @@ mod tests {
         serde_json::from_str(&DOCUMENT).expect("the document is JSON")
     }
 
-    /// `(method, path)` of every operation the router declares.
-    fn declared() -> BTreeSet<(String, String)> {
-        let api = crate::http::router::routes().into_openapi();
-        let paths = serde_json::to_value(&api.paths).expect("paths");
-        routes_in_document(&serde_json::json!({ "paths": paths }))
-    }
-
     fn routes_in_document(doc: &Value) -> BTreeSet<(String, String)> {
         let mut out = BTreeSet::new();
         for (path, item) in doc["paths"].as_object().expect("paths") {
@@ -118,29 +154,43 @@ mod tests {
         out
     }
 
+    /// Each declared operation has its details from exactly one place: its
+    /// declaration (responses declared) or `openapi.json`; and nothing is
+    /// written there for an operation the router does not declare.
     #[test]
-    fn every_declared_route_is_described_and_nothing_else() {
-        let declared = declared();
+    fn every_declared_route_is_described_once_and_nothing_else() {
+        let api = crate::http::router::routes().into_openapi();
+        let paths = serde_json::to_value(&api.paths).expect("paths");
+        let declared = routes_in_document(&serde_json::json!({ "paths": &paths }));
         assert!(declared.len() > 30, "the router declares only {declared:?}");
         let written: Value = serde_json::from_str(DETAILS).expect("openapi.json is JSON");
         let described = routes_in_document(&written);
-        let missing: Vec<_> = declared.difference(&described).collect();
         let extra: Vec<_> = described.difference(&declared).collect();
         assert!(
-            missing.is_empty() && extra.is_empty(),
-            "openapi.json and the router disagree: routes not described {missing:?}; described but not routed {extra:?}"
+            extra.is_empty(),
+            "described in openapi.json but not routed: {extra:?}"
         );
+        for (method, path) in &declared {
+            let in_code = paths[path][method]["responses"]
+                .as_object()
+                .is_some_and(|r| !r.is_empty());
+            let in_file = described.contains(&(method.clone(), path.clone()));
+            assert!(
+                in_code != in_file,
+                "{method} {path}: details declared in code: {in_code}, written in openapi.json: {in_file} (exactly one)"
+            );
+            if in_file {
+                // Declared and written operation ids agree (clients are
+                // generated from them).
+                assert_eq!(
+                    paths[path][method]["operationId"],
+                    written["paths"][path][method]["operationId"],
+                    "{method} {path}"
+                );
+            }
+        }
         // What is served is what is declared.
         assert_eq!(routes_in_document(&document()), declared);
-        // Declared and written operation ids agree (clients are generated
-        // from them).
-        for (method, path) in &declared {
-            assert_eq!(
-                document()["paths"][path][method]["operationId"],
-                written["paths"][path][method]["operationId"],
-                "{method} {path}"
-            );
-        }
     }
 
     #[test]

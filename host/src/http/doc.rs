@@ -1,0 +1,81 @@
+//! The parts of the OpenAPI document that every operation shares, declared
+//! in code: the error responses (each answers the one error body,
+//! `error::Body`, named `Error`). A handler's `#[utoipa::path]` names them
+//! (`(status = 503, response = Unavailable)`), and `openapi.rs` puts them,
+//! with the `Error` schema, into the document's components.
+
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Ref, Type};
+use utoipa::openapi::{ContentBuilder, RefOr, Response, ResponseBuilder, Schema};
+use utoipa::{PartialSchema, ToSchema};
+
+/// An error response: `description`, the error body, and a `Retry-After`
+/// header when the client is asked to come back.
+fn error_response(description: &str, retry_after: bool) -> Response {
+    let mut r = ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name(
+                crate::error::Body::name().into_owned(),
+            )))
+            .build(),
+    );
+    if retry_after {
+        r = r.header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .description(Some("Seconds to wait before retrying."))
+                .schema(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(0)),
+                )
+                .build(),
+        );
+    }
+    r.build()
+}
+
+macro_rules! error_responses {
+    ($($name:ident, $retry:literal, $description:literal;)*) => {
+        $(
+            #[doc = $description]
+            pub struct $name;
+
+            impl<'s> utoipa::ToResponse<'s> for $name {
+                fn response() -> (&'s str, RefOr<Response>) {
+                    (stringify!($name), RefOr::T(error_response($description, $retry)))
+                }
+            }
+        )*
+
+        /// Every shared error response, by name.
+        pub fn error_responses() -> Vec<(&'static str, RefOr<Response>)> {
+            vec![$(<$name as utoipa::ToResponse>::response()),*]
+        }
+    };
+}
+
+error_responses! {
+    BadRequest, false, "A malformed or invalid field, parameter or header; the message names it.";
+    Unauthorized, false, "No credentials where they are needed, or an invalid token (also a `?token=` when `SWITCHYARD_QUERY_TOKENS=false`: `query_token_refused`).";
+    Forbidden, false, "Valid credentials, but not for this (another user's or tenant's, a publisher token's pattern, or the admin API is off).";
+    NotFound, false, "An unknown tenant, product, bid, slot or route.";
+    Conflict, false, "A conflict: a taken tenant slug, an idempotency key used for another request, or a plugin change that does not apply.";
+    BodyTooLarge, false, "The body is larger than `SWITCHYARD_MAX_BODY_BYTES` (32 MiB for a component).";
+    RequestTimeout, false, "The request body did not arrive in full within `SWITCHYARD_BODY_TIMEOUT_MS` of its head (`body_timeout`); the connection is closed.";
+    UnsupportedMediaType, false, "A JSON body whose `Content-Type` is not `application/json` or `application/*+json` (by the parsed type, parameters aside).";
+    Refused, false, "The component was refused (it does not compile or does not fit the slot's world); the active version stays.";
+    TooManyRequests, true, "A rate limit or a stream cap: retry after `Retry-After` seconds.";
+    Unavailable, true, "A dependency is not answering, or the node is shutting down: retry (after `Retry-After` seconds).";
+    HeadTooLarge, false, "The request head is larger than the server accepts (`SWITCHYARD_MAX_HEADER_BYTES`, default 16 KiB, or more than `SWITCHYARD_MAX_HEADERS` lines).";
+}
+
+/// The schemas declared in code that no operation's body names but the
+/// shared parts do: the error body.
+pub fn shared_schemas() -> Vec<(String, RefOr<Schema>)> {
+    vec![(
+        crate::error::Body::name().into_owned(),
+        crate::error::Body::schema(),
+    )]
+}
