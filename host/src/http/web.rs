@@ -5,9 +5,13 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::access::validate_user_id;
+use super::doc::{
+    BadRequest, BodyTooLarge, HeadTooLarge, NotFound, RequestTimeout, UnsupportedMediaType,
+};
 use super::extract::AppJson;
 use crate::auth::{now_secs, Claims};
 use crate::error::ApiError;
@@ -30,13 +34,35 @@ fn file(body: &'static str, content_type: &'static str) -> Response {
 }
 
 /// `GET /`.
-#[utoipa::path(get, path = "/", operation_id = "demoApp", tag = "web")]
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "demoApp",
+    tag = "web",
+    summary = "The demo app.",
+    security(),
+    responses(
+        (status = 200, description = "The file.", body = String, content_type = "text/html"),
+        (status = 431, response = HeadTooLarge),
+    )
+)]
 pub async fn index() -> Response {
     file(INDEX, "text/html; charset=utf-8")
 }
 
 /// `GET /app.js`.
-#[utoipa::path(get, path = "/app.js", operation_id = "demoScript", tag = "web")]
+#[utoipa::path(
+    get,
+    path = "/app.js",
+    operation_id = "demoScript",
+    tag = "web",
+    summary = "The demo app's script.",
+    security(),
+    responses(
+        (status = 200, description = "The file.", body = String, content_type = "text/javascript"),
+        (status = 431, response = HeadTooLarge),
+    )
+)]
 pub async fn app() -> Response {
     file(APP, "text/javascript; charset=utf-8")
 }
@@ -46,26 +72,63 @@ pub async fn app() -> Response {
     get,
     path = "/switchyard.js",
     operation_id = "browserClient",
-    tag = "web"
+    tag = "web",
+    summary = "The browser client (ES module, `clients/js`).",
+    security(),
+    responses(
+        (status = 200, description = "The file.", body = String, content_type = "text/javascript"),
+        (status = 431, response = HeadTooLarge),
+    )
 )]
 pub async fn client() -> Response {
     file(CLIENT, "text/javascript; charset=utf-8")
 }
 
 /// `GET /style.css`.
-#[utoipa::path(get, path = "/style.css", operation_id = "demoStyle", tag = "web")]
+#[utoipa::path(
+    get,
+    path = "/style.css",
+    operation_id = "demoStyle",
+    tag = "web",
+    summary = "The demo app's style sheet.",
+    security(),
+    responses(
+        (status = 200, description = "The file.", body = String, content_type = "text/css"),
+        (status = 431, response = HeadTooLarge),
+    )
+)]
 pub async fn style() -> Response {
     file(STYLE, "text/css; charset=utf-8")
 }
 
 /// The body of `POST /api/demo/token`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DemoUser {
+    /// The demo user's id.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[A-Za-z0-9._@-]+$",
+        example = "alice"
+    )]
     user: String,
     /// Lifetime in seconds, 1 to 3600 (default 3600): short-lived tokens
     /// show the client renewing them.
+    #[schema(minimum = 1, maximum = 3600, default = 3600)]
     ttl_secs: Option<u64>,
+}
+
+/// What `POST /api/demo/token` answers.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DemoToken {
+    /// A client token (JWT) for `Authorization: Bearer`.
+    token: String,
+    /// The user it is for.
+    user: String,
+    /// Always `demo`.
+    tenant: &'static str,
 }
 
 /// Mints a token (one hour unless asked for less) for a demo user of the
@@ -75,7 +138,20 @@ pub struct DemoUser {
     post,
     path = "/api/demo/token",
     operation_id = "demoToken",
-    tag = "web"
+    tag = "web",
+    summary = "Demo sign-in: a client token for a user of the `demo` tenant.",
+    description = "Only when demo sign-in is on (`SWITCHYARD_DEMO_TOKENS=true`; off by default); otherwise 404.",
+    security(),
+    request_body = DemoUser,
+    responses(
+        (status = 200, description = "The token.", body = DemoToken),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 431, response = HeadTooLarge),
+    )
 )]
 pub async fn demo_token(
     State(state): State<AppState>,
@@ -104,9 +180,11 @@ pub async fn demo_token(
     });
     Ok((
         StatusCode::OK,
-        axum::Json(
-            serde_json::json!({ "token": token, "user": b.user, "tenant": crate::DEMO_TENANT }),
-        ),
+        axum::Json(DemoToken {
+            token,
+            user: b.user,
+            tenant: crate::DEMO_TENANT,
+        }),
     )
         .into_response())
 }
