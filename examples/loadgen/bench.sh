@@ -10,6 +10,8 @@
 #                                                       # default 2000)
 #   examples/loadgen/bench.sh fanout 1000 100           # 1,000 subscribers x 100 events/s, 20 s (the
 #                                                       # example event filter active; EXAMPLE_PLUGINS=false: none)
+#   examples/loadgen/bench.sh nchan start|stop          # nginx+nchan with examples/loadgen/nchan/nginx.conf
+#                                                       # (apt-get install nginx libnginx-mod-nchan)
 #   examples/loadgen/bench.sh fanout-nchan 1000 100     # the same against nginx+nchan (must be running)
 #   examples/loadgen/bench.sh fanout-floor 1000 100     # the same against `switchyard-loadgen floor`,
 #                                                       # one send per delivery and nothing else
@@ -232,9 +234,30 @@ fanout() { # clients rate (EXAMPLE_PLUGINS=false: without the example event filt
     publish --url $URL --tenant demo --topic "bench:$1x$2" --token $TOKEN
 }
 
-fanout_nchan() { # clients rate (nchan started with /work/shared/peers/run.sh start nchan)
+NCHAN_RUN=${NCHAN_RUN:-/tmp/switchyard-nchan}
+
+nchan() { # start|stop: nginx+nchan on 127.0.0.1:18080, prefix $NCHAN_RUN
+  local conf; conf="$(cd "$(dirname "$0")" && pwd)/nchan/nginx.conf"
+  case "$1" in
+    start)
+      mkdir -p "$NCHAN_RUN"
+      nginx -t -q -p "$NCHAN_RUN/" -c "$conf"
+      nginx -p "$NCHAN_RUN/" -c "$conf"
+      for _ in $(seq 1 100); do
+        ss -Hltn 'sport = :18080' | grep -q . && break
+        sleep 0.1
+      done
+      echo "nchan started, master pid $(cat "$NCHAN_RUN/nginx.pid")" ;;
+    stop)
+      [ -f "$NCHAN_RUN/nginx.pid" ] && kill -TERM "$(cat "$NCHAN_RUN/nginx.pid")" 2>/dev/null || true
+      rm -f "$NCHAN_RUN/nginx.pid" ;;
+    *) echo "nchan start|stop" >&2; return 2 ;;
+  esac
+}
+
+fanout_nchan() { # clients rate (nchan started with `bench.sh nchan start`)
   CLIENTS=$1 RATE=$2
-  local master; master=$(cat /tmp/sse-peers/nchan/nginx.pid)
+  local master; master=$(cat "$NCHAN_RUN/nginx.pid")
   # shellcheck disable=SC2207
   SRV_PIDS=("$master" $(pgrep -P "$master"))
   # A fresh channel per run: nchan hands a new subscriber the newest stored message.
@@ -736,6 +759,7 @@ case "${1:-}" in
   idle) idle "${2:?clients}" ;;
   idle-tls) idle_tls "${2:?clients}" "${3:?h1|h2}" "${4:-200}" ;;
   fanout) fanout "${2:?clients}" "${3:?events/s}" ;;
+  nchan) nchan "${2:?start|stop}" ;;
   fanout-nchan) fanout_nchan "${2:?clients}" "${3:?events/s}" ;;
   fanout-floor) fanout_floor "${2:?clients}" "${3:?events/s}" ;;
   replay) replay "${2:-100000}" ;;
