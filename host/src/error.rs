@@ -122,7 +122,13 @@ impl From<crate::store::Error> for ApiError {
             E::UnknownTenant(slug) => {
                 ApiError::not_found("unknown_tenant", format!("tenant {slug:?} does not exist"))
             }
-            E::Conflict(msg) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
+            // Our own words only: a driver's text stays in the source.
+            E::Conflict(reason) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", reason.to_string())
+            }
+            e @ (E::KeyReused | E::KeyRaced) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
             other => ApiError::internal(other),
         }
     }

@@ -144,7 +144,7 @@ pub(crate) fn apply_keyed<'a>(
     match row {
         Some((hash, ids, ts, created_at)) if created_at >= key.since_ms => {
             if hash != key.hash {
-                return Err(Error::Conflict(super::KEY_REUSED.into()));
+                return Err(Error::KeyReused);
             }
             let ids: Vec<crate::event::Seq> = serde_json::from_str(&ids)
                 .map_err(|e| Error::Internal(format!("a stored idempotency key's ids: {e}")))?;
@@ -152,13 +152,6 @@ pub(crate) fn apply_keyed<'a>(
         }
         _ => Ok((Done::Appended, Cow::Borrowed(events))),
     }
-}
-
-/// A keyed write that found its key taken by a write committed meanwhile
-/// (another node's, or another in the same batch): the batch is run again
-/// and the write then sees the key.
-pub(crate) fn key_raced() -> Error {
-    Error::Conflict("an idempotency key was stored concurrently; retried".into())
 }
 
 /// Runs a keyed append through `batcher`; a write that lost a race for its
@@ -170,7 +163,7 @@ pub(crate) async fn write_keyed(
 ) -> Result<super::Keyed, Error> {
     let op = Op::Keyed(key, events);
     let mut outcome = batcher.write(op.clone()).await;
-    if matches!(&outcome, Err(Error::Conflict(m)) if m != super::KEY_REUSED) {
+    if matches!(outcome, Err(Error::KeyRaced)) {
         outcome = batcher.write(op).await;
     }
     match outcome? {

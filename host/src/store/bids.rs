@@ -55,7 +55,7 @@ pub trait BidStore: Send + Sync + 'static {
 
     /// Stores a queued bid. With an idempotency key already used by this
     /// bidder: the same product and amount return the stored bid (`false`),
-    /// anything else is a `Conflict`.
+    /// anything else is a `Conflict(BidKeyReused)`.
     async fn submit_bid(&self, bid: &Bid) -> Result<(Bid, bool), Error>;
 
     /// A bid by id.
@@ -91,9 +91,7 @@ pub trait BidStore: Send + Sync + 'static {
 pub(crate) fn same_bid(existing: Option<Bid>, bid: &Bid) -> Result<(Bid, bool), Error> {
     match existing {
         Some(e) if e.product_id == bid.product_id && e.amount == bid.amount => Ok((e, false)),
-        Some(_) => Err(Error::Conflict(
-            "this idempotency key was already used for another bid".into(),
-        )),
+        Some(_) => Err(Error::Conflict(super::ConflictReason::BidKeyReused)),
         // Only the random bid id itself can have collided.
         None => Err(Error::Internal(format!(
             "bid id {:?} already exists",

@@ -28,7 +28,8 @@ use async_trait::async_trait;
 
 use crate::event::{NewEvent, Seq, StoredEvent};
 
-/// Store failures.
+/// Store failures. Drivers' errors are kept only as sources (for the log):
+/// what a client may be shown is each variant's own words.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The database does not answer (connection refused, pool timeout, ...).
@@ -37,9 +38,16 @@ pub enum Error {
     /// The tenant does not exist.
     #[error("unknown tenant {0:?}")]
     UnknownTenant(String),
-    /// A unique key already exists.
+    /// An idempotency key of a publish was used before for another request.
+    #[error("{KEY_REUSED}")]
+    KeyReused,
+    /// A keyed write found its key taken by a write committed meanwhile;
+    /// run again, it sees the key.
+    #[error("an idempotency key was stored concurrently; retried")]
+    KeyRaced,
+    /// The write does not apply to the data as it is.
     #[error("{0}")]
-    Conflict(String),
+    Conflict(#[source] ConflictReason),
     /// Migrations could not be applied.
     #[error("migration {version} failed: {source}")]
     Migration {
@@ -48,15 +56,33 @@ pub enum Error {
         /// The cause (the driver's error).
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// Any other Postgres error.
-    #[error("database error: {0}")]
-    Db(#[source] sqlx::Error),
-    /// Any other SQLite error.
-    #[error("database error: {0}")]
-    Sqlite(#[source] rusqlite::Error),
+    /// Any other database error (the driver's, as the source).
+    #[error("database error")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A fault of the server itself.
     #[error("internal store error: {0}")]
     Internal(String),
+}
+
+/// Why a write conflicts with what is stored; its text is safe to show a
+/// client.
+#[derive(Debug, thiserror::Error)]
+pub enum ConflictReason {
+    /// A tenant with this slug exists.
+    #[error("tenant {0:?} already exists")]
+    TenantExists(String),
+    /// A bid's idempotency key was used by this bidder for another bid.
+    #[error("this idempotency key was already used for another bid")]
+    BidKeyReused,
+    /// A plugin slot change does not apply to the slot as it is.
+    #[error("{0}")]
+    Slot(#[from] plugins::Refusal),
+    /// A product kept changing under its decision rounds.
+    #[error("the product changed during {0} decision rounds in a row")]
+    RoundsContended(u32),
+    /// Some other unique key exists (the driver's error as the source).
+    #[error("a unique key already exists")]
+    Duplicate(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl From<sqlx::Error> for Error {
@@ -68,9 +94,9 @@ impl From<sqlx::Error> for Error {
             | sqlx::Error::Tls(_)
             | sqlx::Error::Protocol(_) => Error::Unavailable(e.to_string()),
             sqlx::Error::Database(db) if db.is_unique_violation() => {
-                Error::Conflict(db.message().to_string())
+                Error::Conflict(ConflictReason::Duplicate(Box::new(e)))
             }
-            _ => Error::Db(e),
+            _ => Error::Database(Box::new(e)),
         }
     }
 }
@@ -81,8 +107,8 @@ impl From<rusqlite::Error> for Error {
         match e.sqlite_error_code() {
             Some(C::DatabaseBusy | C::DatabaseLocked | C::CannotOpen | C::DiskFull)
             | Some(C::SystemIoFailure) => Error::Unavailable(e.to_string()),
-            Some(C::ConstraintViolation) => Error::Conflict(e.to_string()),
-            _ => Error::Sqlite(e),
+            Some(C::ConstraintViolation) => Error::Conflict(ConflictReason::Duplicate(Box::new(e))),
+            _ => Error::Database(Box::new(e)),
         }
     }
 }
@@ -217,7 +243,7 @@ pub trait Store: Send + Sync + 'static {
     /// Answers when the database does.
     async fn ping(&self) -> Result<(), Error>;
 
-    /// Creates a tenant; `Conflict` if the slug is taken.
+    /// Creates a tenant; `Conflict(TenantExists)` if the slug is taken.
     async fn create_tenant(&self, slug: &str, name: &str) -> Result<Tenant, Error>;
 
     /// Looks a tenant up.
@@ -260,7 +286,7 @@ pub trait Store: Send + Sync + 'static {
     /// Appends events under an idempotency key, in one transaction with the
     /// key: the first time they are stored; again with the same request
     /// hash, nothing is stored and the ids stored then are answered; with
-    /// another hash, `Conflict`. Keys created before `key.since_ms` count as
+    /// another hash, `KeyReused`. Keys created before `key.since_ms` count as
     /// unused.
     async fn append_keyed(&self, key: PublishKey, events: Vec<NewEvent>) -> Result<Keyed, Error>;
 

@@ -380,7 +380,7 @@ mod sqlite_impl {
                         ..SlotRow::default()
                     });
                 let rev = current.rev + 1;
-                let mut next = change(current).map_err(|r| Error::Conflict(r.to_string()))?;
+                let mut next = change(current).map_err(|r| Error::Conflict(r.into()))?;
                 next.rev = rev;
                 let (history, config) = texts(&next);
                 tx.execute(
@@ -612,7 +612,7 @@ mod postgres_impl {
             .await?;
             let current = row(&current)?;
             let rev = current.rev + 1;
-            let mut next = change(current).map_err(|r| Error::Conflict(r.to_string()))?;
+            let mut next = change(current).map_err(|r| Error::Conflict(r.into()))?;
             next.rev = rev;
             let (history, config) = texts(&next);
             sqlx::query(

@@ -16,8 +16,8 @@ use sqlx::{PgConnection, PgPool, Row};
 
 use super::batch::{self, Applied, Batcher, Done, Op, Outcome};
 use super::{
-    assign_seqs, message_events, retained_last, tenant_counts, unread_event, Error, Message,
-    NewMessage, Notification, Page, Retained, Store, Tenant, TopicState,
+    assign_seqs, message_events, retained_last, tenant_counts, unread_event, ConflictReason, Error,
+    Message, NewMessage, Notification, Page, Retained, Store, Tenant, TopicState,
 };
 use crate::bids::decision::created_event;
 use crate::event::{NewEvent, Seq, StoredEvent};
@@ -122,7 +122,9 @@ async fn keep_keys(tx: &mut PgConnection, ops: &[Op], outcomes: &[Outcome]) -> R
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(batch::key_raced());
+            // Another node's write, or another of this batch, took the
+            // key meanwhile: the batch is run again and this write sees it.
+            return Err(Error::KeyRaced);
         }
     }
     Ok(())
@@ -331,7 +333,7 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await
             .map_err(|e| match Error::from(e) {
-                Error::Conflict(_) => Error::Conflict(format!("tenant {slug:?} already exists")),
+                Error::Conflict(_) => Error::Conflict(ConflictReason::TenantExists(slug.into())),
                 other => other,
             })?;
         Ok(Tenant {

@@ -17,7 +17,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use super::batch::{self, Batcher, Op};
 use super::sqlite_reader::{event_row, page, Readers};
 use super::sqlite_writer::{open_rw, unread, Writer};
-use super::{Error, Message, NewMessage, Notification, Page, Store, Tenant};
+use super::{ConflictReason, Error, Message, NewMessage, Notification, Page, Store, Tenant};
 use crate::event::{NewEvent, Seq, StoredEvent};
 
 /// SQLite-backed store.
@@ -204,7 +204,7 @@ impl Store for SqliteStore {
         })
         .await
         .map_err(|e| match e {
-            Error::Conflict(_) => Error::Conflict(format!("tenant {slug:?} already exists")),
+            Error::Conflict(_) => Error::Conflict(ConflictReason::TenantExists(slug.into())),
             other => other,
         })?;
         Ok(tenant)

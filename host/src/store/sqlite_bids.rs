@@ -100,8 +100,8 @@ impl BidStore for SqliteStore {
                 }
             }
         }
-        Err(Error::Conflict(format!(
-            "the product changed during {ROUND_ATTEMPTS} decision rounds in a row"
+        Err(Error::Conflict(super::ConflictReason::RoundsContended(
+            ROUND_ATTEMPTS,
         )))
     }
 

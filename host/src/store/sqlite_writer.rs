@@ -105,7 +105,9 @@ fn keep_keys(conn: &Connection, ops: &[Op], outcomes: &[Outcome]) -> Result<(), 
             key.since_ms
         ])?;
         if n == 0 {
-            return Err(batch::key_raced());
+            // Another node's write, or another of this batch, took the
+            // key meanwhile: the batch is run again and this write sees it.
+            return Err(Error::KeyRaced);
         }
     }
     Ok(())
