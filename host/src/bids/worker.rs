@@ -148,16 +148,14 @@ impl Worker {
             });
             let started = std::time::Instant::now();
             match i.store.decide(product, ROUND, rules).await {
-                Ok((n, events)) => {
-                    i.publisher.committed(&events);
-                    if n > 0 {
-                        let accepted =
-                            events.iter().filter(|e| e.kind == "bid.accepted").count() as u64;
-                        i.metrics.bids_accepted.add(accepted);
-                        i.metrics.bids_rejected.add(n as u64 - accepted);
+                Ok(done) => {
+                    i.publisher.committed(&done.events);
+                    if !done.is_empty() {
+                        i.metrics.bids_accepted.add(done.accepted as u64);
+                        i.metrics.bids_rejected.add(done.rejected as u64);
                         i.metrics.bid_round_latency.observe(started.elapsed());
                     }
-                    if n < ROUND {
+                    if done.len() < ROUND {
                         return;
                     }
                 }

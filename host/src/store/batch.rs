@@ -20,7 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
-use super::bids::RoundWrite;
+use super::bids::{RoundSummary, RoundWrite};
 use super::{Error, Message, NewMessage, Notification, PublishKey};
 use crate::bids::{Bid, Product};
 use crate::event::{NewEvent, StoredEvent};
@@ -79,8 +79,8 @@ pub(crate) enum Done {
     Bid(Bid, bool),
     /// The product was stored.
     Product,
-    /// Bids decided by the round.
-    Decided(usize),
+    /// The round was written.
+    Decided,
     /// The round read a product or bids that changed since: nothing written.
     Stale,
 }
@@ -225,15 +225,12 @@ impl Batcher {
         }
     }
 
-    /// Commits a decided round if what it read still holds: how many bids
-    /// it decided and the committed events, or `None` when it is stale (run
-    /// it again from the read).
-    pub(crate) async fn round(
-        &self,
-        w: RoundWrite,
-    ) -> Result<Option<(usize, Vec<StoredEvent>)>, Error> {
-        match self.write(Op::Round(Arc::new(w))).await? {
-            (Done::Decided(n), events) => Ok(Some((n, events))),
+    /// Commits a decided round if what it read still holds: its summary,
+    /// or `None` when it is stale (run it again from the read).
+    pub(crate) async fn round(&self, w: RoundWrite) -> Result<Option<RoundSummary>, Error> {
+        let w = Arc::new(w);
+        match self.write(Op::Round(w.clone())).await? {
+            (Done::Decided, events) => Ok(Some(RoundSummary::of(&w.round, events))),
             (Done::Stale, _) => Ok(None),
             (other, _) => Err(unexpected(other)),
         }

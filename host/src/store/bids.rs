@@ -22,7 +22,7 @@ use async_trait::async_trait;
 
 use super::Error;
 use crate::bids::decision::Round;
-use crate::bids::{Bid, Product};
+use crate::bids::{Bid, BidStatus, Product, ProductStatus};
 
 /// A product's columns, in the order the row readers take them.
 pub(crate) const PRODUCT_COLS: &str = "id, tenant, seller_id, title, starting_price, min_increment, anti_snipe_ms, ends_at, status, current_bid, leader, bid_count, version, created_at";
@@ -61,14 +61,14 @@ pub trait BidStore: Send + Sync + 'static {
     /// A bid by id.
     async fn bid(&self, id: &str) -> Result<Option<Bid>, Error>;
 
-    /// One decision round for a product over at most `limit` queued bids.
-    /// Returns how many bids were decided and the committed events.
+    /// One decision round for a product over at most `limit` queued bids:
+    /// what it decided and the committed events.
     async fn decide(
         &self,
         product_id: &str,
         limit: usize,
         rules: Rules,
-    ) -> Result<(usize, Vec<StoredEvent>), Error>;
+    ) -> Result<RoundSummary, Error>;
 
     /// Products needing a round: queued bids older than `queued_before`, or
     /// open auctions that ended before `ended_before`.
@@ -84,6 +84,46 @@ pub trait BidStore: Send + Sync + 'static {
         tenant: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(Bid, String)>, Error>;
+}
+
+/// What a committed decision round did.
+#[derive(Debug, Clone, Default)]
+pub struct RoundSummary {
+    /// Bids accepted.
+    pub accepted: usize,
+    /// Bids rejected.
+    pub rejected: usize,
+    /// The bids decided, in order.
+    pub decided: Vec<String>,
+    /// The committed events.
+    pub events: Vec<StoredEvent>,
+}
+
+impl RoundSummary {
+    /// The summary of a committed round with its committed events.
+    pub(crate) fn of(round: &Round, events: Vec<StoredEvent>) -> RoundSummary {
+        let accepted = round
+            .outcomes
+            .iter()
+            .filter(|o| o.status == BidStatus::Accepted)
+            .count();
+        RoundSummary {
+            accepted,
+            rejected: round.outcomes.len() - accepted,
+            decided: round.outcomes.iter().map(|o| o.bid_id.clone()).collect(),
+            events,
+        }
+    }
+
+    /// How many bids the round decided.
+    pub fn len(&self) -> usize {
+        self.decided.len()
+    }
+
+    /// Whether it decided no bid.
+    pub fn is_empty(&self) -> bool {
+        self.decided.is_empty()
+    }
 }
 
 /// The bid stored under `bid`'s idempotency key, if it is the same bid; a
@@ -107,7 +147,7 @@ pub(crate) struct RoundWrite {
     /// The product's `version` when the round read it.
     pub(crate) read_version: i64,
     /// The product's `status` when the round read it.
-    pub(crate) read_status: String,
+    pub(crate) read_status: ProductStatus,
     /// The result (`round.product.id` names the product).
     pub(crate) round: Round,
 }
@@ -117,7 +157,7 @@ impl RoundWrite {
     /// than its own is queued (a bid queued after the read may have been
     /// placed before the end).
     pub(crate) fn closes(&self) -> bool {
-        self.read_status == "open" && self.round.product.status != "open"
+        self.read_status == ProductStatus::Open && self.round.product.status != ProductStatus::Open
     }
 }
 
@@ -127,7 +167,38 @@ impl RoundWrite {
 pub(crate) mod sqlite_impl {
     use super::*;
 
+    use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
     use rusqlite::{params, Connection, OptionalExtension, Row};
+
+    impl ToSql for ProductStatus {
+        fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+            Ok(ToSqlOutput::from(self.as_str()))
+        }
+    }
+
+    impl FromSql for ProductStatus {
+        fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+            value
+                .as_str()?
+                .parse()
+                .map_err(|e| FromSqlError::Other(Box::new(e)))
+        }
+    }
+
+    impl ToSql for BidStatus {
+        fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+            Ok(ToSqlOutput::from(self.as_str()))
+        }
+    }
+
+    impl FromSql for BidStatus {
+        fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+            value
+                .as_str()?
+                .parse()
+                .map_err(|e| FromSqlError::Other(Box::new(e)))
+        }
+    }
 
     /// Inserts a product (its event is appended by the batch).
     pub(crate) fn insert_product(conn: &Connection, p: &Product) -> Result<(), Error> {
@@ -239,10 +310,10 @@ pub(crate) mod sqlite_impl {
         }
         let mut status = conn.prepare_cached("SELECT status FROM bids WHERE id = ?")?;
         for o in &round.outcomes {
-            let s: Option<String> = status
+            let s: Option<BidStatus> = status
                 .query_row(params![o.bid_id], |r| r.get(0))
                 .optional()?;
-            if s.as_deref() != Some("queued") {
+            if s != Some(BidStatus::Queued) {
                 return Ok(false);
             }
         }
@@ -332,7 +403,18 @@ pub(crate) mod postgres_impl {
     use sqlx::postgres::PgRow;
     use sqlx::{PgConnection, Row};
 
-    use crate::event::NewEvent;
+    /// A status column read as its enum.
+    fn status<T: std::str::FromStr>(r: &PgRow, col: &str) -> Result<T, sqlx::Error>
+    where
+        T::Err: std::error::Error + Send + Sync + 'static,
+    {
+        r.try_get::<String, _>(col)?
+            .parse()
+            .map_err(|e| sqlx::Error::ColumnDecode {
+                index: col.into(),
+                source: Box::new(e),
+            })
+    }
 
     pub(crate) fn product_row(r: &PgRow) -> Result<Product, sqlx::Error> {
         Ok(Product {
@@ -344,7 +426,7 @@ pub(crate) mod postgres_impl {
             min_increment: r.try_get("min_increment")?,
             anti_snipe_ms: r.try_get("anti_snipe_ms")?,
             ends_at: r.try_get("ends_at")?,
-            status: r.try_get("status")?,
+            status: status(r, "status")?,
             current_bid: r.try_get("current_bid")?,
             leader: r.try_get("leader")?,
             bid_count: r.try_get("bid_count")?,
@@ -361,7 +443,7 @@ pub(crate) mod postgres_impl {
             bidder_id: r.try_get("bidder_id")?,
             amount: r.try_get("amount")?,
             idempotency_key: r.try_get("idempotency_key")?,
-            status: r.try_get("status")?,
+            status: status(r, "status")?,
             reason: r.try_get("reason")?,
             decided_by: r.try_get("decided_by")?,
             created_at: r.try_get("created_at")?,
@@ -399,7 +481,7 @@ pub(crate) mod postgres_impl {
         .bind(p.min_increment)
         .bind(p.anti_snipe_ms)
         .bind(p.ends_at)
-        .bind(&p.status)
+        .bind(p.status.as_str())
         .bind(p.current_bid)
         .bind(&p.leader)
         .bind(p.bid_count)
@@ -427,7 +509,7 @@ pub(crate) mod postgres_impl {
         .bind(&bid.bidder_id)
         .bind(bid.amount)
         .bind(&bid.idempotency_key)
-        .bind(&bid.status)
+        .bind(bid.status.as_str())
         .bind(&bid.reason)
         .bind(&bid.decided_by)
         .bind(bid.created_at)
@@ -450,14 +532,14 @@ pub(crate) mod postgres_impl {
     }
 
     /// One decision round inside the caller's transaction (the product row
-    /// is locked to its end): the number of bids decided and the events to
-    /// append (`None`: nothing to write).
+    /// is locked to its end): the round, whose events the caller appends
+    /// (`None`: nothing to write).
     pub(crate) async fn round(
         conn: &mut PgConnection,
         product_id: &str,
         limit: usize,
         rules: &RulesFn,
-    ) -> Result<Option<(usize, Vec<NewEvent>)>, Error> {
+    ) -> Result<Option<Round>, Error> {
         let Some(product) = load_product(conn, product_id, true).await? else {
             return Ok(None);
         };
@@ -480,7 +562,7 @@ pub(crate) mod postgres_impl {
         let now = crate::event::now_ms();
         let o = &round.outcomes;
         let ids: Vec<&str> = o.iter().map(|o| o.bid_id.as_str()).collect();
-        let statuses: Vec<&str> = o.iter().map(|o| o.status).collect();
+        let statuses: Vec<&str> = o.iter().map(|o| o.status.as_str()).collect();
         let reasons: Vec<Option<&str>> = o.iter().map(|o| o.reason.as_deref()).collect();
         let inputs: Vec<Option<&str>> = o.iter().map(|o| o.input.as_deref()).collect();
         sqlx::query(
@@ -502,7 +584,7 @@ pub(crate) mod postgres_impl {
             "UPDATE products SET status = $1, current_bid = $2, leader = $3, bid_count = $4, \
              version = $5, ends_at = $6 WHERE id = $7",
         )
-        .bind(&p.status)
+        .bind(p.status.as_str())
         .bind(p.current_bid)
         .bind(&p.leader)
         .bind(p.bid_count)
@@ -511,6 +593,6 @@ pub(crate) mod postgres_impl {
         .bind(&p.id)
         .execute(&mut *conn)
         .await?;
-        Ok(Some((round.outcomes.len(), round.events)))
+        Ok(Some(round))
     }
 }

@@ -43,14 +43,14 @@ impl BidStore for PostgresStore {
         product_id: &str,
         limit: usize,
         rules: Rules,
-    ) -> Result<(usize, Vec<StoredEvent>), Error> {
+    ) -> Result<RoundSummary, Error> {
         let mut tx = self.pool.begin().await?;
-        let Some((n, events)) = round(&mut tx, product_id, limit, rules.as_ref()).await? else {
-            return Ok((0, Vec::new()));
+        let Some(round) = round(&mut tx, product_id, limit, rules.as_ref()).await? else {
+            return Ok(RoundSummary::default());
         };
-        let stored = append_tx(&mut tx, &events).await?;
+        let stored = append_tx(&mut tx, &round.events).await?;
         tx.commit().await?;
-        Ok((n, stored))
+        Ok(RoundSummary::of(&round, stored))
     }
 
     async fn due(&self, queued_before: i64, ended_before: i64) -> Result<Vec<String>, Error> {

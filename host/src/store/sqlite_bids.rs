@@ -67,7 +67,7 @@ impl BidStore for SqliteStore {
         product_id: &str,
         limit: usize,
         rules: Rules,
-    ) -> Result<(usize, Vec<StoredEvent>), Error> {
+    ) -> Result<RoundSummary, Error> {
         for attempt in 1..=ROUND_ATTEMPTS {
             let id = product_id.to_string();
             let read = self
@@ -75,9 +75,9 @@ impl BidStore for SqliteStore {
                 .with(move |c| read_round(c, &id, limit))
                 .await?;
             let Some((product, bids, more)) = read else {
-                return Ok((0, Vec::new()));
+                return Ok(RoundSummary::default());
             };
-            let (read_version, read_status) = (product.version, product.status.clone());
+            let (read_version, read_status) = (product.version, product.status);
             let rules = rules.clone();
             let (round, before) = tokio::task::spawn_blocking(move || {
                 let before = product.clone();
@@ -86,7 +86,7 @@ impl BidStore for SqliteStore {
             .await
             .map_err(|e| Error::Internal(format!("a decision round failed: {e}")))?;
             if idle(&round, &before) {
-                return Ok((0, Vec::new()));
+                return Ok(RoundSummary::default());
             }
             let write = RoundWrite {
                 read_version,
@@ -183,7 +183,7 @@ mod tests {
             bidder_id: who.into(),
             amount,
             idempotency_key: None,
-            status: "queued".into(),
+            status: crate::bids::BidStatus::Queued,
             reason: None,
             decided_by: None,
             created_at: crate::event::now_ms(),
@@ -211,7 +211,7 @@ mod tests {
             min_increment: 10,
             anti_snipe_ms: 0,
             ends_at: None,
-            status: "open".into(),
+            status: crate::bids::ProductStatus::Open,
             current_bid: None,
             leader: None,
             bid_count: 0,
@@ -245,16 +245,22 @@ mod tests {
                 )
             })
         };
-        let (n, events) = store.decide("p1", 10, rules).await.expect("round");
-        assert_eq!((n, events.len()), (0, 0), "the stale round wrote nothing");
+        let done = store.decide("p1", 10, rules).await.expect("round");
+        assert_eq!(
+            (done.len(), done.events.len()),
+            (0, 0),
+            "the stale round wrote nothing"
+        );
         assert_eq!(
             calls.load(Ordering::SeqCst),
             2,
             "decided again after a fresh read"
         );
-        let (n, events) = competing.lock().expect("lock").take().expect("competed");
-        assert_eq!(n, 2);
-        let accepted: Vec<&str> = events
+        let done = competing.lock().expect("lock").take().expect("competed");
+        assert_eq!((done.len(), done.accepted, done.rejected), (2, 2, 0));
+        assert_eq!(done.decided, ["b1", "b2"]);
+        let accepted: Vec<&str> = done
+            .events
             .iter()
             .filter(|e| e.kind == "bid.accepted")
             .map(|e| e.topic.as_str())
@@ -268,7 +274,7 @@ mod tests {
         assert_eq!((p.bid_count, p.version), (2, 3));
         for id in ["b1", "b2"] {
             let b = store.bid(id).await.expect("read").expect("bid");
-            assert_eq!(b.status, "accepted", "{b:?}");
+            assert_eq!(b.status, crate::bids::BidStatus::Accepted, "{b:?}");
         }
         let page = store
             .read("acme", &["product:p1".into()], Some(0), 100)

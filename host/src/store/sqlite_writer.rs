@@ -173,7 +173,7 @@ fn apply<'a>(conn: &Connection, op: &'a Op) -> Result<batch::Applied<'a>, Error>
         Op::Round(w) => {
             if commit_round(conn, w)? {
                 let events = w.round.events.as_slice();
-                Ok((Done::Decided(w.round.outcomes.len()), Cow::Borrowed(events)))
+                Ok((Done::Decided, Cow::Borrowed(events)))
             } else {
                 Ok((Done::Stale, Cow::Owned(Vec::new())))
             }
