@@ -5,7 +5,7 @@
 //! commit order across every node. A schema can be chosen in the URL
 //! (`?options=-csearch_path%3Dname`), which is how tests keep their data apart.
 
-use std::borrow::{Borrow, Cow};
+use std::borrow::Borrow;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,12 +14,11 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::batch::{self, Applied, Batcher, Done, Op, Outcome};
+use super::batch::{self, Applied, Batcher, Outcome, Write};
 use super::{
     assign_seqs, message_events, retained_last, tenant_counts, unread_event, ConflictReason, Error,
     Message, NewMessage, Notification, Page, Retained, Store, Tenant, TopicState,
 };
-use crate::bids::decision::created_event;
 use crate::event::{NewEvent, Seq, StoredEvent};
 
 /// How long a request waits for a pooled connection (a connection is
@@ -70,29 +69,30 @@ struct Writer {
 
 #[async_trait]
 impl batch::Target for Writer {
-    async fn run(&self, ops: Arc<[Op]>) -> Result<Vec<Outcome>, Error> {
-        tokio::time::timeout(BATCH_TIMEOUT, self.transaction(ops))
+    async fn run(&self, mut writes: Vec<Write>) -> (Vec<Write>, Result<Vec<Outcome>, Error>) {
+        let done = tokio::time::timeout(BATCH_TIMEOUT, self.transaction(&mut writes))
             .await
             .unwrap_or_else(|_| {
                 Err(Error::Unavailable(format!(
                     "a write transaction did not finish within {} s",
                     BATCH_TIMEOUT.as_secs()
                 )))
-            })
+            });
+        (writes, done)
     }
 }
 
 impl Writer {
     /// One batch in one transaction.
-    async fn transaction(&self, ops: Arc<[Op]>) -> Result<Vec<Outcome>, Error> {
+    async fn transaction(&self, writes: &mut [Write]) -> Result<Vec<Outcome>, Error> {
         let mut tx = self.pool.begin().await?;
-        let mut applied = Vec::with_capacity(ops.len());
-        for op in ops.iter() {
-            applied.push(apply(&mut tx, op).await?);
+        let mut applied = Vec::with_capacity(writes.len());
+        for w in writes.iter_mut() {
+            applied.push(apply(&mut tx, w).await?);
         }
-        let stored = append_tx(&mut tx, &batch::events_of(&applied)).await?;
-        let outcomes = batch::split(applied, stored);
-        keep_keys(&mut tx, &ops, &outcomes).await?;
+        let stored = append_tx(&mut tx, &batch::events_of(writes, &applied)).await?;
+        let outcomes = batch::split(writes, applied, stored);
+        keep_keys(&mut tx, writes, &outcomes).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -102,9 +102,13 @@ impl Writer {
 /// is replaced; a live one (another node's write committed meanwhile, whose
 /// row lock this waited for, or another write of the batch) fails the batch,
 /// which is then run again and sees the key.
-async fn keep_keys(tx: &mut PgConnection, ops: &[Op], outcomes: &[Outcome]) -> Result<(), Error> {
+async fn keep_keys(
+    tx: &mut PgConnection,
+    writes: &[Write],
+    outcomes: &[Outcome],
+) -> Result<(), Error> {
     let now = crate::event::now_ms();
-    for (key, ids, ts) in batch::keyed_rows(ops, outcomes) {
+    for (key, ids, ts) in batch::keyed_rows(writes, outcomes) {
         let ids = serde_json::to_string(&ids).map_err(|e| Error::Internal(e.to_string()))?;
         let done = sqlx::query(
             "INSERT INTO publish_keys (tenant, key, hash, ids, ts, created_at) \
@@ -130,12 +134,13 @@ async fn keep_keys(tx: &mut PgConnection, ops: &[Op], outcomes: &[Outcome]) -> R
     Ok(())
 }
 
-/// One write inside a batch's transaction.
-async fn apply<'a>(tx: &mut PgConnection, op: &'a Op) -> Result<Applied<'a>, Error> {
+/// One write inside a batch's transaction: `Err` fails the batch, an inner
+/// `Err` refuses this write alone (it wrote nothing).
+async fn apply(tx: &mut PgConnection, w: &mut Write) -> Result<Applied, Error> {
     use crate::store::bids::postgres_impl as bids;
-    Ok(match op {
-        Op::Append(events) => Ok((Done::Appended, Cow::Borrowed(events.as_slice()))),
-        Op::Keyed(key, events) => {
+    match w {
+        Write::Append { .. } => {}
+        Write::Keyed { key, repeated, .. } => {
             let row: Option<(String, String, i64, i64)> = sqlx::query_as(
                 "SELECT hash, ids, ts, created_at FROM publish_keys WHERE tenant = $1 AND key = $2",
             )
@@ -143,9 +148,18 @@ async fn apply<'a>(tx: &mut PgConnection, op: &'a Op) -> Result<Applied<'a>, Err
             .bind(&key.key)
             .fetch_optional(&mut *tx)
             .await?;
-            batch::apply_keyed(key, events, row)
+            match batch::keyed_repeat(key, row) {
+                Ok(found) => *repeated = found,
+                Err(refused) => return Ok(Err(refused)),
+            }
         }
-        Op::Message(msg, notes) => {
+        Write::Message {
+            msg,
+            notes,
+            stored,
+            events,
+            ..
+        } => {
             let created_at = crate::event::now_ms();
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO messages (tenant, sender, recipient, product_id, body, created_at) \
@@ -159,7 +173,7 @@ async fn apply<'a>(tx: &mut PgConnection, op: &'a Op) -> Result<Applied<'a>, Err
             .bind(created_at)
             .fetch_one(&mut *tx)
             .await?;
-            let stored = Message {
+            let message = Message {
                 id,
                 from: msg.from.clone(),
                 to: msg.to.clone(),
@@ -168,37 +182,44 @@ async fn apply<'a>(tx: &mut PgConnection, op: &'a Op) -> Result<Applied<'a>, Err
                 created_at,
             };
             let unread = unread_in(tx, &msg.tenant, &msg.to).await?;
-            let events = message_events(&msg.tenant, &stored, notes, unread);
-            Ok((Done::Message(stored, unread), Cow::Owned(events)))
+            *events = message_events(&msg.tenant, &message, notes, unread);
+            *stored = Some((message, unread));
         }
-        Op::MarkRead(tenant, user, up_to) => {
+        Write::MarkRead {
+            tenant,
+            user,
+            up_to,
+            unread,
+            events,
+            ..
+        } => {
             sqlx::query(
                 "INSERT INTO message_reads (tenant, user_id, up_to) VALUES ($1, $2, $3) \
                  ON CONFLICT (tenant, user_id) DO UPDATE \
                  SET up_to = GREATEST(message_reads.up_to, excluded.up_to)",
             )
-            .bind(tenant)
-            .bind(user)
-            .bind(up_to)
+            .bind(&*tenant)
+            .bind(&*user)
+            .bind(*up_to)
             .execute(&mut *tx)
             .await?;
-            let unread = unread_in(tx, tenant, user).await?;
-            let events = vec![unread_event(tenant, user, unread)];
-            Ok((Done::Read(unread), Cow::Owned(events)))
+            *unread = unread_in(tx, tenant, user).await?;
+            *events = vec![unread_event(tenant, user, *unread)];
         }
-        Op::Bid(bid) => bids::insert_bid(tx, bid)
-            .await?
-            .map(|(b, new)| (Done::Bid(b, new), Cow::Owned(Vec::new()))),
-        Op::Product(p) => {
-            bids::insert_product(tx, p).await?;
-            Ok((Done::Product, Cow::Owned(vec![created_event(p)])))
-        }
+        Write::Bid { bid, stored, .. } => match bids::insert_bid(tx, bid).await? {
+            Ok(found) => *stored = Some(found),
+            Err(refused) => return Ok(Err(refused)),
+        },
+        Write::Product { product, .. } => bids::insert_product(tx, product).await?,
         // Cluster rounds lock the product in a transaction of their own
         // (`postgres_bids.rs`) and never come through the batch.
-        Op::Round(_) => Err(Error::Internal(
-            "decision rounds are not batched in cluster mode".into(),
-        )),
-    })
+        Write::Round { .. } => {
+            return Ok(Err(Error::Internal(
+                "decision rounds are not batched in cluster mode".into(),
+            )))
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// Appends inside the caller's transaction: bumps each tenant's counter (its
@@ -362,8 +383,7 @@ impl Store for PostgresStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let (_, stored) = self.batch.write(Op::Append(events)).await?;
-        Ok(stored)
+        self.batch.append(events).await
     }
 
     async fn read(
@@ -505,7 +525,7 @@ impl Store for PostgresStore {
         key: super::PublishKey,
         events: Vec<NewEvent>,
     ) -> Result<super::Keyed, Error> {
-        batch::write_keyed(&self.batch, key, events).await
+        self.batch.keyed(key, events).await
     }
 
     async fn trim_publish_keys(&self, cutoff_ms: i64) -> Result<u64, Error> {

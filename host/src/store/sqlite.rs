@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-use super::batch::{self, Batcher, Op};
+use super::batch::Batcher;
 use super::sqlite_reader::{event_row, page, Readers};
 use super::sqlite_writer::{open_rw, unread, Writer};
 use super::{ConflictReason, Error, Message, NewMessage, Notification, Page, Store, Tenant};
@@ -239,8 +239,7 @@ impl Store for SqliteStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let (_, stored) = self.batch.write(Op::Append(events)).await?;
-        Ok(stored)
+        self.batch.append(events).await
     }
 
     async fn read(
@@ -322,7 +321,7 @@ impl Store for SqliteStore {
         key: super::PublishKey,
         events: Vec<NewEvent>,
     ) -> Result<super::Keyed, Error> {
-        batch::write_keyed(&self.batch, key, events).await
+        self.batch.keyed(key, events).await
     }
 
     async fn trim_publish_keys(&self, cutoff_ms: i64) -> Result<u64, Error> {
