@@ -92,8 +92,7 @@ pub async fn create(
         version: 1,
         created_at: now,
     };
-    let events = state.backend.bids.create_product(&p).await?;
-    state.publisher.committed(&events);
+    state.backend.bids.create_product(&p).await?;
     Ok((StatusCode::CREATED, axum::Json(p)).into_response())
 }
 

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
 use super::bids::{RoundSummary, RoundWrite};
-use super::{Error, Keyed, Message, NewMessage, Notification, PublishKey};
+use super::{Commits, Error, Keyed, Message, NewMessage, Notification, PublishKey};
 use crate::bids::{Bid, Product};
 use crate::event::{NewEvent, Seq, StoredEvent};
 
@@ -291,10 +291,11 @@ pub(crate) struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the task (inside a tokio runtime).
-    pub(crate) fn start(target: Arc<dyn Target>) -> Batcher {
+    /// Starts the task (inside a tokio runtime); committed events go to
+    /// `commits` before their writes are answered.
+    pub(crate) fn start(target: Arc<dyn Target>, commits: Commits) -> Batcher {
         let (tx, rx) = mpsc::channel(8192);
-        tokio::spawn(run(rx, target));
+        tokio::spawn(run(rx, target, commits));
         Batcher { tx }
     }
 
@@ -402,7 +403,7 @@ impl Batcher {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Write>, target: Arc<dyn Target>) {
+async fn run(mut rx: mpsc::Receiver<Write>, target: Arc<dyn Target>, commits: Commits) {
     while let Some(first) = rx.recv().await {
         let mut weight = first.weight();
         let mut writes = vec![first];
@@ -415,14 +416,22 @@ async fn run(mut rx: mpsc::Receiver<Write>, target: Arc<dyn Target>) {
                 Err(_) => break,
             }
         }
-        commit(target.as_ref(), writes).await;
+        commit(target.as_ref(), &commits, writes).await;
     }
+}
+
+/// Answers a write after handing its committed events to the commit path.
+fn done(commits: &Commits, w: Write, outcome: Outcome) {
+    if let Ok(events) = &outcome {
+        commits.committed(events);
+    }
+    w.answer(outcome);
 }
 
 /// Runs one batch and answers its writes: all at once after the commit, or
 /// one by one when it failed as a whole.
 #[tracing::instrument(name = "store.batch", level = "debug", skip_all, fields(writes = writes.len()))]
-async fn commit(target: &dyn Target, writes: Vec<Write>) {
+async fn commit(target: &dyn Target, commits: &Commits, writes: Vec<Write>) {
     let stats = &crate::metrics::STORE_BATCHES;
     stats.batches.inc();
     stats.writes.add(writes.len() as u64);
@@ -430,7 +439,7 @@ async fn commit(target: &dyn Target, writes: Vec<Write>) {
     match target.run(writes).await {
         (writes, Ok(outcomes)) => {
             for (w, outcome) in writes.into_iter().zip(outcomes) {
-                w.answer(outcome);
+                done(commits, w, outcome);
             }
         }
         // Nothing to learn from running the writes alone: a database that
@@ -455,7 +464,7 @@ async fn commit(target: &dyn Target, writes: Vec<Write>) {
                         .unwrap_or_else(|| Err(Error::Internal("empty batch outcome".into())))
                 });
                 if let Some(w) = back.into_iter().next() {
-                    w.answer(outcome);
+                    done(commits, w, outcome);
                 }
             }
         }

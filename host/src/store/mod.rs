@@ -23,6 +23,7 @@ mod sqlite_reader;
 mod sqlite_writer;
 
 use std::borrow::Borrow;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 
@@ -109,6 +110,38 @@ impl From<rusqlite::Error> for Error {
             | Some(C::SystemIoFailure) => Error::Unavailable(e.to_string()),
             Some(C::ConstraintViolation) => Error::Conflict(ConflictReason::Duplicate(Box::new(e))),
             _ => Error::Database(Box::new(e)),
+        }
+    }
+}
+
+/// Where committed events go (the fan-out): told once per write, after its
+/// commit, with the events it appended.
+pub trait Committed: Send + Sync + 'static {
+    /// `events` were committed (in id order within a tenant).
+    fn committed(&self, events: &[StoredEvent]);
+}
+
+/// The end of a store's commit path: every write that appends events (the
+/// batch's writes, a cluster decision round) hands them here after its
+/// commit, before it answers. It is connected once, when the fan-out exists
+/// (`Publisher::start`); until then committed events go nowhere but the log,
+/// where the fan-out's tail check finds them.
+#[derive(Clone, Default)]
+pub struct Commits(Arc<OnceLock<Arc<dyn Committed>>>);
+
+impl Commits {
+    /// Connects the commit path to `sink`; `false` if it already was (to
+    /// another sink, which keeps it).
+    pub fn connect(&self, sink: Arc<dyn Committed>) -> bool {
+        self.0.set(sink).is_ok()
+    }
+
+    /// Hands committed events on.
+    pub(crate) fn committed(&self, events: &[StoredEvent]) {
+        if let Some(sink) = self.0.get() {
+            if !events.is_empty() {
+                sink.committed(events);
+            }
         }
     }
 }
@@ -243,6 +276,10 @@ pub trait Store: Send + Sync + 'static {
     /// Answers when the database does.
     async fn ping(&self) -> Result<(), Error>;
 
+    /// The end of this store's commit path, where every write's committed
+    /// events come out (`BidStore` rounds included).
+    fn commits(&self) -> &Commits;
+
     /// Creates a tenant; `Conflict(TenantExists)` if the slug is taken.
     async fn create_tenant(&self, slug: &str, name: &str) -> Result<Tenant, Error>;
 
@@ -294,7 +331,8 @@ pub trait Store: Send + Sync + 'static {
     async fn trim_publish_keys(&self, cutoff_ms: i64) -> Result<u64, Error>;
 
     /// Stores a message and, in the same transaction, the events announcing
-    /// it; returns the message, the recipient's unread count and the events.
+    /// it; returns the message, the recipient's unread count and the events
+    /// (which went to the commit path before the answer).
     async fn post_message(
         &self,
         msg: &NewMessage,

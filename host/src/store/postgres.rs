@@ -16,8 +16,9 @@ use sqlx::{PgConnection, PgPool, Row};
 
 use super::batch::{self, Applied, Batcher, Outcome, Write};
 use super::{
-    assign_seqs, message_events, retained_last, tenant_counts, unread_event, ConflictReason, Error,
-    Message, NewMessage, Notification, Page, Retained, Store, Tenant, TopicState,
+    assign_seqs, message_events, retained_last, tenant_counts, unread_event, Commits,
+    ConflictReason, Error, Message, NewMessage, Notification, Page, Retained, Store, Tenant,
+    TopicState,
 };
 use crate::event::{NewEvent, Seq, StoredEvent};
 
@@ -40,6 +41,8 @@ pub struct PostgresStore {
     pub(crate) pool: PgPool,
     /// Group commit of the domain writes.
     pub(crate) batch: Batcher,
+    /// Where committed events go.
+    pub(crate) commits: Commits,
 }
 
 impl PostgresStore {
@@ -55,8 +58,13 @@ impl PostgresStore {
             .connect_with(opts)
             .await?;
         super::migrate::postgres(&pool).await?;
-        let batch = Batcher::start(Arc::new(Writer { pool: pool.clone() }));
-        Ok(PostgresStore { pool, batch })
+        let commits = Commits::default();
+        let batch = Batcher::start(Arc::new(Writer { pool: pool.clone() }), commits.clone());
+        Ok(PostgresStore {
+            pool,
+            batch,
+            commits,
+        })
     }
 }
 
@@ -343,6 +351,10 @@ impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), Error> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    fn commits(&self) -> &Commits {
+        &self.commits
     }
 
     async fn create_tenant(&self, slug: &str, name: &str) -> Result<Tenant, Error> {

@@ -50,6 +50,7 @@ impl BidStore for PostgresStore {
         };
         let stored = append_tx(&mut tx, &round.events).await?;
         tx.commit().await?;
+        self.commits.committed(&stored);
         Ok(RoundSummary::of(&round, stored))
     }
 

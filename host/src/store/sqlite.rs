@@ -17,7 +17,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use super::batch::Batcher;
 use super::sqlite_reader::{event_row, page, Readers};
 use super::sqlite_writer::{open_rw, unread, Writer};
-use super::{ConflictReason, Error, Message, NewMessage, Notification, Page, Store, Tenant};
+use super::{
+    Commits, ConflictReason, Error, Message, NewMessage, Notification, Page, Store, Tenant,
+};
 use crate::event::{NewEvent, Seq, StoredEvent};
 
 /// SQLite-backed store.
@@ -28,6 +30,8 @@ pub struct SqliteStore {
     pub(crate) batch: Batcher,
     /// Every read (`sqlite_reader.rs`).
     pub(crate) readers: Arc<Readers>,
+    /// Where committed events go.
+    commits: Commits,
 }
 
 impl SqliteStore {
@@ -51,10 +55,12 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| Error::Internal(format!("opening the database failed: {e}")))??;
+        let commits = Commits::default();
         Ok(SqliteStore {
             rare: Arc::new(Mutex::new(rare)),
-            batch: Batcher::start(Arc::new(writer)),
+            batch: Batcher::start(Arc::new(writer), commits.clone()),
             readers: Arc::new(Readers::new(&path)),
+            commits,
         })
     }
 
@@ -186,6 +192,10 @@ impl Store for SqliteStore {
         self.readers
             .with(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
+    }
+
+    fn commits(&self) -> &Commits {
+        &self.commits
     }
 
     async fn create_tenant(&self, slug: &str, name: &str) -> Result<Tenant, Error> {
