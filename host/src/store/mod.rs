@@ -13,6 +13,8 @@
 
 pub(crate) mod batch;
 pub mod bids;
+#[cfg(test)]
+mod contract;
 mod migrate;
 pub mod plugins;
 pub mod postgres;
