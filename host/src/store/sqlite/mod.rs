@@ -2,11 +2,11 @@
 //! reached through rusqlite only, always on a blocking thread.
 //!
 //! Domain writes (events, messages, read marks, bids, products, decision
-//! rounds) go through the batch writer (`sqlite_writer.rs`: group commit on a
+//! rounds) go through the batch writer (`writer.rs`: group commit on a
 //! connection of its own); the rare others (tenants, retention, plugins,
 //! secrets) through a second writing connection (`SqliteStore::write`),
 //! waiting on SQLite's busy timeout when the batch holds the lock. Reads use
-//! their own connections (`sqlite_reader.rs`) and never block a writer.
+//! their own connections (`reader.rs`) and never block a writer.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -14,21 +14,39 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-use super::batch::Batcher;
-use super::sqlite_reader::{event_row, page, Readers};
-use super::sqlite_writer::{open_rw, unread, Writer};
-use super::{
+mod bids;
+mod plugins;
+mod reader;
+mod writer;
+
+use reader::{event_row, page, Readers};
+use writer::{open_rw, unread, Writer};
+
+use crate::event::{NewEvent, Seq, StoredEvent};
+use crate::store::batch::Batcher;
+use crate::store::{
     Commits, ConflictReason, Error, Message, NewMessage, Notification, Page, Store, Tenant,
 };
-use crate::event::{NewEvent, Seq, StoredEvent};
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        match e.sqlite_error_code() {
+            Some(C::DatabaseBusy | C::DatabaseLocked | C::CannotOpen | C::DiskFull)
+            | Some(C::SystemIoFailure) => Error::Unavailable(e.to_string()),
+            Some(C::ConstraintViolation) => Error::Conflict(ConflictReason::Duplicate(Box::new(e))),
+            _ => Error::Database(Box::new(e)),
+        }
+    }
+}
 
 /// SQLite-backed store.
 pub struct SqliteStore {
     /// The rare writes' connection (tenants, retention, plugins, secrets).
     rare: Arc<Mutex<Connection>>,
-    /// Group commit of the domain writes (`sqlite_writer.rs`).
+    /// Group commit of the domain writes (`writer.rs`).
     pub(crate) batch: Batcher,
-    /// Every read (`sqlite_reader.rs`).
+    /// Every read (`reader.rs`).
     pub(crate) readers: Arc<Readers>,
     /// Where committed events go.
     commits: Commits,
@@ -50,7 +68,7 @@ impl SqliteStore {
         let opened = path.clone();
         let (rare, writer) = tokio::task::spawn_blocking(move || {
             let mut rare = open_rw(&opened)?;
-            super::migrate::sqlite(&mut rare)?;
+            crate::store::migrate::sqlite(&mut rare)?;
             Ok::<_, Error>((rare, Writer::open(&opened)?))
         })
         .await
@@ -172,10 +190,10 @@ fn tenant_row(r: &Row<'_>) -> rusqlite::Result<Tenant> {
 }
 
 /// A message's columns, in the order `message_row` takes them.
-pub(super) const MESSAGE_COLS: &str = "id, sender, recipient, product_id, body, created_at";
+pub(crate) const MESSAGE_COLS: &str = "id, sender, recipient, product_id, body, created_at";
 
 /// A row starting with `MESSAGE_COLS`.
-pub(super) fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
+pub(crate) fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
     Ok(Message {
         id: r.get(0)?,
         from: r.get(1)?,
@@ -328,9 +346,9 @@ impl Store for SqliteStore {
 
     async fn append_keyed(
         &self,
-        key: super::PublishKey,
+        key: crate::store::PublishKey,
         events: Vec<NewEvent>,
-    ) -> Result<super::Keyed, Error> {
+    ) -> Result<crate::store::Keyed, Error> {
         self.batch.keyed(key, events).await
     }
 

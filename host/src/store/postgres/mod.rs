@@ -14,13 +14,16 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::batch::{self, Applied, Batcher, Outcome, Write};
-use super::{
+mod bids;
+mod plugins;
+
+use crate::event::{NewEvent, Seq, StoredEvent};
+use crate::store::batch::{self, Applied, Batcher, Outcome, Write};
+use crate::store::{
     assign_seqs, message_events, retained_last, tenant_counts, unread_event, Commits,
     ConflictReason, Error, Message, NewMessage, Notification, Page, Retained, Store, Tenant,
     TopicState,
 };
-use crate::event::{NewEvent, Seq, StoredEvent};
 
 /// How long a request waits for a pooled connection (a connection is
 /// pinged before it is handed out, so this also bounds that ping): a
@@ -35,6 +38,22 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// hanging mid-transaction would hold the batch task, and every write
 /// queued behind it, until the operating system gave up on the socket.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_) => Error::Unavailable(e.to_string()),
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                Error::Conflict(ConflictReason::Duplicate(Box::new(e)))
+            }
+            _ => Error::Database(Box::new(e)),
+        }
+    }
+}
 
 /// Postgres-backed store.
 pub struct PostgresStore {
@@ -57,7 +76,7 @@ impl PostgresStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(opts)
             .await?;
-        super::migrate::postgres(&pool).await?;
+        crate::store::migrate::postgres(&pool).await?;
         let commits = Commits::default();
         let batch = Batcher::start(Arc::new(Writer { pool: pool.clone() }), commits.clone());
         Ok(PostgresStore {
@@ -145,7 +164,6 @@ async fn keep_keys(
 /// One write inside a batch's transaction: `Err` fails the batch, an inner
 /// `Err` refuses this write alone (it wrote nothing).
 async fn apply(tx: &mut PgConnection, w: &mut Write) -> Result<Applied, Error> {
-    use crate::store::bids::postgres_impl as bids;
     match w {
         Write::Append { .. } => {}
         Write::Keyed { key, repeated, .. } => {
@@ -220,7 +238,7 @@ async fn apply(tx: &mut PgConnection, w: &mut Write) -> Result<Applied, Error> {
         },
         Write::Product { product, .. } => bids::insert_product(tx, product).await?,
         // Cluster rounds lock the product in a transaction of their own
-        // (`postgres_bids.rs`) and never come through the batch.
+        // (`bids.rs`) and never come through the batch.
         Write::Round { .. } => {
             return Ok(Err(Error::Internal(
                 "decision rounds are not batched in cluster mode".into(),
@@ -327,7 +345,7 @@ fn topic_row(row: &PgRow) -> Result<TopicState, sqlx::Error> {
 }
 
 /// A row with a message's columns (by name).
-pub(super) fn message_row(r: &PgRow) -> Result<Message, sqlx::Error> {
+pub(crate) fn message_row(r: &PgRow) -> Result<Message, sqlx::Error> {
     Ok(Message {
         id: r.try_get("id")?,
         from: r.try_get("sender")?,
@@ -534,9 +552,9 @@ impl Store for PostgresStore {
 
     async fn append_keyed(
         &self,
-        key: super::PublishKey,
+        key: crate::store::PublishKey,
         events: Vec<NewEvent>,
-    ) -> Result<super::Keyed, Error> {
+    ) -> Result<crate::store::Keyed, Error> {
         self.batch.keyed(key, events).await
     }
 

@@ -15,12 +15,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::batch::{self, Applied, Outcome, Write};
-use super::bids::sqlite_impl::{commit_round, insert_bid, insert_product};
-use super::{
+use super::bids::{commit_round, insert_bid, insert_product};
+use crate::event::{NewEvent, StoredEvent};
+use crate::store::batch::{self, Applied, Outcome, Write};
+use crate::store::{
     assign_seqs, message_events, retained_last, tenant_counts, unread_event, Error, Message,
 };
-use crate::event::{NewEvent, StoredEvent};
 
 /// The writer's connection; a batch holds it from `BEGIN` to `COMMIT`.
 pub(crate) struct Writer {
