@@ -160,3 +160,51 @@ impl From<QueryRejection> for ApiError {
         ApiError::invalid("invalid_query", r.body_text())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ConflictReason, Error as StoreError};
+
+    fn driver_error() -> Box<dyn std::error::Error + Send + Sync> {
+        "UNIQUE constraint failed: secret_table.secret_column".into()
+    }
+
+    /// A store error's response says what happened in our own words: a
+    /// driver's text (table and column names, SQL) stays in the log.
+    #[test]
+    fn store_errors_answer_in_our_own_words() {
+        let cases = [
+            (
+                StoreError::Conflict(ConflictReason::Duplicate(driver_error())),
+                StatusCode::CONFLICT,
+                "a unique key already exists",
+            ),
+            (
+                StoreError::Conflict(ConflictReason::TenantExists("acme".into())),
+                StatusCode::CONFLICT,
+                "tenant \"acme\" already exists",
+            ),
+            (
+                StoreError::KeyReused,
+                StatusCode::CONFLICT,
+                crate::store::KEY_REUSED,
+            ),
+            (
+                StoreError::Database(driver_error()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "something went wrong; the error has been logged",
+            ),
+            (
+                StoreError::Unavailable("connection refused by secret-host:5432".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is not answering; retry",
+            ),
+        ];
+        for (error, status, message) in cases {
+            let e = ApiError::from(error);
+            assert_eq!((e.status, e.message.as_str()), (status, message));
+            assert!(!e.message.contains("secret"), "{}", e.message);
+        }
+    }
+}
