@@ -85,7 +85,8 @@ pub enum ConflictReason {
     /// A product kept changing under its decision rounds.
     #[error("the product changed during {0} decision rounds in a row")]
     RoundsContended(u32),
-    /// Some other unique key exists (the driver's error as the source).
+    /// A unique key exists (in SQLite: any constraint refused the write);
+    /// the driver's error is the source.
     #[error("a unique key already exists")]
     Duplicate(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
