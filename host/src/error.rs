@@ -171,7 +171,8 @@ mod tests {
     }
 
     /// A store error's response says what happened in our own words: a
-    /// driver's text (table and column names, SQL) stays in the log.
+    /// driver's text (table and column names, SQL) stays in the log; so does
+    /// `/ready`'s naming of it.
     #[test]
     fn store_errors_answer_in_our_own_words() {
         let cases = [
@@ -206,5 +207,10 @@ mod tests {
             assert_eq!((e.status, e.message.as_str()), (status, message));
             assert!(!e.message.contains("secret"), "{}", e.message);
         }
+        let ready = crate::backend::Unready::Store(StoreError::Database(driver_error()));
+        assert_eq!(ready.to_string(), "database error");
+        let ready =
+            crate::backend::Unready::Store(StoreError::Unavailable("pool timed out".into()));
+        assert_eq!(ready.to_string(), "the database is not answering");
     }
 }

@@ -33,8 +33,8 @@ pub use types::{
 
 use crate::event::{NewEvent, Seq, StoredEvent};
 
-/// Store failures. Drivers' errors are kept only as sources (for the log):
-/// what a client may be shown is each variant's own words.
+/// Store failures. Drivers' errors are kept as sources; what a client may
+/// be shown is our own words (`public`, and the conflicts' reasons).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The database does not answer (connection refused, pool timeout, ...).
@@ -61,12 +61,30 @@ pub enum Error {
         /// The cause (the driver's error).
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// Any other database error (the driver's, as the source).
-    #[error("database error")]
+    /// Any other database error (the driver's, as the source; logs show
+    /// its text, response bodies never do: `public`).
+    #[error("database error: {0}")]
     Database(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A fault of the server itself.
     #[error("internal store error: {0}")]
     Internal(String),
+}
+
+impl Error {
+    /// What happened in our own words, without a driver's text: for a
+    /// response body (`/ready`), where `Display` (for logs) may carry the
+    /// driver's message.
+    pub fn public(&self) -> String {
+        match self {
+            Error::Unavailable(_) => "the database is not answering".into(),
+            Error::Migration { version, .. } => format!("migration {version} failed"),
+            Error::Database(_) => "database error".into(),
+            Error::Internal(_) => "internal store error".into(),
+            Error::UnknownTenant(_) | Error::KeyReused | Error::KeyRaced | Error::Conflict(_) => {
+                self.to_string()
+            }
+        }
+    }
 }
 
 /// Why a write conflicts with what is stored; its text is safe to show a
