@@ -133,7 +133,13 @@ impl From<crate::store::Error> for ApiError {
             E::UnknownTenant(slug) => {
                 ApiError::not_found("unknown_tenant", format!("tenant {slug:?} does not exist"))
             }
-            E::Conflict(msg) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
+            // Our own words only: a driver's text stays in the source.
+            E::Conflict(reason) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", reason.to_string())
+            }
+            e @ (E::KeyReused | E::KeyRaced) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
             other => ApiError::internal(other),
         }
     }
@@ -163,5 +169,59 @@ impl From<JsonRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         ApiError::invalid("invalid_query", r.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ConflictReason, Error as StoreError};
+
+    fn driver_error() -> Box<dyn std::error::Error + Send + Sync> {
+        "UNIQUE constraint failed: secret_table.secret_column".into()
+    }
+
+    /// A store error's response says what happened in our own words: a
+    /// driver's text (table and column names, SQL) stays in the log; so does
+    /// `/ready`'s naming of it.
+    #[test]
+    fn store_errors_answer_in_our_own_words() {
+        let cases = [
+            (
+                StoreError::Conflict(ConflictReason::Duplicate(driver_error())),
+                StatusCode::CONFLICT,
+                "a unique key already exists",
+            ),
+            (
+                StoreError::Conflict(ConflictReason::TenantExists("acme".into())),
+                StatusCode::CONFLICT,
+                "tenant \"acme\" already exists",
+            ),
+            (
+                StoreError::KeyReused,
+                StatusCode::CONFLICT,
+                crate::store::KEY_REUSED,
+            ),
+            (
+                StoreError::Database(driver_error()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "something went wrong; the error has been logged",
+            ),
+            (
+                StoreError::Unavailable("connection refused by secret-host:5432".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is not answering; retry",
+            ),
+        ];
+        for (error, status, message) in cases {
+            let e = ApiError::from(error);
+            assert_eq!((e.status, e.message.as_str()), (status, message));
+            assert!(!e.message.contains("secret"), "{}", e.message);
+        }
+        let ready = crate::backend::Unready::Store(StoreError::Database(driver_error()));
+        assert_eq!(ready.to_string(), "database error");
+        let ready =
+            crate::backend::Unready::Store(StoreError::Unavailable("pool timed out".into()));
+        assert_eq!(ready.to_string(), "the database is not answering");
     }
 }

@@ -169,7 +169,6 @@ pub async fn run(
     });
     let worker = bids::worker::Worker::start(
         backend.bids.clone(),
-        publisher.clone(),
         plugins.clone(),
         metrics.clone(),
         background.clone(),

@@ -1,5 +1,7 @@
-//! The contract of each mode service, run against both implementations, so
-//! that embedded and cluster mode cannot drift apart. The Redis side talks
+//! The contract of each mode service (`CapStore`, `Fanout`, `BidWakeups`,
+//! the secret), run against both implementations, so that embedded and
+//! cluster mode cannot drift apart (the system of record's traits have
+//! theirs in `store::contract`). The Redis side talks
 //! to a real Redis (`SWITCHYARD_TEST_REDIS_URL`, default 127.0.0.1:6379),
 //! each test under a key prefix of its own.
 
@@ -10,9 +12,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::cluster::bid_wakeups::RedisWakeups;
 use super::cluster::caps::RedisCaps;
 use super::cluster::conn::RedisConn;
 use super::cluster::fanout::RedisFanout;
+use crate::bids::queue::{BidWakeups, LocalWakeups};
+use crate::bids::worker::Worker;
 use crate::bus::hub::Hub;
 use crate::bus::memory::MemoryFanout;
 use crate::bus::Fanout;
@@ -259,6 +264,113 @@ async fn redis_fanout_reaches_the_other_nodes() {
         assert!(n < 20, "nothing reached the other node");
     };
     assert_eq!(first, 1, "the other node gets every id in order");
+    stop.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- bid wake-ups -----------------------------------------------------------
+
+/// A store with an open product `p1`, and a worker deciding its bids.
+async fn bidding(dir: &std::path::Path, stop: &CancellationToken) -> (Arc<SqliteStore>, Worker) {
+    use crate::store::bids::BidStore;
+    let store = Arc::new(SqliteStore::open(dir).await.expect("open"));
+    store.create_tenant("acme", "Acme").await.expect("tenant");
+    let product = crate::bids::Product {
+        id: "p1".into(),
+        tenant: "acme".into(),
+        seller_id: "seller".into(),
+        title: "Lamp".into(),
+        starting_price: 100,
+        min_increment: 10,
+        anti_snipe_ms: 0,
+        ends_at: None,
+        status: crate::bids::ProductStatus::Open,
+        current_bid: None,
+        leader: None,
+        bid_count: 0,
+        version: 1,
+        created_at: crate::event::now_ms(),
+    };
+    store.create_product(&product).await.expect("product");
+    let plugins = Plugins::new(
+        WasmHost::new(Limits::default()).expect("wasm host"),
+        store.clone(),
+        4,
+    );
+    let worker = Worker::start(
+        store.clone(),
+        plugins,
+        Arc::new(Metrics::default()),
+        stop.clone(),
+    );
+    (store, worker)
+}
+
+/// A wake-up for a product with a queued bid gets the bid decided within a
+/// second: before the sweeper, which only looks at bids queued 1.5 s ago,
+/// would find it.
+async fn a_wake_up_gets_its_bids_decided(wakeups: Arc<dyn BidWakeups>, store: Arc<SqliteStore>) {
+    use crate::store::bids::BidStore;
+    let bid = crate::bids::Bid {
+        id: "b1".into(),
+        tenant: "acme".into(),
+        product_id: "p1".into(),
+        bidder_id: "u1".into(),
+        amount: 150,
+        idempotency_key: None,
+        status: crate::bids::BidStatus::Queued,
+        reason: None,
+        decided_by: None,
+        created_at: crate::event::now_ms(),
+        decided_at: None,
+    };
+    store.submit_bid(&bid).await.expect("bid");
+    wakeups.wake("p1").await;
+    let decided = eventually(1, || {
+        let store = store.clone();
+        async move {
+            let b = store.bid("b1").await.expect("read").expect("bid");
+            b.status == crate::bids::BidStatus::Accepted
+        }
+    })
+    .await;
+    assert!(decided, "the wake-up reached the worker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_wake_ups_reach_the_worker() {
+    let stop = CancellationToken::new();
+    let dir = std::env::temp_dir().join(unique("switchyard-wakeups"));
+    let (store, worker) = bidding(&dir, &stop).await;
+    a_wake_up_gets_its_bids_decided(Arc::new(LocalWakeups(worker)), store).await;
+    stop.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_wake_ups_reach_a_worker() {
+    let stop = CancellationToken::new();
+    let dir = std::env::temp_dir().join(unique("switchyard-wakeups"));
+    let (store, worker) = bidding(&dir, &stop).await;
+    let conn = redis(&unique("wakeups")).await;
+    let wakeups = RedisWakeups::start(&conn, worker, "a".into(), stop.clone());
+    // The consumer group is made when the consumer starts; a wake-up sent
+    // before it exists is the sweeper's.
+    let key = format!("{}:bids", conn.prefix);
+    let ready = eventually(5, || {
+        let (mut c, key) = (conn.conn.clone(), key.clone());
+        async move {
+            let groups: redis::RedisResult<Vec<redis::Value>> = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(&key)
+                .query_async(&mut c)
+                .await;
+            groups.is_ok_and(|g| !g.is_empty())
+        }
+    })
+    .await;
+    assert!(ready, "the consumer group was made");
+    a_wake_up_gets_its_bids_decided(Arc::new(wakeups), store).await;
     stop.cancel();
     let _ = std::fs::remove_dir_all(&dir);
 }

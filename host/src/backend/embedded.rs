@@ -69,7 +69,7 @@ impl Mode for Embedded {
                 tracing::info!(tenant = DEMO_TENANT, "created the demo tenant");
                 Ok(())
             }
-            Err(store::Error::Conflict(_)) => Ok(()),
+            Err(store::Error::Conflict(store::ConflictReason::TenantExists(_))) => Ok(()),
             Err(e) => Err(Error::Start(e)),
         }
     }

@@ -94,8 +94,8 @@ pub enum Unready {
     /// No answer within the check's bound.
     #[error("did not answer within {} ms", .0.as_millis())]
     Timeout(Duration),
-    /// The system of record.
-    #[error(transparent)]
+    /// The system of record (named in our own words: `/ready` shows it).
+    #[error("{}", .0.public())]
     Store(#[from] crate::store::Error),
     /// Redis.
     #[error(transparent)]

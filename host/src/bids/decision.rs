@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{Bid, Product};
+use super::{Bid, BidStatus, Product, ProductStatus};
 use crate::event::NewEvent;
 use crate::store::Notification;
 
@@ -125,8 +125,8 @@ impl BidValidator for BuiltinValidator {
 pub struct Outcome {
     /// The bid.
     pub bid_id: String,
-    /// `accepted` or `rejected`.
-    pub status: &'static str,
+    /// Accepted or rejected.
+    pub status: BidStatus,
     /// Reason code when rejected.
     pub reason: Option<String>,
     /// What the validator rule was asked (`{"product", "now"}`, JSON), when
@@ -200,7 +200,7 @@ pub fn decide(
     for bid in bids {
         // A bid is judged at the time it was accepted for processing.
         let at = bid.created_at;
-        let closed = p.status != "open" || p.ends_at.is_some_and(|end| at >= end);
+        let closed = p.status != ProductStatus::Open || p.ends_at.is_some_and(|end| at >= end);
         let required = p
             .current_bid
             // Saturating: amounts are any positive i64, and a wrapped sum
@@ -258,7 +258,7 @@ pub fn decide(
                 }
                 outcomes.push(Outcome {
                     bid_id: bid.id.clone(),
-                    status: "accepted",
+                    status: BidStatus::Accepted,
                     reason: None,
                     input,
                 });
@@ -273,7 +273,7 @@ pub fn decide(
                 ));
                 outcomes.push(Outcome {
                     bid_id: bid.id.clone(),
-                    status: "rejected",
+                    status: BidStatus::Rejected,
                     reason: Some(code),
                     input,
                 });
@@ -304,11 +304,11 @@ pub fn decide(
         }
     }
     if !more_queued
-        && p.status == "open"
+        && p.status == ProductStatus::Open
         && p.ends_at
             .is_some_and(|end| now >= end.saturating_add(CLOSE_GRACE_MS))
     {
-        p.status = "closed".into();
+        p.status = ProductStatus::Closed;
         p.version += 1;
         events.push(event(
             &p,
@@ -340,7 +340,7 @@ mod tests {
             min_increment: 10,
             anti_snipe_ms: 0,
             ends_at: Some(10_000),
-            status: "open".into(),
+            status: ProductStatus::Open,
             current_bid: None,
             leader: None,
             bid_count: 0,
@@ -357,7 +357,7 @@ mod tests {
             bidder_id: who.into(),
             amount,
             idempotency_key: None,
-            status: "queued".into(),
+            status: BidStatus::Queued,
             reason: None,
             decided_by: None,
             created_at: at,
@@ -368,7 +368,7 @@ mod tests {
     fn statuses(r: &Round) -> Vec<(&str, Option<&str>)> {
         r.outcomes
             .iter()
-            .map(|o| (o.status, o.reason.as_deref()))
+            .map(|o| (o.status.as_str(), o.reason.as_deref()))
             .collect()
     }
 
@@ -489,7 +489,11 @@ mod tests {
             statuses(&r),
             vec![("rejected", Some("too_low")), ("accepted", None)]
         );
-        assert_eq!(r.product.status, "open", "an end far away is not past");
+        assert_eq!(
+            r.product.status,
+            ProductStatus::Open,
+            "an end far away is not past"
+        );
     }
 
     #[test]
@@ -503,7 +507,7 @@ mod tests {
             &BuiltinOutbid,
         );
         assert_eq!(statuses(&r), vec![("rejected", Some("auction_closed"))]);
-        assert_eq!(r.product.status, "closed");
+        assert_eq!(r.product.status, ProductStatus::Closed);
         let again = decide(
             r.product.clone(),
             &[],
@@ -529,6 +533,6 @@ mod tests {
         );
         assert_eq!(statuses(&r), vec![("accepted", None), ("accepted", None)]);
         assert_eq!(r.product.ends_at, Some(12_500));
-        assert_eq!(r.product.status, "open");
+        assert_eq!(r.product.status, ProductStatus::Open);
     }
 }

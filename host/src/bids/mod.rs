@@ -18,7 +18,93 @@ pub mod decision;
 pub mod queue;
 pub mod worker;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+/// Where an auction stands; stored and serialized as `open` / `closed`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum ProductStatus {
+    /// Takes bids.
+    Open,
+    /// Ended; its last leader won.
+    Closed,
+}
+
+/// Where a bid stands; stored and serialized as `queued` / `accepted` /
+/// `rejected`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum BidStatus {
+    /// Stored, not decided yet.
+    Queued,
+    /// Decided: it leads (or led) the auction.
+    Accepted,
+    /// Decided: refused (its `reason` says why).
+    Rejected,
+}
+
+/// A stored status text that names no status.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown status {0:?}")]
+pub struct UnknownStatus(pub String);
+
+impl ProductStatus {
+    /// The stored (and serialized) text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProductStatus::Open => "open",
+            ProductStatus::Closed => "closed",
+        }
+    }
+}
+
+impl std::str::FromStr for ProductStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "open" => Ok(ProductStatus::Open),
+            "closed" => Ok(ProductStatus::Closed),
+            other => Err(UnknownStatus(other.into())),
+        }
+    }
+}
+
+impl BidStatus {
+    /// The stored (and serialized) text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BidStatus::Queued => "queued",
+            BidStatus::Accepted => "accepted",
+            BidStatus::Rejected => "rejected",
+        }
+    }
+}
+
+impl std::str::FromStr for BidStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "queued" => Ok(BidStatus::Queued),
+            "accepted" => Ok(BidStatus::Accepted),
+            "rejected" => Ok(BidStatus::Rejected),
+            other => Err(UnknownStatus(other.into())),
+        }
+    }
+}
+
+impl std::fmt::Display for ProductStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for BidStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A product under auction.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -39,8 +125,8 @@ pub struct Product {
     pub anti_snipe_ms: i64,
     /// End, ms since the epoch (`None`: no end).
     pub ends_at: Option<i64>,
-    /// `open` or `closed`.
-    pub status: String,
+    /// Open or closed.
+    pub status: ProductStatus,
     /// Highest accepted bid.
     pub current_bid: Option<i64>,
     /// Who placed it.
@@ -68,8 +154,8 @@ pub struct Bid {
     pub amount: i64,
     /// Client-chosen key making retries safe.
     pub idempotency_key: Option<String>,
-    /// `queued`, `accepted` or `rejected`.
-    pub status: String,
+    /// Queued, accepted or rejected.
+    pub status: BidStatus,
     /// Why it was rejected.
     pub reason: Option<String>,
     /// Which rule version decided it.

@@ -18,7 +18,6 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::decision::{self, CLOSE_GRACE_MS};
-use crate::bus::publisher::Publisher;
 use crate::event::now_ms;
 use crate::metrics::Metrics;
 use crate::store::bids::{BidStore, Rules};
@@ -34,7 +33,6 @@ const STALE_MS: i64 = 1_500;
 
 struct Inner {
     store: Arc<dyn BidStore>,
-    publisher: Publisher,
     plugins: crate::plugins::Plugins,
     metrics: Arc<Metrics>,
     dirty: Mutex<HashSet<String>>,
@@ -52,7 +50,6 @@ impl Worker {
     /// Starts the worker and its sweeper.
     pub fn start(
         store: Arc<dyn BidStore>,
-        publisher: Publisher,
         plugins: crate::plugins::Plugins,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
@@ -60,7 +57,6 @@ impl Worker {
         let w = Worker {
             inner: Arc::new(Inner {
                 store,
-                publisher,
                 plugins,
                 metrics,
                 dirty: Mutex::new(HashSet::new()),
@@ -148,16 +144,13 @@ impl Worker {
             });
             let started = std::time::Instant::now();
             match i.store.decide(product, ROUND, rules).await {
-                Ok((n, events)) => {
-                    i.publisher.committed(&events);
-                    if n > 0 {
-                        let accepted =
-                            events.iter().filter(|e| e.kind == "bid.accepted").count() as u64;
-                        i.metrics.bids_accepted.add(accepted);
-                        i.metrics.bids_rejected.add(n as u64 - accepted);
+                Ok(done) => {
+                    if !done.is_empty() {
+                        i.metrics.bids_accepted.add(done.accepted as u64);
+                        i.metrics.bids_rejected.add(done.rejected as u64);
                         i.metrics.bid_round_latency.observe(started.elapsed());
                     }
-                    if n < ROUND {
+                    if done.len() < ROUND {
                         return;
                     }
                 }

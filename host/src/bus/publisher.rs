@@ -3,6 +3,11 @@
 //! Appends go through the store's batcher (group commit: one transaction and
 //! one fsync for every write waiting); once committed, the events go to the
 //! fan-out (which orders them by id) and the caller gets their ids.
+//!
+//! The fan-out is fed by the store's commit path (`store::Commits`), which
+//! `Publisher::start` connects: every write that appends events (a publish,
+//! a message, a read mark, a product, a decision round) reaches it there
+//! once, whoever made it. The hub's tail check stays the backstop.
 
 use std::sync::Arc;
 
@@ -12,15 +17,16 @@ use crate::event::{NewEvent, StoredEvent};
 use crate::metrics::Metrics;
 use crate::store::{self, Store};
 
-/// What happens after every commit, whoever committed.
+/// What happens after every commit, whoever committed: the store's commit
+/// path ends here.
 struct AfterCommit {
     fanout: Arc<dyn Fanout>,
     retention: Arc<Retention>,
     metrics: Arc<Metrics>,
 }
 
-impl AfterCommit {
-    fn run(&self, stored: &[StoredEvent]) {
+impl store::Committed for AfterCommit {
+    fn committed(&self, stored: &[StoredEvent]) {
         if stored.is_empty() {
             return;
         }
@@ -34,11 +40,11 @@ impl AfterCommit {
 #[derive(Clone)]
 pub struct Publisher {
     store: Arc<dyn Store>,
-    after: Arc<AfterCommit>,
 }
 
 impl Publisher {
-    /// A publisher over `store` (whose batcher gives appends group commit).
+    /// A publisher over `store` (whose batcher gives appends group commit),
+    /// connecting the store's commit path to `fanout`.
     pub fn start(
         store: Arc<dyn Store>,
         fanout: Arc<dyn Fanout>,
@@ -50,13 +56,10 @@ impl Publisher {
             retention,
             metrics,
         });
-        Publisher { store, after }
-    }
-
-    /// Hands events committed elsewhere (a message with its notifications, a
-    /// bid decision with its events) to the fan-out.
-    pub fn committed(&self, stored: &[StoredEvent]) {
-        self.after.run(stored);
+        if !store.commits().connect(after) {
+            tracing::warn!("the store's commit path was already connected; keeping that fan-out");
+        }
+        Publisher { store }
     }
 
     /// Appends events atomically under an idempotency key (see
@@ -66,17 +69,11 @@ impl Publisher {
         key: store::PublishKey,
         events: Vec<NewEvent>,
     ) -> Result<store::Keyed, store::Error> {
-        let keyed = self.store.append_keyed(key, events).await?;
-        if let store::Keyed::New(stored) = &keyed {
-            self.after.run(stored);
-        }
-        Ok(keyed)
+        self.store.append_keyed(key, events).await
     }
 
     /// Appends events atomically and returns them with their ids.
     pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<StoredEvent>, store::Error> {
-        let stored = self.store.append(events).await?;
-        self.after.run(&stored);
-        Ok(stored)
+        self.store.append(events).await
     }
 }

@@ -76,8 +76,7 @@ pub async fn post(
     })
     .await
     .map_err(|e| ApiError::internal(format!("shaper task failed: {e}")))?;
-    let (stored, _unread, events) = state.backend.store.post_message(&msg, &notes).await?;
-    state.publisher.committed(&events);
+    let (stored, _unread, _events) = state.backend.store.post_message(&msg, &notes).await?;
     state.metrics.messages_posted.inc();
     Ok((StatusCode::CREATED, axum::Json(stored)).into_response())
 }
@@ -152,11 +151,10 @@ pub async fn mark_read(
             "`up_to` must be a message id",
         ));
     }
-    let (unread, events) = state
+    let (unread, _events) = state
         .backend
         .store
         .mark_read(&tenant.slug, &user, body.up_to)
         .await?;
-    state.publisher.committed(&events);
     Ok(axum::Json(serde_json::json!({ "unread": unread })).into_response())
 }

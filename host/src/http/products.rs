@@ -91,15 +91,14 @@ pub async fn create(
         min_increment: b.min_increment,
         anti_snipe_ms: anti_snipe_ms * 1000,
         ends_at: b.ends_at,
-        status: "open".into(),
+        status: crate::bids::ProductStatus::Open,
         current_bid: None,
         leader: None,
         bid_count: 0,
         version: 1,
         created_at: now,
     };
-    let events = state.backend.bids.create_product(&p).await?;
-    state.publisher.committed(&events);
+    state.backend.bids.create_product(&p).await?;
     Ok((StatusCode::CREATED, axum::Json(p)).into_response())
 }
 
@@ -197,7 +196,7 @@ pub async fn bid(
         bidder_id: b.bidder_id,
         amount: b.amount,
         idempotency_key: b.idempotency_key,
-        status: "queued".into(),
+        status: crate::bids::BidStatus::Queued,
         reason: None,
         decided_by: None,
         created_at: now_ms(),

@@ -45,7 +45,7 @@ pub fn product(p: &Product) -> types::Product {
         min_increment: p.min_increment,
         anti_snipe_ms: p.anti_snipe_ms,
         ends_at: p.ends_at,
-        status: p.status.clone(),
+        status: p.status.as_str().into(),
         current_bid: p.current_bid,
         leader: p.leader.clone(),
         bid_count: p.bid_count,

@@ -822,7 +822,7 @@ impl WasmHost {
                 .int(product.min_increment)
                 .int(product.anti_snipe_ms)
                 .opt_int(product.ends_at)
-                .str(&product.status)
+                .str(product.status.as_str())
                 .opt_int(product.current_bid)
                 .opt_str(product.leader.as_deref())
                 .int(product.bid_count)

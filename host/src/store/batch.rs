@@ -1,6 +1,6 @@
 //! Group commit for the domain writes that follow every request: event
 //! appends, messages, read marks, bids, products and (embedded) the results
-//! of decision rounds, decided before they are submitted (`Op::Round`).
+//! of decision rounds, decided before they are submitted (`Write::Round`).
 //!
 //! One task per store takes whatever writes are waiting and runs them in one
 //! transaction, so many requests share one commit (one fsync in SQLite, one
@@ -9,122 +9,251 @@
 //! batch appends all of them at the end with one bump of each tenant's counter
 //! and commits. Ids therefore stay gapless and in commit order.
 //!
+//! Each write carries its own reply channel, typed by what that kind of write
+//! answers (`Write`), so a caller gets exactly its reply type back.
+//!
 //! A write that is refused on its own terms (an idempotency key reused for
 //! another bid) touches nothing and does not disturb the batch. A batch that
 //! fails as a whole (an unknown tenant, a database error) is retried one write
 //! at a time, so one bad request never fails the others.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
-use super::bids::RoundWrite;
-use super::{Error, Message, NewMessage, Notification, PublishKey};
+use super::bids::{RoundSummary, RoundWrite};
+use super::{Commits, Error, Keyed, Message, NewMessage, Notification, PublishKey};
 use crate::bids::{Bid, Product};
-use crate::event::{NewEvent, StoredEvent};
+use crate::event::{NewEvent, Seq, StoredEvent};
 
 /// Most writes committed in one transaction.
 const MAX_OPS: usize = 256;
 /// Most events a batch collects before it stops taking more writes.
 const MAX_EVENTS: usize = 2_048;
 
-/// One write.
-#[derive(Clone)]
-pub(crate) enum Op {
+/// Where a write's answer goes: typed by what that kind of write answers.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// One write with its own reply. The backend's transaction fills in what
+/// the write found (the `None`/`false`/empty fields) while it runs; the batch
+/// then appends every write's `events()` at once and answers each write
+/// with its committed events.
+pub(crate) enum Write {
     /// Events to append as they are.
-    Append(Vec<NewEvent>),
+    Append {
+        /// The events.
+        events: Vec<NewEvent>,
+        /// Their ids.
+        reply: Reply<Vec<StoredEvent>>,
+    },
     /// Events to append under an idempotency key (the key row is written
     /// after the append, with the ids: `keyed_rows`).
-    Keyed(PublishKey, Vec<NewEvent>),
+    Keyed {
+        /// The key.
+        key: PublishKey,
+        /// The events.
+        events: Vec<NewEvent>,
+        /// Set when the key was used before for the same request: the ids
+        /// answered then and the first event's time (nothing is appended).
+        repeated: Option<(Vec<Seq>, i64)>,
+        /// What the append did.
+        reply: Reply<Keyed>,
+    },
     /// A message and the notifications announcing it.
-    Message(NewMessage, Vec<Notification>),
-    /// A read mark: `(tenant, user, up_to)`.
-    MarkRead(String, String, i64),
+    Message {
+        /// The message.
+        msg: NewMessage,
+        /// Its notifications.
+        notes: Vec<Notification>,
+        /// Set by the transaction: the stored message and the recipient's
+        /// unread count.
+        stored: Option<(Message, u64)>,
+        /// Set by the transaction: the events announcing it.
+        events: Vec<NewEvent>,
+        /// The message, the unread count and the committed events.
+        reply: Reply<(Message, u64, Vec<StoredEvent>)>,
+    },
+    /// A read mark.
+    MarkRead {
+        /// Tenant slug.
+        tenant: String,
+        /// Whose messages.
+        user: String,
+        /// Read up to this message id.
+        up_to: i64,
+        /// Set by the transaction: the unread count left.
+        unread: u64,
+        /// Set by the transaction: the new unread count's event.
+        events: Vec<NewEvent>,
+        /// The unread count and the committed events.
+        reply: Reply<(u64, Vec<StoredEvent>)>,
+    },
     /// A new queued bid.
-    Bid(Bid),
+    Bid {
+        /// The bid.
+        bid: Bid,
+        /// Set by the transaction: the stored bid (the earlier one for a
+        /// repeated idempotency key) and whether it is new.
+        stored: Option<(Bid, bool)>,
+        /// The stored bid and whether it is new.
+        reply: Reply<(Bid, bool)>,
+    },
     /// A new product.
-    Product(Product),
+    Product {
+        /// The product.
+        product: Product,
+        /// Its `product.created` event.
+        events: Vec<NewEvent>,
+        /// The committed events.
+        reply: Reply<Vec<StoredEvent>>,
+    },
     /// A decision round's result, decided off the writer: written only if
     /// the product and its bids are still as the round read them (embedded
     /// mode; cluster rounds run in their own transactions).
-    Round(Arc<RoundWrite>),
+    Round {
+        /// The round and what it read.
+        write: Box<RoundWrite>,
+        /// Set by the transaction: whether it was written (`false`: stale).
+        written: bool,
+        /// Its summary, or `None` when stale.
+        reply: Reply<Option<RoundSummary>>,
+    },
 }
 
-impl Op {
+impl Write {
     fn weight(&self) -> usize {
         match self {
-            Op::Append(e) | Op::Keyed(_, e) => e.len(),
-            Op::Round(w) => w.round.events.len().max(1),
+            Write::Append { events, .. } | Write::Keyed { events, .. } => events.len(),
+            Write::Round { write, .. } => write.round.events.len().max(1),
             _ => 2,
+        }
+    }
+
+    /// The events this write appends, as the transaction left it.
+    pub(crate) fn events(&self) -> &[NewEvent] {
+        match self {
+            Write::Append { events, .. }
+            | Write::Message { events, .. }
+            | Write::MarkRead { events, .. }
+            | Write::Product { events, .. } => events,
+            Write::Keyed {
+                events, repeated, ..
+            } => match repeated {
+                Some(_) => &[],
+                None => events,
+            },
+            Write::Bid { .. } => &[],
+            Write::Round { write, written, .. } => match written {
+                true => &write.round.events,
+                false => &[],
+            },
+        }
+    }
+
+    /// Answers the write: `outcome` is its committed events, or why it
+    /// failed.
+    fn answer(self, outcome: Outcome) {
+        fn send<T>(reply: Reply<T>, answer: Result<T, Error>) {
+            // The caller may have gone (a dropped request): nothing to do.
+            let _ = reply.send(answer);
+        }
+        let applied = || Error::Internal("a write was answered before it ran".into());
+        match self {
+            Write::Append { reply, .. } | Write::Product { reply, .. } => send(reply, outcome),
+            Write::Keyed {
+                repeated, reply, ..
+            } => send(
+                reply,
+                outcome.map(|stored| match repeated {
+                    Some((ids, ts)) => Keyed::Repeated(ids, ts),
+                    None => Keyed::New(stored),
+                }),
+            ),
+            Write::Message { stored, reply, .. } => send(
+                reply,
+                outcome.and_then(|events| {
+                    let (m, unread) = stored.ok_or_else(applied)?;
+                    Ok((m, unread, events))
+                }),
+            ),
+            Write::MarkRead { unread, reply, .. } => {
+                send(reply, outcome.map(|events| (unread, events)))
+            }
+            Write::Bid { stored, reply, .. } => {
+                send(reply, outcome.and_then(|_| stored.ok_or_else(applied)))
+            }
+            Write::Round {
+                write,
+                written,
+                reply,
+            } => send(
+                reply,
+                outcome.map(|events| written.then(|| RoundSummary::of(&write.round, events))),
+            ),
         }
     }
 }
 
-/// What a write did, besides its events.
-#[derive(Debug)]
-pub(crate) enum Done {
-    /// Events appended.
-    Appended,
-    /// A repeated idempotency key: the ids answered the first time and the
-    /// time of the first event; nothing appended.
-    Repeated(Vec<crate::event::Seq>, i64),
-    /// The stored message and the recipient's unread count.
-    Message(Message, u64),
-    /// The user's unread count after the mark.
-    Read(u64),
-    /// The bid (the stored one for a repeated idempotency key) and whether it
-    /// is new.
-    Bid(Bid, bool),
-    /// The product was stored.
-    Product,
-    /// Bids decided by the round.
-    Decided(usize),
-    /// The round read a product or bids that changed since: nothing written.
-    Stale,
-}
-
-/// The answer to a write was meant for another kind of write (a bug).
-pub(crate) fn unexpected(done: Done) -> Error {
-    Error::Internal(format!("the store's writer answered {done:?}"))
-}
-
-/// A write's outcome with its committed events.
-pub(crate) type Outcome = Result<(Done, Vec<StoredEvent>), Error>;
+/// A write's outcome: its committed events, or why it failed.
+pub(crate) type Outcome = Result<Vec<StoredEvent>, Error>;
 
 /// What a write did inside the transaction, before the batch appends its
-/// events (borrowed from the op where it carries them): `Err` is a refusal
-/// that wrote nothing.
-pub(crate) type Applied<'a> = Result<(Done, Cow<'a, [NewEvent]>), Error>;
+/// events: `Err` is a refusal that wrote nothing (and leaves the batch be).
+pub(crate) type Applied = Result<(), Error>;
 
 /// A backend that runs a batch of writes in one transaction.
 #[async_trait]
 pub(crate) trait Target: Send + Sync + 'static {
-    /// Runs `ops` in one transaction: each op in turn, then one append of all
-    /// their events, then the commit. `Err` means nothing was committed.
-    async fn run(&self, ops: Arc<[Op]>) -> Result<Vec<Outcome>, Error>;
+    /// Runs `writes` in one transaction: each in turn, then one append of
+    /// all their events, then the commit. Hands the writes back with each
+    /// one's outcome; `Err` means nothing was committed.
+    async fn run(&self, writes: Vec<Write>) -> (Vec<Write>, Result<Vec<Outcome>, Error>);
 }
 
-/// Hands each op's events back to it, in op order.
-pub(crate) fn split(applied: Vec<Applied<'_>>, stored: Vec<StoredEvent>) -> Vec<Outcome> {
-    let mut rest = stored.into_iter();
-    applied
-        .into_iter()
-        .map(|a| a.map(|(done, events)| (done, rest.by_ref().take(events.len()).collect())))
+/// Every applied write's events, in write order, for the one append of the
+/// batch.
+pub(crate) fn events_of<'a>(writes: &'a [Write], applied: &[Applied]) -> Vec<&'a NewEvent> {
+    writes
+        .iter()
+        .zip(applied)
+        .filter(|(_, a)| a.is_ok())
+        .flat_map(|(w, _)| w.events().iter())
         .collect()
 }
 
-/// The idempotency-key rows to write after the append: for each keyed op
+/// Hands each write its events, in write order.
+pub(crate) fn split(
+    writes: &[Write],
+    applied: Vec<Applied>,
+    stored: Vec<StoredEvent>,
+) -> Vec<Outcome> {
+    let mut rest = stored.into_iter();
+    writes
+        .iter()
+        .zip(applied)
+        .map(|(w, a)| a.map(|()| rest.by_ref().take(w.events().len()).collect()))
+        .collect()
+}
+
+/// The idempotency-key rows to write after the append: for each keyed write
 /// that appended, its key, the ids of its events and the first one's time.
 pub(crate) fn keyed_rows<'a>(
-    ops: &'a [Op],
+    writes: &'a [Write],
     outcomes: &[Outcome],
-) -> Vec<(&'a PublishKey, Vec<crate::event::Seq>, i64)> {
-    ops.iter()
+) -> Vec<(&'a PublishKey, Vec<Seq>, i64)> {
+    writes
+        .iter()
         .zip(outcomes)
-        .filter_map(|(op, outcome)| match (op, outcome) {
-            (Op::Keyed(key, _), Ok((Done::Appended, stored))) => Some((
+        .filter_map(|(w, outcome)| match (w, outcome) {
+            (
+                Write::Keyed {
+                    key,
+                    repeated: None,
+                    ..
+                },
+                Ok(stored),
+            ) => Some((
                 key,
                 stored.iter().map(|e| e.seq).collect(),
                 stored.first().map_or(0, |e| e.ts),
@@ -134,116 +263,107 @@ pub(crate) fn keyed_rows<'a>(
         .collect()
 }
 
-/// What a keyed op does inside the transaction, given the key's row
-/// (`hash`, `ids` as JSON, `ts`, `created_at`) if one exists.
-pub(crate) fn apply_keyed<'a>(
+/// What a keyed write found, given the key's row (`hash`, `ids` as JSON,
+/// `ts`, `created_at`) if one exists: `Some` ids and time of a repeated
+/// request, `None` for a key to use now, `KeyReused` for a live key of
+/// another request.
+pub(crate) fn keyed_repeat(
     key: &PublishKey,
-    events: &'a [NewEvent],
     row: Option<(String, String, i64, i64)>,
-) -> Applied<'a> {
+) -> Result<Option<(Vec<Seq>, i64)>, Error> {
     match row {
         Some((hash, ids, ts, created_at)) if created_at >= key.since_ms => {
             if hash != key.hash {
-                return Err(Error::Conflict(super::KEY_REUSED.into()));
+                return Err(Error::KeyReused);
             }
-            let ids: Vec<crate::event::Seq> = serde_json::from_str(&ids)
+            let ids: Vec<Seq> = serde_json::from_str(&ids)
                 .map_err(|e| Error::Internal(format!("a stored idempotency key's ids: {e}")))?;
-            Ok((Done::Repeated(ids, ts), Cow::Owned(Vec::new())))
+            Ok(Some((ids, ts)))
         }
-        _ => Ok((Done::Appended, Cow::Borrowed(events))),
+        _ => Ok(None),
     }
-}
-
-/// A keyed write that found its key taken by a write committed meanwhile
-/// (another node's, or another in the same batch): the batch is run again
-/// and the write then sees the key.
-pub(crate) fn key_raced() -> Error {
-    Error::Conflict("an idempotency key was stored concurrently; retried".into())
-}
-
-/// Runs a keyed append through `batcher`; a write that lost a race for its
-/// key runs once more, and then sees the key.
-pub(crate) async fn write_keyed(
-    batcher: &Batcher,
-    key: PublishKey,
-    events: Vec<NewEvent>,
-) -> Result<super::Keyed, Error> {
-    let op = Op::Keyed(key, events);
-    let mut outcome = batcher.write(op.clone()).await;
-    if matches!(&outcome, Err(Error::Conflict(m)) if m != super::KEY_REUSED) {
-        outcome = batcher.write(op).await;
-    }
-    match outcome? {
-        (Done::Appended, stored) => Ok(super::Keyed::New(stored)),
-        (Done::Repeated(ids, ts), _) => Ok(super::Keyed::Repeated(ids, ts)),
-        (other, _) => Err(unexpected(other)),
-    }
-}
-
-/// Every op's events, in op order, for the one append of the batch.
-pub(crate) fn events_of<'a>(applied: &'a [Applied<'_>]) -> Vec<&'a NewEvent> {
-    applied
-        .iter()
-        .filter_map(|a| a.as_ref().ok())
-        .flat_map(|(_, events)| events.iter())
-        .collect()
-}
-
-struct Job {
-    op: Op,
-    reply: oneshot::Sender<Outcome>,
 }
 
 /// Handle to a store's batching task; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Batcher {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Write>,
 }
 
 impl Batcher {
-    /// Starts the task (inside a tokio runtime).
-    pub(crate) fn start(target: Arc<dyn Target>) -> Batcher {
+    /// Starts the task (inside a tokio runtime); committed events go to
+    /// `commits` before their writes are answered.
+    pub(crate) fn start(target: Arc<dyn Target>, commits: Commits) -> Batcher {
         let (tx, rx) = mpsc::channel(8192);
-        tokio::spawn(run(rx, target));
+        tokio::spawn(run(rx, target, commits));
         Batcher { tx }
     }
 
-    /// Runs one write; answers after its batch committed.
-    pub(crate) async fn write(&self, op: Op) -> Outcome {
+    /// Runs one write, made with its reply channel; answers after its
+    /// batch committed.
+    async fn write<T>(&self, make: impl FnOnce(Reply<T>) -> Write) -> Result<T, Error> {
         let (reply, rx) = oneshot::channel();
         let gone = || Error::Unavailable("the store's writer has stopped".into());
-        self.tx.send(Job { op, reply }).await.map_err(|_| gone())?;
+        self.tx.send(make(reply)).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
+    }
+
+    /// Appends events; their ids.
+    pub(crate) async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<StoredEvent>, Error> {
+        self.write(|reply| Write::Append { events, reply }).await
+    }
+
+    /// Appends events under an idempotency key; a write that lost a race
+    /// for its key (`KeyRaced`) runs once more, and then sees the key.
+    pub(crate) async fn keyed(
+        &self,
+        key: PublishKey,
+        events: Vec<NewEvent>,
+    ) -> Result<Keyed, Error> {
+        let keyed = |key, events| {
+            move |reply| Write::Keyed {
+                key,
+                events,
+                repeated: None,
+                reply,
+            }
+        };
+        match self.write(keyed(key.clone(), events.clone())).await {
+            Err(Error::KeyRaced) => self.write(keyed(key, events)).await,
+            done => done,
+        }
     }
 
     /// Stores a product; its committed events.
     pub(crate) async fn product(&self, p: &Product) -> Result<Vec<StoredEvent>, Error> {
-        match self.write(Op::Product(p.clone())).await? {
-            (Done::Product, events) => Ok(events),
-            (other, _) => Err(unexpected(other)),
-        }
+        let events = vec![crate::bids::decision::created_event(p)];
+        self.write(|reply| Write::Product {
+            product: p.clone(),
+            events,
+            reply,
+        })
+        .await
     }
 
     /// Queues a bid: the stored one, and whether it is new.
     pub(crate) async fn bid(&self, bid: &Bid) -> Result<(Bid, bool), Error> {
-        match self.write(Op::Bid(bid.clone())).await? {
-            (Done::Bid(b, new), _) => Ok((b, new)),
-            (other, _) => Err(unexpected(other)),
-        }
+        self.write(|reply| Write::Bid {
+            bid: bid.clone(),
+            stored: None,
+            reply,
+        })
+        .await
     }
 
-    /// Commits a decided round if what it read still holds: how many bids
-    /// it decided and the committed events, or `None` when it is stale (run
-    /// it again from the read).
-    pub(crate) async fn round(
-        &self,
-        w: RoundWrite,
-    ) -> Result<Option<(usize, Vec<StoredEvent>)>, Error> {
-        match self.write(Op::Round(Arc::new(w))).await? {
-            (Done::Decided(n), events) => Ok(Some((n, events))),
-            (Done::Stale, _) => Ok(None),
-            (other, _) => Err(unexpected(other)),
-        }
+    /// Commits a decided round if what it read still holds: its summary,
+    /// or `None` when it is stale (run it again from the read).
+    pub(crate) async fn round(&self, w: RoundWrite) -> Result<Option<RoundSummary>, Error> {
+        self.write(|reply| Write::Round {
+            write: Box::new(w),
+            written: false,
+            reply,
+        })
+        .await
     }
 
     /// Stores a message and its notifications: the message, the
@@ -253,10 +373,14 @@ impl Batcher {
         msg: &NewMessage,
         notes: &[Notification],
     ) -> Result<(Message, u64, Vec<StoredEvent>), Error> {
-        match self.write(Op::Message(msg.clone(), notes.to_vec())).await? {
-            (Done::Message(m, unread), events) => Ok((m, unread, events)),
-            (other, _) => Err(unexpected(other)),
-        }
+        self.write(|reply| Write::Message {
+            msg: msg.clone(),
+            notes: notes.to_vec(),
+            stored: None,
+            events: Vec::new(),
+            reply,
+        })
+        .await
     }
 
     /// Marks a user's messages read up to `up_to`: the unread count left,
@@ -267,70 +391,81 @@ impl Batcher {
         user: &str,
         up_to: i64,
     ) -> Result<(u64, Vec<StoredEvent>), Error> {
-        match self
-            .write(Op::MarkRead(tenant.into(), user.into(), up_to))
-            .await?
-        {
-            (Done::Read(unread), events) => Ok((unread, events)),
-            (other, _) => Err(unexpected(other)),
-        }
+        self.write(|reply| Write::MarkRead {
+            tenant: tenant.into(),
+            user: user.into(),
+            up_to,
+            unread: 0,
+            events: Vec::new(),
+            reply,
+        })
+        .await
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Job>, target: Arc<dyn Target>) {
+async fn run(mut rx: mpsc::Receiver<Write>, target: Arc<dyn Target>, commits: Commits) {
     while let Some(first) = rx.recv().await {
-        let mut weight = first.op.weight();
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_OPS && weight < MAX_EVENTS {
+        let mut weight = first.weight();
+        let mut writes = vec![first];
+        while writes.len() < MAX_OPS && weight < MAX_EVENTS {
             match rx.try_recv() {
-                Ok(job) => {
-                    weight += job.op.weight();
-                    jobs.push(job);
+                Ok(w) => {
+                    weight += w.weight();
+                    writes.push(w);
                 }
                 Err(_) => break,
             }
         }
-        let (ops, replies): (Vec<Op>, Vec<_>) = jobs.into_iter().map(|j| (j.op, j.reply)).unzip();
-        commit(target.as_ref(), ops.into(), replies).await;
+        commit(target.as_ref(), &commits, writes).await;
     }
+}
+
+/// Answers a write after handing its committed events to the commit path.
+fn done(commits: &Commits, w: Write, outcome: Outcome) {
+    if let Ok(events) = &outcome {
+        commits.committed(events);
+    }
+    w.answer(outcome);
 }
 
 /// Runs one batch and answers its writes: all at once after the commit, or
 /// one by one when it failed as a whole.
-#[tracing::instrument(name = "store.batch", level = "debug", skip_all, fields(writes = ops.len()))]
-async fn commit(target: &dyn Target, ops: Arc<[Op]>, replies: Vec<oneshot::Sender<Outcome>>) {
+#[tracing::instrument(name = "store.batch", level = "debug", skip_all, fields(writes = writes.len()))]
+async fn commit(target: &dyn Target, commits: &Commits, writes: Vec<Write>) {
     let stats = &crate::metrics::STORE_BATCHES;
     stats.batches.inc();
-    stats.writes.add(ops.len() as u64);
-    match target.run(ops.clone()).await {
-        Ok(outcomes) => {
-            for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = reply.send(outcome);
+    stats.writes.add(writes.len() as u64);
+    let n = writes.len();
+    match target.run(writes).await {
+        (writes, Ok(outcomes)) => {
+            for (w, outcome) in writes.into_iter().zip(outcomes) {
+                done(commits, w, outcome);
             }
         }
         // Nothing to learn from running the writes alone: a database that
         // does not answer fails them all at once.
-        Err(Error::Unavailable(m)) => {
-            for reply in replies {
-                let _ = reply.send(Err(Error::Unavailable(m.clone())));
+        (writes, Err(Error::Unavailable(m))) => {
+            for w in writes {
+                w.answer(Err(Error::Unavailable(m.clone())));
             }
         }
-        Err(e) if ops.len() == 1 => {
-            if let Some(reply) = replies.into_iter().next() {
-                let _ = reply.send(Err(e));
+        (writes, Err(e)) if n == 1 => {
+            if let Some(w) = writes.into_iter().next() {
+                w.answer(Err(e));
             }
         }
-        Err(e) => {
+        (writes, Err(e)) => {
             stats.retried.inc();
-            tracing::debug!(error = %e, ops = ops.len(), "batch failed; retrying its writes one by one");
-            for (op, reply) in ops.iter().zip(replies) {
-                let outcome = match target.run(Arc::new([op.clone()])).await {
-                    Ok(mut one) => one
-                        .pop()
-                        .unwrap_or_else(|| Err(Error::Internal("empty batch outcome".into()))),
-                    Err(e) => Err(e),
-                };
-                let _ = reply.send(outcome);
+            tracing::debug!(error = %e, writes = n, "batch failed; retrying its writes one by one");
+            for w in writes {
+                let (back, result) = target.run(vec![w]).await;
+                let outcome = result.and_then(|mut one| {
+                    one.pop()
+                        .unwrap_or_else(|| Err(Error::Internal("empty batch outcome".into())))
+                });
+                if let Some(w) = back.into_iter().next() {
+                    done(commits, w, outcome);
+                }
             }
         }
     }

@@ -48,8 +48,8 @@ pub fn replay_bids(
             "now": r.input["now"],
         });
         let candidate = run_case(&host, &linked, &call, &input);
-        let taken = match r.bid.status.as_str() {
-            "accepted" => "accept".to_string(),
+        let taken = match r.bid.status {
+            crate::bids::BidStatus::Accepted => "accept".to_string(),
             _ => format!("reject {}", r.bid.reason.as_deref().unwrap_or("?")),
         };
         let theirs = match candidate["verdict"].as_str() {

@@ -31,7 +31,7 @@ pub enum PluginError {
 impl From<StoreError> for PluginError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(m) => PluginError::Conflict(m),
+            StoreError::Conflict(reason) => PluginError::Conflict(reason.to_string()),
             e => PluginError::Store(e),
         }
     }

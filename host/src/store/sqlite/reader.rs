@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
 
-use super::{Error, Page, Retained, TopicState};
 use crate::event::{Seq, StoredEvent};
+use crate::store::{Error, Page, Retained, TopicState};
 
 /// Idle read connections kept open.
 const IDLE: usize = 4;

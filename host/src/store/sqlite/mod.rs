@@ -2,11 +2,11 @@
 //! reached through rusqlite only, always on a blocking thread.
 //!
 //! Domain writes (events, messages, read marks, bids, products, decision
-//! rounds) go through the batch writer (`sqlite_writer.rs`: group commit on a
+//! rounds) go through the batch writer (`writer.rs`: group commit on a
 //! connection of its own); the rare others (tenants, retention, plugins,
 //! secrets) through a second writing connection (`SqliteStore::write`),
 //! waiting on SQLite's busy timeout when the batch holds the lock. Reads use
-//! their own connections (`sqlite_reader.rs`) and never block a writer.
+//! their own connections (`reader.rs`) and never block a writer.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -14,20 +14,42 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-use super::batch::{self, Batcher, Op};
-use super::sqlite_reader::{event_row, page, Readers};
-use super::sqlite_writer::{open_rw, unread, Writer};
-use super::{Error, Message, NewMessage, Notification, Page, Store, Tenant};
+mod bids;
+mod plugins;
+mod reader;
+mod writer;
+
+use reader::{event_row, page, Readers};
+use writer::{open_rw, unread, Writer};
+
 use crate::event::{NewEvent, Seq, StoredEvent};
+use crate::store::batch::Batcher;
+use crate::store::{
+    Commits, ConflictReason, Error, Message, NewMessage, Notification, Page, Store, Tenant,
+};
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        match e.sqlite_error_code() {
+            Some(C::DatabaseBusy | C::DatabaseLocked | C::CannotOpen | C::DiskFull)
+            | Some(C::SystemIoFailure) => Error::Unavailable(e.to_string()),
+            Some(C::ConstraintViolation) => Error::Conflict(ConflictReason::Duplicate(Box::new(e))),
+            _ => Error::Database(Box::new(e)),
+        }
+    }
+}
 
 /// SQLite-backed store.
 pub struct SqliteStore {
     /// The rare writes' connection (tenants, retention, plugins, secrets).
     rare: Arc<Mutex<Connection>>,
-    /// Group commit of the domain writes (`sqlite_writer.rs`).
+    /// Group commit of the domain writes (`writer.rs`).
     pub(crate) batch: Batcher,
-    /// Every read (`sqlite_reader.rs`).
+    /// Every read (`reader.rs`).
     pub(crate) readers: Arc<Readers>,
+    /// Where committed events go.
+    commits: Commits,
 }
 
 impl SqliteStore {
@@ -46,15 +68,17 @@ impl SqliteStore {
         let opened = path.clone();
         let (rare, writer) = tokio::task::spawn_blocking(move || {
             let mut rare = open_rw(&opened)?;
-            super::migrate::sqlite(&mut rare)?;
+            crate::store::migrate::sqlite(&mut rare)?;
             Ok::<_, Error>((rare, Writer::open(&opened)?))
         })
         .await
         .map_err(|e| Error::Internal(format!("opening the database failed: {e}")))??;
+        let commits = Commits::default();
         Ok(SqliteStore {
             rare: Arc::new(Mutex::new(rare)),
-            batch: Batcher::start(Arc::new(writer)),
+            batch: Batcher::start(Arc::new(writer), commits.clone()),
             readers: Arc::new(Readers::new(&path)),
+            commits,
         })
     }
 
@@ -166,10 +190,10 @@ fn tenant_row(r: &Row<'_>) -> rusqlite::Result<Tenant> {
 }
 
 /// A message's columns, in the order `message_row` takes them.
-pub(super) const MESSAGE_COLS: &str = "id, sender, recipient, product_id, body, created_at";
+pub(crate) const MESSAGE_COLS: &str = "id, sender, recipient, product_id, body, created_at";
 
 /// A row starting with `MESSAGE_COLS`.
-pub(super) fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
+pub(crate) fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
     Ok(Message {
         id: r.get(0)?,
         from: r.get(1)?,
@@ -188,6 +212,10 @@ impl Store for SqliteStore {
             .await
     }
 
+    fn commits(&self) -> &Commits {
+        &self.commits
+    }
+
     async fn create_tenant(&self, slug: &str, name: &str) -> Result<Tenant, Error> {
         let tenant = Tenant {
             slug: slug.into(),
@@ -204,7 +232,7 @@ impl Store for SqliteStore {
         })
         .await
         .map_err(|e| match e {
-            Error::Conflict(_) => Error::Conflict(format!("tenant {slug:?} already exists")),
+            Error::Conflict(_) => Error::Conflict(ConflictReason::TenantExists(slug.into())),
             other => other,
         })?;
         Ok(tenant)
@@ -239,8 +267,7 @@ impl Store for SqliteStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let (_, stored) = self.batch.write(Op::Append(events)).await?;
-        Ok(stored)
+        self.batch.append(events).await
     }
 
     async fn read(
@@ -319,10 +346,10 @@ impl Store for SqliteStore {
 
     async fn append_keyed(
         &self,
-        key: super::PublishKey,
+        key: crate::store::PublishKey,
         events: Vec<NewEvent>,
-    ) -> Result<super::Keyed, Error> {
-        batch::write_keyed(&self.batch, key, events).await
+    ) -> Result<crate::store::Keyed, Error> {
+        self.batch.keyed(key, events).await
     }
 
     async fn trim_publish_keys(&self, cutoff_ms: i64) -> Result<u64, Error> {

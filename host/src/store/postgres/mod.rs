@@ -5,7 +5,7 @@
 //! commit order across every node. A schema can be chosen in the URL
 //! (`?options=-csearch_path%3Dname`), which is how tests keep their data apart.
 
-use std::borrow::{Borrow, Cow};
+use std::borrow::Borrow;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +14,16 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::batch::{self, Applied, Batcher, Done, Op, Outcome};
-use super::{
-    assign_seqs, message_events, retained_last, tenant_counts, unread_event, Error, Message,
-    NewMessage, Notification, Page, Retained, Store, Tenant, TopicState,
-};
-use crate::bids::decision::created_event;
+mod bids;
+mod plugins;
+
 use crate::event::{NewEvent, Seq, StoredEvent};
+use crate::store::batch::{self, Applied, Batcher, Outcome, Write};
+use crate::store::{
+    assign_seqs, message_events, retained_last, tenant_counts, unread_event, Commits,
+    ConflictReason, Error, Message, NewMessage, Notification, Page, Retained, Store, Tenant,
+    TopicState,
+};
 
 /// How long a request waits for a pooled connection (a connection is
 /// pinged before it is handed out, so this also bounds that ping): a
@@ -36,11 +39,29 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// queued behind it, until the operating system gave up on the socket.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
 
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_) => Error::Unavailable(e.to_string()),
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                Error::Conflict(ConflictReason::Duplicate(Box::new(e)))
+            }
+            _ => Error::Database(Box::new(e)),
+        }
+    }
+}
+
 /// Postgres-backed store.
 pub struct PostgresStore {
     pub(crate) pool: PgPool,
     /// Group commit of the domain writes.
     pub(crate) batch: Batcher,
+    /// Where committed events go.
+    pub(crate) commits: Commits,
 }
 
 impl PostgresStore {
@@ -55,9 +76,14 @@ impl PostgresStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(opts)
             .await?;
-        super::migrate::postgres(&pool).await?;
-        let batch = Batcher::start(Arc::new(Writer { pool: pool.clone() }));
-        Ok(PostgresStore { pool, batch })
+        crate::store::migrate::postgres(&pool).await?;
+        let commits = Commits::default();
+        let batch = Batcher::start(Arc::new(Writer { pool: pool.clone() }), commits.clone());
+        Ok(PostgresStore {
+            pool,
+            batch,
+            commits,
+        })
     }
 }
 
@@ -70,29 +96,30 @@ struct Writer {
 
 #[async_trait]
 impl batch::Target for Writer {
-    async fn run(&self, ops: Arc<[Op]>) -> Result<Vec<Outcome>, Error> {
-        tokio::time::timeout(BATCH_TIMEOUT, self.transaction(ops))
+    async fn run(&self, mut writes: Vec<Write>) -> (Vec<Write>, Result<Vec<Outcome>, Error>) {
+        let done = tokio::time::timeout(BATCH_TIMEOUT, self.transaction(&mut writes))
             .await
             .unwrap_or_else(|_| {
                 Err(Error::Unavailable(format!(
                     "a write transaction did not finish within {} s",
                     BATCH_TIMEOUT.as_secs()
                 )))
-            })
+            });
+        (writes, done)
     }
 }
 
 impl Writer {
     /// One batch in one transaction.
-    async fn transaction(&self, ops: Arc<[Op]>) -> Result<Vec<Outcome>, Error> {
+    async fn transaction(&self, writes: &mut [Write]) -> Result<Vec<Outcome>, Error> {
         let mut tx = self.pool.begin().await?;
-        let mut applied = Vec::with_capacity(ops.len());
-        for op in ops.iter() {
-            applied.push(apply(&mut tx, op).await?);
+        let mut applied = Vec::with_capacity(writes.len());
+        for w in writes.iter_mut() {
+            applied.push(apply(&mut tx, w).await?);
         }
-        let stored = append_tx(&mut tx, &batch::events_of(&applied)).await?;
-        let outcomes = batch::split(applied, stored);
-        keep_keys(&mut tx, &ops, &outcomes).await?;
+        let stored = append_tx(&mut tx, &batch::events_of(writes, &applied)).await?;
+        let outcomes = batch::split(writes, applied, stored);
+        keep_keys(&mut tx, writes, &outcomes).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -102,9 +129,13 @@ impl Writer {
 /// is replaced; a live one (another node's write committed meanwhile, whose
 /// row lock this waited for, or another write of the batch) fails the batch,
 /// which is then run again and sees the key.
-async fn keep_keys(tx: &mut PgConnection, ops: &[Op], outcomes: &[Outcome]) -> Result<(), Error> {
+async fn keep_keys(
+    tx: &mut PgConnection,
+    writes: &[Write],
+    outcomes: &[Outcome],
+) -> Result<(), Error> {
     let now = crate::event::now_ms();
-    for (key, ids, ts) in batch::keyed_rows(ops, outcomes) {
+    for (key, ids, ts) in batch::keyed_rows(writes, outcomes) {
         let ids = serde_json::to_string(&ids).map_err(|e| Error::Internal(e.to_string()))?;
         let done = sqlx::query(
             "INSERT INTO publish_keys (tenant, key, hash, ids, ts, created_at) \
@@ -122,18 +153,20 @@ async fn keep_keys(tx: &mut PgConnection, ops: &[Op], outcomes: &[Outcome]) -> R
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(batch::key_raced());
+            // Another node's write, or another of this batch, took the
+            // key meanwhile: the batch is run again and this write sees it.
+            return Err(Error::KeyRaced);
         }
     }
     Ok(())
 }
 
-/// One write inside a batch's transaction.
-async fn apply<'a>(tx: &mut PgConnection, op: &'a Op) -> Result<Applied<'a>, Error> {
-    use crate::store::bids::postgres_impl as bids;
-    Ok(match op {
-        Op::Append(events) => Ok((Done::Appended, Cow::Borrowed(events.as_slice()))),
-        Op::Keyed(key, events) => {
+/// One write inside a batch's transaction: `Err` fails the batch, an inner
+/// `Err` refuses this write alone (it wrote nothing).
+async fn apply(tx: &mut PgConnection, w: &mut Write) -> Result<Applied, Error> {
+    match w {
+        Write::Append { .. } => {}
+        Write::Keyed { key, repeated, .. } => {
             let row: Option<(String, String, i64, i64)> = sqlx::query_as(
                 "SELECT hash, ids, ts, created_at FROM publish_keys WHERE tenant = $1 AND key = $2",
             )
@@ -141,9 +174,18 @@ async fn apply<'a>(tx: &mut PgConnection, op: &'a Op) -> Result<Applied<'a>, Err
             .bind(&key.key)
             .fetch_optional(&mut *tx)
             .await?;
-            batch::apply_keyed(key, events, row)
+            match batch::keyed_repeat(key, row) {
+                Ok(found) => *repeated = found,
+                Err(refused) => return Ok(Err(refused)),
+            }
         }
-        Op::Message(msg, notes) => {
+        Write::Message {
+            msg,
+            notes,
+            stored,
+            events,
+            ..
+        } => {
             let created_at = crate::event::now_ms();
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO messages (tenant, sender, recipient, product_id, body, created_at) \
@@ -157,7 +199,7 @@ async fn apply<'a>(tx: &mut PgConnection, op: &'a Op) -> Result<Applied<'a>, Err
             .bind(created_at)
             .fetch_one(&mut *tx)
             .await?;
-            let stored = Message {
+            let message = Message {
                 id,
                 from: msg.from.clone(),
                 to: msg.to.clone(),
@@ -166,37 +208,44 @@ async fn apply<'a>(tx: &mut PgConnection, op: &'a Op) -> Result<Applied<'a>, Err
                 created_at,
             };
             let unread = unread_in(tx, &msg.tenant, &msg.to).await?;
-            let events = message_events(&msg.tenant, &stored, notes, unread);
-            Ok((Done::Message(stored, unread), Cow::Owned(events)))
+            *events = message_events(&msg.tenant, &message, notes, unread);
+            *stored = Some((message, unread));
         }
-        Op::MarkRead(tenant, user, up_to) => {
+        Write::MarkRead {
+            tenant,
+            user,
+            up_to,
+            unread,
+            events,
+            ..
+        } => {
             sqlx::query(
                 "INSERT INTO message_reads (tenant, user_id, up_to) VALUES ($1, $2, $3) \
                  ON CONFLICT (tenant, user_id) DO UPDATE \
                  SET up_to = GREATEST(message_reads.up_to, excluded.up_to)",
             )
-            .bind(tenant)
-            .bind(user)
-            .bind(up_to)
+            .bind(&*tenant)
+            .bind(&*user)
+            .bind(*up_to)
             .execute(&mut *tx)
             .await?;
-            let unread = unread_in(tx, tenant, user).await?;
-            let events = vec![unread_event(tenant, user, unread)];
-            Ok((Done::Read(unread), Cow::Owned(events)))
+            *unread = unread_in(tx, tenant, user).await?;
+            *events = vec![unread_event(tenant, user, *unread)];
         }
-        Op::Bid(bid) => bids::insert_bid(tx, bid)
-            .await?
-            .map(|(b, new)| (Done::Bid(b, new), Cow::Owned(Vec::new()))),
-        Op::Product(p) => {
-            bids::insert_product(tx, p).await?;
-            Ok((Done::Product, Cow::Owned(vec![created_event(p)])))
-        }
+        Write::Bid { bid, stored, .. } => match bids::insert_bid(tx, bid).await? {
+            Ok(found) => *stored = Some(found),
+            Err(refused) => return Ok(Err(refused)),
+        },
+        Write::Product { product, .. } => bids::insert_product(tx, product).await?,
         // Cluster rounds lock the product in a transaction of their own
-        // (`postgres_bids.rs`) and never come through the batch.
-        Op::Round(_) => Err(Error::Internal(
-            "decision rounds are not batched in cluster mode".into(),
-        )),
-    })
+        // (`bids.rs`) and never come through the batch.
+        Write::Round { .. } => {
+            return Ok(Err(Error::Internal(
+                "decision rounds are not batched in cluster mode".into(),
+            )))
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// Appends inside the caller's transaction: bumps each tenant's counter (its
@@ -296,7 +345,7 @@ fn topic_row(row: &PgRow) -> Result<TopicState, sqlx::Error> {
 }
 
 /// A row with a message's columns (by name).
-pub(super) fn message_row(r: &PgRow) -> Result<Message, sqlx::Error> {
+pub(crate) fn message_row(r: &PgRow) -> Result<Message, sqlx::Error> {
     Ok(Message {
         id: r.try_get("id")?,
         from: r.try_get("sender")?,
@@ -322,6 +371,10 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    fn commits(&self) -> &Commits {
+        &self.commits
+    }
+
     async fn create_tenant(&self, slug: &str, name: &str) -> Result<Tenant, Error> {
         let created_at = crate::event::now_ms();
         sqlx::query("INSERT INTO tenants (slug, name, created_at) VALUES ($1, $2, $3)")
@@ -331,7 +384,7 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await
             .map_err(|e| match Error::from(e) {
-                Error::Conflict(_) => Error::Conflict(format!("tenant {slug:?} already exists")),
+                Error::Conflict(_) => Error::Conflict(ConflictReason::TenantExists(slug.into())),
                 other => other,
             })?;
         Ok(Tenant {
@@ -360,8 +413,7 @@ impl Store for PostgresStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let (_, stored) = self.batch.write(Op::Append(events)).await?;
-        Ok(stored)
+        self.batch.append(events).await
     }
 
     async fn read(
@@ -500,10 +552,10 @@ impl Store for PostgresStore {
 
     async fn append_keyed(
         &self,
-        key: super::PublishKey,
+        key: crate::store::PublishKey,
         events: Vec<NewEvent>,
-    ) -> Result<super::Keyed, Error> {
-        batch::write_keyed(&self.batch, key, events).await
+    ) -> Result<crate::store::Keyed, Error> {
+        self.batch.keyed(key, events).await
     }
 
     async fn trim_publish_keys(&self, cutoff_ms: i64) -> Result<u64, Error> {

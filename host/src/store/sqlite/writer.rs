@@ -15,13 +15,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::batch::{self, Done, Op, Outcome};
-use super::bids::sqlite_impl::{commit_round, insert_bid, insert_product};
-use super::{
+use super::bids::{commit_round, insert_bid, insert_product};
+use crate::event::{NewEvent, StoredEvent};
+use crate::store::batch::{self, Applied, Outcome, Write};
+use crate::store::{
     assign_seqs, message_events, retained_last, tenant_counts, unread_event, Error, Message,
 };
-use crate::bids::decision::created_event;
-use crate::event::{NewEvent, StoredEvent};
 
 /// The writer's connection; a batch holds it from `BEGIN` to `COMMIT`.
 pub(crate) struct Writer {
@@ -54,36 +53,45 @@ impl Writer {
 
 #[async_trait]
 impl batch::Target for Writer {
-    async fn run(&self, ops: Arc<[Op]>) -> Result<Vec<Outcome>, Error> {
+    async fn run(&self, mut writes: Vec<Write>) -> (Vec<Write>, Result<Vec<Outcome>, Error>) {
         let conn = self.conn.clone();
+        // The writes go to the blocking thread and come back with it; a
+        // thread that panicked takes them along (their callers see the
+        // writer gone).
         tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            run(&mut conn, &ops)
+            let done = run(&mut conn, &mut writes);
+            (writes, done)
         })
         .await
-        .map_err(|e| Error::Internal(format!("the writer thread failed: {e}")))?
+        .unwrap_or_else(|e| {
+            (
+                Vec::new(),
+                Err(Error::Internal(format!("the writer thread failed: {e}"))),
+            )
+        })
     }
 }
 
-fn run(conn: &mut Connection, ops: &[Op]) -> Result<Vec<Outcome>, Error> {
+fn run(conn: &mut Connection, writes: &mut [Write]) -> Result<Vec<Outcome>, Error> {
     // IMMEDIATE: take the write lock up front (the retention task writes
     // through another connection), so no statement fails to upgrade it.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut applied = Vec::with_capacity(ops.len());
-    for op in ops {
-        applied.push(apply(&tx, op)?);
+    let mut applied = Vec::with_capacity(writes.len());
+    for w in writes.iter_mut() {
+        applied.push(apply(&tx, w)?);
     }
-    let stored = append(&tx, &batch::events_of(&applied))?;
-    let outcomes = batch::split(applied, stored);
-    keep_keys(&tx, ops, &outcomes)?;
+    let stored = append(&tx, &batch::events_of(writes, &applied))?;
+    let outcomes = batch::split(writes, applied, stored);
+    keep_keys(&tx, writes, &outcomes)?;
     tx.commit()?;
     Ok(outcomes)
 }
 
 /// Writes the idempotency keys of the batch's keyed appends (an expired row
 /// is replaced; a live one means another write of the batch took the key).
-fn keep_keys(conn: &Connection, ops: &[Op], outcomes: &[Outcome]) -> Result<(), Error> {
-    let rows = batch::keyed_rows(ops, outcomes);
+fn keep_keys(conn: &Connection, writes: &[Write], outcomes: &[Outcome]) -> Result<(), Error> {
+    let rows = batch::keyed_rows(writes, outcomes);
     if rows.is_empty() {
         return Ok(());
     }
@@ -105,17 +113,20 @@ fn keep_keys(conn: &Connection, ops: &[Op], outcomes: &[Outcome]) -> Result<(), 
             key.since_ms
         ])?;
         if n == 0 {
-            return Err(batch::key_raced());
+            // Another node's write, or another of this batch, took the
+            // key meanwhile: the batch is run again and this write sees it.
+            return Err(Error::KeyRaced);
         }
     }
     Ok(())
 }
 
-fn apply<'a>(conn: &Connection, op: &'a Op) -> Result<batch::Applied<'a>, Error> {
-    use std::borrow::Cow;
-    Ok(match op {
-        Op::Append(events) => Ok((Done::Appended, Cow::Borrowed(events.as_slice()))),
-        Op::Keyed(key, events) => {
+/// One write inside the batch's transaction: `Err` fails the batch, an
+/// inner `Err` refuses this write alone (it wrote nothing).
+fn apply(conn: &Connection, w: &mut Write) -> Result<Applied, Error> {
+    match w {
+        Write::Append { .. } => {}
+        Write::Keyed { key, repeated, .. } => {
             let row = conn
                 .prepare_cached(
                     "SELECT hash, ids, ts, created_at FROM publish_keys WHERE tenant = ? AND key = ?",
@@ -124,9 +135,18 @@ fn apply<'a>(conn: &Connection, op: &'a Op) -> Result<batch::Applied<'a>, Error>
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })
                 .optional()?;
-            batch::apply_keyed(key, events, row)
+            match batch::keyed_repeat(key, row) {
+                Ok(found) => *repeated = found,
+                Err(refused) => return Ok(Err(refused)),
+            }
         }
-        Op::Message(msg, notes) => {
+        Write::Message {
+            msg,
+            notes,
+            stored,
+            events,
+            ..
+        } => {
             let created_at = crate::event::now_ms();
             let id: i64 = conn
                 .prepare_cached(
@@ -137,7 +157,7 @@ fn apply<'a>(conn: &Connection, op: &'a Op) -> Result<batch::Applied<'a>, Error>
                     params![msg.tenant, msg.from, msg.to, msg.product_id, msg.body, created_at],
                     |r| r.get(0),
                 )?;
-            let stored = Message {
+            let message = Message {
                 id,
                 from: msg.from.clone(),
                 to: msg.to.clone(),
@@ -145,38 +165,36 @@ fn apply<'a>(conn: &Connection, op: &'a Op) -> Result<batch::Applied<'a>, Error>
                 body: msg.body.clone(),
                 created_at,
             };
-            let unread = unread(conn, &msg.tenant, &msg.to)?;
-            let events = message_events(&msg.tenant, &stored, notes, unread);
-            Ok((Done::Message(stored, unread), Cow::Owned(events)))
+            let count = unread(conn, &msg.tenant, &msg.to)?;
+            *events = message_events(&msg.tenant, &message, notes, count);
+            *stored = Some((message, count));
         }
-        Op::MarkRead(tenant, user, up_to) => {
+        Write::MarkRead {
+            tenant,
+            user,
+            up_to,
+            unread: left,
+            events,
+            ..
+        } => {
             conn.prepare_cached(
                 "INSERT INTO message_reads (tenant, user_id, up_to) VALUES (?, ?, ?) \
                  ON CONFLICT (tenant, user_id) DO UPDATE SET up_to = max(up_to, excluded.up_to)",
             )?
-            .execute(params![tenant, user, up_to])?;
-            let unread = unread(conn, tenant, user)?;
-            let events = vec![unread_event(tenant, user, unread)];
-            Ok((Done::Read(unread), Cow::Owned(events)))
+            .execute(params![&*tenant, &*user, *up_to])?;
+            *left = unread(conn, tenant, user)?;
+            *events = vec![unread_event(tenant, user, *left)];
         }
-        Op::Bid(bid) => {
-            insert_bid(conn, bid)?.map(|(b, new)| (Done::Bid(b, new), Cow::Owned(Vec::new())))
-        }
-        Op::Product(p) => {
-            insert_product(conn, p)?;
-            Ok((Done::Product, Cow::Owned(vec![created_event(p)])))
-        }
+        Write::Bid { bid, stored, .. } => match insert_bid(conn, bid)? {
+            Ok(found) => *stored = Some(found),
+            Err(refused) => return Ok(Err(refused)),
+        },
+        Write::Product { product, .. } => insert_product(conn, product)?,
         // The round was decided off this thread; here it is only checked
         // against what it read and written.
-        Op::Round(w) => {
-            if commit_round(conn, w)? {
-                let events = w.round.events.as_slice();
-                Ok((Done::Decided(w.round.outcomes.len()), Cow::Borrowed(events)))
-            } else {
-                Ok((Done::Stale, Cow::Owned(Vec::new())))
-            }
-        }
-    })
+        Write::Round { write, written, .. } => *written = commit_round(conn, write)?,
+    }
+    Ok(Ok(()))
 }
 
 /// Bumps each tenant's counter once, inserts the events and writes each

@@ -1,18 +1,19 @@
 //! `BidStore` on SQLite: reads on the store's read connections, writes
-//! through its batch writer (whose transaction runs the steps in
-//! `bids::sqlite_impl`). Decision rounds are optimistic: read, decide on a
-//! blocking thread of the round's own, then commit through the batch only if
-//! the product and its bids are unchanged (see `bids.rs`).
+//! through its batch writer, whose transaction runs the steps below (the
+//! inserts, and the check-then-write of a round). Decision rounds are
+//! optimistic: read, decide on a blocking thread of the round's own, then
+//! commit through the batch only if the product and its bids are unchanged
+//! (see `store/bids.rs`). The row mappers are here too.
 
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::bids::sqlite_impl::{bid_row, product_row, read_round};
-use super::bids::*;
-use super::sqlite::SqliteStore;
-use super::Error;
-use crate::bids::{Bid, Product};
+use super::SqliteStore;
+use crate::bids::{Bid, BidStatus, Product, ProductStatus};
 use crate::event::StoredEvent;
+use crate::store::bids::*;
+use crate::store::Error;
 
 /// Times a round is decided again after finding what it read changed
 /// before it could commit. Only a round of another process on the same
@@ -67,7 +68,7 @@ impl BidStore for SqliteStore {
         product_id: &str,
         limit: usize,
         rules: Rules,
-    ) -> Result<(usize, Vec<StoredEvent>), Error> {
+    ) -> Result<RoundSummary, Error> {
         for attempt in 1..=ROUND_ATTEMPTS {
             let id = product_id.to_string();
             let read = self
@@ -75,9 +76,9 @@ impl BidStore for SqliteStore {
                 .with(move |c| read_round(c, &id, limit))
                 .await?;
             let Some((product, bids, more)) = read else {
-                return Ok((0, Vec::new()));
+                return Ok(RoundSummary::default());
             };
-            let (read_version, read_status) = (product.version, product.status.clone());
+            let (read_version, read_status) = (product.version, product.status);
             let rules = rules.clone();
             let (round, before) = tokio::task::spawn_blocking(move || {
                 let before = product.clone();
@@ -86,7 +87,7 @@ impl BidStore for SqliteStore {
             .await
             .map_err(|e| Error::Internal(format!("a decision round failed: {e}")))?;
             if idle(&round, &before) {
-                return Ok((0, Vec::new()));
+                return Ok(RoundSummary::default());
             }
             let write = RoundWrite {
                 read_version,
@@ -100,8 +101,8 @@ impl BidStore for SqliteStore {
                 }
             }
         }
-        Err(Error::Conflict(format!(
-            "the product changed during {ROUND_ATTEMPTS} decision rounds in a row"
+        Err(Error::Conflict(super::ConflictReason::RoundsContended(
+            ROUND_ATTEMPTS,
         )))
     }
 
@@ -153,6 +154,227 @@ impl BidStore for SqliteStore {
     }
 }
 
+impl ToSql for ProductStatus {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for ProductStatus {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        value
+            .as_str()?
+            .parse()
+            .map_err(|e| FromSqlError::Other(Box::new(e)))
+    }
+}
+
+impl ToSql for BidStatus {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for BidStatus {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        value
+            .as_str()?
+            .parse()
+            .map_err(|e| FromSqlError::Other(Box::new(e)))
+    }
+}
+
+/// Inserts a product (its event is appended by the batch).
+pub(crate) fn insert_product(conn: &Connection, p: &Product) -> Result<(), Error> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO products ({PRODUCT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ))?
+    .execute(params![
+        p.id,
+        p.tenant,
+        p.seller_id,
+        p.title,
+        p.starting_price,
+        p.min_increment,
+        p.anti_snipe_ms,
+        p.ends_at,
+        p.status,
+        p.current_bid,
+        p.leader,
+        p.bid_count,
+        p.version,
+        p.created_at
+    ])?;
+    Ok(())
+}
+
+/// Inserts a queued bid, or finds the one stored under its idempotency key
+/// (a key used for another bid is refused inside, with nothing written).
+pub(crate) fn insert_bid(
+    conn: &Connection,
+    bid: &Bid,
+) -> Result<Result<(Bid, bool), Error>, Error> {
+    let inserted = conn
+        .prepare_cached(&format!(
+            "INSERT INTO bids ({BID_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT DO NOTHING"
+        ))?
+        .execute(params![
+            bid.id,
+            bid.tenant,
+            bid.product_id,
+            bid.bidder_id,
+            bid.amount,
+            bid.idempotency_key,
+            bid.status,
+            bid.reason,
+            bid.decided_by,
+            bid.created_at,
+            bid.decided_at
+        ])?;
+    if inserted == 1 {
+        return Ok(Ok((bid.clone(), true)));
+    }
+    let existing = conn
+        .prepare_cached(&format!(
+            "SELECT {BID_COLS} FROM bids WHERE tenant = ? AND bidder_id = ? AND idempotency_key = ?"
+        ))?
+        .query_row(
+            params![bid.tenant, bid.bidder_id, bid.idempotency_key],
+            bid_row,
+        )
+        .optional()?;
+    Ok(same_bid(existing, bid))
+}
+
+/// A round's consistent read, in one read transaction: the product,
+/// its first `limit` queued bids in order, and whether more are queued
+/// (`None`: no such product).
+pub(crate) fn read_round(
+    conn: &Connection,
+    product_id: &str,
+    limit: usize,
+) -> Result<Option<(Product, Vec<Bid>, bool)>, Error> {
+    let tx = conn.unchecked_transaction()?;
+    let product = tx
+        .prepare_cached(&format!("SELECT {PRODUCT_COLS} FROM products WHERE id = ?"))?
+        .query_row(params![product_id], product_row)
+        .optional()?;
+    let Some(product) = product else {
+        return Ok(None);
+    };
+    let mut bids = tx
+        .prepare_cached(&format!(
+            "SELECT {BID_COLS} FROM bids WHERE product_id = ? AND status = 'queued' \
+             ORDER BY n LIMIT ?"
+        ))?
+        .query_map(params![product_id, limit as i64 + 1], bid_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    drop(tx);
+    let more = bids.len() > limit;
+    bids.truncate(limit);
+    Ok(Some((product, bids, more)))
+}
+
+/// Commits a round decided off the writer, inside the batch's
+/// transaction, if what it read still holds: the product's version, each
+/// of its bids still queued, and (when it closes the auction) no other
+/// bid queued. Returns whether it wrote (`false`: stale, nothing
+/// written; the round is run again from its read); the batch appends the
+/// round's events.
+pub(crate) fn commit_round(conn: &Connection, w: &RoundWrite) -> Result<bool, Error> {
+    let round = &w.round;
+    let p = &round.product;
+    let version: Option<i64> = conn
+        .prepare_cached("SELECT version FROM products WHERE id = ?")?
+        .query_row(params![p.id], |r| r.get(0))
+        .optional()?;
+    if version != Some(w.read_version) {
+        return Ok(false);
+    }
+    let mut status = conn.prepare_cached("SELECT status FROM bids WHERE id = ?")?;
+    for o in &round.outcomes {
+        let s: Option<BidStatus> = status
+            .query_row(params![o.bid_id], |r| r.get(0))
+            .optional()?;
+        if s != Some(BidStatus::Queued) {
+            return Ok(false);
+        }
+    }
+    if w.closes() {
+        let queued: i64 = conn
+            .prepare_cached("SELECT count(*) FROM bids WHERE product_id = ? AND status = 'queued'")?
+            .query_row(params![p.id], |r| r.get(0))?;
+        if queued != round.outcomes.len() as i64 {
+            return Ok(false);
+        }
+    }
+    let now = crate::event::now_ms();
+    let mut decide = conn.prepare_cached(
+        "UPDATE bids SET status = ?, reason = ?, decided_by = ?, decided_at = ?, \
+         decision_input = ? WHERE id = ? AND status = 'queued'",
+    )?;
+    for o in &round.outcomes {
+        decide.execute(params![
+            o.status,
+            o.reason,
+            round.decided_by,
+            now,
+            o.input,
+            o.bid_id
+        ])?;
+    }
+    conn.prepare_cached(
+        "UPDATE products SET status = ?, current_bid = ?, leader = ?, bid_count = ?, \
+         version = ?, ends_at = ? WHERE id = ?",
+    )?
+    .execute(params![
+        p.status,
+        p.current_bid,
+        p.leader,
+        p.bid_count,
+        p.version,
+        p.ends_at,
+        p.id
+    ])?;
+    Ok(true)
+}
+
+pub(crate) fn product_row(r: &Row<'_>) -> rusqlite::Result<Product> {
+    Ok(Product {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        seller_id: r.get(2)?,
+        title: r.get(3)?,
+        starting_price: r.get(4)?,
+        min_increment: r.get(5)?,
+        anti_snipe_ms: r.get(6)?,
+        ends_at: r.get(7)?,
+        status: r.get(8)?,
+        current_bid: r.get(9)?,
+        leader: r.get(10)?,
+        bid_count: r.get(11)?,
+        version: r.get(12)?,
+        created_at: r.get(13)?,
+    })
+}
+
+pub(crate) fn bid_row(r: &Row<'_>) -> rusqlite::Result<Bid> {
+    Ok(Bid {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        product_id: r.get(2)?,
+        bidder_id: r.get(3)?,
+        amount: r.get(4)?,
+        idempotency_key: r.get(5)?,
+        status: r.get(6)?,
+        reason: r.get(7)?,
+        decided_by: r.get(8)?,
+        created_at: r.get(9)?,
+        decided_at: r.get(10)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -183,7 +405,7 @@ mod tests {
             bidder_id: who.into(),
             amount,
             idempotency_key: None,
-            status: "queued".into(),
+            status: crate::bids::BidStatus::Queued,
             reason: None,
             decided_by: None,
             created_at: crate::event::now_ms(),
@@ -211,7 +433,7 @@ mod tests {
             min_increment: 10,
             anti_snipe_ms: 0,
             ends_at: None,
-            status: "open".into(),
+            status: crate::bids::ProductStatus::Open,
             current_bid: None,
             leader: None,
             bid_count: 0,
@@ -245,16 +467,22 @@ mod tests {
                 )
             })
         };
-        let (n, events) = store.decide("p1", 10, rules).await.expect("round");
-        assert_eq!((n, events.len()), (0, 0), "the stale round wrote nothing");
+        let done = store.decide("p1", 10, rules).await.expect("round");
+        assert_eq!(
+            (done.len(), done.events.len()),
+            (0, 0),
+            "the stale round wrote nothing"
+        );
         assert_eq!(
             calls.load(Ordering::SeqCst),
             2,
             "decided again after a fresh read"
         );
-        let (n, events) = competing.lock().expect("lock").take().expect("competed");
-        assert_eq!(n, 2);
-        let accepted: Vec<&str> = events
+        let done = competing.lock().expect("lock").take().expect("competed");
+        assert_eq!((done.len(), done.accepted, done.rejected), (2, 2, 0));
+        assert_eq!(done.decided, ["b1", "b2"]);
+        let accepted: Vec<&str> = done
+            .events
             .iter()
             .filter(|e| e.kind == "bid.accepted")
             .map(|e| e.topic.as_str())
@@ -268,7 +496,7 @@ mod tests {
         assert_eq!((p.bid_count, p.version), (2, 3));
         for id in ["b1", "b2"] {
             let b = store.bid(id).await.expect("read").expect("bid");
-            assert_eq!(b.status, "accepted", "{b:?}");
+            assert_eq!(b.status, crate::bids::BidStatus::Accepted, "{b:?}");
         }
         let page = store
             .read("acme", &["product:p1".into()], Some(0), 100)
