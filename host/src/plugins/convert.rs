@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use super::registry::{Access, FilterOutcome};
-use super::wasm::{bindings::types, CallError};
+use super::wasm::{bindings::types, GuestFailure};
 use crate::bids::decision::Verdict;
 use crate::bids::{Bid, Product};
 use crate::event::StoredEvent;
@@ -70,12 +70,12 @@ fn cut(s: String, chars: usize) -> String {
 }
 
 /// A verdict the host can apply, or why not.
-pub fn verdict(v: types::Verdict, now: i64) -> Result<Verdict, CallError> {
+pub fn verdict(v: types::Verdict, now: i64) -> Result<Verdict, GuestFailure> {
     match v {
         types::Verdict::Accept(effects) => {
             if let Some(t) = effects.extend_to {
                 if t < now || t > now.saturating_add(MAX_EXTENSION_MS) {
-                    return Err(CallError::bad_output(format!(
+                    return Err(GuestFailure::bad_output(format!(
                         "extend-to {t} is outside [now, now + 7 days]"
                     )));
                 }
@@ -86,7 +86,7 @@ pub fn verdict(v: types::Verdict, now: i64) -> Result<Verdict, CallError> {
         }
         types::Verdict::Reject(r) => {
             if !valid_code(&r.code) {
-                return Err(CallError::bad_output(
+                return Err(GuestFailure::bad_output(
                     "a rejection code must be 1-64 characters of a-z, 0-9 and '_'",
                 ));
             }
@@ -116,26 +116,26 @@ fn valid_user(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
 }
 
-fn json_object(text: &str, what: &str) -> Result<Map<String, Value>, CallError> {
+fn json_object(text: &str, what: &str) -> Result<Map<String, Value>, GuestFailure> {
     if text.len() > MAX_DATA_BYTES {
-        return Err(CallError::bad_output(format!(
+        return Err(GuestFailure::bad_output(format!(
             "{what} is {} bytes; the limit is {MAX_DATA_BYTES}",
             text.len()
         )));
     }
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(CallError::bad_output(format!(
+        Ok(_) => Err(GuestFailure::bad_output(format!(
             "{what} is not a JSON object"
         ))),
-        Err(e) => Err(CallError::bad_output(format!("{what} is not JSON: {e}"))),
+        Err(e) => Err(GuestFailure::bad_output(format!("{what} is not JSON: {e}"))),
     }
 }
 
 /// Notifications the host can publish, or why not.
-pub fn notifications(list: Vec<types::Notification>) -> Result<Vec<Notification>, CallError> {
+pub fn notifications(list: Vec<types::Notification>) -> Result<Vec<Notification>, GuestFailure> {
     if list.len() > MAX_NOTIFICATIONS {
-        return Err(CallError::bad_output(format!(
+        return Err(GuestFailure::bad_output(format!(
             "{} notifications; the limit is {MAX_NOTIFICATIONS}",
             list.len()
         )));
@@ -143,19 +143,19 @@ pub fn notifications(list: Vec<types::Notification>) -> Result<Vec<Notification>
     list.into_iter()
         .map(|n| {
             if !valid_user(&n.recipient) {
-                return Err(CallError::bad_output(format!(
+                return Err(GuestFailure::bad_output(format!(
                     "recipient {:?} is not a user id",
                     cut(n.recipient, 40)
                 )));
             }
             if crate::event::validate_kind(&n.kind).is_err() {
-                return Err(CallError::bad_output(format!(
+                return Err(GuestFailure::bad_output(format!(
                     "kind {:?} is not an event type",
                     cut(n.kind, 40)
                 )));
             }
             if n.preview.chars().count() > MAX_PREVIEW_CHARS {
-                return Err(CallError::bad_output(format!(
+                return Err(GuestFailure::bad_output(format!(
                     "a preview is longer than {MAX_PREVIEW_CHARS} characters"
                 )));
             }
@@ -214,7 +214,7 @@ pub fn event(e: &StoredEvent) -> types::Event {
 }
 
 /// A filter result the host can apply, or why not.
-pub fn filter_result(r: types::FilterResult) -> Result<FilterOutcome, CallError> {
+pub fn filter_result(r: types::FilterResult) -> Result<FilterOutcome, GuestFailure> {
     Ok(match r {
         types::FilterResult::Drop => FilterOutcome::Drop,
         types::FilterResult::Pass => FilterOutcome::Pass,
@@ -239,12 +239,12 @@ pub fn filter_json(o: &FilterOutcome) -> Value {
 }
 
 /// An authorization the host can apply, or why not.
-pub fn access(a: types::Authorization) -> Result<Access, CallError> {
+pub fn access(a: types::Authorization) -> Result<Access, GuestFailure> {
     match a {
         types::Authorization::Allow => Ok(Access::Allow),
         types::Authorization::Refuse(r) => {
             if !valid_code(&r.code) {
-                return Err(CallError::bad_output(
+                return Err(GuestFailure::bad_output(
                     "a refusal code must be 1-64 characters of a-z, 0-9 and '_'",
                 ));
             }

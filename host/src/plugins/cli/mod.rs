@@ -21,7 +21,7 @@ pub use replay::{
 };
 
 use super::registry::content_hash;
-use super::wasm::{CallError, HostError, Limits, WasmHost};
+use super::wasm::{CallResult, GuestFailure, HostError, HostFault, Limits, WasmHost};
 use super::Slot;
 
 /// Why a `switchyard plugin` command cannot run.
@@ -107,8 +107,45 @@ pub(super) fn slot_and_cases(cases: &Value) -> Result<(Slot, &Vec<Value>), CliEr
     Ok((slot, list))
 }
 
-pub(super) fn error_json(e: &CallError) -> Value {
-    json!({ "error": e.kind.as_str(), "message": e.message })
+/// Why a call gave no answer, for reports that show a guest's failures and
+/// the host's faults side by side.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// The guest failed.
+    Guest(GuestFailure),
+    /// The host could not run the call.
+    Host(HostFault),
+}
+
+impl Failure {
+    /// The failure's kind (`trap`, ..., or `host_fault`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::Guest(e) => e.kind.as_str(),
+            Failure::Host(_) => "host_fault",
+        }
+    }
+
+    /// Details.
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Guest(e) => &e.message,
+            Failure::Host(e) => &e.message,
+        }
+    }
+}
+
+/// A call's outcome with both kinds of failure side by side.
+pub(super) fn settle<T>(r: CallResult<T>) -> Result<T, Failure> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Failure::Guest(e)),
+        Err(e) => Err(Failure::Host(e)),
+    }
+}
+
+pub(super) fn error_json(e: &Failure) -> Value {
+    json!({ "error": e.kind(), "message": e.message() })
 }
 
 pub(super) fn config_of(v: Option<&Value>) -> BTreeMap<String, String> {

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
-use crate::plugins::wasm::CallError;
+use crate::plugins::wasm::{CallResult, GuestFailure};
 
 /// Disagreement examples kept per shadow candidate.
 const SHADOW_EXAMPLES: usize = 10;
@@ -53,12 +53,30 @@ impl ShadowStats {
 }
 
 /// Records a shadow comparison: `ours` is what was applied, `input` makes
-/// the example's input (built only for a disagreement).
+/// the example's input (built only for a disagreement). A candidate call
+/// the host could not run compares nothing: it is logged, and counted with
+/// the slot's host faults.
+pub(super) fn compare_call(
+    st: &super::slot::SlotInfo,
+    input: impl FnOnce() -> Value,
+    ours: Value,
+    theirs: CallResult<Value>,
+) {
+    match theirs {
+        Ok(theirs) => compare(&st.shadow_stats, input, ours, theirs),
+        Err(e) => {
+            st.stats.host_faults.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(plugin = %st.label(), error = %e, "host fault in a shadow call; nothing compared");
+        }
+    }
+}
+
+/// Records a shadow comparison of answers the candidate gave or failed.
 pub(super) fn compare(
     ss: &ShadowStats,
     input: impl FnOnce() -> Value,
     ours: Value,
-    theirs: Result<Value, CallError>,
+    theirs: Result<Value, GuestFailure>,
 ) {
     ss.compared.fetch_add(1, Ordering::Relaxed);
     let theirs = match theirs {
@@ -116,7 +134,7 @@ mod tests {
     #[test]
     fn a_failed_candidate_call_is_a_failure_and_a_disagreement() {
         let ss = ShadowStats::default();
-        let err = CallError {
+        let err = GuestFailure {
             kind: FailKind::Trap,
             message: "boom".into(),
         };
