@@ -27,6 +27,7 @@ pub mod wasm;
 pub mod watch;
 pub mod world;
 
+pub use filtered::{EventFilters, NoFilters, ShapeFilter};
 pub use registry::{Access, FilterOutcome, Mode, PluginError, Plugins, TenantFilter};
 
 use tokio_util::sync::CancellationToken;
