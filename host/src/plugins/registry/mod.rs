@@ -46,11 +46,13 @@ use crate::store::plugins::PluginStore;
 pub use admin::{Mode, PluginError};
 pub use authorizer::{Access, StreamAuthorizer};
 pub use filter::{FilterOutcome, TenantFilter};
+pub use shadow::{ShadowExample, ShadowView};
 pub use shaper::outbid_input;
 pub use shapes::{TooManyShapes, MAX_SHAPES_PER_TENANT, SHAPE_PARAMS_KEY};
 pub use slot::{Compiling, LoadError, SlotState, Version};
 pub use stats::CallStats;
 pub use validator::RoundValidator;
+pub use view::{ActiveView, Latency, PluginsView, SlotDetails, SlotView};
 
 /// A slot state and the version of it that answers.
 type Serving<W> = (Arc<SlotState<W>>, Arc<Version<W>>);
