@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::cases::{call_case, Case};
-use super::{config_of, slot_and_cases, CliError};
+use super::{case_config, read_cases, Cases, CliError};
 use crate::plugins::wasm::{CallCtx, Limits, WasmHost};
 use crate::plugins::world::by_world;
 
@@ -32,29 +32,26 @@ pub struct BenchReport {
 /// rules, with the inputs already in their WIT form and instances reused
 /// between calls.
 pub fn bench(bytes: &[u8], cases: &Value, calls: usize) -> Result<BenchReport, CliError> {
-    let (slot, list) = slot_and_cases(cases)?;
-    if list.is_empty() {
+    let cases = read_cases(cases)?;
+    if cases.list.is_empty() {
         return Err(CliError::Cases("a non-empty \"cases\" array"));
     }
-    by_world!(slot, W => bench_in::<W>(bytes, cases, list, calls))
+    by_world!(cases.slot, W => bench_in::<W>(bytes, &cases, calls))
 }
 
-fn bench_in<W: Case>(
-    bytes: &[u8],
-    cases: &Value,
-    list: &[Value],
-    calls: usize,
-) -> Result<BenchReport, CliError> {
+fn bench_in<W: Case>(bytes: &[u8], cases: &Cases, calls: usize) -> Result<BenchReport, CliError> {
     let slot = W::SLOT;
     let host = WasmHost::new(Limits::default())?;
     let linked = host.link::<W>(&host.compile(bytes)?)?;
-    let base = config_of(cases.get("config"));
     let mut runs: Vec<(CallCtx<W>, W::Owned)> = Vec::new();
-    for case in list {
-        let mut config = base.clone();
-        config.extend(config_of(case.get("config")));
-        let call = CallCtx::new(config, format!("{slot}#bench"));
-        runs.push((call, W::input(&case["input"])));
+    for (i, case) in cases.list.iter().enumerate() {
+        let call = CallCtx::new(
+            case_config(&cases.config, &case.config),
+            format!("{slot}#bench"),
+        );
+        let input = W::input(&case.input)
+            .map_err(|e| CliError::CasesFile(format!("case {}: {e}", i + 1)))?;
+        runs.push((call, input));
     }
     let run = |i: usize| {
         let (call, input) = &runs[i % runs.len()];

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use super::{config_of, error_json, settle, slot_and_cases, CliError, Failure};
+use super::{case_config, error_json, file, read_cases, settle, CliError, Failure};
 use crate::plugins::convert;
 use crate::plugins::wasm::{bindings::types, CallCtx, GuestFailure, Limits, Linked, WasmHost};
 use crate::plugins::world::{
@@ -31,8 +31,8 @@ pub fn matches(expect: &Value, actual: &Value) -> bool {
 pub trait Case: World {
     /// The input, owned.
     type Owned;
-    /// Reads a case's `input`.
-    fn input(input: &Value) -> Self::Owned;
+    /// Reads a case's `input` (an error says which field is wrong).
+    fn input(input: &Value) -> Result<Self::Owned, String>;
     /// The input as a call takes it.
     fn borrow(owned: &Self::Owned) -> Self::Input<'_>;
     /// An answer that passed the host's output rules.
@@ -45,12 +45,9 @@ pub trait Case: World {
 
 impl Case for Validator {
     type Owned = (types::Bid, types::Product, i64);
-    fn input(input: &Value) -> Self::Owned {
-        (
-            convert::bid_from_json(&input["bid"]),
-            convert::product_from_json(&input["product"]),
-            input["now"].as_i64().unwrap_or_default(),
-        )
+    fn input(input: &Value) -> Result<Self::Owned, String> {
+        let i: file::BidValidatorInput = file::input(input)?;
+        Ok((i.bid.into(), i.product.into(), i.now))
     }
     fn borrow((bid, product, now): &Self::Owned) -> ValidateInput<'_> {
         ValidateInput {
@@ -70,8 +67,9 @@ impl Case for Validator {
 
 impl Case for Shaper {
     type Owned = types::Message;
-    fn input(input: &Value) -> Self::Owned {
-        convert::message_from_json(&input["message"])
+    fn input(input: &Value) -> Result<Self::Owned, String> {
+        let i: file::NotificationShaperInput = file::input(input)?;
+        Ok(i.message.into())
     }
     fn borrow(owned: &Self::Owned) -> &types::Message {
         owned
@@ -90,11 +88,9 @@ impl Case for Shaper {
 
 impl Case for Filter {
     type Owned = (types::Event, Vec<(String, String)>);
-    fn input(input: &Value) -> Self::Owned {
-        (
-            convert::event_from_json(&input["event"]),
-            convert::subscription_from_json(&input["subscription"]),
-        )
+    fn input(input: &Value) -> Result<Self::Owned, String> {
+        let i: file::EventFilterInput = file::input(input)?;
+        Ok((i.event.into(), i.subscription.pairs()))
     }
     fn borrow((event, subscription): &Self::Owned) -> FilterInput<'_> {
         FilterInput {
@@ -113,8 +109,9 @@ impl Case for Filter {
 
 impl Case for Authorizer {
     type Owned = types::StreamRequest;
-    fn input(input: &Value) -> Self::Owned {
-        convert::stream_request_from_json(&input["request"])
+    fn input(input: &Value) -> Result<Self::Owned, String> {
+        let i: file::StreamAuthorizerInput = file::input(input)?;
+        Ok(i.request.into())
     }
     fn borrow(owned: &Self::Owned) -> &types::StreamRequest {
         owned
@@ -141,14 +138,19 @@ pub(super) fn call_case<W: Case>(
 }
 
 /// Runs one case input through a linked component, applying the host's
-/// output rules; a failed call is `{"error": kind, "message"}`.
+/// output rules; a failed call is `{"error": kind, "message"}`, an input
+/// not in the format `{"error": "bad_input", "message"}`.
 pub fn run_case<W: Case>(
     host: &WasmHost,
     linked: &Linked<W>,
     call: &CallCtx<W>,
     input: &Value,
 ) -> Value {
-    match call_case(host, linked, call, &W::input(input)) {
+    let input = match W::input(input) {
+        Ok(i) => i,
+        Err(message) => return serde_json::json!({ "error": "bad_input", "message": message }),
+    };
+    match call_case(host, linked, call, &input) {
         Ok(a) => W::json(&a),
         Err(e) => error_json(&e),
     }
@@ -157,32 +159,27 @@ pub fn run_case<W: Case>(
 /// `plugin test`: runs every case of `cases` (see `docs/plugins.md`).
 /// Returns the report and the number of failed cases.
 pub fn test(bytes: &[u8], cases: &Value) -> Result<(String, usize), CliError> {
-    let (slot, list) = slot_and_cases(cases)?;
-    by_world!(slot, W => test_in::<W>(bytes, cases, list))
+    let cases = read_cases(cases)?;
+    by_world!(cases.slot, W => test_in::<W>(bytes, &cases))
 }
 
-fn test_in<W: Case>(
-    bytes: &[u8],
-    cases: &Value,
-    list: &[Value],
-) -> Result<(String, usize), CliError> {
+fn test_in<W: Case>(bytes: &[u8], cases: &super::Cases) -> Result<(String, usize), CliError> {
     let slot = W::SLOT;
     let host = WasmHost::new(Limits::default())?;
     let component = host.compile(bytes)?;
     let linked = host.link::<W>(&component)?;
-    let base = config_of(cases.get("config"));
+    let list = &cases.list;
     let mut out = String::new();
     let mut failed = 0;
     for (i, case) in list.iter().enumerate() {
-        let name = case["name"]
-            .as_str()
-            .map(str::to_string)
+        let name = case
+            .name
+            .clone()
             .unwrap_or_else(|| format!("case {}", i + 1));
-        let mut config = base.clone();
-        config.extend(config_of(case.get("config")));
+        let config = case_config(&cases.config, &case.config);
         let call = CallCtx::new(config, format!("{slot}#test"));
-        let actual = run_case(&host, &linked, &call, &case["input"]);
-        let expect = &case["expect"];
+        let actual = run_case(&host, &linked, &call, &case.input);
+        let expect = &case.expect;
         if matches(expect, &actual) {
             let _ = writeln!(out, "ok    {name}");
         } else {

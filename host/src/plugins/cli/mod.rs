@@ -7,6 +7,10 @@
 
 mod bench;
 mod cases;
+/// The cases file's types, one source with the guest SDK's
+/// (`switchyard_plugin::testing::file`).
+#[path = "../../../../plugins/switchyard-plugin/src/testing/file.rs"]
+pub mod file;
 mod replay;
 
 use std::collections::BTreeMap;
@@ -33,6 +37,9 @@ pub enum CliError {
     /// The cases file lacks what the command needs.
     #[error("the cases file needs {0}")]
     Cases(&'static str),
+    /// The cases file is not in the format (a field of the wrong type, ...).
+    #[error("the cases file cannot be read: {0}")]
+    CasesFile(String),
     /// The cases file names a slot there is not.
     #[error("unknown slot {0:?}")]
     UnknownSlot(String),
@@ -95,16 +102,33 @@ pub fn slot_of(bytes: &[u8]) -> Result<Slot, CliError> {
         })
 }
 
-/// A cases file's slot and its list of cases.
-pub(super) fn slot_and_cases(cases: &Value) -> Result<(Slot, &Vec<Value>), CliError> {
-    let name = cases["slot"]
-        .as_str()
-        .ok_or(CliError::Cases("a \"slot\""))?;
-    let slot = Slot::parse(name).ok_or_else(|| CliError::UnknownSlot(name.to_string()))?;
-    let list = cases["cases"]
-        .as_array()
-        .ok_or(CliError::Cases("a \"cases\" array"))?;
-    Ok((slot, list))
+/// A cases file read: its slot, the configuration of every case, and the
+/// cases.
+pub(super) struct Cases {
+    pub(super) slot: Slot,
+    pub(super) config: file::Params,
+    pub(super) list: Vec<file::Case>,
+}
+
+/// Reads a cases file.
+pub(super) fn read_cases(cases: &Value) -> Result<Cases, CliError> {
+    let f: file::CasesFile =
+        serde_json::from_value(cases.clone()).map_err(|e| CliError::CasesFile(e.to_string()))?;
+    let name = f.slot.ok_or(CliError::Cases("a \"slot\""))?;
+    let slot = Slot::parse(&name).ok_or(CliError::UnknownSlot(name))?;
+    let list = f.cases.ok_or(CliError::Cases("a \"cases\" array"))?;
+    Ok(Cases {
+        slot,
+        config: f.config,
+        list,
+    })
+}
+
+/// A case's configuration: the file's, with the case's on top.
+pub(super) fn case_config(base: &file::Params, case: &file::Params) -> BTreeMap<String, String> {
+    let mut config = base.0.clone();
+    config.extend(case.0.clone());
+    config
 }
 
 /// Why a call gave no answer, for reports that show a guest's failures and
@@ -146,9 +170,4 @@ pub(super) fn settle<T>(r: CallResult<T>) -> Result<T, Failure> {
 
 pub(super) fn error_json(e: &Failure) -> Value {
     json!({ "error": e.kind(), "message": e.message() })
-}
-
-pub(super) fn config_of(v: Option<&Value>) -> BTreeMap<String, String> {
-    v.map(|v| super::convert::string_pairs(v).collect())
-        .unwrap_or_default()
 }
