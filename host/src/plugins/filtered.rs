@@ -19,6 +19,11 @@ pub trait EventFilters: Send + Sync + 'static {
     fn any(&self) -> bool;
     /// The filter active for `tenant`, if any.
     fn of_tenant(&self, tenant: &str) -> Option<Box<dyn ShapeFilter>>;
+    /// Whether a filter is active for `tenant` (per event dispatched, so
+    /// without making one).
+    fn active_for(&self, tenant: &str) -> bool {
+        self.of_tenant(tenant).is_some()
+    }
 }
 
 /// One tenant's event filter as the hub sees it.
@@ -51,6 +56,10 @@ impl EventFilters for Plugins {
     fn of_tenant(&self, tenant: &str) -> Option<Box<dyn ShapeFilter>> {
         self.filter(tenant)
             .map(|f| Box::new(f) as Box<dyn ShapeFilter>)
+    }
+
+    fn active_for(&self, tenant: &str) -> bool {
+        self.filter(tenant).is_some()
     }
 }
 
