@@ -80,7 +80,7 @@ pub mod convert {
     pub use crate::bids::{Bid, Product};
     pub use crate::plugins::convert::*;
     pub use crate::plugins::wasm::bindings::types;
-    pub use crate::plugins::wasm::CallError;
+    pub use crate::plugins::wasm::GuestFailure;
     pub use crate::plugins::{Access, FilterOutcome};
     pub use crate::store::Notification;
 }
