@@ -18,9 +18,13 @@ pub type Seq = u64;
 pub const MAX_SEQ: Seq = i64::MAX as Seq;
 
 /// Parses a decimal id as a client sends it (`Last-Event-ID`, `after=`):
-/// anything but a number from 0 to `MAX_SEQ` is refused, so no cursor can
-/// wrap to a negative one in the store and read from the start.
+/// anything but a number from 0 to `MAX_SEQ` in ASCII digits is refused
+/// (no sign, which `u64::from_str` would take), so no cursor can wrap to a
+/// negative one in the store and read from the start.
 pub fn parse_seq(s: &str) -> Option<Seq> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     s.parse::<Seq>().ok().filter(|v| *v <= MAX_SEQ)
 }
 
@@ -355,6 +359,25 @@ mod tests {
             "",
         ] {
             assert_eq!(data_of(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn ids_are_plain_digits_up_to_the_largest_the_store_holds() {
+        assert_eq!(parse_seq("0"), Some(0));
+        assert_eq!(parse_seq("42"), Some(42));
+        assert_eq!(parse_seq("9223372036854775807"), Some(MAX_SEQ));
+        for bad in [
+            "",
+            "+7",
+            "-1",
+            " 7",
+            "7 ",
+            "0x10",
+            "9223372036854775808",
+            "1e3",
+        ] {
+            assert_eq!(parse_seq(bad), None, "{bad:?}");
         }
     }
 }
