@@ -166,6 +166,9 @@ pub struct Options {
     /// How often a node checks the store for events it has not seen, in ms.
     #[arg(long, env = "SWITCHYARD_TAIL_CHECK_MS")]
     pub tail_check_ms: Option<u64>,
+    /// At most one `occupancy` event per topic per this many milliseconds.
+    #[arg(long, env = "SWITCHYARD_PRESENCE_INTERVAL_MS")]
+    pub presence_interval_ms: Option<u64>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "SWITCHYARD_LOG_JSON")]
     pub log_json: Option<bool>,
@@ -339,6 +342,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Interval of the store tail check that fills fan-out gaps.
     pub tail_check: Duration,
+    /// Presence settings.
+    pub presence: crate::presence::Settings,
     /// JSON logs.
     pub log_json: bool,
     /// Stream cap per user.
@@ -634,6 +639,13 @@ impl Config {
             max_connections: o.max_connections,
             shutdown_grace: ms(o.shutdown_grace_ms, 10_000, "SWITCHYARD_SHUTDOWN_GRACE_MS")?,
             tail_check: ms(o.tail_check_ms, 1_000, "SWITCHYARD_TAIL_CHECK_MS")?,
+            presence: crate::presence::Settings {
+                interval: ms(
+                    o.presence_interval_ms,
+                    1_000,
+                    "SWITCHYARD_PRESENCE_INTERVAL_MS",
+                )?,
+            },
             log_json: o.log_json.unwrap_or(false),
             max_streams_per_user: o.max_streams_per_user.unwrap_or(8),
             max_streams_per_tenant: o.max_streams_per_tenant.unwrap_or(50_000),

@@ -178,6 +178,48 @@ pub enum TopicKind {
     User,
     /// Any other `{kind}:{id}`: public, producer-defined.
     Custom,
+    /// `{topic}~occupancy` or `{topic}~members`: the presence of a topic,
+    /// written by the server only and readable by whoever may read the
+    /// topic ([`derived`] names it).
+    Derived,
+}
+
+/// What a derived topic tells of its base topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Derived {
+    /// `{topic}~occupancy`: open streams and distinct users, a retained
+    /// `occupancy` event.
+    Occupancy,
+    /// `{topic}~members`: `member.joined`, `member.left`,
+    /// `members.truncated`; the retained state is the member set.
+    Members,
+}
+
+impl Derived {
+    /// The suffix after `~`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Derived::Occupancy => "occupancy",
+            Derived::Members => "members",
+        }
+    }
+
+    /// The derived topic of `base`.
+    pub fn of(self, base: &str) -> String {
+        format!("{base}~{}", self.suffix())
+    }
+}
+
+/// The base topic and what a derived topic (`T~occupancy`, `T~members`)
+/// tells of it; `None` for any other name (which [`classify_topic`] may
+/// still refuse). The base is not checked here.
+pub fn derived(topic: &str) -> Option<(&str, Derived)> {
+    let (base, suffix) = topic.rsplit_once('~')?;
+    match suffix {
+        "occupancy" => Some((base, Derived::Occupancy)),
+        "members" => Some((base, Derived::Members)),
+        _ => None,
+    }
 }
 
 /// Checks a topic name and says what kind it is.
@@ -185,8 +227,23 @@ pub enum TopicKind {
 /// A topic is `global` or `{kind}:{id}`: `kind` is 1 to 32 of `a-z`, `0-9`,
 /// `_`, `-` starting with a letter; `id` is 1 to 128 of letters, digits,
 /// `-`, `_`, `.`, `@`. Nothing else, so no name can smuggle a newline or a
-/// separator into a frame, a Redis key or a log line.
+/// separator into a frame, a Redis key or a log line. Such a topic `T`
+/// (not a `user:` one) has derived topics `T~occupancy` and `T~members`
+/// ([`TopicKind::Derived`]).
 pub fn classify_topic(topic: &str) -> Result<TopicKind, NameError> {
+    if let Some((base, _)) = derived(topic) {
+        // One level only, and never of a user's private topic.
+        return match classify_base(base)? {
+            TopicKind::User => Err(NameError(format!(
+                "topic {topic:?}: `user:` topics have no presence"
+            ))),
+            _ => Ok(TopicKind::Derived),
+        };
+    }
+    classify_base(topic)
+}
+
+fn classify_base(topic: &str) -> Result<TopicKind, NameError> {
     if topic == "global" {
         return Ok(TopicKind::Global);
     }
@@ -236,7 +293,28 @@ pub fn validate_kind(kind: &str) -> Result<(), NameError> {
             "event type {kind:?} is reserved for the server's own frames"
         )));
     }
+    if is_presence_kind(kind) {
+        return Err(NameError(format!(
+            "event type {kind:?} is reserved for the server's presence events"
+        )));
+    }
     Ok(())
+}
+
+/// Event types of the server's presence events (on derived topics), which
+/// publishers and plugins may not use: a published `member.left` would
+/// change every client's member set.
+pub const PRESENCE_KINDS: [&str; 5] = [
+    "occupancy",
+    "member.joined",
+    "member.left",
+    "members.truncated",
+    "presence.reset",
+];
+
+/// True for one of [`PRESENCE_KINDS`], in any letter case.
+pub fn is_presence_kind(kind: &str) -> bool {
+    PRESENCE_KINDS.iter().any(|r| r.eq_ignore_ascii_case(kind))
 }
 
 /// Event types only the server sends: its control frames, which clients act
@@ -270,7 +348,7 @@ pub fn is_reserved_kind(kind: &str) -> bool {
 /// server's own frames are always sent).
 pub fn validate_kind_filter(kind: &str) -> Result<(), NameError> {
     match validate_kind(kind) {
-        Err(_) if is_reserved_kind(kind) => Ok(()),
+        Err(_) if is_reserved_kind(kind) || is_presence_kind(kind) => Ok(()),
         r => r,
     }
 }
@@ -289,6 +367,32 @@ mod tests {
             classify_topic("service:balance-sync"),
             Ok(TopicKind::Custom)
         );
+    }
+
+    #[test]
+    fn derived_topics_are_classified() {
+        assert_eq!(
+            classify_topic("product:p1~occupancy"),
+            Ok(TopicKind::Derived)
+        );
+        assert_eq!(classify_topic("global~members"), Ok(TopicKind::Derived));
+        assert_eq!(
+            derived("product:p1~members"),
+            Some(("product:p1", Derived::Members))
+        );
+        for bad in [
+            "user:u1~occupancy",
+            "user:u1~members",
+            "product:p1~occupancy~members",
+            "product:p1~other",
+            "~occupancy",
+            "product:~occupancy",
+        ] {
+            assert!(classify_topic(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(validate_kind("occupancy").is_err());
+        assert!(validate_kind("Member.Left").is_err());
+        assert!(validate_kind_filter("member.joined").is_ok());
     }
 
     #[test]

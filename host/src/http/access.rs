@@ -250,6 +250,11 @@ pub fn may_read(topic: &str, tenant: &str, caller: &Caller) -> Result<TopicKind,
             "a publisher token cannot read user streams or their history",
         )),
         TopicKind::User => may_act_as(&topic["user:".len()..], caller).map(|_| kind),
+        // A topic's presence is read by whoever may read the topic.
+        TopicKind::Derived => match crate::event::derived(topic) {
+            Some((base, _)) => may_read(base, tenant, caller).map(|_| kind),
+            None => Ok(kind),
+        },
         _ => Ok(kind),
     }
 }

@@ -139,8 +139,15 @@ async fn open(
         ));
     }
     let mut defaults = Vec::new();
+    // The topics the stream counts on (presence): neither a user's private
+    // topic nor a presence topic itself.
+    let mut present = Vec::new();
     for t in &topics {
-        if access::may_read(t, &tenant.slug, &caller)? == TopicKind::User {
+        let kind = access::may_read(t, &tenant.slug, &caller)?;
+        if !matches!(kind, TopicKind::User | TopicKind::Derived) {
+            present.push(t.clone());
+        }
+        if kind == TopicKind::User {
             // A user's snapshot is their unread count, even before any message.
             let unread = state
                 .backend
@@ -242,6 +249,13 @@ async fn open(
     };
     let mut session = Session::open(state.streams.clone(), req).await?;
     session.hold(lease);
+    if !present.is_empty() {
+        let guard = state
+            .presence
+            .join(&tenant.slug, present, caller.user())
+            .await;
+        session.hold_presence(guard);
+    }
     tracing::debug!(tenant = %tenant.slug, resume = ?last_event_id, "stream opened");
     Ok(sse_response(session))
 }
