@@ -259,3 +259,173 @@ both_modes!(
     presence_is_read_like_its_topic,
     presence_is_read_like_its_topic
 );
+
+/// A client token of `user` with extra claims.
+async fn token_with(env: &Env, user: &str, tenant: &str, extra: Value) -> String {
+    let claims = switchyard::auth::Claims {
+        sub: user.into(),
+        tenant: tenant.into(),
+        exp: switchyard::auth::now_secs() + 3600,
+        iat: switchyard::auth::now_secs(),
+    };
+    let extra = extra.as_object().cloned().expect("claims object");
+    env.keys().await.sign_with_claims(&claims, &extra)
+}
+
+/// Member events (`member.*`, `members.*`) read until none comes for
+/// `quiet`.
+async fn member_events(s: &mut Sse, quiet: Duration) -> Vec<SseEvent> {
+    let mut out = Vec::new();
+    while let Some(ev) = s.next(quiet).await {
+        if ev.event.starts_with("member") {
+            out.push(ev);
+        }
+    }
+    out
+}
+
+fn summary(evs: &[SseEvent]) -> Vec<(String, String)> {
+    evs.iter()
+        .map(|e| {
+            let d = &e.json()["data"];
+            (
+                e.event.clone(),
+                d["user"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+const LINGER_MS: u64 = 1_500;
+
+async fn members_join_and_leave_once(mode: Mode) {
+    let env = env_of(Env::new(mode).await)
+        .set("SWITCHYARD_PRESENCE_MEMBERS", "room:*")
+        .set("SWITCHYARD_PRESENCE_LINGER_MS", LINGER_MS);
+    let nodes = env.start_nodes(2).await;
+    let (a, b) = (&nodes[0], &nodes[nodes.len() - 1]);
+    let tenant = a.tenant().await;
+    let u1 = token_with(
+        &env,
+        "u1",
+        &tenant,
+        json!({"name": "Ann", "email": "ann@example.com"}),
+    )
+    .await;
+    let u2 = token_with(&env, "u2", &tenant, json!({"name": "Bob"})).await;
+    let members = format!("/events?tenant={tenant}&topic=room:1~members");
+    let path = format!("/events?tenant={tenant}&topic=room:1");
+    let mut watch = stream(a, &members, None, None).await;
+    let mut occ = stream(
+        b,
+        &format!("/events?tenant={tenant}&topic=room:1~occupancy"),
+        None,
+        None,
+    )
+    .await;
+    // u1 on both nodes, with a `name` in the query that must not count.
+    let s1 = stream(a, &format!("{path}&name=Mallory"), Some(&u1), None).await;
+    let s2 = stream(b, &path, Some(&u1), None).await;
+    let s3 = stream(b, &path, Some(&u2), None).await;
+    let joined = member_events(&mut watch, secs(2)).await;
+    assert_eq!(
+        summary(&joined),
+        vec![
+            ("member.joined".to_string(), "u1".to_string()),
+            ("member.joined".to_string(), "u2".to_string()),
+        ]
+    );
+    assert_eq!(joined[0].json()["data"]["claims"], json!({"name": "Ann"}));
+    assert_eq!(joined[1].json()["data"]["claims"], json!({"name": "Bob"}));
+    // A new stream of the members topic starts with the set.
+    let mut late = stream(b, &members, None, None).await;
+    let snap = late.next_of("snapshot", secs(10)).await.expect("snapshot");
+    let set = &snap.json()["data"];
+    assert_eq!(
+        set["members"],
+        json!([
+            {"user": "u1", "claims": {"name": "Ann"}},
+            {"user": "u2", "claims": {"name": "Bob"}},
+        ]),
+        "{set}"
+    );
+    assert_eq!(set["truncated"], false);
+    let cursor = snap.seq();
+    drop(late);
+    // u1's stream on one node closes: u1 is still there on the other.
+    drop(s1);
+    // u2 reconnects within the linger (once its stream is counted out):
+    // neither leaves nor joins again.
+    drop(s3);
+    until_counts(&mut occ, 1, 1).await;
+    let s3 = stream(a, &path, Some(&u2), None).await;
+    until_counts(&mut occ, 2, 2).await;
+    assert!(
+        member_events(&mut watch, Duration::from_millis(3 * LINGER_MS))
+            .await
+            .is_empty(),
+        "a member event without a transition"
+    );
+    // u1's last stream closes: one leave, after the linger.
+    drop(s2);
+    let left = member_events(&mut watch, Duration::from_millis(3 * LINGER_MS)).await;
+    assert_eq!(
+        summary(&left),
+        vec![("member.left".to_string(), "u1".to_string())]
+    );
+    // Resuming the members topic gets exactly that.
+    let mut back = stream(a, &members, None, Some(cursor)).await;
+    let got = back.take(1, secs(10)).await;
+    assert_eq!(got[0].seq(), left[0].seq());
+    let mut fresh = stream(a, &members, None, None).await;
+    let snap = fresh.next_of("snapshot", secs(10)).await.expect("snapshot");
+    assert_eq!(
+        snap.json()["data"]["members"],
+        json!([{"user": "u2", "claims": {"name": "Bob"}}])
+    );
+    drop(s3);
+    env.cleanup().await;
+}
+both_modes!(members_join_and_leave_once, members_join_and_leave_once);
+
+async fn members_truncate_past_the_cap(mode: Mode) {
+    let env = env_of(Env::new(mode).await)
+        .set("SWITCHYARD_PRESENCE_MEMBERS", "room:*")
+        .set("SWITCHYARD_PRESENCE_LINGER_MS", 200)
+        .set("SWITCHYARD_PRESENCE_MAX_MEMBERS", 1);
+    let nodes = env.start_nodes(2).await;
+    let (a, b) = (&nodes[0], &nodes[nodes.len() - 1]);
+    let tenant = a.tenant().await;
+    let members = format!("/events?tenant={tenant}&topic=room:9~members");
+    let path = format!("/events?tenant={tenant}&topic=room:9");
+    let mut watch = stream(a, &members, None, None).await;
+    let u1 = env.token("u1", &tenant).await;
+    let u2 = env.token("u2", &tenant).await;
+    let u3 = env.token("u3", &tenant).await;
+    let s1 = stream(a, &path, Some(&u1), None).await;
+    let got = member_events(&mut watch, secs(1)).await;
+    assert_eq!(summary(&got), vec![("member.joined".into(), "u1".into())]);
+    let s2 = stream(b, &path, Some(&u2), None).await;
+    let got = member_events(&mut watch, secs(1)).await;
+    assert_eq!(
+        summary(&got),
+        vec![("members.truncated".into(), String::new())]
+    );
+    let mut late = stream(b, &members, None, None).await;
+    let snap = late.next_of("snapshot", secs(10)).await.expect("snapshot");
+    assert_eq!(snap.json()["data"]["members"], json!([]), "{}", snap.data);
+    assert_eq!(snap.json()["data"]["truncated"], true);
+    // Everybody leaves: nothing to announce (the set was given up); the
+    // next user after that joins a set again.
+    drop((s1, s2));
+    assert!(member_events(&mut watch, secs(2)).await.is_empty());
+    let _s3 = stream(a, &path, Some(&u3), None).await;
+    let got = member_events(&mut watch, secs(1)).await;
+    assert_eq!(summary(&got), vec![("member.joined".into(), "u3".into())]);
+    let mut fresh = stream(b, &members, None, None).await;
+    let snap = fresh.next_of("snapshot", secs(10)).await.expect("snapshot");
+    assert_eq!(snap.json()["data"]["truncated"], false);
+    assert_eq!(snap.json()["data"]["members"][0]["user"], "u3");
+    env.cleanup().await;
+}
+both_modes!(members_truncate_past_the_cap, members_truncate_past_the_cap);

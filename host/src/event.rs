@@ -139,6 +139,88 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The member set of a topic, the retained state of its `T~members`
+/// topic: the fold of its events (`member.joined`, `member.left`,
+/// `members.truncated`) in id order. Each event carries `v`, a number the
+/// place that decided the transition gives it, rising per topic; an event
+/// whose `v` is not above the set's was decided before the one the set
+/// already holds (two nodes' appends may commit in either order) and
+/// changes nothing. Clients fold the same way.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct MemberSet {
+    /// The members, in the order they joined.
+    pub members: Vec<Member>,
+    /// More users came than the topic's cap of members: the set is empty
+    /// and only counts are kept (`T~occupancy`) until the topic empties.
+    pub truncated: bool,
+    /// The `v` of the last event folded.
+    pub v: u64,
+}
+
+/// One member of a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Member {
+    /// The user id.
+    pub user: String,
+    /// The configured claims of the user's token.
+    #[serde(default)]
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+impl MemberSet {
+    /// Folds one event of the members topic.
+    pub fn apply(&mut self, kind: &str, data: &str) {
+        #[derive(serde::Deserialize)]
+        struct Change {
+            v: u64,
+            #[serde(default)]
+            user: Option<String>,
+            #[serde(default)]
+            claims: serde_json::Map<String, serde_json::Value>,
+        }
+        let Ok(c) = serde_json::from_str::<Change>(data) else {
+            return;
+        };
+        if c.v <= self.v {
+            return;
+        }
+        self.v = c.v;
+        match (kind, c.user) {
+            ("member.joined", Some(user)) => {
+                self.truncated = false;
+                match self.members.iter_mut().find(|m| m.user == user) {
+                    Some(m) => m.claims = c.claims,
+                    None => self.members.push(Member {
+                        user,
+                        claims: c.claims,
+                    }),
+                }
+            }
+            ("member.left", Some(user)) => self.members.retain(|m| m.user != user),
+            ("members.truncated", _) => {
+                self.members.clear();
+                self.truncated = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// The set folded from `state` (a retained state, if any) and `events`
+    /// (type and data), as JSON text.
+    pub fn fold<'a>(
+        state: Option<&str>,
+        events: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> String {
+        let mut set: MemberSet = state
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default();
+        for (kind, data) in events {
+            set.apply(kind, data);
+        }
+        serde_json::to_string(&set).expect("strings and maps serialize")
+    }
+}
+
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -393,6 +475,35 @@ mod tests {
         assert!(validate_kind("occupancy").is_err());
         assert!(validate_kind("Member.Left").is_err());
         assert!(validate_kind_filter("member.joined").is_ok());
+    }
+
+    #[test]
+    fn members_fold_by_v() {
+        let j = |u: &str, v: u64| format!(r#"{{"user":"{u}","claims":{{"name":"{u}!"}},"v":{v}}}"#);
+        let l = |u: &str, v: u64| format!(r#"{{"user":"{u}","v":{v}}}"#);
+        let s = MemberSet::fold(
+            None,
+            [
+                ("member.joined", j("a", 1).as_str()),
+                ("member.joined", j("b", 2).as_str()),
+                // Decided after the leave below, committed before it.
+                ("member.joined", j("a", 5).as_str()),
+                ("member.left", l("a", 4).as_str()),
+                ("member.left", l("b", 6).as_str()),
+            ]
+            .into_iter(),
+        );
+        let set: MemberSet = serde_json::from_str(&s).expect("json");
+        assert_eq!(set.v, 6);
+        assert_eq!(set.members.len(), 1);
+        assert_eq!(set.members[0].user, "a");
+        assert_eq!(set.members[0].claims["name"], "a!");
+        let t = MemberSet::fold(
+            Some(&s),
+            [("members.truncated", r#"{"max":1,"v":7}"#)].into_iter(),
+        );
+        let set: MemberSet = serde_json::from_str(&t).expect("json");
+        assert!(set.truncated && set.members.is_empty());
     }
 
     #[test]

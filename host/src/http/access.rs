@@ -279,7 +279,7 @@ pub fn may_act_as(id: &str, caller: &Caller) -> Result<(), ApiError> {
 /// The claims of the token the request was authenticated with, as the JSON
 /// text of its payload. Only for a caller whose token verified (`User`,
 /// `Service`): the payload is then exactly the claims the signature covers.
-fn verified_claims(parts: &Parts) -> Option<String> {
+pub(crate) fn verified_claims(parts: &Parts) -> Option<String> {
     use base64::Engine;
     let token = token(parts)?;
     let payload = token.split('.').nth(1)?;

@@ -252,7 +252,12 @@ async fn open(
     if !present.is_empty() {
         let guard = state
             .presence
-            .join(&tenant.slug, present, caller.user())
+            .join(
+                &tenant.slug,
+                present,
+                caller.user(),
+                access::verified_claims(&parts).as_deref(),
+            )
             .await;
         session.hold_presence(guard);
     }

@@ -9,6 +9,18 @@
 //! next id like any event, so a stream of `T~occupancy` gets the counts as
 //! its `snapshot` and exactly the changes on resume.
 //!
+//! Members (opt-in per topic pattern): `member.joined` on `T~members` when
+//! a user's first stream on `T` opens, `member.left` when the last one has
+//! closed and the linger passed without a new one; per user, not per
+//! connection, each transition decided once where the count lives (this
+//! process, or one Redis script) and appended once by the node that
+//! decided it. The member data are the configured claims of the user's
+//! verified token, never query parameters. Past the topic's cap of members
+//! one `members.truncated` and counts only, until the topic empties. The
+//! retained state of `T~members` is the member set, which the store folds
+//! from these events as it appends them (`event::MemberSet`), so a
+//! `snapshot` of it is the set at the stream's cursor.
+//!
 //! The counting is a [`PresenceStore`]: in this process (`MemoryPresence`,
 //! embedded mode) or in Redis (cluster mode, in `backend::cluster`), where
 //! the counts are cluster-wide, a dead node's streams drop out when their
@@ -37,6 +49,41 @@ pub use memory::MemoryPresence;
 pub struct Settings {
     /// At most one `occupancy` event per topic per interval.
     pub interval: Duration,
+    /// How long a user whose last stream on a topic closed stays a member.
+    pub linger: Duration,
+    /// Topic patterns (`product:*`, `global`) whose members are announced.
+    pub members: Vec<String>,
+    /// Claims of a member's token that are its member data.
+    pub claims: Vec<String>,
+    /// Most members announced per topic.
+    pub max_members: usize,
+}
+
+impl Settings {
+    /// Whether `topic`'s members are announced.
+    pub fn members_of(&self, topic: &str) -> bool {
+        crate::auth::publish::allows(&self.members, topic)
+    }
+
+    /// The member data of a verified token's claims (a JSON object's text):
+    /// the configured claims it has.
+    pub fn member_claims(
+        &self,
+        token_claims: Option<&str>,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        let Some(serde_json::Value::Object(all)) =
+            token_claims.and_then(|c| serde_json::from_str(c).ok())
+        else {
+            return out;
+        };
+        for name in &self.claims {
+            if let Some(v) = all.get(name) {
+                out.insert(name.clone(), v.clone());
+            }
+        }
+        out
+    }
 }
 
 /// A topic's counts.
@@ -73,6 +120,30 @@ pub struct Entry<'a> {
     pub user: Option<&'a str>,
 }
 
+/// A member transition a join decided, with its `v` (see
+/// [`crate::event::MemberSet`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The user's first stream on the topic: it joins.
+    Joined(u64),
+    /// One user more than the cap: the set is given up until the topic
+    /// empties.
+    Truncated(u64),
+}
+
+/// A member whose linger ran out: it leaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Left {
+    /// Tenant slug.
+    pub tenant: String,
+    /// The base topic.
+    pub topic: String,
+    /// The user.
+    pub user: String,
+    /// The transition's `v`.
+    pub v: u64,
+}
+
 /// The presence store could not be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("presence counts are unavailable")]
@@ -81,13 +152,29 @@ pub struct Unavailable;
 /// Where streams on topics are counted.
 #[async_trait::async_trait]
 pub trait PresenceStore: Send + Sync + 'static {
-    /// A stream opened on a topic.
-    async fn join(&self, e: Entry<'_>) -> Result<(), Unavailable>;
-    /// The stream closed.
-    async fn leave(&self, e: Entry<'_>);
+    /// A stream opened on a topic. With `members` (the topic's cap), a
+    /// user's first stream there is a member transition, decided here.
+    async fn join(
+        &self,
+        e: Entry<'_>,
+        members: Option<usize>,
+    ) -> Result<Option<Change>, Unavailable>;
+    /// The stream closed. With `linger`, a member whose last stream this
+    /// was leaves once the linger passes without a new one.
+    async fn leave(&self, e: Entry<'_>, linger: Option<Duration>);
+    /// Members whose linger ran out, each handed to one caller only.
+    async fn due_leaves(&self) -> Vec<Left>;
     /// Decides, at most once per `interval` per topic across every node,
-    /// whether the topic's counts changed since the last ones appended.
-    async fn decide(&self, tenant: &str, topic: &str, interval: Duration) -> Decision;
+    /// whether the topic's counts changed since the last ones appended;
+    /// streams whose lease expired are counted out (a member among them
+    /// leaves after `linger`).
+    async fn decide(
+        &self,
+        tenant: &str,
+        topic: &str,
+        interval: Duration,
+        linger: Duration,
+    ) -> Decision;
     /// The counts decided were not appended: let the next decision append
     /// whatever the counts are then.
     async fn forget(&self, tenant: &str, topic: &str);
@@ -143,22 +230,57 @@ impl Presence {
 
     /// Counts a stream of `tenant` on `topics` (base topics only: the
     /// caller leaves out `user:` and derived topics) until the returned
-    /// guard is dropped.
-    pub async fn join(&self, tenant: &str, topics: Vec<String>, user: Option<&str>) -> Guard {
+    /// guard is dropped; `claims` are the verified token's (JSON text),
+    /// for member data.
+    pub async fn join(
+        &self,
+        tenant: &str,
+        topics: Vec<String>,
+        user: Option<&str>,
+        claims: Option<&str>,
+    ) -> Guard {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let conn = NEXT.fetch_add(1, Ordering::Relaxed);
-        let joins = topics.iter().map(|topic| {
-            self.inner.store.join(Entry {
-                conn,
-                tenant,
-                topic,
-                user,
-            })
+        let settings = &self.inner.settings;
+        let members: Vec<bool> = topics
+            .iter()
+            .map(|t| user.is_some() && settings.members_of(t))
+            .collect();
+        let joins = topics.iter().zip(&members).map(|(topic, m)| {
+            self.inner.store.join(
+                Entry {
+                    conn,
+                    tenant,
+                    topic,
+                    user,
+                },
+                m.then_some(settings.max_members),
+            )
         });
         let results = futures_util::future::join_all(joins).await;
         if results.iter().any(Result::is_err) {
             tracing::warn!(tenant, "cannot count a stream's presence");
         }
+        let mut events = Vec::new();
+        for (topic, r) in topics.iter().zip(&results) {
+            let (kind, data) = match (r, user) {
+                (Ok(Some(Change::Joined(v))), Some(user)) => (
+                    "member.joined",
+                    serde_json::json!({
+                        "user": user,
+                        "claims": settings.member_claims(claims),
+                        "v": v,
+                    }),
+                ),
+                (Ok(Some(Change::Truncated(v))), _) => (
+                    "members.truncated",
+                    serde_json::json!({"max": settings.max_members, "v": v}),
+                ),
+                _ => continue,
+            };
+            events.push(member_event(tenant, topic, kind, data));
+        }
+        self.append_members(events).await;
         {
             let mut local = self.inner.local.lock().unwrap_or_else(|p| p.into_inner());
             for t in &topics {
@@ -171,8 +293,38 @@ impl Presence {
             conn,
             tenant: tenant.to_string(),
             topics,
+            members,
             user: user.map(str::to_string),
         }
+    }
+
+    /// Appends member transitions. One that cannot be appended is lost
+    /// (logged): the set then disagrees with the counts until the user's
+    /// next transition.
+    async fn append_members(&self, events: Vec<NewEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        if let Err(e) = self.inner.publisher.publish(events).await {
+            tracing::warn!(error = %e, "cannot append member transitions");
+        }
+    }
+
+    /// Appends `member.left` for every member whose linger ran out.
+    async fn leave_due(&self) {
+        let due = self.inner.store.due_leaves().await;
+        let events = due
+            .into_iter()
+            .map(|l| {
+                member_event(
+                    &l.tenant,
+                    &l.topic,
+                    "member.left",
+                    serde_json::json!({"user": l.user, "v": l.v}),
+                )
+            })
+            .collect();
+        self.append_members(events).await;
     }
 
     fn mark(&self, tenant: &str, topics: &[String]) {
@@ -206,7 +358,12 @@ impl Presence {
                         .unwrap_or_else(|p| p.into_inner())
                         .extend(local);
                 }
-                _ = tick.tick() => self.decide_dirty().await,
+                _ = tick.tick() => {
+                    if !self.inner.settings.members.is_empty() {
+                        self.leave_due().await;
+                    }
+                    self.decide_dirty().await
+                }
             }
         }
     }
@@ -244,7 +401,12 @@ impl Presence {
         let inner = &self.inner;
         match inner
             .store
-            .decide(tenant, topic, inner.settings.interval)
+            .decide(
+                tenant,
+                topic,
+                inner.settings.interval,
+                inner.settings.linger,
+            )
             .await
         {
             Decision::Lost => true,
@@ -270,12 +432,25 @@ impl Presence {
     }
 }
 
+fn member_event(tenant: &str, topic: &str, kind: &str, data: serde_json::Value) -> NewEvent {
+    NewEvent {
+        tenant: tenant.to_string(),
+        topic: Derived::Members.of(topic),
+        kind: kind.into(),
+        data: data.to_string(),
+        // The store folds a members topic's retained events into the set.
+        retain: true,
+    }
+}
+
 /// Held while a stream is open; dropping it counts the stream out.
 pub struct Guard {
     presence: Presence,
     conn: u64,
     tenant: String,
     topics: Vec<String>,
+    /// Per topic: its members are announced.
+    members: Vec<bool>,
     user: Option<String>,
 }
 
@@ -285,7 +460,9 @@ impl Drop for Guard {
         let conn = self.conn;
         let tenant = std::mem::take(&mut self.tenant);
         let topics = std::mem::take(&mut self.topics);
+        let members = std::mem::take(&mut self.members);
         let user = self.user.take();
+        let linger = presence.inner.settings.linger;
         {
             let mut local = presence
                 .inner
@@ -308,13 +485,16 @@ impl Drop for Guard {
             return;
         };
         rt.spawn(async move {
-            let leaves = topics.iter().map(|topic| {
-                presence.inner.store.leave(Entry {
-                    conn,
-                    tenant: &tenant,
-                    topic,
-                    user: user.as_deref(),
-                })
+            let leaves = topics.iter().zip(&members).map(|(topic, m)| {
+                presence.inner.store.leave(
+                    Entry {
+                        conn,
+                        tenant: &tenant,
+                        topic,
+                        user: user.as_deref(),
+                    },
+                    m.then_some(linger),
+                )
             });
             futures_util::future::join_all(leaves).await;
             presence.mark(&tenant, &topics);

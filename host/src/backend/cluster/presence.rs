@@ -31,38 +31,83 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 
 use super::conn::RedisConn;
-use crate::presence::{Counts, Decision, Entry, PresenceStore, Unavailable};
+use crate::presence::{Change, Counts, Decision, Entry, Left, PresenceStore, Unavailable};
 
 /// How long a stream's presence lives without refresh (as a cap lease).
 const LEASE: Duration = Duration::from_secs(30);
 /// How long a topic's keys outlive their last refresh.
 const KEY_TTL_MS: i64 = 60_000;
+/// Most due leaves one call pops.
+const POP: usize = 200;
 
-// KEYS: conns, users; ARGV: expiry_ms, member, user ('' if none), key ttl
+// The next `v` of a topic (KEYS[v]): microseconds of the Redis clock, and
+// above the last, so it rises whichever node decides.
+const NEXT_V: &str = r#"
+local function next_v(key)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local last = tonumber(redis.call('GET', key) or '0')
+  local v = math.max(now, last + 1)
+  local text = string.format('%.0f', v)
+  redis.call('SET', key, text, 'PX', 86400000)
+  return text
+end
+"#;
+
+// KEYS: conns, users, members, truncated, v, leaves
+// ARGV: expiry_ms, member, user ('' if none), key ttl, cap ('' without
+// members), leave member
+// Returns nil, or 'joined:{v}' / 'truncated:{v}'.
 const JOIN: &str = r#"
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-if ARGV[3] ~= '' then
-  redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+if ARGV[3] == '' then return false end
+local n = redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+if n ~= 1 or ARGV[5] == '' then return false end
+if redis.call('ZREM', KEYS[6], ARGV[6]) == 1 then return false end
+if redis.call('EXISTS', KEYS[4]) == 1 then return false end
+if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then return false end
+if redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[5]) then
+  redis.call('DEL', KEYS[3])
+  redis.call('SET', KEYS[4], '1', 'PX', ARGV[4])
+  return 'truncated:' .. next_v(KEYS[5])
 end
-return 0
+redis.call('HSET', KEYS[3], ARGV[3], '1')
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return 'joined:' .. next_v(KEYS[5])
 "#;
 
-// KEYS: conns, users; ARGV: member, user ('' if none)
+// A user's count on a topic goes down by one (KEYS: users, members,
+// truncated, leaves; user, due, leave member); at zero a member's leave is
+// queued for its due time, and an empty topic is no longer truncated.
+const USER_DOWN: &str = r#"
+local function user_down(users, members, truncated, leaves, user, due, leave)
+  if redis.call('HINCRBY', users, user, -1) > 0 then return end
+  redis.call('HDEL', users, user)
+  if due ~= '' and redis.call('HEXISTS', members, user) == 1 then
+    redis.call('ZADD', leaves, due, leave)
+  end
+  if redis.call('HLEN', users) == 0 then
+    redis.call('DEL', truncated)
+  end
+end
+"#;
+
+// KEYS: conns, users, members, truncated, leaves
+// ARGV: member, user ('' if none), due ('' without members), leave member
 const LEAVE: &str = r#"
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
   return 0
 end
 if ARGV[2] ~= '' then
-  if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
-    redis.call('HDEL', KEYS[2], ARGV[2])
-  end
+  user_down(KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[2], ARGV[3], ARGV[4])
 end
 return 1
 "#;
 
-// KEYS: conns, users, tick, last; ARGV: now_ms, interval_ms
+// KEYS: conns, users, tick, last, members, truncated, leaves
+// ARGV: now_ms, interval_ms, due ('' without members), leave member prefix
 // Returns nil when another decision holds the interval, 'same' when the
 // counts are the last appended, else the new counts 'streams,users'.
 const DECIDE: &str = r#"
@@ -74,9 +119,7 @@ for _, m in ipairs(gone) do
   redis.call('ZREM', KEYS[1], m)
   local user = string.match(m, '\n(.*)$')
   if user and user ~= '' then
-    if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then
-      redis.call('HDEL', KEYS[2], user)
-    end
+    user_down(KEYS[2], KEYS[5], KEYS[6], KEYS[7], user, ARGV[3], ARGV[4] .. user)
   end
 end
 local counts = redis.call('ZCARD', KEYS[1]) .. ',' .. redis.call('HLEN', KEYS[2])
@@ -92,6 +135,32 @@ end
 return counts
 "#;
 
+// KEYS: leaves; ARGV: now_ms, key prefix ('{prefix}:presence:'), most
+// Pops due leaves: each is removed by exactly one caller, and is a
+// member.left only if the user has no stream on the topic and was a
+// member. The topic's keys are named from the leave ('{tenant}\n{topic}\n
+// {user}'): one Redis server, not a Redis Cluster.
+// Returns tenant, topic, user, v for each leave.
+const POP_DUE: &str = r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local out = {}
+for _, m in ipairs(due) do
+  redis.call('ZREM', KEYS[1], m)
+  local tenant, topic, user = string.match(m, '^([^\n]*)\n([^\n]*)\n(.*)$')
+  if tenant then
+    local base = ARGV[2] .. tenant .. ':' .. topic .. ':'
+    if redis.call('HEXISTS', base .. 'users', user) == 0
+      and redis.call('HDEL', base .. 'members', user) == 1 then
+      table.insert(out, tenant)
+      table.insert(out, topic)
+      table.insert(out, user)
+      table.insert(out, next_v(base .. 'v'))
+    end
+  end
+end
+return out
+"#;
+
 /// This node's streams on topics, by (connection, conns key): the member
 /// and the keys its refresh extends (member, conns, users).
 type Live = Arc<Mutex<HashMap<(u64, String), [String; 3]>>>;
@@ -103,6 +172,7 @@ pub struct RedisPresence {
     join: redis::Script,
     leave: redis::Script,
     decide: redis::Script,
+    pop_due: redis::Script,
     /// This node's streams on topics.
     live: Live,
 }
@@ -115,15 +185,25 @@ impl RedisPresence {
         RedisPresence {
             conn: redis.conn.clone(),
             prefix: redis.prefix.clone(),
-            join: redis::Script::new(JOIN),
-            leave: redis::Script::new(LEAVE),
-            decide: redis::Script::new(DECIDE),
+            join: redis::Script::new(&format!("{NEXT_V}{JOIN}")),
+            leave: redis::Script::new(&format!("{USER_DOWN}{LEAVE}")),
+            decide: redis::Script::new(&format!("{USER_DOWN}{DECIDE}")),
+            pop_due: redis::Script::new(&format!("{NEXT_V}{POP_DUE}")),
             live,
         }
     }
 
     fn key(&self, tenant: &str, topic: &str, part: &str) -> String {
         format!("{}:presence:{tenant}:{topic}:{part}", self.prefix)
+    }
+
+    fn leaves(&self) -> String {
+        format!("{}:presence:leaves", self.prefix)
+    }
+
+    /// A queued leave: the topic's keys are named from it.
+    fn leave_member(tenant: &str, topic: &str, user: &str) -> String {
+        format!("{tenant}\n{topic}\n{user}")
     }
 
     fn member(e: &Entry<'_>) -> String {
@@ -138,34 +218,53 @@ impl RedisPresence {
 
 #[async_trait::async_trait]
 impl PresenceStore for RedisPresence {
-    async fn join(&self, e: Entry<'_>) -> Result<(), Unavailable> {
+    async fn join(
+        &self,
+        e: Entry<'_>,
+        members: Option<usize>,
+    ) -> Result<Option<Change>, Unavailable> {
         let conns = self.key(e.tenant, e.topic, "conns");
         let users = self.key(e.tenant, e.topic, "users");
         let member = Self::member(&e);
         let expiry = crate::event::now_ms() + LEASE.as_millis() as i64;
+        let user = e.user.unwrap_or("");
         let mut c = self.conn.clone();
-        let r: redis::RedisResult<i64> = self
+        let r: redis::RedisResult<Option<String>> = self
             .join
             .key(&conns)
             .key(&users)
+            .key(self.key(e.tenant, e.topic, "members"))
+            .key(self.key(e.tenant, e.topic, "truncated"))
+            .key(self.key(e.tenant, e.topic, "v"))
+            .key(self.leaves())
             .arg(expiry)
             .arg(&member)
-            .arg(e.user.unwrap_or(""))
+            .arg(user)
             .arg(KEY_TTL_MS)
+            .arg(members.map(|m| m.to_string()).unwrap_or_default())
+            .arg(Self::leave_member(e.tenant, e.topic, user))
             .invoke_async(&mut c)
             .await;
-        if let Err(err) = r {
-            tracing::warn!(error = %err, "cannot count a stream's presence in Redis");
-            return Err(Unavailable);
-        }
+        let change = match r {
+            Ok(None) => None,
+            Ok(Some(s)) => match s.split_once(':') {
+                Some(("joined", v)) => v.parse().ok().map(Change::Joined),
+                Some(("truncated", v)) => v.parse().ok().map(Change::Truncated),
+                _ => None,
+            },
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot count a stream's presence in Redis");
+                return Err(Unavailable);
+            }
+        };
         self.live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert((e.conn, conns.clone()), [member, conns, users]);
-        Ok(())
+        Ok(change)
     }
 
-    async fn leave(&self, e: Entry<'_>) {
+    async fn leave(&self, e: Entry<'_>, linger: Option<Duration>) {
         let conns = self.key(e.tenant, e.topic, "conns");
         let Some([member, conns, users]) = self
             .live
@@ -175,13 +274,22 @@ impl PresenceStore for RedisPresence {
         else {
             return;
         };
+        let user = e.user.unwrap_or("");
+        let due = linger
+            .map(|l| (crate::event::now_ms() + l.as_millis() as i64).to_string())
+            .unwrap_or_default();
         let mut c = self.conn.clone();
         let r: redis::RedisResult<i64> = self
             .leave
             .key(&conns)
             .key(&users)
+            .key(self.key(e.tenant, e.topic, "members"))
+            .key(self.key(e.tenant, e.topic, "truncated"))
+            .key(self.leaves())
             .arg(&member)
-            .arg(e.user.unwrap_or(""))
+            .arg(user)
+            .arg(due)
+            .arg(Self::leave_member(e.tenant, e.topic, user))
             .invoke_async(&mut c)
             .await;
         if let Err(err) = r {
@@ -190,7 +298,42 @@ impl PresenceStore for RedisPresence {
         }
     }
 
-    async fn decide(&self, tenant: &str, topic: &str, interval: Duration) -> Decision {
+    async fn due_leaves(&self) -> Vec<Left> {
+        let mut c = self.conn.clone();
+        let r: redis::RedisResult<Vec<String>> = self
+            .pop_due
+            .key(self.leaves())
+            .arg(crate::event::now_ms())
+            .arg(format!("{}:presence:", self.prefix))
+            .arg(POP)
+            .invoke_async(&mut c)
+            .await;
+        match r {
+            Ok(flat) => flat
+                .chunks_exact(4)
+                .filter_map(|l| {
+                    Some(Left {
+                        tenant: l[0].clone(),
+                        topic: l[1].clone(),
+                        user: l[2].clone(),
+                        v: l[3].parse().ok()?,
+                    })
+                })
+                .collect(),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read due member leaves from Redis");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn decide(
+        &self,
+        tenant: &str,
+        topic: &str,
+        interval: Duration,
+        linger: Duration,
+    ) -> Decision {
         let mut c = self.conn.clone();
         let r: redis::RedisResult<Option<String>> = self
             .decide
@@ -198,8 +341,13 @@ impl PresenceStore for RedisPresence {
             .key(self.key(tenant, topic, "users"))
             .key(self.key(tenant, topic, "tick"))
             .key(self.key(tenant, topic, "last"))
+            .key(self.key(tenant, topic, "members"))
+            .key(self.key(tenant, topic, "truncated"))
+            .key(self.leaves())
             .arg(crate::event::now_ms())
             .arg(interval.as_millis().max(1) as u64)
+            .arg((crate::event::now_ms() + linger.as_millis() as i64).to_string())
+            .arg(format!("{tenant}\n{topic}\n"))
             .invoke_async(&mut c)
             .await;
         match r {
@@ -231,11 +379,7 @@ impl PresenceStore for RedisPresence {
 }
 
 /// Extends this node's presence leases every third of their life.
-async fn refresh(
-    conn: ConnectionManager,
-    live: Live,
-    stop: tokio_util::sync::CancellationToken,
-) {
+async fn refresh(conn: ConnectionManager, live: Live, stop: tokio_util::sync::CancellationToken) {
     let mut tick = tokio::time::interval(LEASE / 3);
     loop {
         tokio::select! {
