@@ -380,7 +380,8 @@ impl PresenceStore for RedisPresence {
 
 /// Extends this node's presence leases every third of their life.
 async fn refresh(conn: ConnectionManager, live: Live, stop: tokio_util::sync::CancellationToken) {
-    let mut tick = tokio::time::interval(LEASE / 3);
+    let every = LEASE / 3;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
