@@ -501,3 +501,40 @@ impl Drop for Guard {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(members: &str, claims: &str) -> Settings {
+        Settings {
+            interval: Duration::from_secs(1),
+            linger: Duration::from_secs(5),
+            members: crate::auth::publish::split(members),
+            claims: crate::auth::publish::split(claims),
+            max_members: 1_000,
+        }
+    }
+
+    #[test]
+    fn members_are_opted_in_by_pattern() {
+        let s = settings("product:*,global", "name");
+        assert!(s.members_of("product:p1"));
+        assert!(s.members_of("global"));
+        assert!(!s.members_of("ticket:1"));
+        assert!(!settings("", "name").members_of("product:p1"));
+    }
+
+    #[test]
+    fn member_data_are_the_configured_claims_only() {
+        let s = settings("", "name,avatar");
+        let token = r#"{"sub":"u1","tenant":"t","exp":1,"name":"Ann","email":"a@x"}"#;
+        let got = s.member_claims(Some(token));
+        assert_eq!(
+            serde_json::Value::Object(got),
+            serde_json::json!({"name": "Ann"})
+        );
+        assert!(s.member_claims(None).is_empty());
+        assert!(s.member_claims(Some("not json")).is_empty());
+    }
+}
