@@ -250,14 +250,18 @@ async fn open(
     let mut session = Session::open(state.streams.clone(), req).await?;
     session.hold(lease);
     if !present.is_empty() {
+        // Member data come from the verified token only, read when a topic
+        // of the stream announces its members.
+        let settings = &state.config.presence;
+        let claims = match caller {
+            Caller::User(_) if present.iter().any(|t| settings.members_of(t)) => {
+                access::verified_claims(&parts)
+            }
+            _ => None,
+        };
         let guard = state
             .presence
-            .join(
-                &tenant.slug,
-                present,
-                caller.user(),
-                access::verified_claims(&parts).as_deref(),
-            )
+            .join(&tenant.slug, present, caller.user(), claims.as_deref())
             .await;
         session.hold_presence(guard);
     }
