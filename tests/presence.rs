@@ -296,7 +296,7 @@ fn summary(evs: &[SseEvent]) -> Vec<(String, String)> {
         .collect()
 }
 
-const LINGER_MS: u64 = 1_500;
+const LINGER_MS: u64 = 2_000;
 
 async fn members_join_and_leave_once(mode: Mode) {
     let env = env_of(Env::new(mode).await)
@@ -361,14 +361,14 @@ async fn members_join_and_leave_once(mode: Mode) {
     let s3 = stream(a, &path, Some(&u2), None).await;
     until_counts(&mut occ, 2, 2).await;
     assert!(
-        member_events(&mut watch, Duration::from_millis(3 * LINGER_MS))
+        member_events(&mut watch, Duration::from_millis(2 * LINGER_MS))
             .await
             .is_empty(),
         "a member event without a transition"
     );
     // u1's last stream closes: one leave, after the linger.
     drop(s2);
-    let left = member_events(&mut watch, Duration::from_millis(3 * LINGER_MS)).await;
+    let left = member_events(&mut watch, Duration::from_millis(2 * LINGER_MS)).await;
     assert_eq!(
         summary(&left),
         vec![("member.left".to_string(), "u1".to_string())]
