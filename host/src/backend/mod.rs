@@ -31,6 +31,7 @@ use crate::bus::hub::Hub;
 use crate::bus::Fanout;
 use crate::config::{Config, Mode as ConfigMode};
 use crate::metrics::Metrics;
+use crate::presence::PresenceStore;
 use crate::sse::caps::CapStore;
 use crate::store::bids::BidStore;
 use crate::store::plugins::PluginStore;
@@ -138,6 +139,8 @@ pub trait Mode: Send + Sync + 'static {
     ) -> Arc<dyn BidWakeups>;
     /// Where stream caps are counted.
     fn cap_store(&self, stop: CancellationToken) -> Arc<dyn CapStore>;
+    /// Where streams on topics are counted for presence.
+    fn presence_store(&self, stop: CancellationToken) -> Arc<dyn PresenceStore>;
     /// Whether plugin changes made on other nodes must be polled for.
     fn shares_plugins(&self) -> bool;
     /// Each dependency and whether it answers, for `/ready`: asked at once,

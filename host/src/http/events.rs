@@ -183,6 +183,17 @@ async fn checked(
     let tenant = access::tenant(state, caller, Some(&body.tenant), &format!("{at}tenant")).await?;
     let kind = classify_topic(&body.topic)
         .map_err(|e| ApiError::invalid("invalid_topic", format!("`{at}topic`: {e}")))?;
+    if kind == TopicKind::Derived {
+        // Whatever the token: only the server writes a topic's presence.
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "presence_topic",
+            format!(
+                "`{at}topic`: {:?} is a topic's presence, written by the server only",
+                body.topic
+            ),
+        ));
+    }
     may_publish_to(caller, &body.topic)?;
     if kind == TopicKind::Tenant && body.topic["tenant:".len()..] != tenant.slug {
         return Err(ApiError::invalid(
