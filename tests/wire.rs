@@ -243,7 +243,11 @@ both_modes!(keep_alive_then_stream_test, keep_alive_then_stream);
 /// then `event: heartbeat` with the interval in its data (an event, so a
 /// browser's `EventSource` shows it); the opening frame tells the interval.
 async fn heartbeats_from_both_writers(mode: Mode) {
-    let env = Env::new(mode).await.set("SWITCHYARD_HEARTBEAT_MS", 200);
+    // No occupancy events: the cursor in every frame stays the one id.
+    let env = Env::new(mode)
+        .await
+        .set("SWITCHYARD_HEARTBEAT_MS", 200)
+        .set("SWITCHYARD_PRESENCE_OCCUPANCY", "none");
     let node = env.start().await;
     let tenant = node.tenant().await;
     let id = node.publish(&tenant, "wire:3", "note", json!({})).await;

@@ -176,6 +176,10 @@ pub struct Options {
     /// (comma separated: `product:*,ticket:*`); default: none.
     #[arg(long, env = "SWITCHYARD_PRESENCE_MEMBERS")]
     pub presence_members: Option<String>,
+    /// Topic patterns whose occupancy is kept, comma separated (`*`, the
+    /// default: every topic; `none`: no topic).
+    #[arg(long, env = "SWITCHYARD_PRESENCE_OCCUPANCY")]
+    pub presence_occupancy: Option<String>,
     /// Claims of a member's verified token that are its member data (comma
     /// separated); default: `name`.
     #[arg(long, env = "SWITCHYARD_PRESENCE_CLAIMS")]
@@ -660,6 +664,17 @@ impl Config {
                     "SWITCHYARD_PRESENCE_INTERVAL_MS",
                 )?,
                 linger: Duration::from_millis(o.presence_linger_ms.unwrap_or(5_000)),
+                occupancy: match o.presence_occupancy.as_deref().map(str::trim) {
+                    None | Some("*") => None,
+                    Some("" | "none") => Some(Vec::new()),
+                    Some(list) => {
+                        let p = crate::auth::publish::split(list);
+                        crate::auth::publish::validate(&p).map_err(|e| {
+                            Error::Invalid(format!("SWITCHYARD_PRESENCE_OCCUPANCY: {e}"))
+                        })?;
+                        Some(p)
+                    }
+                },
                 members: match o
                     .presence_members
                     .as_deref()

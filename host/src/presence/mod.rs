@@ -51,6 +51,8 @@ pub struct Settings {
     pub interval: Duration,
     /// How long a user whose last stream on a topic closed stays a member.
     pub linger: Duration,
+    /// Topic patterns whose occupancy is kept (`None`: every topic).
+    pub occupancy: Option<Vec<String>>,
     /// Topic patterns (`product:*`, `global`) whose members are announced.
     pub members: Vec<String>,
     /// Claims of a member's token that are its member data.
@@ -63,6 +65,16 @@ impl Settings {
     /// Whether `topic`'s members are announced.
     pub fn members_of(&self, topic: &str) -> bool {
         crate::auth::publish::allows(&self.members, topic)
+    }
+
+    /// Whether `topic`'s streams are counted at all: its occupancy is kept
+    /// or its members announced (a topic neither of these names costs
+    /// nothing on open and close).
+    pub fn tracks(&self, topic: &str) -> bool {
+        self.occupancy
+            .as_ref()
+            .is_none_or(|p| crate::auth::publish::allows(p, topic))
+            || self.members_of(topic)
     }
 
     /// The member data of a verified token's claims (a JSON object's text):
@@ -242,6 +254,7 @@ impl Presence {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let conn = NEXT.fetch_add(1, Ordering::Relaxed);
         let settings = &self.inner.settings;
+        let topics: Vec<String> = topics.into_iter().filter(|t| settings.tracks(t)).collect();
         let members: Vec<bool> = topics
             .iter()
             .map(|t| user.is_some() && settings.members_of(t))
@@ -510,6 +523,7 @@ mod tests {
         Settings {
             interval: Duration::from_secs(1),
             linger: Duration::from_secs(5),
+            occupancy: None,
             members: crate::auth::publish::split(members),
             claims: crate::auth::publish::split(claims),
             max_members: 1_000,
@@ -523,6 +537,24 @@ mod tests {
         assert!(s.members_of("global"));
         assert!(!s.members_of("ticket:1"));
         assert!(!settings("", "name").members_of("product:p1"));
+    }
+
+    #[test]
+    fn occupancy_is_kept_for_every_topic_unless_narrowed() {
+        let all = settings("", "name");
+        assert!(all.tracks("feed:1") && all.tracks("global"));
+        let narrowed = Settings {
+            occupancy: Some(vec!["product:*".into()]),
+            ..settings("ticket:*", "name")
+        };
+        assert!(narrowed.tracks("product:p1"));
+        assert!(narrowed.tracks("ticket:7"), "members need the counts");
+        assert!(!narrowed.tracks("feed:1"));
+        let none = Settings {
+            occupancy: Some(Vec::new()),
+            ..settings("", "name")
+        };
+        assert!(!none.tracks("feed:1"));
     }
 
     #[test]
