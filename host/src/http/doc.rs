@@ -1,13 +1,14 @@
-//! The parts of the OpenAPI document that every operation shares, declared
+//! The parts of the OpenAPI document that many operations share, declared
 //! in code: the error responses (each answers the one error body,
-//! `error::Body`, named `Error`). A handler's `#[utoipa::path]` names them
-//! (`(status = 503, response = Unavailable)`), and `openapi.rs` puts them,
-//! with the `Error` schema, into the document's components.
+//! `error::Body`, named `Error`) and the parameters several operations take.
+//! A handler's `#[utoipa::path]` names them (`(status = 503, response =
+//! Unavailable)`, `params(TenantParam)`), and `openapi.rs` puts the
+//! responses, with the `Error` schema, into the document's components.
 
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Ref, Type};
 use utoipa::openapi::{ContentBuilder, RefOr, Response, ResponseBuilder, Schema};
-use utoipa::{PartialSchema, ToSchema};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 /// An error response: `description`, the error body, and a `Retry-After`
 /// header when the client is asked to come back.
@@ -78,4 +79,50 @@ pub fn shared_schemas() -> Vec<(String, RefOr<Schema>)> {
         crate::error::Body::name().into_owned(),
         crate::error::Body::schema(),
     )]
+}
+
+/// A topic in the path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Read by the router from the path; this declares it.
+pub struct TopicParam {
+    /// `global`, or `kind:id`: a kind of 1-32 of `a-z`, `0-9`, `_` and `-`
+    /// starting with a letter, and an id of 1-128 letters, digits, `-`, `_`,
+    /// `.` and `@`. `tenant:{slug}` must name the request's tenant;
+    /// `user:{id}` is private to that user.
+    #[param(
+        pattern = r"^(global|[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128})$",
+        example = "status:api"
+    )]
+    topic: String,
+}
+
+/// The request's tenant, in the query.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read from the query by `access::tenant`; this declares it.
+pub struct TenantParam {
+    /// The tenant's slug: needed with the admin token or no token; a client
+    /// or publisher token names its tenant (a different `tenant` is a 403).
+    #[param(
+        required = false,
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[a-z0-9][a-z0-9-]*$",
+        example = "demo"
+    )]
+    tenant: String,
+}
+
+/// A page of a log: a cursor and a size.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read from the query by the handlers; this declares it.
+pub struct PageParams {
+    /// Events after this id.
+    #[param(required = false, minimum = 0)]
+    after: u64,
+    /// At most this many (1 to 1000, default 100).
+    #[param(required = false, minimum = 1, maximum = 1000, default = 100)]
+    limit: u64,
 }
