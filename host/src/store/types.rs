@@ -6,14 +6,16 @@ use std::borrow::Borrow;
 
 use crate::event::{NewEvent, Seq, StoredEvent};
 
-/// A tenant.
-#[derive(Debug, Clone, serde::Serialize)]
+/// A tenant (also as the admin API answers it).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Tenant {
     /// URL-safe identifier.
+    #[schema(min_length = 1, max_length = 63, pattern = "^[a-z0-9][a-z0-9-]*$")]
     pub slug: String,
     /// Display name.
     pub name: String,
-    /// Creation time, ms since the epoch.
+    /// Creation time: milliseconds since the Unix epoch.
     pub created_at: i64,
 }
 
