@@ -126,3 +126,33 @@ pub struct PageParams {
     #[param(required = false, minimum = 1, maximum = 1000, default = 100)]
     limit: u64,
 }
+
+/// A user's id in the path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Read by the router from the path; this declares it.
+pub struct UserIdParam {
+    /// The user's id.
+    #[param(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[A-Za-z0-9._@-]+$",
+        example = "bob"
+    )]
+    id: String,
+}
+
+/// The schema of one topic name (as in a list of topics).
+pub fn topic_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "`global`, or `kind:id`: a kind of 1-32 of `a-z`, `0-9`, `_` and `-` starting with \
+             a letter, and an id of 1-128 letters, digits, `-`, `_`, `.` and `@`. \
+             `tenant:{slug}` must name the request's tenant; `user:{id}` is private to that user.",
+        ))
+        .pattern(Some(
+            r"^(global|[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128})$",
+        ))
+        .examples(["global", "product:p_1", "status:api"])
+}
