@@ -156,3 +156,31 @@ pub fn topic_schema() -> ObjectBuilder {
         ))
         .examples(["global", "product:p_1", "status:api"])
 }
+
+/// An `Idempotency-Key` header, for a write that may be retried.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Read from the headers by the handlers; this declares it.
+pub struct IdempotencyKeyParam {
+    /// 1-255 visible ASCII characters. A retry of the same request with the
+    /// same key (within `SWITCHYARD_IDEMPOTENCY_SECONDS`) stores nothing and
+    /// answers the first answer again, with `idempotent-replayed: true`; the
+    /// key with another request is a 409.
+    #[param(
+        rename = "Idempotency-Key",
+        required = false,
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[!-~]+$"
+    )]
+    key: String,
+}
+
+/// The value of the `idempotent-replayed` header: `true` when the answer is
+/// the stored answer to an earlier request with the same `Idempotency-Key`.
+#[derive(serde::Serialize, ToSchema)]
+pub enum Replayed {
+    /// Replayed.
+    #[serde(rename = "true")]
+    True,
+}
