@@ -52,8 +52,9 @@ pub struct Page {
     pub topics: Vec<TopicState>,
 }
 
-/// A stored direct message.
-#[derive(Debug, Clone, serde::Serialize)]
+/// A stored direct message (also as the API answers it).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Message {
     /// Unique id (across tenants).
     pub id: i64,
@@ -62,10 +63,11 @@ pub struct Message {
     /// Recipient's user id.
     pub to: String,
     /// The product it is about, if any.
+    #[schema(required = true)]
     pub product_id: Option<String>,
     /// The text.
     pub body: String,
-    /// ms since the epoch.
+    /// Milliseconds since the Unix epoch.
     pub created_at: i64,
 }
 
