@@ -77,10 +77,10 @@ pub mod streams {
 /// Host types, WIT types and JSON (`plugins::convert`).
 pub mod convert {
     pub use crate::bids::decision::Verdict;
-    pub use crate::bids::{Bid, Product};
+    pub use crate::bids::{Bid, BidStatus, Product, ProductStatus};
     pub use crate::plugins::convert::*;
     pub use crate::plugins::wasm::bindings::types;
-    pub use crate::plugins::wasm::CallError;
+    pub use crate::plugins::wasm::GuestFailure;
     pub use crate::plugins::{Access, FilterOutcome};
     pub use crate::store::Notification;
 }

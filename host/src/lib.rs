@@ -129,7 +129,7 @@ pub async fn run(
         metrics.clone(),
         heads,
         config.tail_check,
-        plugins.clone(),
+        Arc::new(plugins.clone()),
     );
     let node = node_id();
     let fanout = backend

@@ -310,8 +310,10 @@ pub struct SlotSample {
     pub tenant: String,
     /// Calls of the active version.
     pub calls: u64,
-    /// Failed calls by kind.
+    /// Calls the guest failed, by kind.
     pub errors: Vec<(&'static str, u64)>,
+    /// Calls the host could not run (not counted against the plugin).
+    pub host_faults: u64,
     /// Active-version changes.
     pub swaps: u64,
     /// Shadow verdicts that differed from the active version's.
@@ -323,7 +325,7 @@ pub struct SlotSample {
 }
 
 /// The plugin series' (name after `switchyard_`, help, type).
-const PLUGIN_SERIES: [(&str, &str, MetricType); 9] = [
+const PLUGIN_SERIES: [(&str, &str, MetricType); 10] = [
     (
         "plugin_compiles_total",
         "Components compiled (not found in the code cache).",
@@ -351,7 +353,12 @@ const PLUGIN_SERIES: [(&str, &str, MetricType); 9] = [
     ),
     (
         "plugin_errors_total",
-        "Failed plugin calls, by kind.",
+        "Plugin calls the plugin failed, by kind.",
+        MetricType::COUNTER,
+    ),
+    (
+        "plugin_host_faults_total",
+        "Plugin calls the host could not run (not counted against the plugin).",
         MetricType::COUNTER,
     ),
     (
@@ -385,8 +392,14 @@ impl Collector for PluginCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let s = (self.source)();
         let slot_labels = |x: &SlotSample| vec![label("slot", x.slot), label("tenant", &x.tenant)];
-        let (mut calls, mut errors, mut swaps, mut disagreements, mut latency) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut calls, mut errors, mut faults, mut swaps, mut disagreements, mut latency) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
         for x in &s.slots {
             calls.push(counter(slot_labels(x), x.calls as f64));
             for (kind, n) in &x.errors {
@@ -394,6 +407,7 @@ impl Collector for PluginCollector {
                 l.push(label("kind", kind));
                 errors.push(counter(l, *n as f64));
             }
+            faults.push(counter(slot_labels(x), x.host_faults as f64));
             swaps.push(counter(slot_labels(x), x.swaps as f64));
             disagreements.push(counter(slot_labels(x), x.shadow_disagreements as f64));
             let mut h = proto::Histogram::default();
@@ -423,6 +437,7 @@ impl Collector for PluginCollector {
             vec![counter(vec![], s.stream_records_dropped as f64)],
             calls,
             errors,
+            faults,
             swaps,
             disagreements,
             latency,
@@ -557,6 +572,7 @@ mod tests {
                 tenant: "acme".into(),
                 calls: seen.load(std::sync::atomic::Ordering::Relaxed),
                 errors: vec![("timeout", 1), ("trap", 0)],
+                host_faults: 4,
                 swaps: 1,
                 shadow_disagreements: 0,
                 buckets: vec![(0.00001, 1), (0.0001, 2)],
@@ -576,6 +592,9 @@ mod tests {
             .contains("switchyard_plugin_calls_total{slot=\"event-filter\",tenant=\"acme\"} 2\n"));
         assert!(text.contains(
             "switchyard_plugin_errors_total{slot=\"event-filter\",tenant=\"acme\",kind=\"timeout\"} 1\n"
+        ));
+        assert!(text.contains(
+            "switchyard_plugin_host_faults_total{slot=\"event-filter\",tenant=\"acme\"} 4\n"
         ));
         assert!(text.contains("# TYPE switchyard_plugin_call_seconds histogram\n"));
         assert!(text.contains(

@@ -24,7 +24,7 @@ use crate::bus::Fanout;
 use crate::event::NewEvent;
 use crate::metrics::Metrics;
 use crate::plugins::wasm::{Limits, WasmHost};
-use crate::plugins::Plugins;
+use crate::plugins::{NoFilters, Plugins};
 use crate::sse::caps::{CapLimits, CapStore, Caps, Holder, MemoryCaps, Refusal};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
@@ -165,13 +165,12 @@ struct Node {
 async fn node(dir: &std::path::Path) -> Node {
     let store = Arc::new(SqliteStore::open(dir).await.unwrap());
     let _ = store.create_tenant("acme", "Acme").await;
-    let plugins = Plugins::new(WasmHost::new(Limits::default()).unwrap(), store.clone(), 4);
     let hub = Hub::start(
         store.clone(),
         Arc::new(Metrics::default()),
         vec![("acme".into(), 0)],
         Duration::from_secs(3600),
-        plugins,
+        Arc::new(NoFilters),
     );
     Node { hub, store }
 }

@@ -330,8 +330,8 @@ pub fn authorize(
         }
     };
     match state.plugins.authorize_stream(tenant, request) {
-        Ok(crate::plugins::Access::Allow) => Ok(()),
-        Ok(crate::plugins::Access::Refuse { code, message }) => {
+        Ok(Ok(crate::plugins::Access::Allow)) => Ok(()),
+        Ok(Ok(crate::plugins::Access::Refuse { code, message })) => {
             tracing::debug!(%tenant, %code, "stream request refused by the authorizer");
             Err(ApiError::new(
                 axum::http::StatusCode::FORBIDDEN,
@@ -339,7 +339,8 @@ pub fn authorize(
                 message,
             ))
         }
-        Err(_) => Err(ApiError::unavailable(
+        // The guest failed, or the host could not run it: fail closed.
+        Ok(Err(_)) | Err(_) => Err(ApiError::unavailable(
             "plugin_error",
             "the request could not be authorized; retry",
         )

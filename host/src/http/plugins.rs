@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::extract::{Admin, AppJson, QueryPairs};
 use crate::error::ApiError;
+use crate::plugins::registry::PluginsView;
 use crate::plugins::{Mode, PluginError, Slot};
 use crate::state::AppState;
 
@@ -52,18 +53,36 @@ async fn tenant(state: &AppState, q: &QueryPairs) -> Result<String, ApiError> {
     }
 }
 
+/// One slot as `GET /admin/plugins` shows it (`null`: a tenant's slot
+/// never configured).
 fn slot_view(state: &AppState, tenant: &str, slot: Slot) -> Response {
-    let all = state.plugins.describe();
-    let found = all["slots"]
-        .as_array()
-        .and_then(|slots| {
-            slots.iter().find(|s| {
-                s["slot"] == slot.as_str() && (s["tenant"].as_str().unwrap_or("") == tenant)
-            })
-        })
-        .cloned()
-        .unwrap_or(serde_json::Value::Null);
-    axum::Json(found).into_response()
+    axum::Json(state.plugins.describe_slot(tenant, slot)).into_response()
+}
+
+/// `GET /admin/plugins`.
+#[derive(serde::Serialize)]
+struct ListView {
+    #[serde(flatten)]
+    plugins: PluginsView,
+    limits: LimitsView,
+}
+
+/// The sandbox limits every call runs under.
+#[derive(serde::Serialize)]
+struct LimitsView {
+    timeout_ms: u64,
+    memory_bytes: usize,
+    fuel: Option<u64>,
+}
+
+/// `202` to an upload compiling in the background.
+#[derive(serde::Serialize)]
+struct CompilingView<'a> {
+    slot: &'static str,
+    tenant: Option<&'a str>,
+    version: String,
+    mode: &'static str,
+    state: &'static str,
 }
 
 /// `GET /admin/plugins`: every slot with its active version, shadow
@@ -75,14 +94,16 @@ fn slot_view(state: &AppState, tenant: &str, slot: Slot) -> Response {
     tag = "plugins"
 )]
 pub async fn list(State(state): State<AppState>, _admin: Admin) -> Response {
-    let mut v = state.plugins.describe();
     let limits = state.plugins.wasm().limits();
-    v["limits"] = serde_json::json!({
-        "timeout_ms": limits.timeout.as_millis() as u64,
-        "memory_bytes": limits.memory,
-        "fuel": limits.fuel,
-    });
-    axum::Json(v).into_response()
+    axum::Json(ListView {
+        plugins: state.plugins.describe(),
+        limits: LimitsView {
+            timeout_ms: limits.timeout.as_millis() as u64,
+            memory_bytes: limits.memory,
+            fuel: limits.fuel,
+        },
+    })
+    .into_response()
 }
 
 /// `PUT /admin/plugins/{slot}` with the component as the body
@@ -134,13 +155,13 @@ pub async fn upload(
         let job = state
             .plugins
             .install_in_background(&tenant, slot, body.to_vec(), "admin", mode);
-        let answer = serde_json::json!({
-            "slot": slot.as_str(),
-            "tenant": if tenant.is_empty() { None } else { Some(&tenant) },
-            "version": job.version,
-            "mode": job.mode,
-            "state": "compiling",
-        });
+        let answer = CompilingView {
+            slot: slot.as_str(),
+            tenant: (!tenant.is_empty()).then_some(tenant.as_str()),
+            version: job.version,
+            mode: job.mode,
+            state: "compiling",
+        };
         return Ok((StatusCode::ACCEPTED, axum::Json(answer)).into_response());
     }
     state

@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use super::registry::{Access, FilterOutcome};
-use super::wasm::{bindings::types, CallError};
+use super::wasm::{bindings::types, GuestFailure};
 use crate::bids::decision::Verdict;
 use crate::bids::{Bid, Product};
 use crate::event::StoredEvent;
@@ -70,12 +70,12 @@ fn cut(s: String, chars: usize) -> String {
 }
 
 /// A verdict the host can apply, or why not.
-pub fn verdict(v: types::Verdict, now: i64) -> Result<Verdict, CallError> {
+pub fn verdict(v: types::Verdict, now: i64) -> Result<Verdict, GuestFailure> {
     match v {
         types::Verdict::Accept(effects) => {
             if let Some(t) = effects.extend_to {
                 if t < now || t > now.saturating_add(MAX_EXTENSION_MS) {
-                    return Err(CallError::bad_output(format!(
+                    return Err(GuestFailure::bad_output(format!(
                         "extend-to {t} is outside [now, now + 7 days]"
                     )));
                 }
@@ -86,7 +86,7 @@ pub fn verdict(v: types::Verdict, now: i64) -> Result<Verdict, CallError> {
         }
         types::Verdict::Reject(r) => {
             if !valid_code(&r.code) {
-                return Err(CallError::bad_output(
+                return Err(GuestFailure::bad_output(
                     "a rejection code must be 1-64 characters of a-z, 0-9 and '_'",
                 ));
             }
@@ -116,26 +116,26 @@ fn valid_user(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
 }
 
-fn json_object(text: &str, what: &str) -> Result<Map<String, Value>, CallError> {
+fn json_object(text: &str, what: &str) -> Result<Map<String, Value>, GuestFailure> {
     if text.len() > MAX_DATA_BYTES {
-        return Err(CallError::bad_output(format!(
+        return Err(GuestFailure::bad_output(format!(
             "{what} is {} bytes; the limit is {MAX_DATA_BYTES}",
             text.len()
         )));
     }
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(CallError::bad_output(format!(
+        Ok(_) => Err(GuestFailure::bad_output(format!(
             "{what} is not a JSON object"
         ))),
-        Err(e) => Err(CallError::bad_output(format!("{what} is not JSON: {e}"))),
+        Err(e) => Err(GuestFailure::bad_output(format!("{what} is not JSON: {e}"))),
     }
 }
 
 /// Notifications the host can publish, or why not.
-pub fn notifications(list: Vec<types::Notification>) -> Result<Vec<Notification>, CallError> {
+pub fn notifications(list: Vec<types::Notification>) -> Result<Vec<Notification>, GuestFailure> {
     if list.len() > MAX_NOTIFICATIONS {
-        return Err(CallError::bad_output(format!(
+        return Err(GuestFailure::bad_output(format!(
             "{} notifications; the limit is {MAX_NOTIFICATIONS}",
             list.len()
         )));
@@ -143,19 +143,19 @@ pub fn notifications(list: Vec<types::Notification>) -> Result<Vec<Notification>
     list.into_iter()
         .map(|n| {
             if !valid_user(&n.recipient) {
-                return Err(CallError::bad_output(format!(
+                return Err(GuestFailure::bad_output(format!(
                     "recipient {:?} is not a user id",
                     cut(n.recipient, 40)
                 )));
             }
             if crate::event::validate_kind(&n.kind).is_err() {
-                return Err(CallError::bad_output(format!(
+                return Err(GuestFailure::bad_output(format!(
                     "kind {:?} is not an event type",
                     cut(n.kind, 40)
                 )));
             }
             if n.preview.chars().count() > MAX_PREVIEW_CHARS {
-                return Err(CallError::bad_output(format!(
+                return Err(GuestFailure::bad_output(format!(
                     "a preview is longer than {MAX_PREVIEW_CHARS} characters"
                 )));
             }
@@ -214,7 +214,7 @@ pub fn event(e: &StoredEvent) -> types::Event {
 }
 
 /// A filter result the host can apply, or why not.
-pub fn filter_result(r: types::FilterResult) -> Result<FilterOutcome, CallError> {
+pub fn filter_result(r: types::FilterResult) -> Result<FilterOutcome, GuestFailure> {
     Ok(match r {
         types::FilterResult::Drop => FilterOutcome::Drop,
         types::FilterResult::Pass => FilterOutcome::Pass,
@@ -239,12 +239,12 @@ pub fn filter_json(o: &FilterOutcome) -> Value {
 }
 
 /// An authorization the host can apply, or why not.
-pub fn access(a: types::Authorization) -> Result<Access, CallError> {
+pub fn access(a: types::Authorization) -> Result<Access, GuestFailure> {
     match a {
         types::Authorization::Allow => Ok(Access::Allow),
         types::Authorization::Refuse(r) => {
             if !valid_code(&r.code) {
-                return Err(CallError::bad_output(
+                return Err(GuestFailure::bad_output(
                     "a refusal code must be 1-64 characters of a-z, 0-9 and '_'",
                 ));
             }
@@ -287,104 +287,166 @@ pub fn stream_request_json(r: &types::StreamRequest) -> Value {
 }
 
 // ---- JSON inputs of recorded cases -------------------------------------
+//
+// Read through the cases file's types (`cli::file`, shared with the guest
+// SDK), so that a case reads the same everywhere.
 
-fn s(v: &Value, k: &str) -> String {
-    v.get(k)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
+use super::cli::file;
+
+/// Reads `v` as `T`; a value of the wrong shape reads as `T`'s defaults.
+fn read<T: serde::de::DeserializeOwned + Default>(v: &Value) -> T {
+    file::input(v).unwrap_or_default()
 }
 
-fn i(v: &Value, k: &str) -> i64 {
-    v.get(k).and_then(Value::as_i64).unwrap_or_default()
+impl From<file::BidInput> for types::Bid {
+    fn from(b: file::BidInput) -> Self {
+        let file::BidInput {
+            id,
+            tenant,
+            product_id,
+            bidder_id,
+            amount,
+            created_at,
+        } = b;
+        types::Bid {
+            id,
+            tenant,
+            product_id,
+            bidder_id,
+            amount,
+            created_at,
+        }
+    }
 }
 
-fn oi(v: &Value, k: &str) -> Option<i64> {
-    v.get(k).and_then(Value::as_i64)
+impl From<file::ProductInput> for types::Product {
+    fn from(p: file::ProductInput) -> Self {
+        let file::ProductInput {
+            id,
+            tenant,
+            seller_id,
+            title,
+            starting_price,
+            min_increment,
+            anti_snipe_ms,
+            ends_at,
+            status,
+            current_bid,
+            leader,
+            bid_count,
+            version,
+            created_at,
+        } = p;
+        types::Product {
+            id,
+            tenant,
+            seller_id,
+            title,
+            starting_price,
+            min_increment,
+            anti_snipe_ms,
+            ends_at,
+            status,
+            current_bid,
+            leader,
+            bid_count,
+            version,
+            created_at,
+        }
+    }
 }
 
-fn os(v: &Value, k: &str) -> Option<String> {
-    v.get(k).and_then(Value::as_str).map(str::to_string)
+impl From<file::MessageInput> for types::Message {
+    fn from(m: file::MessageInput) -> Self {
+        let file::MessageInput {
+            id,
+            tenant,
+            kind,
+            from,
+            to,
+            product_id,
+            body,
+            created_at,
+        } = m;
+        types::Message {
+            id,
+            tenant,
+            kind,
+            from,
+            to,
+            product_id,
+            body,
+            created_at,
+        }
+    }
+}
+
+impl From<file::EventInput> for types::Event {
+    fn from(e: file::EventInput) -> Self {
+        let data = e.data_text();
+        let file::EventInput {
+            id,
+            tenant,
+            topic,
+            type_,
+            data: _,
+            ts,
+        } = e;
+        types::Event {
+            id,
+            tenant,
+            topic,
+            type_,
+            data,
+            ts,
+        }
+    }
+}
+
+impl From<file::StreamRequestInput> for types::StreamRequest {
+    fn from(r: file::StreamRequestInput) -> Self {
+        types::StreamRequest {
+            caller: r.caller_text(),
+            user: r.user(),
+            tenant: r.tenant.clone(),
+            topics: r.topics(),
+            params: r.params.pairs(),
+            now: r.now,
+        }
+    }
 }
 
 /// A bid from case JSON (missing fields take defaults).
 pub fn bid_from_json(v: &Value) -> types::Bid {
-    types::Bid {
-        id: s(v, "id"),
-        tenant: s(v, "tenant"),
-        product_id: s(v, "product_id"),
-        bidder_id: s(v, "bidder_id"),
-        amount: i(v, "amount"),
-        created_at: i(v, "created_at"),
-    }
+    read::<file::BidInput>(v).into()
 }
 
-/// A product from case JSON (missing fields take defaults).
+/// A product from case JSON (missing fields take defaults; `status` is
+/// `open`).
 pub fn product_from_json(v: &Value) -> types::Product {
-    types::Product {
-        id: s(v, "id"),
-        tenant: s(v, "tenant"),
-        seller_id: s(v, "seller_id"),
-        title: s(v, "title"),
-        starting_price: i(v, "starting_price"),
-        min_increment: i(v, "min_increment"),
-        anti_snipe_ms: i(v, "anti_snipe_ms"),
-        ends_at: oi(v, "ends_at"),
-        status: os(v, "status").unwrap_or_else(|| "open".into()),
-        current_bid: oi(v, "current_bid"),
-        leader: os(v, "leader"),
-        bid_count: i(v, "bid_count"),
-        version: i(v, "version"),
-        created_at: i(v, "created_at"),
-    }
+    read::<file::ProductInput>(v).into()
 }
 
-/// A message from case JSON.
+/// A message from case JSON (`kind` is `message` unless given).
 pub fn message_from_json(v: &Value) -> types::Message {
-    types::Message {
-        id: s(v, "id"),
-        tenant: s(v, "tenant"),
-        kind: os(v, "kind").unwrap_or_else(|| "message".into()),
-        from: s(v, "from"),
-        to: s(v, "to"),
-        product_id: os(v, "product_id"),
-        body: s(v, "body"),
-        created_at: i(v, "created_at"),
-    }
+    read::<file::MessageInput>(v).into()
 }
 
-/// An event from case JSON (`data` an object).
+/// An event from case JSON (`id` a string or a number, `data` an object).
 pub fn event_from_json(v: &Value) -> types::Event {
-    types::Event {
-        id: match v.get("id") {
-            Some(Value::Number(n)) => n.to_string(),
-            _ => s(v, "id"),
-        },
-        tenant: s(v, "tenant"),
-        topic: s(v, "topic"),
-        type_: s(v, "type"),
-        data: v.get("data").cloned().unwrap_or(json!({})).to_string(),
-        ts: i(v, "ts"),
-    }
+    read::<file::EventInput>(v).into()
 }
 
 /// The members of a JSON object as strings (a string as is, anything else
-/// as its JSON text); nothing for a value that is not an object.
-pub fn string_pairs(v: &Value) -> impl Iterator<Item = (String, String)> + '_ {
-    v.as_object().into_iter().flatten().map(|(k, v)| {
-        let v = match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        (k.clone(), v)
-    })
+/// as its JSON text), sorted by name; nothing for a value that is not an
+/// object.
+pub fn string_pairs(v: &Value) -> Vec<(String, String)> {
+    read::<file::Params>(v).pairs()
 }
 
 /// A subscription shape from case JSON (an object of strings), sorted.
 pub fn subscription_from_json(v: &Value) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = string_pairs(v).collect();
-    out.sort();
-    out
+    string_pairs(v)
 }
 
 /// A stream request from case JSON: `caller` an object of claims (or
@@ -392,36 +454,5 @@ pub fn subscription_from_json(v: &Value) -> Vec<(String, String)> {
 /// they name a publisher (`svc`); `topics` a list, sorted here; `params` an
 /// object of strings.
 pub fn stream_request_from_json(v: &Value) -> types::StreamRequest {
-    let claims = v.get("caller").filter(|c| c.is_object());
-    let user = match v.get("user") {
-        Some(u) => u.as_str().map(str::to_string),
-        None => claims
-            .filter(|c| c.get("svc").is_none())
-            .and_then(|c| c.get("sub"))
-            .and_then(Value::as_str)
-            .map(str::to_string),
-    };
-    let mut topics: Vec<String> = v
-        .get("topics")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    topics.sort();
-    topics.dedup();
-    types::StreamRequest {
-        caller: claims.map(Value::to_string),
-        user,
-        tenant: s(v, "tenant"),
-        topics,
-        params: v
-            .get("params")
-            .map(subscription_from_json)
-            .unwrap_or_default(),
-        now: i(v, "now"),
-    }
+    read::<file::StreamRequestInput>(v).into()
 }

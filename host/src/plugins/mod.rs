@@ -1,7 +1,10 @@
 //! Business rules as WebAssembly components, one slot per rule.
 //!
 //! - `wasm`: the sandbox (wasmtime component model, deadlines, memory cap, no
-//!   ambient authority) and the generated bindings of `wit/`.
+//!   ambient authority) and the generated bindings of `wit/`; one call path
+//!   for every slot, host faults kept apart from the guest's failures.
+//! - `world`: the four worlds as types (bindings, input, output), and the
+//!   canonical encoding of an input its random seed is derived from.
 //! - `registry`: which version answers for each slot and tenant; swaps,
 //!   shadow runs, rollback, per-slot statistics.
 //! - `convert`: host types <-> WIT types <-> JSON, and the output rules.
@@ -22,7 +25,9 @@ pub mod registry;
 pub mod wasi;
 pub mod wasm;
 pub mod watch;
+pub mod world;
 
+pub use filtered::{EventFilters, NoFilters, ShapeFilter};
 pub use registry::{Access, FilterOutcome, Mode, PluginError, Plugins, TenantFilter};
 
 use tokio_util::sync::CancellationToken;

@@ -213,9 +213,9 @@ impl std::fmt::Display for SleptPastDeadline {
 
 impl std::error::Error for SleptPastDeadline {}
 
-/// The seed of a call: SHA-256 over the plugin version and every input
-/// field, each length-prefixed so that no two inputs collide by
-/// concatenation.
+/// The seed of a call: SHA-256 over the plugin version and the input's
+/// canonical encoding (`world::Canonical`: every field, strings and lists
+/// length-prefixed, so that no two inputs collide by concatenation).
 pub struct Seed(Sha256);
 
 impl Seed {
@@ -237,22 +237,6 @@ impl Seed {
     pub fn int(&mut self, n: i64) -> &mut Self {
         self.0.update(n.to_le_bytes());
         self
-    }
-
-    /// Adds an optional number field.
-    pub fn opt_int(&mut self, n: Option<i64>) -> &mut Self {
-        match n {
-            Some(n) => self.int(1).int(n),
-            None => self.int(0),
-        }
-    }
-
-    /// Adds an optional string field.
-    pub fn opt_str(&mut self, s: Option<&str>) -> &mut Self {
-        match s {
-            Some(s) => self.int(1).str(s),
-            None => self.int(0),
-        }
     }
 
     /// The 32 seed bytes.

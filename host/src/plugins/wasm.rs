@@ -23,6 +23,12 @@
 //!   times the call); a call that fails drops its instance, so a failure
 //!   poisons nothing, and no state crosses versions or configurations. A trap, a timeout, a grown-too-far memory or an output that
 //!   breaks the host's rules fails that call only, with its kind.
+//! - A call answers `Result<Result<Out, GuestFailure>, HostFault>`: the
+//!   outer error is the host's (no instance to be had, a panic in host
+//!   code), the inner the guest's. Both fail the call (closed); only the
+//!   guest's count against the plugin.
+//! - One call path for every slot ([`WasmHost::call`]), generic over the
+//!   slot's [`World`] (`world.rs`): its bindings, input and output.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -35,6 +41,7 @@ use wasmtime_wasi::{WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use super::wasi::{LogLevel, Seed, SleptPastDeadline, Wasi};
+use super::world::{by_world, Canonical, World};
 use super::Slot;
 
 /// Generated bindings, one module per world; the `host` interface and the
@@ -85,8 +92,6 @@ pub mod bindings {
     pub use validator::switchyard::plugins::types;
 }
 
-use bindings::types;
-
 /// The epoch ticker's period; deadlines are counted in these.
 const TICK: Duration = Duration::from_millis(2);
 
@@ -111,7 +116,7 @@ impl Default for Limits {
     }
 }
 
-/// Why a call failed.
+/// Why a guest failed a call: what counts against a plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailKind {
     /// The guest trapped (a panic, `unreachable`, a WASI call, ...).
@@ -122,8 +127,6 @@ pub enum FailKind {
     Memory,
     /// It answered something the host refuses (malformed JSON, too big, ...).
     BadOutput,
-    /// The host could not instantiate it (pool exhausted, ...).
-    Instantiate,
 }
 
 impl FailKind {
@@ -134,38 +137,51 @@ impl FailKind {
             FailKind::Timeout => "timeout",
             FailKind::Memory => "memory",
             FailKind::BadOutput => "bad_output",
-            FailKind::Instantiate => "instantiate",
         }
     }
 
     /// Every kind, for metrics.
-    pub const ALL: [FailKind; 5] = [
+    pub const ALL: [FailKind; 4] = [
         FailKind::Trap,
         FailKind::Timeout,
         FailKind::Memory,
         FailKind::BadOutput,
-        FailKind::Instantiate,
     ];
 }
 
-/// A failed call.
+/// What a call comes to: the outer `Result` is the host's (it could not
+/// run the call), the inner the guest's (it ran, and failed or answered).
+pub type CallResult<T> = Result<Result<T, GuestFailure>, HostFault>;
+
+/// A call the host could not run or finish through no doing of the guest:
+/// no instance to be had (the pool exhausted), a panic in host code. It
+/// fails the call as a guest failure would (closed), but is not counted
+/// against the plugin.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("host fault: {message}")]
+pub struct HostFault {
+    /// Details for logs.
+    pub message: String,
+}
+
+/// A call the guest failed.
 #[derive(Debug, Clone)]
-pub struct CallError {
+pub struct GuestFailure {
     /// What went wrong.
     pub kind: FailKind,
     /// Details for logs and the admin API.
     pub message: String,
 }
 
-impl std::fmt::Display for CallError {
+impl std::fmt::Display for GuestFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.kind.as_str(), self.message)
     }
 }
 
-impl CallError {
+impl GuestFailure {
     pub(crate) fn bad_output(message: impl Into<String>) -> Self {
-        CallError {
+        GuestFailure {
             kind: FailKind::BadOutput,
             message: message.into(),
         }
@@ -400,35 +416,19 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// A world's pre-instantiated component, and whether it imports
-/// `wasi:random` (only then does a call pay for hashing its input into a seed).
-#[derive(Clone)]
-pub struct Pre<P> {
-    pre: P,
+/// A component linked for world `W`, ready to instantiate, and whether it
+/// imports `wasi:random` (only then does a call pay for encoding its input
+/// into a seed).
+pub struct Linked<W: World> {
+    pre: W::Pre,
     seeded: bool,
 }
 
-/// A component linked for its slot, ready to instantiate.
-#[derive(Clone)]
-pub enum Linked {
-    /// `bid-validator`.
-    Validator(Pre<bindings::validator::BidValidatorPre<Ctx>>),
-    /// `notification-shaper`.
-    Shaper(Pre<bindings::shaper::NotificationShaperPre<Ctx>>),
-    /// `event-filter`.
-    Filter(Pre<bindings::filter::EventFilterPre<Ctx>>),
-    /// `stream-authorizer`.
-    Authorizer(Pre<bindings::authorizer::StreamAuthorizerPre<Ctx>>),
-}
-
-impl Linked {
-    /// The slot it fits.
-    pub fn slot(&self) -> Slot {
-        match self {
-            Linked::Validator(_) => Slot::BidValidator,
-            Linked::Shaper(_) => Slot::NotificationShaper,
-            Linked::Filter(_) => Slot::EventFilter,
-            Linked::Authorizer(_) => Slot::StreamAuthorizer,
+impl<W: World> Clone for Linked<W> {
+    fn clone(&self) -> Self {
+        Linked {
+            pre: self.pre.clone(),
+            seeded: self.seeded,
         }
     }
 }
@@ -636,9 +636,9 @@ impl WasmHost {
         Ok(component)
     }
 
-    /// Links a compiled component for `slot`, checking it against the slot's
+    /// Links a compiled component for world `W`, checking it against the
     /// world.
-    pub fn link(&self, component: &Component, slot: Slot) -> Result<Linked, HostError> {
+    pub fn link<W: World>(&self, component: &Component) -> Result<Linked<W>, HostError> {
         let mut linker = (*self.linker).clone();
         stub_unknown_imports(&mut linker, &self.engine, component).map_err(HostError::Imports)?;
         let pre = linker
@@ -648,25 +648,11 @@ impl WasmHost {
             .component_type()
             .imports(&self.engine)
             .any(|(name, _)| name.starts_with("wasi:random/"));
-        let fit = |reason: wasmtime::Error| HostError::World { slot, reason };
-        Ok(match slot {
-            Slot::BidValidator => Linked::Validator(Pre {
-                pre: bindings::validator::BidValidatorPre::new(pre).map_err(fit)?,
-                seeded,
-            }),
-            Slot::NotificationShaper => Linked::Shaper(Pre {
-                pre: bindings::shaper::NotificationShaperPre::new(pre).map_err(fit)?,
-                seeded,
-            }),
-            Slot::EventFilter => Linked::Filter(Pre {
-                pre: bindings::filter::EventFilterPre::new(pre).map_err(fit)?,
-                seeded,
-            }),
-            Slot::StreamAuthorizer => Linked::Authorizer(Pre {
-                pre: bindings::authorizer::StreamAuthorizerPre::new(pre).map_err(fit)?,
-                seeded,
-            }),
-        })
+        let pre = W::pre(pre).map_err(|reason| HostError::World {
+            slot: W::SLOT,
+            reason,
+        })?;
+        Ok(Linked { pre, seeded })
     }
 
     /// Which slots a component fits, with the reason for each that it does not.
@@ -674,11 +660,39 @@ impl WasmHost {
         let component = self.compile(bytes)?;
         Ok(Slot::ALL
             .iter()
-            .map(|&slot| (slot, self.link(&component, slot).map(|_| ())))
+            .map(|&slot| {
+                let fit = by_world!(slot, W => self.link::<W>(&component).map(|_| ()));
+                (slot, fit)
+            })
             .collect())
     }
 
-    fn store(&self, call: &CallCtx) -> Store<Ctx> {
+    /// Calls `linked` on `input`: the WASI clocks read the input's time
+    /// (`World::now_ms`), and its random generators are seeded by the
+    /// version's label and the input's canonical encoding.
+    pub fn call<W: World>(
+        &self,
+        linked: &Linked<W>,
+        call: &CallCtx<W>,
+        input: W::Input<'_>,
+    ) -> CallResult<W::Output> {
+        let seed = linked.seeded.then(|| {
+            let mut s = Seed::new(&call.label);
+            input.encode(&mut s);
+            s
+        });
+        self.run(
+            call,
+            CallTime {
+                now_ms: W::now_ms(input),
+                seed,
+            },
+            |s| W::instantiate(&linked.pre, s),
+            |b, s| W::call(b, s, input),
+        )
+    }
+
+    fn store<W: World>(&self, call: &CallCtx<W>) -> Store<Ctx> {
         // The insecure seed is fixed per version (WASI asks for a value that
         // does not change over an instance's life).
         let digest = Seed::new(&call.label).finish();
@@ -710,14 +724,14 @@ impl WasmHost {
     /// Runs guest code on the calling thread, which must not be a runtime
     /// worker (see the module doc).
     #[tracing::instrument(name = "plugin.call", level = "debug", skip_all, fields(plugin = %call.label))]
-    fn run<B, R>(
+    fn run<W: World, R>(
         &self,
-        call: &CallCtx,
-        idle: &std::sync::Mutex<Vec<Idle<B>>>,
+        call: &CallCtx<W>,
         input: CallTime,
-        instantiate: impl FnOnce(&mut Store<Ctx>) -> wasmtime::Result<B>,
-        f: impl FnOnce(&B, &mut Store<Ctx>) -> wasmtime::Result<R>,
-    ) -> Result<R, CallError> {
+        instantiate: impl FnOnce(&mut Store<Ctx>) -> wasmtime::Result<W::Bindings>,
+        f: impl FnOnce(&W::Bindings, &mut Store<Ctx>) -> wasmtime::Result<R>,
+    ) -> CallResult<R> {
+        let idle = &*call.idle;
         // Guest code runs from here (instantiation included): the deadline
         // needs the ticker awake.
         let _in_flight = self.ticking.enter();
@@ -735,24 +749,25 @@ impl WasmHost {
                 store.data().wasi.input.begin(input.now_ms, seed);
                 let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     Self::off_runtime(|| instantiate(&mut store))
-                }))
-                .unwrap_or_else(|_| {
-                    Err(wasmtime::Error::msg(
-                        "the host failed while instantiating the plugin",
-                    ))
-                });
+                }));
                 match made {
-                    Ok(b) => (store, b, 0, None),
-                    Err(e) => {
+                    Ok(Ok(b)) => (store, b, 0, None),
+                    Ok(Err(e)) => {
                         store.data().wasi.log.end_call();
-                        return Err(instantiate_error(&store, e));
+                        return instantiate_error(&store, e);
+                    }
+                    Err(_) => {
+                        store.data().wasi.log.end_call();
+                        return Err(HostFault {
+                            message: "the host failed while instantiating the plugin".into(),
+                        });
                     }
                 }
             }
         };
         self.rearm(&mut store);
         // A panic in a host function (a bug, not the guest's doing) fails the
-        // call instead of the thread.
+        // call instead of the thread, as a host fault.
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             Self::off_runtime(|| f(&bindings, &mut store))
         }));
@@ -760,8 +775,7 @@ impl WasmHost {
         let r = match r {
             Ok(r) => r.map_err(|e| classify(&store, e)),
             Err(_) => {
-                return Err(CallError {
-                    kind: FailKind::Trap,
+                return Err(HostFault {
                     message: "the host failed while serving the plugin".into(),
                 })
             }
@@ -784,7 +798,7 @@ impl WasmHost {
                 }
             }
         }
-        r
+        Ok(r)
     }
 
     fn rearm(&self, store: &mut Store<Ctx>) {
@@ -795,146 +809,6 @@ impl WasmHost {
             // Fuel is only on when configured; setting it cannot fail then.
             let _ = store.set_fuel(fuel);
         }
-    }
-
-    /// Runs `validate`; the WASI clocks read `now`.
-    pub fn validate(
-        &self,
-        pre: &Pre<bindings::validator::BidValidatorPre<Ctx>>,
-        call: &CallCtx,
-        bid: &types::Bid,
-        product: &types::Product,
-        now: i64,
-    ) -> Result<types::Verdict, CallError> {
-        let seed = pre.seeded.then(|| {
-            let mut s = Seed::new(&call.label);
-            s.str(&bid.id)
-                .str(&bid.tenant)
-                .str(&bid.product_id)
-                .str(&bid.bidder_id)
-                .int(bid.amount)
-                .int(bid.created_at);
-            s.str(&product.id)
-                .str(&product.tenant)
-                .str(&product.seller_id)
-                .str(&product.title)
-                .int(product.starting_price)
-                .int(product.min_increment)
-                .int(product.anti_snipe_ms)
-                .opt_int(product.ends_at)
-                .str(product.status.as_str())
-                .opt_int(product.current_bid)
-                .opt_str(product.leader.as_deref())
-                .int(product.bid_count)
-                .int(product.version)
-                .int(product.created_at)
-                .int(now);
-            s
-        });
-        self.run(
-            call,
-            &call.idle.validators,
-            CallTime { now_ms: now, seed },
-            |s| pre.pre.instantiate(s),
-            |b, s| b.call_validate(s, bid, product, now),
-        )
-    }
-
-    /// Runs `shape`; the WASI clocks read the message's `created-at`.
-    pub fn shape(
-        &self,
-        pre: &Pre<bindings::shaper::NotificationShaperPre<Ctx>>,
-        call: &CallCtx,
-        message: &types::Message,
-    ) -> Result<Vec<types::Notification>, CallError> {
-        let seed = pre.seeded.then(|| {
-            let mut s = Seed::new(&call.label);
-            s.str(&message.id)
-                .str(&message.tenant)
-                .str(&message.kind)
-                .str(&message.from)
-                .str(&message.to)
-                .opt_str(message.product_id.as_deref())
-                .str(&message.body)
-                .int(message.created_at);
-            s
-        });
-        self.run(
-            call,
-            &call.idle.shapers,
-            CallTime {
-                now_ms: message.created_at,
-                seed,
-            },
-            |s| pre.pre.instantiate(s),
-            |b, s| b.call_shape(s, message),
-        )
-    }
-
-    /// Runs `filter`; the WASI clocks read the event's `ts`.
-    pub fn filter(
-        &self,
-        pre: &Pre<bindings::filter::EventFilterPre<Ctx>>,
-        call: &CallCtx,
-        event: &types::Event,
-        subscription: &Vec<(String, String)>,
-    ) -> Result<types::FilterResult, CallError> {
-        let seed = pre.seeded.then(|| {
-            let mut s = Seed::new(&call.label);
-            s.str(&event.id)
-                .str(&event.tenant)
-                .str(&event.topic)
-                .str(&event.type_)
-                .str(&event.data)
-                .int(event.ts);
-            for (k, v) in subscription {
-                s.str(k).str(v);
-            }
-            s
-        });
-        self.run(
-            call,
-            &call.idle.filters,
-            CallTime {
-                now_ms: event.ts,
-                seed,
-            },
-            |s| pre.pre.instantiate(s),
-            |b, s| b.call_filter(s, event, subscription),
-        )
-    }
-
-    /// Runs `authorize`; the WASI clocks read the request's `now`.
-    pub fn authorize(
-        &self,
-        pre: &Pre<bindings::authorizer::StreamAuthorizerPre<Ctx>>,
-        call: &CallCtx,
-        request: &types::StreamRequest,
-    ) -> Result<types::Authorization, CallError> {
-        let seed = pre.seeded.then(|| {
-            let mut s = Seed::new(&call.label);
-            s.opt_str(request.caller.as_deref())
-                .opt_str(request.user.as_deref())
-                .str(&request.tenant);
-            for t in &request.topics {
-                s.str(t);
-            }
-            for (k, v) in &request.params {
-                s.str(k).str(v);
-            }
-            s.int(request.now);
-            s
-        });
-        self.run(
-            call,
-            &call.idle.authorizers,
-            CallTime {
-                now_ms: request.now,
-                seed,
-            },
-            |s| pre.pre.instantiate(s),
-            |b, s| b.call_authorize(s, request),
-        )
     }
 }
 
@@ -1079,42 +953,54 @@ pub struct Idle<B> {
     resources: usize,
 }
 
-/// Idle instances of one version, by world. Instances are reused while
-/// they behave: a plugin's globals may persist from one call to the next
-/// (never from one version or configuration to another), and a call that
-/// fails drops its instance.
-#[derive(Default)]
-pub struct IdleInstances {
-    validators: std::sync::Mutex<Vec<Idle<bindings::validator::BidValidator>>>,
-    shapers: std::sync::Mutex<Vec<Idle<bindings::shaper::NotificationShaper>>>,
-    filters: std::sync::Mutex<Vec<Idle<bindings::filter::EventFilter>>>,
-    authorizers: std::sync::Mutex<Vec<Idle<bindings::authorizer::StreamAuthorizer>>>,
-}
-
-/// What a call needs beyond the component: its configuration and a label for
-/// its log lines.
-#[derive(Clone)]
-pub struct CallCtx {
+/// What a call needs beyond the component: its configuration, a label for
+/// its log lines, and the version's idle instances. Instances are reused
+/// while they behave: a plugin's globals may persist from one call to the
+/// next (never from one version or configuration to another), and a call
+/// that fails drops its instance.
+pub struct CallCtx<W: World> {
     /// Read-only configuration.
     pub config: Arc<BTreeMap<String, String>>,
     /// `slot[@tenant]#version`, on every log line the plugin writes.
     pub label: Arc<str>,
     /// Instances kept between calls.
-    pub idle: Arc<IdleInstances>,
+    pub idle: Arc<std::sync::Mutex<Vec<Idle<W::Bindings>>>>,
 }
 
-fn instantiate_error(store: &Store<Ctx>, e: wasmtime::Error) -> CallError {
-    // A start function can trap or loop too.
+impl<W: World> CallCtx<W> {
+    /// A context with no idle instance yet.
+    pub fn new(config: BTreeMap<String, String>, label: impl Into<Arc<str>>) -> Self {
+        CallCtx {
+            config: Arc::new(config),
+            label: label.into(),
+            idle: Arc::default(),
+        }
+    }
+}
+
+impl<W: World> Clone for CallCtx<W> {
+    fn clone(&self) -> Self {
+        CallCtx {
+            config: self.config.clone(),
+            label: self.label.clone(),
+            idle: self.idle.clone(),
+        }
+    }
+}
+
+/// Why an instance could not be made: the guest's doing when its start
+/// trapped, looped or grew past the budget, else the host's (an exhausted
+/// pool, ...).
+fn instantiate_error<R>(store: &Store<Ctx>, e: wasmtime::Error) -> CallResult<R> {
     if e.downcast_ref::<Trap>().is_some() || store.data().memory_exceeded {
-        return classify(store, e);
+        return Ok(Err(classify(store, e)));
     }
-    CallError {
-        kind: FailKind::Instantiate,
-        message: format!("{e:#}"),
-    }
+    Err(HostFault {
+        message: format!("cannot instantiate the plugin: {e:#}"),
+    })
 }
 
-fn classify(store: &Store<Ctx>, e: wasmtime::Error) -> CallError {
+fn classify(store: &Store<Ctx>, e: wasmtime::Error) -> GuestFailure {
     let kind = if store.data().memory_exceeded {
         FailKind::Memory
     } else if e.downcast_ref::<SleptPastDeadline>().is_some() {
@@ -1136,7 +1022,7 @@ fn classify(store: &Store<Ctx>, e: wasmtime::Error) -> CallError {
     if let Some(cut) = message.match_indices('\n').nth(3).map(|(i, _)| i) {
         message.truncate(cut);
     }
-    CallError { kind, message }
+    GuestFailure { kind, message }
 }
 
 #[cfg(test)]
@@ -1151,6 +1037,28 @@ mod tests {
             memory_exceeded: false,
             wasi: Wasi::new("test".into(), 0, Duration::from_millis(50)),
         }
+    }
+
+    /// An instance the host cannot make is the host's fault, not counted
+    /// against the plugin; a start that traps is the guest's.
+    #[test]
+    fn instantiate_errors_are_the_hosts_unless_the_guest_trapped() {
+        let host = WasmHost::new(Limits::default()).expect("engine");
+        let call = CallCtx::<crate::plugins::world::Filter>::new(BTreeMap::new(), "test");
+        let store = host.store(&call);
+        let pool = wasmtime::Error::msg("maximum concurrent instance limit reached");
+        assert!(matches!(
+            instantiate_error::<()>(&store, pool),
+            Err(HostFault { .. })
+        ));
+        let trap = wasmtime::Error::from(Trap::UnreachableCodeReached);
+        assert!(matches!(
+            instantiate_error::<()>(&store, trap),
+            Ok(Err(GuestFailure {
+                kind: FailKind::Trap,
+                ..
+            }))
+        ));
     }
 
     /// One budget over every memory and table of an instance: two memories
@@ -1197,11 +1105,7 @@ mod tests {
             ..Limits::default()
         })
         .expect("engine");
-        let call = CallCtx {
-            config: Arc::default(),
-            label: Arc::from("test"),
-            idle: Arc::default(),
-        };
+        let call = CallCtx::<crate::plugins::world::Filter>::new(BTreeMap::new(), "test");
         // 160 pages: 10 MiB.
         let module = wasmtime::Module::new(&host.engine, module_with_memory(160)).expect("module");
         let linker = wasmtime::Linker::<Ctx>::new(&host.engine);

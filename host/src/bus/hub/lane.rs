@@ -29,8 +29,7 @@ use tokio::sync::mpsc;
 
 use super::subscribers::{offer, Inner};
 use crate::event::{Frame, StoredEvent};
-use crate::plugins::Shape;
-use crate::plugins::TenantFilter;
+use crate::plugins::{Shape, ShapeFilter};
 
 /// Most events one blocking hand-off filters.
 const BATCH: usize = 256;
@@ -96,7 +95,7 @@ fn deliver(hub: &Inner, events: Vec<StoredEvent>) {
         return;
     };
     // One resolution per batch: a swap takes effect at the next batch.
-    let filter = hub.plugins.filter(&first.tenant);
+    let filter = hub.filters.of_tenant(&first.tenant);
     for e in &events {
         let shapes = hub.shapes(&e.tenant, &e.topic);
         if shapes.is_empty() {
@@ -108,7 +107,7 @@ fn deliver(hub: &Inner, events: Vec<StoredEvent>) {
                 .into_iter()
                 .map(|s| (s, Some(frame.clone())))
                 .collect(),
-            Some(f) => filter_shapes(f, e, &frame, shapes),
+            Some(f) => filter_shapes(f.as_ref(), e, &frame, shapes),
         };
         offer(hub, e, &answers);
     }
@@ -116,16 +115,17 @@ fn deliver(hub: &Inner, events: Vec<StoredEvent>) {
 
 /// The filter's answer for each shape: the frame to offer, or none.
 fn filter_shapes(
-    f: &TenantFilter,
+    f: &dyn ShapeFilter,
     e: &StoredEvent,
     frame: &Arc<Frame>,
     shapes: Vec<Shape>,
 ) -> Vec<(Shape, Option<Arc<Frame>>)> {
-    let input = crate::plugins::convert::event(e);
+    let answers = f.answers(e, &shapes);
     shapes
         .into_iter()
-        .map(|shape| {
-            let out = f.event_json(e, &input, &shape).map(|json| match json {
+        .zip(answers)
+        .map(|(shape, json)| {
+            let out = json.map(|json| match json {
                 Cow::Borrowed(_) => frame.clone(),
                 Cow::Owned(json) => Arc::new(Frame::from_parts(e.seq, &e.topic, &e.kind, &json)),
             });

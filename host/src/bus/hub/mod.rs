@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 
 use crate::event::{Seq, StoredEvent};
 use crate::metrics::Metrics;
-use crate::plugins::Plugins;
+use crate::plugins::EventFilters;
 pub use crate::plugins::Shape;
 use crate::store::Store;
 
@@ -55,10 +55,10 @@ impl Hub {
         metrics: Arc<Metrics>,
         heads: Vec<(String, Seq)>,
         tail_check: Duration,
-        plugins: Plugins,
+        filters: Arc<dyn EventFilters>,
     ) -> Hub {
         let (tx, rx) = mpsc::unbounded_channel();
-        let inner = Arc::new(Inner::new(metrics, plugins));
+        let inner = Arc::new(Inner::new(metrics, filters));
         tokio::spawn(Dispatcher::new(inner.clone(), tx.clone(), store, heads).run(rx, tail_check));
         Hub { inner, input: tx }
     }
@@ -98,8 +98,9 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::event::NewEvent;
-    use crate::plugins::wasm::{Limits, WasmHost};
+    use crate::plugins::{NoFilters, ShapeFilter};
     use crate::store::sqlite::SqliteStore;
+    use std::borrow::Cow;
 
     fn note(n: usize) -> NewEvent {
         NewEvent {
@@ -119,15 +120,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("switchyard-hub-{}", crate::bids::new_id("t")));
         let store = Arc::new(SqliteStore::open(&dir).await.expect("open"));
         store.create_tenant("acme", "Acme").await.expect("tenant");
-        let wasm = WasmHost::new(Limits::default()).expect("engine");
-        let plugins = Plugins::new(wasm, store.clone(), 4);
         let metrics = Arc::new(Metrics::default());
         let hub = Hub::start(
             store.clone(),
             metrics.clone(),
             vec![("acme".into(), 0)],
             Duration::from_secs(3600),
-            plugins,
+            Arc::new(NoFilters),
         );
         let sub = hub.subscribe("acme", &["feed:1".into()], 16, Arc::default());
         let events = store
@@ -151,6 +150,82 @@ mod tests {
         let more = tokio::time::timeout(Duration::from_millis(200), sub.recv()).await;
         assert!(more.is_err(), "a duplicate was delivered");
         drop(sub);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A filter in plain Rust: `acme`'s subscriptions of shape `lang=fr`
+    /// get no odd events and the even ones with their data replaced; every
+    /// other shape gets every event as it is.
+    struct FrenchEven;
+
+    impl EventFilters for FrenchEven {
+        fn any(&self) -> bool {
+            true
+        }
+
+        fn of_tenant(&self, tenant: &str) -> Option<Box<dyn ShapeFilter>> {
+            (tenant == "acme").then(|| Box::new(FrenchEven) as Box<dyn ShapeFilter>)
+        }
+    }
+
+    impl ShapeFilter for FrenchEven {
+        fn answers<'a>(&self, e: &'a StoredEvent, shapes: &[Shape]) -> Vec<Option<Cow<'a, str>>> {
+            shapes
+                .iter()
+                .map(|s| match s.first() {
+                    Some((k, v)) if k == "lang" && v == "fr" => e
+                        .seq
+                        .is_multiple_of(2)
+                        .then(|| Cow::Owned(format!("{{\"seq\":{},\"lang\":\"fr\"}}", e.seq))),
+                    _ => Some(Cow::Borrowed(e.json.as_str())),
+                })
+                .collect()
+        }
+    }
+
+    /// A tenant's filter answers per shape through its lane: one shape's
+    /// subscribers get what it passes or replaces, in order, the other
+    /// shape's everything.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_filter_answers_each_shape_through_the_lane() {
+        let dir = std::env::temp_dir().join(format!("switchyard-hub-{}", crate::bids::new_id("t")));
+        let store = Arc::new(SqliteStore::open(&dir).await.expect("open"));
+        store.create_tenant("acme", "Acme").await.expect("tenant");
+        let hub = Hub::start(
+            store.clone(),
+            Arc::new(Metrics::default()),
+            vec![("acme".into(), 0)],
+            Duration::from_secs(3600),
+            Arc::new(FrenchEven),
+        );
+        let fr: Shape = Arc::new(vec![("lang".into(), "fr".into())]);
+        let en: Shape = Arc::new(vec![("lang".into(), "en".into())]);
+        let sub_fr = hub.subscribe("acme", &["feed:1".into()], 16, fr);
+        let sub_en = hub.subscribe("acme", &["feed:1".into()], 16, en);
+        let events = store
+            .append((1..=4).map(note).collect())
+            .await
+            .expect("append");
+        hub.deliver(events);
+        let mut en_got = Vec::new();
+        for _ in 0..4 {
+            let f = tokio::time::timeout(Duration::from_secs(5), sub_en.recv())
+                .await
+                .expect("every event for `en`");
+            en_got.push(f.seq);
+        }
+        assert_eq!(en_got, [1, 2, 3, 4]);
+        let mut fr_got = Vec::new();
+        for _ in 0..2 {
+            let f = tokio::time::timeout(Duration::from_secs(5), sub_fr.recv())
+                .await
+                .expect("the even events for `fr`");
+            fr_got.push(f.seq);
+        }
+        assert_eq!(fr_got, [2, 4]);
+        let more = tokio::time::timeout(Duration::from_millis(200), sub_fr.recv()).await;
+        assert!(more.is_err(), "an odd event reached `fr`");
+        drop((sub_fr, sub_en));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

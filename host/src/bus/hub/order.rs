@@ -332,8 +332,7 @@ impl Dispatcher {
     /// task, every other tenant's dispatch and the runtime worker under it.
     fn dispatch(&mut self, e: StoredEvent) {
         self.hub.metrics.events_dispatched.inc();
-        let filtered =
-            self.hub.plugins.has_filters() && self.hub.plugins.filter(&e.tenant).is_some();
+        let filtered = self.hub.filters.any() && self.hub.filters.active_for(&e.tenant);
         if filtered
             || self.lanes.get(&e.tenant).is_some_and(Lane::busy)
             || self.hub.subscribers_of(&e.tenant, &e.topic) >= PARALLEL_FROM

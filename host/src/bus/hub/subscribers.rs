@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use super::queue::{wake_up, Disarmed, Offered, Queue};
 use crate::event::{Frame, Seq, StoredEvent};
 use crate::metrics::Metrics;
-use crate::plugins::{Plugins, Shape};
+use crate::plugins::{EventFilters, Shape};
 
 /// One connection's end of the fan-out.
 pub(super) struct Subscriber {
@@ -89,7 +89,7 @@ pub(super) struct Inner {
     pub(super) subs: RwLock<HashMap<Box<str>, TopicMap>>,
     next_id: AtomicU64,
     pub(super) metrics: Arc<Metrics>,
-    pub(super) plugins: Plugins,
+    pub(super) filters: Arc<dyn EventFilters>,
     /// Set (under the `subs` write lock) once the node is shutting down.
     closing: AtomicBool,
 }
@@ -174,12 +174,12 @@ impl Drop for Subscription {
 }
 
 impl Inner {
-    pub(super) fn new(metrics: Arc<Metrics>, plugins: Plugins) -> Inner {
+    pub(super) fn new(metrics: Arc<Metrics>, filters: Arc<dyn EventFilters>) -> Inner {
         Inner {
             subs: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             metrics,
-            plugins,
+            filters,
             closing: AtomicBool::new(false),
         }
     }
@@ -414,8 +414,7 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::wasm::{Limits, WasmHost};
-    use crate::store::sqlite::SqliteStore;
+    use crate::plugins::NoFilters;
 
     fn shape(pairs: &[(&str, &str)]) -> Shape {
         Arc::new(
@@ -426,22 +425,16 @@ mod tests {
         )
     }
 
-    /// A registry with no plugins over a store in a fresh directory (removed
-    /// by the caller).
-    async fn registry(metrics: Arc<Metrics>) -> (Arc<Inner>, std::path::PathBuf) {
-        let dir =
-            std::env::temp_dir().join(format!("switchyard-subs-{}", crate::bids::new_id("t")));
-        let store = Arc::new(SqliteStore::open(&dir).await.expect("open"));
-        let wasm = WasmHost::new(Limits::default()).expect("engine");
-        let inner = Arc::new(Inner::new(metrics, Plugins::new(wasm, store, 4)));
-        (inner, dir)
+    /// A registry of subscribers with no event filters.
+    fn registry(metrics: Arc<Metrics>) -> Arc<Inner> {
+        Arc::new(Inner::new(metrics, Arc::new(NoFilters)))
     }
 
     /// A topic's distinct shapes are kept as subscribers come and go, each
     /// once, and equal shapes share one `Arc`.
     #[tokio::test]
     async fn a_topics_shapes_follow_its_subscribers() {
-        let (inner, dir) = registry(Arc::default()).await;
+        let inner = registry(Arc::default());
         let topics = ["t:1".to_string()];
         let a = inner.subscribe("acme", &topics, 4, shape(&[("lang", "en")]));
         let b = inner.subscribe("acme", &topics, 4, shape(&[("lang", "en")]));
@@ -468,7 +461,6 @@ mod tests {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .is_empty());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A topic large enough for its offers to be split over two threads:
@@ -477,7 +469,7 @@ mod tests {
     #[tokio::test]
     async fn a_split_offer_reaches_every_subscriber_in_order() {
         let metrics = Arc::new(Metrics::default());
-        let (inner, dir) = registry(metrics.clone()).await;
+        let inner = registry(metrics.clone());
         let topics = ["t:1".to_string()];
         let n = PARALLEL_FROM + 89;
         let subs: Vec<Subscription> = (0..n)
@@ -503,6 +495,5 @@ mod tests {
         }
         assert_eq!(metrics.fanout_offers.get(), 3 * n as u64);
         drop(subs);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

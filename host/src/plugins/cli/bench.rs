@@ -1,12 +1,11 @@
 //! `plugin bench`: a component's per-call latency over recorded cases.
 
-use std::sync::Arc;
-
 use serde_json::Value;
 
-use super::{config_of, slot_and_cases, CliError};
-use crate::plugins::convert;
-use crate::plugins::wasm::{CallCtx, CallError, Limits, Linked, WasmHost};
+use super::cases::{call_case, Case};
+use super::{case_config, read_cases, Cases, CliError};
+use crate::plugins::wasm::{CallCtx, Limits, WasmHost};
+use crate::plugins::world::by_world;
 
 /// Per-call latency of a component over recorded cases.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -33,72 +32,40 @@ pub struct BenchReport {
 /// rules, with the inputs already in their WIT form and instances reused
 /// between calls.
 pub fn bench(bytes: &[u8], cases: &Value, calls: usize) -> Result<BenchReport, CliError> {
-    let (slot, list) = slot_and_cases(cases)?;
-    if list.is_empty() {
+    let cases = read_cases(cases)?;
+    if cases.list.is_empty() {
         return Err(CliError::Cases("a non-empty \"cases\" array"));
     }
+    by_world!(cases.slot, W => bench_in::<W>(bytes, &cases, calls))
+}
+
+fn bench_in<W: Case>(bytes: &[u8], cases: &Cases, calls: usize) -> Result<BenchReport, CliError> {
+    let slot = W::SLOT;
     let host = WasmHost::new(Limits::default())?;
-    let linked = host.link(&host.compile(bytes)?, slot)?;
-    let base = config_of(cases.get("config"));
-    type Call<'a> = Box<dyn Fn() -> Result<(), CallError> + 'a>;
-    let mut runs: Vec<Call> = Vec::new();
-    for case in list {
-        let mut config = base.clone();
-        config.extend(config_of(case.get("config")));
-        let call = CallCtx {
-            config: Arc::new(config),
-            label: Arc::from(format!("{slot}#bench")),
-            idle: Default::default(),
-        };
-        let input = &case["input"];
-        let host = &host;
-        runs.push(match &linked {
-            Linked::Validator(pre) => {
-                let now = input["now"].as_i64().unwrap_or_default();
-                let bid = convert::bid_from_json(&input["bid"]);
-                let product = convert::product_from_json(&input["product"]);
-                Box::new(move || {
-                    host.validate(pre, &call, &bid, &product, now)
-                        .and_then(|v| convert::verdict(v, now))
-                        .map(drop)
-                })
-            }
-            Linked::Shaper(pre) => {
-                let message = convert::message_from_json(&input["message"]);
-                Box::new(move || {
-                    host.shape(pre, &call, &message)
-                        .and_then(convert::notifications)
-                        .map(drop)
-                })
-            }
-            Linked::Filter(pre) => {
-                let event = convert::event_from_json(&input["event"]);
-                let shape = convert::subscription_from_json(&input["subscription"]);
-                Box::new(move || {
-                    host.filter(pre, &call, &event, &shape)
-                        .and_then(convert::filter_result)
-                        .map(drop)
-                })
-            }
-            Linked::Authorizer(pre) => {
-                let request = convert::stream_request_from_json(&input["request"]);
-                Box::new(move || {
-                    host.authorize(pre, &call, &request)
-                        .and_then(convert::access)
-                        .map(drop)
-                })
-            }
-        });
+    let linked = host.link::<W>(&host.compile(bytes)?)?;
+    let mut runs: Vec<(CallCtx<W>, W::Owned)> = Vec::new();
+    for (i, case) in cases.list.iter().enumerate() {
+        let call = CallCtx::new(
+            case_config(&cases.config, &case.config),
+            format!("{slot}#bench"),
+        );
+        let input = W::input(&case.input)
+            .map_err(|e| CliError::CasesFile(format!("case {}: {e}", i + 1)))?;
+        runs.push((call, input));
     }
+    let run = |i: usize| {
+        let (call, input) = &runs[i % runs.len()];
+        call_case(&host, &linked, call, input).map(drop)
+    };
     let warmup = runs.len().max((calls / 10).min(1_000));
     for i in 0..warmup {
-        let _ = runs[i % runs.len()]();
+        let _ = run(i);
     }
     let mut took = Vec::with_capacity(calls);
     let mut failed = 0;
     for i in 0..calls.max(1) {
         let started = std::time::Instant::now();
-        let r = runs[i % runs.len()]();
+        let r = run(i);
         took.push(started.elapsed().as_nanos() as f64 / 1_000.0);
         failed += usize::from(r.is_err());
     }

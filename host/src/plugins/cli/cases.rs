@@ -2,13 +2,15 @@
 //! checked against the fields it expects.
 
 use std::fmt::Write;
-use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{config_of, error_json, slot_and_cases, CliError};
+use super::{case_config, error_json, file, read_cases, settle, CliError, Failure};
 use crate::plugins::convert;
-use crate::plugins::wasm::{CallCtx, Limits, Linked, WasmHost};
+use crate::plugins::wasm::{bindings::types, CallCtx, GuestFailure, Limits, Linked, WasmHost};
+use crate::plugins::world::{
+    by_world, Authorizer, Filter, FilterInput, Shaper, ValidateInput, Validator, World,
+};
 
 /// True when every field `expect` names equals `actual`'s (objects
 /// recursively, arrays element for element with equal length).
@@ -24,89 +26,160 @@ pub fn matches(expect: &Value, actual: &Value) -> bool {
     }
 }
 
+/// A world as the CLI runs it: a case's input read from its JSON, and the
+/// answer, once the host's output rules passed, as JSON.
+pub trait Case: World {
+    /// The input, owned.
+    type Owned;
+    /// Reads a case's `input` (an error says which field is wrong).
+    fn input(input: &Value) -> Result<Self::Owned, String>;
+    /// The input as a call takes it.
+    fn borrow(owned: &Self::Owned) -> Self::Input<'_>;
+    /// An answer that passed the host's output rules.
+    type Answer;
+    /// Applies the host's output rules to an answer.
+    fn answer(owned: &Self::Owned, output: Self::Output) -> Result<Self::Answer, GuestFailure>;
+    /// An answer as a case's JSON.
+    fn json(answer: &Self::Answer) -> Value;
+}
+
+impl Case for Validator {
+    type Owned = (types::Bid, types::Product, i64);
+    fn input(input: &Value) -> Result<Self::Owned, String> {
+        let i: file::BidValidatorInput = file::input(input)?;
+        Ok((i.bid.into(), i.product.into(), i.now))
+    }
+    fn borrow((bid, product, now): &Self::Owned) -> ValidateInput<'_> {
+        ValidateInput {
+            bid,
+            product,
+            now: *now,
+        }
+    }
+    type Answer = crate::bids::decision::Verdict;
+    fn answer(owned: &Self::Owned, output: types::Verdict) -> Result<Self::Answer, GuestFailure> {
+        convert::verdict(output, owned.2)
+    }
+    fn json(answer: &Self::Answer) -> Value {
+        convert::verdict_json(answer)
+    }
+}
+
+impl Case for Shaper {
+    type Owned = types::Message;
+    fn input(input: &Value) -> Result<Self::Owned, String> {
+        let i: file::NotificationShaperInput = file::input(input)?;
+        Ok(i.message.into())
+    }
+    fn borrow(owned: &Self::Owned) -> &types::Message {
+        owned
+    }
+    type Answer = Vec<crate::store::Notification>;
+    fn answer(
+        _: &Self::Owned,
+        output: Vec<types::Notification>,
+    ) -> Result<Self::Answer, GuestFailure> {
+        convert::notifications(output)
+    }
+    fn json(answer: &Self::Answer) -> Value {
+        convert::notifications_json(answer)
+    }
+}
+
+impl Case for Filter {
+    type Owned = (types::Event, Vec<(String, String)>);
+    fn input(input: &Value) -> Result<Self::Owned, String> {
+        let i: file::EventFilterInput = file::input(input)?;
+        Ok((i.event.into(), i.subscription.pairs()))
+    }
+    fn borrow((event, subscription): &Self::Owned) -> FilterInput<'_> {
+        FilterInput {
+            event,
+            subscription,
+        }
+    }
+    type Answer = crate::plugins::FilterOutcome;
+    fn answer(_: &Self::Owned, output: types::FilterResult) -> Result<Self::Answer, GuestFailure> {
+        convert::filter_result(output)
+    }
+    fn json(answer: &Self::Answer) -> Value {
+        convert::filter_json(answer)
+    }
+}
+
+impl Case for Authorizer {
+    type Owned = types::StreamRequest;
+    fn input(input: &Value) -> Result<Self::Owned, String> {
+        let i: file::StreamAuthorizerInput = file::input(input)?;
+        Ok(i.request.into())
+    }
+    fn borrow(owned: &Self::Owned) -> &types::StreamRequest {
+        owned
+    }
+    type Answer = crate::plugins::Access;
+    fn answer(_: &Self::Owned, output: types::Authorization) -> Result<Self::Answer, GuestFailure> {
+        convert::access(output)
+    }
+    fn json(answer: &Self::Answer) -> Value {
+        convert::access_json(answer)
+    }
+}
+
+/// Runs a case's owned input through a linked component, applying the
+/// host's output rules.
+pub(super) fn call_case<W: Case>(
+    host: &WasmHost,
+    linked: &Linked<W>,
+    call: &CallCtx<W>,
+    input: &W::Owned,
+) -> Result<W::Answer, Failure> {
+    let out = settle(host.call(linked, call, W::borrow(input)))?;
+    W::answer(input, out).map_err(Failure::Guest)
+}
+
 /// Runs one case input through a linked component, applying the host's
-/// output rules; a failed call is `{"error": kind, "message"}`.
-pub fn run_case(host: &WasmHost, linked: &Linked, call: &CallCtx, input: &Value) -> Value {
-    match linked {
-        Linked::Validator(pre) => {
-            let now = input["now"].as_i64().unwrap_or_default();
-            let r = host
-                .validate(
-                    pre,
-                    call,
-                    &convert::bid_from_json(&input["bid"]),
-                    &convert::product_from_json(&input["product"]),
-                    now,
-                )
-                .and_then(|v| convert::verdict(v, now));
-            match r {
-                Ok(v) => convert::verdict_json(&v),
-                Err(e) => error_json(&e),
-            }
-        }
-        Linked::Shaper(pre) => {
-            let r = host
-                .shape(pre, call, &convert::message_from_json(&input["message"]))
-                .and_then(convert::notifications);
-            match r {
-                Ok(n) => convert::notifications_json(&n),
-                Err(e) => error_json(&e),
-            }
-        }
-        Linked::Filter(pre) => {
-            let r = host
-                .filter(
-                    pre,
-                    call,
-                    &convert::event_from_json(&input["event"]),
-                    &convert::subscription_from_json(&input["subscription"]),
-                )
-                .and_then(convert::filter_result);
-            match r {
-                Ok(o) => convert::filter_json(&o),
-                Err(e) => error_json(&e),
-            }
-        }
-        Linked::Authorizer(pre) => {
-            let r = host
-                .authorize(
-                    pre,
-                    call,
-                    &convert::stream_request_from_json(&input["request"]),
-                )
-                .and_then(convert::access);
-            match r {
-                Ok(a) => convert::access_json(&a),
-                Err(e) => error_json(&e),
-            }
-        }
+/// output rules; a failed call is `{"error": kind, "message"}`, an input
+/// not in the format `{"error": "bad_input", "message"}`.
+pub fn run_case<W: Case>(
+    host: &WasmHost,
+    linked: &Linked<W>,
+    call: &CallCtx<W>,
+    input: &Value,
+) -> Value {
+    let input = match W::input(input) {
+        Ok(i) => i,
+        Err(message) => return serde_json::json!({ "error": "bad_input", "message": message }),
+    };
+    match call_case(host, linked, call, &input) {
+        Ok(a) => W::json(&a),
+        Err(e) => error_json(&e),
     }
 }
 
 /// `plugin test`: runs every case of `cases` (see `docs/plugins.md`).
 /// Returns the report and the number of failed cases.
 pub fn test(bytes: &[u8], cases: &Value) -> Result<(String, usize), CliError> {
-    let (slot, list) = slot_and_cases(cases)?;
+    let cases = read_cases(cases)?;
+    by_world!(cases.slot, W => test_in::<W>(bytes, &cases))
+}
+
+fn test_in<W: Case>(bytes: &[u8], cases: &super::Cases) -> Result<(String, usize), CliError> {
+    let slot = W::SLOT;
     let host = WasmHost::new(Limits::default())?;
     let component = host.compile(bytes)?;
-    let linked = host.link(&component, slot)?;
-    let base = config_of(cases.get("config"));
+    let linked = host.link::<W>(&component)?;
+    let list = &cases.list;
     let mut out = String::new();
     let mut failed = 0;
     for (i, case) in list.iter().enumerate() {
-        let name = case["name"]
-            .as_str()
-            .map(str::to_string)
+        let name = case
+            .name
+            .clone()
             .unwrap_or_else(|| format!("case {}", i + 1));
-        let mut config = base.clone();
-        config.extend(config_of(case.get("config")));
-        let call = CallCtx {
-            config: Arc::new(config),
-            label: Arc::from(format!("{slot}#test")),
-            idle: Default::default(),
-        };
-        let actual = run_case(&host, &linked, &call, &case["input"]);
-        let expect = &case["expect"];
+        let config = case_config(&cases.config, &case.config);
+        let call = CallCtx::new(config, format!("{slot}#test"));
+        let actual = run_case(&host, &linked, &call, &case.input);
+        let expect = &case.expect;
         if matches(expect, &actual) {
             let _ = writeln!(out, "ok    {name}");
         } else {

@@ -7,6 +7,10 @@
 
 mod bench;
 mod cases;
+/// The cases file's types, one source with the guest SDK's
+/// (`switchyard_plugin::testing::file`).
+#[path = "../../../../plugins/switchyard-plugin/src/testing/file.rs"]
+pub mod file;
 mod replay;
 
 use std::collections::BTreeMap;
@@ -21,7 +25,7 @@ pub use replay::{
 };
 
 use super::registry::content_hash;
-use super::wasm::{CallError, HostError, Limits, WasmHost};
+use super::wasm::{CallResult, GuestFailure, HostError, HostFault, Limits, WasmHost};
 use super::Slot;
 
 /// Why a `switchyard plugin` command cannot run.
@@ -33,6 +37,9 @@ pub enum CliError {
     /// The cases file lacks what the command needs.
     #[error("the cases file needs {0}")]
     Cases(&'static str),
+    /// The cases file is not in the format (a field of the wrong type, ...).
+    #[error("the cases file cannot be read: {0}")]
+    CasesFile(String),
     /// The cases file names a slot there is not.
     #[error("unknown slot {0:?}")]
     UnknownSlot(String),
@@ -95,23 +102,72 @@ pub fn slot_of(bytes: &[u8]) -> Result<Slot, CliError> {
         })
 }
 
-/// A cases file's slot and its list of cases.
-pub(super) fn slot_and_cases(cases: &Value) -> Result<(Slot, &Vec<Value>), CliError> {
-    let name = cases["slot"]
-        .as_str()
-        .ok_or(CliError::Cases("a \"slot\""))?;
-    let slot = Slot::parse(name).ok_or_else(|| CliError::UnknownSlot(name.to_string()))?;
-    let list = cases["cases"]
-        .as_array()
-        .ok_or(CliError::Cases("a \"cases\" array"))?;
-    Ok((slot, list))
+/// A cases file read: its slot, the configuration of every case, and the
+/// cases.
+pub(super) struct Cases {
+    pub(super) slot: Slot,
+    pub(super) config: file::Params,
+    pub(super) list: Vec<file::Case>,
 }
 
-pub(super) fn error_json(e: &CallError) -> Value {
-    json!({ "error": e.kind.as_str(), "message": e.message })
+/// Reads a cases file.
+pub(super) fn read_cases(cases: &Value) -> Result<Cases, CliError> {
+    let f: file::CasesFile =
+        serde_json::from_value(cases.clone()).map_err(|e| CliError::CasesFile(e.to_string()))?;
+    let name = f.slot.ok_or(CliError::Cases("a \"slot\""))?;
+    let slot = Slot::parse(&name).ok_or(CliError::UnknownSlot(name))?;
+    let list = f.cases.ok_or(CliError::Cases("a \"cases\" array"))?;
+    Ok(Cases {
+        slot,
+        config: f.config,
+        list,
+    })
 }
 
-pub(super) fn config_of(v: Option<&Value>) -> BTreeMap<String, String> {
-    v.map(|v| super::convert::string_pairs(v).collect())
-        .unwrap_or_default()
+/// A case's configuration: the file's, with the case's on top.
+pub(super) fn case_config(base: &file::Params, case: &file::Params) -> BTreeMap<String, String> {
+    let mut config = base.0.clone();
+    config.extend(case.0.clone());
+    config
+}
+
+/// Why a call gave no answer, for reports that show a guest's failures and
+/// the host's faults side by side.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// The guest failed.
+    Guest(GuestFailure),
+    /// The host could not run the call.
+    Host(HostFault),
+}
+
+impl Failure {
+    /// The failure's kind (`trap`, ..., or `host_fault`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::Guest(e) => e.kind.as_str(),
+            Failure::Host(_) => "host_fault",
+        }
+    }
+
+    /// Details.
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Guest(e) => &e.message,
+            Failure::Host(e) => &e.message,
+        }
+    }
+}
+
+/// A call's outcome with both kinds of failure side by side.
+pub(super) fn settle<T>(r: CallResult<T>) -> Result<T, Failure> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Failure::Guest(e)),
+        Err(e) => Err(Failure::Host(e)),
+    }
+}
+
+pub(super) fn error_json(e: &Failure) -> Value {
+    json!({ "error": e.kind(), "message": e.message() })
 }

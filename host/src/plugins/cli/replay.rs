@@ -4,15 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{error_json, run_case, CliError};
+use super::{error_json, run_case, settle, CliError, Failure};
 use crate::plugins::convert;
 use crate::plugins::registry::FilterOutcome;
-use crate::plugins::wasm::{CallCtx, CallError, HostError, Limits, Linked, WasmHost};
-use crate::plugins::Slot;
+use crate::plugins::wasm::{CallCtx, CallResult, HostError, Limits, WasmHost};
+use crate::plugins::world::{Authorizer, Filter, FilterInput, Shaper, Validator};
 
 /// One recorded decision a candidate is replayed against.
 #[derive(Debug, Clone)]
@@ -33,12 +32,8 @@ pub fn replay_bids(
 ) -> Result<(String, usize), CliError> {
     let host = WasmHost::new(Limits::default())?;
     let component = host.compile(bytes)?;
-    let linked = host.link(&component, Slot::BidValidator)?;
-    let call = CallCtx {
-        config: Arc::new(config),
-        label: Arc::from("bid-validator#replay"),
-        idle: Default::default(),
-    };
+    let linked = host.link::<Validator>(&component)?;
+    let call = CallCtx::new(config, "bid-validator#replay");
     let mut out = String::new();
     let mut differ = Differences::default();
     for r in recorded {
@@ -136,15 +131,8 @@ pub fn replay_messages(
     config: BTreeMap<String, String>,
 ) -> Result<(String, usize), CliError> {
     let host = WasmHost::new(Limits::default())?;
-    let linked = host.link(&host.compile(bytes)?, Slot::NotificationShaper)?;
-    let Linked::Shaper(pre) = &linked else {
-        unreachable!("linked for the shaper slot")
-    };
-    let call = CallCtx {
-        config: Arc::new(config),
-        label: Arc::from("notification-shaper#replay"),
-        idle: Default::default(),
-    };
+    let linked = host.link::<Shaper>(&host.compile(bytes)?)?;
+    let call = CallCtx::new(config, "notification-shaper#replay");
     let mut out = String::new();
     let mut differ = Differences::default();
     let mut failed = 0;
@@ -160,9 +148,8 @@ pub fn replay_messages(
             body: m.body.clone(),
             created_at: m.created_at,
         };
-        let candidate = match host
-            .shape(pre, &call, &input)
-            .and_then(convert::notifications)
+        let candidate = match settle(host.call(&linked, &call, &input))
+            .and_then(|n| convert::notifications(n).map_err(Failure::Guest))
         {
             Ok(n) => convert::notifications_json(&n),
             Err(e) => {
@@ -216,12 +203,8 @@ pub fn replay_requests(
     config: BTreeMap<String, String>,
 ) -> Result<(String, usize), CliError> {
     let host = WasmHost::new(Limits::default())?;
-    let linked = host.link(&host.compile(bytes)?, Slot::StreamAuthorizer)?;
-    let call = CallCtx {
-        config: Arc::new(config),
-        label: Arc::from("stream-authorizer#replay"),
-        idle: Default::default(),
-    };
+    let linked = host.link::<Authorizer>(&host.compile(bytes)?)?;
+    let call = CallCtx::new(config, "stream-authorizer#replay");
     let decision = |v: &Value| match (v["decision"].as_str(), v["error"].as_str()) {
         (Some("allow"), _) => "allow".to_string(),
         (Some(_), _) => format!("refuse {}", v["code"].as_str().unwrap_or("?")),
@@ -284,7 +267,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, r: &Result<FilterOutcome, CallError>) {
+    fn add(&mut self, r: &Result<FilterOutcome, Failure>) {
         match r {
             Ok(FilterOutcome::Pass) => self.pass += 1,
             Ok(FilterOutcome::Drop) => self.drop += 1,
@@ -301,7 +284,7 @@ impl Tally {
     }
 }
 
-fn outcome_text(r: &Result<FilterOutcome, CallError>) -> String {
+fn outcome_text(r: &Result<FilterOutcome, Failure>) -> String {
     match r {
         Ok(FilterOutcome::Pass) => "pass".into(),
         Ok(FilterOutcome::Drop) => "drop".into(),
@@ -309,7 +292,7 @@ fn outcome_text(r: &Result<FilterOutcome, CallError>) -> String {
             let v = serde_json::from_str::<Value>(d).unwrap_or(Value::Null);
             format!("replace {}", brief(&v))
         }
-        Err(e) => format!("failed ({}): drop", e.kind.as_str()),
+        Err(e) => format!("failed ({}): drop", e.kind()),
     }
 }
 
@@ -326,29 +309,17 @@ pub fn replay_events(
     baselines: &BTreeMap<String, Baseline>,
 ) -> Result<(String, usize), CliError> {
     let host = WasmHost::new(Limits::default())?;
-    let link = |bytes: &[u8]| -> Result<_, HostError> {
-        match host.link(&host.compile(bytes)?, Slot::EventFilter)? {
-            Linked::Filter(pre) => Ok(pre),
-            _ => unreachable!("linked for the filter slot"),
-        }
-    };
+    let link =
+        |bytes: &[u8]| -> Result<_, HostError> { host.link::<Filter>(&host.compile(bytes)?) };
     let candidate = link(bytes)?;
-    let call = CallCtx {
-        config: Arc::new(config),
-        label: Arc::from("event-filter#replay"),
-        idle: Default::default(),
-    };
+    let call = CallCtx::new(config, "event-filter#replay");
     let mut linked_baselines = BTreeMap::new();
     for (tenant, b) in baselines {
         let pre = link(&b.bytes).map_err(|source| CliError::Baseline {
             tag: b.tag.clone(),
             source,
         })?;
-        let call = CallCtx {
-            config: Arc::new(b.config.clone()),
-            label: Arc::from(format!("{}#replay", b.tag)),
-            idle: Default::default(),
-        };
+        let call = CallCtx::new(b.config.clone(), format!("{}#replay", b.tag));
         linked_baselines.insert(tenant.clone(), (b.tag.clone(), pre, call));
     }
     let shape: Vec<(String, String)> = {
@@ -361,19 +332,17 @@ pub fn replay_events(
     let mut against: BTreeMap<String, usize> = BTreeMap::new();
     let mut differ = Differences::default();
     for e in events {
-        let input = convert::event(e);
-        let cand = host
-            .filter(&candidate, &call, &input, &shape)
-            .and_then(convert::filter_result);
+        let event = convert::event(e);
+        let input = FilterInput {
+            event: &event,
+            subscription: &shape,
+        };
+        let cand = outcome(host.call(&candidate, &call, input));
         let base = linked_baselines
             .get(&*e.tenant)
             .or_else(|| linked_baselines.get(""));
         let (tag, active) = match base {
-            Some((tag, pre, call)) => (
-                tag.as_str(),
-                host.filter(pre, call, &input, &shape)
-                    .and_then(convert::filter_result),
-            ),
+            Some((tag, pre, call)) => (tag.as_str(), outcome(host.call(pre, call, input))),
             None => ("builtin", Ok(FilterOutcome::Pass)),
         };
         *against.entry(tag.to_string()).or_default() += 1;
@@ -432,6 +401,13 @@ pub fn replay_events(
         percent(differ, events.len())
     );
     Ok((out, differ))
+}
+
+/// A filter call's outcome once the host's output rules passed.
+fn outcome(
+    r: CallResult<crate::plugins::wasm::bindings::types::FilterResult>,
+) -> Result<FilterOutcome, Failure> {
+    settle(r).and_then(|o| convert::filter_result(o).map_err(Failure::Guest))
 }
 
 fn convert_bid_json(b: &crate::bids::Bid) -> Value {

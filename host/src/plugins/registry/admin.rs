@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::slot::{Compiling, LoadError, SlotState, Version};
-use super::{content_hash, Plugins};
-use crate::plugins::manifest::Manifest;
-use crate::plugins::wasm::{CallCtx, HostError, Linked};
+use super::slot::{Compiling, LoadError, SlotInfo, SlotState, Version};
+use super::{content_hash, Held, LinkedVersion, Plugins};
+use crate::plugins::wasm::{CallCtx, HostError};
+use crate::plugins::world::{by_world, Filter};
 use crate::plugins::Slot;
 use crate::store::plugins::{Refusal, SlotChange, SlotRow};
 use crate::store::Error as StoreError;
@@ -61,20 +61,25 @@ pub enum Mode {
 }
 
 impl Plugins {
-    /// Compiles and links `bytes` for `slot` (on a blocking thread: compiling
-    /// takes milliseconds to seconds), reusing an earlier compile of the same hash.
-    async fn link(
+    /// What a slot holds whatever its world.
+    fn info(&self, tenant: &str, slot: Slot) -> Arc<SlotInfo> {
+        by_world!(slot, W => self.state::<W>(tenant).info.clone())
+    }
+
+    /// Compiles and links `bytes` for world `W` (on a blocking thread:
+    /// compiling takes milliseconds to seconds), reusing an earlier compile
+    /// of the same hash.
+    async fn link<W: Held>(
         &self,
         hash: &str,
         bytes: Vec<u8>,
-        slot: Slot,
-    ) -> Result<(Linked, Arc<Manifest>), HostError> {
+    ) -> Result<LinkedVersion<W>, HostError> {
         if let Some(l) = self
-            .inner
+            .slots::<W>()
             .linked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&(hash.to_string(), slot))
+            .get(hash)
         {
             return Ok(l.clone());
         }
@@ -83,32 +88,38 @@ impl Plugins {
         let linked = tokio::task::spawn_blocking(move || {
             let manifest = Arc::new(crate::plugins::manifest::read(&bytes));
             let component = wasm.compile(&bytes)?;
-            Ok::<_, HostError>((wasm.link(&component, slot)?, manifest))
+            Ok::<_, HostError>((wasm.link::<W>(&component)?, manifest))
         })
         .await
         .map_err(|e| HostError::Task(e.to_string()))??;
-        self.inner
+        self.slots::<W>()
             .linked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert((hash.to_string(), slot), linked.clone());
+            .insert(hash.to_string(), linked.clone());
         Ok(linked)
     }
 
-    async fn version_for(
+    /// Whether `bytes` compile and fit `slot`'s world (linked once, kept
+    /// for the version that will use them).
+    async fn link_for(&self, slot: Slot, hash: &str, bytes: Vec<u8>) -> Result<(), HostError> {
+        by_world!(slot, W => self.link::<W>(hash, bytes).await.map(drop))
+    }
+
+    async fn version_for<W: Held>(
         &self,
-        st: &SlotState,
+        st: &SlotState<W>,
         hash: &str,
         origin: &str,
         since: i64,
         config: &BTreeMap<String, String>,
-    ) -> Result<Arc<Version>, VersionError> {
+    ) -> Result<Arc<Version<W>>, VersionError> {
         let cached = self
-            .inner
+            .slots::<W>()
             .linked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&(hash.to_string(), st.slot))
+            .get(hash)
             .cloned();
         let (linked, manifest) = match cached {
             Some(l) => l,
@@ -119,7 +130,7 @@ impl Plugins {
                     .plugin_wasm(hash)
                     .await?
                     .ok_or_else(|| VersionError::Missing(hash.to_string()))?;
-                self.link(hash, bytes, st.slot).await?
+                self.link::<W>(hash, bytes).await?
             }
         };
         // What the component declares applies unless the slot's
@@ -135,11 +146,7 @@ impl Plugins {
             origin: origin.to_string(),
             since,
             linked,
-            call: CallCtx {
-                config: Arc::new(config),
-                label: Arc::from(format!("{}#{}", st.label(), &hash[..12])),
-                idle: Default::default(),
-            },
+            call: CallCtx::new(config, format!("{}#{}", st.label(), &hash[..12])),
         }))
     }
 
@@ -148,7 +155,12 @@ impl Plugins {
         let Some(slot) = Slot::parse(&row.slot) else {
             return;
         };
-        let st = self.state(&row.tenant, slot);
+        by_world!(slot, W => self.apply_to::<W>(row).await)
+    }
+
+    /// Makes the local state of a slot of world `W` match a stored row.
+    async fn apply_to<W: Held>(&self, row: SlotRow) {
+        let st = self.state::<W>(&row.tenant);
         let before = st.row.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if row.rev != 0 && row.rev <= before.rev {
             return;
@@ -201,14 +213,14 @@ impl Plugins {
         }
         st.active.store(active);
         st.shadow.store(shadow);
-        if slot == Slot::EventFilter {
+        if W::SLOT == Slot::EventFilter {
             let any = self
-                .inner
-                .slots
+                .slots::<Filter>()
+                .states
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
-                .get(&Slot::EventFilter)
-                .is_some_and(|m| m.values().any(|s| s.active.load().is_some()));
+                .values()
+                .any(|s| s.active.load().is_some());
             self.inner.filters.store(any, Ordering::Relaxed);
         }
         if swapped {
@@ -236,7 +248,7 @@ impl Plugins {
         let revs = self.inner.db.plugin_revs().await?;
         let stale = revs.iter().any(|(tenant, slot, rev)| {
             Slot::parse(slot).is_some_and(|s| {
-                self.state(tenant, s)
+                self.info(tenant, s)
                     .row
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -253,7 +265,7 @@ impl Plugins {
                 continue;
             };
             let known = self
-                .state(&row.tenant, s)
+                .info(&row.tenant, s)
                 .row
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -275,7 +287,7 @@ impl Plugins {
         error: HostError,
     ) -> PluginError {
         let message = error.to_string();
-        let st = self.state(tenant, slot);
+        let st = self.info(tenant, slot);
         tracing::error!(plugin = %st.label(), %origin, version = &hash[..12.min(hash.len())], error = %message, "plugin refused; the current version stays active");
         *st.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(LoadError {
             at: crate::event::now_ms(),
@@ -314,7 +326,7 @@ impl Plugins {
         mode: Mode,
     ) -> Result<SlotRow, PluginError> {
         let hash = content_hash(&bytes);
-        if let Err(e) = self.link(&hash, bytes.clone(), slot).await {
+        if let Err(e) = self.link_for(slot, &hash, bytes.clone()).await {
             return Err(self.refuse(tenant, slot, origin, &hash, e));
         }
         let keep = self.inner.history;
@@ -344,7 +356,7 @@ impl Plugins {
             .update(tenant, slot, Some((&hash, &bytes)), change)
             .await?;
         *self
-            .state(tenant, slot)
+            .info(tenant, slot)
             .last_error
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = None;
@@ -355,12 +367,12 @@ impl Plugins {
     /// code is in memory or in the disk cache.
     pub fn ready(&self, bytes: &[u8], slot: Slot) -> bool {
         let hash = content_hash(bytes);
-        let linked = self
-            .inner
+        let linked = by_world!(slot, W => self
+            .slots::<W>()
             .linked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&(hash, slot));
+            .contains_key(&hash));
         linked || self.inner.wasm.is_cached(bytes)
     }
 
@@ -378,7 +390,7 @@ impl Plugins {
         mode: Mode,
     ) -> Compiling {
         let hash = content_hash(&bytes);
-        let st = self.state(tenant, slot);
+        let st = self.info(tenant, slot);
         let job = Compiling {
             version: hash.clone(),
             mode: match mode {
@@ -411,7 +423,7 @@ impl Plugins {
     /// ever configured (the bundled example plugins).
     pub async fn install_default(&self, slot: Slot, bytes: &[u8]) -> Result<(), PluginError> {
         let hash = content_hash(bytes);
-        if let Err(e) = self.link(&hash, bytes.to_vec(), slot).await {
+        if let Err(e) = self.link_for(slot, &hash, bytes.to_vec()).await {
             return Err(self.refuse("", slot, "bundled", &hash, e));
         }
         let h = hash.clone();
@@ -504,7 +516,7 @@ impl Plugins {
 
     /// The stored row of a slot as this node last applied it.
     pub fn row(&self, tenant: &str, slot: Slot) -> SlotRow {
-        self.state(tenant, slot)
+        self.info(tenant, slot)
             .row
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -6,15 +6,13 @@
 //! active, the built-in rule answers: allow, which with the host's rules is
 //! the rule Switchyard always had.
 
-use std::sync::Arc;
-
-use super::shadow::compare;
-use super::slot::{SlotState, Version};
+use super::shadow::compare_call;
+use super::slot::Version;
 use super::stats::timed;
-use super::Plugins;
+use super::{Plugins, Serving};
 use crate::plugins::convert::{access_json, stream_request_json};
-use crate::plugins::wasm::{bindings::types, CallError, Linked};
-use crate::plugins::Slot;
+use crate::plugins::wasm::{bindings::types, CallResult};
+use crate::plugins::world::Authorizer;
 use crate::store::plugins::RecordedRequest;
 
 /// What the authorizer decided about one stream request.
@@ -34,27 +32,32 @@ pub enum Access {
 impl Plugins {
     /// Decides a stream request of `tenant` (built by `request` only when
     /// there is an authorizer to ask or a recorder to feed) and records it.
-    /// `Err`: the active version failed; refuse the request.
+    /// An error, the guest's (inner) or the host's (outer): the active
+    /// version gave no answer; refuse the request.
     pub fn authorize_stream(
         &self,
         tenant: &str,
         request: impl FnOnce() -> types::StreamRequest,
-    ) -> Result<Access, CallError> {
+    ) -> CallResult<Access> {
         let authorizer = self.authorizer(tenant);
         if authorizer.is_none() && !self.records_stream_requests() {
-            return Ok(Access::Allow);
+            return Ok(Ok(Access::Allow));
         }
         let request = request();
         let (result, by) = match &authorizer {
-            None => (Ok(Access::Allow), "builtin".to_string()),
+            None => (Ok(Ok(Access::Allow)), "builtin".to_string()),
             Some(a) => (a.authorize(&request), a.version()),
         };
         if self.records_stream_requests() {
+            let failed = |kind: &str| {
+                serde_json::json!({
+                    "decision": "refuse", "code": "plugin_error", "failed": kind,
+                })
+            };
             let decision = match &result {
-                Ok(a) => access_json(a),
-                Err(e) => serde_json::json!({
-                    "decision": "refuse", "code": "plugin_error", "failed": e.kind.as_str(),
-                }),
+                Ok(Ok(a)) => access_json(a),
+                Ok(Err(e)) => failed(e.kind.as_str()),
+                Err(_) => failed("host_fault"),
             };
             self.record(RecordedRequest {
                 tenant: tenant.to_string(),
@@ -70,8 +73,8 @@ impl Plugins {
     /// or a candidate runs in shadow; `None`: the built-in rule allows, and
     /// there is no request to build.
     pub fn authorizer(&self, tenant: &str) -> Option<StreamAuthorizer> {
-        let active = self.resolve(tenant, Slot::StreamAuthorizer);
-        let shadow = self.shadow_of(tenant, Slot::StreamAuthorizer);
+        let active = self.resolve::<Authorizer>(tenant);
+        let shadow = self.shadow_of::<Authorizer>(tenant);
         if active.is_none() && shadow.is_none() {
             return None;
         }
@@ -86,44 +89,52 @@ impl Plugins {
 /// A tenant's stream authorizer, resolved for one request.
 pub struct StreamAuthorizer {
     plugins: Plugins,
-    active: Option<(Arc<SlotState>, Arc<Version>)>,
-    shadow: Option<(Arc<SlotState>, Arc<Version>)>,
+    active: Option<Serving<Authorizer>>,
+    shadow: Option<Serving<Authorizer>>,
 }
 
 impl StreamAuthorizer {
-    fn run(&self, v: &Version, request: &types::StreamRequest) -> Result<Access, CallError> {
-        let Linked::Authorizer(pre) = &v.linked else {
-            unreachable!("an authorizer slot holds authorizers")
-        };
-        let out = self.plugins.inner.wasm.authorize(pre, &v.call, request)?;
-        crate::plugins::convert::access(out)
+    fn run(&self, v: &Version<Authorizer>, request: &types::StreamRequest) -> CallResult<Access> {
+        let out = self.plugins.inner.wasm.call(&v.linked, &v.call, request)?;
+        Ok(out.and_then(crate::plugins::convert::access))
     }
 
     /// Decides one request: the active version's answer (the built-in
     /// `Allow` when only a candidate runs), with the candidate compared
-    /// beside it. `Err`: the active version's call failed, and the request
-    /// must be refused (the authorizer fails closed).
-    pub fn authorize(&self, request: &types::StreamRequest) -> Result<Access, CallError> {
+    /// beside it. An error (the guest's or the host's): the active
+    /// version's call failed, and the request must be refused (the
+    /// authorizer fails closed).
+    pub fn authorize(&self, request: &types::StreamRequest) -> CallResult<Access> {
         let result = match &self.active {
-            None => Ok(Access::Allow),
-            Some((st, v)) => timed(&st.stats, || self.run(v, request)).inspect_err(|e| {
-                tracing::warn!(plugin = %v.call.label, error = %e, "stream authorizer failed; refusing the request");
-            }),
+            None => Ok(Ok(Access::Allow)),
+            Some((st, v)) => {
+                let r = timed(&st.stats, || self.run(v, request));
+                match &r {
+                    Ok(Err(e)) => {
+                        tracing::warn!(plugin = %v.call.label, error = %e, "stream authorizer failed; refusing the request");
+                    }
+                    Err(e) => {
+                        tracing::error!(plugin = %v.call.label, error = %e, "stream authorizer not run; refusing the request");
+                    }
+                    Ok(Ok(_)) => {}
+                }
+                r
+            }
         };
         if let Some((st, cand)) = &self.shadow {
             let theirs = self.run(cand, request);
             let ours = match &result {
-                Ok(a) => access_json(a),
-                Err(_) => access_json(&Access::Refuse {
+                Ok(Ok(a)) => access_json(a),
+                _ => access_json(&Access::Refuse {
                     code: "plugin_error".into(),
                     message: "the active authorizer failed".into(),
                 }),
             };
-            compare(
-                &st.shadow_stats,
+            compare_call(
+                st,
                 || stream_request_json(request),
                 ours,
-                theirs.map(|a| access_json(&a)),
+                theirs.map(|r| r.map(|a| access_json(&a))),
             );
         }
         result

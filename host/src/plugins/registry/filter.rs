@@ -1,25 +1,23 @@
 //! The event filter's calls: once per event per subscription shape, failing
 //! closed.
 
-use std::sync::Arc;
-
 use serde_json::json;
 
-use super::shadow::compare;
-use super::slot::{SlotState, Version};
+use super::shadow::compare_call;
+use super::slot::Version;
 use super::stats::timed;
-use super::Plugins;
-use crate::plugins::wasm::{bindings::types, CallError, Linked};
-use crate::plugins::Slot;
+use super::{Plugins, Serving};
+use crate::plugins::wasm::{bindings::types, CallResult};
+use crate::plugins::world::{Filter, FilterInput};
 
 impl Plugins {
     /// The event filter for `tenant`, if a component is active for it.
     pub fn filter(&self, tenant: &str) -> Option<TenantFilter> {
-        let active = self.resolve(tenant, Slot::EventFilter)?;
+        let active = self.resolve(tenant)?;
         Some(TenantFilter {
             plugins: self.clone(),
             active,
-            shadow: self.shadow_of(tenant, Slot::EventFilter),
+            shadow: self.shadow_of(tenant),
         })
     }
 }
@@ -38,22 +36,23 @@ pub enum FilterOutcome {
 /// A tenant's event filter, resolved for a batch of events.
 pub struct TenantFilter {
     pub(super) plugins: Plugins,
-    pub(super) active: (Arc<SlotState>, Arc<Version>),
-    shadow: Option<(Arc<SlotState>, Arc<Version>)>,
+    pub(super) active: Serving<Filter>,
+    shadow: Option<Serving<Filter>>,
 }
 
 impl TenantFilter {
     fn run(
         &self,
-        v: &Version,
+        v: &Version<Filter>,
         event: &types::Event,
         shape: &Vec<(String, String)>,
-    ) -> Result<FilterOutcome, CallError> {
-        let Linked::Filter(pre) = &v.linked else {
-            unreachable!("a filter slot holds filters")
+    ) -> CallResult<FilterOutcome> {
+        let input = FilterInput {
+            event,
+            subscription: shape,
         };
-        let out = self.plugins.inner.wasm.filter(pre, &v.call, event, shape)?;
-        crate::plugins::convert::filter_result(out)
+        let out = self.plugins.inner.wasm.call(&v.linked, &v.call, input)?;
+        Ok(out.and_then(crate::plugins::convert::filter_result))
     }
 
     /// Filters one event for one shape. `event` is built once per event by
@@ -71,19 +70,23 @@ impl TenantFilter {
     ) -> (FilterOutcome, bool) {
         let (st, v) = &self.active;
         let (outcome, answered) = match timed(&st.stats, || self.run(v, event, shape)) {
-            Ok(o) => (o, true),
-            Err(e) => {
+            Ok(Ok(o)) => (o, true),
+            Ok(Err(e)) => {
                 tracing::warn!(plugin = %v.call.label, event = %event.id, error = %e, "event filter failed; not delivering the event to this subscription");
+                (FilterOutcome::Drop, false)
+            }
+            Err(e) => {
+                tracing::error!(plugin = %v.call.label, event = %event.id, error = %e, "event filter not run; not delivering the event to this subscription");
                 (FilterOutcome::Drop, false)
             }
         };
         if let Some((sst, cand)) = &self.shadow {
             let theirs = self.run(cand, event, shape);
-            compare(
-                &sst.shadow_stats,
+            compare_call(
+                sst,
                 || json!({ "event": event.id, "topic": event.topic, "subscription": shape }),
                 crate::plugins::convert::filter_json(&outcome),
-                theirs.map(|o| crate::plugins::convert::filter_json(&o)),
+                theirs.map(|r| r.map(|o| crate::plugins::convert::filter_json(&o))),
             );
         }
         (outcome, answered)

@@ -40,29 +40,84 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::manifest::Manifest;
 use super::wasm::{Linked, WasmHost};
-use super::Slot;
+use super::world::{self, World};
 use crate::store::plugins::PluginStore;
 
 pub use admin::{Mode, PluginError};
 pub use authorizer::{Access, StreamAuthorizer};
 pub use filter::{FilterOutcome, TenantFilter};
+pub use shadow::{ShadowExample, ShadowView};
 pub use shaper::outbid_input;
 pub use shapes::{TooManyShapes, MAX_SHAPES_PER_TENANT, SHAPE_PARAMS_KEY};
 pub use slot::{Compiling, LoadError, SlotState, Version};
 pub use stats::CallStats;
 pub use validator::RoundValidator;
+pub use view::{ActiveView, Latency, PluginsView, SlotDetails, SlotView};
+
+/// A slot state and the version of it that answers.
+type Serving<W> = (Arc<SlotState<W>>, Arc<Version<W>>);
 
 /// A linked component and what it declares.
-type LinkedVersion = (Linked, Arc<Manifest>);
+type LinkedVersion<W> = (Linked<W>, Arc<Manifest>);
+
+/// What the registry holds for one world: the slot of each tenant, and
+/// the components linked for the world.
+struct PerWorld<W: World> {
+    /// tenant -> state.
+    states: RwLock<HashMap<String, Arc<SlotState<W>>>>,
+    /// Linked components by hash, with what each declares: a version is
+    /// compiled once.
+    linked: Mutex<HashMap<String, LinkedVersion<W>>>,
+}
+
+impl<W: World> Default for PerWorld<W> {
+    fn default() -> Self {
+        PerWorld {
+            states: RwLock::default(),
+            linked: Mutex::default(),
+        }
+    }
+}
+
+/// A world the registry holds: where its slots are.
+trait Held: World {
+    fn of(worlds: &Worlds) -> &PerWorld<Self>;
+}
+
+/// Every world's slots, each typed by its world.
+#[derive(Default)]
+struct Worlds {
+    validator: PerWorld<world::Validator>,
+    shaper: PerWorld<world::Shaper>,
+    filter: PerWorld<world::Filter>,
+    authorizer: PerWorld<world::Authorizer>,
+}
+
+impl Held for world::Validator {
+    fn of(worlds: &Worlds) -> &PerWorld<Self> {
+        &worlds.validator
+    }
+}
+impl Held for world::Shaper {
+    fn of(worlds: &Worlds) -> &PerWorld<Self> {
+        &worlds.shaper
+    }
+}
+impl Held for world::Filter {
+    fn of(worlds: &Worlds) -> &PerWorld<Self> {
+        &worlds.filter
+    }
+}
+impl Held for world::Authorizer {
+    fn of(worlds: &Worlds) -> &PerWorld<Self> {
+        &worlds.authorizer
+    }
+}
 
 struct Inner {
     wasm: WasmHost,
     db: Arc<dyn PluginStore>,
-    /// slot -> tenant -> state.
-    slots: RwLock<HashMap<Slot, HashMap<String, Arc<SlotState>>>>,
-    /// Linked components by (hash, slot), with what each declares: a
-    /// version is compiled once.
-    linked: Mutex<HashMap<(String, Slot), LinkedVersion>>,
+    worlds: Worlds,
     history: usize,
     /// Some event filter is active (checked per event before any lookup).
     filters: std::sync::atomic::AtomicBool,
@@ -91,8 +146,7 @@ impl Plugins {
             inner: Arc::new(Inner {
                 wasm,
                 db,
-                slots: RwLock::new(HashMap::new()),
-                linked: Mutex::new(HashMap::new()),
+                worlds: Worlds::default(),
                 history: history.max(1),
                 filters: std::sync::atomic::AtomicBool::new(false),
                 compile_gate: tokio::sync::Semaphore::new(1),
@@ -108,34 +162,32 @@ impl Plugins {
         &self.inner.wasm
     }
 
-    fn state(&self, tenant: &str, slot: Slot) -> Arc<SlotState> {
-        if let Some(s) = self
-            .inner
-            .slots
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&slot)
-            .and_then(|m| m.get(tenant))
-        {
+    fn slots<W: Held>(&self) -> &PerWorld<W> {
+        W::of(&self.inner.worlds)
+    }
+
+    fn state<W: Held>(&self, tenant: &str) -> Arc<SlotState<W>> {
+        let states = &self.slots::<W>().states;
+        if let Some(s) = states.read().unwrap_or_else(|p| p.into_inner()).get(tenant) {
             return s.clone();
         }
-        self.inner
-            .slots
+        states
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(slot)
-            .or_default()
             .entry(tenant.to_string())
-            .or_insert_with(|| Arc::new(SlotState::new(tenant, slot)))
+            .or_insert_with(|| Arc::new(SlotState::new(tenant)))
             .clone()
     }
 
     /// The slot state that answers for `tenant`, with its active version.
-    fn resolve(&self, tenant: &str, slot: Slot) -> Option<(Arc<SlotState>, Arc<Version>)> {
-        let slots = self.inner.slots.read().unwrap_or_else(|p| p.into_inner());
-        let by_tenant = slots.get(&slot)?;
+    fn resolve<W: Held>(&self, tenant: &str) -> Option<Serving<W>> {
+        let states = self
+            .slots::<W>()
+            .states
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         for key in [tenant, ""] {
-            if let Some(s) = by_tenant.get(key) {
+            if let Some(s) = states.get(key) {
                 if let Some(v) = s.active.load_full() {
                     return Some((s.clone(), v));
                 }
@@ -146,11 +198,14 @@ impl Plugins {
 
     /// The slot state whose shadow candidate applies to `tenant`, if any:
     /// the same slot state that would answer (tenant's own, else default).
-    fn shadow_of(&self, tenant: &str, slot: Slot) -> Option<(Arc<SlotState>, Arc<Version>)> {
-        let slots = self.inner.slots.read().unwrap_or_else(|p| p.into_inner());
-        let by_tenant = slots.get(&slot)?;
+    fn shadow_of<W: Held>(&self, tenant: &str) -> Option<Serving<W>> {
+        let states = self
+            .slots::<W>()
+            .states
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         for key in [tenant, ""] {
-            if let Some(s) = by_tenant.get(key) {
+            if let Some(s) = states.get(key) {
                 if let Some(v) = s.shadow.load_full() {
                     return Some((s.clone(), v));
                 }

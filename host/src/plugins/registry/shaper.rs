@@ -3,12 +3,12 @@
 
 use serde_json::{json, Value};
 
-use super::shadow::compare;
+use super::shadow::compare_call;
 use super::slot::Version;
 use super::stats::timed;
 use super::Plugins;
-use crate::plugins::wasm::{bindings::types, CallError, Linked};
-use crate::plugins::Slot;
+use crate::plugins::wasm::{bindings::types, CallResult};
+use crate::plugins::world::Shaper;
 
 impl Plugins {
     /// Shapes a message with the tenant's shaper; a failed call falls back to
@@ -36,24 +36,25 @@ impl Plugins {
         builtin: impl Fn() -> Vec<crate::store::Notification>,
         example: impl FnOnce() -> Value,
     ) -> Vec<crate::store::Notification> {
-        let active = self.resolve(tenant, Slot::NotificationShaper);
-        let shadow = self.shadow_of(tenant, Slot::NotificationShaper);
+        let active = self.resolve::<Shaper>(tenant);
+        let shadow = self.shadow_of::<Shaper>(tenant);
         if active.is_none() && shadow.is_none() {
             return builtin();
         }
         let input = input();
-        let run = |v: &Version| -> Result<Vec<crate::store::Notification>, CallError> {
-            let Linked::Shaper(pre) = &v.linked else {
-                unreachable!("a shaper slot holds shapers")
-            };
-            let out = self.inner.wasm.shape(pre, &v.call, &input)?;
-            crate::plugins::convert::notifications(out)
+        let run = |v: &Version<Shaper>| -> CallResult<Vec<crate::store::Notification>> {
+            let out = self.inner.wasm.call(&v.linked, &v.call, &input)?;
+            Ok(out.and_then(crate::plugins::convert::notifications))
         };
         let result = match &active {
             Some((st, v)) => match timed(&st.stats, || run(v)) {
-                Ok(n) => n,
-                Err(e) => {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => {
                     tracing::warn!(plugin = %v.call.label, kind = %input.kind, error = %e, "notification shaper failed; sending the built-in notification");
+                    builtin()
+                }
+                Err(e) => {
+                    tracing::error!(plugin = %v.call.label, kind = %input.kind, error = %e, "notification shaper not run; sending the built-in notification");
                     builtin()
                 }
             },
@@ -61,11 +62,11 @@ impl Plugins {
         };
         if let Some((st, cand)) = shadow {
             let theirs = run(&cand);
-            compare(
-                &st.shadow_stats,
+            compare_call(
+                &st,
                 example,
                 crate::plugins::convert::notifications_json(&result),
-                theirs.map(|n| crate::plugins::convert::notifications_json(&n)),
+                theirs.map(|r| r.map(|n| crate::plugins::convert::notifications_json(&n))),
             );
         }
         result

@@ -22,7 +22,8 @@ use std::sync::{Arc, Mutex, Weak};
 
 use super::{FilterOutcome, Plugins, TenantFilter, Version};
 use crate::event::{event_json, StoredEvent};
-use crate::plugins::{Shape, Slot};
+use crate::plugins::world::Filter;
+use crate::plugins::Shape;
 
 /// Most distinct subscription shapes one tenant's open streams may have.
 pub const MAX_SHAPES_PER_TENANT: usize = 64;
@@ -54,7 +55,7 @@ struct TenantAnswers {
     /// The version (with its configuration) the answers are from: a weak
     /// reference keeps its allocation, so no later version can be mistaken
     /// for it by address, and keeps nothing else of it alive.
-    version: Weak<Version>,
+    version: Weak<Version<Filter>>,
     answers: HashMap<(Shape, u64), FilterOutcome>,
     order: VecDeque<(Shape, u64)>,
     bytes: usize,
@@ -98,12 +99,12 @@ impl Plugins {
         tenant: &str,
         params: Vec<(String, String)>,
     ) -> Result<Shape, TooManyShapes> {
-        let Some(active) = self.resolve(tenant, Slot::EventFilter) else {
+        let Some(active) = self.resolve::<Filter>(tenant) else {
             // No filter runs: nothing is multiplied (a filter activated
             // later sees these streams' parameters as they came).
             return Ok(Shape::new(params));
         };
-        let shadow = self.shadow_of(tenant, Slot::EventFilter);
+        let shadow = self.shadow_of::<Filter>(tenant);
         let declared: Vec<&str> = [Some(&active), shadow.as_ref()]
             .into_iter()
             .flatten()

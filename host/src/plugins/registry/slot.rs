@@ -2,32 +2,33 @@
 //! statistics, the stored row as last applied, its last refusal.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
 
 use super::shadow::ShadowStats;
 use super::stats::CallStats;
 use crate::plugins::wasm::{CallCtx, Linked};
+use crate::plugins::world::World;
 use crate::plugins::Slot;
 use crate::store::plugins::SlotRow;
 
-/// One loaded version of a plugin.
-pub struct Version {
+/// One loaded version of a plugin of world `W`.
+pub struct Version<W: World> {
     /// Content hash (SHA-256, hex).
     pub hash: String,
     /// Where it came from.
     pub origin: String,
     /// When it became active (or was loaded), ms since the epoch.
     pub since: i64,
-    pub(super) linked: Linked,
-    pub(super) call: CallCtx,
+    pub(super) linked: Linked<W>,
+    pub(super) call: CallCtx<W>,
 }
 
-impl Version {
+impl<W: World> Version<W> {
     /// The short form recorded on decisions: `{slot}@{first 12 hex digits}`.
     pub fn tag(&self) -> String {
-        format!("{}@{}", self.linked.slot(), &self.hash[..12])
+        format!("{}@{}", W::SLOT, &self.hash[..12])
     }
 }
 
@@ -44,12 +45,26 @@ pub struct LoadError {
     pub message: String,
 }
 
-/// One slot of one tenant (`""`: the default of every tenant).
-pub struct SlotState {
+/// One slot of one tenant (`""`: the default of every tenant), its
+/// versions typed by the slot's world.
+pub struct SlotState<W: World> {
+    pub(super) info: Arc<SlotInfo>,
+    pub(super) active: ArcSwapOption<Version<W>>,
+    pub(super) shadow: ArcSwapOption<Version<W>>,
+}
+
+impl<W: World> std::ops::Deref for SlotState<W> {
+    type Target = SlotInfo;
+    fn deref(&self) -> &SlotInfo {
+        &self.info
+    }
+}
+
+/// What a slot holds whatever its world: statistics, the stored row as
+/// last applied, its last refusal, an upload being compiled.
+pub struct SlotInfo {
     pub(super) tenant: String,
     pub(super) slot: Slot,
-    pub(super) active: ArcSwapOption<Version>,
-    pub(super) shadow: ArcSwapOption<Version>,
     pub(super) stats: CallStats,
     pub(super) shadow_stats: ShadowStats,
     pub(super) row: Mutex<SlotRow>,
@@ -70,26 +85,31 @@ pub struct Compiling {
     pub since: i64,
 }
 
-impl SlotState {
-    pub(super) fn new(tenant: &str, slot: Slot) -> SlotState {
+impl<W: World> SlotState<W> {
+    pub(super) fn new(tenant: &str) -> SlotState<W> {
+        let slot = W::SLOT;
         SlotState {
-            tenant: tenant.into(),
-            slot,
+            info: Arc::new(SlotInfo {
+                tenant: tenant.into(),
+                slot,
+                stats: CallStats::default(),
+                shadow_stats: ShadowStats::default(),
+                row: Mutex::new(SlotRow {
+                    tenant: tenant.into(),
+                    slot: slot.as_str().into(),
+                    ..SlotRow::default()
+                }),
+                last_error: Mutex::new(None),
+                compiling: Mutex::new(None),
+                swaps: AtomicU64::new(0),
+            }),
             active: ArcSwapOption::empty(),
             shadow: ArcSwapOption::empty(),
-            stats: CallStats::default(),
-            shadow_stats: ShadowStats::default(),
-            row: Mutex::new(SlotRow {
-                tenant: tenant.into(),
-                slot: slot.as_str().into(),
-                ..SlotRow::default()
-            }),
-            last_error: Mutex::new(None),
-            compiling: Mutex::new(None),
-            swaps: AtomicU64::new(0),
         }
     }
+}
 
+impl SlotInfo {
     pub(super) fn label(&self) -> String {
         if self.tenant.is_empty() {
             self.slot.as_str().to_string()

@@ -1,10 +1,11 @@
-//! Calls, errors by kind and latency of a slot's active version.
+//! Calls, errors by kind and latency of a slot's active version, and the
+//! host faults of its calls (counted apart: they are not the plugin's).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::plugins::wasm::{CallError, FailKind};
+use crate::plugins::wasm::{CallResult, FailKind};
 
 /// Upper bounds of the call-latency buckets, in microseconds.
 pub(super) const CALL_BUCKETS_US: [u64; 21] = [
@@ -19,6 +20,8 @@ pub struct CallStats {
     pub(super) errors: [AtomicU64; FailKind::ALL.len()],
     pub(super) buckets: [AtomicU64; CALL_BUCKETS_US.len()],
     pub(super) sum_us: AtomicU64,
+    /// Calls the host could not run (not counted as calls or errors).
+    pub(super) host_faults: AtomicU64,
 }
 
 impl CallStats {
@@ -42,6 +45,11 @@ impl CallStats {
     /// Calls so far.
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Host faults so far.
+    pub fn host_faults(&self) -> u64 {
+        self.host_faults.load(Ordering::Relaxed)
     }
 
     /// Errors so far, by kind.
@@ -71,16 +79,20 @@ impl CallStats {
     }
 }
 
-pub(super) fn timed<T>(
-    stats: &CallStats,
-    f: impl FnOnce() -> Result<T, CallError>,
-) -> Result<T, CallError> {
+/// Runs a call of the active version and records it: its latency and,
+/// when the guest failed, the kind; a host fault only in its own count.
+pub(super) fn timed<T>(stats: &CallStats, f: impl FnOnce() -> CallResult<T>) -> CallResult<T> {
     let started = Instant::now();
     let r = f();
-    stats.record(
-        started.elapsed(),
-        r.as_ref().map(|_| ()).map_err(|e| e.kind),
-    );
+    match &r {
+        Ok(answer) => stats.record(
+            started.elapsed(),
+            answer.as_ref().map(|_| ()).map_err(|e| e.kind),
+        ),
+        Err(_) => {
+            stats.host_faults.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     r
 }
 
@@ -120,16 +132,26 @@ mod tests {
 
     #[test]
     fn timed_records_the_outcome_kind() {
+        use crate::plugins::wasm::{GuestFailure, HostFault};
         let s = CallStats::default();
-        let ok: Result<u8, CallError> = timed(&s, || Ok(1));
-        assert_eq!(ok.ok(), Some(1));
+        let ok = timed(&s, || Ok(Ok(1u8)));
+        assert!(matches!(ok, Ok(Ok(1))));
         let _ = timed::<u8>(&s, || {
-            Err(CallError {
+            Ok(Err(GuestFailure {
                 kind: FailKind::BadOutput,
                 message: "no".into(),
-            })
+            }))
         });
         assert_eq!(s.calls(), 2);
         assert_eq!(s.errors()["bad_output"], 1);
+        // A host fault is not the plugin's: no call, no error, its own count.
+        let _ = timed::<u8>(&s, || {
+            Err(HostFault {
+                message: "pool exhausted".into(),
+            })
+        });
+        assert_eq!(s.calls(), 2);
+        assert_eq!(s.errors().values().sum::<u64>(), 1);
+        assert_eq!(s.host_faults(), 1);
     }
 }

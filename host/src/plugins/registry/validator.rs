@@ -1,15 +1,13 @@
 //! The bid validator's calls: one version per decision round.
 
-use std::sync::Arc;
-
 use serde_json::json;
 
-use super::shadow::compare;
-use super::slot::{SlotState, Version};
+use super::shadow::compare_call;
+use super::slot::Version;
 use super::stats::timed;
-use super::Plugins;
-use crate::plugins::wasm::{CallError, Linked};
-use crate::plugins::Slot;
+use super::{Plugins, Serving};
+use crate::plugins::wasm::CallResult;
+use crate::plugins::world::{ValidateInput, Validator};
 
 impl Plugins {
     /// The bid validator for one decision round of `tenant`: resolved once,
@@ -17,8 +15,8 @@ impl Plugins {
     pub fn validator(&self, tenant: &str) -> RoundValidator {
         RoundValidator {
             plugins: self.clone(),
-            active: self.resolve(tenant, Slot::BidValidator),
-            shadow: self.shadow_of(tenant, Slot::BidValidator),
+            active: self.resolve(tenant),
+            shadow: self.shadow_of(tenant),
         }
     }
 }
@@ -26,29 +24,29 @@ impl Plugins {
 /// The validator of one decision round.
 pub struct RoundValidator {
     plugins: Plugins,
-    active: Option<(Arc<SlotState>, Arc<Version>)>,
-    shadow: Option<(Arc<SlotState>, Arc<Version>)>,
+    active: Option<Serving<Validator>>,
+    shadow: Option<Serving<Validator>>,
 }
 
 impl RoundValidator {
     fn run(
         &self,
-        v: &Version,
+        v: &Version<Validator>,
         bid: &crate::bids::Bid,
         product: &crate::bids::Product,
         now: i64,
-    ) -> Result<crate::bids::decision::Verdict, CallError> {
-        let Linked::Validator(pre) = &v.linked else {
-            unreachable!("a validator slot holds validators")
-        };
-        let out = self.plugins.inner.wasm.validate(
-            pre,
-            &v.call,
-            &crate::plugins::convert::bid(bid),
-            &crate::plugins::convert::product(product),
+    ) -> CallResult<crate::bids::decision::Verdict> {
+        let (bid, product) = (
+            crate::plugins::convert::bid(bid),
+            crate::plugins::convert::product(product),
+        );
+        let input = ValidateInput {
+            bid: &bid,
+            product: &product,
             now,
-        )?;
-        crate::plugins::convert::verdict(out, now)
+        };
+        let out = self.plugins.inner.wasm.call(&v.linked, &v.call, input)?;
+        Ok(out.and_then(|out| crate::plugins::convert::verdict(out, now)))
     }
 }
 
@@ -62,24 +60,31 @@ impl crate::bids::decision::BidValidator for RoundValidator {
         use crate::bids::decision::{BuiltinValidator, Verdict};
         let verdict = match &self.active {
             None => BuiltinValidator.validate(bid, product, now),
-            Some((st, v)) => match timed(&st.stats, || self.run(v, bid, product, now)) {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(plugin = %v.call.label, bid = %bid.id, error = %e, "bid validator failed; rejecting the bid");
-                    Verdict::Reject {
-                        code: "plugin_error".into(),
-                        message: "the bid could not be validated; please try again".into(),
+            Some((st, v)) => {
+                let failed = match timed(&st.stats, || self.run(v, bid, product, now)) {
+                    Ok(Ok(v)) => Some(v),
+                    Ok(Err(e)) => {
+                        tracing::warn!(plugin = %v.call.label, bid = %bid.id, error = %e, "bid validator failed; rejecting the bid");
+                        None
                     }
-                }
-            },
+                    Err(e) => {
+                        tracing::error!(plugin = %v.call.label, bid = %bid.id, error = %e, "bid validator not run; rejecting the bid");
+                        None
+                    }
+                };
+                failed.unwrap_or_else(|| Verdict::Reject {
+                    code: "plugin_error".into(),
+                    message: "the bid could not be validated; please try again".into(),
+                })
+            }
         };
         if let Some((st, cand)) = &self.shadow {
             let theirs = self.run(cand, bid, product, now);
-            compare(
-                &st.shadow_stats,
+            compare_call(
+                st,
                 || json!({ "bid": bid, "product": product, "now": now }),
                 crate::plugins::convert::verdict_json(&verdict),
-                theirs.map(|v| crate::plugins::convert::verdict_json(&v)),
+                theirs.map(|r| r.map(|v| crate::plugins::convert::verdict_json(&v))),
             );
         }
         verdict

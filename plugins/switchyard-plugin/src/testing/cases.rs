@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+use super::file::{self, CasesFile};
 use crate::{
     Authorization, Bid, BidValidator, Event, EventFilter, FilterResult, Message, Notification,
     NotificationShaper, Product, StreamAuthorizer, StreamRequest, Verdict,
@@ -14,12 +15,12 @@ use crate::{
 /// did not match (or why the file could not be read).
 pub fn check_bid_validator_cases<T: BidValidator>(cases: &str) -> Result<usize, String> {
     run(cases, "bid-validator", |input| {
-        let verdict = T::validate(
-            bid(field(input, "bid")),
-            product(field(input, "product")),
-            int(input, "now"),
-        );
-        verdict_json(verdict)
+        let i: file::BidValidatorInput = file::input(input)?;
+        Ok(verdict_json(T::validate(
+            bid(i.bid),
+            product(i.product),
+            i.now,
+        )))
     })
 }
 
@@ -30,8 +31,11 @@ pub fn check_notification_shaper_cases<T: NotificationShaper>(
     cases: &str,
 ) -> Result<usize, String> {
     run(cases, "notification-shaper", |input| {
-        let notifications = T::shape(message(field(input, "message")));
-        Value::Array(notifications.into_iter().map(notification_json).collect())
+        let i: file::NotificationShaperInput = file::input(input)?;
+        let notifications = T::shape(message(i.message));
+        Ok(Value::Array(
+            notifications.into_iter().map(notification_json).collect(),
+        ))
     })
 }
 
@@ -40,11 +44,9 @@ pub fn check_notification_shaper_cases<T: NotificationShaper>(
 /// `Ok` with the number of cases, or `Err` describing every mismatch.
 pub fn check_event_filter_cases<T: EventFilter>(cases: &str) -> Result<usize, String> {
     run(cases, "event-filter", |input| {
-        let subscription = field(input, "subscription")
-            .as_object()
-            .map(|params| params.iter().map(|(k, v)| (k.clone(), text(v))).collect())
-            .unwrap_or_default();
-        filter_json(T::filter(event(field(input, "event")), subscription))
+        let i: file::EventFilterInput = file::input(input)?;
+        let subscription = i.subscription.pairs();
+        Ok(filter_json(T::filter(event(i.event), subscription)))
     })
 }
 
@@ -53,73 +55,62 @@ pub fn check_event_filter_cases<T: EventFilter>(cases: &str) -> Result<usize, St
 /// `Ok` with the number of cases, or `Err` describing every mismatch.
 pub fn check_stream_authorizer_cases<T: StreamAuthorizer>(cases: &str) -> Result<usize, String> {
     run(cases, "stream-authorizer", |input| {
-        match T::authorize(stream_request(field(input, "request"))) {
+        let i: file::StreamAuthorizerInput = file::input(input)?;
+        Ok(match T::authorize(stream_request(i.request)) {
             Authorization::Allow => json!({ "decision": "allow" }),
             Authorization::Refuse(r) => {
                 json!({ "decision": "refuse", "code": r.code, "message": r.message })
             }
-        }
+        })
     })
 }
 
-/// A stream request from case JSON, as the host reads one (`user` defaults
-/// to the claims' `sub` unless they name a publisher, `svc`).
-fn stream_request(v: &Value) -> StreamRequest {
-    let claims = v.get("caller").filter(|c| c.is_object());
-    let user = match v.get("user") {
-        Some(u) => u.as_str().map(str::to_string),
-        None => claims
-            .filter(|c| c.get("svc").is_none())
-            .and_then(|c| c.get("sub"))
-            .and_then(Value::as_str)
-            .map(str::to_string),
-    };
-    let mut topics: Vec<String> = field(v, "topics")
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    topics.sort();
-    topics.dedup();
-    let mut params: Vec<(String, String)> = field(v, "params")
-        .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), text(v))).collect())
-        .unwrap_or_default();
-    params.sort();
+/// A stream request as the host reads one (`user` defaults to the claims'
+/// `sub` unless they name a publisher, `svc`).
+fn stream_request(r: file::StreamRequestInput) -> StreamRequest {
     StreamRequest {
-        caller: claims.map(Value::to_string),
-        user,
-        tenant: string(v, "tenant"),
-        topics,
-        params,
-        now: int(v, "now"),
+        caller: r.caller_text(),
+        user: r.user(),
+        tenant: r.tenant.clone(),
+        topics: r.topics(),
+        params: r.params.pairs(),
+        now: r.now,
     }
 }
 
-fn run(cases: &str, slot: &str, call: impl Fn(&Value) -> Value) -> Result<usize, String> {
-    let file: Value = serde_json::from_str(cases).map_err(|e| format!("cases: {e}"))?;
-    if file["slot"] != slot {
-        return Err(format!("cases: slot {} is not {slot:?}", file["slot"]));
+fn run(
+    cases: &str,
+    slot: &str,
+    call: impl Fn(&Value) -> Result<Value, String>,
+) -> Result<usize, String> {
+    let file: CasesFile = serde_json::from_str(cases).map_err(|e| format!("cases: {e}"))?;
+    if file.slot.as_deref() != Some(slot) {
+        return Err(format!(
+            "cases: slot {} is not {slot:?}",
+            file.slot
+                .as_deref()
+                .map_or("null".to_string(), |s| format!("{s:?}"))
+        ));
     }
-    let list = file["cases"]
-        .as_array()
-        .ok_or("cases: no \"cases\" array")?;
+    let list = file.cases.ok_or("cases: no \"cases\" array")?;
     let mut failures = Vec::new();
     for (i, case) in list.iter().enumerate() {
-        let mut config = config_pairs(&file["config"]);
-        config.extend(config_pairs(&case["config"]));
+        let mut config = file.config.0.clone();
+        config.extend(case.config.0.clone());
         super::set_config(config);
-        let actual = call(&case["input"]);
+        let actual = call(&case.input);
         super::take_logs();
-        if !matches(&case["expect"], &actual) {
-            failures.push(format!(
-                "case {i} {}:\n  expected {}\n  actual   {}",
-                case["name"], case["expect"], actual
-            ));
+        let name = case
+            .name
+            .as_deref()
+            .map_or("null".to_string(), |n| format!("{n:?}"));
+        match actual {
+            Ok(actual) if matches(&case.expect, &actual) => {}
+            Ok(actual) => failures.push(format!(
+                "case {i} {name}:\n  expected {}\n  actual   {}",
+                case.expect, actual
+            )),
+            Err(e) => failures.push(format!("case {i} {name}: {e}")),
         }
     }
     super::set_config(Vec::<(String, String)>::new());
@@ -144,102 +135,95 @@ fn matches(expect: &Value, actual: &Value) -> bool {
     }
 }
 
-fn config_pairs(config: &Value) -> Vec<(String, String)> {
-    config
-        .as_object()
-        .map(|c| c.iter().map(|(k, v)| (k.clone(), text(v))).collect())
-        .unwrap_or_default()
-}
-
-fn field<'a>(value: &'a Value, key: &str) -> &'a Value {
-    value.get(key).unwrap_or(&Value::Null)
-}
-
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn string(value: &Value, key: &str) -> String {
-    field(value, key).as_str().unwrap_or_default().to_string()
-}
-
-fn int(value: &Value, key: &str) -> i64 {
-    field(value, key).as_i64().unwrap_or_default()
-}
-
-fn opt_int(value: &Value, key: &str) -> Option<i64> {
-    field(value, key).as_i64()
-}
-
-fn opt_string(value: &Value, key: &str) -> Option<String> {
-    field(value, key).as_str().map(str::to_string)
-}
-
-fn object_text(value: &Value, key: &str) -> String {
-    match field(value, key) {
-        Value::Null => "{}".to_string(),
-        data => data.to_string(),
-    }
-}
-
 fn parsed(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
 }
 
-fn bid(v: &Value) -> Bid {
+fn bid(b: file::BidInput) -> Bid {
+    let file::BidInput {
+        id,
+        tenant,
+        product_id,
+        bidder_id,
+        amount,
+        created_at,
+    } = b;
     Bid {
-        id: string(v, "id"),
-        tenant: string(v, "tenant"),
-        product_id: string(v, "product_id"),
-        bidder_id: string(v, "bidder_id"),
-        amount: int(v, "amount"),
-        created_at: int(v, "created_at"),
+        id,
+        tenant,
+        product_id,
+        bidder_id,
+        amount,
+        created_at,
     }
 }
 
-fn product(v: &Value) -> Product {
+fn product(p: file::ProductInput) -> Product {
+    let file::ProductInput {
+        id,
+        tenant,
+        seller_id,
+        title,
+        starting_price,
+        min_increment,
+        anti_snipe_ms,
+        ends_at,
+        status,
+        current_bid,
+        leader,
+        bid_count,
+        version,
+        created_at,
+    } = p;
     Product {
-        id: string(v, "id"),
-        tenant: string(v, "tenant"),
-        seller_id: string(v, "seller_id"),
-        title: string(v, "title"),
-        starting_price: int(v, "starting_price"),
-        min_increment: int(v, "min_increment"),
-        anti_snipe_ms: int(v, "anti_snipe_ms"),
-        ends_at: opt_int(v, "ends_at"),
-        status: string(v, "status"),
-        current_bid: opt_int(v, "current_bid"),
-        leader: opt_string(v, "leader"),
-        bid_count: int(v, "bid_count"),
-        version: int(v, "version"),
-        created_at: int(v, "created_at"),
+        id,
+        tenant,
+        seller_id,
+        title,
+        starting_price,
+        min_increment,
+        anti_snipe_ms,
+        ends_at,
+        status,
+        current_bid,
+        leader,
+        bid_count,
+        version,
+        created_at,
     }
 }
 
-fn message(v: &Value) -> Message {
+fn message(m: file::MessageInput) -> Message {
+    let file::MessageInput {
+        id,
+        tenant,
+        kind,
+        from,
+        to,
+        product_id,
+        body,
+        created_at,
+    } = m;
     Message {
-        id: string(v, "id"),
-        tenant: string(v, "tenant"),
-        kind: string(v, "kind"),
-        from: string(v, "from"),
-        to: string(v, "to"),
-        product_id: opt_string(v, "product_id"),
-        body: string(v, "body"),
-        created_at: int(v, "created_at"),
+        id,
+        tenant,
+        kind,
+        from,
+        to,
+        product_id,
+        body,
+        created_at,
     }
 }
 
-fn event(v: &Value) -> Event {
+fn event(e: file::EventInput) -> Event {
     Event {
-        id: string(v, "id"),
-        tenant: string(v, "tenant"),
-        topic: string(v, "topic"),
-        type_: string(v, "type"),
-        data: object_text(v, "data"),
-        ts: int(v, "ts"),
+        data: e.data_text(),
+        id: e.id,
+        tenant: e.tenant,
+        topic: e.topic,
+        type_: e.type_,
+        ts: e.ts,
     }
 }
 

@@ -36,6 +36,7 @@
 //! `switchyard plugin test` on the built component is the reference.
 
 mod cases;
+pub mod file;
 
 pub use cases::{
     check_bid_validator_cases, check_event_filter_cases, check_notification_shaper_cases,
