@@ -460,28 +460,6 @@ fn sse_response(session: Session) -> Response {
     res
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn last_event_id_parsing() {
-        assert_eq!(parse_last_event_id(None).ok(), Some(None));
-        assert_eq!(parse_last_event_id(Some("")).ok(), Some(None));
-        assert_eq!(parse_last_event_id(Some("42")).ok(), Some(Some(42)));
-        assert!(parse_last_event_id(Some("abc")).is_err());
-        assert!(parse_last_event_id(Some("-1")).is_err());
-        assert!(parse_last_event_id(Some("1-0")).is_err());
-        // Ids are stored as signed 64-bit numbers: one past them is no id.
-        assert_eq!(
-            parse_last_event_id(Some("9223372036854775807")).ok(),
-            Some(Some(i64::MAX as u64))
-        );
-        assert!(parse_last_event_id(Some("9223372036854775808")).is_err());
-        assert!(parse_last_event_id(Some("18446744073709551615")).is_err());
-    }
-}
-
 /// The 200 of every stream: `text/event-stream`, not cached.
 pub struct EventStream;
 
@@ -610,5 +588,27 @@ impl IntoParams for StreamParams {
                 ))
                 .build(),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_event_id_parsing() {
+        assert_eq!(parse_last_event_id(None).ok(), Some(None));
+        assert_eq!(parse_last_event_id(Some("")).ok(), Some(None));
+        assert_eq!(parse_last_event_id(Some("42")).ok(), Some(Some(42)));
+        assert!(parse_last_event_id(Some("abc")).is_err());
+        assert!(parse_last_event_id(Some("-1")).is_err());
+        assert!(parse_last_event_id(Some("1-0")).is_err());
+        // Ids are stored as signed 64-bit numbers: one past them is no id.
+        assert_eq!(
+            parse_last_event_id(Some("9223372036854775807")).ok(),
+            Some(Some(i64::MAX as u64))
+        );
+        assert!(parse_last_event_id(Some("9223372036854775808")).is_err());
+        assert!(parse_last_event_id(Some("18446744073709551615")).is_err());
     }
 }
