@@ -676,6 +676,34 @@ async fn unusable_jwt_secrets_refuse_the_start() {
     env.cleanup().await;
 }
 
+/// In cluster mode the secret shared through Postgres is held to the same
+/// bound: a short one (put there by hand) stops the node at start with one
+/// line that says so, without printing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_shared_secret_refuses_the_start() {
+    let env = Env::new(Mode::Cluster).await;
+    drop(Node::start(&env, &[]).await);
+    let url = env.database_url.clone().expect("cluster mode");
+    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("postgres");
+    sqlx::query("UPDATE secrets SET value = 'short-shared-secret' WHERE name = 'jwt'")
+        .execute(&mut c)
+        .await
+        .expect("update");
+    let out = support::start_refused(&env, &[]).await;
+    assert!(
+        out.lines()
+            .any(|l| l.contains("JWT secret is 19 bytes, fewer than 32")),
+        "{out}"
+    );
+    assert!(
+        !out.contains("short-shared-secret"),
+        "the secret is printed:\n{out}"
+    );
+    env.cleanup().await;
+}
+
 /// The data dir the node creates is its user's only (700), the database
 /// and its `-wal` and `-shm` files and the JWT secret 600, whatever the
 /// umask; a database file made readable by others is tightened again at

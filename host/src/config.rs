@@ -166,6 +166,23 @@ pub struct Options {
     /// How often a node checks the store for events it has not seen, in ms.
     #[arg(long, env = "SWITCHYARD_TAIL_CHECK_MS")]
     pub tail_check_ms: Option<u64>,
+    /// At most one `occupancy` event per topic per this many milliseconds.
+    #[arg(long, env = "SWITCHYARD_PRESENCE_INTERVAL_MS")]
+    pub presence_interval_ms: Option<u64>,
+    /// How long a member whose last stream on a topic closed stays one, in ms.
+    #[arg(long, env = "SWITCHYARD_PRESENCE_LINGER_MS")]
+    pub presence_linger_ms: Option<u64>,
+    /// Topic patterns whose members are announced on `T~members`
+    /// (comma separated: `product:*,ticket:*`); default: none.
+    #[arg(long, env = "SWITCHYARD_PRESENCE_MEMBERS")]
+    pub presence_members: Option<String>,
+    /// Claims of a member's verified token that are its member data (comma
+    /// separated); default: `name`.
+    #[arg(long, env = "SWITCHYARD_PRESENCE_CLAIMS")]
+    pub presence_claims: Option<String>,
+    /// Most members announced per topic; past it one `members.truncated`.
+    #[arg(long, env = "SWITCHYARD_PRESENCE_MAX_MEMBERS")]
+    pub presence_max_members: Option<usize>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "SWITCHYARD_LOG_JSON")]
     pub log_json: Option<bool>,
@@ -339,6 +356,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Interval of the store tail check that fills fan-out gaps.
     pub tail_check: Duration,
+    /// Presence settings.
+    pub presence: crate::presence::Settings,
     /// JSON logs.
     pub log_json: bool,
     /// Stream cap per user.
@@ -634,6 +653,34 @@ impl Config {
             max_connections: o.max_connections,
             shutdown_grace: ms(o.shutdown_grace_ms, 10_000, "SWITCHYARD_SHUTDOWN_GRACE_MS")?,
             tail_check: ms(o.tail_check_ms, 1_000, "SWITCHYARD_TAIL_CHECK_MS")?,
+            presence: crate::presence::Settings {
+                interval: ms(
+                    o.presence_interval_ms,
+                    1_000,
+                    "SWITCHYARD_PRESENCE_INTERVAL_MS",
+                )?,
+                linger: Duration::from_millis(o.presence_linger_ms.unwrap_or(5_000)),
+                members: match o
+                    .presence_members
+                    .as_deref()
+                    .map(crate::auth::publish::split)
+                {
+                    None => Vec::new(),
+                    Some(p) if p.is_empty() => p,
+                    Some(p) => {
+                        crate::auth::publish::validate(&p).map_err(|e| {
+                            Error::Invalid(format!("SWITCHYARD_PRESENCE_MEMBERS: {e}"))
+                        })?;
+                        p
+                    }
+                },
+                claims: o
+                    .presence_claims
+                    .as_deref()
+                    .map(crate::auth::publish::split)
+                    .unwrap_or_else(|| vec!["name".into()]),
+                max_members: o.presence_max_members.unwrap_or(1_000),
+            },
             log_json: o.log_json.unwrap_or(false),
             max_streams_per_user: o.max_streams_per_user.unwrap_or(8),
             max_streams_per_tenant: o.max_streams_per_tenant.unwrap_or(50_000),

@@ -18,9 +18,13 @@ pub type Seq = u64;
 pub const MAX_SEQ: Seq = i64::MAX as Seq;
 
 /// Parses a decimal id as a client sends it (`Last-Event-ID`, `after=`):
-/// anything but a number from 0 to `MAX_SEQ` is refused, so no cursor can
-/// wrap to a negative one in the store and read from the start.
+/// anything but a number from 0 to `MAX_SEQ` in ASCII digits is refused
+/// (no sign, which `u64::from_str` would take), so no cursor can wrap to a
+/// negative one in the store and read from the start.
 pub fn parse_seq(s: &str) -> Option<Seq> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     s.parse::<Seq>().ok().filter(|v| *v <= MAX_SEQ)
 }
 
@@ -147,6 +151,88 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The member set of a topic, the retained state of its `T~members`
+/// topic: the fold of its events (`member.joined`, `member.left`,
+/// `members.truncated`) in id order. Each event carries `v`, a number the
+/// place that decided the transition gives it, rising per topic; an event
+/// whose `v` is not above the set's was decided before the one the set
+/// already holds (two nodes' appends may commit in either order) and
+/// changes nothing. Clients fold the same way.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct MemberSet {
+    /// The members, in the order they joined.
+    pub members: Vec<Member>,
+    /// More users came than the topic's cap of members: the set is empty
+    /// and only counts are kept (`T~occupancy`) until the topic empties.
+    pub truncated: bool,
+    /// The `v` of the last event folded.
+    pub v: u64,
+}
+
+/// One member of a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Member {
+    /// The user id.
+    pub user: String,
+    /// The configured claims of the user's token.
+    #[serde(default)]
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+impl MemberSet {
+    /// Folds one event of the members topic.
+    pub fn apply(&mut self, kind: &str, data: &str) {
+        #[derive(serde::Deserialize)]
+        struct Change {
+            v: u64,
+            #[serde(default)]
+            user: Option<String>,
+            #[serde(default)]
+            claims: serde_json::Map<String, serde_json::Value>,
+        }
+        let Ok(c) = serde_json::from_str::<Change>(data) else {
+            return;
+        };
+        if c.v <= self.v {
+            return;
+        }
+        self.v = c.v;
+        match (kind, c.user) {
+            ("member.joined", Some(user)) => {
+                self.truncated = false;
+                match self.members.iter_mut().find(|m| m.user == user) {
+                    Some(m) => m.claims = c.claims,
+                    None => self.members.push(Member {
+                        user,
+                        claims: c.claims,
+                    }),
+                }
+            }
+            ("member.left", Some(user)) => self.members.retain(|m| m.user != user),
+            ("members.truncated", _) => {
+                self.members.clear();
+                self.truncated = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// The set folded from `state` (a retained state, if any) and `events`
+    /// (type and data), as JSON text.
+    pub fn fold<'a>(
+        state: Option<&str>,
+        events: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> String {
+        let mut set: MemberSet = state
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default();
+        for (kind, data) in events {
+            set.apply(kind, data);
+        }
+        serde_json::to_string(&set).expect("strings and maps serialize")
+    }
+}
+
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -186,6 +272,48 @@ pub enum TopicKind {
     User,
     /// Any other `{kind}:{id}`: public, producer-defined.
     Custom,
+    /// `{topic}~occupancy` or `{topic}~members`: the presence of a topic,
+    /// written by the server only and readable by whoever may read the
+    /// topic ([`derived`] names it).
+    Derived,
+}
+
+/// What a derived topic tells of its base topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Derived {
+    /// `{topic}~occupancy`: open streams and distinct users, a retained
+    /// `occupancy` event.
+    Occupancy,
+    /// `{topic}~members`: `member.joined`, `member.left`,
+    /// `members.truncated`; the retained state is the member set.
+    Members,
+}
+
+impl Derived {
+    /// The suffix after `~`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Derived::Occupancy => "occupancy",
+            Derived::Members => "members",
+        }
+    }
+
+    /// The derived topic of `base`.
+    pub fn of(self, base: &str) -> String {
+        format!("{base}~{}", self.suffix())
+    }
+}
+
+/// The base topic and what a derived topic (`T~occupancy`, `T~members`)
+/// tells of it; `None` for any other name (which [`classify_topic`] may
+/// still refuse). The base is not checked here.
+pub fn derived(topic: &str) -> Option<(&str, Derived)> {
+    let (base, suffix) = topic.rsplit_once('~')?;
+    match suffix {
+        "occupancy" => Some((base, Derived::Occupancy)),
+        "members" => Some((base, Derived::Members)),
+        _ => None,
+    }
 }
 
 /// Checks a topic name and says what kind it is.
@@ -193,8 +321,23 @@ pub enum TopicKind {
 /// A topic is `global` or `{kind}:{id}`: `kind` is 1 to 32 of `a-z`, `0-9`,
 /// `_`, `-` starting with a letter; `id` is 1 to 128 of letters, digits,
 /// `-`, `_`, `.`, `@`. Nothing else, so no name can smuggle a newline or a
-/// separator into a frame, a Redis key or a log line.
+/// separator into a frame, a Redis key or a log line. Such a topic `T`
+/// (not a `user:` one) has derived topics `T~occupancy` and `T~members`
+/// ([`TopicKind::Derived`]).
 pub fn classify_topic(topic: &str) -> Result<TopicKind, NameError> {
+    if let Some((base, _)) = derived(topic) {
+        // One level only, and never of a user's private topic.
+        return match classify_base(base)? {
+            TopicKind::User => Err(NameError(format!(
+                "topic {topic:?}: `user:` topics have no presence"
+            ))),
+            _ => Ok(TopicKind::Derived),
+        };
+    }
+    classify_base(topic)
+}
+
+fn classify_base(topic: &str) -> Result<TopicKind, NameError> {
     if topic == "global" {
         return Ok(TopicKind::Global);
     }
@@ -244,7 +387,28 @@ pub fn validate_kind(kind: &str) -> Result<(), NameError> {
             "event type {kind:?} is reserved for the server's own frames"
         )));
     }
+    if is_presence_kind(kind) {
+        return Err(NameError(format!(
+            "event type {kind:?} is reserved for the server's presence events"
+        )));
+    }
     Ok(())
+}
+
+/// Event types of the server's presence events (on derived topics), which
+/// publishers and plugins may not use: a published `member.left` would
+/// change every client's member set.
+pub const PRESENCE_KINDS: [&str; 5] = [
+    "occupancy",
+    "member.joined",
+    "member.left",
+    "members.truncated",
+    "presence.reset",
+];
+
+/// True for one of [`PRESENCE_KINDS`], in any letter case.
+pub fn is_presence_kind(kind: &str) -> bool {
+    PRESENCE_KINDS.iter().any(|r| r.eq_ignore_ascii_case(kind))
 }
 
 /// Event types only the server sends: its control frames, which clients act
@@ -278,7 +442,7 @@ pub fn is_reserved_kind(kind: &str) -> bool {
 /// server's own frames are always sent).
 pub fn validate_kind_filter(kind: &str) -> Result<(), NameError> {
     match validate_kind(kind) {
-        Err(_) if is_reserved_kind(kind) => Ok(()),
+        Err(_) if is_reserved_kind(kind) || is_presence_kind(kind) => Ok(()),
         r => r,
     }
 }
@@ -297,6 +461,61 @@ mod tests {
             classify_topic("service:balance-sync"),
             Ok(TopicKind::Custom)
         );
+    }
+
+    #[test]
+    fn derived_topics_are_classified() {
+        assert_eq!(
+            classify_topic("product:p1~occupancy"),
+            Ok(TopicKind::Derived)
+        );
+        assert_eq!(classify_topic("global~members"), Ok(TopicKind::Derived));
+        assert_eq!(
+            derived("product:p1~members"),
+            Some(("product:p1", Derived::Members))
+        );
+        for bad in [
+            "user:u1~occupancy",
+            "user:u1~members",
+            "product:p1~occupancy~members",
+            "product:p1~other",
+            "~occupancy",
+            "product:~occupancy",
+        ] {
+            assert!(classify_topic(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(validate_kind("occupancy").is_err());
+        assert!(validate_kind("Member.Left").is_err());
+        assert!(validate_kind_filter("member.joined").is_ok());
+    }
+
+    #[test]
+    fn members_fold_by_v() {
+        let j = |u: &str, v: u64| format!(r#"{{"user":"{u}","claims":{{"name":"{u}!"}},"v":{v}}}"#);
+        let l = |u: &str, v: u64| format!(r#"{{"user":"{u}","v":{v}}}"#);
+        let s = MemberSet::fold(
+            None,
+            [
+                ("member.joined", j("a", 1).as_str()),
+                ("member.joined", j("b", 2).as_str()),
+                // Decided after the leave below, committed before it.
+                ("member.joined", j("a", 5).as_str()),
+                ("member.left", l("a", 4).as_str()),
+                ("member.left", l("b", 6).as_str()),
+            ]
+            .into_iter(),
+        );
+        let set: MemberSet = serde_json::from_str(&s).expect("json");
+        assert_eq!(set.v, 6);
+        assert_eq!(set.members.len(), 1);
+        assert_eq!(set.members[0].user, "a");
+        assert_eq!(set.members[0].claims["name"], "a!");
+        let t = MemberSet::fold(
+            Some(&s),
+            [("members.truncated", r#"{"max":1,"v":7}"#)].into_iter(),
+        );
+        let set: MemberSet = serde_json::from_str(&t).expect("json");
+        assert!(set.truncated && set.members.is_empty());
     }
 
     #[test]
@@ -363,6 +582,25 @@ mod tests {
             "",
         ] {
             assert_eq!(data_of(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn ids_are_plain_digits_up_to_the_largest_the_store_holds() {
+        assert_eq!(parse_seq("0"), Some(0));
+        assert_eq!(parse_seq("42"), Some(42));
+        assert_eq!(parse_seq("9223372036854775807"), Some(MAX_SEQ));
+        for bad in [
+            "",
+            "+7",
+            "-1",
+            " 7",
+            "7 ",
+            "0x10",
+            "9223372036854775808",
+            "1e3",
+        ] {
+            assert_eq!(parse_seq(bad), None, "{bad:?}");
         }
     }
 }

@@ -13,6 +13,8 @@
 //! - `bus`: the `Publisher` (group-commit appender), the `Hub` (this node's
 //!   subscribers, fed in id order, filter lanes), the `Fanout` trait and
 //!   `retention`.
+//! - `presence`: occupancy of topics, appended as retained events on
+//!   derived topics (`T~occupancy`).
 //! - `sse`: frame encoding and the per-connection `Session` (replay, live,
 //!   lag fallback, reset, heartbeat, shutdown).
 //! - `http`: the API, one file per resource; `error`: `ApiError`.
@@ -39,6 +41,7 @@ pub mod logging;
 mod metrics;
 pub mod net;
 pub mod plugins;
+mod presence;
 mod ratelimit;
 pub mod server;
 pub mod shutdown;
@@ -146,6 +149,12 @@ pub async fn run(
         background.clone(),
     ));
     let publisher = Publisher::start(store.clone(), fanout, retention, metrics.clone());
+    let presence = presence::Presence::start(
+        config.presence.clone(),
+        backend.mode.presence_store(background.clone()),
+        publisher.clone(),
+        background.clone(),
+    );
     {
         // Streams learn of the shutdown through their queues.
         let hub = hub.clone();
@@ -202,6 +211,7 @@ pub async fn run(
         keys,
         verifier,
         caps,
+        presence,
         rate: Arc::new(ratelimit::RateLimiter::new(
             config.post_rate,
             config.post_burst,

@@ -75,6 +75,8 @@ pub struct AppState {
     pub verifier: crate::auth::Verifier,
     /// Stream caps.
     pub caps: Arc<Caps>,
+    /// Presence: streams and users per topic.
+    pub presence: crate::presence::Presence,
     /// Per-token POST rate limit.
     pub rate: Arc<RateLimiter>,
     /// The plugin registry (validator, shaper, filter).

@@ -1,5 +1,5 @@
-//! The contract of each mode service (`CapStore`, `Fanout`, `BidWakeups`,
-//! the secret), run against both implementations, so that embedded and
+//! The contract of each mode service (`CapStore`, `PresenceStore`, `Fanout`,
+//! `BidWakeups`, the secret), run against both implementations, so that embedded and
 //! cluster mode cannot drift apart (the system of record's traits have
 //! theirs in `store::contract`). The Redis side talks
 //! to a real Redis (`SWITCHYARD_TEST_REDIS_URL`, default 127.0.0.1:6379),
@@ -16,6 +16,7 @@ use super::cluster::bid_wakeups::RedisWakeups;
 use super::cluster::caps::RedisCaps;
 use super::cluster::conn::RedisConn;
 use super::cluster::fanout::RedisFanout;
+use super::cluster::presence::RedisPresence;
 use crate::bids::queue::{BidWakeups, LocalWakeups};
 use crate::bids::worker::Worker;
 use crate::bus::hub::Hub;
@@ -25,6 +26,7 @@ use crate::event::NewEvent;
 use crate::metrics::Metrics;
 use crate::plugins::wasm::{Limits, WasmHost};
 use crate::plugins::{NoFilters, Plugins};
+use crate::presence::{Entry, MemoryPresence, PresenceStore};
 use crate::sse::caps::{CapLimits, CapStore, Caps, Holder, MemoryCaps, Refusal};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
@@ -152,6 +154,174 @@ async fn redis_caps_hold_across_nodes() {
         })
         .await
     );
+    stop.cancel();
+}
+
+// ---- presence ---------------------------------------------------------------
+
+fn entry<'a>(conn: u64, tenant: &'a str, topic: &'a str, user: Option<&'a str>) -> Entry<'a> {
+    Entry {
+        conn,
+        tenant,
+        topic,
+        user,
+    }
+}
+
+/// Counts of streams and distinct users, one decision per interval, only
+/// changes; a user's first stream joins once, its last one leaves once
+/// after the linger unless the user is back first; past the cap one
+/// truncation and no member events until the topic empties.
+async fn presence_decides_once(store: Arc<dyn PresenceStore>) {
+    use crate::presence::{Change, Counts, Decision};
+    let t = unique("t");
+    let room = "room:1";
+    let ms = Duration::from_millis;
+    let members = Some(10);
+    let first = store.join(entry(1, &t, room, Some("u1")), members).await;
+    let Ok(Some(Change::Joined(v1))) = first else {
+        panic!("u1 did not join: {first:?}");
+    };
+    assert_eq!(
+        store.join(entry(2, &t, room, Some("u1")), members).await,
+        Ok(None)
+    );
+    assert_eq!(
+        store.join(entry(3, &t, room, None), members).await,
+        Ok(None)
+    );
+    let counts = |streams, users| Decision::Changed(Counts { streams, users });
+    assert_eq!(store.decide(&t, room, ms(200), ms(0)).await, counts(3, 1));
+    assert_eq!(store.decide(&t, room, ms(200), ms(0)).await, Decision::Lost);
+    tokio::time::sleep(ms(250)).await;
+    assert_eq!(
+        store.decide(&t, room, ms(200), ms(0)).await,
+        Decision::Unchanged
+    );
+    // One of u1's streams closes: u1 stays.
+    store
+        .leave(entry(1, &t, room, Some("u1")), Some(ms(0)))
+        .await;
+    // The last one closes; u1 is back within the linger: nothing happens.
+    store
+        .leave(entry(2, &t, room, Some("u1")), Some(ms(300)))
+        .await;
+    assert_eq!(store.due_leaves().await, vec![]);
+    assert_eq!(
+        store.join(entry(4, &t, room, Some("u1")), members).await,
+        Ok(None)
+    );
+    tokio::time::sleep(ms(350)).await;
+    assert_eq!(store.due_leaves().await, vec![]);
+    // Gone for good: one leave, after the linger, to one caller.
+    store
+        .leave(entry(4, &t, room, Some("u1")), Some(ms(100)))
+        .await;
+    assert_eq!(store.due_leaves().await, vec![]);
+    tokio::time::sleep(ms(150)).await;
+    let left = store.due_leaves().await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(
+        (left[0].user.as_str(), left[0].topic.as_str()),
+        ("u1", room)
+    );
+    assert!(left[0].v > v1);
+    assert_eq!(store.due_leaves().await, vec![]);
+    assert_eq!(store.decide(&t, room, ms(200), ms(0)).await, counts(1, 0));
+    // Past the cap (one member): one truncation, then nothing.
+    let full = "room:2";
+    assert!(matches!(
+        store.join(entry(5, &t, full, Some("a")), Some(1)).await,
+        Ok(Some(Change::Joined(_)))
+    ));
+    assert!(matches!(
+        store.join(entry(6, &t, full, Some("b")), Some(1)).await,
+        Ok(Some(Change::Truncated(_)))
+    ));
+    assert_eq!(
+        store.join(entry(7, &t, full, Some("c")), Some(1)).await,
+        Ok(None)
+    );
+    for (conn, user) in [(5, "a"), (6, "b"), (7, "c")] {
+        store
+            .leave(entry(conn, &t, full, Some(user)), Some(ms(0)))
+            .await;
+    }
+    tokio::time::sleep(ms(20)).await;
+    assert_eq!(store.due_leaves().await, vec![]);
+    // Empty again: a set again.
+    assert!(matches!(
+        store.join(entry(8, &t, full, Some("d")), Some(1)).await,
+        Ok(Some(Change::Joined(_)))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_presence_decides_once() {
+    presence_decides_once(Arc::new(MemoryPresence::default())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_presence_decides_once() {
+    let stop = CancellationToken::new();
+    let conn = redis(&unique("presence")).await;
+    presence_decides_once(Arc::new(RedisPresence::start(&conn, stop.clone()))).await;
+    stop.cancel();
+}
+
+/// A dead node's streams: their leases expire, the next decision counts
+/// them out, and a member among them leaves once after the linger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_presence_drops_expired_leases() {
+    use crate::presence::{Counts, Decision};
+    let stop = CancellationToken::new();
+    let conn = redis(&unique("presence")).await;
+    let store = RedisPresence::start(&conn, stop.clone());
+    let t = unique("t");
+    let room = "room:3";
+    let ms = Duration::from_millis;
+    assert!(store
+        .join(entry(1, &t, room, Some("ghost")), Some(10))
+        .await
+        .is_ok_and(|c| c.is_some()));
+    assert_eq!(
+        store.decide(&t, room, ms(50), ms(100)).await,
+        Decision::Changed(Counts {
+            streams: 1,
+            users: 1
+        })
+    );
+    tokio::time::sleep(ms(60)).await;
+    // As a node that died would leave it: the lease, past its expiry.
+    let base = format!("{}:presence:{t}:{room}", conn.prefix);
+    let mut c = conn.conn.clone();
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("{base}:conns"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg(format!("{base}:conns"))
+        .arg(1)
+        .arg(&members[0])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.decide(&t, room, ms(50), ms(100)).await,
+        Decision::Changed(Counts {
+            streams: 0,
+            users: 0
+        })
+    );
+    assert_eq!(store.due_leaves().await, vec![]);
+    tokio::time::sleep(ms(150)).await;
+    let left = store.due_leaves().await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].user, "ghost");
+    assert_eq!(store.due_leaves().await, vec![]);
     stop.cancel();
 }
 

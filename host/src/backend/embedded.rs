@@ -14,6 +14,7 @@ use crate::bus::hub::Hub;
 use crate::bus::memory::MemoryFanout;
 use crate::bus::Fanout;
 use crate::metrics::Metrics;
+use crate::presence::{MemoryPresence, PresenceStore};
 use crate::sse::caps::{CapStore, MemoryCaps};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{self, Store};
@@ -103,6 +104,10 @@ impl Mode for Embedded {
 
     fn cap_store(&self, _stop: CancellationToken) -> Arc<dyn CapStore> {
         Arc::new(MemoryCaps::default())
+    }
+
+    fn presence_store(&self, _stop: CancellationToken) -> Arc<dyn PresenceStore> {
+        Arc::new(MemoryPresence::default())
     }
 
     fn shares_plugins(&self) -> bool {

@@ -31,6 +31,7 @@ use crate::bus::hub::Hub;
 use crate::bus::Fanout;
 use crate::config::{Config, Mode as ConfigMode};
 use crate::metrics::Metrics;
+use crate::presence::PresenceStore;
 use crate::sse::caps::CapStore;
 use crate::store::bids::BidStore;
 use crate::store::plugins::PluginStore;
@@ -64,6 +65,14 @@ pub enum Error {
     /// The client-token secret shared through Postgres cannot be read.
     #[error("cannot keep the JWT secret: cannot read the shared secret: {0}")]
     SharedSecret(#[source] crate::store::Error),
+    /// The stored client-token secret (the data dir's file, or the one
+    /// shared through Postgres) is too short to sign with.
+    #[error(
+        "the stored JWT secret is {0} bytes, fewer than {min}: a short HS256 secret can be guessed \
+         offline from any token it signed; replace it (or set SWITCHYARD_JWT_SECRET)",
+        min = crate::auth::MIN_SECRET_BYTES
+    )]
+    WeakSecret(usize),
     /// The node's start-up writes failed (embedded: the demo tenant).
     #[error("cannot create the demo tenant: {0}")]
     Start(#[source] crate::store::Error),
@@ -130,6 +139,8 @@ pub trait Mode: Send + Sync + 'static {
     ) -> Arc<dyn BidWakeups>;
     /// Where stream caps are counted.
     fn cap_store(&self, stop: CancellationToken) -> Arc<dyn CapStore>;
+    /// Where streams on topics are counted for presence.
+    fn presence_store(&self, stop: CancellationToken) -> Arc<dyn PresenceStore>;
     /// Whether plugin changes made on other nodes must be polled for.
     fn shares_plugins(&self) -> bool;
     /// Each dependency and whether it answers, for `/ready`: asked at once,
@@ -172,7 +183,7 @@ impl Backend {
             ConfigMode::Embedded => embedded::secret(&config.data_dir)?,
             ConfigMode::Cluster { database_url, .. } => cluster::secret(database_url).await?,
         };
-        Ok(Keys::with_rules(&secret, config.tokens.clone()))
+        Ok(Keys::with_rules(&strong(secret)?, config.tokens.clone()))
     }
 
     /// The client-token keys: the configured secret, else the mode's.
@@ -181,8 +192,17 @@ impl Backend {
             return Ok(Keys::with_rules(s.as_bytes(), config.tokens.clone()));
         }
         Ok(Keys::with_rules(
-            &self.mode.secret().await?,
+            &strong(self.mode.secret().await?)?,
             config.tokens.clone(),
         ))
     }
+}
+
+/// A stored secret long enough to sign with (the node makes long ones; a
+/// short one was put there by hand or by an old release).
+fn strong(secret: Vec<u8>) -> Result<Vec<u8>, Error> {
+    if secret.len() < crate::auth::MIN_SECRET_BYTES {
+        return Err(Error::WeakSecret(secret.len()));
+    }
+    Ok(secret)
 }

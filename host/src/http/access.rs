@@ -250,6 +250,11 @@ pub fn may_read(topic: &str, tenant: &str, caller: &Caller) -> Result<TopicKind,
             "a publisher token cannot read user streams or their history",
         )),
         TopicKind::User => may_act_as(&topic["user:".len()..], caller).map(|_| kind),
+        // A topic's presence is read by whoever may read the topic.
+        TopicKind::Derived => match crate::event::derived(topic) {
+            Some((base, _)) => may_read(base, tenant, caller).map(|_| kind),
+            None => Ok(kind),
+        },
         _ => Ok(kind),
     }
 }
@@ -274,7 +279,7 @@ pub fn may_act_as(id: &str, caller: &Caller) -> Result<(), ApiError> {
 /// The claims of the token the request was authenticated with, as the JSON
 /// text of its payload. Only for a caller whose token verified (`User`,
 /// `Service`): the payload is then exactly the claims the signature covers.
-fn verified_claims(parts: &Parts) -> Option<String> {
+pub(crate) fn verified_claims(parts: &Parts) -> Option<String> {
     use base64::Engine;
     let token = token(parts)?;
     let payload = token.split('.').nth(1)?;

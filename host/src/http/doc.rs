@@ -89,9 +89,11 @@ pub struct TopicParam {
     /// `global`, or `kind:id`: a kind of 1-32 of `a-z`, `0-9`, `_` and `-`
     /// starting with a letter, and an id of 1-128 letters, digits, `-`, `_`,
     /// `.` and `@`. `tenant:{slug}` must name the request's tenant;
-    /// `user:{id}` is private to that user.
+    /// `user:{id}` is private to that user. A topic but a `user:` one has
+    /// its presence, `{topic}~occupancy` and `{topic}~members`, read like
+    /// the topic.
     #[param(
-        pattern = r"^(global|[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128})$",
+        pattern = r"^(global|[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128}|(global|(?!user:)[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128})~(occupancy|members))$",
         example = "status:api"
     )]
     topic: String,
@@ -142,17 +144,19 @@ pub struct UserIdParam {
     id: String,
 }
 
-/// The schema of one topic name (as in a list of topics).
+/// The schema of one topic name a request reads (as in a list of topics).
 pub fn topic_schema() -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .description(Some(
             "`global`, or `kind:id`: a kind of 1-32 of `a-z`, `0-9`, `_` and `-` starting with \
              a letter, and an id of 1-128 letters, digits, `-`, `_`, `.` and `@`. \
-             `tenant:{slug}` must name the request's tenant; `user:{id}` is private to that user.",
+             `tenant:{slug}` must name the request's tenant; `user:{id}` is private to that user. \
+             A topic but a `user:` one has its presence, `{topic}~occupancy` and \
+             `{topic}~members`, read like the topic.",
         ))
         .pattern(Some(
-            r"^(global|[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128})$",
+            r"^(global|[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128}|(global|(?!user:)[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128})~(occupancy|members))$",
         ))
         .examples(["global", "product:p_1", "status:api"])
 }

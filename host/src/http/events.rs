@@ -36,7 +36,9 @@ pub struct PublishBody {
     /// `global`, or `kind:id`: a kind of 1-32 of `a-z`, `0-9`, `_` and `-`
     /// starting with a letter, and an id of 1-128 letters, digits, `-`, `_`,
     /// `.` and `@`. `tenant:{slug}` must name the request's tenant;
-    /// `user:{id}` is private to that user.
+    /// `user:{id}` is private to that user. A topic's presence
+    /// (`{topic}~occupancy`, `{topic}~members`) is written by the server
+    /// only: 403 `presence_topic`.
     #[schema(
         pattern = r"^(global|[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128})$",
         examples("global", "product:p_1", "status:api")
@@ -295,6 +297,17 @@ async fn checked(
     let tenant = access::tenant(state, caller, Some(&body.tenant), &format!("{at}tenant")).await?;
     let kind = classify_topic(&body.topic)
         .map_err(|e| ApiError::invalid("invalid_topic", format!("`{at}topic`: {e}")))?;
+    if kind == TopicKind::Derived {
+        // Whatever the token: only the server writes a topic's presence.
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "presence_topic",
+            format!(
+                "`{at}topic`: {:?} is a topic's presence, written by the server only",
+                body.topic
+            ),
+        ));
+    }
     may_publish_to(caller, &body.topic)?;
     if kind == TopicKind::Tenant && body.topic["tenant:".len()..] != tenant.slug {
         return Err(ApiError::invalid(

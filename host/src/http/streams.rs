@@ -252,8 +252,15 @@ async fn open(
         ));
     }
     let mut defaults = Vec::new();
+    // The topics the stream counts on (presence): neither a user's private
+    // topic nor a presence topic itself.
+    let mut present = Vec::new();
     for t in &topics {
-        if access::may_read(t, &tenant.slug, &caller)? == TopicKind::User {
+        let kind = access::may_read(t, &tenant.slug, &caller)?;
+        if !matches!(kind, TopicKind::User | TopicKind::Derived) {
+            present.push(t.clone());
+        }
+        if kind == TopicKind::User {
             // A user's snapshot is their unread count, even before any message.
             let unread = state
                 .backend
@@ -355,6 +362,22 @@ async fn open(
     };
     let mut session = Session::open(state.streams.clone(), req).await?;
     session.hold(lease);
+    if !present.is_empty() {
+        // Member data come from the verified token only, read when a topic
+        // of the stream announces its members.
+        let settings = &state.config.presence;
+        let claims = match caller {
+            Caller::User(_) if present.iter().any(|t| settings.members_of(t)) => {
+                access::verified_claims(&parts)
+            }
+            _ => None,
+        };
+        let guard = state
+            .presence
+            .join(&tenant.slug, present, caller.user(), claims.as_deref())
+            .await;
+        session.hold_presence(guard);
+    }
     tracing::debug!(tenant = %tenant.slug, resume = ?last_event_id, "stream opened");
     Ok(sse_response(session))
 }

@@ -25,7 +25,9 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 
-pub(crate) use types::{assign_seqs, message_events, retained_last, tenant_counts, unread_event};
+pub(crate) use types::{
+    assign_seqs, folded_topics, message_events, retained_writes, tenant_counts, unread_event,
+};
 pub use types::{
     Keyed, Message, NewMessage, Notification, Page, PublishKey, Retained, Tenant, TopicState,
     KEY_REUSED,

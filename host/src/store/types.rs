@@ -169,6 +169,69 @@ pub(crate) fn retained_last<'a, E: Borrow<NewEvent>>(
     out
 }
 
+/// A topic's retained state as a batch writes it.
+pub(crate) struct RetainedWrite<'a> {
+    pub tenant: &'a str,
+    pub topic: &'a str,
+    pub data: std::borrow::Cow<'a, str>,
+    pub seq: crate::event::Seq,
+    pub ts: i64,
+}
+
+fn folds(topic: &str) -> bool {
+    crate::event::derived(topic).is_some_and(|(_, d)| d == crate::event::Derived::Members)
+}
+
+/// The topics of a batch whose retained state is a fold of their events
+/// (`T~members`: the member set) rather than the last event's data: the
+/// backend reads their current state first, in the batch's transaction.
+pub(crate) fn folded_topics<E: Borrow<NewEvent>>(events: &[E]) -> Vec<(&str, &str)> {
+    let mut out: Vec<(&str, &str)> = events
+        .iter()
+        .map(Borrow::borrow)
+        .filter(|e| e.retain && folds(&e.topic))
+        .map(|e| (e.tenant.as_str(), e.topic.as_str()))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The retained state each topic of a batch is left with: the last
+/// retained event's data, or for a folded topic the fold of its current
+/// state (`prev`, read by the backend) and the batch's events in id order.
+pub(crate) fn retained_writes<'a, E: Borrow<NewEvent>>(
+    events: &'a [E],
+    stored: &'a [StoredEvent],
+    prev: &std::collections::HashMap<(String, String), String>,
+) -> Vec<RetainedWrite<'a>> {
+    retained_last(events, stored)
+        .into_iter()
+        .map(|(new, e)| {
+            let data = if folds(&new.topic) {
+                let of_topic = events
+                    .iter()
+                    .map(Borrow::borrow)
+                    .filter(|n| n.retain && n.tenant == new.tenant && n.topic == new.topic)
+                    .map(|n| (n.kind.as_str(), n.data.as_str()));
+                let state = prev
+                    .get(&(new.tenant.clone(), new.topic.clone()))
+                    .map(String::as_str);
+                std::borrow::Cow::Owned(crate::event::MemberSet::fold(state, of_topic))
+            } else {
+                std::borrow::Cow::Borrowed(new.data.as_str())
+            };
+            RetainedWrite {
+                tenant: &new.tenant,
+                topic: &new.topic,
+                data,
+                seq: e.seq,
+                ts: e.ts,
+            }
+        })
+        .collect()
+}
+
 /// Assigns ids: `lasts` holds each tenant's counter after the bump.
 pub(crate) fn assign_seqs<E: Borrow<NewEvent>>(
     events: &[E],

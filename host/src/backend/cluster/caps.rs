@@ -120,7 +120,7 @@ fn now_ms() -> i64 {
 }
 
 /// Unique per process start, so members from a restarted node never collide.
-fn process_tag() -> &'static str {
+pub(super) fn process_tag() -> &'static str {
     static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     TAG.get_or_init(|| format!("{}.{}", std::process::id(), now_ms()))
 }

@@ -1,13 +1,14 @@
 //! Cluster mode: any number of nodes behind a load balancer. Postgres is the
 //! system of record (it assigns ids and keeps the shared secret); Redis
-//! carries events between nodes (`fanout`), holds stream leases (`caps`) and
-//! bid wake-ups (`bid_wakeups`). Redis is never the only copy of anything:
+//! carries events between nodes (`fanout`), holds stream leases (`caps`),
+//! presence counts (`presence`) and bid wake-ups (`bid_wakeups`). Redis is never the only copy of anything:
 //! what it loses, the store repairs.
 
 pub mod bid_wakeups;
 pub mod caps;
 pub mod conn;
 pub mod fanout;
+pub mod presence;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use crate::bids::worker::Worker;
 use crate::bus::hub::Hub;
 use crate::bus::Fanout;
 use crate::metrics::Metrics;
+use crate::presence::PresenceStore;
 use crate::sse::caps::CapStore;
 use crate::store::postgres::PostgresStore;
 use crate::store::Store;
@@ -107,6 +109,10 @@ impl Mode for Cluster {
 
     fn cap_store(&self, stop: CancellationToken) -> Arc<dyn CapStore> {
         Arc::new(caps::RedisCaps::start(&self.redis, stop))
+    }
+
+    fn presence_store(&self, stop: CancellationToken) -> Arc<dyn PresenceStore> {
+        Arc::new(presence::RedisPresence::start(&self.redis, stop))
     }
 
     fn shares_plugins(&self) -> bool {

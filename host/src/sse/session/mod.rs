@@ -73,6 +73,8 @@ pub struct Session {
     tenant_gauge: Gauge,
     /// The stream's slot under the connection caps, released on drop.
     lease: Option<crate::sse::caps::Lease>,
+    /// The stream's presence on its topics, counted out on drop.
+    presence: Option<crate::presence::Guard>,
     /// The next page of the log, being read while this one is written.
     prefetch: Option<ReadAhead>,
     /// The fan-out may write live frames to the socket itself (the lean
@@ -135,6 +137,7 @@ impl Session {
             skip: Vec::new(),
             tenant_gauge,
             lease: None,
+            presence: None,
             prefetch: None,
             direct: false,
         };
@@ -186,6 +189,11 @@ impl Session {
     /// Keeps the stream's connection-cap slot until the session ends.
     pub fn hold(&mut self, lease: crate::sse::caps::Lease) {
         self.lease = Some(lease);
+    }
+
+    /// Keeps the stream counted on its topics until the session ends.
+    pub fn hold_presence(&mut self, presence: crate::presence::Guard) {
+        self.presence = Some(presence);
     }
 
     /// The next bytes to write; `None` ends the stream.

@@ -20,9 +20,9 @@ mod plugins;
 use crate::event::{NewEvent, Seq, StoredEvent};
 use crate::store::batch::{self, Applied, Batcher, Outcome, Write};
 use crate::store::{
-    assign_seqs, message_events, retained_last, tenant_counts, unread_event, Commits,
-    ConflictReason, Error, Message, NewMessage, Notification, Page, Retained, Store, Tenant,
-    TopicState,
+    assign_seqs, folded_topics, message_events, retained_writes, tenant_counts, unread_event,
+    Commits, ConflictReason, Error, Message, NewMessage, Notification, Page, Retained, Store,
+    Tenant, TopicState,
 };
 
 /// How long a request waits for a pooled connection (a connection is
@@ -292,13 +292,27 @@ pub(crate) async fn append_tx<E: Borrow<NewEvent> + Sync>(
     .bind(&ts)
     .execute(&mut *tx)
     .await?;
-    let retained = retained_last(events, &stored);
+    // A folded topic's state is read under the tenant counter's row lock,
+    // taken above: no other append of the tenant runs until this commits.
+    let mut prev = std::collections::HashMap::new();
+    for (tenant, topic) in folded_topics(events) {
+        let state: Option<Option<String>> =
+            sqlx::query_scalar("SELECT retained FROM topics WHERE tenant = $1 AND topic = $2")
+                .bind(tenant)
+                .bind(topic)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(Some(s)) = state {
+            prev.insert((tenant.to_string(), topic.to_string()), s);
+        }
+    }
+    let retained = retained_writes(events, &stored, &prev);
     if !retained.is_empty() {
-        let tenants: Vec<&str> = retained.iter().map(|(n, _)| n.tenant.as_str()).collect();
-        let topics: Vec<&str> = retained.iter().map(|(n, _)| n.topic.as_str()).collect();
-        let data: Vec<&str> = retained.iter().map(|(n, _)| n.data.as_str()).collect();
-        let seqs: Vec<i64> = retained.iter().map(|(_, e)| e.seq as i64).collect();
-        let ts: Vec<i64> = retained.iter().map(|(_, e)| e.ts).collect();
+        let tenants: Vec<&str> = retained.iter().map(|w| w.tenant).collect();
+        let topics: Vec<&str> = retained.iter().map(|w| w.topic).collect();
+        let data: Vec<&str> = retained.iter().map(|w| &*w.data).collect();
+        let seqs: Vec<i64> = retained.iter().map(|w| w.seq as i64).collect();
+        let ts: Vec<i64> = retained.iter().map(|w| w.ts).collect();
         sqlx::query(
             "INSERT INTO topics (tenant, topic, retained, retained_seq, retained_ts) \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) \

@@ -19,7 +19,8 @@ use super::bids::{commit_round, insert_bid, insert_product};
 use crate::event::{NewEvent, StoredEvent};
 use crate::store::batch::{self, Applied, Outcome, Write};
 use crate::store::{
-    assign_seqs, message_events, retained_last, tenant_counts, unread_event, Error, Message,
+    assign_seqs, folded_topics, message_events, retained_writes, tenant_counts, unread_event,
+    Error, Message,
 };
 
 /// The writer's connection; a batch holds it from `BEGIN` to `COMMIT`.
@@ -237,8 +238,19 @@ fn append(conn: &Connection, events: &[&NewEvent]) -> Result<Vec<StoredEvent>, E
          retained = excluded.retained, retained_seq = excluded.retained_seq, \
          retained_ts = excluded.retained_ts",
     )?;
-    for (new, e) in retained_last(events, &stored) {
-        retain.execute(params![new.tenant, new.topic, new.data, e.seq as i64, e.ts])?;
+    let mut prev = std::collections::HashMap::new();
+    for (tenant, topic) in folded_topics(events) {
+        let state: Option<String> = conn
+            .prepare_cached("SELECT retained FROM topics WHERE tenant = ? AND topic = ?")?
+            .query_row(params![tenant, topic], |r| r.get(0))
+            .optional()?
+            .flatten();
+        if let Some(s) = state {
+            prev.insert((tenant.to_string(), topic.to_string()), s);
+        }
+    }
+    for w in retained_writes(events, &stored, &prev) {
+        retain.execute(params![w.tenant, w.topic, w.data, w.seq as i64, w.ts])?;
     }
     Ok(stored)
 }

@@ -1,0 +1,196 @@
+//! `MemoryPresence`: presence counted in this process (embedded mode).
+//! Every transition is decided under one lock, so each is decided once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Change, Counts, Decision, Entry, Left, PresenceStore, Unavailable};
+
+/// Counts per (tenant, topic) in this process.
+#[derive(Default)]
+pub struct MemoryPresence(Mutex<State>);
+
+#[derive(Default)]
+struct State {
+    topics: HashMap<(String, String), Topic>,
+    /// Members whose last stream closed: (tenant, topic, user) -> due.
+    pending: HashMap<(String, String, String), Instant>,
+}
+
+#[derive(Default)]
+struct Topic {
+    streams: u64,
+    /// Streams per user.
+    users: HashMap<String, u32>,
+    /// The counts last appended (none yet: zero).
+    last: Counts,
+    /// When the last decision was made.
+    decided: Option<Instant>,
+    /// Members announced (members topics only).
+    members: HashSet<String>,
+    /// The cap was passed: no member events until the topic empties.
+    truncated: bool,
+    /// The last transition's `v`.
+    v: u64,
+}
+
+impl Topic {
+    /// The next `v`: microseconds since the epoch, and above the last, so
+    /// it keeps rising across restarts.
+    fn next_v(&mut self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        self.v = now.max(self.v + 1);
+        self.v
+    }
+
+    fn idle(&self) -> bool {
+        self.streams == 0 && self.users.is_empty() && self.members.is_empty() && !self.truncated
+    }
+}
+
+fn key(tenant: &str, topic: &str) -> (String, String) {
+    (tenant.to_string(), topic.to_string())
+}
+
+#[async_trait::async_trait]
+impl PresenceStore for MemoryPresence {
+    async fn join(
+        &self,
+        e: Entry<'_>,
+        members: Option<usize>,
+    ) -> Result<Option<Change>, Unavailable> {
+        let mut st = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let State { topics, pending } = &mut *st;
+        let t = topics.entry(key(e.tenant, e.topic)).or_default();
+        t.streams += 1;
+        let Some(user) = e.user else {
+            return Ok(None);
+        };
+        let n = t.users.entry(user.to_string()).or_default();
+        *n += 1;
+        let (true, Some(cap)) = (*n == 1, members) else {
+            return Ok(None);
+        };
+        let back = pending
+            .remove(&(e.tenant.to_string(), e.topic.to_string(), user.to_string()))
+            .is_some();
+        if back || t.truncated || t.members.contains(user) {
+            return Ok(None);
+        }
+        if t.members.len() >= cap {
+            t.members.clear();
+            t.truncated = true;
+            return Ok(Some(Change::Truncated(t.next_v())));
+        }
+        t.members.insert(user.to_string());
+        Ok(Some(Change::Joined(t.next_v())))
+    }
+
+    async fn leave(&self, e: Entry<'_>, linger: Option<Duration>) {
+        let mut st = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let State { topics, pending } = &mut *st;
+        let Some(t) = topics.get_mut(&key(e.tenant, e.topic)) else {
+            return;
+        };
+        t.streams = t.streams.saturating_sub(1);
+        let Some(user) = e.user else {
+            return;
+        };
+        let Some(n) = t.users.get_mut(user) else {
+            return;
+        };
+        *n -= 1;
+        if *n > 0 {
+            return;
+        }
+        t.users.remove(user);
+        if let (Some(linger), true) = (linger, t.members.contains(user)) {
+            pending.insert(
+                (e.tenant.to_string(), e.topic.to_string(), user.to_string()),
+                Instant::now() + linger,
+            );
+        }
+        if t.users.is_empty() {
+            t.truncated = false;
+        }
+    }
+
+    async fn due_leaves(&self) -> Vec<Left> {
+        let mut st = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let State { topics, pending } = &mut *st;
+        let now = Instant::now();
+        let due: Vec<(String, String, String)> = pending
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out = Vec::new();
+        for k in due {
+            pending.remove(&k);
+            let (tenant, topic, user) = k;
+            let Some(t) = topics.get_mut(&(tenant.clone(), topic.clone())) else {
+                continue;
+            };
+            if t.users.contains_key(&user) || !t.members.remove(&user) {
+                continue;
+            }
+            let v = t.next_v();
+            out.push(Left {
+                tenant,
+                topic,
+                user,
+                v,
+            });
+        }
+        out
+    }
+
+    async fn decide(
+        &self,
+        tenant: &str,
+        topic: &str,
+        interval: Duration,
+        _linger: Duration,
+    ) -> Decision {
+        let mut st = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let k = key(tenant, topic);
+        let Some(t) = st.topics.get_mut(&k) else {
+            return Decision::Unchanged;
+        };
+        let now = Instant::now();
+        if t.decided.is_some_and(|d| now.duration_since(d) < interval) {
+            return Decision::Lost;
+        }
+        t.decided = Some(now);
+        let counts = Counts {
+            streams: t.streams,
+            users: t.users.len() as u64,
+        };
+        if counts == t.last {
+            if counts == Counts::default() && t.idle() {
+                // Empty and said so: nothing left to remember.
+                st.topics.remove(&k);
+            }
+            return Decision::Unchanged;
+        }
+        t.last = counts;
+        Decision::Changed(counts)
+    }
+
+    async fn forget(&self, tenant: &str, topic: &str) {
+        let mut st = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = st.topics.get_mut(&key(tenant, topic)) {
+            // Anything but the current counts, so the next decision appends.
+            t.last = Counts {
+                streams: u64::MAX,
+                users: u64::MAX,
+            };
+        }
+    }
+}

@@ -1,0 +1,540 @@
+//! Presence: how many streams and users are on a topic, as events in the
+//! topic's own log.
+//!
+//! For a topic `T` with open streams (any topic but `user:` ones and the
+//! derived topics themselves), the node appends a retained `occupancy`
+//! event on `T~occupancy` (`{"streams":N,"users":M}`; anonymous streams
+//! count as streams, not users) when the counts changed since the last one
+//! appended, at most once per interval per topic. It takes the tenant's
+//! next id like any event, so a stream of `T~occupancy` gets the counts as
+//! its `snapshot` and exactly the changes on resume.
+//!
+//! Members (opt-in per topic pattern): `member.joined` on `T~members` when
+//! a user's first stream on `T` opens, `member.left` when the last one has
+//! closed and the linger passed without a new one; per user, not per
+//! connection, each transition decided once where the count lives (this
+//! process, or one Redis script) and appended once by the node that
+//! decided it. The member data are the configured claims of the user's
+//! verified token, never query parameters. Past the topic's cap of members
+//! one `members.truncated` and counts only, until the topic empties. The
+//! retained state of `T~members` is the member set, which the store folds
+//! from these events as it appends them (`event::MemberSet`), so a
+//! `snapshot` of it is the set at the stream's cursor.
+//!
+//! The counting is a [`PresenceStore`]: in this process (`MemoryPresence`,
+//! embedded mode) or in Redis (cluster mode, in `backend::cluster`), where
+//! the counts are cluster-wide, a dead node's streams drop out when their
+//! leases expire, and one node per topic and interval decides whether to
+//! append. The cost stays off delivery: presence work happens when a
+//! stream opens or closes and on the interval, never per event.
+
+pub mod memory;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::publisher::Publisher;
+use crate::event::{Derived, NewEvent};
+
+pub use memory::MemoryPresence;
+
+/// Presence settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// At most one `occupancy` event per topic per interval.
+    pub interval: Duration,
+    /// How long a user whose last stream on a topic closed stays a member.
+    pub linger: Duration,
+    /// Topic patterns (`product:*`, `global`) whose members are announced.
+    pub members: Vec<String>,
+    /// Claims of a member's token that are its member data.
+    pub claims: Vec<String>,
+    /// Most members announced per topic.
+    pub max_members: usize,
+}
+
+impl Settings {
+    /// Whether `topic`'s members are announced.
+    pub fn members_of(&self, topic: &str) -> bool {
+        crate::auth::publish::allows(&self.members, topic)
+    }
+
+    /// The member data of a verified token's claims (a JSON object's text):
+    /// the configured claims it has.
+    pub fn member_claims(
+        &self,
+        token_claims: Option<&str>,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        let Some(serde_json::Value::Object(all)) =
+            token_claims.and_then(|c| serde_json::from_str(c).ok())
+        else {
+            return out;
+        };
+        for name in &self.claims {
+            if let Some(v) = all.get(name) {
+                out.insert(name.clone(), v.clone());
+            }
+        }
+        out
+    }
+}
+
+/// A topic's counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Counts {
+    /// Open streams on the topic.
+    pub streams: u64,
+    /// Distinct signed-in users among them.
+    pub users: u64,
+}
+
+/// What a store decided for a topic at one interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Another decision (this node's or another's) was made within the
+    /// interval: ask again later.
+    Lost,
+    /// Decided: the counts are the ones last appended.
+    Unchanged,
+    /// Decided: append these counts (already recorded as the last ones).
+    Changed(Counts),
+}
+
+/// One stream's place on one topic.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    /// This node's connection id.
+    pub conn: u64,
+    /// Tenant slug.
+    pub tenant: &'a str,
+    /// The topic (a base topic, never a derived one).
+    pub topic: &'a str,
+    /// The user, for a client token; `None` counts as a stream only.
+    pub user: Option<&'a str>,
+}
+
+/// A member transition a join decided, with its `v` (see
+/// [`crate::event::MemberSet`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The user's first stream on the topic: it joins.
+    Joined(u64),
+    /// One user more than the cap: the set is given up until the topic
+    /// empties.
+    Truncated(u64),
+}
+
+/// A member whose linger ran out: it leaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Left {
+    /// Tenant slug.
+    pub tenant: String,
+    /// The base topic.
+    pub topic: String,
+    /// The user.
+    pub user: String,
+    /// The transition's `v`.
+    pub v: u64,
+}
+
+/// The presence store could not be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("presence counts are unavailable")]
+pub struct Unavailable;
+
+/// Where streams on topics are counted.
+#[async_trait::async_trait]
+pub trait PresenceStore: Send + Sync + 'static {
+    /// A stream opened on a topic. With `members` (the topic's cap), a
+    /// user's first stream there is a member transition, decided here.
+    async fn join(
+        &self,
+        e: Entry<'_>,
+        members: Option<usize>,
+    ) -> Result<Option<Change>, Unavailable>;
+    /// The stream closed. With `linger`, a member whose last stream this
+    /// was leaves once the linger passes without a new one.
+    async fn leave(&self, e: Entry<'_>, linger: Option<Duration>);
+    /// Members whose linger ran out, each handed to one caller only.
+    async fn due_leaves(&self) -> Vec<Left>;
+    /// Decides, at most once per `interval` per topic across every node,
+    /// whether the topic's counts changed since the last ones appended;
+    /// streams whose lease expired are counted out (a member among them
+    /// leaves after `linger`).
+    async fn decide(
+        &self,
+        tenant: &str,
+        topic: &str,
+        interval: Duration,
+        linger: Duration,
+    ) -> Decision;
+    /// The counts decided were not appended: let the next decision append
+    /// whatever the counts are then.
+    async fn forget(&self, tenant: &str, topic: &str);
+}
+
+/// A topic, by tenant.
+type Key = (String, String);
+
+/// This node's presence: joins and leaves of its streams, and the interval
+/// that appends occupancy.
+#[derive(Clone)]
+pub struct Presence {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn PresenceStore>,
+    publisher: Publisher,
+    settings: Settings,
+    /// Streams of this node per topic.
+    local: Mutex<HashMap<Key, usize>>,
+    /// Topics whose counts may have changed since their last decision.
+    dirty: Mutex<HashSet<Key>>,
+}
+
+/// How often every topic with streams here is decided again, whether or
+/// not it changed here: counts change elsewhere too (a dead node's leases
+/// expire).
+const SWEEP: Duration = Duration::from_secs(10);
+/// Decisions run at once per tick.
+const PARALLEL: usize = 16;
+
+impl Presence {
+    /// Presence over `store`, appending through `publisher` until `stop`.
+    pub fn start(
+        settings: Settings,
+        store: Arc<dyn PresenceStore>,
+        publisher: Publisher,
+        stop: CancellationToken,
+    ) -> Presence {
+        let p = Presence {
+            inner: Arc::new(Inner {
+                store,
+                publisher,
+                settings,
+                local: Mutex::default(),
+                dirty: Mutex::default(),
+            }),
+        };
+        tokio::spawn(p.clone().run(stop));
+        p
+    }
+
+    /// Counts a stream of `tenant` on `topics` (base topics only: the
+    /// caller leaves out `user:` and derived topics) until the returned
+    /// guard is dropped; `claims` are the verified token's (JSON text),
+    /// for member data.
+    pub async fn join(
+        &self,
+        tenant: &str,
+        topics: Vec<String>,
+        user: Option<&str>,
+        claims: Option<&str>,
+    ) -> Guard {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let conn = NEXT.fetch_add(1, Ordering::Relaxed);
+        let settings = &self.inner.settings;
+        let members: Vec<bool> = topics
+            .iter()
+            .map(|t| user.is_some() && settings.members_of(t))
+            .collect();
+        let joins = topics.iter().zip(&members).map(|(topic, m)| {
+            self.inner.store.join(
+                Entry {
+                    conn,
+                    tenant,
+                    topic,
+                    user,
+                },
+                m.then_some(settings.max_members),
+            )
+        });
+        let results = futures_util::future::join_all(joins).await;
+        if results.iter().any(Result::is_err) {
+            tracing::warn!(tenant, "cannot count a stream's presence");
+        }
+        let mut events = Vec::new();
+        for (topic, r) in topics.iter().zip(&results) {
+            let (kind, data) = match (r, user) {
+                (Ok(Some(Change::Joined(v))), Some(user)) => (
+                    "member.joined",
+                    serde_json::json!({
+                        "user": user,
+                        "claims": settings.member_claims(claims),
+                        "v": v,
+                    }),
+                ),
+                (Ok(Some(Change::Truncated(v))), _) => (
+                    "members.truncated",
+                    serde_json::json!({"max": settings.max_members, "v": v}),
+                ),
+                _ => continue,
+            };
+            events.push(member_event(tenant, topic, kind, data));
+        }
+        self.append_members(events).await;
+        {
+            let mut local = self.inner.local.lock().unwrap_or_else(|p| p.into_inner());
+            for t in &topics {
+                *local.entry((tenant.to_string(), t.clone())).or_default() += 1;
+            }
+        }
+        self.mark(tenant, &topics);
+        Guard {
+            presence: self.clone(),
+            conn,
+            tenant: tenant.to_string(),
+            topics,
+            members,
+            user: user.map(str::to_string),
+        }
+    }
+
+    /// Appends member transitions. One that cannot be appended is lost
+    /// (logged): the set then disagrees with the counts until the user's
+    /// next transition.
+    async fn append_members(&self, events: Vec<NewEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        if let Err(e) = self.inner.publisher.publish(events).await {
+            tracing::warn!(error = %e, "cannot append member transitions");
+        }
+    }
+
+    /// Appends `member.left` for every member whose linger ran out.
+    async fn leave_due(&self) {
+        let due = self.inner.store.due_leaves().await;
+        let events = due
+            .into_iter()
+            .map(|l| {
+                member_event(
+                    &l.tenant,
+                    &l.topic,
+                    "member.left",
+                    serde_json::json!({"user": l.user, "v": l.v}),
+                )
+            })
+            .collect();
+        self.append_members(events).await;
+    }
+
+    fn mark(&self, tenant: &str, topics: &[String]) {
+        let mut dirty = self.inner.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        for t in topics {
+            dirty.insert((tenant.to_string(), t.clone()));
+        }
+    }
+
+    async fn run(self, stop: CancellationToken) {
+        let period = (self.inner.settings.interval / 4).max(Duration::from_millis(10));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweep = tokio::time::interval(SWEEP);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = sweep.tick() => {
+                    let local: Vec<Key> = self
+                        .inner
+                        .local
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .keys()
+                        .cloned()
+                        .collect();
+                    self.inner
+                        .dirty
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(local);
+                }
+                _ = tick.tick() => {
+                    if !self.inner.settings.members.is_empty() {
+                        self.leave_due().await;
+                    }
+                    self.decide_dirty().await
+                }
+            }
+        }
+    }
+
+    /// Decides every dirty topic; those another decision got first stay
+    /// dirty.
+    async fn decide_dirty(&self) {
+        let dirty: Vec<Key> =
+            std::mem::take(&mut *self.inner.dirty.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .collect();
+        if dirty.is_empty() {
+            return;
+        }
+        let again: Vec<Key> = futures_util::stream::iter(dirty)
+            .map(|key| async move {
+                let keep = self.decide(&key.0, &key.1).await;
+                keep.then_some(key)
+            })
+            .buffer_unordered(PARALLEL)
+            .filter_map(|k| async move { k })
+            .collect()
+            .await;
+        if !again.is_empty() {
+            self.inner
+                .dirty
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(again);
+        }
+    }
+
+    /// One topic's decision; true when it must be asked again.
+    async fn decide(&self, tenant: &str, topic: &str) -> bool {
+        let inner = &self.inner;
+        match inner
+            .store
+            .decide(
+                tenant,
+                topic,
+                inner.settings.interval,
+                inner.settings.linger,
+            )
+            .await
+        {
+            Decision::Lost => true,
+            Decision::Unchanged => false,
+            Decision::Changed(counts) => {
+                let event = NewEvent {
+                    tenant: tenant.to_string(),
+                    topic: Derived::Occupancy.of(topic),
+                    kind: "occupancy".into(),
+                    data: serde_json::to_string(&counts).expect("two numbers serialize"),
+                    retain: true,
+                };
+                match inner.publisher.publish(vec![event]).await {
+                    Ok(_) => false,
+                    Err(e) => {
+                        tracing::warn!(tenant, error = %e, "cannot append a topic's occupancy");
+                        inner.store.forget(tenant, topic).await;
+                        true
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn member_event(tenant: &str, topic: &str, kind: &str, data: serde_json::Value) -> NewEvent {
+    NewEvent {
+        tenant: tenant.to_string(),
+        topic: Derived::Members.of(topic),
+        kind: kind.into(),
+        data: data.to_string(),
+        // The store folds a members topic's retained events into the set.
+        retain: true,
+    }
+}
+
+/// Held while a stream is open; dropping it counts the stream out.
+pub struct Guard {
+    presence: Presence,
+    conn: u64,
+    tenant: String,
+    topics: Vec<String>,
+    /// Per topic: its members are announced.
+    members: Vec<bool>,
+    user: Option<String>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let presence = self.presence.clone();
+        let conn = self.conn;
+        let tenant = std::mem::take(&mut self.tenant);
+        let topics = std::mem::take(&mut self.topics);
+        let members = std::mem::take(&mut self.members);
+        let user = self.user.take();
+        let linger = presence.inner.settings.linger;
+        {
+            let mut local = presence
+                .inner
+                .local
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for t in &topics {
+                let key = (tenant.clone(), t.clone());
+                if let Some(n) = local.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        local.remove(&key);
+                    }
+                }
+            }
+        }
+        // The leave is recorded before the topic is marked, so the next
+        // decision counts it.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let leaves = topics.iter().zip(&members).map(|(topic, m)| {
+                presence.inner.store.leave(
+                    Entry {
+                        conn,
+                        tenant: &tenant,
+                        topic,
+                        user: user.as_deref(),
+                    },
+                    m.then_some(linger),
+                )
+            });
+            futures_util::future::join_all(leaves).await;
+            presence.mark(&tenant, &topics);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(members: &str, claims: &str) -> Settings {
+        Settings {
+            interval: Duration::from_secs(1),
+            linger: Duration::from_secs(5),
+            members: crate::auth::publish::split(members),
+            claims: crate::auth::publish::split(claims),
+            max_members: 1_000,
+        }
+    }
+
+    #[test]
+    fn members_are_opted_in_by_pattern() {
+        let s = settings("product:*,global", "name");
+        assert!(s.members_of("product:p1"));
+        assert!(s.members_of("global"));
+        assert!(!s.members_of("ticket:1"));
+        assert!(!settings("", "name").members_of("product:p1"));
+    }
+
+    #[test]
+    fn member_data_are_the_configured_claims_only() {
+        let s = settings("", "name,avatar");
+        let token = r#"{"sub":"u1","tenant":"t","exp":1,"name":"Ann","email":"a@x"}"#;
+        let got = s.member_claims(Some(token));
+        assert_eq!(
+            serde_json::Value::Object(got),
+            serde_json::json!({"name": "Ann"})
+        );
+        assert!(s.member_claims(None).is_empty());
+        assert!(s.member_claims(Some("not json")).is_empty());
+    }
+}

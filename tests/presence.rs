@@ -1,0 +1,431 @@
+//! Presence: a topic's occupancy (`T~occupancy`) as retained events in the
+//! tenant's log, counted across nodes; derived topics refused for
+//! publishing; `user:` topics without presence.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::{secs, Env, Mode, Node, Sse, SseEvent};
+
+/// A short presence interval, so tests wait little.
+const INTERVAL_MS: u64 = 200;
+
+fn env_of(env: Env) -> Env {
+    env.set("SWITCHYARD_PRESENCE_INTERVAL_MS", INTERVAL_MS)
+}
+
+/// A stream of `path` on `node`, with `token` if any.
+async fn stream(node: &Node, path: &str, token: Option<&str>, last: Option<u64>) -> Sse {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("authorization", a)])
+        .unwrap_or_default();
+    Sse::connect(&format!("{}{path}", node.url), last, &headers)
+        .await
+        .unwrap_or_else(|(s, b)| panic!("stream {path} refused: {s} {b}"))
+}
+
+/// Reads `occupancy` events until one says `streams`/`users`; returns it
+/// and every occupancy event seen on the way.
+async fn until_counts(s: &mut Sse, streams: u64, users: u64) -> (SseEvent, Vec<SseEvent>) {
+    let deadline = tokio::time::Instant::now() + secs(20);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let ev = s
+            .next_of("occupancy", left)
+            .await
+            .unwrap_or_else(|| panic!("no occupancy {streams}/{users}; saw {seen:?}"));
+        let d = ev.json()["data"].clone();
+        seen.push(ev.clone());
+        if d == json!({"streams": streams, "users": users}) {
+            return (ev, seen);
+        }
+    }
+}
+
+async fn occupancy_across_nodes(mode: Mode) {
+    let env = env_of(Env::new(mode).await);
+    let nodes = env.start_nodes(2).await;
+    let (a, b) = (&nodes[0], &nodes[nodes.len() - 1]);
+    let tenant = a.tenant().await;
+    let u1 = env.token("u1", &tenant).await;
+    let u2 = env.token("u2", &tenant).await;
+    let mut watch = stream(
+        a,
+        &format!("/events?tenant={tenant}&topic=room:1~occupancy"),
+        None,
+        None,
+    )
+    .await;
+    let path = format!("/events?tenant={tenant}&topic=room:1");
+    // u1 twice (one stream per node), u2 once, one anonymous reader.
+    let s1 = stream(a, &path, Some(&u1), None).await;
+    let s2 = stream(b, &path, Some(&u1), None).await;
+    let s3 = stream(b, &path, Some(&u2), None).await;
+    let s4 = stream(a, &path, None, None).await;
+    let (ev, _) = until_counts(&mut watch, 4, 2).await;
+    // An occupancy event is an event of the log like any other.
+    let j = ev.json();
+    assert_eq!(j["topic"], "room:1~occupancy");
+    assert_eq!(j["type"], "occupancy");
+    assert_eq!(j["id"].as_u64(), Some(ev.seq()));
+    drop(s2);
+    until_counts(&mut watch, 3, 2).await;
+    drop((s1, s3, s4));
+    until_counts(&mut watch, 0, 0).await;
+    // Nothing changes: nothing more is appended.
+    assert!(
+        watch
+            .next_of("occupancy", Duration::from_millis(4 * INTERVAL_MS))
+            .await
+            .is_none(),
+        "occupancy appended without a change"
+    );
+    env.cleanup().await;
+}
+both_modes!(occupancy_across_nodes, occupancy_across_nodes);
+
+async fn occupancy_snapshot_and_resume(mode: Mode) {
+    let env = env_of(Env::new(mode).await);
+    let nodes = env.start_nodes(2).await;
+    let (a, b) = (&nodes[0], &nodes[nodes.len() - 1]);
+    let tenant = a.tenant().await;
+    let u1 = env.token("u1", &tenant).await;
+    let u2 = env.token("u2", &tenant).await;
+    let occ = format!("/events?tenant={tenant}&topic=room:2~occupancy");
+    let path = format!("/events?tenant={tenant}&topic=room:2");
+    let mut watch = stream(a, &occ, None, None).await;
+    let _s1 = stream(b, &path, Some(&u1), None).await;
+    let (first, _) = until_counts(&mut watch, 1, 1).await;
+    // A new stream of the occupancy topic starts with it as its snapshot.
+    let mut late = stream(b, &occ, None, None).await;
+    let snap = late.next_of("snapshot", secs(10)).await.expect("snapshot");
+    let j = snap.json();
+    assert_eq!(j["topic"], "room:2~occupancy");
+    assert_eq!(j["data"], json!({"streams": 1, "users": 1}));
+    assert_eq!(j["as_of"].as_u64(), Some(first.seq()));
+    let cursor = snap.seq();
+    drop(late);
+    // Changes while it is away.
+    let s2 = stream(a, &path, Some(&u2), None).await;
+    let (up, _) = until_counts(&mut watch, 2, 2).await;
+    drop(s2);
+    let (down, _) = until_counts(&mut watch, 1, 1).await;
+    // Resuming gets exactly what it missed, on either node.
+    for node in [a, b] {
+        let mut back = stream(node, &occ, None, Some(cursor)).await;
+        let got: Vec<u64> = back
+            .take(2, secs(10))
+            .await
+            .iter()
+            .map(|e| e.seq())
+            .collect();
+        assert_eq!(got, vec![up.seq(), down.seq()]);
+        assert!(back.next_data(Duration::from_millis(500)).await.is_none());
+    }
+    env.cleanup().await;
+}
+both_modes!(occupancy_snapshot_and_resume, occupancy_snapshot_and_resume);
+
+async fn presence_topics_are_read_only(mode: Mode) {
+    let env = env_of(Env::new(mode).await);
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let publish = |body: Value, token: Option<String>| {
+        let req = node
+            .http
+            .post(format!("{}/api/events", node.url))
+            .bearer_auth(token.unwrap_or_else(|| support::ADMIN.to_string()))
+            .json(&body);
+        async move {
+            let r = req.send().await.expect("request");
+            let status = r.status();
+            let body: Value = r.json().await.expect("json");
+            (
+                status,
+                body["error"]["code"].as_str().unwrap_or("").to_string(),
+            )
+        }
+    };
+    for topic in ["room:1~occupancy", "room:1~members"] {
+        let (s, code) = publish(
+            json!({"tenant": tenant, "topic": topic, "type": "note", "data": {}}),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (s, code.as_str()),
+            (StatusCode::FORBIDDEN, "presence_topic")
+        );
+    }
+    // A publisher token whose pattern matches the name is refused too.
+    let svc = env.service_token("svc", &tenant, "room:*").await;
+    let (s, code) = publish(
+        json!({"tenant": tenant, "topic": "room:1~occupancy", "type": "note", "data": {}}),
+        Some(svc),
+    )
+    .await;
+    assert_eq!(
+        (s, code.as_str()),
+        (StatusCode::FORBIDDEN, "presence_topic")
+    );
+    for kind in [
+        "occupancy",
+        "member.joined",
+        "member.left",
+        "members.truncated",
+        "presence.reset",
+    ] {
+        let (s, code) = publish(
+            json!({"tenant": tenant, "topic": "room:1", "type": kind, "data": {}}),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (s, code.as_str()),
+            (StatusCode::BAD_REQUEST, "invalid_type"),
+            "{kind}"
+        );
+    }
+    env.cleanup().await;
+}
+both_modes!(presence_topics_are_read_only, presence_topics_are_read_only);
+
+async fn presence_is_read_like_its_topic(mode: Mode) {
+    let env = env_of(Env::new(mode).await);
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let u1 = env.token("u1", &tenant).await;
+    let refused = |path: String, token: Option<String>| {
+        let url = format!("{}{path}", node.url);
+        async move {
+            let auth = token.map(|t| format!("Bearer {t}"));
+            let headers: Vec<(&str, &str)> = auth
+                .as_deref()
+                .map(|a| vec![("authorization", a)])
+                .unwrap_or_default();
+            match Sse::connect(&url, None, &headers).await {
+                Ok(_) => panic!("{path} accepted"),
+                Err((s, body)) => (s, body),
+            }
+        }
+    };
+    // `user:` topics have no presence, not even for their user.
+    for suffix in ["occupancy", "members"] {
+        let (s, body) = refused(
+            format!("/events?tenant={tenant}&topic=user:u1~{suffix}"),
+            Some(u1.clone()),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body.contains("invalid_topic"), "{body}");
+    }
+    // Another tenant's broadcasts: refused as the topic itself is.
+    let (s, _) = refused(
+        format!("/events?tenant={tenant}&topic=tenant:other~occupancy"),
+        Some(u1.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // A user's own stream appends no presence for it: the tenant's log
+    // stays empty (a fresh stream's opening frame carries its head, 0).
+    let mine = stream(
+        &node,
+        &format!("/events/users/u1?tenant={tenant}"),
+        Some(&u1),
+        None,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(4 * INTERVAL_MS)).await;
+    drop(mine);
+    tokio::time::sleep(Duration::from_millis(4 * INTERVAL_MS)).await;
+    let mut head = stream(
+        &node,
+        &format!("/events?tenant={tenant}&topic=user:u1"),
+        Some(&u1),
+        None,
+    )
+    .await;
+    let _ = head.next(Duration::from_millis(300)).await;
+    assert_eq!(head.last_id.as_deref(), Some("0"));
+    env.cleanup().await;
+}
+both_modes!(
+    presence_is_read_like_its_topic,
+    presence_is_read_like_its_topic
+);
+
+/// A client token of `user` with extra claims.
+async fn token_with(env: &Env, user: &str, tenant: &str, extra: Value) -> String {
+    let claims = switchyard::auth::Claims {
+        sub: user.into(),
+        tenant: tenant.into(),
+        exp: switchyard::auth::now_secs() + 3600,
+        iat: switchyard::auth::now_secs(),
+    };
+    let extra = extra.as_object().cloned().expect("claims object");
+    env.keys().await.sign_with_claims(&claims, &extra)
+}
+
+/// Member events (`member.*`, `members.*`) read until none comes for
+/// `quiet`.
+async fn member_events(s: &mut Sse, quiet: Duration) -> Vec<SseEvent> {
+    let mut out = Vec::new();
+    while let Some(ev) = s.next(quiet).await {
+        if ev.event.starts_with("member") {
+            out.push(ev);
+        }
+    }
+    out
+}
+
+fn summary(evs: &[SseEvent]) -> Vec<(String, String)> {
+    evs.iter()
+        .map(|e| {
+            let d = &e.json()["data"];
+            (
+                e.event.clone(),
+                d["user"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+const LINGER_MS: u64 = 2_000;
+
+async fn members_join_and_leave_once(mode: Mode) {
+    let env = env_of(Env::new(mode).await)
+        .set("SWITCHYARD_PRESENCE_MEMBERS", "room:*")
+        .set("SWITCHYARD_PRESENCE_LINGER_MS", LINGER_MS);
+    let nodes = env.start_nodes(2).await;
+    let (a, b) = (&nodes[0], &nodes[nodes.len() - 1]);
+    let tenant = a.tenant().await;
+    let u1 = token_with(
+        &env,
+        "u1",
+        &tenant,
+        json!({"name": "Ann", "email": "ann@example.com"}),
+    )
+    .await;
+    let u2 = token_with(&env, "u2", &tenant, json!({"name": "Bob"})).await;
+    let members = format!("/events?tenant={tenant}&topic=room:1~members");
+    let path = format!("/events?tenant={tenant}&topic=room:1");
+    let mut watch = stream(a, &members, None, None).await;
+    let mut occ = stream(
+        b,
+        &format!("/events?tenant={tenant}&topic=room:1~occupancy"),
+        None,
+        None,
+    )
+    .await;
+    // u1 on both nodes, with a `name` in the query that must not count.
+    let s1 = stream(a, &format!("{path}&name=Mallory"), Some(&u1), None).await;
+    let s2 = stream(b, &path, Some(&u1), None).await;
+    let s3 = stream(b, &path, Some(&u2), None).await;
+    let joined = member_events(&mut watch, secs(2)).await;
+    assert_eq!(
+        summary(&joined),
+        vec![
+            ("member.joined".to_string(), "u1".to_string()),
+            ("member.joined".to_string(), "u2".to_string()),
+        ]
+    );
+    assert_eq!(joined[0].json()["data"]["claims"], json!({"name": "Ann"}));
+    assert_eq!(joined[1].json()["data"]["claims"], json!({"name": "Bob"}));
+    // A new stream of the members topic starts with the set.
+    let mut late = stream(b, &members, None, None).await;
+    let snap = late.next_of("snapshot", secs(10)).await.expect("snapshot");
+    let set = &snap.json()["data"];
+    assert_eq!(
+        set["members"],
+        json!([
+            {"user": "u1", "claims": {"name": "Ann"}},
+            {"user": "u2", "claims": {"name": "Bob"}},
+        ]),
+        "{set}"
+    );
+    assert_eq!(set["truncated"], false);
+    let cursor = snap.seq();
+    drop(late);
+    // u1's stream on one node closes: u1 is still there on the other.
+    drop(s1);
+    // u2 reconnects within the linger (once its stream is counted out):
+    // neither leaves nor joins again.
+    drop(s3);
+    until_counts(&mut occ, 1, 1).await;
+    let s3 = stream(a, &path, Some(&u2), None).await;
+    until_counts(&mut occ, 2, 2).await;
+    assert!(
+        member_events(&mut watch, Duration::from_millis(2 * LINGER_MS))
+            .await
+            .is_empty(),
+        "a member event without a transition"
+    );
+    // u1's last stream closes: one leave, after the linger.
+    drop(s2);
+    let left = member_events(&mut watch, Duration::from_millis(2 * LINGER_MS)).await;
+    assert_eq!(
+        summary(&left),
+        vec![("member.left".to_string(), "u1".to_string())]
+    );
+    // Resuming the members topic gets exactly that.
+    let mut back = stream(a, &members, None, Some(cursor)).await;
+    let got = back.take(1, secs(10)).await;
+    assert_eq!(got[0].seq(), left[0].seq());
+    let mut fresh = stream(a, &members, None, None).await;
+    let snap = fresh.next_of("snapshot", secs(10)).await.expect("snapshot");
+    assert_eq!(
+        snap.json()["data"]["members"],
+        json!([{"user": "u2", "claims": {"name": "Bob"}}])
+    );
+    drop(s3);
+    env.cleanup().await;
+}
+both_modes!(members_join_and_leave_once, members_join_and_leave_once);
+
+async fn members_truncate_past_the_cap(mode: Mode) {
+    let env = env_of(Env::new(mode).await)
+        .set("SWITCHYARD_PRESENCE_MEMBERS", "room:*")
+        .set("SWITCHYARD_PRESENCE_LINGER_MS", 200)
+        .set("SWITCHYARD_PRESENCE_MAX_MEMBERS", 1);
+    let nodes = env.start_nodes(2).await;
+    let (a, b) = (&nodes[0], &nodes[nodes.len() - 1]);
+    let tenant = a.tenant().await;
+    let members = format!("/events?tenant={tenant}&topic=room:9~members");
+    let path = format!("/events?tenant={tenant}&topic=room:9");
+    let mut watch = stream(a, &members, None, None).await;
+    let u1 = env.token("u1", &tenant).await;
+    let u2 = env.token("u2", &tenant).await;
+    let u3 = env.token("u3", &tenant).await;
+    let s1 = stream(a, &path, Some(&u1), None).await;
+    let got = member_events(&mut watch, secs(1)).await;
+    assert_eq!(summary(&got), vec![("member.joined".into(), "u1".into())]);
+    let s2 = stream(b, &path, Some(&u2), None).await;
+    let got = member_events(&mut watch, secs(1)).await;
+    assert_eq!(
+        summary(&got),
+        vec![("members.truncated".into(), String::new())]
+    );
+    let mut late = stream(b, &members, None, None).await;
+    let snap = late.next_of("snapshot", secs(10)).await.expect("snapshot");
+    assert_eq!(snap.json()["data"]["members"], json!([]), "{}", snap.data);
+    assert_eq!(snap.json()["data"]["truncated"], true);
+    // Everybody leaves: nothing to announce (the set was given up); the
+    // next user after that joins a set again.
+    drop((s1, s2));
+    assert!(member_events(&mut watch, secs(2)).await.is_empty());
+    let _s3 = stream(a, &path, Some(&u3), None).await;
+    let got = member_events(&mut watch, secs(1)).await;
+    assert_eq!(summary(&got), vec![("member.joined".into(), "u3".into())]);
+    let mut fresh = stream(b, &members, None, None).await;
+    let snap = fresh.next_of("snapshot", secs(10)).await.expect("snapshot");
+    assert_eq!(snap.json()["data"]["truncated"], false);
+    assert_eq!(snap.json()["data"]["members"][0]["user"], "u3");
+    env.cleanup().await;
+}
+both_modes!(members_truncate_past_the_cap, members_truncate_past_the_cap);
