@@ -196,7 +196,7 @@ async fn schemathesis_run(node: &Node, dir: &Path) {
     );
     assert!(
         out.status.success(),
-        "schemathesis found answers that break openapi.json:\n{text}\n-- the node's log:\n{}",
+        "schemathesis found answers that break the served description:\n{text}\n-- the node's log:\n{}",
         node.log_text()
     );
     assert!(

@@ -60,14 +60,22 @@ pub struct StoredEvent {
     pub ts: i64,
 }
 
-#[derive(Serialize)]
-struct EventJson<'a> {
+/// An event as it is stored, served over REST and sent on a stream.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Event)]
+pub struct EventJson<'a> {
+    /// An event id: ordered within the tenant, usable as `Last-Event-ID` on
+    /// any node.
+    #[schema(value_type = u64, minimum = 0)]
     id: Seq,
     tenant: &'a str,
     topic: &'a str,
     #[serde(rename = "type")]
     kind: &'a str,
+    #[schema(value_type = serde_json::Value)]
     data: &'a RawValue,
+    /// Milliseconds since the Unix epoch.
     ts: i64,
 }
 

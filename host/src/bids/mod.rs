@@ -21,7 +21,7 @@ pub mod worker;
 use serde::{Deserialize, Serialize};
 
 /// Where an auction stands; stored and serialized as `open` / `closed`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ProductStatus {
     /// Takes bids.
@@ -32,7 +32,7 @@ pub enum ProductStatus {
 
 /// Where a bid stands; stored and serialized as `queued` / `accepted` /
 /// `rejected`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BidStatus {
     /// Stored, not decided yet.
@@ -107,7 +107,8 @@ impl std::fmt::Display for BidStatus {
 }
 
 /// A product under auction.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Product {
     /// Unique across tenants.
     pub id: String,
@@ -123,13 +124,16 @@ pub struct Product {
     pub min_increment: i64,
     /// A bid this close to the end extends it to this far after the bid (0: off).
     pub anti_snipe_ms: i64,
-    /// End, ms since the epoch (`None`: no end).
+    /// End, ms since the epoch (null: no end).
+    #[schema(required = true)]
     pub ends_at: Option<i64>,
     /// Open or closed.
     pub status: ProductStatus,
     /// Highest accepted bid.
+    #[schema(required = true)]
     pub current_bid: Option<i64>,
     /// Who placed it.
+    #[schema(required = true)]
     pub leader: Option<String>,
     /// Accepted bids.
     pub bid_count: i64,
@@ -140,7 +144,8 @@ pub struct Product {
 }
 
 /// A bid.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Bid {
     /// Unique id.
     pub id: String,
@@ -153,16 +158,21 @@ pub struct Bid {
     /// Amount in minor units.
     pub amount: i64,
     /// Client-chosen key making retries safe.
+    #[schema(required = true)]
     pub idempotency_key: Option<String>,
     /// Queued, accepted or rejected.
     pub status: BidStatus,
-    /// Why it was rejected.
+    /// Why it was rejected (a code such as `below_minimum` or
+    /// `plugin_error`).
+    #[schema(required = true)]
     pub reason: Option<String>,
     /// Which rule version decided it.
+    #[schema(required = true)]
     pub decided_by: Option<String>,
     /// When it was accepted for processing (its 202), ms since the epoch.
     pub created_at: i64,
     /// When it was decided.
+    #[schema(required = true)]
     pub decided_at: Option<i64>,
 }
 

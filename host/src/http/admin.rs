@@ -4,19 +4,35 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+use super::doc::{
+    BadRequest, BodyTooLarge, Conflict, Forbidden, HeadTooLarge, NotFound, RequestTimeout,
+    Unauthorized, Unavailable, UnsupportedMediaType,
+};
 use super::extract::{stored_text, Admin, AppJson};
 use crate::error::ApiError;
 use crate::event::validate_slug;
 use crate::state::AppState;
+use crate::store::Tenant;
 
 /// The request body of `POST /admin/tenants`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
+    #[schema(min_length = 1, max_length = 63, pattern = "^[a-z0-9][a-z0-9-]*$")]
     slug: String,
+    /// 1-200 characters after trimming.
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
+}
+
+/// What `GET /admin/tenants` answers.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantList {
+    tenants: Vec<Tenant>,
 }
 
 /// `POST /admin/tenants`: 201 with the tenant, 409 if the slug is taken.
@@ -24,7 +40,23 @@ pub struct NewTenant {
     post,
     path = "/admin/tenants",
     operation_id = "createTenant",
-    tag = "admin"
+    tag = "admin",
+    summary = "Creates a tenant.",
+    description = "409 when the slug is taken.",
+    security(("adminToken" = [])),
+    request_body(content = NewTenant, example = json!({"slug": "acme", "name": "Acme"})),
+    responses(
+        (status = 201, description = "Created.", body = Tenant),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 408, response = RequestTimeout),
+        (status = 409, response = Conflict),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn create_tenant(
     State(state): State<AppState>,
@@ -51,26 +83,54 @@ pub async fn create_tenant(
     get,
     path = "/admin/tenants",
     operation_id = "listTenants",
-    tag = "admin"
+    tag = "admin",
+    summary = "Every tenant.",
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, description = "The tenants.", body = TenantList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn list_tenants(
     State(state): State<AppState>,
     _admin: Admin,
 ) -> Result<Response, ApiError> {
     let tenants = state.backend.store.tenants().await?;
-    Ok(axum::Json(serde_json::json!({ "tenants": tenants })).into_response())
+    Ok(axum::Json(TenantList { tenants }).into_response())
 }
 
 /// The request body of `POST /admin/tokens`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewPublisherToken)]
 pub struct NewServiceToken {
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._@-]+$")]
     service: String,
+    #[schema(min_length = 1, max_length = 63, pattern = "^[a-z0-9][a-z0-9-]*$")]
     tenant: String,
+    /// Topic patterns the token may publish to: a topic, or a prefix ending
+    /// in `*` (`status:*`).
     publish: Vec<String>,
     /// `90s`, `15m`, `1h`, `30d`; default 30 days.
     #[serde(default)]
+    #[schema(value_type = String, pattern = "^[0-9]+[smhd]?$", default = "30d")]
     ttl: Option<String>,
+}
+
+/// What `POST /admin/tokens` answers.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublisherToken {
+    /// A JWT for `Authorization: Bearer`.
+    token: String,
+    service: String,
+    tenant: String,
+    publish: Vec<String>,
+    /// Seconds since the Unix epoch.
+    expires_at: u64,
 }
 
 /// `POST /admin/tokens`: `201 {token, service, tenant, publish, expires_at}`,
@@ -79,7 +139,26 @@ pub struct NewServiceToken {
     post,
     path = "/admin/tokens",
     operation_id = "createPublisherToken",
-    tag = "admin"
+    tag = "admin",
+    summary = "Mints a publisher token for an existing tenant.",
+    description = "The token may publish (`POST /api/events`, `/api/events/batch`) to the topics its patterns match, in its tenant, and read what an anonymous caller of the tenant may read.",
+    security(("adminToken" = [])),
+    request_body(
+        content = NewServiceToken,
+        example = json!({"service": "status-monitor", "tenant": "demo", "publish": ["status:*"], "ttl": "1h"})
+    ),
+    responses(
+        (status = 201, description = "The token.", body = PublisherToken),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn create_token(
     State(state): State<AppState>,
@@ -100,12 +179,12 @@ pub async fn create_token(
     let tenant = state.tenants.get(&claims.tenant).await?;
     let token = state.keys.sign_service(&claims);
     tracing::info!(tenant = %tenant.slug, service = %claims.service, "publisher token minted");
-    let answer = serde_json::json!({
-        "token": token,
-        "service": claims.service,
-        "tenant": tenant.slug,
-        "publish": claims.publish,
-        "expires_at": claims.exp,
-    });
+    let answer = PublisherToken {
+        token,
+        service: claims.service,
+        tenant: tenant.slug,
+        publish: claims.publish,
+        expires_at: claims.exp,
+    };
     Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
 }

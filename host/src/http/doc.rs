@@ -1,13 +1,14 @@
-//! The parts of the OpenAPI document that every operation shares, declared
+//! The parts of the OpenAPI document that many operations share, declared
 //! in code: the error responses (each answers the one error body,
-//! `error::Body`, named `Error`). A handler's `#[utoipa::path]` names them
-//! (`(status = 503, response = Unavailable)`), and `openapi.rs` puts them,
-//! with the `Error` schema, into the document's components.
+//! `error::Body`, named `Error`) and the parameters several operations take.
+//! A handler's `#[utoipa::path]` names them (`(status = 503, response =
+//! Unavailable)`, `params(TenantParam)`), and `openapi.rs` puts the
+//! responses, with the `Error` schema, into the document's components.
 
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Ref, Type};
 use utoipa::openapi::{ContentBuilder, RefOr, Response, ResponseBuilder, Schema};
-use utoipa::{PartialSchema, ToSchema};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 /// An error response: `description`, the error body, and a `Retry-After`
 /// header when the client is asked to come back.
@@ -78,4 +79,112 @@ pub fn shared_schemas() -> Vec<(String, RefOr<Schema>)> {
         crate::error::Body::name().into_owned(),
         crate::error::Body::schema(),
     )]
+}
+
+/// A topic in the path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Read by the router from the path; this declares it.
+pub struct TopicParam {
+    /// `global`, or `kind:id`: a kind of 1-32 of `a-z`, `0-9`, `_` and `-`
+    /// starting with a letter, and an id of 1-128 letters, digits, `-`, `_`,
+    /// `.` and `@`. `tenant:{slug}` must name the request's tenant;
+    /// `user:{id}` is private to that user. A topic but a `user:` one has
+    /// its presence, `{topic}~occupancy` and `{topic}~members`, read like
+    /// the topic.
+    #[param(
+        pattern = r"^(global|[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128}|(global|(?!user:)[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128})~(occupancy|members))$",
+        example = "status:api"
+    )]
+    topic: String,
+}
+
+/// The request's tenant, in the query.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read from the query by `access::tenant`; this declares it.
+pub struct TenantParam {
+    /// The tenant's slug: needed with the admin token or no token; a client
+    /// or publisher token names its tenant (a different `tenant` is a 403).
+    #[param(
+        required = false,
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[a-z0-9][a-z0-9-]*$",
+        example = "demo"
+    )]
+    tenant: String,
+}
+
+/// A page of a log: a cursor and a size.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read from the query by the handlers; this declares it.
+pub struct PageParams {
+    /// Events after this id.
+    #[param(required = false, minimum = 0)]
+    after: u64,
+    /// At most this many (1 to 1000, default 100).
+    #[param(required = false, minimum = 1, maximum = 1000, default = 100)]
+    limit: u64,
+}
+
+/// A user's id in the path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Read by the router from the path; this declares it.
+pub struct UserIdParam {
+    /// The user's id.
+    #[param(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[A-Za-z0-9._@-]+$",
+        example = "bob"
+    )]
+    id: String,
+}
+
+/// The schema of one topic name a request reads (as in a list of topics).
+pub fn topic_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "`global`, or `kind:id`: a kind of 1-32 of `a-z`, `0-9`, `_` and `-` starting with \
+             a letter, and an id of 1-128 letters, digits, `-`, `_`, `.` and `@`. \
+             `tenant:{slug}` must name the request's tenant; `user:{id}` is private to that user. \
+             A topic but a `user:` one has its presence, `{topic}~occupancy` and \
+             `{topic}~members`, read like the topic.",
+        ))
+        .pattern(Some(
+            r"^(global|[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128}|(global|(?!user:)[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128})~(occupancy|members))$",
+        ))
+        .examples(["global", "product:p_1", "status:api"])
+}
+
+/// An `Idempotency-Key` header, for a write that may be retried.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Read from the headers by the handlers; this declares it.
+pub struct IdempotencyKeyParam {
+    /// 1-255 visible ASCII characters. A retry of the same request with the
+    /// same key (within `SWITCHYARD_IDEMPOTENCY_SECONDS`) stores nothing and
+    /// answers the first answer again, with `idempotent-replayed: true`; the
+    /// key with another request is a 409.
+    #[param(
+        rename = "Idempotency-Key",
+        required = false,
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[!-~]+$"
+    )]
+    key: String,
+}
+
+/// The value of the `idempotent-replayed` header: `true` when the answer is
+/// the stored answer to an earlier request with the same `Idempotency-Key`.
+#[derive(serde::Serialize, ToSchema)]
+pub enum Replayed {
+    /// Replayed.
+    #[serde(rename = "true")]
+    True,
 }

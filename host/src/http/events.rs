@@ -7,11 +7,16 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::access::{self, Caller};
+use super::doc::{
+    BadRequest, BodyTooLarge, Conflict, Forbidden, HeadTooLarge, IdempotencyKeyParam, NotFound,
+    Replayed, RequestTimeout, Unauthorized, Unavailable, UnsupportedMediaType,
+};
 use super::extract::AppJson;
 use crate::error::ApiError;
-use crate::event::{classify_topic, validate_kind, NewEvent, TopicKind};
+use crate::event::{classify_topic, validate_kind, NewEvent, Seq, TopicKind};
 use crate::state::AppState;
 use crate::store::{Keyed, PublishKey};
 
@@ -21,30 +26,108 @@ const MAX_BATCH: usize = 1000;
 const MAX_KEY_LEN: usize = 255;
 
 /// The request body of `POST /api/events` (and each of a batch's events).
-#[derive(Deserialize, Serialize)]
+// Its serialized form is what a request's idempotency hash covers.
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewEvent)]
 pub struct PublishBody {
+    #[schema(min_length = 1, max_length = 63, pattern = "^[a-z0-9][a-z0-9-]*$")]
     tenant: String,
+    /// `global`, or `kind:id`: a kind of 1-32 of `a-z`, `0-9`, `_` and `-`
+    /// starting with a letter, and an id of 1-128 letters, digits, `-`, `_`,
+    /// `.` and `@`. `tenant:{slug}` must name the request's tenant;
+    /// `user:{id}` is private to that user. A topic's presence
+    /// (`{topic}~occupancy`, `{topic}~members`) is written by the server
+    /// only: 403 `presence_topic`.
+    #[schema(
+        pattern = r"^(global|[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128})$",
+        examples("global", "product:p_1", "status:api")
+    )]
     topic: String,
+    /// Letters, digits, `.`, `_`, `-` and `:`; `snapshot`, `reset` and
+    /// `shutdown` are the server's own.
     #[serde(rename = "type")]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9._:-]+$",
+        examples("price.changed")
+    )]
     kind: String,
+    /// Any JSON value; subscribers get it as the event's `data`.
     data: serde_json::Value,
+    /// Keep `data` as the topic's retained state: the `snapshot` a new
+    /// subscriber gets first.
     #[serde(default)]
+    #[schema(default = false)]
     retain: bool,
 }
 
 /// The request body of `POST /api/events/batch`.
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewBatch)]
 pub struct BatchBody {
+    #[schema(min_items = 1, max_items = 1000)]
     events: Vec<PublishBody>,
+}
+
+/// What `POST /api/events` answers.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Published<'a> {
+    /// An event id: ordered within the tenant, usable as `Last-Event-ID` on
+    /// any node.
+    #[schema(value_type = u64, minimum = 0)]
+    id: Seq,
+    tenant: &'a str,
+    topic: &'a str,
+    /// Milliseconds since the Unix epoch.
+    ts: i64,
+}
+
+/// What `POST /api/events/batch` answers.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishedBatch {
+    /// The events' ids in the order given.
+    #[schema(value_type = Vec<u64>)]
+    ids: Vec<Seq>,
 }
 
 /// Appends one event and answers `201 {"id", "tenant", "topic", "ts"}` once
 /// it is durable. With an `Idempotency-Key`, a retry of the same request
 /// answers the same, stores nothing, and says `idempotent-replayed: true`;
 /// the key with another request is a 409.
-#[utoipa::path(post, path = "/api/events", operation_id = "publish", tag = "events")]
+#[utoipa::path(
+    post,
+    path = "/api/events",
+    operation_id = "publish",
+    tag = "events",
+    summary = "Publishes one event.",
+    description = "Answers once the event is durable. The admin token publishes to any tenant; a publisher token to the topics its patterns match in its own tenant.",
+    security(("adminToken" = []), ("publisherToken" = [])),
+    params(IdempotencyKeyParam),
+    request_body(
+        content = PublishBody,
+        example = json!({"tenant": "demo", "topic": "status:api", "type": "status.changed", "data": {"up": true}, "retain": true})
+    ),
+    responses(
+        (status = 201, description = "Stored.", body = Published, headers(
+            ("idempotent-replayed" = inline(Replayed), description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`.")
+        )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 409, response = Conflict),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn publish(
     State(state): State<AppState>,
     caller: Caller,
@@ -54,7 +137,12 @@ pub async fn publish(
     may_publish(&state, &caller)?;
     let key = idempotency_key(&headers)?;
     let event = checked(&state, &caller, &body, "").await?;
-    let answer = |id: u64, ts: i64| serde_json::json!({ "id": id, "tenant": &event.tenant, "topic": &event.topic, "ts": ts });
+    let answer = |id: Seq, ts: i64| Published {
+        id,
+        tenant: &event.tenant,
+        topic: &event.topic,
+        ts,
+    };
     let Some(key) = key else {
         let stored = state.publisher.publish(vec![event.clone()]).await?;
         let e = stored
@@ -95,7 +183,33 @@ pub async fn publish(
     post,
     path = "/api/events/batch",
     operation_id = "publishBatch",
-    tag = "events"
+    tag = "events",
+    summary = "Publishes 1-1,000 events in one transaction: all or none.",
+    description = "The ids come back in the order given (a tenant's ids are consecutive). Access and `Idempotency-Key` as for one event.",
+    security(("adminToken" = []), ("publisherToken" = [])),
+    params(IdempotencyKeyParam),
+    request_body(
+        content = BatchBody,
+        example = json!({"events": [
+            {"tenant": "demo", "topic": "status:api", "type": "status.changed", "data": {"up": false}},
+            {"tenant": "demo", "topic": "status:db", "type": "status.changed", "data": {"up": true}}
+        ]})
+    ),
+    responses(
+        (status = 201, description = "Stored.", body = PublishedBatch, headers(
+            ("idempotent-replayed" = inline(Replayed), description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`.")
+        )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 409, response = Conflict),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn publish_batch(
     State(state): State<AppState>,
@@ -115,7 +229,7 @@ pub async fn publish_batch(
     for (i, e) in body.events.iter().enumerate() {
         events.push(checked(&state, &caller, e, &format!("events[{i}].")).await?);
     }
-    let answer = |ids: Vec<u64>| serde_json::json!({ "ids": ids });
+    let answer = |ids: Vec<Seq>| PublishedBatch { ids };
     let Some(key) = key else {
         let stored = state.publisher.publish(events).await?;
         let ids = stored.iter().map(|e| e.seq).collect();
@@ -137,7 +251,7 @@ pub async fn publish_batch(
 }
 
 /// The answer to a retried request: the first answer again, marked.
-fn replayed(body: serde_json::Value) -> Response {
+fn replayed(body: impl Serialize) -> Response {
     let mut res = (StatusCode::CREATED, axum::Json(body)).into_response();
     res.headers_mut()
         .insert("idempotent-replayed", HeaderValue::from_static("true"));

@@ -4,29 +4,60 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::access::{self, Caller};
+use super::doc::{
+    BadRequest, BodyTooLarge, Forbidden, HeadTooLarge, NotFound, PageParams, RequestTimeout,
+    TenantParam, TooManyRequests, Unauthorized, Unavailable, UnsupportedMediaType, UserIdParam,
+};
 use super::extract::{stored_text, AppJson, QueryPairs};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::NewMessage;
+use crate::store::{Message, NewMessage};
 
 /// Longest message body, in characters.
 const MAX_BODY_CHARS: usize = 5_000;
 
 /// The body of `POST /api/messages`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewMessage)]
 pub struct PostMessage {
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._@-]+$")]
     from: String,
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._@-]+$")]
     to: String,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._@-]+$")]
     product_id: Option<String>,
+    /// 1-5,000 characters, not only white space.
+    #[schema(min_length = 1, max_length = 5000)]
     body: String,
-    /// Only for the admin token; a client token names its tenant.
+    /// Only with the admin token; a client token names its tenant.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 63, pattern = "^[a-z0-9][a-z0-9-]*$")]
     tenant: Option<String>,
+}
+
+/// What `GET /api/users/{id}/messages` answers.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageList {
+    messages: Vec<Message>,
+    #[schema(minimum = 0)]
+    unread: u64,
+    /// Pass as `after` to get the next page.
+    last_id: i64,
+}
+
+/// What `POST /api/users/{id}/messages/read` answers.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Unread {
+    #[schema(minimum = 0)]
+    unread: u64,
 }
 
 /// Stores a message, shapes its notification and publishes it to `user:{to}`.
@@ -34,7 +65,31 @@ pub struct PostMessage {
     post,
     path = "/api/messages",
     operation_id = "sendMessage",
-    tag = "messages"
+    tag = "messages",
+    summary = "Sends a message: stored, shaped by the notification-shaper plugin, and published to `user:{to}`.",
+    security(
+        ("adminToken" = []),
+        ("clientToken" = []),
+        ("tokenCookie" = []),
+        ("tokenQuery" = [])
+    ),
+    request_body(
+        content = PostMessage,
+        example = json!({"tenant": "demo", "from": "alice", "to": "bob", "body": "Is the lamp still there?"})
+    ),
+    responses(
+        (status = 201, description = "Stored.", body = Message),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn post(
     State(state): State<AppState>,
@@ -86,7 +141,24 @@ pub async fn post(
     get,
     path = "/api/users/{id}/messages",
     operation_id = "listMessages",
-    tag = "messages"
+    tag = "messages",
+    summary = "A user's messages (sent and received) after `after`, and their unread count.",
+    security(
+        ("adminToken" = []),
+        ("clientToken" = []),
+        ("tokenCookie" = []),
+        ("tokenQuery" = [])
+    ),
+    params(UserIdParam, TenantParam, PageParams),
+    responses(
+        (status = 200, description = "A page.", body = MessageList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -111,20 +183,23 @@ pub async fn list(
         .await?;
     let unread = store.unread(&tenant.slug, &user).await?;
     let last_id = messages.last().map(|m| m.id).unwrap_or(after);
-    Ok(axum::Json(serde_json::json!({
-        "messages": messages,
-        "unread": unread,
-        "last_id": last_id,
-    }))
+    Ok(axum::Json(MessageList {
+        messages,
+        unread,
+        last_id,
+    })
     .into_response())
 }
 
 /// The body of `POST /api/users/{id}/messages/read`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MarkRead {
+    /// A message id: every message to the user up to it is read.
+    #[schema(minimum = 0)]
     up_to: i64,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 63, pattern = "^[a-z0-9][a-z0-9-]*$")]
     tenant: Option<String>,
 }
 
@@ -133,7 +208,29 @@ pub struct MarkRead {
     post,
     path = "/api/users/{id}/messages/read",
     operation_id = "markRead",
-    tag = "messages"
+    tag = "messages",
+    summary = "Marks the user's messages read up to `up_to` and publishes the new unread count.",
+    security(
+        ("adminToken" = []),
+        ("clientToken" = []),
+        ("tokenCookie" = []),
+        ("tokenQuery" = [])
+    ),
+    params(UserIdParam),
+    request_body(content = MarkRead, example = json!({"tenant": "demo", "up_to": 1})),
+    responses(
+        (status = 200, description = "The unread count.", body = Unread),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn mark_read(
     State(state): State<AppState>,
@@ -156,5 +253,5 @@ pub async fn mark_read(
         .store
         .mark_read(&tenant.slug, &user, body.up_to)
         .await?;
-    Ok(axum::Json(serde_json::json!({ "unread": unread })).into_response())
+    Ok(axum::Json(Unread { unread }).into_response())
 }

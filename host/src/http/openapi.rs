@@ -1,109 +1,130 @@
-//! `GET /openapi.json`: the API description (OpenAPI 3.1).
+//! `GET /openapi.json`: the API description (OpenAPI 3.1), generated from
+//! the declarations.
 //!
-//! Its operations are the router's: each handler declares its method, path,
-//! operation id and tag (`#[utoipa::path]`), and `router::routes()` both
-//! routes those handlers and lists them here, so a route cannot be served
-//! without being described or described without being served. What each
-//! operation takes and answers (parameters, bodies, responses) and the
-//! shared components are still written out in `openapi.json`, by path and
-//! method, and joined to the declared operations once per process; the
-//! unit tests below fail when an operation has no such description or a
-//! description no operation. `tests/openapi.rs` runs schemathesis against a
-//! running node in both modes (status codes, response schemas, content
-//! types, headers, no server errors).
+//! Each handler declares its operation in `#[utoipa::path]`: method, path,
+//! operation id, tag, summary, security, parameters, request body and every
+//! answer, with typed bodies (`ToSchema`) and the shared error answers and
+//! parameters of `doc.rs`. `router::routes()` both routes those handlers and
+//! collects their operations and schemas, so a route cannot be served
+//! without being described or described without being served. The frame
+//! (info, servers, tags, security schemes) is [`Frame`]; the document is
+//! built once per process. The unit tests below check that every operation
+//! is complete and every reference resolves; `tests/openapi.rs` runs
+//! schemathesis against a running node in both modes (status codes,
+//! response schemas, content types, headers, no server errors).
 
 use std::sync::LazyLock;
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Components, OpenApi as Document};
+use utoipa::{Modify, OpenApi};
 
-/// The hand-written part: operation details by path and method, and the
-/// components.
-const DETAILS: &str = include_str!("openapi.json");
+/// The document's frame: what no operation declares.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Switchyard",
+        version = env!("CARGO_PKG_VERSION"),
+        description = DESCRIPTION
+    ),
+    servers((url = "/")),
+    tags(
+        (name = "events"),
+        (name = "topics"),
+        (name = "streams"),
+        (name = "products"),
+        (name = "messages"),
+        (name = "admin"),
+        (name = "plugins"),
+        (name = "ops"),
+        (name = "web")
+    ),
+    modifiers(&SecuritySchemes)
+)]
+struct Frame;
 
-/// The document, as served.
-static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
-    let declared = super::router::routes().into_openapi();
-    let details: Value = serde_json::from_str(DETAILS).unwrap_or_default();
-    serde_json::to_string(&document(&declared, details)).unwrap_or_default()
-});
+/// What the whole API has in common.
+const DESCRIPTION: &str = "Switchyard's HTTP API: products and bids, messages, generic producers, topics over REST, Server-Sent Events streams, operations and administration. Every error is `{\"error\": {\"code\", \"message\"}}` with a fitting status. Amounts are integers in minor units; times are milliseconds since the Unix epoch. Client tokens (JWTs naming a user and a tenant) go in `Authorization: Bearer`, the `switchyard_token` cookie, or `?token=` (browsers' `EventSource` cannot set headers), in that order of preference; a request that changes something with the cookie must come from the server's own origin or one in `SWITCHYARD_CORS_ORIGINS` (else 403 `origin_refused`). The admin token is accepted only in `Authorization: Bearer`. Event types the server sends itself (`snapshot`, `reset`, `shutdown`, `heartbeat`, `auth.expired`, `error`, `open`, `switchyard.*`) cannot be published, nor the presence types (`occupancy`, `member.joined`, `member.left`, `members.truncated`, `presence.reset`); a topic's presence, `{topic}~occupancy` and `{topic}~members`, is read like the topic and written by the server only (publishing to it: 403 `presence_topic`). A request head over the limits (16 KiB by default) gets 431.";
 
-/// The declared operations, each with its details: those it declares, or
-/// (for an operation not yet declared in full) those written in
-/// `openapi.json`; the components written there, with those declared in
-/// code put over them. A description of no declared operation is left out
-/// (the tests forbid it, and an operation declared nowhere in full).
-fn document(declared: &utoipa::openapi::OpenApi, mut details: Value) -> Value {
-    let declared_paths = serde_json::to_value(&declared.paths).unwrap_or_default();
-    let written = details
-        .get_mut("paths")
-        .map(Value::take)
-        .unwrap_or_default();
-    let mut paths = Map::new();
-    for (path, item) in declared_paths.as_object().into_iter().flatten() {
-        let mut out = Map::new();
-        for (method, op) in item.as_object().into_iter().flatten() {
-            let merged = match written[path][method].as_object() {
-                Some(w) => {
-                    let mut w = w.clone();
-                    // The declaration wins for what it says.
-                    for key in ["operationId", "tags"] {
-                        if let Some(v) = op.get(key) {
-                            w.insert(key.into(), v.clone());
-                        }
-                    }
-                    Value::Object(w)
-                }
-                None => op.clone(),
-            };
-            out.insert(method.clone(), merged);
+/// The ways a request proves who it is (each operation's `security` names
+/// the ones it takes).
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, doc: &mut Document) {
+        let bearer = |description: &str| {
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(description))
+        };
+        let schemes = [
+            (
+                "metricsToken",
+                SecurityScheme::Http(bearer("The operator's `SWITCHYARD_METRICS_TOKEN`, for a scraper: it opens `/metrics` and nothing else.").build()),
+            ),
+            (
+                "adminToken",
+                SecurityScheme::Http(bearer("The operator's `SWITCHYARD_ADMIN_TOKEN` (unset: the admin API is off, 403).").build()),
+            ),
+            (
+                "clientToken",
+                SecurityScheme::Http(
+                    bearer("A user's token: `sub` the user id, `tenant` the tenant (claim names configurable). HS256 with the server's secret (`switchyard token --sub ID --tenant SLUG`), or RS/ES/EdDSA from the identity provider (`SWITCHYARD_JWT_PUBLIC_KEY`, `SWITCHYARD_JWKS_URL`).")
+                    .bearer_format("JWT")
+                    .build(),
+                ),
+            ),
+            (
+                "publisherToken",
+                SecurityScheme::Http(
+                    bearer("A publisher token (`switchyard token --service NAME --tenant SLUG --publish 'PATTERN,...'` or `POST /admin/tokens`).")
+                    .bearer_format("JWT")
+                    .build(),
+                ),
+            ),
+            (
+                "tokenCookie",
+                SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                    "switchyard_token",
+                    "A client token in a cookie.",
+                ))),
+            ),
+            (
+                "tokenQuery",
+                SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                    "token",
+                    "A client token in the URL, for `EventSource`; refused (401) when `SWITCHYARD_QUERY_TOKENS=false`.",
+                ))),
+            ),
+        ];
+        let components = doc.components.get_or_insert_with(Components::default);
+        for (name, scheme) in schemes {
+            components.add_security_scheme(name, scheme);
         }
-        // Path-level parts of a written description (shared parameters).
-        for (key, v) in written[path].as_object().into_iter().flatten() {
-            if !METHODS.contains(&key.as_str()) {
-                out.insert(key.clone(), v.clone());
-            }
-        }
-        paths.insert(path.clone(), Value::Object(out));
     }
-    details["paths"] = Value::Object(paths);
-    let components = &mut details["components"];
-    let mut put = |kind: &str, name: &str, v: Value| {
-        if !components[kind].is_object() {
-            components[kind] = Value::Object(Map::new());
-        }
-        components[kind][name] = v;
-    };
-    if let Some(c) = &declared.components {
-        for (name, schema) in &c.schemas {
-            put(
-                "schemas",
-                name,
-                serde_json::to_value(schema).unwrap_or_default(),
-            );
-        }
-    }
-    for (name, schema) in super::doc::shared_schemas() {
-        put(
-            "schemas",
-            &name,
-            serde_json::to_value(schema).unwrap_or_default(),
-        );
-    }
-    for (name, response) in super::doc::error_responses() {
-        put(
-            "responses",
-            name,
-            serde_json::to_value(response).unwrap_or_default(),
-        );
-    }
-    details
 }
 
-const METHODS: [&str; 8] = [
-    "get", "put", "post", "delete", "options", "head", "patch", "trace",
-];
+/// The document, as served.
+static DOCUMENT: LazyLock<String> =
+    LazyLock::new(|| serde_json::to_string(&document()).unwrap_or_default());
+
+/// The frame, every declared operation with the schemas its declaration
+/// names, and the shared parts of `doc.rs` (the error answers and the
+/// `Error` schema).
+fn document() -> Document {
+    let mut doc = Frame::openapi();
+    doc.merge(super::router::routes().into_openapi());
+    let components = doc.components.get_or_insert_with(Components::default);
+    for (name, schema) in super::doc::shared_schemas() {
+        components.schemas.insert(name, schema);
+    }
+    for (name, response) in super::doc::error_responses() {
+        components.responses.insert(name.to_string(), response);
+    }
+    doc
+}
 
 /// `GET /openapi.json`: public, cacheable for an hour (it changes only with
 /// the binary).
@@ -136,7 +157,11 @@ mod tests {
 
     use serde_json::Value;
 
-    use super::{DETAILS, DOCUMENT, METHODS};
+    use super::DOCUMENT;
+
+    const METHODS: [&str; 8] = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
 
     fn document() -> Value {
         serde_json::from_str(&DOCUMENT).expect("the document is JSON")
@@ -154,43 +179,49 @@ mod tests {
         out
     }
 
-    /// Each declared operation has its details from exactly one place: its
-    /// declaration (responses declared) or `openapi.json`; and nothing is
-    /// written there for an operation the router does not declare.
+    /// What is served is exactly what the router declares, each operation
+    /// with its answers declared.
     #[test]
-    fn every_declared_route_is_described_once_and_nothing_else() {
+    fn the_document_is_the_declared_routes() {
         let api = crate::http::router::routes().into_openapi();
         let paths = serde_json::to_value(&api.paths).expect("paths");
         let declared = routes_in_document(&serde_json::json!({ "paths": &paths }));
         assert!(declared.len() > 30, "the router declares only {declared:?}");
-        let written: Value = serde_json::from_str(DETAILS).expect("openapi.json is JSON");
-        let described = routes_in_document(&written);
-        let extra: Vec<_> = described.difference(&declared).collect();
-        assert!(
-            extra.is_empty(),
-            "described in openapi.json but not routed: {extra:?}"
-        );
         for (method, path) in &declared {
-            let in_code = paths[path][method]["responses"]
-                .as_object()
-                .is_some_and(|r| !r.is_empty());
-            let in_file = described.contains(&(method.clone(), path.clone()));
             assert!(
-                in_code != in_file,
-                "{method} {path}: details declared in code: {in_code}, written in openapi.json: {in_file} (exactly one)"
+                paths[path][method]["responses"]
+                    .as_object()
+                    .is_some_and(|r| !r.is_empty()),
+                "{method} {path}: no answers declared"
             );
-            if in_file {
-                // Declared and written operation ids agree (clients are
-                // generated from them).
-                assert_eq!(
-                    paths[path][method]["operationId"],
-                    written["paths"][path][method]["operationId"],
-                    "{method} {path}"
-                );
+        }
+        assert_eq!(routes_in_document(&document()), declared);
+    }
+
+    /// Every `$ref` names a component the document holds.
+    #[test]
+    fn every_reference_resolves() {
+        fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(Value::String(r)) = m.get("$ref") {
+                        out.push(r);
+                    }
+                    m.values().for_each(|v| refs(v, out));
+                }
+                Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+                _ => {}
             }
         }
-        // What is served is what is declared.
-        assert_eq!(routes_in_document(&document()), declared);
+        let doc = document();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(!found.is_empty());
+        for r in found {
+            let parts = r.strip_prefix("#/").expect("a local reference").split('/');
+            let target = parts.fold(&doc, |v, part| &v[part]);
+            assert!(!target.is_null(), "{r} names nothing");
+        }
     }
 
     #[test]

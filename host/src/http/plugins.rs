@@ -8,10 +8,18 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
+use super::doc::{
+    BadRequest, BodyTooLarge, Conflict, Forbidden, HeadTooLarge, NotFound, Refused, RequestTimeout,
+    Unauthorized, Unavailable, UnsupportedMediaType,
+};
 use super::extract::{Admin, AppJson, QueryPairs};
 use crate::error::ApiError;
-use crate::plugins::registry::PluginsView;
+use crate::plugins::registry::SlotView;
 use crate::plugins::{Mode, PluginError, Slot};
 use crate::state::AppState;
 
@@ -59,30 +67,134 @@ fn slot_view(state: &AppState, tenant: &str, slot: Slot) -> Response {
     axum::Json(state.plugins.describe_slot(tenant, slot)).into_response()
 }
 
-/// `GET /admin/plugins`.
-#[derive(serde::Serialize)]
+/// The `tenant` of a plugin operation, in the query.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read from the query by `tenant`; this declares it.
+pub struct PluginTenantParam {
+    /// A tenant's own slot; without it, the default slot of every tenant.
+    #[param(
+        required = false,
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[a-z0-9][a-z0-9-]*$"
+    )]
+    tenant: String,
+}
+
+/// The query of `PUT /admin/plugins/{slot}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read from the query by `upload`; this declares it.
+pub struct UploadParams {
+    /// `shadow`: run it beside the active version, comparing, without
+    /// applying its verdicts.
+    #[param(inline, required = false, default = "active")]
+    mode: Mode,
+    /// `true`: answer when the compile is done.
+    #[param(inline, required = false)]
+    wait: Wait,
+}
+
+/// The values `?wait=` takes.
+#[derive(Serialize, ToSchema)]
+pub enum Wait {
+    /// Wait.
+    #[serde(rename = "true")]
+    True,
+    /// Wait.
+    #[serde(rename = "1")]
+    One,
+    /// Do not wait.
+    #[serde(rename = "false")]
+    False,
+    /// Do not wait.
+    #[serde(rename = "0")]
+    Zero,
+}
+
+/// The body of `PUT /admin/plugins/{slot}`: a component's bytes.
+pub struct ComponentBytes;
+
+impl PartialSchema for ComponentBytes {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Binary,
+            )))
+            .into()
+    }
+}
+
+impl ToSchema for ComponentBytes {}
+
+/// The body of `PUT /admin/plugins/{slot}/config`: the slot's whole
+/// configuration (strings); plugins read it through the `config` import.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub struct PluginConfig(BTreeMap<String, String>);
+
+impl PartialSchema for PluginConfig {
+    fn schema() -> RefOr<Schema> {
+        let string = || ObjectBuilder::new().schema_type(Type::String);
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .max_properties(Some(256))
+            .additional_properties(Some(string().max_length(Some(4096))))
+            .property_names(Some(string().max_length(Some(128))))
+            .description(Some(
+                "The slot's whole configuration (strings); plugins read it through the `config` import.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for PluginConfig {}
+
+/// What `GET /admin/plugins` answers: every slot, and the sandbox's limits.
+#[derive(Serialize, ToSchema)]
+#[schema(as = PluginList)]
 struct ListView {
-    #[serde(flatten)]
-    plugins: PluginsView,
+    /// By slot, then tenant (the default slot first).
+    slots: Vec<SlotView>,
     limits: LimitsView,
 }
 
 /// The sandbox limits every call runs under.
-#[derive(serde::Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = PluginLimits)]
 struct LimitsView {
+    /// The per-call deadline.
     timeout_ms: u64,
+    /// The largest linear memory.
     memory_bytes: usize,
+    /// Fuel per call; null: unmetered.
+    #[schema(required = true)]
     fuel: Option<u64>,
 }
 
 /// `202` to an upload compiling in the background.
-#[derive(serde::Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = PluginCompiling)]
 struct CompilingView<'a> {
+    #[schema(value_type = Slot)]
     slot: &'static str,
+    #[schema(required = true)]
     tenant: Option<&'a str>,
     version: String,
+    #[schema(value_type = Mode)]
     mode: &'static str,
-    state: &'static str,
+    #[schema(inline)]
+    state: CompilingState,
+}
+
+/// `compiling`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum CompilingState {
+    /// The compile runs.
+    Compiling,
 }
 
 /// `GET /admin/plugins`: every slot with its active version, shadow
@@ -91,12 +203,20 @@ struct CompilingView<'a> {
     get,
     path = "/admin/plugins",
     operation_id = "listPlugins",
-    tag = "plugins"
+    tag = "plugins",
+    summary = "Every plugin slot: active version, shadow candidate, history, configuration, statistics; and the sandbox's limits.",
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, description = "The slots.", body = ListView),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 431, response = HeadTooLarge),
+    )
 )]
 pub async fn list(State(state): State<AppState>, _admin: Admin) -> Response {
     let limits = state.plugins.wasm().limits();
     axum::Json(ListView {
-        plugins: state.plugins.describe(),
+        slots: state.plugins.describe().slots,
         limits: LimitsView {
             timeout_ms: limits.timeout.as_millis() as u64,
             memory_bytes: limits.memory,
@@ -120,7 +240,30 @@ pub async fn list(State(state): State<AppState>, _admin: Admin) -> Response {
     put,
     path = "/admin/plugins/{slot}",
     operation_id = "uploadPlugin",
-    tag = "plugins"
+    tag = "plugins",
+    summary = "Uploads a component (WebAssembly) to a slot.",
+    description = "A component whose compiled code is at hand is checked and activated before the answer (200). Otherwise the compile runs off the serving path and the answer is at once 202; `GET /admin/plugins` shows the upload under `compiling` until it is active, or its reason as `last_error`. `?wait=true` waits for the compile (200 or 422). A component that does not compile or does not fit the slot is refused (422) and the active version stays. A change on one node takes effect on every node.",
+    security(("adminToken" = [])),
+    params(("slot" = Slot, Path), PluginTenantParam, UploadParams),
+    request_body(
+        content = inline(ComponentBytes),
+        content_type = "application/octet-stream",
+        description = "The component's bytes, at most 32 MiB, with any `Content-Type` (`application/wasm` is usual)."
+    ),
+    responses(
+        (status = 200, description = "Installed.", body = Option<SlotView>),
+        (status = 202, description = "Compiling; the slot changes when it is done.", body = CompilingView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 409, response = Conflict),
+        (status = 413, response = BodyTooLarge),
+        (status = 422, response = Refused),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn upload(
     State(state): State<AppState>,
@@ -160,7 +303,7 @@ pub async fn upload(
             tenant: (!tenant.is_empty()).then_some(tenant.as_str()),
             version: job.version,
             mode: job.mode,
-            state: "compiling",
+            state: CompilingState::Compiling,
         };
         return Ok((StatusCode::ACCEPTED, axum::Json(answer)).into_response());
     }
@@ -176,7 +319,21 @@ pub async fn upload(
     post,
     path = "/admin/plugins/{slot}/rollback",
     operation_id = "rollbackPlugin",
-    tag = "plugins"
+    tag = "plugins",
+    summary = "The previous version again.",
+    description = "409 when there is none.",
+    security(("adminToken" = [])),
+    params(("slot" = Slot, Path), PluginTenantParam),
+    responses(
+        (status = 200, description = "The slot.", body = Option<SlotView>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn rollback(
     State(state): State<AppState>,
@@ -195,7 +352,21 @@ pub async fn rollback(
     post,
     path = "/admin/plugins/{slot}/promote",
     operation_id = "promotePlugin",
-    tag = "plugins"
+    tag = "plugins",
+    summary = "The shadow candidate becomes the active version.",
+    description = "409 when there is no candidate.",
+    security(("adminToken" = [])),
+    params(("slot" = Slot, Path), PluginTenantParam),
+    responses(
+        (status = 200, description = "The slot.", body = Option<SlotView>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn promote(
     State(state): State<AppState>,
@@ -214,7 +385,21 @@ pub async fn promote(
     delete,
     path = "/admin/plugins/{slot}/shadow",
     operation_id = "dropPluginShadow",
-    tag = "plugins"
+    tag = "plugins",
+    summary = "Stops the shadow candidate.",
+    description = "409 when there is none.",
+    security(("adminToken" = [])),
+    params(("slot" = Slot, Path), PluginTenantParam),
+    responses(
+        (status = 200, description = "The slot.", body = Option<SlotView>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn drop_shadow(
     State(state): State<AppState>,
@@ -234,7 +419,20 @@ pub async fn drop_shadow(
     delete,
     path = "/admin/plugins/{slot}",
     operation_id = "deactivatePlugin",
-    tag = "plugins"
+    tag = "plugins",
+    summary = "Deactivates the slot: the built-in rule (or, for a tenant, the default slot) answers again; the version stays in history for rollback.",
+    security(("adminToken" = [])),
+    params(("slot" = Slot, Path), PluginTenantParam),
+    responses(
+        (status = 200, description = "The slot.", body = Option<SlotView>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn deactivate(
     State(state): State<AppState>,
@@ -253,14 +451,31 @@ pub async fn deactivate(
     put,
     path = "/admin/plugins/{slot}/config",
     operation_id = "configurePlugin",
-    tag = "plugins"
+    tag = "plugins",
+    summary = "Replaces the slot's configuration.",
+    security(("adminToken" = [])),
+    params(("slot" = Slot, Path), PluginTenantParam),
+    request_body(content = PluginConfig, example = json!({"greeting": "hello"})),
+    responses(
+        (status = 200, description = "The slot.", body = Option<SlotView>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 409, response = Conflict),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn configure(
     State(state): State<AppState>,
     _admin: Admin,
     Path(name): Path<String>,
     q: QueryPairs,
-    AppJson(config): AppJson<BTreeMap<String, String>>,
+    AppJson(PluginConfig(config)): AppJson<PluginConfig>,
 ) -> Result<Response, ApiError> {
     let slot = slot(&name)?;
     let tenant = tenant(&state, &q).await?;

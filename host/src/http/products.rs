@@ -5,30 +5,49 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::access::{self, Caller};
+use super::doc::{
+    BadRequest, BodyTooLarge, Conflict, Forbidden, HeadTooLarge, NotFound, RequestTimeout,
+    TenantParam, TooManyRequests, Unauthorized, Unavailable, UnsupportedMediaType,
+};
 use super::extract::{stored_text, AppJson, QueryPairs};
-use crate::bids::{new_id, Bid, Product};
+use crate::bids::{new_id, Bid, BidStatus, Product};
 use crate::error::ApiError;
 use crate::event::now_ms;
 use crate::state::AppState;
 
 /// The body of `POST /api/products`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProduct {
+    /// Only with the admin token; a client token names its tenant.
     #[serde(default)]
+    #[schema(
+        value_type = String,
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[a-z0-9][a-z0-9-]*$"
+    )]
     tenant: Option<String>,
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._@-]+$")]
     seller_id: String,
+    #[schema(min_length = 1, max_length = 200)]
     title: String,
+    /// Minor units.
+    #[schema(minimum = 1)]
     starting_price: i64,
+    /// Minor units.
+    #[schema(minimum = 1)]
     min_increment: i64,
-    /// ms since the epoch.
+    /// In the future, ms since the Unix epoch; null or absent: no end.
     #[serde(default)]
     ends_at: Option<i64>,
     /// A bid this close to the end extends it by as much (0: off).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 3600)]
     anti_snipe_secs: Option<i64>,
 }
 
@@ -37,7 +56,31 @@ pub struct NewProduct {
     post,
     path = "/api/products",
     operation_id = "createProduct",
-    tag = "products"
+    tag = "products",
+    summary = "Creates a product (the seller's client token, or the admin token with `tenant`).",
+    security(
+        ("adminToken" = []),
+        ("clientToken" = []),
+        ("tokenCookie" = []),
+        ("tokenQuery" = [])
+    ),
+    request_body(
+        content = NewProduct,
+        example = json!({"tenant": "demo", "seller_id": "alice", "title": "Lamp", "starting_price": 1000, "min_increment": 50})
+    ),
+    responses(
+        (status = 201, description = "Created.", body = Product),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -132,7 +175,25 @@ pub async fn visible_product(
     get,
     path = "/api/products/{id}",
     operation_id = "getProduct",
-    tag = "products"
+    tag = "products",
+    summary = "A product's current state.",
+    description = "Another tenant's product is a 404.",
+    security(
+        (),
+        ("adminToken" = []),
+        ("clientToken" = []),
+        ("publisherToken" = []),
+        ("tokenCookie" = []),
+        ("tokenQuery" = [])
+    ),
+    params(("id" = String, Path), TenantParam),
+    responses(
+        (status = 200, description = "The product.", body = Product),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -145,13 +206,29 @@ pub async fn get(
 }
 
 /// The body of `POST /api/products/{id}/bids`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewBid {
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._@-]+$")]
     bidder_id: String,
+    /// Minor units.
+    #[schema(minimum = 1)]
     amount: i64,
+    /// The same key with the same bid answers the bid stored first; with
+    /// another bid, 409.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128)]
     idempotency_key: Option<String>,
+}
+
+/// What `POST /api/products/{id}/bids` answers.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BidQueued {
+    bid_id: String,
+    /// `queued` for a new bid; a retry with its idempotency key may find it
+    /// decided.
+    status: BidStatus,
 }
 
 /// Queues a bid: `202 {bid_id, status}` once it is stored.
@@ -159,7 +236,34 @@ pub struct NewBid {
     post,
     path = "/api/products/{id}/bids",
     operation_id = "placeBid",
-    tag = "products"
+    tag = "products",
+    summary = "Places a bid (the bidder's client token): 202 once it is durable; it is decided exactly once.",
+    description = "Follow it with `GET /api/bids/{id}` or the product's stream.",
+    security(
+        ("adminToken" = []),
+        ("clientToken" = []),
+        ("tokenCookie" = []),
+        ("tokenQuery" = [])
+    ),
+    params(("id" = String, Path)),
+    request_body(
+        content = NewBid,
+        example = json!({"bidder_id": "bob", "amount": 1100, "idempotency_key": "bob-lamp-1"})
+    ),
+    responses(
+        (status = 202, description = "Queued.", body = BidQueued),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 409, response = Conflict),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn bid(
     State(state): State<AppState>,
@@ -207,7 +311,10 @@ pub async fn bid(
         state.metrics.bids_submitted.inc();
         state.bid_queue.wake(&p.id).await;
     }
-    let body = serde_json::json!({ "bid_id": stored.id, "status": stored.status });
+    let body = BidQueued {
+        bid_id: stored.id,
+        status: stored.status,
+    };
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
 }
 
@@ -216,7 +323,23 @@ pub async fn bid(
     get,
     path = "/api/bids/{id}",
     operation_id = "getBid",
-    tag = "products"
+    tag = "products",
+    summary = "A bid and its status (the bidder or the admin).",
+    security(
+        ("adminToken" = []),
+        ("clientToken" = []),
+        ("tokenCookie" = []),
+        ("tokenQuery" = [])
+    ),
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "The bid.", body = Bid),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn get_bid(
     State(state): State<AppState>,

@@ -1,5 +1,5 @@
-//! SSE endpoints: `GET /events?tenant=…&topic=…`, `GET /events/tenants/{slug}`
-//! and `GET /events/users/{id}`.
+//! SSE endpoints: `GET /events?tenant=…&topic=…`, `GET /events/tenants/{slug}`,
+//! `GET /events/users/{id}` and `GET /events/products/{id}`.
 //!
 //! Query parameters the host owns: `tenant`, `topic` (repeatable), `events`
 //! (comma-separated types to keep), `lastEventId` (the `Last-Event-ID` header
@@ -12,8 +12,16 @@ use axum::extract::{Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn, ParameterStyle};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+use utoipa::openapi::{ContentBuilder, HeaderBuilder, Required, ResponseBuilder};
+use utoipa::IntoParams;
 
 use super::access::{self, Caller};
+use super::doc::{
+    topic_schema, BadRequest, Forbidden, HeadTooLarge, NotFound, TenantParam, TooManyRequests,
+    Unauthorized, Unavailable, UserIdParam,
+};
 use super::extract::QueryPairs;
 use crate::auth::now_secs;
 use crate::error::ApiError;
@@ -29,8 +37,46 @@ const MAX_TOPICS: usize = 32;
 /// against the list, so it is bounded like the topics.
 const MAX_TYPES: usize = 32;
 
+/// What every stream's description says.
+macro_rules! stream_description {
+    () => {
+        "A Server-Sent Events stream (`text/event-stream`) that stays open: first a `retry:` hint, \
+         then a `snapshot` event per topic with retained state, then the replay after \
+         `Last-Event-ID`, then live events; every event has `id:` and `event:`; a `heartbeat` on \
+         an interval. Server events: `snapshot`, `reset` (history no longer covers the cursor: \
+         refetch), `shutdown` (the node is stopping: reconnect elsewhere), `auth.expired` (the \
+         token ended). Errors are answered before the stream starts, as JSON."
+    };
+}
+
 /// `GET /events`.
-#[utoipa::path(get, path = "/events", operation_id = "stream", tag = "streams")]
+#[utoipa::path(
+    get,
+    path = "/events",
+    operation_id = "stream",
+    tag = "streams",
+    summary = "A stream of one or more topics.",
+    description = stream_description!(),
+    security(
+        (),
+        ("adminToken" = []),
+        ("clientToken" = []),
+        ("publisherToken" = []),
+        ("tokenCookie" = []),
+        ("tokenQuery" = [])
+    ),
+    params(TenantParam, TopicsParam, StreamParams),
+    responses(
+        (status = 200, response = inline(EventStream)),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 429, response = TooManyRequests),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn multi(
     State(state): State<AppState>,
     caller: Caller,
@@ -46,7 +92,31 @@ pub async fn multi(
     get,
     path = "/events/tenants/{slug}",
     operation_id = "tenantStream",
-    tag = "streams"
+    tag = "streams",
+    summary = "The tenant's broadcasts (`tenant:{slug}`).",
+    description = stream_description!(),
+    security(
+        (),
+        ("adminToken" = []),
+        ("clientToken" = []),
+        ("publisherToken" = []),
+        ("tokenCookie" = []),
+        ("tokenQuery" = [])
+    ),
+    params(
+        ("slug" = String, Path, min_length = 1, max_length = 63, pattern = "^[a-z0-9][a-z0-9-]*$"),
+        StreamParams
+    ),
+    responses(
+        (status = 200, response = inline(EventStream)),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 429, response = TooManyRequests),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn tenant(
     State(state): State<AppState>,
@@ -64,7 +134,29 @@ pub async fn tenant(
     get,
     path = "/events/users/{id}",
     operation_id = "userStream",
-    tag = "streams"
+    tag = "streams",
+    summary = "A user's private stream (`user:{id}`): messages, outbid and rejection notices; its snapshot is the unread count.",
+    description = concat!(
+        stream_description!(),
+        " Needs that user's client token (or the admin token)."
+    ),
+    security(
+        ("adminToken" = []),
+        ("clientToken" = []),
+        ("tokenCookie" = []),
+        ("tokenQuery" = [])
+    ),
+    params(UserIdParam, TenantParam, StreamParams),
+    responses(
+        (status = 200, response = inline(EventStream)),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 429, response = TooManyRequests),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn user(
     State(state): State<AppState>,
@@ -85,7 +177,28 @@ pub async fn user(
     get,
     path = "/events/products/{id}",
     operation_id = "productStream",
-    tag = "streams"
+    tag = "streams",
+    summary = "A product's bid activity (`product:{id}`), starting with a snapshot of its state.",
+    description = stream_description!(),
+    security(
+        (),
+        ("adminToken" = []),
+        ("clientToken" = []),
+        ("publisherToken" = []),
+        ("tokenCookie" = []),
+        ("tokenQuery" = [])
+    ),
+    params(("id" = String, Path), TenantParam, StreamParams),
+    responses(
+        (status = 200, response = inline(EventStream)),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 429, response = TooManyRequests),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn product(
     State(state): State<AppState>,
@@ -368,6 +481,137 @@ fn sse_response(session: Session) -> Response {
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     res.extensions_mut().insert(slot);
     res
+}
+
+/// The 200 of every stream: `text/event-stream`, not cached.
+pub struct EventStream;
+
+impl<'s> utoipa::ToResponse<'s> for EventStream {
+    fn response() -> (&'s str, utoipa::openapi::RefOr<utoipa::openapi::Response>) {
+        let response = ResponseBuilder::new()
+            .description("The stream (it does not end by itself).")
+            .header(
+                "Cache-Control",
+                HeaderBuilder::new()
+                    .schema(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .enum_values(Some(["no-cache"])),
+                    )
+                    .build(),
+            )
+            .content(
+                "text/event-stream",
+                ContentBuilder::new()
+                    .schema(Some(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .description(Some(
+                            "SSE frames: `id: N`, `event: TYPE`, `data: EVENT-JSON` (an `Event`).",
+                        )),
+                    ))
+                    .build(),
+            )
+            .build();
+        ("EventStream", response.into())
+    }
+}
+
+/// The topics of `GET /events`, in the query.
+pub struct TopicsParam;
+
+impl IntoParams for TopicsParam {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![ParameterBuilder::new()
+            .name("topic")
+            .parameter_in(ParameterIn::Query)
+            .required(Required::True)
+            .style(Some(ParameterStyle::Form))
+            .explode(Some(true))
+            .schema(Some(
+                ArrayBuilder::new()
+                    .items(topic_schema())
+                    .min_items(Some(1))
+                    .max_items(Some(MAX_TOPICS)),
+            ))
+            .description(Some("1-32 topics (repeatable)."))
+            .build()]
+    }
+}
+
+/// The query parameters and headers every stream reads (what `open` does
+/// with them), declared by hand: the shape is an open set of query
+/// parameters, which a struct of fields cannot say.
+pub struct StreamParams;
+
+impl IntoParams for StreamParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let string = || ObjectBuilder::new().schema_type(Type::String);
+        vec![
+            ParameterBuilder::new()
+                .name("events")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .schema(Some(string()))
+                .description(Some(
+                    "Comma-separated event types to keep; the rest are not sent.",
+                ))
+                .example(Some("bid.accepted,bid.rejected".into()))
+                .build(),
+            ParameterBuilder::new()
+                .name("Last-Event-ID")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .schema(Some(string().pattern(Some("^ *[0-9]* *$"))))
+                .description(Some(
+                    "Resume after this event id: exactly the missed events of the stream's \
+                     topics, in order. Wins over `lastEventId`; empty: no cursor. Older than the \
+                     retained history: a `reset` event first.",
+                ))
+                .build(),
+            ParameterBuilder::new()
+                .name("lastEventId")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .schema(Some(string().pattern(Some("^[0-9]*$"))))
+                .description(Some(
+                    "`Last-Event-ID` for clients that cannot set headers (`EventSource` on a \
+                     first connect).",
+                ))
+                .build(),
+            ParameterBuilder::new()
+                .name("snapshot")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .style(Some(ParameterStyle::Form))
+                .explode(Some(true))
+                .schema(Some(ArrayBuilder::new().items(topic_schema())))
+                .description(Some(
+                    "Topics of the stream whose snapshot is sent even on a resume (repeatable).",
+                ))
+                .build(),
+            ParameterBuilder::new()
+                .name("shape")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .style(Some(ParameterStyle::Form))
+                .explode(Some(true))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Object)
+                        .max_properties(Some(16))
+                        .additional_properties(Some(string().max_length(Some(256))))
+                        .property_names(Some(string().max_length(Some(64)))),
+                ))
+                .description(Some(
+                    "Every query parameter the server does not read itself (not `tenant`, \
+                     `topic`, `events`, `lastEventId`, `snapshot` or `token`) is the \
+                     subscription's shape, handed to the event-filter plugin: at most 16, names \
+                     up to 64 and values up to 256 bytes.",
+                ))
+                .build(),
+        ]
+    }
 }
 
 #[cfg(test)]

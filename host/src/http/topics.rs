@@ -2,27 +2,104 @@
 //! and `GET /api/topics/{topic}` (the topic's retained state and head).
 
 use axum::extract::{Path, State};
-use axum::http::header;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 use super::access::{self, Caller};
+use super::doc::{
+    BadRequest, Forbidden, HeadTooLarge, NotFound, PageParams, TenantParam, TopicParam,
+    Unauthorized, Unavailable,
+};
 use super::extract::QueryPairs;
 use crate::error::ApiError;
+use crate::event::{EventJson, Seq};
 use crate::state::AppState;
+
+/// What `GET /api/topics/{topic}/events` answers: a page of the log.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopicEvents<'a> {
+    /// The events, in id order. Each is already JSON text (as stored):
+    /// spliced in, not re-encoded.
+    #[schema(value_type = Vec<EventJson>)]
+    events: Vec<&'a RawValue>,
+    /// Pass as `after` to get the next page.
+    #[schema(value_type = u64, minimum = 0)]
+    last_id: Seq,
+    /// The tenant's newest event id.
+    #[schema(value_type = u64, minimum = 0)]
+    head: Seq,
+    /// History no longer covers `after`: refetch the topic's state.
+    reset: bool,
+}
+
+/// What `GET /api/topics/{topic}` answers.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopicState<'a> {
+    tenant: &'a str,
+    topic: &'a str,
+    #[schema(value_type = u64, minimum = 0)]
+    head: Seq,
+    /// The topic's retained data, if any (`null` when none).
+    #[schema(required = true)]
+    retained: Option<RetainedState<'a>>,
+}
+
+/// A topic's retained data (what a `snapshot` carries).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetainedState<'a> {
+    #[schema(value_type = serde_json::Value)]
+    data: &'a RawValue,
+    /// An event id: ordered within the tenant, usable as `Last-Event-ID` on
+    /// any node.
+    #[schema(value_type = u64, minimum = 0)]
+    as_of: Seq,
+    /// Milliseconds since the Unix epoch.
+    ts: i64,
+}
+
+/// Stored JSON text as a value to splice in (checked, not re-encoded). The
+/// store holds only text it rendered as JSON; anything else is a fault of
+/// the store, answered as one rather than sent broken.
+fn stored_json(text: &str) -> Result<&RawValue, ApiError> {
+    serde_json::from_str::<&RawValue>(text).map_err(ApiError::internal)
+}
 
 const DEFAULT_LIMIT: u64 = 100;
 const MAX_LIMIT: u64 = 1_000;
 
 /// Events of one topic: after `after` if given, else the newest `limit`.
-///
-/// Answers `{"events": [...], "last_id", "head", "reset"}`; `reset` is true
-/// when history no longer covers `after` (refetch the topic's state).
 #[utoipa::path(
     get,
     path = "/api/topics/{topic}/events",
     operation_id = "topicEvents",
-    tag = "topics"
+    tag = "topics",
+    summary = "A topic's events over REST (the polling fallback): after `after`, else the newest `limit`.",
+    description = "`reset` is true when history no longer covers `after`: refetch the topic's state.",
+    security(
+        (),
+        ("adminToken" = []),
+        ("clientToken" = []),
+        ("publisherToken" = []),
+        ("tokenCookie" = []),
+        ("tokenQuery" = [])
+    ),
+    params(TopicParam, TenantParam, PageParams),
+    responses(
+        (status = 200, description = "A page.", body = TopicEvents),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn events(
     State(state): State<AppState>,
@@ -70,21 +147,18 @@ pub async fn events(
         .map(|e| e.seq)
         .or(after)
         .unwrap_or(page.head);
-    // The events are already JSON text: splice them in rather than re-encode.
-    let mut body =
-        String::with_capacity(page.events.iter().map(|e| e.json.len() + 1).sum::<usize>() + 96);
-    body.push_str("{\"events\":[");
-    for (i, e) in page.events.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(&e.json);
-    }
-    body.push_str(&format!(
-        "],\"last_id\":{last_id},\"head\":{},\"reset\":{reset}}}",
-        page.head
-    ));
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    let events = page
+        .events
+        .iter()
+        .map(|e| stored_json(&e.json))
+        .collect::<Result<_, _>>()?;
+    Ok(Json(TopicEvents {
+        events,
+        last_id,
+        head: page.head,
+        reset,
+    })
+    .into_response())
 }
 
 /// A topic's retained state (what a `snapshot` carries) and the tenant's head.
@@ -92,7 +166,26 @@ pub async fn events(
     get,
     path = "/api/topics/{topic}",
     operation_id = "topicState",
-    tag = "topics"
+    tag = "topics",
+    summary = "A topic's retained state (what a `snapshot` carries) and the tenant's head.",
+    security(
+        (),
+        ("adminToken" = []),
+        ("clientToken" = []),
+        ("publisherToken" = []),
+        ("tokenCookie" = []),
+        ("tokenQuery" = [])
+    ),
+    params(TopicParam, TenantParam),
+    responses(
+        (status = 200, description = "The state.", body = TopicState),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
 )]
 pub async fn state(
     State(state): State<AppState>,
@@ -116,19 +209,19 @@ pub async fn state(
         .store
         .read(&tenant.slug, std::slice::from_ref(&topic), None, 0)
         .await?;
-    let retained = page.topics.first().and_then(|t| t.retained.as_ref());
-    let retained = match retained {
-        Some(r) => format!(
-            "{{\"data\":{},\"as_of\":{},\"ts\":{}}}",
-            r.data, r.seq, r.ts
-        ),
-        None => "null".into(),
+    let retained = match page.topics.first().and_then(|t| t.retained.as_ref()) {
+        Some(r) => Some(RetainedState {
+            data: stored_json(&r.data)?,
+            as_of: r.seq,
+            ts: r.ts,
+        }),
+        None => None,
     };
-    let body = format!(
-        "{{\"tenant\":{},\"topic\":{},\"head\":{},\"retained\":{retained}}}",
-        serde_json::to_string(&tenant.slug).unwrap_or_default(),
-        serde_json::to_string(&topic).unwrap_or_default(),
-        page.head
-    );
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(Json(TopicState {
+        tenant: &tenant.slug,
+        topic: &topic,
+        head: page.head,
+        retained,
+    })
+    .into_response())
 }

@@ -116,11 +116,27 @@ pub async fn start(
     Ok(plugins)
 }
 
+impl utoipa::PartialSchema for Slot {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(Slot::ALL.map(Slot::as_str)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Slot {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "SlotName".into()
+    }
+}
+
 /// A subscription shape: the stream's query parameters the host does not
 /// own, sorted; what the event filter sees of a subscription.
 pub type Shape = std::sync::Arc<Vec<(String, String)>>;
 
-/// A plugin slot: one rule, one WIT world.
+/// A plugin slot: one rule, one WIT world. Its schema (`SlotName`) is the
+/// list of its names, so the API description names exactly these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Slot {
     /// `bid-validator`.

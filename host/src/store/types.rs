@@ -6,14 +6,16 @@ use std::borrow::Borrow;
 
 use crate::event::{NewEvent, Seq, StoredEvent};
 
-/// A tenant.
-#[derive(Debug, Clone, serde::Serialize)]
+/// A tenant (also as the admin API answers it).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Tenant {
     /// URL-safe identifier.
+    #[schema(min_length = 1, max_length = 63, pattern = "^[a-z0-9][a-z0-9-]*$")]
     pub slug: String,
     /// Display name.
     pub name: String,
-    /// Creation time, ms since the epoch.
+    /// Creation time: milliseconds since the Unix epoch.
     pub created_at: i64,
 }
 
@@ -50,8 +52,9 @@ pub struct Page {
     pub topics: Vec<TopicState>,
 }
 
-/// A stored direct message.
-#[derive(Debug, Clone, serde::Serialize)]
+/// A stored direct message (also as the API answers it).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Message {
     /// Unique id (across tenants).
     pub id: i64,
@@ -60,10 +63,11 @@ pub struct Message {
     /// Recipient's user id.
     pub to: String,
     /// The product it is about, if any.
+    #[schema(required = true)]
     pub product_id: Option<String>,
     /// The text.
     pub body: String,
-    /// ms since the epoch.
+    /// Milliseconds since the Unix epoch.
     pub created_at: i64,
 }
 

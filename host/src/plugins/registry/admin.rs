@@ -51,8 +51,10 @@ enum VersionError {
     Component(#[from] HostError),
 }
 
-/// Whether an upload replaces the active version or runs beside it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether an upload replaces the active version or runs beside it
+/// (`active` or `shadow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(as = PluginMode, rename_all = "lowercase")]
 pub enum Mode {
     /// Becomes active.
     Active,

@@ -23,7 +23,8 @@ pub(super) struct ShadowStats {
 }
 
 /// A shadow candidate in `GET /admin/plugins`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ShadowView {
     /// Its content hash.
     pub version: String,
@@ -39,7 +40,8 @@ pub struct ShadowView {
 
 /// One disagreement: what was asked, what was applied, what the candidate
 /// answered (`{"error": ...}` when it failed).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ShadowExample {
     /// The input, in brief.
     pub input: Value,

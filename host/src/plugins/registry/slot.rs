@@ -32,10 +32,11 @@ impl<W: World> Version<W> {
     }
 }
 
-/// Why a component was refused.
-#[derive(Debug, Clone, serde::Serialize)]
+/// Why a component was refused (the last refused component).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LoadError {
-    /// When, ms since the epoch.
+    /// When: milliseconds since the Unix epoch.
     pub at: i64,
     /// What was loaded (`file:…`, `admin`, ...).
     pub origin: String,
@@ -75,13 +76,15 @@ pub struct SlotInfo {
 }
 
 /// An upload whose component is being compiled off the serving path.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Compiling {
     /// Its content hash.
     pub version: String,
     /// `active` or `shadow`.
+    #[schema(value_type = super::Mode)]
     pub mode: &'static str,
-    /// When the compile started, ms since the epoch.
+    /// When the compile started: milliseconds since the Unix epoch.
     pub since: i64,
 }
 

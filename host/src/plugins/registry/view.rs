@@ -1,6 +1,6 @@
-//! What an operator sees: `GET /admin/plugins` (typed views, serialized
-//! as the API documents them in `http/openapi.json`) and the numbers behind
-//! the plugin metrics.
+//! What an operator sees: `GET /admin/plugins` (typed views, each its own
+//! schema in the API description) and the numbers behind the plugin
+//! metrics.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -17,33 +17,41 @@ use crate::plugins::world::{by_world, World};
 use crate::plugins::Slot;
 
 /// `GET /admin/plugins`: every slot of every world.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PluginsView {
     /// By slot, then tenant (the default slot first).
     pub slots: Vec<SlotView>,
 }
 
-/// One slot of one tenant.
-#[derive(Debug, Clone, Serialize)]
+/// A slot of one tenant (`tenant` null: the default of every tenant). A
+/// slot nothing was ever installed in has only `slot`, `tenant`, `active`
+/// and `builtin`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = PluginSlot)]
 pub struct SlotView {
     /// The slot's name.
+    #[schema(value_type = Slot)]
     pub slot: &'static str,
-    /// The tenant; none for the default slot of every tenant.
+    /// The tenant; null for the default slot of every tenant.
+    #[schema(required = true)]
     pub tenant: Option<String>,
     /// The active version, if a component is active.
+    #[schema(required = true)]
     pub active: Option<ActiveView>,
     /// Whether the built-in rule answers (no component active, and the
     /// slot has one).
     pub builtin: bool,
     /// The rest, for a slot that was ever configured.
     #[serde(flatten)]
+    #[schema(value_type = SlotDetails)]
     pub details: Option<SlotDetails>,
 }
 
 /// The active version of a slot.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ActiveView {
-    /// Its content hash.
+    /// Its content hash (the component's SHA-256).
     pub version: String,
     /// Where it came from.
     pub origin: String,
@@ -51,33 +59,48 @@ pub struct ActiveView {
     pub loaded_at: i64,
 }
 
-/// What a configured slot shows beyond its active version.
-#[derive(Debug, Clone, Serialize)]
+/// What a configured slot shows beyond its active version. Its fields come
+/// all together or not at all (a slot nothing was ever installed in), so
+/// none is required in the schema.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SlotDetails {
     /// The shadow candidate and how it compares.
+    #[schema(required = false)]
     pub shadow: Option<ShadowView>,
     /// Earlier active versions, newest first.
+    #[schema(required = false)]
     pub history: Vec<String>,
     /// The plugin's configuration.
+    #[schema(required = false)]
     pub config: BTreeMap<String, String>,
     /// The stored row's revision.
+    #[schema(required = false)]
     pub rev: i64,
     /// Calls of the active version.
+    #[schema(required = false)]
     pub calls: u64,
-    /// Calls the plugin failed, by kind.
+    /// Calls the plugin failed, by kind (`trap`, `timeout`, `memory`,
+    /// `bad_output`); calls the host could not run are counted apart, in
+    /// `switchyard_plugin_host_faults_total`.
+    #[schema(required = false)]
     pub errors: BTreeMap<&'static str, u64>,
     /// Call latency quantiles.
+    #[schema(required = false)]
     pub latency_us: Latency,
     /// Active-version changes.
+    #[schema(required = false)]
     pub swaps: u64,
     /// The last component refused.
+    #[schema(required = false)]
     pub last_error: Option<LoadError>,
     /// An upload being compiled.
+    #[schema(required = false)]
     pub compiling: Option<Compiling>,
 }
 
 /// Approximate call latency, in microseconds (bucket upper bounds).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Latency {
     /// Median.
     pub p50: Option<u64>,
