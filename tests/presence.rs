@@ -429,3 +429,86 @@ async fn members_truncate_past_the_cap(mode: Mode) {
     env.cleanup().await;
 }
 both_modes!(members_truncate_past_the_cap, members_truncate_past_the_cap);
+
+/// A node that dies (SIGKILL) with 50 members on a topic: another node's
+/// sweep counts its streams out when their leases expire, and each member
+/// leaves once, within the linger plus the lease expiry plus the sweep
+/// period (README, "Presence").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_dead_node_members_leave_once() {
+    const USERS: usize = 50;
+    // Lease expiry 30 s, sweep period 5 s, the linger, and a tick to append.
+    let bound = Duration::from_millis(30_000 + 5_000 + LINGER_MS + 1_000);
+    let env = env_of(Env::new(Mode::Cluster).await)
+        .set("SWITCHYARD_PRESENCE_MEMBERS", "room:*")
+        .set("SWITCHYARD_PRESENCE_LINGER_MS", LINGER_MS);
+    let mut nodes = env.start_nodes(2).await;
+    let tenant = nodes[0].tenant().await;
+    let mut watch = stream(
+        &nodes[1],
+        &format!("/events?tenant={tenant}&topic=room:7~members&topic=room:7~occupancy"),
+        None,
+        None,
+    )
+    .await;
+    let path = format!("/events?tenant={tenant}&topic=room:7");
+    let mut streams = Vec::new();
+    for i in 0..USERS {
+        let user = format!("u{i}");
+        let token = token_with(&env, &user, &tenant, json!({"name": user})).await;
+        streams.push(stream(&nodes[0], &path, Some(&token), None).await);
+    }
+    let deadline = tokio::time::Instant::now() + secs(20);
+    let mut joined = std::collections::HashSet::new();
+    let mut full = false;
+    while joined.len() < USERS || !full {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let ev = watch
+            .next(left)
+            .await
+            .unwrap_or_else(|| panic!("{} joined, full {full}", joined.len()));
+        let d = ev.json()["data"].clone();
+        match ev.event.as_str() {
+            "member.joined" => {
+                assert!(joined.insert(d["user"].as_str().expect("user").to_string()));
+            }
+            "occupancy" => full = d == json!({"streams": USERS, "users": USERS}),
+            _ => {}
+        }
+    }
+    nodes[0].kill().await;
+    let killed = tokio::time::Instant::now();
+    drop(streams);
+    let mut left = std::collections::HashSet::new();
+    let mut empty = false;
+    while left.len() < USERS || !empty {
+        let rest = (killed + bound).saturating_duration_since(tokio::time::Instant::now());
+        let ev = watch.next(rest).await.unwrap_or_else(|| {
+            panic!(
+                "within {bound:?} of the kill: {} left, occupancy zero {empty}",
+                left.len()
+            )
+        });
+        let d = ev.json()["data"].clone();
+        match ev.event.as_str() {
+            "member.left" => {
+                let user = d["user"].as_str().expect("user").to_string();
+                assert!(joined.contains(&user), "{user} left without joining");
+                assert!(left.insert(user.clone()), "{user} left twice");
+            }
+            "member.joined" => panic!("a join after the kill: {d}"),
+            "occupancy" => empty = d == json!({"streams": 0, "users": 0}),
+            _ => {}
+        }
+    }
+    // Nothing more: no leave twice, no other decision.
+    while let Some(ev) = watch.next(secs(6)).await {
+        assert!(
+            !ev.event.starts_with("member") && ev.event != "occupancy",
+            "after the leaves: {} {}",
+            ev.event,
+            ev.data
+        );
+    }
+    env.cleanup().await;
+}

@@ -206,27 +206,27 @@ async fn presence_decides_once(store: Arc<dyn PresenceStore>) {
     store
         .leave(entry(2, &t, room, Some("u1")), Some(ms(300)))
         .await;
-    assert_eq!(store.due_leaves().await, vec![]);
+    assert_eq!(store.sweep(Duration::ZERO).await.leaves, vec![]);
     assert_eq!(
         store.join(entry(4, &t, room, Some("u1")), members).await,
         Ok(None)
     );
     tokio::time::sleep(ms(350)).await;
-    assert_eq!(store.due_leaves().await, vec![]);
+    assert_eq!(store.sweep(Duration::ZERO).await.leaves, vec![]);
     // Gone for good: one leave, after the linger, to one caller.
     store
         .leave(entry(4, &t, room, Some("u1")), Some(ms(100)))
         .await;
-    assert_eq!(store.due_leaves().await, vec![]);
+    assert_eq!(store.sweep(Duration::ZERO).await.leaves, vec![]);
     tokio::time::sleep(ms(150)).await;
-    let left = store.due_leaves().await;
+    let left = store.sweep(Duration::ZERO).await.leaves;
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(
         (left[0].user.as_str(), left[0].topic.as_str()),
         ("u1", room)
     );
     assert!(left[0].v > v1);
-    assert_eq!(store.due_leaves().await, vec![]);
+    assert_eq!(store.sweep(Duration::ZERO).await.leaves, vec![]);
     assert_eq!(store.decide(&t, room, ms(200), ms(0)).await, counts(1, 0));
     // Past the cap (one member): one truncation, then nothing.
     let full = "room:2";
@@ -248,7 +248,7 @@ async fn presence_decides_once(store: Arc<dyn PresenceStore>) {
             .await;
     }
     tokio::time::sleep(ms(20)).await;
-    assert_eq!(store.due_leaves().await, vec![]);
+    assert_eq!(store.sweep(Duration::ZERO).await.leaves, vec![]);
     // Empty again: a set again.
     assert!(matches!(
         store.join(entry(8, &t, full, Some("d")), Some(1)).await,
@@ -293,17 +293,17 @@ async fn redis_presence_drops_expired_leases() {
     );
     tokio::time::sleep(ms(60)).await;
     // As a node that died would leave it: the lease, past its expiry.
-    let base = format!("{}:presence:{t}:{room}", conn.prefix);
+    let conns = store.key(&t, room, "conns");
     let mut c = conn.conn.clone();
     let members: Vec<String> = redis::cmd("ZRANGE")
-        .arg(format!("{base}:conns"))
+        .arg(&conns)
         .arg(0)
         .arg(-1)
         .query_async(&mut c)
         .await
         .unwrap();
     let _: () = redis::cmd("ZADD")
-        .arg(format!("{base}:conns"))
+        .arg(&conns)
         .arg(1)
         .arg(&members[0])
         .query_async(&mut c)
@@ -316,12 +316,12 @@ async fn redis_presence_drops_expired_leases() {
             users: 0
         })
     );
-    assert_eq!(store.due_leaves().await, vec![]);
+    assert_eq!(store.sweep(Duration::ZERO).await.leaves, vec![]);
     tokio::time::sleep(ms(150)).await;
-    let left = store.due_leaves().await;
+    let left = store.sweep(Duration::ZERO).await.leaves;
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0].user, "ghost");
-    assert_eq!(store.due_leaves().await, vec![]);
+    assert_eq!(store.sweep(Duration::ZERO).await.leaves, vec![]);
     stop.cancel();
 }
 

@@ -144,6 +144,15 @@ pub struct Left {
     pub v: u64,
 }
 
+/// What a sweep found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Swept {
+    /// Members whose linger ran out: they leave.
+    pub leaves: Vec<Left>,
+    /// Topics (tenant, topic) to decide again.
+    pub topics: Vec<(String, String)>,
+}
+
 /// The presence store could not be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("presence counts are unavailable")]
@@ -162,8 +171,10 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// The stream closed. With `linger`, a member whose last stream this
     /// was leaves once the linger passes without a new one.
     async fn leave(&self, e: Entry<'_>, linger: Option<Duration>);
-    /// Members whose linger ran out, each handed to one caller only.
-    async fn due_leaves(&self) -> Vec<Left>;
+    /// Members whose linger ran out, each handed to one caller only, and
+    /// topics whose counts changed without a stream of this node (a dead
+    /// node's leases expired: a member among them leaves after `linger`).
+    async fn sweep(&self, linger: Duration) -> Swept;
     /// Decides, at most once per `interval` per topic across every node,
     /// whether the topic's counts changed since the last ones appended;
     /// streams whose lease expired are counted out (a member among them
@@ -310,10 +321,19 @@ impl Presence {
         }
     }
 
-    /// Appends `member.left` for every member whose linger ran out.
-    async fn leave_due(&self) {
-        let due = self.inner.store.due_leaves().await;
-        let events = due
+    /// Appends `member.left` for every member whose linger ran out, and
+    /// marks the topics a sweep found changed.
+    async fn sweep(&self) {
+        let swept = self.inner.store.sweep(self.inner.settings.linger).await;
+        if !swept.topics.is_empty() {
+            self.inner
+                .dirty
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(swept.topics);
+        }
+        let events = swept
+            .leaves
             .into_iter()
             .map(|l| {
                 member_event(
@@ -359,9 +379,7 @@ impl Presence {
                         .extend(local);
                 }
                 _ = tick.tick() => {
-                    if !self.inner.settings.members.is_empty() {
-                        self.leave_due().await;
-                    }
+                    self.sweep().await;
                     self.decide_dirty().await
                 }
             }
