@@ -512,3 +512,79 @@ async fn cluster_dead_node_members_leave_once() {
     }
     env.cleanup().await;
 }
+
+/// An embedded node restarts: no stream survived, so presence left from
+/// the last run is reset (occupancy zero, a `member.left` per member)
+/// before any stream opens, and a resumed reader sees that, then the new
+/// joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_restart_resets_presence() {
+    let env = env_of(Env::new(Mode::Embedded).await)
+        .set("SWITCHYARD_PRESENCE_MEMBERS", "room:*")
+        // Longer than the shutdown: the members are still there at exit.
+        .set("SWITCHYARD_PRESENCE_LINGER_MS", 30_000);
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let watch_path = format!("/events?tenant={tenant}&topic=room:5~members&topic=room:5~occupancy");
+    let path = format!("/events?tenant={tenant}&topic=room:5");
+    let mut watch = stream(&node, &watch_path, None, None).await;
+    let u1 = token_with(&env, "u1", &tenant, json!({"name": "Ann"})).await;
+    let u2 = token_with(&env, "u2", &tenant, json!({"name": "Bob"})).await;
+    let _s1 = stream(&node, &path, Some(&u1), None).await;
+    let _s2 = stream(&node, &path, Some(&u2), None).await;
+    until_counts(&mut watch, 2, 2).await;
+    let joined = member_events(&mut watch, secs(1)).await;
+    assert!(joined.is_empty() || joined.iter().all(|e| e.event == "member.joined"));
+    node.sigterm();
+    let mut node = node;
+    let _ = watch.next_of("shutdown", secs(10)).await;
+    let status = node.wait_exit(secs(15)).await;
+    assert!(status.success(), "exit status {status:?}");
+    let cursor: u64 = watch
+        .last_id
+        .as_deref()
+        .expect("last id")
+        .parse()
+        .expect("numeric");
+    let node = env.start().await;
+    let mut back = stream(&node, &watch_path, None, Some(cursor)).await;
+    let mut left = Vec::new();
+    let mut occupancy = None;
+    while let Some(ev) = back.next(secs(2)).await {
+        match ev.event.as_str() {
+            "member.left" => left.push(ev.json()["data"]["user"].as_str().map(str::to_string)),
+            "occupancy" => occupancy = Some(ev.json()["data"].clone()),
+            "member.joined" => panic!("a join before any stream: {}", ev.data),
+            _ => {}
+        }
+    }
+    left.sort();
+    assert_eq!(left, vec![Some("u1".to_string()), Some("u2".to_string())]);
+    assert_eq!(occupancy, Some(json!({"streams": 0, "users": 0})));
+    // The new run's joins come after, and fold over the reset.
+    let u3 = token_with(&env, "u3", &tenant, json!({"name": "Cy"})).await;
+    let _s3 = stream(&node, &path, Some(&u3), None).await;
+    let mut after = Vec::new();
+    while let Some(ev) = back.next(secs(2)).await {
+        let d = ev.json()["data"].clone();
+        match ev.event.as_str() {
+            "member.joined" => after.push(d["user"].clone()),
+            "occupancy" => after.push(d),
+            _ => {}
+        }
+    }
+    assert_eq!(after, vec![json!("u3"), json!({"streams": 1, "users": 1})]);
+    let mut fresh = stream(
+        &node,
+        &format!("/events?tenant={tenant}&topic=room:5~members"),
+        None,
+        None,
+    )
+    .await;
+    let snap = fresh.next_of("snapshot", secs(10)).await.expect("snapshot");
+    assert_eq!(
+        snap.json()["data"]["members"],
+        json!([{"user": "u3", "claims": {"name": "Cy"}}])
+    );
+    env.cleanup().await;
+}

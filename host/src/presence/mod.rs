@@ -450,6 +450,55 @@ impl Presence {
     }
 }
 
+/// The events that bring presence topics back to the truth when no stream
+/// is open (an embedded node starting: no stream survives a restart), from
+/// their retained states (tenant, derived topic, data): `occupancy` of zero
+/// where the last one was not, and a `member.left` per member still in a
+/// set, each with a `v` just above the set's (below any later transition's,
+/// which takes the clock's microseconds).
+pub fn reset_events(states: &[(String, String, String)]) -> Vec<NewEvent> {
+    let zero = Counts::default();
+    let mut out = Vec::new();
+    for (tenant, topic, data) in states {
+        match crate::event::derived(topic) {
+            Some((_, Derived::Occupancy)) => {
+                let last: Option<Counts> = serde_json::from_str::<serde_json::Value>(data)
+                    .ok()
+                    .and_then(|v| {
+                        Some(Counts {
+                            streams: v.get("streams")?.as_u64()?,
+                            users: v.get("users")?.as_u64()?,
+                        })
+                    });
+                if last != Some(zero) {
+                    out.push(NewEvent {
+                        tenant: tenant.clone(),
+                        topic: topic.clone(),
+                        kind: "occupancy".into(),
+                        data: serde_json::to_string(&zero).expect("two numbers serialize"),
+                        retain: true,
+                    });
+                }
+            }
+            Some((base, Derived::Members)) => {
+                let Ok(set) = serde_json::from_str::<crate::event::MemberSet>(data) else {
+                    continue;
+                };
+                for (i, m) in set.members.iter().enumerate() {
+                    out.push(member_event(
+                        tenant,
+                        base,
+                        "member.left",
+                        serde_json::json!({"user": m.user, "v": set.v + 1 + i as u64}),
+                    ));
+                }
+            }
+            None => {}
+        }
+    }
+    out
+}
+
 fn member_event(tenant: &str, topic: &str, kind: &str, data: serde_json::Value) -> NewEvent {
     NewEvent {
         tenant: tenant.to_string(),
@@ -532,6 +581,48 @@ mod tests {
             claims: crate::auth::publish::split(claims),
             max_members: 1_000,
         }
+    }
+
+    #[test]
+    fn a_restart_resets_presence_to_nobody() {
+        let set = r#"{"members":[{"user":"u1","claims":{}},{"user":"u2","claims":{}}],"truncated":false,"v":10}"#;
+        let states = vec![
+            (
+                "t".to_string(),
+                "a~occupancy".to_string(),
+                r#"{"streams":2,"users":1}"#.to_string(),
+            ),
+            (
+                "t".to_string(),
+                "b~occupancy".to_string(),
+                r#"{"streams":0,"users":0}"#.to_string(),
+            ),
+            ("t".to_string(), "a~members".to_string(), set.to_string()),
+        ];
+        let got: Vec<(String, String, String)> = reset_events(&states)
+            .into_iter()
+            .map(|e| (e.topic, e.kind, e.data))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "a~occupancy".into(),
+                    "occupancy".into(),
+                    r#"{"streams":0,"users":0}"#.into()
+                ),
+                (
+                    "a~members".into(),
+                    "member.left".into(),
+                    r#"{"user":"u1","v":11}"#.into()
+                ),
+                (
+                    "a~members".into(),
+                    "member.left".into(),
+                    r#"{"user":"u2","v":12}"#.into()
+                ),
+            ]
+        );
     }
 
     #[test]
