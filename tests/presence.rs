@@ -588,3 +588,93 @@ async fn embedded_restart_resets_presence() {
     );
     env.cleanup().await;
 }
+
+/// `GET /api/topics/{topic}/members`: the member set by user id, paginated,
+/// and the counts, read like the topic.
+async fn members_over_rest(mode: Mode) {
+    let env = env_of(Env::new(mode).await).set("SWITCHYARD_PRESENCE_MEMBERS", "room:*");
+    let nodes = env.start_nodes(2).await;
+    let (a, b) = (&nodes[0], &nodes[nodes.len() - 1]);
+    let tenant = a.tenant().await;
+    let path = format!("/events?tenant={tenant}&topic=room:4");
+    let mut occ = stream(
+        b,
+        &format!("/events?tenant={tenant}&topic=room:4~occupancy"),
+        None,
+        None,
+    )
+    .await;
+    let mut open = Vec::new();
+    for (i, user) in ["u3", "u1", "u2"].iter().enumerate() {
+        let token = token_with(&env, user, &tenant, json!({"name": user.to_uppercase()})).await;
+        let node = if i % 2 == 0 { a } else { b };
+        open.push(stream(node, &path, Some(&token), None).await);
+    }
+    open.push(stream(a, &path, None, None).await);
+    until_counts(&mut occ, 4, 3).await;
+    let u1 = env.token("u1", &tenant).await;
+    let get = |node: &support::Node, query: String, token: Option<String>| {
+        let req = node
+            .http
+            .get(format!("{}/api/topics/{query}", node.url))
+            .bearer_auth(token.unwrap_or_else(|| support::ADMIN.to_string()));
+        async move {
+            let r = req.send().await.expect("request");
+            let status = r.status();
+            (status, r.json::<Value>().await.expect("json"))
+        }
+    };
+    let (s, first) = get(
+        b,
+        format!("room:4/members?tenant={tenant}&limit=2"),
+        Some(u1.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{first}");
+    assert_eq!(first["occupancy"], json!({"streams": 4, "users": 3}));
+    assert_eq!(
+        first["members"],
+        json!([
+            {"user": "u1", "claims": {"name": "U1"}},
+            {"user": "u2", "claims": {"name": "U2"}},
+        ])
+    );
+    assert_eq!(first["next_after"], "u2");
+    assert_eq!(first["truncated"], false);
+    assert!(first["members_as_of"].as_u64().is_some());
+    let (s, rest) = get(a, format!("room:4/members?tenant={tenant}&after=u2"), None).await;
+    assert_eq!(s, StatusCode::OK, "{rest}");
+    assert_eq!(
+        rest["members"],
+        json!([{"user": "u3", "claims": {"name": "U3"}}])
+    );
+    assert_eq!(rest["next_after"], Value::Null);
+    // A topic without presence yet: zero and nobody.
+    let (s, none) = get(a, format!("room:none/members?tenant={tenant}"), None).await;
+    assert_eq!(s, StatusCode::OK, "{none}");
+    assert_eq!(none["occupancy"], json!({"streams": 0, "users": 0}));
+    assert_eq!(none["members"], json!([]));
+    // Read like the topic: another tenant's, a user's, a presence topic.
+    let (s, _) = get(
+        a,
+        format!("tenant:other/members?tenant={tenant}"),
+        Some(u1.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    for topic in ["user:u1", "room:4~members"] {
+        let (s, body) = get(
+            a,
+            format!("{topic}/members?tenant={tenant}"),
+            Some(u1.clone()),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{topic}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_topic");
+    }
+    let (s, _) = get(a, format!("room:4/members?tenant={tenant}&limit=0"), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    drop(open);
+    env.cleanup().await;
+}
+both_modes!(members_over_rest, members_over_rest);

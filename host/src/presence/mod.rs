@@ -87,7 +87,9 @@ impl Settings {
 }
 
 /// A topic's counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct Counts {
     /// Open streams on the topic.
     pub streams: u64,
