@@ -678,3 +678,97 @@ async fn members_over_rest(mode: Mode) {
     env.cleanup().await;
 }
 both_modes!(members_over_rest, members_over_rest);
+
+/// Lifecycle events of `tenant:{slug}~lifecycle`, read with kind and topic
+/// or user, until none comes for `quiet`.
+async fn lifecycle_events(s: &mut Sse, quiet: Duration) -> Vec<(u64, String, String)> {
+    let mut out = Vec::new();
+    while let Some(ev) = s.next(quiet).await {
+        if ev.event.starts_with("topic.") || ev.event.starts_with("user.") {
+            let d = &ev.json()["data"];
+            let who = d["topic"].as_str().or(d["user"].as_str()).unwrap_or("");
+            out.push((ev.seq(), ev.event.clone(), who.to_string()));
+        }
+    }
+    out
+}
+
+/// The tenant's lifecycle topic: a topic's first stream and last one gone,
+/// a user's first stream of the tenant and last one gone (plus the linger),
+/// each once across nodes; read by a backend with exact resume.
+async fn tenant_lifecycle(mode: Mode) {
+    let env = env_of(Env::new(mode).await).set("SWITCHYARD_PRESENCE_LINGER_MS", 500);
+    let nodes = env.start_nodes(2).await;
+    let (a, b) = (&nodes[0], &nodes[nodes.len() - 1]);
+    let tenant = a.tenant().await;
+    let life = format!("/events?tenant={tenant}&topic=tenant:{tenant}~lifecycle");
+    // A client token may not read it: it names every user.
+    let u1 = env.token("u1", &tenant).await;
+    let refused = Sse::connect(
+        &format!("{}{life}", a.url),
+        None,
+        &[("authorization", &format!("Bearer {u1}"))],
+    )
+    .await;
+    assert_eq!(refused.err().map(|(s, _)| s), Some(StatusCode::FORBIDDEN));
+    let svc = env.service_token("backend", &tenant, "room:*").await;
+    let mut backend = stream(a, &life, Some(&svc), None).await;
+    let s1 = stream(
+        a,
+        &format!("/events?tenant={tenant}&topic=room:1"),
+        Some(&u1),
+        None,
+    )
+    .await;
+    let s2 = stream(
+        b,
+        &format!("/events?tenant={tenant}&topic=room:2"),
+        Some(&u1),
+        None,
+    )
+    .await;
+    let mut first = lifecycle_events(&mut backend, secs(2)).await;
+    first.sort_by(|x, y| (&x.1, &x.2).cmp(&(&y.1, &y.2)));
+    let kinds: Vec<(&str, &str)> = first
+        .iter()
+        .map(|(_, k, w)| (k.as_str(), w.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("topic.occupied", "room:1"),
+            ("topic.occupied", "room:2"),
+            ("user.online", "u1"),
+        ]
+    );
+    let cursor = first.iter().map(|e| e.0).max().expect("events");
+    drop((s1, s2));
+    let mut second = lifecycle_events(&mut backend, secs(2)).await;
+    let seqs: Vec<u64> = second.iter().map(|e| e.0).collect();
+    second.sort_by(|x, y| (&x.1, &x.2).cmp(&(&y.1, &y.2)));
+    let kinds: Vec<(&str, &str)> = second
+        .iter()
+        .map(|(_, k, w)| (k.as_str(), w.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("topic.vacated", "room:1"),
+            ("topic.vacated", "room:2"),
+            ("user.offline", "u1"),
+        ]
+    );
+    // A backend resuming with Last-Event-ID, on either node, gets exactly
+    // what it missed.
+    for node in [a, b] {
+        let mut back = stream(node, &life, Some(support::ADMIN), Some(cursor)).await;
+        let got: Vec<u64> = lifecycle_events(&mut back, secs(1))
+            .await
+            .iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(got, seqs);
+    }
+    env.cleanup().await;
+}
+both_modes!(tenant_lifecycle, tenant_lifecycle);

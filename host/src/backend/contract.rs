@@ -190,8 +190,17 @@ async fn presence_decides_once(store: Arc<dyn PresenceStore>) {
         store.join(entry(3, &t, room, None), members).await,
         Ok(None)
     );
-    let counts = |streams, users| Decision::Changed(Counts { streams, users });
-    assert_eq!(store.decide(&t, room, ms(200), ms(0)).await, counts(3, 1));
+    let counts = |streams, users, was: (u64, u64)| Decision::Changed {
+        counts: Counts { streams, users },
+        was: Counts {
+            streams: was.0,
+            users: was.1,
+        },
+    };
+    assert_eq!(
+        store.decide(&t, room, ms(200), ms(0)).await,
+        counts(3, 1, (0, 0))
+    );
     assert_eq!(store.decide(&t, room, ms(200), ms(0)).await, Decision::Lost);
     tokio::time::sleep(ms(250)).await;
     assert_eq!(
@@ -227,7 +236,10 @@ async fn presence_decides_once(store: Arc<dyn PresenceStore>) {
     );
     assert!(left[0].v > v1);
     assert_eq!(store.sweep(Duration::ZERO).await.leaves, vec![]);
-    assert_eq!(store.decide(&t, room, ms(200), ms(0)).await, counts(1, 0));
+    assert_eq!(
+        store.decide(&t, room, ms(200), ms(0)).await,
+        counts(1, 0, (3, 1))
+    );
     // Past the cap (one member): one truncation, then nothing.
     let full = "room:2";
     assert!(matches!(
@@ -286,10 +298,13 @@ async fn redis_presence_drops_expired_leases() {
         .is_ok_and(|c| c.is_some()));
     assert_eq!(
         store.decide(&t, room, ms(50), ms(100)).await,
-        Decision::Changed(Counts {
-            streams: 1,
-            users: 1
-        })
+        Decision::Changed {
+            counts: Counts {
+                streams: 1,
+                users: 1
+            },
+            was: Counts::default()
+        }
     );
     tokio::time::sleep(ms(60)).await;
     // As a node that died would leave it: the lease, past its expiry.
@@ -311,10 +326,16 @@ async fn redis_presence_drops_expired_leases() {
         .unwrap();
     assert_eq!(
         store.decide(&t, room, ms(50), ms(100)).await,
-        Decision::Changed(Counts {
-            streams: 0,
-            users: 0
-        })
+        Decision::Changed {
+            counts: Counts {
+                streams: 0,
+                users: 0
+            },
+            was: Counts {
+                streams: 1,
+                users: 1
+            }
+        }
     );
     assert_eq!(store.sweep(Duration::ZERO).await.leaves, vec![]);
     tokio::time::sleep(ms(150)).await;

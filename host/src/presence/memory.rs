@@ -183,8 +183,9 @@ impl PresenceStore for MemoryPresence {
             }
             return Decision::Unchanged;
         }
+        let was = t.last;
         t.last = counts;
-        Decision::Changed(counts)
+        Decision::Changed { counts, was }
     }
 
     async fn forget(&self, tenant: &str, topic: &str) {

@@ -106,7 +106,12 @@ pub enum Decision {
     /// Decided: the counts are the ones last appended.
     Unchanged,
     /// Decided: append these counts (already recorded as the last ones).
-    Changed(Counts),
+    Changed {
+        /// The counts now.
+        counts: Counts,
+        /// The counts last appended before (zero before any).
+        was: Counts,
+    },
 }
 
 /// One stream's place on one topic.
@@ -196,6 +201,27 @@ pub trait PresenceStore: Send + Sync + 'static {
 /// A topic, by tenant.
 type Key = (String, String);
 
+/// The place every stream of a signed-in user also takes, per tenant, so a
+/// user's first stream of the tenant and the last one gone (plus the
+/// linger) are decided like a member's join and leave: `user.online` and
+/// `user.offline` on the tenant's lifecycle topic. No topic is named so.
+pub const TENANT_WIDE: &str = "~tenant";
+
+/// A tenant's lifecycle topic.
+pub fn lifecycle_topic(tenant: &str) -> String {
+    Derived::Lifecycle.of(&format!("tenant:{tenant}"))
+}
+
+fn lifecycle_event(tenant: &str, kind: &str, data: serde_json::Value) -> NewEvent {
+    NewEvent {
+        tenant: tenant.to_string(),
+        topic: lifecycle_topic(tenant),
+        kind: kind.into(),
+        data: data.to_string(),
+        retain: false,
+    }
+}
+
 /// This node's presence: joins and leaves of its streams, and the interval
 /// that appends occupancy.
 #[derive(Clone)]
@@ -270,11 +296,38 @@ impl Presence {
                 m.then_some(settings.max_members),
             )
         });
-        let results = futures_util::future::join_all(joins).await;
-        if results.iter().any(Result::is_err) {
+        let online = async {
+            match user {
+                Some(_) => {
+                    self.inner
+                        .store
+                        .join(
+                            Entry {
+                                conn,
+                                tenant,
+                                topic: TENANT_WIDE,
+                                user,
+                            },
+                            Some(usize::MAX),
+                        )
+                        .await
+                }
+                None => Ok(None),
+            }
+        };
+        let (results, online) =
+            futures_util::future::join(futures_util::future::join_all(joins), online).await;
+        if results.iter().any(Result::is_err) || online.is_err() {
             tracing::warn!(tenant, "cannot count a stream's presence");
         }
         let mut events = Vec::new();
+        if let (Ok(Some(Change::Joined(v))), Some(user)) = (online, user) {
+            events.push(lifecycle_event(
+                tenant,
+                "user.online",
+                serde_json::json!({"user": user, "v": v}),
+            ));
+        }
         for (topic, r) in topics.iter().zip(&results) {
             let (kind, data) = match (r, user) {
                 (Ok(Some(Change::Joined(v))), Some(user)) => (
@@ -332,18 +385,18 @@ impl Presence {
                 .dirty
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .extend(swept.topics);
+                .extend(swept.topics.into_iter().filter(|(_, t)| t != TENANT_WIDE));
         }
         let events = swept
             .leaves
             .into_iter()
             .map(|l| {
-                member_event(
-                    &l.tenant,
-                    &l.topic,
-                    "member.left",
-                    serde_json::json!({"user": l.user, "v": l.v}),
-                )
+                let data = serde_json::json!({"user": l.user, "v": l.v});
+                if l.topic == TENANT_WIDE {
+                    lifecycle_event(&l.tenant, "user.offline", data)
+                } else {
+                    member_event(&l.tenant, &l.topic, "member.left", data)
+                }
             })
             .collect();
         self.append_members(events).await;
@@ -431,15 +484,34 @@ impl Presence {
         {
             Decision::Lost => true,
             Decision::Unchanged => false,
-            Decision::Changed(counts) => {
-                let event = NewEvent {
+            Decision::Changed { counts, was } => {
+                let mut events = vec![NewEvent {
                     tenant: tenant.to_string(),
                     topic: Derived::Occupancy.of(topic),
                     kind: "occupancy".into(),
                     data: serde_json::to_string(&counts).expect("two numbers serialize"),
                     retain: true,
+                }];
+                // The first stream, or the last one gone, as decided at this
+                // interval (a topic occupied and vacated within one interval
+                // says neither).
+                let lifecycle = match (was.streams, counts.streams) {
+                    (0, n) if n > 0 => Some("topic.occupied"),
+                    (w, 0) if w > 0 => Some("topic.vacated"),
+                    _ => None,
                 };
-                match inner.publisher.publish(vec![event]).await {
+                if let Some(kind) = lifecycle {
+                    events.push(lifecycle_event(
+                        tenant,
+                        kind,
+                        serde_json::json!({
+                            "topic": topic,
+                            "streams": counts.streams,
+                            "users": counts.users,
+                        }),
+                    ));
+                }
+                match inner.publisher.publish(events).await {
                     Ok(_) => false,
                     Err(e) => {
                         tracing::warn!(tenant, error = %e, "cannot append a topic's occupancy");
@@ -495,7 +567,7 @@ pub fn reset_events(states: &[(String, String, String)]) -> Vec<NewEvent> {
                     ));
                 }
             }
-            None => {}
+            _ => {}
         }
     }
     out
@@ -565,7 +637,24 @@ impl Drop for Guard {
                     m.then_some(linger),
                 )
             });
-            futures_util::future::join_all(leaves).await;
+            let offline = async {
+                if user.is_some() {
+                    presence
+                        .inner
+                        .store
+                        .leave(
+                            Entry {
+                                conn,
+                                tenant: &tenant,
+                                topic: TENANT_WIDE,
+                                user: user.as_deref(),
+                            },
+                            Some(linger),
+                        )
+                        .await;
+                }
+            };
+            futures_util::future::join(futures_util::future::join_all(leaves), offline).await;
             presence.mark(&tenant, &topics);
         });
     }

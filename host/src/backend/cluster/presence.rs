@@ -159,24 +159,25 @@ end
 
 // KEYS: conns, users, tick, last, members, truncated, leaves
 // ARGV: now_ms, interval_ms, due ('' without members)
-// Returns {'lost'} when another decision holds the interval, else
-// {'same' or the new counts 'streams,users', whether a leave was queued}.
+// Returns {'lost', ..} when another decision holds the interval, else
+// {'same' or the new counts 'streams,users', whether a leave was queued,
+// the counts last appended before}.
 const DECIDE: &str = r#"
 if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[2]) then
-  return {'lost', '0'}
+  return {'lost', '0', ''}
 end
 local _, queued = drop_expired(KEYS[1], KEYS[2], KEYS[5], KEYS[6], KEYS[7], ARGV[1], ARGV[3])
 local counts = redis.call('ZCARD', KEYS[1]) .. ',' .. redis.call('HLEN', KEYS[2])
 local last = redis.call('GET', KEYS[4]) or '0,0'
 if last == counts then
-  return {'same', tostring(queued)}
+  return {'same', tostring(queued), last}
 end
 if counts == '0,0' then
   redis.call('DEL', KEYS[4])
 else
   redis.call('SET', KEYS[4], counts)
 end
-return {counts, tostring(queued)}
+return {counts, tostring(queued), last}
 "#;
 
 // KEYS: conns, users, members, truncated, v, leaves, sweep, last
@@ -518,7 +519,7 @@ impl PresenceStore for RedisPresence {
             .invoke_async(&mut c)
             .await;
         let r = match r {
-            Ok(r) if r.len() == 2 => r,
+            Ok(r) if r.len() == 3 => r,
             Ok(_) => return Decision::Lost,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot decide a topic's occupancy in Redis");
@@ -528,16 +529,22 @@ impl PresenceStore for RedisPresence {
         if r[1] == "1" {
             self.sweep_by(tenant, topic, due).await;
         }
-        match r[0].as_str() {
-            "lost" => Decision::Lost,
-            "same" => Decision::Unchanged,
-            s => match s.split_once(',').and_then(|(a, b)| {
+        let parse = |s: &str| {
+            s.split_once(',').and_then(|(a, b)| {
                 Some(Counts {
                     streams: a.parse().ok()?,
                     users: b.parse().ok()?,
                 })
-            }) {
-                Some(c) => Decision::Changed(c),
+            })
+        };
+        match r[0].as_str() {
+            "lost" => Decision::Lost,
+            "same" => Decision::Unchanged,
+            s => match parse(s) {
+                Some(counts) => Decision::Changed {
+                    counts,
+                    was: parse(&r[2]).unwrap_or_default(),
+                },
                 None => Decision::Unchanged,
             },
         }
