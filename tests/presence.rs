@@ -586,6 +586,31 @@ async fn embedded_restart_resets_presence() {
         snap.json()["data"]["members"],
         json!([{"user": "u3", "claims": {"name": "Cy"}}])
     );
+    // The tenant's lifecycle says the topic was vacated by the restart, then
+    // occupied again.
+    let mut life = stream(
+        &node,
+        &format!("/events?tenant={tenant}&topic=tenant:{tenant}~lifecycle"),
+        Some(support::ADMIN),
+        Some(cursor),
+    )
+    .await;
+    let got = lifecycle_events(&mut life, secs(1)).await;
+    let kinds: Vec<(&str, &str)> = got
+        .iter()
+        .map(|(_, k, w)| (k.as_str(), w.as_str()))
+        .collect();
+    // (Run one's events appended in the batch of the cursor's come first.)
+    let at = kinds
+        .iter()
+        .position(|k| *k == ("topic.vacated", "room:5"))
+        .unwrap_or_else(|| panic!("no topic.vacated: {kinds:?}"));
+    let mut rest = kinds[at + 1..].to_vec();
+    rest.sort();
+    assert_eq!(
+        rest,
+        vec![("topic.occupied", "room:5"), ("user.online", "u3")]
+    );
     env.cleanup().await;
 }
 

@@ -527,7 +527,8 @@ impl Presence {
 /// The events that bring presence topics back to the truth when no stream
 /// is open (an embedded node starting: no stream survives a restart), from
 /// their retained states (tenant, derived topic, data): `occupancy` of zero
-/// where the last one was not, and a `member.left` per member still in a
+/// (and `topic.vacated` on the tenant's lifecycle topic) where the last one
+/// was not, and a `member.left` per member still in a
 /// set, each with a `v` just above the set's (below any later transition's,
 /// which takes the clock's microseconds).
 pub fn reset_events(states: &[(String, String, String)]) -> Vec<NewEvent> {
@@ -535,7 +536,7 @@ pub fn reset_events(states: &[(String, String, String)]) -> Vec<NewEvent> {
     let mut out = Vec::new();
     for (tenant, topic, data) in states {
         match crate::event::derived(topic) {
-            Some((_, Derived::Occupancy)) => {
+            Some((base, Derived::Occupancy)) => {
                 let last: Option<Counts> = serde_json::from_str::<serde_json::Value>(data)
                     .ok()
                     .and_then(|v| {
@@ -552,6 +553,11 @@ pub fn reset_events(states: &[(String, String, String)]) -> Vec<NewEvent> {
                         data: serde_json::to_string(&zero).expect("two numbers serialize"),
                         retain: true,
                     });
+                    out.push(lifecycle_event(
+                        tenant,
+                        "topic.vacated",
+                        serde_json::json!({"topic": base, "streams": 0, "users": 0}),
+                    ));
                 }
             }
             Some((base, Derived::Members)) => {
@@ -701,6 +707,11 @@ mod tests {
                     "a~occupancy".into(),
                     "occupancy".into(),
                     r#"{"streams":0,"users":0}"#.into()
+                ),
+                (
+                    "tenant:t~lifecycle".into(),
+                    "topic.vacated".into(),
+                    r#"{"streams":0,"topic":"a","users":0}"#.into()
                 ),
                 (
                     "a~members".into(),
