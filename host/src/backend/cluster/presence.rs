@@ -44,6 +44,10 @@
 //! - sweep, per node and tick: index `ZRANGEBYSCORE`; per due topic on one
 //!   node, the sweep script and index `ZADD XX` (or `ZREM` once empty).
 //!
+//! A signed-in stream also joins and leaves its tenant's place
+//! (`presence::TENANT_WIDE`, for `user.online` / `user.offline`): one more
+//! join and leave script per stream, on one hash tag per tenant.
+//!
 //! The refresh is pipelined: per live stream and topic `ZADD XX` and
 //! `PEXPIRE` of `conns`, `users`, `members`, and index `ZADD NX`.
 
