@@ -429,3 +429,371 @@ async fn members_truncate_past_the_cap(mode: Mode) {
     env.cleanup().await;
 }
 both_modes!(members_truncate_past_the_cap, members_truncate_past_the_cap);
+
+/// A node that dies (SIGKILL) with 50 members on a topic: another node's
+/// sweep counts its streams out when their leases expire, and each member
+/// leaves once, within the linger plus the lease expiry plus the sweep
+/// period (README, "Presence").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_dead_node_members_leave_once() {
+    const USERS: usize = 50;
+    // Lease expiry 30 s, sweep period 5 s, the linger, and a tick to append.
+    let bound = Duration::from_millis(30_000 + 5_000 + LINGER_MS + 1_000);
+    let env = env_of(Env::new(Mode::Cluster).await)
+        .set("SWITCHYARD_PRESENCE_MEMBERS", "room:*")
+        .set("SWITCHYARD_PRESENCE_LINGER_MS", LINGER_MS);
+    let mut nodes = env.start_nodes(2).await;
+    let tenant = nodes[0].tenant().await;
+    let mut watch = stream(
+        &nodes[1],
+        &format!("/events?tenant={tenant}&topic=room:7~members&topic=room:7~occupancy"),
+        None,
+        None,
+    )
+    .await;
+    let path = format!("/events?tenant={tenant}&topic=room:7");
+    let mut streams = Vec::new();
+    for i in 0..USERS {
+        let user = format!("u{i}");
+        let token = token_with(&env, &user, &tenant, json!({"name": user})).await;
+        streams.push(stream(&nodes[0], &path, Some(&token), None).await);
+    }
+    let deadline = tokio::time::Instant::now() + secs(20);
+    let mut joined = std::collections::HashSet::new();
+    let mut full = false;
+    while joined.len() < USERS || !full {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let ev = watch
+            .next(left)
+            .await
+            .unwrap_or_else(|| panic!("{} joined, full {full}", joined.len()));
+        let d = ev.json()["data"].clone();
+        match ev.event.as_str() {
+            "member.joined" => {
+                assert!(joined.insert(d["user"].as_str().expect("user").to_string()));
+            }
+            "occupancy" => full = d == json!({"streams": USERS, "users": USERS}),
+            _ => {}
+        }
+    }
+    nodes[0].kill().await;
+    let killed = tokio::time::Instant::now();
+    drop(streams);
+    let mut left = std::collections::HashSet::new();
+    let mut empty = false;
+    while left.len() < USERS || !empty {
+        let rest = (killed + bound).saturating_duration_since(tokio::time::Instant::now());
+        let ev = watch.next(rest).await.unwrap_or_else(|| {
+            panic!(
+                "within {bound:?} of the kill: {} left, occupancy zero {empty}",
+                left.len()
+            )
+        });
+        let d = ev.json()["data"].clone();
+        match ev.event.as_str() {
+            "member.left" => {
+                let user = d["user"].as_str().expect("user").to_string();
+                assert!(joined.contains(&user), "{user} left without joining");
+                assert!(left.insert(user.clone()), "{user} left twice");
+            }
+            "member.joined" => panic!("a join after the kill: {d}"),
+            "occupancy" => empty = d == json!({"streams": 0, "users": 0}),
+            _ => {}
+        }
+    }
+    // Nothing more: no leave twice, no other decision.
+    while let Some(ev) = watch.next(secs(6)).await {
+        assert!(
+            !ev.event.starts_with("member") && ev.event != "occupancy",
+            "after the leaves: {} {}",
+            ev.event,
+            ev.data
+        );
+    }
+    env.cleanup().await;
+}
+
+/// An embedded node restarts: no stream survived, so presence left from
+/// the last run is reset (occupancy zero, a `member.left` per member)
+/// before any stream opens, and a resumed reader sees that, then the new
+/// joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_restart_resets_presence() {
+    let env = env_of(Env::new(Mode::Embedded).await)
+        .set("SWITCHYARD_PRESENCE_MEMBERS", "room:*")
+        // Longer than the shutdown: the members are still there at exit.
+        .set("SWITCHYARD_PRESENCE_LINGER_MS", 30_000);
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let watch_path = format!("/events?tenant={tenant}&topic=room:5~members&topic=room:5~occupancy");
+    let path = format!("/events?tenant={tenant}&topic=room:5");
+    let mut watch = stream(&node, &watch_path, None, None).await;
+    let u1 = token_with(&env, "u1", &tenant, json!({"name": "Ann"})).await;
+    let u2 = token_with(&env, "u2", &tenant, json!({"name": "Bob"})).await;
+    let _s1 = stream(&node, &path, Some(&u1), None).await;
+    let _s2 = stream(&node, &path, Some(&u2), None).await;
+    until_counts(&mut watch, 2, 2).await;
+    let joined = member_events(&mut watch, secs(1)).await;
+    assert!(joined.is_empty() || joined.iter().all(|e| e.event == "member.joined"));
+    node.sigterm();
+    let mut node = node;
+    let _ = watch.next_of("shutdown", secs(10)).await;
+    let status = node.wait_exit(secs(15)).await;
+    assert!(status.success(), "exit status {status:?}");
+    let cursor: u64 = watch
+        .last_id
+        .as_deref()
+        .expect("last id")
+        .parse()
+        .expect("numeric");
+    let node = env.start().await;
+    let mut back = stream(&node, &watch_path, None, Some(cursor)).await;
+    let mut left = Vec::new();
+    let mut occupancy = None;
+    while let Some(ev) = back.next(secs(2)).await {
+        match ev.event.as_str() {
+            "member.left" => left.push(ev.json()["data"]["user"].as_str().map(str::to_string)),
+            "occupancy" => occupancy = Some(ev.json()["data"].clone()),
+            "member.joined" => panic!("a join before any stream: {}", ev.data),
+            _ => {}
+        }
+    }
+    left.sort();
+    assert_eq!(left, vec![Some("u1".to_string()), Some("u2".to_string())]);
+    assert_eq!(occupancy, Some(json!({"streams": 0, "users": 0})));
+    // The new run's joins come after, and fold over the reset.
+    let u3 = token_with(&env, "u3", &tenant, json!({"name": "Cy"})).await;
+    let _s3 = stream(&node, &path, Some(&u3), None).await;
+    let mut after = Vec::new();
+    while let Some(ev) = back.next(secs(2)).await {
+        let d = ev.json()["data"].clone();
+        match ev.event.as_str() {
+            "member.joined" => after.push(d["user"].clone()),
+            "occupancy" => after.push(d),
+            _ => {}
+        }
+    }
+    assert_eq!(after, vec![json!("u3"), json!({"streams": 1, "users": 1})]);
+    let mut fresh = stream(
+        &node,
+        &format!("/events?tenant={tenant}&topic=room:5~members"),
+        None,
+        None,
+    )
+    .await;
+    let snap = fresh.next_of("snapshot", secs(10)).await.expect("snapshot");
+    assert_eq!(
+        snap.json()["data"]["members"],
+        json!([{"user": "u3", "claims": {"name": "Cy"}}])
+    );
+    // The tenant's lifecycle says the topic was vacated by the restart, then
+    // occupied again.
+    let mut life = stream(
+        &node,
+        &format!("/events?tenant={tenant}&topic=tenant:{tenant}~lifecycle"),
+        Some(support::ADMIN),
+        Some(cursor),
+    )
+    .await;
+    let got = lifecycle_events(&mut life, secs(1)).await;
+    let kinds: Vec<(&str, &str)> = got
+        .iter()
+        .map(|(_, k, w)| (k.as_str(), w.as_str()))
+        .collect();
+    // (Run one's events appended in the batch of the cursor's come first.)
+    let at = kinds
+        .iter()
+        .position(|k| *k == ("topic.vacated", "room:5"))
+        .unwrap_or_else(|| panic!("no topic.vacated: {kinds:?}"));
+    let mut rest = kinds[at + 1..].to_vec();
+    rest.sort();
+    assert_eq!(
+        rest,
+        vec![("topic.occupied", "room:5"), ("user.online", "u3")]
+    );
+    env.cleanup().await;
+}
+
+/// `GET /api/topics/{topic}/members`: the member set by user id, paginated,
+/// and the counts, read like the topic.
+async fn members_over_rest(mode: Mode) {
+    let env = env_of(Env::new(mode).await).set("SWITCHYARD_PRESENCE_MEMBERS", "room:*");
+    let nodes = env.start_nodes(2).await;
+    let (a, b) = (&nodes[0], &nodes[nodes.len() - 1]);
+    let tenant = a.tenant().await;
+    let path = format!("/events?tenant={tenant}&topic=room:4");
+    let mut occ = stream(
+        b,
+        &format!("/events?tenant={tenant}&topic=room:4~occupancy"),
+        None,
+        None,
+    )
+    .await;
+    let mut open = Vec::new();
+    for (i, user) in ["u3", "u1", "u2"].iter().enumerate() {
+        let token = token_with(&env, user, &tenant, json!({"name": user.to_uppercase()})).await;
+        let node = if i % 2 == 0 { a } else { b };
+        open.push(stream(node, &path, Some(&token), None).await);
+    }
+    open.push(stream(a, &path, None, None).await);
+    until_counts(&mut occ, 4, 3).await;
+    let u1 = env.token("u1", &tenant).await;
+    let get = |node: &support::Node, query: String, token: Option<String>| {
+        let req = node
+            .http
+            .get(format!("{}/api/topics/{query}", node.url))
+            .bearer_auth(token.unwrap_or_else(|| support::ADMIN.to_string()));
+        async move {
+            let r = req.send().await.expect("request");
+            let status = r.status();
+            (status, r.json::<Value>().await.expect("json"))
+        }
+    };
+    let (s, first) = get(
+        b,
+        format!("room:4/members?tenant={tenant}&limit=2"),
+        Some(u1.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{first}");
+    assert_eq!(first["occupancy"], json!({"streams": 4, "users": 3}));
+    assert_eq!(
+        first["members"],
+        json!([
+            {"user": "u1", "claims": {"name": "U1"}},
+            {"user": "u2", "claims": {"name": "U2"}},
+        ])
+    );
+    assert_eq!(first["next_after"], "u2");
+    assert_eq!(first["truncated"], false);
+    assert!(first["members_as_of"].as_u64().is_some());
+    let (s, rest) = get(a, format!("room:4/members?tenant={tenant}&after=u2"), None).await;
+    assert_eq!(s, StatusCode::OK, "{rest}");
+    assert_eq!(
+        rest["members"],
+        json!([{"user": "u3", "claims": {"name": "U3"}}])
+    );
+    assert_eq!(rest["next_after"], Value::Null);
+    // A topic without presence yet: zero and nobody.
+    let (s, none) = get(a, format!("room:none/members?tenant={tenant}"), None).await;
+    assert_eq!(s, StatusCode::OK, "{none}");
+    assert_eq!(none["occupancy"], json!({"streams": 0, "users": 0}));
+    assert_eq!(none["members"], json!([]));
+    // Read like the topic: another tenant's, a user's, a presence topic.
+    let (s, _) = get(
+        a,
+        format!("tenant:other/members?tenant={tenant}"),
+        Some(u1.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    for topic in ["user:u1", "room:4~members"] {
+        let (s, body) = get(
+            a,
+            format!("{topic}/members?tenant={tenant}"),
+            Some(u1.clone()),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{topic}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_topic");
+    }
+    let (s, _) = get(a, format!("room:4/members?tenant={tenant}&limit=0"), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    drop(open);
+    env.cleanup().await;
+}
+both_modes!(members_over_rest, members_over_rest);
+
+/// Lifecycle events of `tenant:{slug}~lifecycle`, read with kind and topic
+/// or user, until none comes for `quiet`.
+async fn lifecycle_events(s: &mut Sse, quiet: Duration) -> Vec<(u64, String, String)> {
+    let mut out = Vec::new();
+    while let Some(ev) = s.next(quiet).await {
+        if ev.event.starts_with("topic.") || ev.event.starts_with("user.") {
+            let d = &ev.json()["data"];
+            let who = d["topic"].as_str().or(d["user"].as_str()).unwrap_or("");
+            out.push((ev.seq(), ev.event.clone(), who.to_string()));
+        }
+    }
+    out
+}
+
+/// The tenant's lifecycle topic: a topic's first stream and last one gone,
+/// a user's first stream of the tenant and last one gone (plus the linger),
+/// each once across nodes; read by a backend with exact resume.
+async fn tenant_lifecycle(mode: Mode) {
+    let env = env_of(Env::new(mode).await).set("SWITCHYARD_PRESENCE_LINGER_MS", 500);
+    let nodes = env.start_nodes(2).await;
+    let (a, b) = (&nodes[0], &nodes[nodes.len() - 1]);
+    let tenant = a.tenant().await;
+    let life = format!("/events?tenant={tenant}&topic=tenant:{tenant}~lifecycle");
+    // A client token may not read it: it names every user.
+    let u1 = env.token("u1", &tenant).await;
+    let refused = Sse::connect(
+        &format!("{}{life}", a.url),
+        None,
+        &[("authorization", &format!("Bearer {u1}"))],
+    )
+    .await;
+    assert_eq!(refused.err().map(|(s, _)| s), Some(StatusCode::FORBIDDEN));
+    let svc = env.service_token("backend", &tenant, "room:*").await;
+    let mut backend = stream(a, &life, Some(&svc), None).await;
+    let s1 = stream(
+        a,
+        &format!("/events?tenant={tenant}&topic=room:1"),
+        Some(&u1),
+        None,
+    )
+    .await;
+    let s2 = stream(
+        b,
+        &format!("/events?tenant={tenant}&topic=room:2"),
+        Some(&u1),
+        None,
+    )
+    .await;
+    let mut first = lifecycle_events(&mut backend, secs(2)).await;
+    first.sort_by(|x, y| (&x.1, &x.2).cmp(&(&y.1, &y.2)));
+    let kinds: Vec<(&str, &str)> = first
+        .iter()
+        .map(|(_, k, w)| (k.as_str(), w.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("topic.occupied", "room:1"),
+            ("topic.occupied", "room:2"),
+            ("user.online", "u1"),
+        ]
+    );
+    let cursor = first.iter().map(|e| e.0).max().expect("events");
+    drop((s1, s2));
+    let mut second = lifecycle_events(&mut backend, secs(2)).await;
+    let seqs: Vec<u64> = second.iter().map(|e| e.0).collect();
+    second.sort_by(|x, y| (&x.1, &x.2).cmp(&(&y.1, &y.2)));
+    let kinds: Vec<(&str, &str)> = second
+        .iter()
+        .map(|(_, k, w)| (k.as_str(), w.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("topic.vacated", "room:1"),
+            ("topic.vacated", "room:2"),
+            ("user.offline", "u1"),
+        ]
+    );
+    // A backend resuming with Last-Event-ID, on either node, gets exactly
+    // what it missed.
+    for node in [a, b] {
+        let mut back = stream(node, &life, Some(support::ADMIN), Some(cursor)).await;
+        let got: Vec<u64> = lifecycle_events(&mut back, secs(1))
+            .await
+            .iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(got, seqs);
+    }
+    env.cleanup().await;
+}
+both_modes!(tenant_lifecycle, tenant_lifecycle);

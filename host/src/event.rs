@@ -287,6 +287,9 @@ pub enum Derived {
     /// `{topic}~members`: `member.joined`, `member.left`,
     /// `members.truncated`; the retained state is the member set.
     Members,
+    /// `tenant:{slug}~lifecycle` only: `topic.occupied`, `topic.vacated`,
+    /// `user.online`, `user.offline` of the whole tenant, for backends.
+    Lifecycle,
 }
 
 impl Derived {
@@ -295,6 +298,7 @@ impl Derived {
         match self {
             Derived::Occupancy => "occupancy",
             Derived::Members => "members",
+            Derived::Lifecycle => "lifecycle",
         }
     }
 
@@ -312,6 +316,7 @@ pub fn derived(topic: &str) -> Option<(&str, Derived)> {
     match suffix {
         "occupancy" => Some((base, Derived::Occupancy)),
         "members" => Some((base, Derived::Members)),
+        "lifecycle" => Some((base, Derived::Lifecycle)),
         _ => None,
     }
 }
@@ -325,9 +330,14 @@ pub fn derived(topic: &str) -> Option<(&str, Derived)> {
 /// (not a `user:` one) has derived topics `T~occupancy` and `T~members`
 /// ([`TopicKind::Derived`]).
 pub fn classify_topic(topic: &str) -> Result<TopicKind, NameError> {
-    if let Some((base, _)) = derived(topic) {
-        // One level only, and never of a user's private topic.
+    if let Some((base, d)) = derived(topic) {
+        // One level only, and never of a user's private topic; a tenant's
+        // lifecycle is of its broadcast topic only.
         return match classify_base(base)? {
+            TopicKind::Tenant => Ok(TopicKind::Derived),
+            _ if d == Derived::Lifecycle => Err(NameError(format!(
+                "topic {topic:?}: only `tenant:{{slug}}` has a lifecycle topic"
+            ))),
             TopicKind::User => Err(NameError(format!(
                 "topic {topic:?}: `user:` topics have no presence"
             ))),
@@ -398,12 +408,16 @@ pub fn validate_kind(kind: &str) -> Result<(), NameError> {
 /// Event types of the server's presence events (on derived topics), which
 /// publishers and plugins may not use: a published `member.left` would
 /// change every client's member set.
-pub const PRESENCE_KINDS: [&str; 5] = [
+pub const PRESENCE_KINDS: [&str; 9] = [
     "occupancy",
     "member.joined",
     "member.left",
     "members.truncated",
     "presence.reset",
+    "topic.occupied",
+    "topic.vacated",
+    "user.online",
+    "user.offline",
 ];
 
 /// True for one of [`PRESENCE_KINDS`], in any letter case.

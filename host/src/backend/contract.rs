@@ -190,8 +190,17 @@ async fn presence_decides_once(store: Arc<dyn PresenceStore>) {
         store.join(entry(3, &t, room, None), members).await,
         Ok(None)
     );
-    let counts = |streams, users| Decision::Changed(Counts { streams, users });
-    assert_eq!(store.decide(&t, room, ms(200), ms(0)).await, counts(3, 1));
+    let counts = |streams, users, was: (u64, u64)| Decision::Changed {
+        counts: Counts { streams, users },
+        was: Counts {
+            streams: was.0,
+            users: was.1,
+        },
+    };
+    assert_eq!(
+        store.decide(&t, room, ms(200), ms(0)).await,
+        counts(3, 1, (0, 0))
+    );
     assert_eq!(store.decide(&t, room, ms(200), ms(0)).await, Decision::Lost);
     tokio::time::sleep(ms(250)).await;
     assert_eq!(
@@ -206,28 +215,31 @@ async fn presence_decides_once(store: Arc<dyn PresenceStore>) {
     store
         .leave(entry(2, &t, room, Some("u1")), Some(ms(300)))
         .await;
-    assert_eq!(store.due_leaves().await, vec![]);
+    assert_eq!(store.sweep(Duration::ZERO).await.leaves, vec![]);
     assert_eq!(
         store.join(entry(4, &t, room, Some("u1")), members).await,
         Ok(None)
     );
     tokio::time::sleep(ms(350)).await;
-    assert_eq!(store.due_leaves().await, vec![]);
+    assert_eq!(store.sweep(Duration::ZERO).await.leaves, vec![]);
     // Gone for good: one leave, after the linger, to one caller.
     store
         .leave(entry(4, &t, room, Some("u1")), Some(ms(100)))
         .await;
-    assert_eq!(store.due_leaves().await, vec![]);
+    assert_eq!(store.sweep(Duration::ZERO).await.leaves, vec![]);
     tokio::time::sleep(ms(150)).await;
-    let left = store.due_leaves().await;
+    let left = store.sweep(Duration::ZERO).await.leaves;
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(
         (left[0].user.as_str(), left[0].topic.as_str()),
         ("u1", room)
     );
     assert!(left[0].v > v1);
-    assert_eq!(store.due_leaves().await, vec![]);
-    assert_eq!(store.decide(&t, room, ms(200), ms(0)).await, counts(1, 0));
+    assert_eq!(store.sweep(Duration::ZERO).await.leaves, vec![]);
+    assert_eq!(
+        store.decide(&t, room, ms(200), ms(0)).await,
+        counts(1, 0, (3, 1))
+    );
     // Past the cap (one member): one truncation, then nothing.
     let full = "room:2";
     assert!(matches!(
@@ -248,7 +260,7 @@ async fn presence_decides_once(store: Arc<dyn PresenceStore>) {
             .await;
     }
     tokio::time::sleep(ms(20)).await;
-    assert_eq!(store.due_leaves().await, vec![]);
+    assert_eq!(store.sweep(Duration::ZERO).await.leaves, vec![]);
     // Empty again: a set again.
     assert!(matches!(
         store.join(entry(8, &t, full, Some("d")), Some(1)).await,
@@ -286,24 +298,27 @@ async fn redis_presence_drops_expired_leases() {
         .is_ok_and(|c| c.is_some()));
     assert_eq!(
         store.decide(&t, room, ms(50), ms(100)).await,
-        Decision::Changed(Counts {
-            streams: 1,
-            users: 1
-        })
+        Decision::Changed {
+            counts: Counts {
+                streams: 1,
+                users: 1
+            },
+            was: Counts::default()
+        }
     );
     tokio::time::sleep(ms(60)).await;
     // As a node that died would leave it: the lease, past its expiry.
-    let base = format!("{}:presence:{t}:{room}", conn.prefix);
+    let conns = store.key(&t, room, "conns");
     let mut c = conn.conn.clone();
     let members: Vec<String> = redis::cmd("ZRANGE")
-        .arg(format!("{base}:conns"))
+        .arg(&conns)
         .arg(0)
         .arg(-1)
         .query_async(&mut c)
         .await
         .unwrap();
     let _: () = redis::cmd("ZADD")
-        .arg(format!("{base}:conns"))
+        .arg(&conns)
         .arg(1)
         .arg(&members[0])
         .query_async(&mut c)
@@ -311,17 +326,23 @@ async fn redis_presence_drops_expired_leases() {
         .unwrap();
     assert_eq!(
         store.decide(&t, room, ms(50), ms(100)).await,
-        Decision::Changed(Counts {
-            streams: 0,
-            users: 0
-        })
+        Decision::Changed {
+            counts: Counts {
+                streams: 0,
+                users: 0
+            },
+            was: Counts {
+                streams: 1,
+                users: 1
+            }
+        }
     );
-    assert_eq!(store.due_leaves().await, vec![]);
+    assert_eq!(store.sweep(Duration::ZERO).await.leaves, vec![]);
     tokio::time::sleep(ms(150)).await;
-    let left = store.due_leaves().await;
+    let left = store.sweep(Duration::ZERO).await.leaves;
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0].user, "ghost");
-    assert_eq!(store.due_leaves().await, vec![]);
+    assert_eq!(store.sweep(Duration::ZERO).await.leaves, vec![]);
     stop.cancel();
 }
 

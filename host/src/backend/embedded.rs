@@ -66,13 +66,22 @@ impl Mode for Embedded {
 
     async fn on_start(&self, store: &Arc<dyn Store>) -> Result<(), Error> {
         match store.create_tenant(DEMO_TENANT, "Demo marketplace").await {
-            Ok(_) => {
-                tracing::info!(tenant = DEMO_TENANT, "created the demo tenant");
-                Ok(())
-            }
-            Err(store::Error::Conflict(store::ConflictReason::TenantExists(_))) => Ok(()),
-            Err(e) => Err(Error::Start(e)),
+            Ok(_) => tracing::info!(tenant = DEMO_TENANT, "created the demo tenant"),
+            Err(store::Error::Conflict(store::ConflictReason::TenantExists(_))) => {}
+            Err(e) => return Err(Error::Start(e)),
         }
+        // No stream survives a restart: presence left from the last run is
+        // brought back to nobody before any stream opens.
+        let states = self.store.presence_states().await.map_err(Error::Start)?;
+        let reset = crate::presence::reset_events(&states);
+        if !reset.is_empty() {
+            tracing::info!(
+                events = reset.len(),
+                "reset presence left from the last run"
+            );
+            store.append(reset).await.map_err(Error::Start)?;
+        }
+        Ok(())
     }
 
     async fn secret(&self) -> Result<Vec<u8>, Error> {

@@ -252,6 +252,14 @@ pub fn may_read(topic: &str, tenant: &str, caller: &Caller) -> Result<TopicKind,
         TopicKind::User => may_act_as(&topic["user:".len()..], caller).map(|_| kind),
         // A topic's presence is read by whoever may read the topic.
         TopicKind::Derived => match crate::event::derived(topic) {
+            // It names every user of the tenant: for its backends only.
+            Some((_, crate::event::Derived::Lifecycle))
+                if !matches!(caller, Caller::Admin | Caller::Service(_)) =>
+            {
+                Err(ApiError::forbidden(
+                    "a tenant's lifecycle topic takes the admin token or a publisher token",
+                ))
+            }
             Some((base, _)) => may_read(base, tenant, caller).map(|_| kind),
             None => Ok(kind),
         },

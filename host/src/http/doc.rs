@@ -91,9 +91,10 @@ pub struct TopicParam {
     /// `.` and `@`. `tenant:{slug}` must name the request's tenant;
     /// `user:{id}` is private to that user. A topic but a `user:` one has
     /// its presence, `{topic}~occupancy` and `{topic}~members`, read like
-    /// the topic.
+    /// the topic; `tenant:{slug}~lifecycle` (the tenant's lifecycle events)
+    /// takes the admin token or a publisher token.
     #[param(
-        pattern = r"^(global|[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128}|(global|(?!user:)[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128})~(occupancy|members))$",
+        pattern = r"^(global|[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128}|(global|(?!user:)[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128})~(occupancy|members)|tenant:[A-Za-z0-9._@-]{1,128}~lifecycle)$",
         example = "status:api"
     )]
     topic: String,
@@ -153,10 +154,11 @@ pub fn topic_schema() -> ObjectBuilder {
              a letter, and an id of 1-128 letters, digits, `-`, `_`, `.` and `@`. \
              `tenant:{slug}` must name the request's tenant; `user:{id}` is private to that user. \
              A topic but a `user:` one has its presence, `{topic}~occupancy` and \
-             `{topic}~members`, read like the topic.",
+             `{topic}~members`, read like the topic; `tenant:{slug}~lifecycle` (the tenant's \
+             lifecycle events) takes the admin token or a publisher token.",
         ))
         .pattern(Some(
-            r"^(global|[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128}|(global|(?!user:)[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128})~(occupancy|members))$",
+            r"^(global|[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128}|(global|(?!user:)[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128})~(occupancy|members)|tenant:[A-Za-z0-9._@-]{1,128}~lifecycle)$",
         ))
         .examples(["global", "product:p_1", "status:api"])
 }

@@ -46,6 +46,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(events::publish_batch))
         .routes(routes!(topics::state))
         .routes(routes!(topics::events))
+        .routes(routes!(topics::members))
         .routes(routes!(streams::multi))
         .routes(routes!(streams::tenant))
         .routes(routes!(streams::user))

@@ -225,3 +225,142 @@ pub async fn state(
     })
     .into_response())
 }
+
+/// Most members one page of `/members` holds.
+const MAX_MEMBERS_PAGE: u64 = 1_000;
+
+/// What `GET /api/topics/{topic}/members` answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct MembersPage {
+    /// The tenant.
+    pub tenant: String,
+    /// The topic (a base topic, never a derived one).
+    pub topic: String,
+    /// The topic's counts: the last `occupancy` event of `{topic}~occupancy`
+    /// (zero before any).
+    pub occupancy: crate::presence::Counts,
+    /// The id of that event, if any.
+    pub occupancy_as_of: Option<u64>,
+    /// Members with a user id above `after`, by user id, at most `limit`:
+    /// the member set of `{topic}~members` as of `members_as_of`.
+    pub members: Vec<MemberOut>,
+    /// Past the topic's cap of members: the set is given up (counts only).
+    pub truncated: bool,
+    /// The id of the last event folded into the set, if any.
+    pub members_as_of: Option<u64>,
+    /// The `after` of the next page, while there is one.
+    pub next_after: Option<String>,
+}
+
+/// One member.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct MemberOut {
+    /// The user id.
+    pub user: String,
+    /// The configured claims of the user's verified token.
+    #[schema(value_type = Object)]
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A topic's current members (paginated by user id) and counts: what its
+/// presence topics say as of their last events.
+#[utoipa::path(
+    get,
+    path = "/api/topics/{topic}/members",
+    operation_id = "topicMembers",
+    tag = "topics",
+    summary = "A topic's current members and counts.",
+    description = "The member set of `{topic}~members` (by user id, after `after`, at most `limit`) and the counts of `{topic}~occupancy`, read with the same rules as the topic itself. `user:` and presence topics have no members (`400 invalid_topic`).",
+    params(
+        ("topic" = String, Path, description = "The topic: `global` or `kind:id`, not a `user:` one."),
+        ("tenant" = Option<String>, Query, description = "The tenant's slug (a client or publisher token names its own)."),
+        ("after" = Option<String>, Query, description = "Members with a user id above this one."),
+        ("limit" = Option<u64>, Query, description = "Most members answered, 1 to 1000 (default 100)."),
+    ),
+    security((), ("adminToken" = []), ("clientToken" = []), ("publisherToken" = []), ("tokenCookie" = []), ("tokenQuery" = [])),
+    responses(
+        (status = 200, description = "The members and counts.", body = MembersPage),
+        (status = 400, response = super::doc::BadRequest),
+        (status = 401, response = super::doc::Unauthorized),
+        (status = 403, response = super::doc::Forbidden),
+        (status = 404, response = super::doc::NotFound),
+        (status = 431, response = super::doc::HeadTooLarge),
+        (status = 503, response = super::doc::Unavailable),
+    )
+)]
+pub async fn members(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    caller: Caller,
+    parts: Parts,
+    q: QueryPairs,
+) -> Result<axum::Json<MembersPage>, ApiError> {
+    use crate::event::{Derived, TopicKind};
+    let tenant = access::tenant(&state, &caller, q.get("tenant"), "tenant").await?;
+    let kind = access::may_read(&topic, &tenant.slug, &caller)?;
+    if matches!(kind, TopicKind::User | TopicKind::Derived) {
+        return Err(ApiError::invalid(
+            "invalid_topic",
+            format!("topic {topic:?} has no presence"),
+        ));
+    }
+    access::authorize(
+        &state,
+        &caller,
+        &parts,
+        &tenant.slug,
+        std::slice::from_ref(&topic),
+        &q,
+    )?;
+    let limit = q.number("limit")?.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_MEMBERS_PAGE {
+        return Err(ApiError::invalid(
+            "invalid_query",
+            format!("query parameter `limit` must be between 1 and {MAX_MEMBERS_PAGE}"),
+        ));
+    }
+    let after = q.get("after").unwrap_or("");
+    let occupancy = Derived::Occupancy.of(&topic);
+    let members = Derived::Members.of(&topic);
+    let page = state
+        .backend
+        .store
+        .read(&tenant.slug, &[occupancy.clone(), members.clone()], None, 0)
+        .await?;
+    let retained = |name: &str| {
+        page.topics
+            .iter()
+            .find(|t| t.topic == name)
+            .and_then(|t| t.retained.as_ref())
+    };
+    let counts = retained(&occupancy);
+    let set = retained(&members);
+    let folded: crate::event::MemberSet = set
+        .and_then(|r| serde_json::from_str(&r.data).ok())
+        .unwrap_or_default();
+    let mut list: Vec<MemberOut> = folded
+        .members
+        .into_iter()
+        .filter(|m| m.user.as_str() > after)
+        .map(|m| MemberOut {
+            user: m.user,
+            claims: m.claims,
+        })
+        .collect();
+    list.sort_by(|a, b| a.user.cmp(&b.user));
+    let more = list.len() > limit as usize;
+    list.truncate(limit as usize);
+    let next_after = more.then(|| list.last().map(|m| m.user.clone())).flatten();
+    Ok(axum::Json(MembersPage {
+        tenant: tenant.slug.to_string(),
+        topic,
+        occupancy: counts
+            .and_then(|r| serde_json::from_str(&r.data).ok())
+            .unwrap_or_default(),
+        occupancy_as_of: counts.map(|r| r.seq),
+        members: list,
+        truncated: folded.truncated,
+        members_as_of: set.map(|r| r.seq),
+        next_after,
+    }))
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Change, Counts, Decision, Entry, Left, PresenceStore, Unavailable};
+use super::{Change, Counts, Decision, Entry, Left, PresenceStore, Swept, Unavailable};
 
 /// Counts per (tenant, topic) in this process.
 #[derive(Default)]
@@ -121,7 +121,7 @@ impl PresenceStore for MemoryPresence {
         }
     }
 
-    async fn due_leaves(&self) -> Vec<Left> {
+    async fn sweep(&self, _linger: Duration) -> Swept {
         let mut st = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let State { topics, pending } = &mut *st;
         let now = Instant::now();
@@ -148,7 +148,11 @@ impl PresenceStore for MemoryPresence {
                 v,
             });
         }
-        out
+        // Every stream of this process is live: nothing else to find.
+        Swept {
+            leaves: out,
+            topics: Vec::new(),
+        }
     }
 
     async fn decide(
@@ -179,8 +183,9 @@ impl PresenceStore for MemoryPresence {
             }
             return Decision::Unchanged;
         }
+        let was = t.last;
         t.last = counts;
-        Decision::Changed(counts)
+        Decision::Changed { counts, was }
     }
 
     async fn forget(&self, tenant: &str, topic: &str) {

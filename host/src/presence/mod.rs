@@ -99,7 +99,9 @@ impl Settings {
 }
 
 /// A topic's counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct Counts {
     /// Open streams on the topic.
     pub streams: u64,
@@ -116,7 +118,12 @@ pub enum Decision {
     /// Decided: the counts are the ones last appended.
     Unchanged,
     /// Decided: append these counts (already recorded as the last ones).
-    Changed(Counts),
+    Changed {
+        /// The counts now.
+        counts: Counts,
+        /// The counts last appended before (zero before any).
+        was: Counts,
+    },
 }
 
 /// One stream's place on one topic.
@@ -156,6 +163,15 @@ pub struct Left {
     pub v: u64,
 }
 
+/// What a sweep found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Swept {
+    /// Members whose linger ran out: they leave.
+    pub leaves: Vec<Left>,
+    /// Topics (tenant, topic) to decide again.
+    pub topics: Vec<(String, String)>,
+}
+
 /// The presence store could not be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("presence counts are unavailable")]
@@ -174,8 +190,10 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// The stream closed. With `linger`, a member whose last stream this
     /// was leaves once the linger passes without a new one.
     async fn leave(&self, e: Entry<'_>, linger: Option<Duration>);
-    /// Members whose linger ran out, each handed to one caller only.
-    async fn due_leaves(&self) -> Vec<Left>;
+    /// Members whose linger ran out, each handed to one caller only, and
+    /// topics whose counts changed without a stream of this node (a dead
+    /// node's leases expired: a member among them leaves after `linger`).
+    async fn sweep(&self, linger: Duration) -> Swept;
     /// Decides, at most once per `interval` per topic across every node,
     /// whether the topic's counts changed since the last ones appended;
     /// streams whose lease expired are counted out (a member among them
@@ -194,6 +212,27 @@ pub trait PresenceStore: Send + Sync + 'static {
 
 /// A topic, by tenant.
 type Key = (String, String);
+
+/// The place every stream of a signed-in user also takes, per tenant, so a
+/// user's first stream of the tenant and the last one gone (plus the
+/// linger) are decided like a member's join and leave: `user.online` and
+/// `user.offline` on the tenant's lifecycle topic. No topic is named so.
+pub const TENANT_WIDE: &str = "~tenant";
+
+/// A tenant's lifecycle topic.
+pub fn lifecycle_topic(tenant: &str) -> String {
+    Derived::Lifecycle.of(&format!("tenant:{tenant}"))
+}
+
+fn lifecycle_event(tenant: &str, kind: &str, data: serde_json::Value) -> NewEvent {
+    NewEvent {
+        tenant: tenant.to_string(),
+        topic: lifecycle_topic(tenant),
+        kind: kind.into(),
+        data: data.to_string(),
+        retain: false,
+    }
+}
 
 /// This node's presence: joins and leaves of its streams, and the interval
 /// that appends occupancy.
@@ -270,11 +309,38 @@ impl Presence {
                 m.then_some(settings.max_members),
             )
         });
-        let results = futures_util::future::join_all(joins).await;
-        if results.iter().any(Result::is_err) {
+        let online = async {
+            match user {
+                Some(_) => {
+                    self.inner
+                        .store
+                        .join(
+                            Entry {
+                                conn,
+                                tenant,
+                                topic: TENANT_WIDE,
+                                user,
+                            },
+                            Some(usize::MAX),
+                        )
+                        .await
+                }
+                None => Ok(None),
+            }
+        };
+        let (results, online) =
+            futures_util::future::join(futures_util::future::join_all(joins), online).await;
+        if results.iter().any(Result::is_err) || online.is_err() {
             tracing::warn!(tenant, "cannot count a stream's presence");
         }
         let mut events = Vec::new();
+        if let (Ok(Some(Change::Joined(v))), Some(user)) = (online, user) {
+            events.push(lifecycle_event(
+                tenant,
+                "user.online",
+                serde_json::json!({"user": user, "v": v}),
+            ));
+        }
         for (topic, r) in topics.iter().zip(&results) {
             let (kind, data) = match (r, user) {
                 (Ok(Some(Change::Joined(v))), Some(user)) => (
@@ -323,18 +389,27 @@ impl Presence {
         }
     }
 
-    /// Appends `member.left` for every member whose linger ran out.
-    async fn leave_due(&self) {
-        let due = self.inner.store.due_leaves().await;
-        let events = due
+    /// Appends `member.left` for every member whose linger ran out, and
+    /// marks the topics a sweep found changed.
+    async fn sweep(&self) {
+        let swept = self.inner.store.sweep(self.inner.settings.linger).await;
+        if !swept.topics.is_empty() {
+            self.inner
+                .dirty
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(swept.topics.into_iter().filter(|(_, t)| t != TENANT_WIDE));
+        }
+        let events = swept
+            .leaves
             .into_iter()
             .map(|l| {
-                member_event(
-                    &l.tenant,
-                    &l.topic,
-                    "member.left",
-                    serde_json::json!({"user": l.user, "v": l.v}),
-                )
+                let data = serde_json::json!({"user": l.user, "v": l.v});
+                if l.topic == TENANT_WIDE {
+                    lifecycle_event(&l.tenant, "user.offline", data)
+                } else {
+                    member_event(&l.tenant, &l.topic, "member.left", data)
+                }
             })
             .collect();
         self.append_members(events).await;
@@ -372,9 +447,7 @@ impl Presence {
                         .extend(local);
                 }
                 _ = tick.tick() => {
-                    if !self.inner.settings.members.is_empty() {
-                        self.leave_due().await;
-                    }
+                    self.sweep().await;
                     self.decide_dirty().await
                 }
             }
@@ -424,15 +497,34 @@ impl Presence {
         {
             Decision::Lost => true,
             Decision::Unchanged => false,
-            Decision::Changed(counts) => {
-                let event = NewEvent {
+            Decision::Changed { counts, was } => {
+                let mut events = vec![NewEvent {
                     tenant: tenant.to_string(),
                     topic: Derived::Occupancy.of(topic),
                     kind: "occupancy".into(),
                     data: serde_json::to_string(&counts).expect("two numbers serialize"),
                     retain: true,
+                }];
+                // The first stream, or the last one gone, as decided at this
+                // interval (a topic occupied and vacated within one interval
+                // says neither).
+                let lifecycle = match (was.streams, counts.streams) {
+                    (0, n) if n > 0 => Some("topic.occupied"),
+                    (w, 0) if w > 0 => Some("topic.vacated"),
+                    _ => None,
                 };
-                match inner.publisher.publish(vec![event]).await {
+                if let Some(kind) = lifecycle {
+                    events.push(lifecycle_event(
+                        tenant,
+                        kind,
+                        serde_json::json!({
+                            "topic": topic,
+                            "streams": counts.streams,
+                            "users": counts.users,
+                        }),
+                    ));
+                }
+                match inner.publisher.publish(events).await {
                     Ok(_) => false,
                     Err(e) => {
                         tracing::warn!(tenant, error = %e, "cannot append a topic's occupancy");
@@ -443,6 +535,61 @@ impl Presence {
             }
         }
     }
+}
+
+/// The events that bring presence topics back to the truth when no stream
+/// is open (an embedded node starting: no stream survives a restart), from
+/// their retained states (tenant, derived topic, data): `occupancy` of zero
+/// (and `topic.vacated` on the tenant's lifecycle topic) where the last one
+/// was not, and a `member.left` per member still in a
+/// set, each with a `v` just above the set's (below any later transition's,
+/// which takes the clock's microseconds).
+pub fn reset_events(states: &[(String, String, String)]) -> Vec<NewEvent> {
+    let zero = Counts::default();
+    let mut out = Vec::new();
+    for (tenant, topic, data) in states {
+        match crate::event::derived(topic) {
+            Some((base, Derived::Occupancy)) => {
+                let last: Option<Counts> = serde_json::from_str::<serde_json::Value>(data)
+                    .ok()
+                    .and_then(|v| {
+                        Some(Counts {
+                            streams: v.get("streams")?.as_u64()?,
+                            users: v.get("users")?.as_u64()?,
+                        })
+                    });
+                if last != Some(zero) {
+                    out.push(NewEvent {
+                        tenant: tenant.clone(),
+                        topic: topic.clone(),
+                        kind: "occupancy".into(),
+                        data: serde_json::to_string(&zero).expect("two numbers serialize"),
+                        retain: true,
+                    });
+                    out.push(lifecycle_event(
+                        tenant,
+                        "topic.vacated",
+                        serde_json::json!({"topic": base, "streams": 0, "users": 0}),
+                    ));
+                }
+            }
+            Some((base, Derived::Members)) => {
+                let Ok(set) = serde_json::from_str::<crate::event::MemberSet>(data) else {
+                    continue;
+                };
+                for (i, m) in set.members.iter().enumerate() {
+                    out.push(member_event(
+                        tenant,
+                        base,
+                        "member.left",
+                        serde_json::json!({"user": m.user, "v": set.v + 1 + i as u64}),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 fn member_event(tenant: &str, topic: &str, kind: &str, data: serde_json::Value) -> NewEvent {
@@ -509,7 +656,24 @@ impl Drop for Guard {
                     m.then_some(linger),
                 )
             });
-            futures_util::future::join_all(leaves).await;
+            let offline = async {
+                if user.is_some() {
+                    presence
+                        .inner
+                        .store
+                        .leave(
+                            Entry {
+                                conn,
+                                tenant: &tenant,
+                                topic: TENANT_WIDE,
+                                user: user.as_deref(),
+                            },
+                            Some(linger),
+                        )
+                        .await;
+                }
+            };
+            futures_util::future::join(futures_util::future::join_all(leaves), offline).await;
             presence.mark(&tenant, &topics);
         });
     }
@@ -528,6 +692,53 @@ mod tests {
             claims: crate::auth::publish::split(claims),
             max_members: 1_000,
         }
+    }
+
+    #[test]
+    fn a_restart_resets_presence_to_nobody() {
+        let set = r#"{"members":[{"user":"u1","claims":{}},{"user":"u2","claims":{}}],"truncated":false,"v":10}"#;
+        let states = vec![
+            (
+                "t".to_string(),
+                "a~occupancy".to_string(),
+                r#"{"streams":2,"users":1}"#.to_string(),
+            ),
+            (
+                "t".to_string(),
+                "b~occupancy".to_string(),
+                r#"{"streams":0,"users":0}"#.to_string(),
+            ),
+            ("t".to_string(), "a~members".to_string(), set.to_string()),
+        ];
+        let got: Vec<(String, String, String)> = reset_events(&states)
+            .into_iter()
+            .map(|e| (e.topic, e.kind, e.data))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "a~occupancy".into(),
+                    "occupancy".into(),
+                    r#"{"streams":0,"users":0}"#.into()
+                ),
+                (
+                    "tenant:t~lifecycle".into(),
+                    "topic.vacated".into(),
+                    r#"{"streams":0,"topic":"a","users":0}"#.into()
+                ),
+                (
+                    "a~members".into(),
+                    "member.left".into(),
+                    r#"{"user":"u1","v":11}"#.into()
+                ),
+                (
+                    "a~members".into(),
+                    "member.left".into(),
+                    r#"{"user":"u2","v":12}"#.into()
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -103,6 +103,23 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Every presence topic (`T~occupancy`, `T~members`) with a retained
+    /// state: (tenant, topic, retained data).
+    pub async fn presence_states(&self) -> Result<Vec<(String, String, String)>, Error> {
+        self.readers
+            .with(|c| {
+                Ok(c.prepare_cached(
+                    "SELECT tenant, topic, retained FROM topics WHERE retained IS NOT NULL \
+                     AND (topic LIKE '%~occupancy' OR topic LIKE '%~members')",
+                )?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?)
+            })
+            .await
+    }
+}
+
 /// Creates the data dir (and missing parents) readable and writable by this
 /// user only (0700, whatever the umask). An existing one is left as it is,
 /// as the operator may have set it up so, but one that group or others can
