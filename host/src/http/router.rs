@@ -102,9 +102,10 @@ fn stream_templates() -> &'static [Vec<String>] {
     })
 }
 
-/// Whether `path` (a query, if any, ignored) is one of the stream routes.
+/// Whether `path` (a query or fragment, if any, ignored, as the parsed URI
+/// drops them) is one of the stream routes.
 pub(crate) fn stream_route(path: &str) -> bool {
-    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let path = path.split(['?', '#']).next().unwrap_or_default();
     stream_templates().iter().any(|template| {
         let mut segments = path.split('/');
         template.iter().all(|t| match segments.next() {
@@ -209,6 +210,7 @@ mod tests {
             "/events/users/u1",
             "/events/tenants/acme",
             "/events/products/p1?x=1",
+            "/events/users/u1#frag",
         ] {
             assert!(stream_route(p), "{p}");
         }
@@ -217,6 +219,7 @@ mod tests {
             "/events/",
             "/events/users/",
             "/events/users/u1/x",
+            "/events/tenants/#emo",
             "/events/other/u1",
             "/api/events",
             "/",
