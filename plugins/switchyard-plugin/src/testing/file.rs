@@ -194,8 +194,8 @@ pub struct EventFilterInput {
     pub subscription: Params,
 }
 
-/// An event (`id` a string or a number; `data` an object, `{}` unless
-/// given).
+/// An event (`id` a string or a number; `data` any JSON value, `{}` when
+/// absent; an explicit `null` stays `null`, as a published event's would).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 #[allow(missing_docs)]
@@ -206,7 +206,11 @@ pub struct EventInput {
     pub topic: String,
     #[serde(rename = "type")]
     pub type_: String,
-    pub data: Value,
+    #[serde(
+        deserialize_with = "present_value",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub data: Option<Value>,
     pub ts: i64,
 }
 
@@ -214,10 +218,16 @@ impl EventInput {
     /// `data` as the JSON text a plugin is given.
     pub fn data_text(&self) -> String {
         match &self.data {
-            Value::Null => "{}".to_string(),
-            data => data.to_string(),
+            None => "{}".to_string(),
+            Some(data) => data.to_string(),
         }
     }
+}
+
+/// A field that is there, whatever its value (`null` included); `None`
+/// only when it is absent (the field's `default`).
+fn present_value<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
