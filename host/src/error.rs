@@ -208,7 +208,7 @@ mod tests {
                 "something went wrong; the error has been logged",
             ),
             (
-                StoreError::Unavailable("connection refused by secret-host:5432".into()),
+                StoreError::unavailable("connection refused by secret-host:5432"),
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the database is not answering; retry",
             ),
@@ -220,8 +220,7 @@ mod tests {
         }
         let ready = crate::backend::Unready::Store(StoreError::Database(driver_error()));
         assert_eq!(ready.to_string(), "database error");
-        let ready =
-            crate::backend::Unready::Store(StoreError::Unavailable("pool timed out".into()));
+        let ready = crate::backend::Unready::Store(StoreError::unavailable("pool timed out"));
         assert_eq!(ready.to_string(), "the database is not answering");
     }
 }

@@ -8,14 +8,14 @@
 //! - `decision`: the pure rules. A decision round decides a product's queued
 //!   bids in order against its latest state, and commits the bids' outcomes,
 //!   the product and the events in one transaction; a bid is only decided
-//!   while `queued`, so it is decided exactly once. In Postgres the round
-//!   locks the product row for its whole transaction; in SQLite it decides
-//!   off the single writer and its write checks that the product's version
-//!   and the bids' `queued` state are still what it read (else it is run
-//!   again).
+//!   while `queued`, so it is decided exactly once.
+//! - `round`: one round on either backend: read, decide with no transaction
+//!   open, commit only if the product's version and the bids' `queued`
+//!   state are still what it read (else decided again from a fresh read).
 
 pub mod decision;
 pub mod queue;
+pub mod round;
 pub mod worker;
 
 use serde::{Deserialize, Serialize};

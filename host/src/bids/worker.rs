@@ -5,9 +5,9 @@
 //! an interval for queued bids nobody woke us for (a lost wake-up, a node that
 //! died, a flushed Redis) and for auctions past their end. Different products
 //! run in parallel (bounded); one product is never run twice at once on a
-//! node. Across nodes (Postgres) the product's row lock serializes rounds;
-//! in embedded mode a round decides off the store's writer and commits only
-//! if the product is unchanged (`store::bids`), so a slow validator delays
+//! node. A round (`round`) decides with no transaction open and commits
+//! only if the product is unchanged (`store::bids`), so rounds of one
+//! product on two nodes decide each bid once, and a slow validator delays
 //! its own product's round and no other write.
 
 use std::collections::HashSet;
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::decision::{self, CLOSE_GRACE_MS};
 use crate::event::now_ms;
 use crate::metrics::Metrics;
-use crate::store::bids::{BidStore, Rules};
+use crate::store::bids::BidStore;
 
 /// Bids decided per transaction at most.
 const ROUND: usize = 500;
@@ -138,12 +138,12 @@ impl Worker {
             // One validator version per round: every bid of the round is
             // decided (and recorded) under the same version.
             let plugins = i.plugins.clone();
-            let rules: Rules = Arc::new(move |p: crate::bids::Product, bids: &[_], more| {
+            let rules = move |p: super::Product, bids: &[super::Bid], more| {
                 let validator = plugins.validator(&p.tenant);
                 decision::decide(p, bids, now_ms(), more, &validator, &plugins)
-            });
+            };
             let started = std::time::Instant::now();
-            match i.store.decide(product, ROUND, rules).await {
+            match super::round::run(i.store.as_ref(), product, ROUND, rules).await {
                 Ok(done) => {
                     if !done.is_empty() {
                         i.metrics.bids_accepted.add(done.accepted as u64);

@@ -303,7 +303,7 @@ impl Batcher {
     /// batch committed.
     async fn write<T>(&self, make: impl FnOnce(Reply<T>) -> Write) -> Result<T, Error> {
         let (reply, rx) = oneshot::channel();
-        let gone = || Error::Unavailable("the store's writer has stopped".into());
+        let gone = || Error::unavailable("the store's writer has stopped");
         self.tx.send(make(reply)).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }

@@ -3,20 +3,23 @@
 //! workers, a retried wake-up) decides nothing twice.
 //!
 //! New bids and products go through the store's batch (group commit).
-//! Decision rounds differ by backend:
+//! Decision rounds are optimistic on both backends, and the store never
+//! calls the rules: the caller (`bids::round`) reads a round's input
+//! (`read_round`: the product and its queued bids, in one consistent read),
+//! decides it (the tenant's validator and shaper included) with no
+//! transaction open and no connection held, and submits the result
+//! (`commit_round`, a `RoundWrite`). The commit checks that the product's
+//! `version` is the one read, that every bid it decides is still `queued`
+//! and, when it closes the auction, that no other bid is queued; otherwise
+//! it writes nothing and answers `None`, and the round is decided again
+//! from a fresh read.
 //!
-//! - Postgres: each round is one transaction of its own that locks the
-//!   product row, reads its queued bids in order, applies the rules and writes
-//!   outcomes, product and events; rounds of different products run in
-//!   parallel and a product's row lock never waits on unrelated writes.
-//! - SQLite (optimistic): the round reads the product and its queued bids in
-//!   one read transaction, applies the rules (the tenant's validator and
-//!   shaper included) on a blocking thread of its own, and only then submits
-//!   the result to the batch (`RoundWrite`). Inside the writer's transaction
-//!   the write checks that the product's `version` is the one read and that
-//!   every bid it decides is still `queued`, else it writes nothing and the
-//!   round is run again from the read. The one writer thread therefore never
-//!   waits on a tenant's plugin.
+//! - Postgres: the commit is a transaction of its own (the product row
+//!   locked for the check and the write only), not the shared batch, so
+//!   rounds of different products run in parallel and never wait on
+//!   unrelated writes.
+//! - SQLite: the commit runs inside the batch writer's transaction, so the
+//!   one writer thread never waits on a tenant's plugin.
 
 use async_trait::async_trait;
 
@@ -36,13 +39,17 @@ pub(crate) fn idle(round: &Round, before: &Product) -> bool {
 }
 use crate::event::StoredEvent;
 
-/// The rules of a decision round: product, queued bids (in order), and
-/// whether more are queued than were read.
-pub type RulesFn = dyn Fn(Product, &[Bid], bool) -> Round + Send + Sync;
-
-/// The rules a decision round applies: product, queued bids (in order), and
-/// whether more are queued than were read.
-pub type Rules = std::sync::Arc<RulesFn>;
+/// What a decision round reads: the product, its first queued bids in
+/// order, and whether more are queued than were read.
+#[derive(Debug, Clone)]
+pub struct RoundInput {
+    /// The product as read.
+    pub product: Product,
+    /// Its queued bids, oldest first, at most the round's limit.
+    pub bids: Vec<Bid>,
+    /// More bids are queued than were read.
+    pub more: bool,
+}
 
 /// Products and bids.
 #[async_trait]
@@ -61,14 +68,16 @@ pub trait BidStore: Send + Sync + 'static {
     /// A bid by id.
     async fn bid(&self, id: &str) -> Result<Option<Bid>, Error>;
 
-    /// One decision round for a product over at most `limit` queued bids:
-    /// what it decided and the committed events.
-    async fn decide(
-        &self,
-        product_id: &str,
-        limit: usize,
-        rules: Rules,
-    ) -> Result<RoundSummary, Error>;
+    /// A decision round's consistent read of a product and its first
+    /// `limit` queued bids (`None`: no such product).
+    async fn read_round(&self, product_id: &str, limit: usize)
+        -> Result<Option<RoundInput>, Error>;
+
+    /// Commits a round decided from a `read_round`, if what it read still
+    /// holds: the bids' outcomes, the product and the events in one
+    /// transaction, the events handed to the commit path. `None`: stale,
+    /// nothing written; decide again from a fresh read.
+    async fn commit_round(&self, write: RoundWrite) -> Result<Option<RoundSummary>, Error>;
 
     /// Products needing a round: queued bids older than `queued_before`, or
     /// open auctions that ended before `ended_before`.
@@ -140,10 +149,10 @@ pub(crate) fn same_bid(existing: Option<Bid>, bid: &Bid) -> Result<(Bid, bool), 
     }
 }
 
-/// A round decided off the writer, to be committed only if what it read
-/// still holds.
+/// A round decided from a `read_round`, to be committed only if what it
+/// read still holds.
 #[derive(Debug)]
-pub(crate) struct RoundWrite {
+pub struct RoundWrite {
     /// The product's `version` when the round read it.
     pub(crate) read_version: i64,
     /// The product's `status` when the round read it.
@@ -153,6 +162,15 @@ pub(crate) struct RoundWrite {
 }
 
 impl RoundWrite {
+    /// The round `round` decided from the product as `read`.
+    pub fn new(read: &Product, round: Round) -> RoundWrite {
+        RoundWrite {
+            read_version: read.version,
+            read_status: read.status,
+            round,
+        }
+    }
+
     /// The round closes the auction: it may only do so while no bid other
     /// than its own is queued (a bid queued after the read may have been
     /// placed before the end).

@@ -39,9 +39,11 @@ use crate::event::{NewEvent, Seq, StoredEvent};
 /// be shown is our own words (`public`, and the conflicts' reasons).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The database does not answer (connection refused, pool timeout, ...).
+    /// The database does not answer (connection refused, pool timeout, ...):
+    /// the cause (the driver's error, or our own words) as the source, shared
+    /// by every write of a batch that failed with it.
     #[error("database unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
     /// The tenant does not exist.
     #[error("unknown tenant {0:?}")]
     UnknownTenant(String),
@@ -73,6 +75,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// The database does not answer, because of `cause`.
+    pub fn unavailable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+        Error::Unavailable(std::sync::Arc::from(cause.into()))
+    }
+
     /// What happened in our own words, without a driver's text: for a
     /// response body (`/ready`), where `Display` (for logs) may carry the
     /// driver's message.

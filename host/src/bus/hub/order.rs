@@ -358,5 +358,5 @@ impl Dispatcher {
 
 /// A store read the dispatcher gave up on.
 fn timed_out() -> crate::store::Error {
-    crate::store::Error::Unavailable(format!("no answer within {} s", READ_TIMEOUT.as_secs()))
+    crate::store::Error::unavailable(format!("no answer within {} s", READ_TIMEOUT.as_secs()))
 }

@@ -2,31 +2,35 @@
 //! each bid once.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use super::{contract, Db};
 use crate::bids::decision::{self, BuiltinOutbid, BuiltinValidator};
 use crate::bids::{Bid, BidStatus, Product, ProductStatus};
-use crate::store::bids::{RoundSummary, Rules};
+use crate::store::bids::{BidStore, RoundSummary, RoundWrite};
 use crate::store::{ConflictReason, Error};
 
 contract!(
     a_bid_is_queued_once_per_key,
     racing_rounds_decide_each_bid_once,
     a_round_past_the_end_closes_the_auction,
+    a_stale_round_writes_nothing,
 );
 
-fn builtin() -> Rules {
-    Arc::new(|p: Product, bids: &[Bid], more| {
-        decision::decide(
-            p,
-            bids,
-            crate::event::now_ms(),
-            more,
-            &BuiltinValidator,
-            &BuiltinOutbid,
-        )
-    })
+/// The built-in rules, as a round's.
+fn builtin(p: Product, bids: &[Bid], more: bool) -> decision::Round {
+    decision::decide(
+        p,
+        bids,
+        crate::event::now_ms(),
+        more,
+        &BuiltinValidator,
+        &BuiltinOutbid,
+    )
+}
+
+/// One round over `limit` queued bids with the built-in rules.
+async fn round(bids: &dyn BidStore, limit: usize) -> Result<RoundSummary, Error> {
+    crate::bids::round::run(bids, "p1", limit, builtin).await
 }
 
 fn product(ends_at: Option<i64>) -> Product {
@@ -114,13 +118,13 @@ async fn racing_rounds_decide_each_bid_once(db: &Db) {
             .await
             .expect("bid");
     }
-    let round = |limit| {
+    let spawn = |limit| {
         let bids = db.bids.clone();
-        tokio::spawn(async move { bids.decide("p1", limit, builtin()).await })
+        tokio::spawn(async move { round(bids.as_ref(), limit).await })
     };
     let mut summaries: Vec<RoundSummary> = Vec::new();
     while summaries.iter().map(RoundSummary::len).sum::<usize>() < 60 {
-        let (a, b) = (round(25), round(25));
+        let (a, b) = (spawn(25), spawn(25));
         for done in [a.await, b.await] {
             summaries.push(done.expect("task").expect("round"));
         }
@@ -155,7 +159,7 @@ async fn racing_rounds_decide_each_bid_once(db: &Db) {
         assert!(b.decided_by.is_some());
     }
     // Nothing is left to decide.
-    let idle = db.bids.decide("p1", 25, builtin()).await.expect("round");
+    let idle = round(db.bids.as_ref(), 25).await.expect("round");
     assert!(idle.is_empty() && idle.events.is_empty());
 }
 
@@ -168,12 +172,61 @@ async fn a_round_past_the_end_closes_the_auction(db: &Db) {
     let now = crate::event::now_ms();
     let due = db.bids.due(0, now).await.expect("due");
     assert_eq!(due, ["p1"]);
-    let done = db.bids.decide("p1", 10, builtin()).await.expect("round");
+    let done = round(db.bids.as_ref(), 10).await.expect("round");
     assert!(done.is_empty(), "no bid to decide");
     assert!(done.events.iter().any(|e| e.kind == "auction.closed"));
     let p = db.bids.product("p1").await.expect("read").expect("product");
     assert_eq!(p.status, ProductStatus::Closed);
     assert!(db.bids.due(0, now).await.expect("due").is_empty());
-    let again = db.bids.decide("p1", 10, builtin()).await.expect("round");
+    let again = round(db.bids.as_ref(), 10).await.expect("round");
     assert!(again.events.is_empty(), "closed once");
+}
+
+/// A round whose product changed after its read (here another round
+/// committed meanwhile) writes nothing: the commit answers `None`, and the
+/// bids, the product and the log are as the other round left them.
+async fn a_stale_round_writes_nothing(db: &Db) {
+    setup(db, None).await;
+    for (n, amount) in [(1, 150), (2, 160)] {
+        db.bids
+            .submit_bid(&bid(n, amount, None))
+            .await
+            .expect("bid");
+    }
+    let read = db
+        .bids
+        .read_round("p1", 10)
+        .await
+        .expect("read")
+        .expect("product");
+    assert_eq!((read.bids.len(), read.more), (2, false));
+    let done = round(db.bids.as_ref(), 10).await.expect("round");
+    assert_eq!((done.accepted, done.rejected), (2, 0));
+    let after = db.bids.product("p1").await.expect("read").expect("product");
+    let head = db.store.heads().await.expect("heads");
+
+    let stale = builtin(read.product.clone(), &read.bids, read.more);
+    assert!(!stale.outcomes.is_empty());
+    let answer = db
+        .bids
+        .commit_round(RoundWrite::new(&read.product, stale))
+        .await
+        .expect("commit");
+    assert!(answer.is_none(), "a stale round is refused");
+    let now = db.bids.product("p1").await.expect("read").expect("product");
+    assert_eq!(now, after, "the product is as the winning round left it");
+    assert_eq!(
+        db.store.heads().await.expect("heads"),
+        head,
+        "no event appended"
+    );
+    for n in [1, 2] {
+        let b = db
+            .bids
+            .bid(&format!("b{n:03}"))
+            .await
+            .expect("read")
+            .expect("bid");
+        assert_eq!(b.status, BidStatus::Accepted);
+    }
 }

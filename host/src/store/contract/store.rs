@@ -445,7 +445,7 @@ async fn every_write_hands_its_events_to_the_commit_path(db: &Db) {
         decided_at: None,
     };
     db.bids.submit_bid(&bid).await.expect("bid");
-    let rules: crate::store::bids::Rules = std::sync::Arc::new(|p, bids: &[_], more| {
+    let rules = |p, bids: &[_], more| {
         crate::bids::decision::decide(
             p,
             bids,
@@ -454,8 +454,10 @@ async fn every_write_hands_its_events_to_the_commit_path(db: &Db) {
             &crate::bids::decision::BuiltinValidator,
             &crate::bids::decision::BuiltinOutbid,
         )
-    });
-    let round = db.bids.decide("p1", 10, rules).await.expect("round");
+    };
+    let round = crate::bids::round::run(db.bids.as_ref(), "p1", 10, rules)
+        .await
+        .expect("round");
     assert_eq!(round.accepted, 1);
     note(&round.events);
     let seen = seen.0.lock().expect("recorder").clone();

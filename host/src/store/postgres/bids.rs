@@ -1,14 +1,13 @@
 //! `BidStore` on Postgres: reads on the pool, new bids and products through
-//! the batch, and each decision round in a transaction of its own (the
-//! steps below, the events through `append_tx`). The row mappers are here
-//! too.
+//! the batch, and each decision round's commit in a transaction of its own
+//! (the steps below, the events through `append_tx`). The row mappers are
+//! here too.
 
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use super::{append_tx, PostgresStore};
-use crate::bids::decision::Round;
 use crate::bids::{Bid, Product};
 use crate::event::StoredEvent;
 use crate::store::bids::*;
@@ -37,23 +36,35 @@ impl BidStore for PostgresStore {
         Ok(row.as_ref().map(bid_row).transpose()?)
     }
 
-    /// Rounds of different products run in parallel, each in its own
-    /// transaction (not in the shared batch: a product's row lock must
-    /// not wait on other writes).
-    async fn decide(
+    async fn read_round(
         &self,
         product_id: &str,
         limit: usize,
-        rules: Rules,
-    ) -> Result<RoundSummary, Error> {
+    ) -> Result<Option<RoundInput>, Error> {
+        // One snapshot for the product and its bids.
         let mut tx = self.pool.begin().await?;
-        let Some(round) = round(&mut tx, product_id, limit, rules.as_ref()).await? else {
-            return Ok(RoundSummary::default());
-        };
-        let stored = append_tx(&mut tx, &round.events).await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let read = read_round(&mut tx, product_id, limit).await?;
+        tx.commit().await?;
+        Ok(read)
+    }
+
+    /// Rounds of different products commit in parallel, each in a
+    /// transaction of its own (not in the shared batch: a product's row lock
+    /// must not wait on other writes), holding the product's row lock only
+    /// for the check and the write.
+    async fn commit_round(&self, write: RoundWrite) -> Result<Option<RoundSummary>, Error> {
+        let mut tx = self.pool.begin().await?;
+        if !commit_round(&mut tx, &write).await? {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let stored = append_tx(&mut tx, &write.round.events).await?;
         tx.commit().await?;
         self.commits.committed(&stored);
-        Ok(RoundSummary::of(&round, stored))
+        Ok(Some(RoundSummary::of(&write.round, stored)))
     }
 
     async fn due(&self, queued_before: i64, ended_before: i64) -> Result<Vec<String>, Error> {
@@ -229,16 +240,14 @@ pub(crate) async fn insert_bid(
     Ok(same_bid(row.as_ref().map(bid_row).transpose()?, bid))
 }
 
-/// One decision round inside the caller's transaction (the product row
-/// is locked to its end): the round, whose events the caller appends
-/// (`None`: nothing to write).
-pub(crate) async fn round(
+/// A round's read: the product, its first `limit` queued bids in order,
+/// and whether more are queued (`None`: no such product).
+pub(crate) async fn read_round(
     conn: &mut PgConnection,
     product_id: &str,
     limit: usize,
-    rules: &RulesFn,
-) -> Result<Option<Round>, Error> {
-    let Some(product) = load_product(conn, product_id, true).await? else {
+) -> Result<Option<RoundInput>, Error> {
+    let Some(product) = load_product(conn, product_id, false).await? else {
         return Ok(None);
     };
     let rows = sqlx::query(&format!(
@@ -252,10 +261,28 @@ pub(crate) async fn round(
     let mut bids = rows.iter().map(bid_row).collect::<Result<Vec<_>, _>>()?;
     let more = bids.len() > limit;
     bids.truncate(limit);
-    let before = product.clone();
-    let round = rules(product, &bids, more);
-    if idle(&round, &before) {
-        return Ok(None);
+    Ok(Some(RoundInput {
+        product,
+        bids,
+        more,
+    }))
+}
+
+/// Writes a round inside the caller's transaction if what it read still
+/// holds (the product row locked to the transaction's end): its version,
+/// each of its bids still queued, and (when it closes the auction) no other
+/// bid queued. Returns whether it wrote; on `false` the caller rolls back.
+/// The caller appends the round's events.
+pub(crate) async fn commit_round(conn: &mut PgConnection, w: &RoundWrite) -> Result<bool, Error> {
+    let round = &w.round;
+    let p = &round.product;
+    let version: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM products WHERE id = $1 FOR UPDATE")
+            .bind(&p.id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if version != Some(w.read_version) {
+        return Ok(false);
     }
     let now = crate::event::now_ms();
     let o = &round.outcomes;
@@ -263,7 +290,7 @@ pub(crate) async fn round(
     let statuses: Vec<&str> = o.iter().map(|o| o.status.as_str()).collect();
     let reasons: Vec<Option<&str>> = o.iter().map(|o| o.reason.as_deref()).collect();
     let inputs: Vec<Option<&str>> = o.iter().map(|o| o.input.as_deref()).collect();
-    sqlx::query(
+    let decided = sqlx::query(
         "UPDATE bids SET status = u.status, reason = u.reason, decided_by = $5, \
          decided_at = $6, decision_input = u.input \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS u(id, status, reason, input) \
@@ -277,7 +304,20 @@ pub(crate) async fn round(
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    let p = &round.product;
+    if decided.rows_affected() != o.len() as u64 {
+        return Ok(false);
+    }
+    if w.closes() {
+        let queued: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM bids WHERE product_id = $1 AND status = 'queued'",
+        )
+        .bind(&p.id)
+        .fetch_one(&mut *conn)
+        .await?;
+        if queued != 0 {
+            return Ok(false);
+        }
+    }
     sqlx::query(
         "UPDATE products SET status = $1, current_bid = $2, leader = $3, bid_count = $4, \
          version = $5, ends_at = $6 WHERE id = $7",
@@ -291,5 +331,5 @@ pub(crate) async fn round(
     .bind(&p.id)
     .execute(&mut *conn)
     .await?;
-    Ok(Some(round))
+    Ok(true)
 }

@@ -46,7 +46,7 @@ impl From<sqlx::Error> for Error {
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_) => Error::Unavailable(e.to_string()),
+            | sqlx::Error::Protocol(_) => Error::unavailable(e),
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 Error::Conflict(ConflictReason::Duplicate(Box::new(e)))
             }
@@ -68,7 +68,7 @@ impl PostgresStore {
     /// Connects and applies migrations.
     pub async fn connect(url: &str) -> Result<PostgresStore, Error> {
         let opts = PgConnectOptions::from_str(url)
-            .map_err(|e| Error::Unavailable(format!("invalid DATABASE_URL: {e}")))?
+            .map_err(|e| Error::unavailable(format!("invalid DATABASE_URL: {e}")))?
             .application_name("switchyard");
         let pool = PgPoolOptions::new()
             .max_connections(16)
@@ -100,7 +100,7 @@ impl batch::Target for Writer {
         let done = tokio::time::timeout(BATCH_TIMEOUT, self.transaction(&mut writes))
             .await
             .unwrap_or_else(|_| {
-                Err(Error::Unavailable(format!(
+                Err(Error::unavailable(format!(
                     "a write transaction did not finish within {} s",
                     BATCH_TIMEOUT.as_secs()
                 )))

@@ -1,9 +1,7 @@
 //! `BidStore` on SQLite: reads on the store's read connections, writes
 //! through its batch writer, whose transaction runs the steps below (the
-//! inserts, and the check-then-write of a round). Decision rounds are
-//! optimistic: read, decide on a blocking thread of the round's own, then
-//! commit through the batch only if the product and its bids are unchanged
-//! (see `store/bids.rs`). The row mappers are here too.
+//! inserts, and the check-then-write of a round decided by its caller; see
+//! `store/bids.rs`). The row mappers are here too.
 
 use async_trait::async_trait;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
@@ -14,12 +12,6 @@ use crate::bids::{Bid, BidStatus, Product, ProductStatus};
 use crate::event::StoredEvent;
 use crate::store::bids::*;
 use crate::store::Error;
-
-/// Times a round is decided again after finding what it read changed
-/// before it could commit. Only a round of another process on the same
-/// data, or a bug, makes one stale: this node runs one round per product at
-/// a time.
-const ROUND_ATTEMPTS: u32 = 5;
 
 #[async_trait]
 impl BidStore for SqliteStore {
@@ -57,53 +49,18 @@ impl BidStore for SqliteStore {
             .await
     }
 
-    /// Reads the product and its queued bids, decides them off the writer
-    /// (the tenant's validator and shaper may take up to their deadlines),
-    /// and submits the result to the batch, which writes it only if the
-    /// product's version and the bids' `queued` state are still what was
-    /// read; otherwise the round runs again from the read, up to
-    /// `ROUND_ATTEMPTS` times (then the bids stay queued for the sweeper).
-    async fn decide(
+    async fn read_round(
         &self,
         product_id: &str,
         limit: usize,
-        rules: Rules,
-    ) -> Result<RoundSummary, Error> {
-        for attempt in 1..=ROUND_ATTEMPTS {
-            let id = product_id.to_string();
-            let read = self
-                .readers
-                .with(move |c| read_round(c, &id, limit))
-                .await?;
-            let Some((product, bids, more)) = read else {
-                return Ok(RoundSummary::default());
-            };
-            let (read_version, read_status) = (product.version, product.status);
-            let rules = rules.clone();
-            let (round, before) = tokio::task::spawn_blocking(move || {
-                let before = product.clone();
-                (rules(product, &bids, more), before)
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("a decision round failed: {e}")))?;
-            if idle(&round, &before) {
-                return Ok(RoundSummary::default());
-            }
-            let write = RoundWrite {
-                read_version,
-                read_status,
-                round,
-            };
-            match self.batch.round(write).await? {
-                Some(done) => return Ok(done),
-                None => {
-                    tracing::debug!(product = %product_id, attempt, "decision round was stale; deciding again")
-                }
-            }
-        }
-        Err(Error::Conflict(super::ConflictReason::RoundsContended(
-            ROUND_ATTEMPTS,
-        )))
+    ) -> Result<Option<RoundInput>, Error> {
+        let id = product_id.to_string();
+        self.readers.with(move |c| read_round(c, &id, limit)).await
+    }
+
+    /// Inside the batch writer's transaction (`commit_round` below).
+    async fn commit_round(&self, write: RoundWrite) -> Result<Option<RoundSummary>, Error> {
+        self.batch.round(write).await
     }
 
     async fn due(&self, queued_before: i64, ended_before: i64) -> Result<Vec<String>, Error> {
@@ -254,7 +211,7 @@ pub(crate) fn read_round(
     conn: &Connection,
     product_id: &str,
     limit: usize,
-) -> Result<Option<(Product, Vec<Bid>, bool)>, Error> {
+) -> Result<Option<RoundInput>, Error> {
     let tx = conn.unchecked_transaction()?;
     let product = tx
         .prepare_cached(&format!("SELECT {PRODUCT_COLS} FROM products WHERE id = ?"))?
@@ -273,7 +230,11 @@ pub(crate) fn read_round(
     drop(tx);
     let more = bids.len() > limit;
     bids.truncate(limit);
-    Ok(Some((product, bids, more)))
+    Ok(Some(RoundInput {
+        product,
+        bids,
+        more,
+    }))
 }
 
 /// Commits a round decided off the writer, inside the batch's
@@ -373,137 +334,4 @@ pub(crate) fn bid_row(r: &Row<'_>) -> rusqlite::Result<Bid> {
         created_at: r.get(9)?,
         decided_at: r.get(10)?,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::bids::decision::{self, BuiltinOutbid, BuiltinValidator};
-    use crate::store::Store;
-
-    fn builtin() -> Rules {
-        Arc::new(|p: Product, bids: &[Bid], more| {
-            decision::decide(
-                p,
-                bids,
-                crate::event::now_ms(),
-                more,
-                &BuiltinValidator,
-                &BuiltinOutbid,
-            )
-        })
-    }
-
-    fn bid(id: &str, who: &str, amount: i64) -> Bid {
-        Bid {
-            id: id.into(),
-            tenant: "acme".into(),
-            product_id: "p1".into(),
-            bidder_id: who.into(),
-            amount,
-            idempotency_key: None,
-            status: crate::bids::BidStatus::Queued,
-            reason: None,
-            decided_by: None,
-            created_at: crate::event::now_ms(),
-            decided_at: None,
-        }
-    }
-
-    /// A round whose product changes while it decides (here another round
-    /// commits meanwhile) writes nothing and is decided again from a fresh
-    /// read: every bid is decided once, and only the winning round's events
-    /// are appended.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stale_round_writes_nothing_and_is_decided_again() {
-        let dir =
-            std::env::temp_dir().join(format!("switchyard-rounds-{}", crate::bids::new_id("t")));
-        let store = Arc::new(SqliteStore::open(&dir).await.expect("open"));
-        store.create_tenant("acme", "Acme").await.expect("tenant");
-        let now = crate::event::now_ms();
-        let product = Product {
-            id: "p1".into(),
-            tenant: "acme".into(),
-            seller_id: "seller".into(),
-            title: "Lamp".into(),
-            starting_price: 100,
-            min_increment: 10,
-            anti_snipe_ms: 0,
-            ends_at: None,
-            status: crate::bids::ProductStatus::Open,
-            current_bid: None,
-            leader: None,
-            bid_count: 0,
-            version: 1,
-            created_at: now,
-        };
-        store.create_product(&product).await.expect("product");
-        for b in [bid("b1", "u1", 150), bid("b2", "u2", 160)] {
-            store.submit_bid(&b).await.expect("bid");
-        }
-        let calls = Arc::new(AtomicUsize::new(0));
-        let competing = Arc::new(std::sync::Mutex::new(None));
-        let rules: Rules = {
-            let (store, calls, competing) = (store.clone(), calls.clone(), competing.clone());
-            Arc::new(move |p: Product, bids: &[Bid], more| {
-                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
-                    // Another round decides the same bids while this one is
-                    // deciding (it runs on a blocking thread of its own).
-                    let done = tokio::runtime::Handle::current()
-                        .block_on(store.decide("p1", 10, builtin()))
-                        .expect("competing round");
-                    *competing.lock().expect("lock") = Some(done);
-                }
-                decision::decide(
-                    p,
-                    bids,
-                    crate::event::now_ms(),
-                    more,
-                    &BuiltinValidator,
-                    &BuiltinOutbid,
-                )
-            })
-        };
-        let done = store.decide("p1", 10, rules).await.expect("round");
-        assert_eq!(
-            (done.len(), done.events.len()),
-            (0, 0),
-            "the stale round wrote nothing"
-        );
-        assert_eq!(
-            calls.load(Ordering::SeqCst),
-            2,
-            "decided again after a fresh read"
-        );
-        let done = competing.lock().expect("lock").take().expect("competed");
-        assert_eq!((done.len(), done.accepted, done.rejected), (2, 2, 0));
-        assert_eq!(done.decided, ["b1", "b2"]);
-        let accepted: Vec<&str> = done
-            .events
-            .iter()
-            .filter(|e| e.kind == "bid.accepted")
-            .map(|e| e.topic.as_str())
-            .collect();
-        assert_eq!(accepted, ["product:p1", "product:p1"]);
-        let p = store.product("p1").await.expect("read").expect("product");
-        assert_eq!(
-            (p.current_bid, p.leader.as_deref()),
-            (Some(160), Some("u2"))
-        );
-        assert_eq!((p.bid_count, p.version), (2, 3));
-        for id in ["b1", "b2"] {
-            let b = store.bid(id).await.expect("read").expect("bid");
-            assert_eq!(b.status, crate::bids::BidStatus::Accepted, "{b:?}");
-        }
-        let page = store
-            .read("acme", &["product:p1".into()], Some(0), 100)
-            .await
-            .expect("read");
-        let kinds: Vec<&str> = page.events.iter().map(|e| e.kind.as_str()).collect();
-        assert_eq!(kinds, ["product.created", "bid.accepted", "bid.accepted"]);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 }

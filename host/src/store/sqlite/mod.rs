@@ -33,7 +33,7 @@ impl From<rusqlite::Error> for Error {
         use rusqlite::ErrorCode as C;
         match e.sqlite_error_code() {
             Some(C::DatabaseBusy | C::DatabaseLocked | C::CannotOpen | C::DiskFull)
-            | Some(C::SystemIoFailure) => Error::Unavailable(e.to_string()),
+            | Some(C::SystemIoFailure) => Error::unavailable(e),
             Some(C::ConstraintViolation) => Error::Conflict(ConflictReason::Duplicate(Box::new(e))),
             _ => Error::Database(Box::new(e)),
         }
@@ -56,11 +56,11 @@ impl SqliteStore {
     /// Opens (creating if needed) `dir/switchyard.db` and applies migrations.
     pub async fn open(dir: &Path) -> Result<SqliteStore, Error> {
         create_data_dir(dir).map_err(|e| {
-            Error::Unavailable(format!("cannot create data dir {}: {e}", dir.display()))
+            Error::unavailable(format!("cannot create data dir {}: {e}", dir.display()))
         })?;
         let path = dir.join("switchyard.db");
         private_database_files(&path).map_err(|e| {
-            Error::Unavailable(format!(
+            Error::unavailable(format!(
                 "cannot make the database {} private: {e}",
                 path.display()
             ))
