@@ -797,3 +797,183 @@ async fn tenant_lifecycle(mode: Mode) {
     env.cleanup().await;
 }
 both_modes!(tenant_lifecycle, tenant_lifecycle);
+
+/// The consistency check: a transition the log lacks (here a member the
+/// presence store holds whose `member.joined` was never appended, as when
+/// a node dies between the decision and the append) and one it holds in
+/// excess (a member the store no longer has) are each repaired by one
+/// `presence.reset` carrying the whole set as the store holds it; the
+/// members topic then folds to that set, and no further reset follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_check_repairs_a_members_topic() {
+    let env = env_of(Env::new(Mode::Cluster).await)
+        .set("SWITCHYARD_PRESENCE_MEMBERS", "room:*")
+        .set("SWITCHYARD_PRESENCE_CHECK_MS", 300);
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let mut watch = stream(
+        &node,
+        &format!("/events?tenant={tenant}&topic=room:9~members"),
+        None,
+        None,
+    )
+    .await;
+    let u1 = token_with(&env, "u1", &tenant, json!({"name": "Ann"})).await;
+    let _s1 = stream(
+        &node,
+        &format!("/events?tenant={tenant}&topic=room:9"),
+        Some(&u1),
+        None,
+    )
+    .await;
+    let joined = watch
+        .next_of("member.joined", secs(10))
+        .await
+        .expect("u1 joins");
+    assert_eq!(joined.json()["data"]["user"], "u1");
+    // Agreeing, the check says nothing.
+    assert!(watch.next_of("presence.reset", secs(2)).await.is_none());
+
+    let url = env.redis_url.clone().expect("cluster mode has Redis");
+    let mut redis = redis::Client::open(url)
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let members = format!("{}:presence:{{{tenant}:room:9}}:members", env.prefix);
+    let _: () = redis::cmd("HSET")
+        .arg(&members)
+        .arg("ghost")
+        .arg(r#"{"name":"Gus"}"#)
+        .query_async(&mut redis)
+        .await
+        .expect("HSET");
+    let reset = watch
+        .next_of("presence.reset", secs(10))
+        .await
+        .expect("a reset for the missing join");
+    let set = &reset.json()["data"];
+    assert_eq!(
+        set["members"],
+        json!([
+            {"user": "ghost", "claims": {"name": "Gus"}},
+            {"user": "u1", "claims": {"name": "Ann"}},
+        ]),
+        "{set}"
+    );
+    assert_eq!(set["truncated"], false);
+    assert!(set["v"].as_u64() > joined.json()["data"]["v"].as_u64());
+    let listed = |node: &Node| {
+        let req = node
+            .http
+            .get(format!(
+                "{}/api/topics/room:9/members?tenant={tenant}",
+                node.url
+            ))
+            .bearer_auth(support::ADMIN);
+        async move {
+            let body: Value = req
+                .send()
+                .await
+                .expect("request")
+                .json()
+                .await
+                .expect("json");
+            body["members"]
+                .as_array()
+                .expect("members")
+                .iter()
+                .map(|m| m["user"].as_str().unwrap_or("").to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(&node).await, ["ghost", "u1"]);
+    assert!(
+        watch.next_of("presence.reset", secs(2)).await.is_none(),
+        "repaired once"
+    );
+
+    // A member the log holds in excess: the store lost `ghost`.
+    let _: () = redis::cmd("HDEL")
+        .arg(&members)
+        .arg("ghost")
+        .query_async(&mut redis)
+        .await
+        .expect("HDEL");
+    let reset = watch
+        .next_of("presence.reset", secs(10))
+        .await
+        .expect("a reset for the extra member");
+    assert_eq!(
+        reset.json()["data"]["members"],
+        json!([{"user": "u1", "claims": {"name": "Ann"}}])
+    );
+    assert_eq!(listed(&node).await, ["u1"]);
+    // A reader resuming from before the first reset folds to the same set.
+    let mut resumed = stream(
+        &node,
+        &format!("/events?tenant={tenant}&topic=room:9~members"),
+        None,
+        joined.id.as_deref().and_then(|id| id.parse().ok()),
+    )
+    .await;
+    let first = resumed
+        .next_of("presence.reset", secs(5))
+        .await
+        .expect("first reset");
+    let second = resumed
+        .next_of("presence.reset", secs(5))
+        .await
+        .expect("second reset");
+    assert_eq!(second.id, reset.id, "the same events, in order");
+    assert!(second.json()["data"]["v"].as_u64() > first.json()["data"]["v"].as_u64());
+    env.cleanup().await;
+}
+
+/// Joins and leaves racing the consistency check never make it reset:
+/// what is on its way to the log is not a disagreement.
+async fn the_check_keeps_quiet_under_churn(mode: Mode) {
+    let env = env_of(Env::new(mode).await)
+        .set("SWITCHYARD_PRESENCE_MEMBERS", "room:*")
+        .set("SWITCHYARD_PRESENCE_LINGER_MS", 0)
+        .set("SWITCHYARD_PRESENCE_CHECK_MS", 100);
+    let nodes = env.start_nodes(2).await;
+    let tenant = nodes[0].tenant().await;
+    let mut watch = stream(
+        &nodes[0],
+        &format!("/events?tenant={tenant}&topic=room:5~members"),
+        None,
+        None,
+    )
+    .await;
+    let path = format!("/events?tenant={tenant}&topic=room:5");
+    let mut tokens = Vec::new();
+    for i in 0..8 {
+        tokens.push(token_with(&env, &format!("u{i}"), &tenant, json!({})).await);
+    }
+    let until = tokio::time::Instant::now() + secs(4);
+    let mut round = 0usize;
+    while tokio::time::Instant::now() < until {
+        let mut open = Vec::new();
+        for (i, t) in tokens.iter().enumerate() {
+            let node = &nodes[(i + round) % nodes.len()];
+            open.push(stream(node, &path, Some(t), None).await);
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        drop(open);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        round += 1;
+    }
+    let mut resets = Vec::new();
+    while let Some(ev) = watch.next(secs(2)).await {
+        if ev.event == "presence.reset" {
+            resets.push(ev.data);
+        }
+    }
+    assert!(resets.is_empty(), "{round} rounds; resets: {resets:?}");
+    env.cleanup().await;
+}
+both_modes!(
+    the_check_keeps_quiet_under_churn,
+    the_check_keeps_quiet_under_churn
+);

@@ -172,6 +172,10 @@ pub struct Options {
     /// How long a member whose last stream on a topic closed stays one, in ms.
     #[arg(long, env = "SWITCHYARD_PRESENCE_LINGER_MS")]
     pub presence_linger_ms: Option<u64>,
+    /// How often each topic's members topic is checked against the
+    /// presence store, in ms.
+    #[arg(long, env = "SWITCHYARD_PRESENCE_CHECK_MS")]
+    pub presence_check_ms: Option<u64>,
     /// Topic patterns whose members are announced on `T~members`
     /// (comma separated: `product:*,ticket:*`); default: none.
     #[arg(long, env = "SWITCHYARD_PRESENCE_MEMBERS")]
@@ -664,6 +668,7 @@ impl Config {
                     "SWITCHYARD_PRESENCE_INTERVAL_MS",
                 )?,
                 linger: Duration::from_millis(o.presence_linger_ms.unwrap_or(5_000)),
+                check: ms(o.presence_check_ms, 15_000, "SWITCHYARD_PRESENCE_CHECK_MS")?,
                 occupancy: match o.presence_occupancy.as_deref().map(str::trim) {
                     None | Some("*") => None,
                     Some("" | "none") => Some(Vec::new()),

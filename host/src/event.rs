@@ -153,7 +153,8 @@ pub fn now_ms() -> i64 {
 
 /// The member set of a topic, the retained state of its `T~members`
 /// topic: the fold of its events (`member.joined`, `member.left`,
-/// `members.truncated`) in id order. Each event carries `v`, a number the
+/// `members.truncated`, and `presence.reset`, which replaces the set) in id
+/// order. Each event carries `v`, a number the
 /// place that decided the transition gives it, rising per topic; an event
 /// whose `v` is not above the set's was decided before the one the set
 /// already holds (two nodes' appends may commit in either order) and
@@ -180,8 +181,17 @@ pub struct Member {
 }
 
 impl MemberSet {
-    /// Folds one event of the members topic.
+    /// Folds one event of the members topic. A `presence.reset` carries a
+    /// whole set (its members, `truncated` and `v`) and replaces this one.
     pub fn apply(&mut self, kind: &str, data: &str) {
+        if kind == "presence.reset" {
+            if let Ok(set) = serde_json::from_str::<MemberSet>(data) {
+                if set.v > self.v {
+                    *self = set;
+                }
+            }
+            return;
+        }
         #[derive(serde::Deserialize)]
         struct Change {
             v: u64,
@@ -530,6 +540,25 @@ mod tests {
         );
         let set: MemberSet = serde_json::from_str(&t).expect("json");
         assert!(set.truncated && set.members.is_empty());
+        // A reset replaces the set; transitions decided before it (a lower
+        // `v`) change nothing after it, later ones apply.
+        let reset = r#"{"members":[{"user":"c","claims":{}}],"truncated":false,"v":20}"#;
+        let r = MemberSet::fold(
+            Some(&t),
+            [
+                ("presence.reset", reset),
+                ("member.joined", j("d", 19).as_str()),
+                ("member.joined", j("e", 21).as_str()),
+                (
+                    "presence.reset",
+                    r#"{"members":[],"truncated":false,"v":3}"#,
+                ),
+            ]
+            .into_iter(),
+        );
+        let set: MemberSet = serde_json::from_str(&r).expect("json");
+        let users: Vec<&str> = set.members.iter().map(|m| m.user.as_str()).collect();
+        assert_eq!((users, set.truncated, set.v), (vec!["c", "e"], false, 21));
     }
 
     #[test]

@@ -153,6 +153,7 @@ pub async fn run(
         config.presence.clone(),
         backend.mode.presence_store(background.clone()),
         publisher.clone(),
+        store.clone(),
         background.clone(),
     );
     {

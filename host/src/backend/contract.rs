@@ -168,6 +168,14 @@ fn entry<'a>(conn: u64, tenant: &'a str, topic: &'a str, user: Option<&'a str>) 
     }
 }
 
+/// The data the members of the presence contract join with.
+const DATA: &str = r#"{"name":"Ann"}"#;
+
+/// A member of a topic capped at `cap`.
+fn cap(cap: usize) -> Option<crate::presence::Membership<'static>> {
+    Some(crate::presence::Membership { cap, claims: DATA })
+}
+
 /// Counts of streams and distinct users, one decision per interval, only
 /// changes; a user's first stream joins once, its last one leaves once
 /// after the linger unless the user is back first; past the cap one
@@ -177,7 +185,7 @@ async fn presence_decides_once(store: Arc<dyn PresenceStore>) {
     let t = unique("t");
     let room = "room:1";
     let ms = Duration::from_millis;
-    let members = Some(10);
+    let members = cap(10);
     let first = store.join(entry(1, &t, room, Some("u1")), members).await;
     let Ok(Some(Change::Joined(v1))) = first else {
         panic!("u1 did not join: {first:?}");
@@ -243,15 +251,15 @@ async fn presence_decides_once(store: Arc<dyn PresenceStore>) {
     // Past the cap (one member): one truncation, then nothing.
     let full = "room:2";
     assert!(matches!(
-        store.join(entry(5, &t, full, Some("a")), Some(1)).await,
+        store.join(entry(5, &t, full, Some("a")), cap(1)).await,
         Ok(Some(Change::Joined(_)))
     ));
     assert!(matches!(
-        store.join(entry(6, &t, full, Some("b")), Some(1)).await,
+        store.join(entry(6, &t, full, Some("b")), cap(1)).await,
         Ok(Some(Change::Truncated(_)))
     ));
     assert_eq!(
-        store.join(entry(7, &t, full, Some("c")), Some(1)).await,
+        store.join(entry(7, &t, full, Some("c")), cap(1)).await,
         Ok(None)
     );
     for (conn, user) in [(5, "a"), (6, "b"), (7, "c")] {
@@ -262,10 +270,19 @@ async fn presence_decides_once(store: Arc<dyn PresenceStore>) {
     tokio::time::sleep(ms(20)).await;
     assert_eq!(store.sweep(Duration::ZERO).await.leaves, vec![]);
     // Empty again: a set again.
-    assert!(matches!(
-        store.join(entry(8, &t, full, Some("d")), Some(1)).await,
-        Ok(Some(Change::Joined(_)))
-    ));
+    let joined = store.join(entry(8, &t, full, Some("d")), cap(1)).await;
+    let Ok(Some(Change::Joined(vd))) = joined else {
+        panic!("d did not join: {joined:?}");
+    };
+    // The set as decided, with the data each member joined with and a `v`
+    // above every transition's, for one check per period.
+    let held = store.held(&t, full, ms(500)).await;
+    let Ok(Some(held)) = held else {
+        panic!("no set held: {held:?}");
+    };
+    assert_eq!(held.members, vec![("d".to_string(), DATA.to_string())]);
+    assert!(!held.truncated && held.v > vd, "{held:?}");
+    assert_eq!(store.held(&t, full, ms(500)).await, Ok(None));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,7 +310,7 @@ async fn redis_presence_drops_expired_leases() {
     let room = "room:3";
     let ms = Duration::from_millis;
     assert!(store
-        .join(entry(1, &t, room, Some("ghost")), Some(10))
+        .join(entry(1, &t, room, Some("ghost")), cap(10))
         .await
         .is_ok_and(|c| c.is_some()));
     assert_eq!(

@@ -1,13 +1,15 @@
 //! `MemoryPresence`: presence counted in this process (embedded mode).
 //! Every transition is decided under one lock, so each is decided once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Change, Counts, Decision, Entry, Left, PresenceStore, Swept, Unavailable};
+use super::{
+    Change, Counts, Decision, Entry, Held, Left, Membership, PresenceStore, Swept, Unavailable,
+};
 
 /// Counts per (tenant, topic) in this process.
 #[derive(Default)]
@@ -29,8 +31,10 @@ struct Topic {
     last: Counts,
     /// When the last decision was made.
     decided: Option<Instant>,
-    /// Members announced (members topics only).
-    members: HashSet<String>,
+    /// When the member set was last checked.
+    checked: Option<Instant>,
+    /// Members announced (members topics only), with their data.
+    members: HashMap<String, String>,
     /// The cap was passed: no member events until the topic empties.
     truncated: bool,
     /// The last transition's `v`.
@@ -41,17 +45,21 @@ impl Topic {
     /// The next `v`: microseconds since the epoch, and above the last, so
     /// it keeps rising across restarts.
     fn next_v(&mut self) -> u64 {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
-        self.v = now.max(self.v + 1);
+        self.v = micros().max(self.v + 1);
         self.v
     }
 
     fn idle(&self) -> bool {
         self.streams == 0 && self.users.is_empty() && self.members.is_empty() && !self.truncated
     }
+}
+
+/// Microseconds since the epoch.
+fn micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 fn key(tenant: &str, topic: &str) -> (String, String) {
@@ -63,7 +71,7 @@ impl PresenceStore for MemoryPresence {
     async fn join(
         &self,
         e: Entry<'_>,
-        members: Option<usize>,
+        member: Option<Membership<'_>>,
     ) -> Result<Option<Change>, Unavailable> {
         let mut st = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let State { topics, pending } = &mut *st;
@@ -74,21 +82,22 @@ impl PresenceStore for MemoryPresence {
         };
         let n = t.users.entry(user.to_string()).or_default();
         *n += 1;
-        let (true, Some(cap)) = (*n == 1, members) else {
+        let (true, Some(member)) = (*n == 1, member) else {
             return Ok(None);
         };
         let back = pending
             .remove(&(e.tenant.to_string(), e.topic.to_string(), user.to_string()))
             .is_some();
-        if back || t.truncated || t.members.contains(user) {
+        if back || t.truncated || t.members.contains_key(user) {
             return Ok(None);
         }
-        if t.members.len() >= cap {
+        if t.members.len() >= member.cap {
             t.members.clear();
             t.truncated = true;
             return Ok(Some(Change::Truncated(t.next_v())));
         }
-        t.members.insert(user.to_string());
+        t.members
+            .insert(user.to_string(), member.claims.to_string());
         Ok(Some(Change::Joined(t.next_v())))
     }
 
@@ -110,7 +119,7 @@ impl PresenceStore for MemoryPresence {
             return;
         }
         t.users.remove(user);
-        if let (Some(linger), true) = (linger, t.members.contains(user)) {
+        if let (Some(linger), true) = (linger, t.members.contains_key(user)) {
             pending.insert(
                 (e.tenant.to_string(), e.topic.to_string(), user.to_string()),
                 Instant::now() + linger,
@@ -137,7 +146,7 @@ impl PresenceStore for MemoryPresence {
             let Some(t) = topics.get_mut(&(tenant.clone(), topic.clone())) else {
                 continue;
             };
-            if t.users.contains_key(&user) || !t.members.remove(&user) {
+            if t.users.contains_key(&user) || t.members.remove(&user).is_none() {
                 continue;
             }
             let v = t.next_v();
@@ -197,5 +206,39 @@ impl PresenceStore for MemoryPresence {
                 users: u64::MAX,
             };
         }
+    }
+
+    async fn held(
+        &self,
+        tenant: &str,
+        topic: &str,
+        period: Duration,
+    ) -> Result<Option<Held>, Unavailable> {
+        let mut st = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(t) = st.topics.get_mut(&key(tenant, topic)) else {
+            // Nothing held: no member, and no transition to be above but
+            // those of before (the clock's microseconds).
+            return Ok(Some(Held {
+                members: Vec::new(),
+                truncated: false,
+                v: micros(),
+            }));
+        };
+        let now = Instant::now();
+        if t.checked.is_some_and(|c| now.duration_since(c) < period) {
+            return Ok(None);
+        }
+        t.checked = Some(now);
+        let mut members: Vec<(String, String)> = t
+            .members
+            .iter()
+            .map(|(u, c)| (u.clone(), c.clone()))
+            .collect();
+        members.sort();
+        Ok(Some(Held {
+            members,
+            truncated: t.truncated,
+            v: t.next_v(),
+        }))
     }
 }

@@ -51,6 +51,9 @@ pub struct Settings {
     pub interval: Duration,
     /// How long a user whose last stream on a topic closed stays a member.
     pub linger: Duration,
+    /// How often the members topic of a topic with streams here is checked
+    /// against the presence store (one node per topic and period).
+    pub check: Duration,
     /// Topic patterns whose occupancy is kept (`None`: every topic).
     pub occupancy: Option<Vec<String>>,
     /// Topic patterns (`product:*`, `global`) whose members are announced.
@@ -163,6 +166,27 @@ pub struct Left {
     pub v: u64,
 }
 
+/// A stream's user as a member of a topic whose members are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Membership<'a> {
+    /// The topic's cap of members.
+    pub cap: usize,
+    /// The member data the user joins with (a JSON object: the configured
+    /// claims of its token).
+    pub claims: &'a str,
+}
+
+/// The member set a store holds for a topic, for the consistency check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Each member, with the data it joined with (JSON object text).
+    pub members: Vec<(String, String)>,
+    /// The cap was passed.
+    pub truncated: bool,
+    /// A `v` above every transition decided for the topic so far.
+    pub v: u64,
+}
+
 /// What a sweep found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Swept {
@@ -180,12 +204,13 @@ pub struct Unavailable;
 /// Where streams on topics are counted.
 #[async_trait::async_trait]
 pub trait PresenceStore: Send + Sync + 'static {
-    /// A stream opened on a topic. With `members` (the topic's cap), a
-    /// user's first stream there is a member transition, decided here.
+    /// A stream opened on a topic. With `member` (the topic keeps
+    /// members), a user's first stream there is a member transition,
+    /// decided here.
     async fn join(
         &self,
         e: Entry<'_>,
-        members: Option<usize>,
+        member: Option<Membership<'_>>,
     ) -> Result<Option<Change>, Unavailable>;
     /// The stream closed. With `linger`, a member whose last stream this
     /// was leaves once the linger passes without a new one.
@@ -208,6 +233,15 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// The counts decided were not appended: let the next decision append
     /// whatever the counts are then.
     async fn forget(&self, tenant: &str, topic: &str);
+    /// The topic's member set as decided here, read at once with a fresh
+    /// `v`, for the consistency check; `None` when the topic was checked
+    /// within `period` (by any node), so one node checks it per period.
+    async fn held(
+        &self,
+        tenant: &str,
+        topic: &str,
+        period: Duration,
+    ) -> Result<Option<Held>, Unavailable>;
 }
 
 /// A topic, by tenant.
@@ -244,6 +278,11 @@ pub struct Presence {
 struct Inner {
     store: Arc<dyn PresenceStore>,
     publisher: Publisher,
+    /// The log, whose members topics the consistency check reads.
+    log: Arc<dyn crate::store::Store>,
+    /// Topics whose members topic disagreed with the store at the last
+    /// check, with the set's `v` then.
+    suspects: Mutex<HashMap<Key, u64>>,
     settings: Settings,
     /// Streams of this node per topic.
     local: Mutex<HashMap<Key, usize>>,
@@ -264,12 +303,15 @@ impl Presence {
         settings: Settings,
         store: Arc<dyn PresenceStore>,
         publisher: Publisher,
+        log: Arc<dyn crate::store::Store>,
         stop: CancellationToken,
     ) -> Presence {
         let p = Presence {
             inner: Arc::new(Inner {
                 store,
                 publisher,
+                log,
+                suspects: Mutex::default(),
                 settings,
                 local: Mutex::default(),
                 dirty: Mutex::default(),
@@ -298,6 +340,12 @@ impl Presence {
             .iter()
             .map(|t| user.is_some() && settings.members_of(t))
             .collect();
+        let member_data = settings.member_claims(claims);
+        let member_text = serde_json::Value::Object(member_data.clone()).to_string();
+        let membership = Membership {
+            cap: settings.max_members,
+            claims: &member_text,
+        };
         let joins = topics.iter().zip(&members).map(|(topic, m)| {
             self.inner.store.join(
                 Entry {
@@ -306,7 +354,7 @@ impl Presence {
                     topic,
                     user,
                 },
-                m.then_some(settings.max_members),
+                m.then_some(membership),
             )
         });
         let online = async {
@@ -321,7 +369,10 @@ impl Presence {
                                 topic: TENANT_WIDE,
                                 user,
                             },
-                            Some(usize::MAX),
+                            Some(Membership {
+                                cap: usize::MAX,
+                                claims: "{}",
+                            }),
                         )
                         .await
                 }
@@ -347,7 +398,7 @@ impl Presence {
                     "member.joined",
                     serde_json::json!({
                         "user": user,
-                        "claims": settings.member_claims(claims),
+                        "claims": member_data,
                         "v": v,
                     }),
                 ),
@@ -428,9 +479,12 @@ impl Presence {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweep = tokio::time::interval(SWEEP);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut check = tokio::time::interval(self.inner.settings.check);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = check.tick() => self.check().await,
                 _ = sweep.tick() => {
                     let local: Vec<Key> = self
                         .inner
@@ -452,6 +506,115 @@ impl Presence {
                 }
             }
         }
+    }
+
+    /// The consistency check: the members topic of each topic with streams
+    /// here (that keeps members) against the member set the store decided.
+    /// A transition the log lacks (its append failed, or its node died
+    /// between the decision and the append) or holds in excess makes them
+    /// disagree; one that is only on its way does so for milliseconds. So a
+    /// disagreement seen at two checks in a row with the log's set
+    /// unchanged between them is repaired by a `presence.reset`: the whole
+    /// set as the store holds it, with a `v` above every transition decided
+    /// before it was read (the fold drops those that arrive later, and
+    /// applies those decided after).
+    async fn check(&self) {
+        let topics: Vec<Key> = {
+            let local = self.inner.local.lock().unwrap_or_else(|p| p.into_inner());
+            let settings = &self.inner.settings;
+            local
+                .keys()
+                .filter(|(_, t)| settings.members_of(t))
+                .cloned()
+                .collect()
+        };
+        self.inner
+            .suspects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| topics.contains(k));
+        futures_util::stream::iter(topics)
+            .for_each_concurrent(PARALLEL, |(tenant, topic)| async move {
+                self.check_topic(&tenant, &topic).await
+            })
+            .await;
+    }
+
+    async fn check_topic(&self, tenant: &str, topic: &str) {
+        let inner = &self.inner;
+        let name = Derived::Members.of(topic);
+        // The log first, then the store: the store's set then holds every
+        // transition the log does, and more only if one is missing or on
+        // its way.
+        let page = match inner
+            .log
+            .read(tenant, std::slice::from_ref(&name), None, 0)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::debug!(tenant, error = %e, "cannot read a members topic to check it");
+                return;
+            }
+        };
+        let logged: crate::event::MemberSet = page
+            .topics
+            .iter()
+            .find(|t| t.topic == name)
+            .and_then(|t| t.retained.as_ref())
+            .and_then(|r| serde_json::from_str(&r.data).ok())
+            .unwrap_or_default();
+        // A little under the period: the next check, on whichever node,
+        // is not kept off by this one.
+        let period = inner.settings.check.mul_f64(0.9);
+        let Ok(Some(held)) = inner.store.held(tenant, topic, period).await else {
+            return;
+        };
+        let key = (tenant.to_string(), topic.to_string());
+        {
+            let mut suspects = inner.suspects.lock().unwrap_or_else(|p| p.into_inner());
+            if agrees(&logged, &held) {
+                suspects.remove(&key);
+                return;
+            }
+            if suspects.get(&key) != Some(&logged.v) {
+                suspects.insert(key, logged.v);
+                return;
+            }
+            suspects.remove(&key);
+        }
+        let members = held
+            .members
+            .into_iter()
+            .map(|(user, data)| {
+                let claims = match serde_json::from_str(&data) {
+                    Ok(serde_json::Value::Object(claims)) => claims,
+                    // Data not kept (a member from before it was): the log's.
+                    _ => logged
+                        .members
+                        .iter()
+                        .find(|m| m.user == user)
+                        .map(|m| m.claims.clone())
+                        .unwrap_or_default(),
+                };
+                crate::event::Member { user, claims }
+            })
+            .collect();
+        let set = crate::event::MemberSet {
+            members,
+            truncated: held.truncated,
+            v: held.v,
+        };
+        tracing::warn!(
+            tenant,
+            topic,
+            logged = logged.members.len(),
+            held = set.members.len(),
+            "a members topic disagreed with the presence store at two checks; appending presence.reset"
+        );
+        let data = serde_json::to_value(&set).unwrap_or_default();
+        self.append_members(vec![member_event(tenant, topic, "presence.reset", data)])
+            .await;
     }
 
     /// Decides every dirty topic; those another decision got first stay
@@ -592,6 +755,22 @@ pub fn reset_events(states: &[(String, String, String)]) -> Vec<NewEvent> {
     out
 }
 
+/// Whether the log's member set and the store's agree: the same users,
+/// with the same data where the store kept it, and the same cap state.
+fn agrees(logged: &crate::event::MemberSet, held: &Held) -> bool {
+    logged.truncated == held.truncated
+        && logged.members.len() == held.members.len()
+        && held.members.iter().all(|(user, data)| {
+            logged.members.iter().any(|m| {
+                m.user == *user
+                    && match serde_json::from_str(data) {
+                        Ok(serde_json::Value::Object(claims)) => claims == m.claims,
+                        _ => true,
+                    }
+            })
+        })
+}
+
 fn member_event(tenant: &str, topic: &str, kind: &str, data: serde_json::Value) -> NewEvent {
     NewEvent {
         tenant: tenant.to_string(),
@@ -687,6 +866,7 @@ mod tests {
         Settings {
             interval: Duration::from_secs(1),
             linger: Duration::from_secs(5),
+            check: Duration::from_secs(15),
             occupancy: None,
             members: crate::auth::publish::split(members),
             claims: crate::auth::publish::split(claims),

@@ -8,8 +8,9 @@
 //!   the node refreshes with its stream leases (every 10 s, to 30 s ahead),
 //!   so a dead node's streams drop out when their leases expire;
 //! - `users`, a hash user -> streams of that user on the topic;
-//! - `members`, `truncated`, `v`: the member set announced, the cap passed,
-//!   the last transition's `v`;
+//! - `members`, `truncated`, `v`: the member set announced (user -> the
+//!   data it joined with), the cap passed, the last transition's `v`;
+//! - `check`, a key set `NX PX` by the one consistency check of a period;
 //! - `leaves`, a sorted set of members whose last stream closed, by due
 //!   time (now plus the linger);
 //! - `tick`, a key set `NX PX interval` by the one decision of an interval;
@@ -42,7 +43,10 @@
 //!   `HINCRBY -1`/`HDEL`), `ZCARD conns`, `HLEN users`, `GET last` and, when
 //!   the counts changed, `SET last` (`DEL last` at zero);
 //! - sweep, per node and tick: index `ZRANGEBYSCORE`; per due topic on one
-//!   node, the sweep script and index `ZADD XX` (or `ZREM` once empty).
+//!   node, the sweep script and index `ZADD XX` (or `ZREM` once empty);
+//! - consistency check, per topic keeping members and period on one node:
+//!   `SET check NX PX`, the `v` (`TIME`, `GET`, `SET`), `EXISTS truncated`,
+//!   `HGETALL members`.
 //!
 //! A signed-in stream also joins and leaves its tenant's place
 //! (`presence::TENANT_WIDE`, for `user.online` / `user.offline`): one more
@@ -58,7 +62,9 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 
 use super::conn::RedisConn;
-use crate::presence::{Change, Counts, Decision, Entry, Left, PresenceStore, Swept, Unavailable};
+use crate::presence::{
+    Change, Counts, Decision, Entry, Held, Left, Membership, PresenceStore, Swept, Unavailable,
+};
 
 /// How long a stream's presence lives without refresh (as a cap lease).
 pub const LEASE: Duration = Duration::from_secs(30);
@@ -87,7 +93,7 @@ end
 
 // KEYS: conns, users, members, truncated, v, leaves
 // ARGV: expiry_ms, member, user ('' if none), key ttl, cap ('' without
-// members)
+// members), member data
 // Returns nil, or 'joined:{v}' / 'truncated:{v}'.
 const JOIN: &str = r#"
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
@@ -104,9 +110,20 @@ if redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[5]) then
   redis.call('SET', KEYS[4], '1', 'PX', ARGV[4])
   return 'truncated:' .. next_v(KEYS[5])
 end
-redis.call('HSET', KEYS[3], ARGV[3], '1')
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[6])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 return 'joined:' .. next_v(KEYS[5])
+"#;
+
+// KEYS: members, truncated, v, check; ARGV: period ms
+// The member set as decided, with a fresh `v`, for the consistency check;
+// nil when the topic was checked within the period.
+const HELD: &str = r#"
+if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[1]) then
+  return false
+end
+local v = next_v(KEYS[3])
+return {v, tostring(redis.call('EXISTS', KEYS[2])), redis.call('HGETALL', KEYS[1])}
 "#;
 
 // A user's count on a topic goes down by one (KEYS: users, members,
@@ -234,6 +251,7 @@ pub struct RedisPresence {
     leave: redis::Script,
     decide: redis::Script,
     sweep: redis::Script,
+    held: redis::Script,
     /// This node's streams on topics.
     live: Live,
 }
@@ -251,6 +269,7 @@ impl RedisPresence {
             leave: redis::Script::new(&format!("{USER_DOWN}{LEAVE}")),
             decide: redis::Script::new(&format!("{USER_DOWN}{DROP_EXPIRED}{DECIDE}")),
             sweep: redis::Script::new(&format!("{NEXT_V}{USER_DOWN}{DROP_EXPIRED}{SWEEP}")),
+            held: redis::Script::new(&format!("{NEXT_V}{HELD}")),
             live,
         }
     }
@@ -372,7 +391,7 @@ impl PresenceStore for RedisPresence {
     async fn join(
         &self,
         e: Entry<'_>,
-        members: Option<usize>,
+        membership: Option<Membership<'_>>,
     ) -> Result<Option<Change>, Unavailable> {
         let conns = self.key(e.tenant, e.topic, "conns");
         let users = self.key(e.tenant, e.topic, "users");
@@ -402,7 +421,8 @@ impl PresenceStore for RedisPresence {
             .arg(&member)
             .arg(user)
             .arg(KEY_TTL_MS)
-            .arg(members.map(|m| m.to_string()).unwrap_or_default());
+            .arg(membership.map(|m| m.cap.to_string()).unwrap_or_default())
+            .arg(membership.map(|m| m.claims).unwrap_or("{}"));
         let script = invocation.invoke_async::<Option<String>>(&mut c);
         let (r, indexed) = tokio::join!(script, index);
         let change = match r {
@@ -560,6 +580,41 @@ impl PresenceStore for RedisPresence {
             .arg(self.key(tenant, topic, "last"))
             .query_async(&mut c)
             .await;
+    }
+
+    async fn held(
+        &self,
+        tenant: &str,
+        topic: &str,
+        period: Duration,
+    ) -> Result<Option<Held>, Unavailable> {
+        let mut c = self.conn.clone();
+        let r: redis::RedisResult<Option<(String, String, Vec<String>)>> = self
+            .held
+            .key(self.key(tenant, topic, "members"))
+            .key(self.key(tenant, topic, "truncated"))
+            .key(self.key(tenant, topic, "v"))
+            .key(self.key(tenant, topic, "check"))
+            .arg(period.as_millis().max(1) as u64)
+            .invoke_async(&mut c)
+            .await;
+        let Some((v, truncated, pairs)) = r.map_err(|err| {
+            tracing::warn!(error = %err, "cannot read a topic's members from Redis");
+            Unavailable
+        })?
+        else {
+            return Ok(None);
+        };
+        let mut members: Vec<(String, String)> = pairs
+            .chunks_exact(2)
+            .map(|p| (p[0].clone(), p[1].clone()))
+            .collect();
+        members.sort();
+        Ok(Some(Held {
+            members,
+            truncated: truncated == "1",
+            v: v.parse().map_err(|_| Unavailable)?,
+        }))
     }
 }
 
