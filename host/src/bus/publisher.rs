@@ -62,6 +62,13 @@ impl Publisher {
         Publisher { store }
     }
 
+    /// A publisher over `store` whose commits reach no fan-out: the log
+    /// only (tests of what is appended).
+    #[cfg(test)]
+    pub(crate) fn log_only(store: Arc<dyn Store>) -> Publisher {
+        Publisher { store }
+    }
+
     /// Appends events atomically under an idempotency key (see
     /// `Store::append_keyed`); only events stored now go to the fan-out.
     pub async fn publish_keyed(

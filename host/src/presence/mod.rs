@@ -283,6 +283,8 @@ struct Inner {
     /// Topics whose members topic disagreed with the store at the last
     /// check, with the set's `v` then.
     suspects: Mutex<HashMap<Key, u64>>,
+    /// Open streams with places the store did not take when they opened.
+    retry: Mutex<Vec<Arc<Joined>>>,
     settings: Settings,
     /// Streams of this node per topic.
     local: Mutex<HashMap<Key, usize>>,
@@ -312,6 +314,7 @@ impl Presence {
                 publisher,
                 log,
                 suspects: Mutex::default(),
+                retry: Mutex::default(),
                 settings,
                 local: Mutex::default(),
                 dirty: Mutex::default(),
@@ -336,69 +339,102 @@ impl Presence {
         let conn = NEXT.fetch_add(1, Ordering::Relaxed);
         let settings = &self.inner.settings;
         let topics: Vec<String> = topics.into_iter().filter(|t| settings.tracks(t)).collect();
-        let members: Vec<bool> = topics
-            .iter()
-            .map(|t| user.is_some() && settings.members_of(t))
-            .collect();
         let member_data = settings.member_claims(claims);
-        let member_text = serde_json::Value::Object(member_data.clone()).to_string();
-        let membership = Membership {
-            cap: settings.max_members,
-            claims: &member_text,
-        };
-        let joins = topics.iter().zip(&members).map(|(topic, m)| {
+        let mut places: Vec<(String, bool)> = topics
+            .iter()
+            .map(|t| (t.clone(), user.is_some() && settings.members_of(t)))
+            .collect();
+        if user.is_some() {
+            places.push((TENANT_WIDE.to_string(), true));
+        }
+        let stream = Arc::new(Joined {
+            conn,
+            tenant: tenant.to_string(),
+            user: user.map(str::to_string),
+            member_text: serde_json::Value::Object(member_data.clone()).to_string(),
+            member_data,
+            places,
+            state: tokio::sync::Mutex::new(JoinState::default()),
+        });
+        let all: Vec<usize> = (0..stream.places.len()).collect();
+        let failed = self.join_places(&stream, &all).await;
+        if !failed.is_empty() {
+            tracing::warn!(
+                tenant,
+                "cannot count a stream's presence; retrying while it is open"
+            );
+            stream.state.lock().await.unjoined = failed;
+            self.inner
+                .retry
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(stream.clone());
+        }
+        {
+            let mut local = self.inner.local.lock().unwrap_or_else(|p| p.into_inner());
+            for t in &topics {
+                *local.entry((tenant.to_string(), t.clone())).or_default() += 1;
+            }
+        }
+        self.mark(tenant, &topics);
+        Guard {
+            presence: self.clone(),
+            stream,
+        }
+    }
+
+    /// Joins `stream` to the places `which` (indexes into its places) and
+    /// appends the transitions decided: those it could not join.
+    async fn join_places(&self, stream: &Joined, which: &[usize]) -> Vec<usize> {
+        let settings = &self.inner.settings;
+        let tenant = stream.tenant.as_str();
+        let user = stream.user.as_deref();
+        let joins = which.iter().map(|&i| {
+            let (topic, member) = &stream.places[i];
+            let membership = match (topic.as_str(), *member) {
+                (TENANT_WIDE, _) => Some(Membership {
+                    cap: usize::MAX,
+                    claims: "{}",
+                }),
+                (_, true) => Some(Membership {
+                    cap: settings.max_members,
+                    claims: &stream.member_text,
+                }),
+                (_, false) => None,
+            };
             self.inner.store.join(
                 Entry {
-                    conn,
+                    conn: stream.conn,
                     tenant,
                     topic,
                     user,
                 },
-                m.then_some(membership),
+                membership,
             )
         });
-        let online = async {
-            match user {
-                Some(_) => {
-                    self.inner
-                        .store
-                        .join(
-                            Entry {
-                                conn,
-                                tenant,
-                                topic: TENANT_WIDE,
-                                user,
-                            },
-                            Some(Membership {
-                                cap: usize::MAX,
-                                claims: "{}",
-                            }),
-                        )
-                        .await
-                }
-                None => Ok(None),
-            }
-        };
-        let (results, online) =
-            futures_util::future::join(futures_util::future::join_all(joins), online).await;
-        if results.iter().any(Result::is_err) || online.is_err() {
-            tracing::warn!(tenant, "cannot count a stream's presence");
-        }
+        let results = futures_util::future::join_all(joins).await;
         let mut events = Vec::new();
-        if let (Ok(Some(Change::Joined(v))), Some(user)) = (online, user) {
-            events.push(lifecycle_event(
-                tenant,
-                "user.online",
-                serde_json::json!({"user": user, "v": v}),
-            ));
-        }
-        for (topic, r) in topics.iter().zip(&results) {
+        let mut failed = Vec::new();
+        for (&i, r) in which.iter().zip(&results) {
+            let topic = stream.places[i].0.as_str();
             let (kind, data) = match (r, user) {
+                (Err(Unavailable), _) => {
+                    failed.push(i);
+                    continue;
+                }
+                (Ok(Some(Change::Joined(v))), Some(user)) if topic == TENANT_WIDE => {
+                    events.push(lifecycle_event(
+                        tenant,
+                        "user.online",
+                        serde_json::json!({"user": user, "v": v}),
+                    ));
+                    continue;
+                }
                 (Ok(Some(Change::Joined(v))), Some(user)) => (
                     "member.joined",
                     serde_json::json!({
                         "user": user,
-                        "claims": member_data,
+                        "claims": &stream.member_data,
                         "v": v,
                     }),
                 ),
@@ -411,20 +447,41 @@ impl Presence {
             events.push(member_event(tenant, topic, kind, data));
         }
         self.append_members(events).await;
-        {
-            let mut local = self.inner.local.lock().unwrap_or_else(|p| p.into_inner());
-            for t in &topics {
-                *local.entry((tenant.to_string(), t.clone())).or_default() += 1;
+        failed
+    }
+
+    /// Joins again the places of open streams that could not be joined
+    /// (the presence store did not answer when they opened); a stream
+    /// closed meanwhile is let go.
+    async fn retry_joins(&self) {
+        let pending: Vec<Arc<Joined>> =
+            std::mem::take(&mut *self.inner.retry.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut again = Vec::new();
+        for stream in pending {
+            let mut state = stream.state.lock().await;
+            if state.closed {
+                continue;
+            }
+            let unjoined = std::mem::take(&mut state.unjoined);
+            state.unjoined = self.join_places(&stream, &unjoined).await;
+            let joined: Vec<String> = unjoined
+                .iter()
+                .filter(|i| !state.unjoined.contains(i))
+                .map(|&i| stream.places[i].0.clone())
+                .filter(|t| t != TENANT_WIDE)
+                .collect();
+            self.mark(&stream.tenant, &joined);
+            if !state.unjoined.is_empty() {
+                drop(state);
+                again.push(stream);
             }
         }
-        self.mark(tenant, &topics);
-        Guard {
-            presence: self.clone(),
-            conn,
-            tenant: tenant.to_string(),
-            topics,
-            members,
-            user: user.map(str::to_string),
+        if !again.is_empty() {
+            self.inner
+                .retry
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(again);
         }
     }
 
@@ -501,6 +558,7 @@ impl Presence {
                         .extend(local);
                 }
                 _ = tick.tick() => {
+                    self.retry_joins().await;
                     self.sweep().await;
                     self.decide_dirty().await
                 }
@@ -782,26 +840,45 @@ fn member_event(tenant: &str, topic: &str, kind: &str, data: serde_json::Value) 
     }
 }
 
+/// One stream's places in presence: its topics (with whether their
+/// members are kept) and, for a signed-in stream, the tenant-wide place.
+struct Joined {
+    conn: u64,
+    tenant: String,
+    user: Option<String>,
+    /// The member data (the configured claims), and as JSON text.
+    member_data: serde_json::Map<String, serde_json::Value>,
+    member_text: String,
+    places: Vec<(String, bool)>,
+    /// Joins retried and the leave at close take turns under this lock, so
+    /// a retried join never lands after the stream's leave.
+    state: tokio::sync::Mutex<JoinState>,
+}
+
+#[derive(Default)]
+struct JoinState {
+    /// The stream closed: nothing is joined any more.
+    closed: bool,
+    /// Places not joined yet (indexes into `places`).
+    unjoined: Vec<usize>,
+}
+
 /// Held while a stream is open; dropping it counts the stream out.
 pub struct Guard {
     presence: Presence,
-    conn: u64,
-    tenant: String,
-    topics: Vec<String>,
-    /// Per topic: its members are announced.
-    members: Vec<bool>,
-    user: Option<String>,
+    stream: Arc<Joined>,
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
         let presence = self.presence.clone();
-        let conn = self.conn;
-        let tenant = std::mem::take(&mut self.tenant);
-        let topics = std::mem::take(&mut self.topics);
-        let members = std::mem::take(&mut self.members);
-        let user = self.user.take();
-        let linger = presence.inner.settings.linger;
+        let stream = self.stream.clone();
+        let topics: Vec<String> = stream
+            .places
+            .iter()
+            .map(|(t, _)| t.clone())
+            .filter(|t| t != TENANT_WIDE)
+            .collect();
         {
             let mut local = presence
                 .inner
@@ -809,7 +886,7 @@ impl Drop for Guard {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             for t in &topics {
-                let key = (tenant.clone(), t.clone());
+                let key = (stream.tenant.clone(), t.clone());
                 if let Some(n) = local.get_mut(&key) {
                     *n -= 1;
                     if *n == 0 {
@@ -824,36 +901,28 @@ impl Drop for Guard {
             return;
         };
         rt.spawn(async move {
-            let leaves = topics.iter().zip(&members).map(|(topic, m)| {
-                presence.inner.store.leave(
-                    Entry {
-                        conn,
-                        tenant: &tenant,
-                        topic,
-                        user: user.as_deref(),
-                    },
-                    m.then_some(linger),
-                )
-            });
-            let offline = async {
-                if user.is_some() {
-                    presence
-                        .inner
-                        .store
-                        .leave(
-                            Entry {
-                                conn,
-                                tenant: &tenant,
-                                topic: TENANT_WIDE,
-                                user: user.as_deref(),
-                            },
-                            Some(linger),
-                        )
-                        .await;
-                }
-            };
-            futures_util::future::join(futures_util::future::join_all(leaves), offline).await;
-            presence.mark(&tenant, &topics);
+            let mut state = stream.state.lock().await;
+            state.closed = true;
+            let linger = presence.inner.settings.linger;
+            let leaves = stream
+                .places
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !state.unjoined.contains(i))
+                .map(|(_, (topic, member))| {
+                    presence.inner.store.leave(
+                        Entry {
+                            conn: stream.conn,
+                            tenant: &stream.tenant,
+                            topic,
+                            user: stream.user.as_deref(),
+                        },
+                        member.then_some(linger),
+                    )
+                });
+            futures_util::future::join_all(leaves).await;
+            drop(state);
+            presence.mark(&stream.tenant, &topics);
         });
     }
 }
@@ -861,6 +930,146 @@ impl Drop for Guard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The process's own presence store, made to fail its joins while
+    /// `down` is set (as Redis not answering does).
+    #[derive(Default)]
+    struct Flaky {
+        store: MemoryPresence,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl PresenceStore for Flaky {
+        async fn join(
+            &self,
+            e: Entry<'_>,
+            member: Option<Membership<'_>>,
+        ) -> Result<Option<Change>, Unavailable> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(Unavailable);
+            }
+            self.store.join(e, member).await
+        }
+        async fn leave(&self, e: Entry<'_>, linger: Option<Duration>) {
+            self.store.leave(e, linger).await
+        }
+        async fn sweep(&self, linger: Duration) -> Swept {
+            self.store.sweep(linger).await
+        }
+        async fn decide(&self, t: &str, topic: &str, i: Duration, l: Duration) -> Decision {
+            self.store.decide(t, topic, i, l).await
+        }
+        async fn forget(&self, tenant: &str, topic: &str) {
+            self.store.forget(tenant, topic).await
+        }
+        async fn held(
+            &self,
+            tenant: &str,
+            topic: &str,
+            period: Duration,
+        ) -> Result<Option<Held>, Unavailable> {
+            self.store.held(tenant, topic, period).await
+        }
+    }
+
+    /// A stream whose places the presence store did not take when it
+    /// opened is joined once the store answers again (its member joins
+    /// then, once); one that closed before that is never joined.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_the_store_missed_is_joined_when_it_answers() {
+        use crate::store::Store;
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-presence-{}", crate::bids::new_id("t")));
+        let log: Arc<dyn Store> = Arc::new(
+            crate::store::sqlite::SqliteStore::open(&dir)
+                .await
+                .expect("open"),
+        );
+        log.create_tenant("acme", "Acme").await.expect("tenant");
+        let flaky = Arc::new(Flaky::default());
+        let stop = CancellationToken::new();
+        let mut s = settings("room:*", "name");
+        s.interval = Duration::from_millis(40);
+        s.linger = Duration::ZERO;
+        let presence = Presence::start(
+            s,
+            flaky.clone(),
+            Publisher::log_only(log.clone()),
+            log.clone(),
+            stop.clone(),
+        );
+        let retained = |topic: &'static str| {
+            let log = log.clone();
+            async move {
+                let page = log
+                    .read("acme", &[topic.to_string()], None, 0)
+                    .await
+                    .expect("read");
+                page.topics
+                    .into_iter()
+                    .find(|t| t.topic == topic)
+                    .and_then(|t| t.retained)
+                    .map(|r| r.data)
+                    .unwrap_or_default()
+            }
+        };
+        let pause = || tokio::time::sleep(Duration::from_millis(400));
+
+        flaky.down.store(true, Ordering::SeqCst);
+        let gone = presence
+            .join("acme", vec!["room:1".into()], Some("u2"), None)
+            .await;
+        let open = presence
+            .join(
+                "acme",
+                vec!["room:1".into()],
+                Some("u1"),
+                Some(r#"{"name":"Ann"}"#),
+            )
+            .await;
+        drop(gone);
+        pause().await;
+        assert_eq!(retained("room:1~members").await, "", "nobody joined");
+        flaky.down.store(false, Ordering::SeqCst);
+        pause().await;
+        let set: crate::event::MemberSet =
+            serde_json::from_str(&retained("room:1~members").await).expect("a set");
+        let users: Vec<&str> = set.members.iter().map(|m| m.user.as_str()).collect();
+        assert_eq!(users, ["u1"], "the open stream joined, the closed one not");
+        assert_eq!(set.members[0].claims["name"], "Ann");
+        assert_eq!(
+            retained("room:1~occupancy").await,
+            r#"{"streams":1,"users":1}"#
+        );
+        drop(open);
+        pause().await;
+        let set: crate::event::MemberSet =
+            serde_json::from_str(&retained("room:1~members").await).expect("a set");
+        assert!(set.members.is_empty(), "{set:?}");
+        assert_eq!(
+            retained("room:1~occupancy").await,
+            r#"{"streams":0,"users":0}"#
+        );
+        let page = log
+            .read("acme", &[lifecycle_topic("acme")], Some(0), 100)
+            .await
+            .expect("read");
+        let mut kinds: Vec<&str> = page.events.iter().map(|e| e.kind.as_str()).collect();
+        // The leave and the vacancy are decided apart, in either order.
+        kinds[2..].sort();
+        assert_eq!(
+            kinds,
+            [
+                "user.online",
+                "topic.occupied",
+                "topic.vacated",
+                "user.offline"
+            ]
+        );
+        stop.cancel();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn settings(members: &str, claims: &str) -> Settings {
         Settings {
