@@ -45,6 +45,13 @@
 #                                                       # BATCH_SECS (default 10) on CONCURRENCY (64) connections,
 #                                                       # with an Idempotency-Key per request (1) or without (0)
 #   examples/loadgen/bench.sh publish cluster 10 0      # ... on the first of two cluster nodes
+#   examples/loadgen/bench.sh storm embedded 10000 on   # a reconnect storm: 10,000 signed-in streams (4 per
+#                                                       # user) open on one topic at RAMP/s (default 5000), stay
+#                                                       # 2 s and close; server CPU (and in cluster mode Redis
+#                                                       # commands) from the first open until presence has
+#                                                       # settled, less an idle period as long; `on`: occupancy
+#                                                       # and members kept for the topic, `off`: no presence
+#   examples/loadgen/bench.sh storm cluster 10000 on    # ... on the first of two cluster nodes
 #
 # Each run starts its own server (embedded mode, a fresh temp data dir, port
 # 18400) and stops it and every client it started on exit. `cluster` starts
@@ -640,6 +647,63 @@ EOF2
   cat "$OUT/$name.load"
 }
 
+presence_counts() { # topic: streams,users of the topic's occupancy, as a REST read says
+  curl -sf "$URL/api/topics/$1/members?tenant=demo&limit=1" -H "Authorization: Bearer $TOKEN" |
+    python3 -c "import json,sys; o=json.load(sys.stdin).get('occupancy') or {}; print(f\"{o.get('streams',0)},{o.get('users',0)}\")"
+}
+storm() { # embedded|cluster streams on|off
+  local mode=$1 n=$2 presence=$3 users=$(($2 / 4)) ramp=${RAMP:-5000}
+  local name="storm-$mode-$n-$presence" topic=storm:1
+  case "$presence" in
+    on) export SWITCHYARD_PRESENCE_OCCUPANCY='*' SWITCHYARD_PRESENCE_MEMBERS='storm:*' ;;
+    off) export SWITCHYARD_PRESENCE_OCCUPANCY=none SWITCHYARD_PRESENCE_MEMBERS='' ;;
+    *) echo "presence must be on or off" >&2; exit 2 ;;
+  esac
+  export SWITCHYARD_MAX_STREAMS_PER_TENANT=$((n * 2)) SWITCHYARD_PRESENCE_LINGER_MS=0
+  wait_quiet | tee "$OUT/$name.load"
+  start_mode "$mode"
+  local tokens="$OUT/$name-tokens.txt" i
+  : >"$tokens"
+  for i in $(seq 0 $((users - 1))); do
+    echo "u$i $(SWITCHYARD_JWT_SECRET=$JWT_SECRET "$BIN/switchyard" token --sub "u$i" --tenant demo --ttl 1h)" >>"$tokens"
+  done
+  sleep 3
+  # An idle period as long as the storm will take, for the baseline.
+  local hold=2 settle=5
+  local span=$(( (n + ramp - 1) / ramp + hold + settle ))
+  local c0 r0; c0=$(cpu_ticks "${SRV_PIDS[@]}"); r0=$( [ "$mode" = cluster ] && redis_stat total_commands_processed || echo 0)
+  sleep "$span"
+  local c1 r1; c1=$(cpu_ticks "${SRV_PIDS[@]}"); r1=$( [ "$mode" = cluster ] && redis_stat total_commands_processed || echo 0)
+  "$BIN/switchyard-loadgen" idle --url "$URL" --path "/events?tenant=demo&topic=$topic" \
+    --tokens "$tokens" --clients "$n" --ramp-per-sec "$ramp" --duration-secs "$hold" \
+    >"$OUT/$name.log" 2>&1 &
+  local lg=$!; PIDS+=("$lg")
+  wait_line "$OUT/$name.log" 'ramp complete'
+  grep 'ramp complete' "$OUT/$name.log"
+  sleep 1.5
+  local full; full=$(presence_counts "$topic")
+  wait "$lg" || true
+  sleep "$settle"
+  local empty; empty=$(presence_counts "$topic")
+  local c2 r2; c2=$(cpu_ticks "${SRV_PIDS[@]}"); r2=$( [ "$mode" = cluster ] && redis_stat total_commands_processed || echo 0)
+  echo "$name: occupancy while open $full (expected $n,$users with presence on), after $empty"
+  python3 - "$c0" "$c1" "$c2" "$r0" "$r1" "$r2" "$TICK" "$n" "$name" <<'PY'
+import sys
+(u0, s0), (u1, s1), (u2, s2) = (map(int, a.split()) for a in sys.argv[1:4])
+r0, r1, r2 = map(int, sys.argv[4:7])
+tick, n, name = int(sys.argv[7]), int(sys.argv[8]), sys.argv[9]
+idle = (u1 - u0 + s1 - s0) / tick
+storm = (u2 - u1 + s2 - s1) / tick
+cpu = storm - idle
+print(f"{name}: server CPU {storm:.2f} s in the storm, {idle:.2f} s idle as long: "
+      f"{cpu:.2f} s = {cpu * 1e6 / n:.0f} us per stream (open + close)")
+if r2:
+    cmds = (r2 - r1) - (r1 - r0)
+    print(f"{name}: Redis commands {r2 - r1} in the storm, {r1 - r0} idle as long: "
+          f"{cmds / n:.1f} per stream (open + close)")
+PY
+  cat "$OUT/$name.load"
+}
 fanout_floor() { # clients rate: the same load against `switchyard-loadgen floor`
   CLIENTS=$1 RATE=$2
   local floor_url=http://127.0.0.1:18402
@@ -773,5 +837,6 @@ case "${1:-}" in
   idle-cluster) idle_cluster "${2:?clients}" ;;
   replay-cluster) replay_cluster "${2:-100000}" ;;
   publish) publish_bench "${2:?embedded|cluster}" "${3:?events per request}" "${4:-0}" ;;
+  storm) storm "${2:?embedded|cluster}" "${3:?streams}" "${4:?on|off}" ;;
   *) sed -n '2,/^set -euo pipefail/{/^set -euo/d;p}' "$0"; exit 2 ;;
 esac

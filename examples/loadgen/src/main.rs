@@ -85,7 +85,7 @@ const USAGE: &str = "usage: switchyard-loadgen <subscribe|publish|publish-nchan|
   subscribe     --url U --path P --clients N [--ramp-per-sec R] [--duration-secs D] [--expect-count K] [--last-event-id ID] [--shapes K] [--report F]
   publish       --url U --tenant T --topic X --token ADMIN --rate RPS (--duration-secs D | --count N) [--payload-bytes B] [--concurrency C] [--batch N] [--keyed 0|1] [--report F]
   publish-nchan --url U --channel CH --rate EPS (--duration-secs D | --count N) [--payload-bytes B] [--concurrency C] [--report F]
-  idle          --url U --path P --clients N [--ramp-per-sec R] [--duration-secs D]
+  idle          --url U --path P --clients N [--ramp-per-sec R] [--duration-secs D] [--tokens FILE]
   idle-tls      --url https://H:P --ca CA.pem --path P --clients N [--h2-streams K] [--ramp-per-sec R] [--duration-secs D]
   messages      --url U[,U2] --tokens FILE --token ADMIN --rate MPS (--duration-secs D | --count N) [--users N] [--tenant T] [--concurrency C] [--ramp-per-sec R] [--settle-secs S] [--report F]
   bids          --url U[,U2] --token ADMIN (--duration-secs D | --count N) [--rate BPS (0: max)] [--products P] [--bidders B] [--tenant T] [--concurrency C] [--settle-secs S] [--check-status 0|1] [--report F]

@@ -53,6 +53,7 @@ pub const SUBSCRIBE_OPTS: &[&str] = &[
 pub const IDLE_OPTS: &[&str] = &[
     "url",
     "path",
+    "tokens",
     "clients",
     "ramp-per-sec",
     "duration-secs",
@@ -74,13 +75,29 @@ impl Config {
         if shapes == 0 || (shapes > 1 && !path.contains("{shape}")) {
             return Err("--shapes K needs K >= 1 and a {shape} in --path".into());
         }
-        let requests = (0..shapes)
+        // `--tokens FILE` (lines `USER TOKEN`): connection i signs in as
+        // user i % users.
+        let tokens: Vec<String> = match a.opt("tokens") {
+            None => Vec::new(),
+            Some(file) => std::fs::read_to_string(file)
+                .map_err(|e| format!("--tokens {file}: {e}"))?
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+                .collect(),
+        };
+        if a.opt("tokens").is_some() && (tokens.is_empty() || shapes > 1) {
+            return Err("--tokens needs a file of `USER TOKEN` lines, and no --shapes".into());
+        }
+        let requests = (0..shapes.max(tokens.len()))
             .map(|k| {
                 let mut request = format!(
                     "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\nUser-Agent: switchyard-loadgen\r\n",
                     path.replace("{shape}", &k.to_string()),
                     target.host
                 );
+                if let Some(token) = tokens.get(k) {
+                    request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+                }
                 if let Some(id) = a.opt("last-event-id") {
                     request.push_str(&format!("Last-Event-ID: {id}\r\n"));
                 }
