@@ -264,6 +264,19 @@ pub struct Options {
     /// settings (default: `plugin-cache` in the data dir).
     #[arg(long, env = "SWITCHYARD_PLUGIN_CACHE_DIR")]
     pub plugin_cache_dir: Option<PathBuf>,
+    /// The sources (`[[sources]]` in the file): systems whose messages this
+    /// node publishes (see `sources/`).
+    #[arg(skip)]
+    pub sources: Option<Vec<crate::sources::SourceConfig>>,
+    /// The sources as a JSON array of the same objects as `[[sources]]`
+    /// (used instead of the file's when set).
+    #[arg(long = "sources", env = "SWITCHYARD_SOURCES", value_name = "JSON")]
+    pub sources_json: Option<String>,
+    /// How long a source's idempotency keys (a stream entry's id) are kept,
+    /// in seconds: an entry pending longer is dead-lettered rather than
+    /// perhaps published twice.
+    #[arg(long, env = "SWITCHYARD_SOURCE_KEY_SECONDS")]
+    pub source_key_seconds: Option<u64>,
 }
 
 /// Which deployment mode the node runs in.
@@ -392,6 +405,10 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Client tokens accepted in `?token=`.
     pub query_tokens: bool,
+    /// The configured sources, checked.
+    pub sources: Vec<crate::sources::Spec>,
+    /// How long a source's idempotency keys are kept.
+    pub source_key_window: Duration,
 }
 
 // Secrets and URLs with passwords stay out of logs, so Debug is hand-written.
@@ -444,6 +461,13 @@ impl Config {
     /// Applies defaults and validates.
     pub fn from_options(o: Options) -> Result<Config, Error> {
         let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+        let source_configs = match o.sources_json.as_deref().map(str::trim) {
+            Some(j) if !j.is_empty() => crate::sources::parse_json(j).map_err(Error::Invalid)?,
+            _ => o.sources.clone().unwrap_or_default(),
+        };
+        let sources =
+            crate::sources::check(&source_configs, non_empty(o.redis_url.clone()).as_deref())
+                .map_err(Error::Invalid)?;
         let mode = match (non_empty(o.redis_url), non_empty(o.database_url)) {
             (Some(redis_url), Some(database_url)) => Mode::Cluster {
                 redis_url,
@@ -648,6 +672,14 @@ impl Config {
                         "SWITCHYARD_IDEMPOTENCY_SECONDS must be at least 1".into(),
                     ))
                 }
+                s => Duration::from_secs(s),
+            },
+            sources,
+            source_key_window: match o.source_key_seconds.unwrap_or(7 * 24 * 3600) {
+                s if s < o.idempotency_seconds.unwrap_or(24 * 3600) => return Err(Error::Invalid(
+                    "SWITCHYARD_SOURCE_KEY_SECONDS must be at least SWITCHYARD_IDEMPOTENCY_SECONDS"
+                        .into(),
+                )),
                 s => Duration::from_secs(s),
             },
             client_queue,

@@ -300,6 +300,10 @@ pub enum Derived {
     /// `tenant:{slug}~lifecycle` only: `topic.occupied`, `topic.vacated`,
     /// `user.online`, `user.offline` of the whole tenant, for backends.
     Lifecycle,
+    /// `tenant:{slug}~deadletters` only: `source.dead_letter`, a message a
+    /// source could not publish (the reason and the raw message), for
+    /// backends.
+    DeadLetters,
 }
 
 impl Derived {
@@ -309,6 +313,7 @@ impl Derived {
             Derived::Occupancy => "occupancy",
             Derived::Members => "members",
             Derived::Lifecycle => "lifecycle",
+            Derived::DeadLetters => "deadletters",
         }
     }
 
@@ -327,6 +332,7 @@ pub fn derived(topic: &str) -> Option<(&str, Derived)> {
         "occupancy" => Some((base, Derived::Occupancy)),
         "members" => Some((base, Derived::Members)),
         "lifecycle" => Some((base, Derived::Lifecycle)),
+        "deadletters" => Some((base, Derived::DeadLetters)),
         _ => None,
     }
 }
@@ -347,6 +353,9 @@ pub fn classify_topic(topic: &str) -> Result<TopicKind, NameError> {
             TopicKind::Tenant => Ok(TopicKind::Derived),
             _ if d == Derived::Lifecycle => Err(NameError(format!(
                 "topic {topic:?}: only `tenant:{{slug}}` has a lifecycle topic"
+            ))),
+            _ if d == Derived::DeadLetters => Err(NameError(format!(
+                "topic {topic:?}: only `tenant:{{slug}}` has a dead-letter topic"
             ))),
             TopicKind::User => Err(NameError(format!(
                 "topic {topic:?}: `user:` topics have no presence"

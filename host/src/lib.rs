@@ -45,6 +45,7 @@ mod presence;
 mod ratelimit;
 pub mod server;
 pub mod shutdown;
+pub mod sources;
 mod sse;
 mod state;
 pub mod store;
@@ -140,7 +141,8 @@ pub async fn run(
         .fanout(hub.clone(), metrics.clone(), &node, background.clone());
     let retention = Arc::new(
         Retention::new(config.retention_events, config.retention_age)
-            .key_window(config.idempotency_window),
+            .key_window(config.idempotency_window)
+            .source_key_window(config.source_key_window),
     );
     tokio::spawn(retention.clone().run(
         store.clone(),
@@ -184,6 +186,20 @@ pub async fn run(
         background.clone(),
     );
     let bid_queue = backend.mode.bid_wakeups(worker, &node, background.clone());
+    let sources = sources::start(
+        &config.sources,
+        sources::Deps {
+            publisher: publisher.clone(),
+            store: store.clone(),
+            bids: backend.bids.clone(),
+            wakeups: bid_queue.clone(),
+            metrics: metrics.clone(),
+            key_window: config.source_key_window,
+            prefix: config.redis_prefix.clone(),
+            node: node.clone(),
+        },
+        background.clone(),
+    );
     let keys = backend.jwt_keys(&config).await?;
     let verifier = auth::Verifier::start(
         keys.clone(),
@@ -219,6 +235,7 @@ pub async fn run(
         )),
         plugins,
         bid_queue,
+        sources,
     };
     let fd_limit = server::raise_fd_limit();
     let max_connections = config

@@ -149,6 +149,8 @@ macro_rules! metrics {
             requests: IntCounterVec,
             /// Time to the response head, by method and route template.
             durations: HistogramVec,
+            /// Each source's series, by source name.
+            sources: SourceSeries,
             registry: Registry,
         }
 
@@ -182,6 +184,7 @@ macro_rules! metrics {
                 register(&registry, &by_tenant);
                 register(&registry, &requests);
                 register(&registry, &durations);
+                let sources = SourceSeries::registered(&registry);
                 for c in [
                     &STORE_BATCHES.batches,
                     &STORE_BATCHES.writes,
@@ -190,7 +193,7 @@ macro_rules! metrics {
                 ] {
                     register(&registry, &c.0);
                 }
-                Metrics { $( $field, )* by_tenant, requests, durations, registry }
+                Metrics { $( $field, )* by_tenant, requests, durations, sources, registry }
             }
         }
     };
@@ -473,10 +476,74 @@ fn counter(labels: Vec<proto::LabelPair>, value: f64) -> proto::Metric {
     m
 }
 
+/// The series of the configured sources (`sources/`), labelled by source
+/// name (a bounded set: the config file's).
+struct SourceSeries {
+    read: IntCounterVec,
+    published: IntCounterVec,
+    dead: IntCounterVec,
+    lag_entries: IntGaugeVec,
+    lag_ms: IntGaugeVec,
+    state: IntGaugeVec,
+}
+
+impl SourceSeries {
+    fn registered(registry: &Registry) -> SourceSeries {
+        let counter = |name: &str, help: &str| {
+            let c =
+                IntCounterVec::new(Opts::new(name, help), &["source"]).expect("a valid counter");
+            register(registry, &c);
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["source"]).expect("a valid gauge");
+            register(registry, &g);
+            g
+        };
+        SourceSeries {
+            read: counter("source_messages_read_total", "Messages a source read on this node."),
+            published: counter(
+                "source_events_published_total",
+                "Events (or bids) a source published on this node; in shadow mode, would have.",
+            ),
+            dead: counter(
+                "source_dead_letters_total",
+                "Messages a source sent to a dead-letter topic on this node.",
+            ),
+            lag_entries: gauge(
+                "source_lag_entries",
+                "Entries not yet read by a source, where its kind can tell.",
+            ),
+            lag_ms: gauge(
+                "source_lag_ms",
+                "Age in ms of the oldest entry a source has not read, where its kind can tell.",
+            ),
+            state: gauge(
+                "source_state",
+                "A source's state on this node: 0 starting, 1 running, 2 standby, 3 failing, 4 stopped.",
+            ),
+        }
+    }
+}
+
 /// The `status` label of each status class (index: 1xx..5xx).
 const STATUS: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 impl Metrics {
+    /// One source's series (looked up once, when it starts): read,
+    /// published, dead-lettered, lag in entries and in ms, state.
+    pub fn source(&self, name: &str) -> (Counter, Counter, Counter, Gauge, Gauge, Gauge) {
+        let s = &self.sources;
+        (
+            Counter(s.read.with_label_values(&[name])),
+            Counter(s.published.with_label_values(&[name])),
+            Counter(s.dead.with_label_values(&[name])),
+            Gauge(s.lag_entries.with_label_values(&[name])),
+            Gauge(s.lag_ms.with_label_values(&[name])),
+            Gauge(s.state.with_label_values(&[name])),
+        )
+    }
+
     /// The connection gauge of one tenant (looked up once per connection).
     pub fn tenant_connections(&self, tenant: &str) -> Gauge {
         Gauge(self.by_tenant.with_label_values(&[tenant]))

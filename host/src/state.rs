@@ -83,4 +83,6 @@ pub struct AppState {
     pub plugins: Plugins,
     /// Wake-ups for bid workers.
     pub bid_queue: Arc<dyn BidWakeups>,
+    /// The configured sources and their status.
+    pub sources: crate::sources::Sources,
 }

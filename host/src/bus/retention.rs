@@ -20,6 +20,8 @@ pub struct Retention {
     max_age: Duration,
     /// How long publish idempotency keys are kept.
     key_window: Duration,
+    /// How long sources' idempotency keys are kept.
+    source_key_window: Duration,
     /// tenant -> topics appended to since the last sweep.
     touched: Mutex<HashMap<Arc<str>, HashSet<String>>>,
 }
@@ -31,6 +33,7 @@ impl Retention {
             keep,
             max_age,
             key_window: Duration::from_secs(24 * 3600),
+            source_key_window: Duration::from_secs(7 * 24 * 3600),
             touched: Mutex::new(HashMap::new()),
         }
     }
@@ -38,6 +41,12 @@ impl Retention {
     /// Keeps publish idempotency keys for `window`.
     pub fn key_window(mut self, window: Duration) -> Self {
         self.key_window = window;
+        self
+    }
+
+    /// Keeps sources' idempotency keys for `window`.
+    pub fn source_key_window(mut self, window: Duration) -> Self {
+        self.source_key_window = window;
         self
     }
 
@@ -82,8 +91,10 @@ impl Retention {
             Ok(n) => metrics.retention_trimmed.add(n),
             Err(e) => tracing::warn!(error = %e, "retention by age failed"),
         }
-        let cutoff = crate::event::now_ms() - self.key_window.as_millis() as i64;
-        if let Err(e) = store.trim_publish_keys(cutoff).await {
+        let now = crate::event::now_ms();
+        let cutoff = now - self.key_window.as_millis() as i64;
+        let source_cutoff = now - self.source_key_window.as_millis() as i64;
+        if let Err(e) = store.trim_publish_keys(cutoff, source_cutoff).await {
             tracing::warn!(error = %e, "forgetting old idempotency keys failed");
         }
     }

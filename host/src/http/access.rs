@@ -260,6 +260,14 @@ pub fn may_read(topic: &str, tenant: &str, caller: &Caller) -> Result<TopicKind,
                     "a tenant's lifecycle topic takes the admin token or a publisher token",
                 ))
             }
+            // Raw messages of the tenant's producers: for its backends only.
+            Some((_, crate::event::Derived::DeadLetters))
+                if !matches!(caller, Caller::Admin | Caller::Service(_)) =>
+            {
+                Err(ApiError::forbidden(
+                    "a tenant's dead-letter topic takes the admin token or a publisher token",
+                ))
+            }
             Some((base, _)) => may_read(base, tenant, caller).map(|_| kind),
             None => Ok(kind),
         },

@@ -12,6 +12,7 @@ pub mod ops;
 pub mod plugins;
 pub mod products;
 pub mod router;
+pub mod sources;
 pub mod streams;
 pub mod topics;
 pub mod web;

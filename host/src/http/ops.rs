@@ -41,6 +41,9 @@ pub struct Ready {
     pub status: ReadyStatus,
     /// The node's mode.
     pub mode: ModeName,
+    /// Each configured source's state on this node (a failing source does
+    /// not make the node unready: it serves streams all the same).
+    pub sources: Vec<crate::sources::SourceState>,
 }
 
 /// `ready`.
@@ -122,6 +125,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         let body = Ready {
             status: ReadyStatus::Ready,
             mode,
+            sources: state.sources.states(),
         };
         (StatusCode::OK, Json(body)).into_response()
     } else {

@@ -12,7 +12,9 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
-use super::{admin, events, messages, openapi, ops, plugins, products, streams, topics, web};
+use super::{
+    admin, events, messages, openapi, ops, plugins, products, sources, streams, topics, web,
+};
 use crate::config::Cors;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -35,6 +37,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi::document_route))
         .routes(routes!(admin::list_tenants, admin::create_tenant))
         .routes(routes!(admin::create_token))
+        .routes(routes!(sources::list))
         .routes(routes!(plugins::list))
         .routes(routes!(plugins::upload).layer(DefaultBodyLimit::max(plugins::MAX_COMPONENT_BYTES)))
         .routes(routes!(plugins::deactivate))

@@ -207,8 +207,10 @@ pub trait Store: Send + Sync + 'static {
     /// unused.
     async fn append_keyed(&self, key: PublishKey, events: Vec<NewEvent>) -> Result<Keyed, Error>;
 
-    /// Removes idempotency keys created before `cutoff_ms`.
-    async fn trim_publish_keys(&self, cutoff_ms: i64) -> Result<u64, Error>;
+    /// Removes idempotency keys created before `cutoff_ms`, and sources'
+    /// keys (`src {source} …`, see `sources/`) created before
+    /// `source_cutoff_ms` (no later than `cutoff_ms`).
+    async fn trim_publish_keys(&self, cutoff_ms: i64, source_cutoff_ms: i64) -> Result<u64, Error>;
 
     /// Stores a message and, in the same transaction, the events announcing
     /// it; returns the message, the recipient's unread count and the events

@@ -147,7 +147,10 @@ async fn a_keyed_append_repeats_conflicts_and_expires(db: &Db) {
     // And a trim of old keys removes them.
     let removed = db
         .store
-        .trim_publish_keys(crate::event::now_ms() + 10_000)
+        .trim_publish_keys(
+            crate::event::now_ms() + 10_000,
+            crate::event::now_ms() + 10_000,
+        )
         .await
         .expect("trim keys");
     assert_eq!(removed, 1);

@@ -572,11 +572,15 @@ impl Store for PostgresStore {
         self.batch.keyed(key, events).await
     }
 
-    async fn trim_publish_keys(&self, cutoff_ms: i64) -> Result<u64, Error> {
-        let done = sqlx::query("DELETE FROM publish_keys WHERE created_at < $1")
-            .bind(cutoff_ms)
-            .execute(&self.pool)
-            .await?;
+    async fn trim_publish_keys(&self, cutoff_ms: i64, source_cutoff_ms: i64) -> Result<u64, Error> {
+        let done = sqlx::query(
+            "DELETE FROM publish_keys WHERE (created_at < $1 AND key NOT LIKE 'src %') \
+             OR created_at < $2",
+        )
+        .bind(cutoff_ms)
+        .bind(source_cutoff_ms.min(cutoff_ms))
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 

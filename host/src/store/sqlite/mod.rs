@@ -369,9 +369,13 @@ impl Store for SqliteStore {
         self.batch.keyed(key, events).await
     }
 
-    async fn trim_publish_keys(&self, cutoff_ms: i64) -> Result<u64, Error> {
+    async fn trim_publish_keys(&self, cutoff_ms: i64, source_cutoff_ms: i64) -> Result<u64, Error> {
         self.write(move |tx| {
-            let done = tx.execute("DELETE FROM publish_keys WHERE created_at < ?", [cutoff_ms])?;
+            let done = tx.execute(
+                "DELETE FROM publish_keys WHERE (created_at < ? AND key NOT LIKE 'src %') \
+                 OR created_at < ?",
+                [cutoff_ms, source_cutoff_ms.min(cutoff_ms)],
+            )?;
             Ok(done as u64)
         })
         .await
