@@ -1,0 +1,656 @@
+//! Sources against the real Redis: a stream, pub/sub channels and a list of
+//! bids, each delivered to a stream reader in order; a node killed with
+//! SIGKILL mid-batch loses and repeats nothing; two cluster nodes publish
+//! each entry once; poison messages land in the tenant's dead-letter topic;
+//! shadow mode publishes nothing and shows what it would have.
+//!
+//! Each test uses keys under its own prefix and a source name of its own.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::{product_at, rand_id, secs, start_refused, Env, Mode, Node, Sse, ADMIN};
+
+type Result<T = ()> = anyhow::Result<T>;
+
+fn redis_url() -> String {
+    std::env::var("SWITCHYARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+async fn redis() -> Result<MultiplexedConnection> {
+    Ok(redis::Client::open(redis_url())?
+        .get_multiplexed_async_connection()
+        .await?)
+}
+
+/// A test's names: tenant, key prefix, source name.
+struct Names {
+    tenant: String,
+    prefix: String,
+    source: String,
+}
+
+fn names() -> Names {
+    let id = rand_id();
+    Names {
+        tenant: format!("s-{id}"),
+        prefix: format!("src-test-{id}"),
+        source: format!("src-{id}"),
+    }
+}
+
+/// An env whose nodes run `sources` (and keep every event for replay).
+async fn env_with(mode: Mode, sources: Value) -> Env {
+    Env::new(mode)
+        .await
+        .set("SWITCHYARD_SOURCES", sources.to_string())
+        .set("SWITCHYARD_RETENTION_EVENTS", 1_000_000)
+        .set("SWITCHYARD_PRESENCE_OCCUPANCY", "none")
+}
+
+async fn create_tenant(node: &Node, slug: &str) -> Result {
+    let r = node
+        .post("/admin/tenants", &json!({"slug": slug, "name": "Sources"}))
+        .await;
+    anyhow::ensure!(r.status() == StatusCode::CREATED, "{}", r.text().await?);
+    Ok(())
+}
+
+/// A node of `env` without its sources, to create the tenant before any
+/// source reads.
+async fn bootstrap(env: &Env, tenant: &str) -> Result {
+    let mut n = Node::start(env, &[("SWITCHYARD_SOURCES", "[]")]).await;
+    create_tenant(&n, tenant).await?;
+    n.kill().await;
+    Ok(())
+}
+
+/// The source as `GET /admin/sources` shows it.
+async fn source(node: &Node, name: &str) -> Result<Value> {
+    let v: Value = node.get("/admin/sources").await.json().await?;
+    v["sources"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name))
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no source {name}: {v}"))
+}
+
+/// Waits until one of `nodes` runs the source; its index.
+async fn running(nodes: &[&Node], name: &str) -> Result<usize> {
+    let started = Instant::now();
+    loop {
+        for (i, n) in nodes.iter().enumerate() {
+            if source(n, name).await?["state"] == "running" {
+                return Ok(i);
+            }
+        }
+        anyhow::ensure!(started.elapsed() < secs(20), "no node runs {name}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn xadd(c: &mut MultiplexedConnection, key: &str, fields: &[(&str, String)]) -> Result {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(key).arg("*");
+    for (k, v) in fields {
+        cmd.arg(*k).arg(v);
+    }
+    let _: String = cmd.query_async(c).await?;
+    Ok(())
+}
+
+/// `n` seed-format entries (`event`, `payload` with `matchId` and `n`)
+/// numbered from `from`, in one pipeline.
+async fn xadd_many(c: &mut MultiplexedConnection, key: &str, from: usize, n: usize) -> Result {
+    let mut p = redis::pipe();
+    for i in from..from + n {
+        p.cmd("XADD")
+            .arg(key)
+            .arg("*")
+            .arg("event")
+            .arg("match:updated")
+            .arg("payload")
+            .arg(json!({"matchId": "m1", "n": i}).to_string())
+            .ignore();
+    }
+    let _: () = p.query_async(c).await?;
+    Ok(())
+}
+
+fn stream_source(n: &Names, key: &str, extra: Value) -> Value {
+    let mut s = json!({
+        "name": n.source, "kind": "redis-stream", "redis_url": redis_url(), "key": key,
+        "preset": "event-payload", "tenant": n.tenant, "topic": "match:{/payload/matchId}",
+        "start": "all",
+    });
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        s[k] = v.clone();
+    }
+    json!([s])
+}
+
+/// Reads `match:m1` from the start until `n` events came (or 60 s
+/// passed), then a little more: the `n` field of each, in order.
+async fn all_from_start(node: &Node, tenant: &str, n: usize) -> Result<Vec<u64>> {
+    let mut s = node
+        .sse(&format!("/events?tenant={tenant}&topic=match:m1"), Some(0))
+        .await;
+    let mut out = Vec::new();
+    let mut last_id = 0;
+    let deadline = Instant::now() + secs(60);
+    while out.len() < n && Instant::now() < deadline {
+        if let Some(ev) = s.next_data(secs(2)).await {
+            anyhow::ensure!(ev.seq() > last_id, "ids out of order");
+            last_id = ev.seq();
+            out.push(ev.json()["data"]["n"].as_u64().unwrap_or(u64::MAX));
+        }
+    }
+    // Nothing more may come.
+    if let Some(ev) = s.next_data(Duration::from_millis(1_500)).await {
+        out.push(ev.json()["data"]["n"].as_u64().unwrap_or(u64::MAX));
+    }
+    Ok(out)
+}
+
+fn check_exactly(seen: &[u64], n: usize) -> Result {
+    let dupes = seen.len().saturating_sub(n);
+    anyhow::ensure!(
+        seen.len() == n,
+        "{} events for {n} entries ({dupes} extra)",
+        seen.len()
+    );
+    for (i, v) in seen.iter().enumerate() {
+        anyhow::ensure!(
+            *v == i as u64,
+            "event {i} carries n={v}: lost, repeated or out of order"
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+
+async fn stream_in_order_with_a_poison_message(mode: Mode) -> Result {
+    let n = names();
+    let key = format!("{}:trayb:events:realtime", n.prefix);
+    let env = env_with(mode, stream_source(&n, &key, json!({}))).await;
+    let nodes = env.start_nodes(2).await;
+    let reader = &nodes[0];
+    create_tenant(reader, &n.tenant).await?;
+    let mut s = reader
+        .sse(
+            &format!("/events?tenant={}&topic=match:m1", n.tenant),
+            Some(0),
+        )
+        .await;
+    let dead_path = format!(
+        "{}/events?tenant={}&topic=tenant:{}~deadletters",
+        reader.url, n.tenant, n.tenant
+    );
+    let bearer = format!("Bearer {ADMIN}");
+    let mut dead = Sse::connect(&dead_path, Some(0), &[("authorization", &bearer)])
+        .await
+        .map_err(|(s, b)| anyhow::anyhow!("{s} {b}"))?;
+    let mut c = redis().await?;
+    for i in 0..6 {
+        let payload = match i {
+            3 => "{not json".to_string(),
+            _ => json!({"matchId": "m1", "n": i}).to_string(),
+        };
+        xadd(
+            &mut c,
+            &key,
+            &[("event", "match:updated".into()), ("payload", payload)],
+        )
+        .await?;
+    }
+    let evs = s.take(5, secs(20)).await;
+    let got: Vec<u64> = evs
+        .iter()
+        .map(|e| e.json()["data"]["n"].as_u64().unwrap_or(u64::MAX))
+        .collect();
+    assert_eq!(
+        got,
+        vec![0, 1, 2, 4, 5],
+        "the entries after the poison are delivered, in order"
+    );
+    assert!(evs.iter().all(|e| e.event == "match:updated"));
+    assert!(evs.windows(2).all(|w| w[0].seq() < w[1].seq()));
+    let d = dead.next_data(secs(10)).await.expect("a dead letter");
+    assert_eq!(d.event, "source.dead_letter");
+    let data = &d.json()["data"];
+    assert_eq!(data["source"], n.source.as_str());
+    assert!(
+        data["reason"].as_str().unwrap_or("").contains("not JSON"),
+        "{data}"
+    );
+    assert!(
+        data["raw"].as_str().unwrap_or("").contains("{not json"),
+        "{data}"
+    );
+    // Only the admin or a publisher token reads the dead letters.
+    let anon = Sse::connect(&dead_path, None, &[]).await;
+    assert!(matches!(
+        anon,
+        Err((StatusCode::FORBIDDEN, _)) | Err((StatusCode::UNAUTHORIZED, _))
+    ));
+    let mut dead_count = 0.0;
+    let mut read = 0.0;
+    for node in &nodes {
+        dead_count += node.metric("switchyard_source_dead_letters_total").await;
+        read += node.metric("switchyard_source_messages_read_total").await;
+    }
+    assert_eq!(dead_count, 1.0);
+    assert_eq!(read, 6.0);
+    let ready: Value = reader.get("/ready").await.json().await?;
+    assert_eq!(ready["sources"][0]["name"], n.source.as_str(), "{ready}");
+    drop(nodes);
+    env.cleanup().await;
+    Ok(())
+}
+
+async fn stream_kill9_mid_batch_loses_and_repeats_nothing(mode: Mode) -> Result {
+    let n = names();
+    let key = format!("{}:events", n.prefix);
+    let env = env_with(mode, stream_source(&n, &key, json!({"batch": 20}))).await;
+    bootstrap(&env, &n.tenant).await?;
+    let total = 6_000;
+    let mut c = redis().await?;
+    xadd_many(&mut c, &key, 0, total).await?;
+    let mut node = env.start().await;
+    // Kill it as soon as it has published some, mid-way.
+    let started = Instant::now();
+    loop {
+        let published = node
+            .metric("switchyard_source_events_published_total")
+            .await;
+        if published >= 300.0 {
+            node.kill().await;
+            assert!(
+                published < total as f64,
+                "killed after the whole backlog: nothing tested"
+            );
+            break;
+        }
+        anyhow::ensure!(started.elapsed() < secs(30), "the source publishes nothing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let node = env.start().await;
+    let seen = all_from_start(&node, &n.tenant, total).await?;
+    check_exactly(&seen, total)?;
+    let pending: redis::Value = redis::cmd("XPENDING")
+        .arg(&key)
+        .arg("switchyard")
+        .query_async(&mut c)
+        .await?;
+    let count = match &pending {
+        redis::Value::Array(v) => v.first().cloned(),
+        _ => None,
+    };
+    assert_eq!(
+        count,
+        Some(redis::Value::Int(0)),
+        "all acknowledged: {pending:?}"
+    );
+    // The state a kill between a commit and its XACK leaves, made on
+    // purpose: the group rewound, its first entries pending again, every
+    // entry stored. Reading them all again stores nothing.
+    let mut node = node;
+    node.kill().await;
+    let _: () = redis::cmd("XGROUP")
+        .arg("SETID")
+        .arg(&key)
+        .arg("switchyard")
+        .arg("0")
+        .query_async(&mut c)
+        .await?;
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("switchyard")
+        .arg("switchyard")
+        .arg("COUNT")
+        .arg(100)
+        .arg("STREAMS")
+        .arg(&key)
+        .arg(">")
+        .query_async(&mut c)
+        .await?;
+    let node = env.start().await;
+    let started = Instant::now();
+    while node.metric("switchyard_source_messages_read_total").await < total as f64 {
+        anyhow::ensure!(
+            started.elapsed() < secs(60),
+            "the rewound group is not read again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = all_from_start(&node, &n.tenant, total).await?;
+    check_exactly(&seen, total)?;
+    drop(node);
+    env.cleanup().await;
+    Ok(())
+}
+
+async fn two_cluster_nodes_publish_each_entry_once() -> Result {
+    let n = names();
+    let key = format!("{}:events", n.prefix);
+    let env = env_with(Mode::Cluster, stream_source(&n, &key, json!({"batch": 20}))).await;
+    bootstrap(&env, &n.tenant).await?;
+    let total = 4_000;
+    let mut c = redis().await?;
+    xadd_many(&mut c, &key, 0, total / 2).await?;
+    let mut a = env.start().await;
+    let mut b = env.start().await;
+    let owner = running(&[&a, &b], &n.source).await?;
+    let other = if owner == 0 { &b } else { &a };
+    assert_eq!(source(other, &n.source).await?["state"], "standby");
+    // Kill the owner mid-way; the other takes over.
+    let started = Instant::now();
+    loop {
+        let o = if owner == 0 { &a } else { &b };
+        if o.metric("switchyard_source_events_published_total").await >= 200.0 {
+            break;
+        }
+        anyhow::ensure!(started.elapsed() < secs(30), "the owner publishes nothing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if owner == 0 {
+        a.kill().await;
+    } else {
+        b.kill().await;
+    }
+    xadd_many(&mut c, &key, total / 2, total / 2).await?;
+    let survivor = if owner == 0 { &b } else { &a };
+    running(&[survivor], &n.source).await?;
+    let seen = all_from_start(survivor, &n.tenant, total).await?;
+    check_exactly(&seen, total)?;
+    drop((a, b));
+    env.cleanup().await;
+    Ok(())
+}
+
+async fn pubsub_delivers_in_order(mode: Mode) -> Result {
+    let n = names();
+    let pattern = format!("{}:sse:product:*", n.prefix);
+    let env = env_with(
+        mode,
+        json!([{"name": n.source, "kind": "redis-pubsub", "redis_url": redis_url(),
+                "pattern": pattern, "preset": "json", "tenant": n.tenant, "topic": "product:{1}"}]),
+    )
+    .await;
+    let nodes = env.start_nodes(2).await;
+    create_tenant(&nodes[0], &n.tenant).await?;
+    let mut s = nodes[0]
+        .sse(
+            &format!("/events?tenant={}&topic=product:p1", n.tenant),
+            None,
+        )
+        .await;
+    let mut c = redis().await?;
+    // Until a node listens, a message is gone: wait for a listener.
+    let started = Instant::now();
+    loop {
+        let heard: i64 = redis::cmd("PUBLISH")
+            .arg(format!("{}:sse:product:probe", n.prefix))
+            .arg(json!({"type": "probe"}).to_string())
+            .query_async(&mut c)
+            .await?;
+        if heard >= 1 {
+            break;
+        }
+        anyhow::ensure!(started.elapsed() < secs(20), "no node subscribed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..50 {
+        let msg = json!({"type": "bid", "currentBid": 100 + i, "n": i});
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(format!("{}:sse:product:p1", n.prefix))
+            .arg(msg.to_string())
+            .query_async(&mut c)
+            .await?;
+    }
+    let evs = s.take(50, secs(20)).await;
+    let got: Vec<u64> = evs
+        .iter()
+        .map(|e| e.json()["data"]["n"].as_u64().unwrap_or(u64::MAX))
+        .collect();
+    assert_eq!(got, (0..50).collect::<Vec<u64>>());
+    assert!(evs.iter().all(|e| e.event == "bid" && e.id.is_some()));
+    let mut read = 0.0;
+    for node in &nodes {
+        read += node.metric("switchyard_source_messages_read_total").await;
+    }
+    assert!(read >= 51.0, "received messages are counted: {read}");
+    drop(nodes);
+    env.cleanup().await;
+    Ok(())
+}
+
+async fn list_bid_is_decided_once(mode: Mode) -> Result {
+    let n = names();
+    let key = format!("{}:bids:pending", n.prefix);
+    let processing = format!("{key}:processing");
+    let env = env_with(
+        mode,
+        json!([{"name": n.source, "kind": "redis-list-bids", "redis_url": redis_url(),
+                "key": key, "tenant": n.tenant}]),
+    )
+    .await;
+    let mut node = env.start().await;
+    create_tenant(&node, &n.tenant).await?;
+    let product = product_at(&node, &n.tenant, 100).await;
+    let mut s = node
+        .sse(
+            &format!("/events?tenant={}&topic=product:{product}", n.tenant),
+            Some(0),
+        )
+        .await;
+    let mut c = redis().await?;
+    let seed = |bidder: &str, amount: i64, ts: i64| {
+        json!({"productId": product, "bidderId": bidder, "amount": amount, "timestamp": ts})
+            .to_string()
+    };
+    let first = seed("alice", 150, 1);
+    let _: i64 = redis::cmd("LPUSH")
+        .arg(&key)
+        .arg(&first)
+        .query_async(&mut c)
+        .await?;
+    let _: i64 = redis::cmd("LPUSH")
+        .arg(&key)
+        .arg("not a bid")
+        .query_async(&mut c)
+        .await?;
+    let accepted = s
+        .next_of("bid.accepted", secs(20))
+        .await
+        .expect("bid.accepted");
+    assert_eq!(accepted.json()["data"]["amount"], 150);
+    assert_eq!(accepted.json()["data"]["bidder"], "alice");
+    // A crash between its commit and its removal: the message is left in
+    // the processing list. Another bid waits on the list.
+    node.kill().await;
+    let _: i64 = redis::cmd("LPUSH")
+        .arg(&processing)
+        .arg(&first)
+        .query_async(&mut c)
+        .await?;
+    let _: i64 = redis::cmd("LPUSH")
+        .arg(&key)
+        .arg(seed("bob", 200, 2))
+        .query_async(&mut c)
+        .await?;
+    let node = env.start().await;
+    let mut s = node
+        .sse(
+            &format!("/events?tenant={}&topic=product:{product}", n.tenant),
+            Some(0),
+        )
+        .await;
+    // The killed node's lease runs out first (5 s), then the leftover and
+    // the new bid are read; a second decision of the first would follow.
+    let mut kinds = Vec::new();
+    let deadline = Instant::now() + secs(30);
+    let mut decided = 0;
+    while Instant::now() < deadline {
+        let wait = if decided >= 2 { secs(2) } else { secs(30) };
+        let Some(ev) = s.next_data(wait).await else {
+            break;
+        };
+        decided += usize::from(ev.event.starts_with("bid."));
+        kinds.push((ev.event.clone(), ev.json()["data"]["amount"].clone()));
+    }
+    let bids: Vec<_> = kinds
+        .iter()
+        .filter(|(k, _)| k.starts_with("bid."))
+        .collect();
+    assert_eq!(
+        bids,
+        vec![
+            &("bid.accepted".to_string(), json!(150)),
+            &("bid.accepted".to_string(), json!(200))
+        ],
+        "each bid decided once: {kinds:?}"
+    );
+    let left: i64 = redis::cmd("LLEN")
+        .arg(&processing)
+        .query_async(&mut c)
+        .await?;
+    let pending: i64 = redis::cmd("LLEN").arg(&key).query_async(&mut c).await?;
+    assert_eq!(
+        (left, pending),
+        (0, 0),
+        "every message removed after its commit"
+    );
+    let v = source(&node, &n.source).await?;
+    assert_eq!(v["state"], "running", "{v}");
+    // The poison message went to the tenant's dead letters.
+    let bearer = format!("Bearer {ADMIN}");
+    let mut dead = Sse::connect(
+        &format!(
+            "{}/events?tenant={}&topic=tenant:{}~deadletters",
+            node.url, n.tenant, n.tenant
+        ),
+        Some(0),
+        &[("authorization", &bearer)],
+    )
+    .await
+    .map_err(|(s, b)| anyhow::anyhow!("{s} {b}"))?;
+    let d = dead.next_data(secs(10)).await.expect("a dead letter");
+    assert_eq!(d.json()["data"]["raw"], "not a bid");
+    drop(node);
+    env.cleanup().await;
+    Ok(())
+}
+
+async fn shadow_publishes_nothing_and_shows_counts() -> Result {
+    let n = names();
+    let key = format!("{}:events", n.prefix);
+    let env = env_with(
+        Mode::Embedded,
+        stream_source(
+            &n,
+            &key,
+            json!({"mode": "shadow", "topic": "match:{/payload/matchId}"}),
+        ),
+    )
+    .await;
+    let node = env.start().await;
+    create_tenant(&node, &n.tenant).await?;
+    let mut c = redis().await?;
+    for (m, i) in [("m1", 0), ("m1", 1), ("m2", 2)] {
+        xadd(
+            &mut c,
+            &key,
+            &[
+                ("event", "match:updated".into()),
+                ("payload", json!({"matchId": m, "n": i}).to_string()),
+            ],
+        )
+        .await?;
+    }
+    let started = Instant::now();
+    let view = loop {
+        let v = source(&node, &n.source).await?;
+        if v["published"] == 3 {
+            break v;
+        }
+        anyhow::ensure!(started.elapsed() < secs(20), "shadow never counted: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(view["mode"], "shadow");
+    let topics = view["shadow"].as_array().cloned().unwrap_or_default();
+    let count = |t: &str| {
+        topics
+            .iter()
+            .find(|x| x["topic"] == t)
+            .map(|x| x["count"].clone())
+    };
+    assert_eq!(count("match:m1"), Some(json!(2)), "{view}");
+    assert_eq!(count("match:m2"), Some(json!(1)), "{view}");
+    assert_eq!(topics[0]["examples"][0]["data"]["n"], 0, "{view}");
+    let log: Value = node
+        .get(&format!("/api/topics/match:m1/events?tenant={}", n.tenant))
+        .await
+        .json()
+        .await?;
+    assert_eq!(log["events"], json!([]), "shadow publishes nothing: {log}");
+    drop(node);
+    env.cleanup().await;
+    Ok(())
+}
+
+async fn a_bad_source_stops_the_start_with_one_line() -> Result {
+    let env = Env::new(Mode::Embedded).await.set(
+        "SWITCHYARD_SOURCES",
+        json!([{"name": "bad", "kind": "redis-pubsub", "redis_url": redis_url(),
+                "pattern": "sse:product:*", "tenant": "acme", "topic": "product:{2}", "type": "bid"}])
+        .to_string(),
+    );
+    let out = start_refused(&env, &[]).await;
+    assert!(
+        out.contains("source \"bad\"") && out.contains("`topic`"),
+        "{out}"
+    );
+    env.cleanup().await;
+    Ok(())
+}
+
+macro_rules! test_modes {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() -> anyhow::Result<()> {
+                super::$name(super::Mode::Embedded).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cluster() -> anyhow::Result<()> {
+                super::$name(super::Mode::Cluster).await
+            }
+        }
+    };
+}
+
+test_modes!(stream_in_order_with_a_poison_message);
+test_modes!(stream_kill9_mid_batch_loses_and_repeats_nothing);
+test_modes!(pubsub_delivers_in_order);
+test_modes!(list_bid_is_decided_once);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_cluster_nodes_each_entry_once() -> Result {
+    two_cluster_nodes_publish_each_entry_once().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_mode() -> Result {
+    shadow_publishes_nothing_and_shows_counts().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_errors() -> Result {
+    a_bad_source_stops_the_start_with_one_line().await
+}
