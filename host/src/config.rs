@@ -1045,6 +1045,54 @@ mod tests {
     }
 
     #[test]
+    fn sources_come_from_the_file_or_the_json_variable() {
+        let file = r#"
+redis_url = "redis://127.0.0.1:6379"
+database_url = "postgres://localhost/x"
+
+[[sources]]
+name = "bids"
+kind = "redis-list-bids"
+key = "bids:pending"
+tenant = "shop"
+
+[[sources]]
+name = "users"
+kind = "redis-pubsub"
+pattern = "sse:user:*"
+preset = "json"
+tenant = "shop"
+topic = "user:{1}"
+mode = "shadow"
+"#;
+        let c = Config::from_options(layered_over_file(Options::default(), file)).expect("valid");
+        assert_eq!(c.sources.len(), 2);
+        assert_eq!(c.sources[0].processing_key, "bids:pending:processing");
+        assert_eq!(
+            c.sources[1].redis_url, "redis://127.0.0.1:6379",
+            "the node's Redis"
+        );
+        assert_eq!(c.sources[1].mode, crate::sources::SourceMode::Shadow);
+        let json = Options {
+            sources_json: Some(
+                r#"[{"name":"m","kind":"redis-stream","key":"k","redis_url":"redis://r",
+                     "tenant":"shop","topic":"match:{/payload/matchId}","preset":"event-payload"}]"#
+                    .into(),
+            ),
+            ..Default::default()
+        };
+        let c = Config::from_options(layered_over_file(json, file)).expect("valid");
+        assert_eq!(c.sources.len(), 1, "the variable replaces the file's");
+        let err = Config::from_options(layered_over_file(
+            Options::default(),
+            "[[sources]]\nname = \"x\"\nkind = \"redis-pubsub\"\npattern = \"a:*\"\ntenant = \"t\"\ntopic = \"a:{1}\"\n",
+        ))
+        .expect_err("no type, embedded without redis_url");
+        assert!(err.to_string().contains("source \"x\""), "{err}");
+        assert!(!err.to_string().contains('\n'), "one line: {err}");
+    }
+
+    #[test]
     fn cors_list_is_split() {
         let o = Options {
             cors_origins: Some("http://a.test, http://b.test".into()),
