@@ -147,7 +147,7 @@ pub struct BidFields {
 }
 
 /// A checked source.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Spec {
     /// Its name.
     pub name: String,
@@ -173,6 +173,17 @@ pub struct Spec {
     pub processing_key: String,
     /// Bid fields (bids).
     pub bid_fields: Option<BidFields>,
+}
+
+// The Redis URL may hold a password: Debug leaves it out.
+impl std::fmt::Debug for Spec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spec")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Checks the configured sources: `default_redis` is the node's `REDIS_URL`.
