@@ -507,7 +507,13 @@ mod tests {
             derived("product:p1~members"),
             Some(("product:p1", Derived::Members))
         );
+        assert_eq!(
+            classify_topic("tenant:acme~deadletters"),
+            Ok(TopicKind::Derived)
+        );
         for bad in [
+            "product:p1~deadletters",
+            "global~deadletters",
             "user:u1~occupancy",
             "user:u1~members",
             "product:p1~occupancy~members",
