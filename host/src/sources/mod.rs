@@ -614,6 +614,8 @@ pub struct Ctx {
     store: Arc<dyn Store>,
     bids: Arc<dyn BidStore>,
     wakeups: Arc<dyn BidWakeups>,
+    /// The node's metrics (a listed bid counts as a submitted bid).
+    metrics: Arc<Metrics>,
     /// Known tenants (a slug is looked up once; unknown ones are asked
     /// again, as a tenant may be created later).
     tenants: Mutex<HashMap<String, ()>>,
@@ -950,6 +952,7 @@ pub fn start(specs: &[Spec], deps: Deps, stop: CancellationToken) -> Sources {
             store: deps.store.clone(),
             bids: deps.bids.clone(),
             wakeups: deps.wakeups.clone(),
+            metrics: deps.metrics.clone(),
             tenants: Mutex::new(HashMap::new()),
             key_window: deps.key_window,
             prefix: deps.prefix.clone(),

@@ -104,6 +104,7 @@ async fn handle(
             let (_, created) = ctx.bids.submit_bid(&bid).await?;
             if created {
                 ctx.status.m.published.inc();
+                ctx.metrics.bids_submitted.inc();
             }
             // Woken again for a retry: a bid stored before may still be queued.
             ctx.wakeups.wake(&bid.product_id).await;
