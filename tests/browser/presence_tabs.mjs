@@ -48,6 +48,16 @@ try {
   const order = [tabs[leaderAt], ...tabs.filter((_, i) => i !== leaderAt)];
   for (const page of order.slice(0, 2)) await page.close();
   await waitFor('the last tab leads', async () => (await order[2].evaluate(() => window.sub.role)) === 'leader', 20000);
+  // Its stream resumed from the shared cursor (no snapshot): the presence it
+  // had folded carries over. Alice stayed a member throughout (the linger
+  // covers the hand-over; the counts may say zero streams for an interval
+  // between the old stream's close and the new one's open), and is one user.
+  await waitFor('the last tab is connected', async () => (await order[2].evaluate(() => window.sub.status)) === 'connected', 20000);
+  assert((await view(order[2])).members.map((m) => m.user).join() === 'alice', 'alice stays a member');
+  await waitFor('one user after the resume', async () => {
+    const p = await view(order[2]);
+    return p.counts.users === 1 && p.counts.streams === 1 && p.members.map((m) => m.user).join() === 'alice';
+  });
   await order[2].close();
   const closedAt = Date.now();
   await waitFor('alice has left', async () => (await view(observer)).members.length === 0, 20000);
