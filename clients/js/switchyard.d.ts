@@ -99,7 +99,7 @@ export interface SwitchyardOptions {
   presence?: PresenceOptions;
   /** A watched topic's presence changed (or arrived: its snapshot). */
   onPresence?: (presence: Presence) => void;
-  /** Server-side filter: only these event types are sent (`events=`). */
+  /** Server-side filter: only these event types are sent (`events=`), and the presence types. */
   types?: string[];
   /** Resume after this id instead of starting with the topics' snapshots. */
   lastEventId?: number | string | null;

@@ -30,7 +30,7 @@
 //   hands each event to the others over a BroadcastChannel. Where those APIs
 //   are missing (or with `share: false`) each instance has its own stream.
 // - Asks the server for event frames without their `event:` line
-//   (`frames=message`), so every type reaches `onMessage` and so `onEvent`
+//   (`frames=message`), so every type reaches `onmessage` and so `onEvent`
 //   (an EventSource cannot listen for types it does not know of).
 // - Keeps the presence of the topics asked for (`T~occupancy`, `T~members`),
 //   folded exactly as the server folds them, across reconnects and tabs.
@@ -67,6 +67,9 @@ const numeric = (id) => {
 };
 
 const randomId = () => Math.random().toString(36).slice(2) + Date.now().toString(36);
+
+/** The event types of presence topics (`T~occupancy`, `T~members`). */
+const PRESENCE_TYPES = ['occupancy', 'member.joined', 'member.left', 'members.truncated'];
 
 /** The presence options as a map: topic → whether its members are wanted. */
 function presenceTopics(p) {
@@ -791,6 +794,12 @@ export class Switchyard {
     }
     // The topics whose events and snapshots go to the callbacks.
     this.own = new Set(opts.topics);
+    // A server-side type filter (`types`) keeps the presence types too
+    // (reserved: no other topic has events of them), whatever this tab
+    // watches, so tabs with the same `types` share one stream.
+    if (Array.isArray(opts.types)) {
+      this.opts.types = [...new Set([...opts.types, ...PRESENCE_TYPES])];
+    }
     this.topics = [...new Set([...opts.topics, ...this.derived.keys()])].sort();
     // Every type goes to `onEvent` unless `eventTypes` narrows it (events
     // of type `message` always do, as they always have).
@@ -852,8 +861,9 @@ export class Switchyard {
     if (!entry) return;
     const [st, what] = entry;
     let changed;
-    if (what === 'occupancy') changed = st.occupancy(data);
+    if (what === 'occupancy') changed = st.occupancy(data) || snapshot;
     else changed = snapshot ? st.snapshot(data) : st.apply(type, data);
+    // A snapshot is told even when it changes nothing: the state is known.
     if (changed && this.opts.onPresence) this.opts.onPresence(st.view());
   }
 
