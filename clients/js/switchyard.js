@@ -69,7 +69,7 @@ const numeric = (id) => {
 const randomId = () => Math.random().toString(36).slice(2) + Date.now().toString(36);
 
 /** The event types of presence topics (`T~occupancy`, `T~members`). */
-const PRESENCE_TYPES = ['occupancy', 'member.joined', 'member.left', 'members.truncated'];
+const PRESENCE_TYPES = ['occupancy', 'member.joined', 'member.left', 'members.truncated', 'presence.reset'];
 
 /** The presence options as a map: topic → whether its members are wanted. */
 function presenceTopics(p) {
@@ -88,7 +88,9 @@ function presenceTopics(p) {
 // occupancy replaces the counts; a members event counts only if its `v` is
 // above the set's (decisions may commit out of order; `v` is their order);
 // `member.joined` adds the user or replaces their claims, `member.left`
-// removes them, `members.truncated` empties the set; a snapshot replaces all.
+// removes them, `members.truncated` empties the set; `presence.reset` (the
+// server's repair) carries a whole set and replaces this one, as a snapshot
+// does (a snapshot whatever its `v`).
 class PresenceState {
   constructor(topic, members) {
     this.topic = topic;
@@ -107,6 +109,12 @@ class PresenceState {
     return true;
   }
 
+  // A whole set, as the server writes one (`MemberSet`: every field there).
+  static isSet(data) {
+    return !!data && Array.isArray(data.members) && typeof data.truncated === 'boolean' && typeof data.v === 'number' &&
+      data.members.every((m) => m && typeof m.user === 'string');
+  }
+
   snapshot(data) {
     if (!data || typeof data !== 'object') return false;
     const list = Array.isArray(data.members) ? data.members : [];
@@ -119,6 +127,7 @@ class PresenceState {
   }
 
   apply(type, data) {
+    if (type === 'presence.reset') return PresenceState.isSet(data) && data.v > this.v && this.snapshot(data);
     if (!data || typeof data.v !== 'number' || data.v <= this.v) return false;
     this.v = data.v;
     const user = typeof data.user === 'string' ? data.user : null;
