@@ -140,3 +140,44 @@ fn https_and_http2_in_the_browser() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A page using the documented constructor without `eventTypes` gets a
+/// published event of a type it never named (own stream, shared stream);
+/// `eventTypes` narrows. Embedded.
+#[test]
+fn every_type_to_on_event() {
+    run("all_types.mjs", &[]);
+}
+
+/// The same against a cluster node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_to_on_event_cluster() {
+    run_cluster("all_types.mjs").await;
+}
+
+/// One user in three tabs counts once in occupancy and once in members;
+/// all three closed, the user leaves once, after the linger. Embedded.
+#[test]
+fn presence_of_three_tabs() {
+    run("presence_tabs.mjs", &[]);
+}
+
+/// The same with the counts in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_of_three_tabs_cluster() {
+    run_cluster("presence_tabs.mjs").await;
+}
+
+/// The demo auction shows "N watching" and the bidders present, changing
+/// as a second browser opens it and leaves; the messages page says whether
+/// the other user is online. Embedded.
+#[test]
+fn demo_shows_presence() {
+    run("demo_presence.mjs", &[]);
+}
+
+/// The same against a cluster node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_shows_presence_cluster() {
+    run_cluster("demo_presence.mjs").await;
+}

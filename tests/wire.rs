@@ -280,6 +280,101 @@ both_modes!(
     heartbeats_from_both_writers
 );
 
+/// `frames=message`: both writers send events without their `event:` line
+/// (replayed, live, and live through the fan-out's own write on the lean
+/// path), the server's frames keep their names, and `events=` filters the
+/// same; any other value is a 400.
+async fn unnamed_frames_from_both_writers(mode: Mode) {
+    // No occupancy events: the ids are the test's own.
+    let env = Env::new(mode)
+        .await
+        .set("SWITCHYARD_PRESENCE_OCCUPANCY", "none");
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let state = node
+        .retain(&tenant, "wire:u", "state", json!({"s": 1}))
+        .await;
+    let note = node.publish(&tenant, "wire:u", "note", json!({})).await;
+    let other = node.publish(&tenant, "wire:u", "other", json!({})).await;
+    let base = format!(
+        "/events?tenant={tenant}&topic=wire:u&frames=message&snapshot=wire:u&lastEventId={state}"
+    );
+    let unnamed = |frame: &str, id: u64, kind: &str| {
+        let want = format!("id: {id}\ndata: {{\"id\":{id},\"tenant\":\"{tenant}\",\"topic\":\"wire:u\",\"type\":\"{kind}\",");
+        assert!(
+            frame.starts_with(&want) && frame.ends_with("}\n\n") && !frame.contains("\nevent:"),
+            "{frame:?} is not {want:?}..."
+        );
+    };
+    let named = |frame: &str, id: u64, kind: &str| {
+        let want = format!("id: {id}\nevent: {kind}\ndata: {{");
+        assert!(frame.starts_with(&want), "{frame:?} is not {want:?}...");
+    };
+    // The lean writer: replay, then live (written by the fan-out while the
+    // stream sleeps), the opening heartbeat and the snapshot named.
+    let mut lean = Raw::connect(&node).await;
+    lean.send(&get(&base)).await;
+    assert_eq!(lean.head().await.status, 200);
+    let opening = lean.until("\n\n", secs(10)).await;
+    assert!(opening.contains("\nevent: heartbeat\n"), "{opening:?}");
+    named(&lean.until("\n\n", secs(10)).await, state, "snapshot");
+    unnamed(&lean.until("\n\n", secs(10)).await, note, "note");
+    unnamed(&lean.until("\n\n", secs(10)).await, other, "other");
+    // With `events=`, only those types, unnamed too.
+    let mut filtered = Raw::connect(&node).await;
+    filtered.send(&get(&format!("{base}&events=tick"))).await;
+    assert_eq!(filtered.head().await.status, 200);
+    let opening = filtered.until("\n\n", secs(10)).await;
+    assert!(opening.contains("\nevent: heartbeat\n"), "{opening:?}");
+    named(&filtered.until("\n\n", secs(10)).await, state, "snapshot");
+    // hyper: a request before the stream on the same connection.
+    let mut kept = Raw::connect(&node).await;
+    kept.send("GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await;
+    let head = kept.head().await;
+    let _ = kept.body(&head).await;
+    kept.send(&get(&base)).await;
+    let head = kept.head().await;
+    assert_eq!(head.get("transfer-encoding"), Some("chunked"));
+    let replayed = kept
+        .dechunked_until(&format!("\"id\":{other},"), secs(10))
+        .await;
+    // Chunks up to the last event's JSON, then up to that frame's end.
+    let rest = match replayed.ends_with("\n\n") {
+        true => String::new(),
+        false => kept.dechunked_until("\n\n", secs(10)).await,
+    };
+    let frames: Vec<String> = format!("{replayed}{rest}")
+        .split_inclusive("\n\n")
+        .map(str::to_string)
+        .collect();
+    assert_eq!(frames.len(), 4, "{frames:?}");
+    assert!(frames[0].contains("\nevent: heartbeat\n"), "{frames:?}");
+    named(&frames[1], state, "snapshot");
+    unnamed(&frames[2], note, "note");
+    unnamed(&frames[3], other, "other");
+    // Live, on all three.
+    let tick = node.publish(&tenant, "wire:u", "tick", json!({})).await;
+    unnamed(&lean.until("\n\n", secs(10)).await, tick, "tick");
+    unnamed(&filtered.until("\n\n", secs(10)).await, tick, "tick");
+    let live = kept.dechunked_until("\n\n", secs(10)).await;
+    unnamed(&live, tick, "tick");
+    // A value that is neither is refused, naming the parameter.
+    let r = node
+        .get(&format!(
+            "/events?tenant={tenant}&topic=wire:u&frames=unnamed"
+        ))
+        .await;
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.expect("json error");
+    assert_eq!(body["error"]["code"], "invalid_frames");
+    env.cleanup().await;
+}
+both_modes!(
+    unnamed_frames_from_both_writers_test,
+    unnamed_frames_from_both_writers
+);
+
 /// Two requests in one write, the stream second: both answered, in order.
 async fn pipelined_then_stream(mode: Mode) {
     let env = Env::new(mode).await;

@@ -38,6 +38,37 @@ export interface Reset {
   resume_from?: number;
 }
 
+/** Users and anonymous readers on a topic, across every node. */
+export interface PresenceCounts {
+  /** Open streams on the topic (a browser's tabs sharing one stream count once). */
+  streams: number;
+  /** Distinct signed-in users among them. */
+  users: number;
+}
+
+/** A member of a topic: a user with a stream on it (or within the linger after their last one). */
+export interface Member {
+  /** The user id. */
+  user: string;
+  /** The configured claims of the user's verified token (`SWITCHYARD_PRESENCE_CLAIMS`). */
+  claims: Record<string, unknown>;
+}
+
+/** A topic's presence as of the last event this instance has, folded as the server folds it. */
+export interface Presence {
+  /** The topic (not its `~occupancy` or `~members` topic). */
+  topic: string;
+  /** Its counts (zero until the first `occupancy` event or snapshot). */
+  counts: PresenceCounts;
+  /** Its members, in the order they joined; null when members were not asked for. */
+  members: Member[] | null;
+  /** More users came than the server announces members for: the list is empty, the counts go on. */
+  truncated: boolean;
+}
+
+/** Per topic, what of its presence to keep: `true` or `{}` its counts, `{ members: true }` or `'members'` also its members. */
+export type PresenceOptions = string[] | Record<string, boolean | 'members' | { members?: boolean }>;
+
 /** What `onShutdown` is told when a node announces it is going away. */
 export interface ShutdownInfo {
   /** The window the server asked reconnects to be spread over. */
@@ -57,9 +88,18 @@ export interface SwitchyardOptions {
   token?: string;
   /** Returns a fresh token; called before `token` expires (its `exp`) and on `auth.expired`. */
   getToken?: () => Promise<string>;
-  /** Event types handed to `onEvent` (unnamed `message` events always are). */
+  /** Event types handed to `onEvent` (events of type `message` always are); omitted: every type. */
   eventTypes?: string[];
-  /** Server-side filter: only these event types are sent (`events=`). */
+  /**
+   * Topics whose presence to keep: an array of topics (counts only), or per topic
+   * `{ members: true }` for the members too. Subscribes to `T~occupancy` (and `T~members`)
+   * beside `topics`; their events go to `onPresence`, not `onEvent`. Each counts towards
+   * the 32 topics of a stream. A topic watched but not in `topics` does not count you.
+   */
+  presence?: PresenceOptions;
+  /** A watched topic's presence changed (or arrived: its snapshot). */
+  onPresence?: (presence: Presence) => void;
+  /** Server-side filter: only these event types are sent (`events=`), and the presence types. */
   types?: string[];
   /** Resume after this id instead of starting with the topics' snapshots. */
   lastEventId?: number | string | null;
@@ -102,6 +142,8 @@ export class Switchyard {
   readonly role: Role;
   /** The underlying EventSource, where this instance holds one. */
   readonly es: EventSource | null;
+  /** A watched topic's current presence (counts, members), or null for a topic not in `presence`. */
+  presence(topic: string): Presence | null;
   /** Stops: closes the stream (another tab takes the shared one over). */
   close(): void;
 }

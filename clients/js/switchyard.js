@@ -4,8 +4,10 @@
 //     nodes: ['https://a.example', 'https://b.example'], // tried in turn
 //     tenant: 'demo', topics: ['product:p_1', 'user:alice'],
 //     token, getToken,       // getToken: async () => a fresh token
-//     eventTypes: ['bid.accepted', 'message'],
+//     eventTypes: ['bid.accepted', 'message'], // optional: every type when omitted
 //     onEvent(ev) {},        // {id, tenant, topic, type, data, ts}; never twice
+//     presence: { 'product:p_1': { members: true } }, // or ['product:p_1']: counts only
+//     onPresence(p) {},      // {topic, counts: {streams, users}, members, truncated}
 //     onSnapshot(s) {},      // {topic, data, as_of}: the topic's current state
 //     onReset(r) {},         // history no longer covers a gap: refetch state
 //     onStatus(status) {},   // connecting | connected | reconnecting | polling | down
@@ -27,6 +29,11 @@
 //   token subject): one tab, elected with the Web Locks API, holds it and
 //   hands each event to the others over a BroadcastChannel. Where those APIs
 //   are missing (or with `share: false`) each instance has its own stream.
+// - Asks the server for event frames without their `event:` line
+//   (`frames=message`), so every type reaches `onmessage` and so `onEvent`
+//   (an EventSource cannot listen for types it does not know of).
+// - Keeps the presence of the topics asked for (`T~occupancy`, `T~members`),
+//   folded exactly as the server folds them, across reconnects and tabs.
 
 const DEFAULTS = {
   pollMs: 1000,
@@ -60,6 +67,96 @@ const numeric = (id) => {
 };
 
 const randomId = () => Math.random().toString(36).slice(2) + Date.now().toString(36);
+
+/** The event types of presence topics (`T~occupancy`, `T~members`). */
+const PRESENCE_TYPES = ['occupancy', 'member.joined', 'member.left', 'members.truncated', 'presence.reset'];
+
+/** The presence options as a map: topic → whether its members are wanted. */
+function presenceTopics(p) {
+  const out = new Map();
+  if (Array.isArray(p)) {
+    for (const t of p) if (typeof t === 'string') out.set(t, false);
+  } else if (p && typeof p === 'object') {
+    for (const [t, v] of Object.entries(p)) {
+      if (v) out.set(t, v === 'members' || (typeof v === 'object' && !!v.members));
+    }
+  }
+  return out;
+}
+
+// A topic's presence as the server folds it (`event.rs`, `MemberSet::apply`):
+// occupancy replaces the counts; a members event counts only if its `v` is
+// above the set's (decisions may commit out of order; `v` is their order);
+// `member.joined` adds the user or replaces their claims, `member.left`
+// removes them, `members.truncated` empties the set; `presence.reset` (the
+// server's repair) carries a whole set and replaces this one, as a snapshot
+// does (a snapshot whatever its `v`).
+class PresenceState {
+  constructor(topic, members) {
+    this.topic = topic;
+    this.wantMembers = members;
+    this.counts = { streams: 0, users: 0 };
+    /** @type {{user: string, claims: Record<string, unknown>}[]} */
+    this.members = [];
+    this.truncated = false;
+    this.v = 0;
+  }
+
+  occupancy(data) {
+    if (!data || typeof data.streams !== 'number' || typeof data.users !== 'number') return false;
+    if (data.streams === this.counts.streams && data.users === this.counts.users) return false;
+    this.counts = { streams: data.streams, users: data.users };
+    return true;
+  }
+
+  // A whole set, as the server writes one (`MemberSet`: every field there).
+  static isSet(data) {
+    return !!data && Array.isArray(data.members) && typeof data.truncated === 'boolean' && typeof data.v === 'number' &&
+      data.members.every((m) => m && typeof m.user === 'string');
+  }
+
+  snapshot(data) {
+    if (!data || typeof data !== 'object') return false;
+    const list = Array.isArray(data.members) ? data.members : [];
+    this.members = list
+      .filter((m) => m && typeof m.user === 'string')
+      .map((m) => ({ user: m.user, claims: m.claims && typeof m.claims === 'object' ? m.claims : {} }));
+    this.truncated = !!data.truncated;
+    this.v = typeof data.v === 'number' ? data.v : 0;
+    return true;
+  }
+
+  apply(type, data) {
+    if (type === 'presence.reset') return PresenceState.isSet(data) && data.v > this.v && this.snapshot(data);
+    if (!data || typeof data.v !== 'number' || data.v <= this.v) return false;
+    this.v = data.v;
+    const user = typeof data.user === 'string' ? data.user : null;
+    const claims = data.claims && typeof data.claims === 'object' ? data.claims : {};
+    if (type === 'member.joined' && user !== null) {
+      this.truncated = false;
+      const m = this.members.find((x) => x.user === user);
+      if (m) m.claims = claims;
+      else this.members.push({ user, claims });
+    } else if (type === 'member.left' && user !== null) {
+      this.members = this.members.filter((x) => x.user !== user);
+    } else if (type === 'members.truncated') {
+      this.members = [];
+      this.truncated = true;
+    } else {
+      return false;
+    }
+    return true;
+  }
+
+  view() {
+    return {
+      topic: this.topic,
+      counts: { ...this.counts },
+      members: this.wantMembers ? this.members.map((m) => ({ user: m.user, claims: { ...m.claims } })) : null,
+      truncated: this.truncated,
+    };
+  }
+}
 
 // One logical server stream over a list of nodes: EventSource with failover,
 // stall detection, token renewal, spread reconnects at shutdown, and the
@@ -115,6 +212,10 @@ class Connection {
     q.set('tenant', this.cfg.tenant);
     for (const t of this.topics) q.append('topic', t);
     if (this.cfg.types) q.set('events', this.cfg.types.join(','));
+    // Every event as an unnamed frame, which `onmessage` gets whatever its
+    // type (the type is in the event JSON); the server's own frames keep
+    // their names.
+    q.set('frames', 'message');
     if (this.token) q.set('token', this.token);
     if (this.cursor !== null) {
       q.set('lastEventId', String(this.cursor));
@@ -378,8 +479,10 @@ class Connection {
         if (this.tokenStale()) await this.fetchToken();
         const batches = await Promise.all(this.topics.map((t) => this.fetchTopic(t)));
         const events = batches.flat().sort((a, b) => a.id - b.id);
+        const types = this.cfg.types;
         for (const ev of events) {
-          if (!this.listening.has(ev.type)) continue;
+          // The stream's server-side filter, as `events=` would apply it.
+          if (types && !types.includes(ev.type)) continue;
           this.see(ev.id);
           this.sink.frame('event', ev.id, ev.type, JSON.stringify(ev));
         }
@@ -686,7 +789,30 @@ export class Switchyard {
   constructor(opts) {
     this.opts = Object.assign({}, DEFAULTS, opts);
     this.nodes = opts.nodes && opts.nodes.length ? opts.nodes.slice() : [''];
-    this.topics = [...new Set(opts.topics)].sort();
+    // Presence: per topic asked for, its counts (`T~occupancy`) and, when
+    // asked, its members (`T~members`), subscribed to beside the topics.
+    /** @type {Map<string, PresenceState>} */
+    this.presenceOf = new Map();
+    /** @type {Map<string, [PresenceState, 'occupancy' | 'members']>} derived topic → its state */
+    this.derived = new Map();
+    for (const [t, members] of presenceTopics(opts.presence)) {
+      const st = new PresenceState(t, members);
+      this.presenceOf.set(t, st);
+      this.derived.set(`${t}~occupancy`, [st, 'occupancy']);
+      if (members) this.derived.set(`${t}~members`, [st, 'members']);
+    }
+    // The topics whose events and snapshots go to the callbacks.
+    this.own = new Set(opts.topics);
+    // A server-side type filter (`types`) keeps the presence types too
+    // (reserved: no other topic has events of them), whatever this tab
+    // watches, so tabs with the same `types` share one stream.
+    if (Array.isArray(opts.types)) {
+      this.opts.types = [...new Set([...opts.types, ...PRESENCE_TYPES])];
+    }
+    this.topics = [...new Set([...opts.topics, ...this.derived.keys()])].sort();
+    // Every type goes to `onEvent` unless `eventTypes` narrows it (events
+    // of type `message` always do, as they always have).
+    this.allTypes = !Array.isArray(opts.eventTypes);
     this.listen = [...new Set([...(opts.eventTypes || []), 'message'])];
     this.token = opts.token;
     // This tab's last delivered id (and the floor below which it drops).
@@ -728,6 +854,28 @@ export class Switchyard {
     return c ? c.es : null;
   }
 
+  /**
+   * A topic's presence: its counts and (when asked for) its members, as of
+   * the last event this instance has; null for a topic not asked for.
+   * @param {string} topic
+   */
+  presence(topic) {
+    const st = this.presenceOf.get(topic);
+    return st ? st.view() : null;
+  }
+
+  // A presence topic's snapshot or event: folded, and told.
+  fold(topic, type, data, snapshot) {
+    const entry = this.derived.get(topic);
+    if (!entry) return;
+    const [st, what] = entry;
+    let changed;
+    if (what === 'occupancy') changed = st.occupancy(data) || snapshot;
+    else changed = snapshot ? st.snapshot(data) : st.apply(type, data);
+    // A snapshot is told even when it changes nothing: the state is known.
+    if (changed && this.opts.onPresence) this.opts.onPresence(st.view());
+  }
+
   /** @param {Status} s */
   setStatus(s) {
     if (s && s !== this.status && !this.closed) {
@@ -761,7 +909,8 @@ export class Switchyard {
       this.awaiting.delete(topic);
       this.snapping.delete(topic);
       if (typeof body.as_of === 'number') this.floor.set(topic, Math.max(this.floor.get(topic) ?? 0, body.as_of));
-      this.opts.onSnapshot && this.opts.onSnapshot(body);
+      this.fold(topic, 'snapshot', body.data, true);
+      if (this.own.has(topic)) this.opts.onSnapshot && this.opts.onSnapshot(body);
       return;
     }
     // Snapshots come right after a stream's opening frame; anything else
@@ -782,17 +931,22 @@ export class Switchyard {
       if (!this.topics.includes(topic)) return;
       // Its snapshot follows: take it, and skip what it covers.
       if (this.share) this.snapping.add(topic);
-      this.opts.onReset && this.opts.onReset(body);
+      if (this.own.has(topic)) this.opts.onReset && this.opts.onReset(body);
       return;
     }
-    // An event.
+    // An event: its type is in its JSON (unnamed frames), else the frame's name.
     if (!body || id === null) return;
-    if (!this.topics.includes(body.topic) || !this.listen.includes(m.type)) return;
+    const type = typeof body.type === 'string' ? body.type : m.type;
+    if (!this.topics.includes(body.topic)) return;
     if (this.awaiting.has(body.topic)) return;
     if (id <= (this.floor.get(body.topic) ?? -1)) return;
     if (this.lastId !== null && id <= this.lastId) return;
+    const wanted = this.own.has(body.topic) && (this.allTypes || this.listen.includes(type));
+    const presence = this.derived.has(body.topic);
+    if (!wanted && !presence) return;
     this.lastId = id;
-    this.opts.onEvent && this.opts.onEvent(body);
+    if (presence) this.fold(body.topic, type, body.data, false);
+    if (wanted) this.opts.onEvent && this.opts.onEvent(body);
   }
 
   close() {

@@ -2,7 +2,10 @@
 //! tenants and topics of any text) with heartbeats, as the server writes
 //! it, reads back through a standard SSE parser as exactly those events,
 //! with the right ids: no byte of an event breaks the framing. The event's
-//! JSON keeps its `data` findable without a parse (`event::data_of`).
+//! JSON keeps its `data` findable without a parse (`event::data_of`). The
+//! events' unnamed frames (`frames=message`: each frame without its
+//! `event:` line, as two slices of the one buffer) read back as the same
+//! events, each of type `message`.
 #![no_main]
 
 use std::time::Duration;
@@ -11,7 +14,7 @@ use arbitrary::{Arbitrary, Result, Unstructured};
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use switchyard::event::{data_of, event_json, validate_kind, Frame};
+use switchyard::event::{data_of, event_json, validate_kind, Frame, FrameForm};
 use switchyard::fuzzing::sse;
 use switchyard_fuzz::{json, name, parse_sse, text, SseEvent, NAME_CHARS};
 
@@ -74,6 +77,8 @@ fuzz_target!(|input: Input| {
     let body = sse::heartbeat_body(Duration::from_millis(input.heartbeat_ms));
     let heartbeat_data = format!("{{\"interval_ms\":{}}}", input.heartbeat_ms);
     let mut wire = BytesMut::new();
+    let mut unnamed_wire = Vec::new();
+    let mut unnamed = Vec::new();
     wire.extend_from_slice(&sse::opening(
         Duration::from_millis(input.retry_ms),
         input.start,
@@ -125,6 +130,16 @@ fuzz_target!(|input: Input| {
                 sse::put_event(&mut put, *seq, kind, &json);
                 assert_eq!(&put[..], &frame.bytes[..]);
                 wire.extend_from_slice(&frame.bytes);
+                let mut put = BytesMut::new();
+                sse::put_unnamed(&mut put, *seq, &json);
+                assert_eq!(frame.slices(FrameForm::Message).concat(), &put[..]);
+                assert_eq!(frame.len_for(FrameForm::Message), put.len());
+                unnamed_wire.extend_from_slice(&put);
+                unnamed.push(SseEvent {
+                    kind: "message".into(),
+                    data: json.clone(),
+                    last_id: seq.to_string(),
+                });
                 expected.push(SseEvent {
                     kind: kind.clone(),
                     data: json,
@@ -137,4 +152,6 @@ fuzz_target!(|input: Input| {
     let read = parse_sse(text);
     assert_eq!(read.retry, Some(input.retry_ms));
     assert_eq!(read.events, expected);
+    let text = std::str::from_utf8(&unnamed_wire).expect("frames are UTF-8");
+    assert_eq!(parse_sse(text).events, unnamed);
 });

@@ -14,6 +14,11 @@ use std::time::Duration;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+/// The topics whose members are announced when demo sign-in is on and
+/// `SWITCHYARD_PRESENCE_MEMBERS` is not set: the demo's auctions (the
+/// bidders present) and its tenant board (who is online, for messages).
+pub const DEMO_PRESENCE_MEMBERS: [&str; 2] = ["product:*", "tenant:demo"];
+
 /// Errors found while reading or validating the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -177,7 +182,8 @@ pub struct Options {
     #[arg(long, env = "SWITCHYARD_PRESENCE_CHECK_MS")]
     pub presence_check_ms: Option<u64>,
     /// Topic patterns whose members are announced on `T~members`
-    /// (comma separated: `product:*,ticket:*`); default: none.
+    /// (comma separated: `product:*,ticket:*`); default: none, or with demo
+    /// sign-in on, the demo's `product:*,tenant:demo`.
     #[arg(long, env = "SWITCHYARD_PRESENCE_MEMBERS")]
     pub presence_members: Option<String>,
     /// Topic patterns whose occupancy is kept, comma separated (`*`, the
@@ -717,6 +723,13 @@ impl Config {
                     .as_deref()
                     .map(crate::auth::publish::split)
                 {
+                    // The demo shows the bidders on an auction and whether
+                    // a user one writes to is online (on the demo tenant's
+                    // board, which every signed-in page reads).
+                    None if o.demo_tokens == Some(true) => DEMO_PRESENCE_MEMBERS
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect(),
                     None => Vec::new(),
                     Some(p) if p.is_empty() => p,
                     Some(p) => {
@@ -849,6 +862,27 @@ mod tests {
         assert_eq!(c.heartbeat, Duration::from_secs(15));
         assert_eq!(c.reconnect_window, Duration::from_secs(5));
         assert_eq!(c.cors, Cors::Off);
+    }
+
+    /// Demo sign-in announces the demo's members unless the setting says
+    /// otherwise (an empty one: none); without it, no topic's members.
+    #[test]
+    fn demo_sign_in_announces_the_demo_members_by_default() {
+        let c = Config::from_options(Options::default()).expect("valid");
+        assert!(c.presence.members.is_empty());
+        let demo = |members: Option<&str>| Options {
+            demo_tokens: Some(true),
+            presence_members: members.map(str::to_string),
+            ..Default::default()
+        };
+        let c = Config::from_options(demo(None)).expect("valid");
+        assert!(c.presence.members_of("product:p_1"));
+        assert!(c.presence.members_of("tenant:demo"));
+        assert!(!c.presence.members_of("tenant:other"));
+        let c = Config::from_options(demo(Some(""))).expect("valid");
+        assert!(c.presence.members.is_empty());
+        let c = Config::from_options(demo(Some("room:*"))).expect("valid");
+        assert!(c.presence.members_of("room:1") && !c.presence.members_of("product:p_1"));
     }
 
     #[test]

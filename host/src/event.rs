@@ -3,6 +3,7 @@
 //! An event is serialized to its JSON text exactly once, when it is appended
 //! to the log; the log, the fan-out, REST and SSE all carry that text.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -129,16 +130,80 @@ pub struct Frame {
     pub kind: Box<str>,
     /// `id:`, `event:` and `data:` lines and the blank line.
     pub bytes: Bytes,
+    /// Where the `event:` line starts and ends in `bytes`
+    /// (`sse::encode::event_line`); equal for a frame without one.
+    pub event_line: (u32, u32),
+}
+
+/// How a stream writes event frames: `frames=` of its request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FrameForm {
+    /// `id:`, `event: TYPE`, `data:` (the default): a browser's
+    /// `EventSource` hands an event only to a listener for its type.
+    #[default]
+    Named,
+    /// `id:` and `data:` only (`frames=message`): `EventSource` hands every
+    /// event to `onmessage`, the type being in the event JSON. The server's
+    /// own frames (`heartbeat`, `snapshot`, `reset`, `auth.expired`,
+    /// `shutdown`) keep their names.
+    Message,
 }
 
 impl Frame {
     /// Builds the frame for a stored event.
     pub fn from_parts(seq: Seq, topic: &str, kind: &str, json: &str) -> Frame {
+        let (start, end) = crate::sse::encode::event_line(seq, kind);
         Frame {
             seq,
             topic: topic.into(),
             kind: kind.into(),
             bytes: crate::sse::encode::event(seq, kind, json),
+            event_line: (start as u32, end as u32),
+        }
+    }
+
+    /// The bytes before and after the part a stream of `form` leaves out:
+    /// for a named stream the whole buffer (and nothing), for a message
+    /// stream the two sides of its `event:` line.
+    fn cut(&self, form: FrameForm) -> (usize, usize) {
+        match form {
+            FrameForm::Named => (0, 0),
+            FrameForm::Message => (self.event_line.0 as usize, self.event_line.1 as usize),
+        }
+    }
+
+    /// What a stream of `form` writes, borrowed (for a write that copies
+    /// them out): the whole buffer, or the bytes before and after its
+    /// `event:` line. The second is empty for a named stream.
+    pub fn slices(&self, form: FrameForm) -> [&[u8]; 2] {
+        let (start, end) = self.cut(form);
+        if start == end {
+            return [&self.bytes[..], &[]];
+        }
+        [&self.bytes[..start], &self.bytes[end..]]
+    }
+
+    /// How many bytes a stream of `form` writes of this frame.
+    pub fn len_for(&self, form: FrameForm) -> usize {
+        let (start, end) = self.cut(form);
+        self.bytes.len() - (end - start)
+    }
+
+    /// Queues what a stream of `form` writes of this frame past its first
+    /// `skip` bytes (what a write already took): shared slices of the one
+    /// buffer (reference counts, no copy). Nothing empty is queued.
+    pub fn push_to(&self, form: FrameForm, skip: usize, out: &mut VecDeque<Bytes>) {
+        let (start, end) = self.cut(form);
+        if skip == 0 && start == end {
+            out.push_back(self.bytes.clone());
+            return;
+        }
+        if skip < start {
+            out.push_back(self.bytes.slice(skip..start));
+        }
+        let from = end + skip.saturating_sub(start);
+        if from < self.bytes.len() {
+            out.push_back(self.bytes.slice(from..));
         }
     }
 }
@@ -494,6 +559,29 @@ mod tests {
             classify_topic("service:balance-sync"),
             Ok(TopicKind::Custom)
         );
+    }
+
+    #[test]
+    fn a_frame_is_queued_as_slices_of_its_one_buffer() {
+        let f = Frame::from_parts(42, "t", "bid.accepted", r#"{"id":42}"#);
+        let whole = b"id: 42\nevent: bid.accepted\ndata: {\"id\":42}\n\n".to_vec();
+        let unnamed = b"id: 42\ndata: {\"id\":42}\n\n".to_vec();
+        assert_eq!(&f.bytes[..], &whole[..]);
+        for (form, want) in [(FrameForm::Named, &whole), (FrameForm::Message, &unnamed)] {
+            assert_eq!(f.len_for(form), want.len());
+            assert_eq!(f.slices(form).concat(), *want);
+            for skip in 0..want.len() {
+                let mut out = VecDeque::new();
+                f.push_to(form, skip, &mut out);
+                assert!(out.iter().all(|b| !b.is_empty()));
+                // Slices of the one buffer, not copies.
+                assert!(out
+                    .iter()
+                    .all(|b| f.bytes.as_ptr_range().contains(&b.as_ptr())));
+                let got: Vec<u8> = out.iter().flat_map(|b| b.to_vec()).collect();
+                assert_eq!(got, want[skip..]);
+            }
+        }
     }
 
     #[test]

@@ -51,7 +51,9 @@ pub mod first_request {
 
 /// SSE frames (`sse::encode`).
 pub mod sse {
-    pub use crate::sse::encode::{event, frame_len, heartbeat_body, id_line, opening, put_event};
+    pub use crate::sse::encode::{
+        event, event_line, frame_len, heartbeat_body, id_line, opening, put_event, put_unnamed,
+    };
 }
 
 /// A stream request's cursor and subscription shape (`http::streams`).

@@ -1,6 +1,10 @@
 // The demo marketplace: the product, the signed-in user's private topic and
 // the tenant board, through switchyard.js (which shares one stream among the
-// user's tabs and renews the demo token before it expires).
+// user's tabs and renews the demo token before it expires). Presence comes
+// on the same stream: the auction's watchers and the bidders present
+// (`product:{id}~occupancy`, `~members`), and who is online, the members
+// of the tenant board every signed-in page reads (`tenant:{slug}~members`),
+// readable by whoever may read those topics.
 import { Switchyard } from '/switchyard.js';
 
 const params = new URLSearchParams(location.search);
@@ -50,6 +54,40 @@ function setBadge(n) {
   $('badge').textContent = String(n);
   $('badge').hidden = n === 0;
 }
+
+// Presence: the auction's counts and members, and the board's members (who
+// is online), as switchyard.js folds them.
+const presence = new Map();
+const label = (m) => (typeof m.claims?.name === 'string' ? m.claims.name : m.user);
+
+function renderPresence() {
+  const p = productId && presence.get(`product:${productId}`);
+  if (p) {
+    $('p-watching').dataset.count = String(p.counts.users);
+    $('p-watching').textContent = `${p.counts.users} watching`;
+    $('p-watching').title = `${p.counts.streams} open streams`;
+    $('p-present').replaceChildren(
+      ...(p.members || []).map((m) => {
+        const s = document.createElement('span');
+        s.dataset.user = m.user;
+        s.textContent = label(m);
+        return s;
+      }),
+    );
+  }
+  const board = presence.get(`tenant:${TENANT}`);
+  const to = $('msg-to').value.trim();
+  const peer = $('peer');
+  if (!to || !board || board.truncated) {
+    peer.dataset.online = 'unknown';
+    peer.textContent = '';
+  } else {
+    const online = (board.members || []).some((m) => m.user === to);
+    peer.dataset.online = String(online);
+    peer.textContent = `${to} is ${online ? 'online' : 'offline'}`;
+  }
+}
+$('msg-to').addEventListener('input', renderPresence);
 
 function renderProduct() {
   if (!product) return;
@@ -125,6 +163,10 @@ function subscribe() {
   const topics = [`tenant:${TENANT}`];
   if (productId) topics.push(`product:${productId}`);
   if (me) topics.push(`user:${me}`);
+  // Counts and members of the auction; members of the board (who is online).
+  const watch = { [`tenant:${TENANT}`]: { members: true } };
+  if (productId) watch[`product:${productId}`] = { members: true };
+  presence.clear();
   sub = new Switchyard({
     nodes: NODES,
     tenant: TENANT,
@@ -133,8 +175,13 @@ function subscribe() {
     // A fresh token before this one expires (demo sign-in mints them); a
     // token given in the URL is used as it is.
     getToken: params.get('token') ? undefined : renewToken,
-    eventTypes: ['bid.accepted', 'bid.outbid', 'bid.rejected', 'auction.closed', 'product.created', 'message', 'unread', 'announcement'],
+    // Every event type comes to onEvent (no `eventTypes`): it picks its own.
     onEvent,
+    presence: watch,
+    onPresence(p) {
+      presence.set(p.topic, p);
+      renderPresence();
+    },
     onSnapshot(s) {
       if (s.topic.startsWith('product:')) {
         product = s.data.product;

@@ -3,6 +3,7 @@
 import { spawn } from 'node:child_process';
 import http from 'node:http';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -19,6 +20,31 @@ export async function freePort() {
       s.close(() => resolve(port));
     });
   });
+}
+
+/** Cluster mode: the test runner gave this script its Redis, Postgres and prefix. */
+export const CLUSTER = !!process.env.SY_REDIS_URL;
+
+/**
+ * A node's settings in the mode the runner chose (`tests/browser.rs`): the
+ * runner's Redis, Postgres schema and key prefix in cluster mode, else an
+ * embedded node on a fresh data dir; `extra` on top.
+ */
+export function modeEnv(extra = {}) {
+  const base = CLUSTER
+    ? { REDIS_URL: process.env.SY_REDIS_URL, DATABASE_URL: process.env.SY_DATABASE_URL, SWITCHYARD_REDIS_PREFIX: process.env.SY_PREFIX }
+    : { SWITCHYARD_DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'sy-browser-')) };
+  return { ...base, ...extra };
+}
+
+/** The `demo` tenant (an embedded node makes it at start; a cluster does not). */
+export async function demoTenant(base) {
+  const r = await fetch(`${base}/admin/tenants`, { headers: { authorization: `Bearer ${ADMIN}` } });
+  const body = await r.json();
+  const list = Array.isArray(body) ? body : body.tenants || [];
+  if (!list.some((t) => t.slug === 'demo')) {
+    await api(base, '/admin/tenants', { method: 'POST', body: { slug: 'demo', name: 'Demo' } });
+  }
 }
 
 /** Starts a node; resolves with {url, proc, stop(signal), exited}. */
@@ -147,8 +173,8 @@ export async function newTenant(base, prefix = 't') {
 /**
  * Opens `base` in `page` and starts `count` `Switchyard`s there (from the
  * node's /switchyard.js) with `opts`; each records in `sub.rec` its events
- * ([id, topic, data]), snapshot topics, statuses and shutdowns with their
- * times. `opts.demoUser` (and `tokenTtl`): tokens from demo sign-in, renewed
+ * ([id, topic, data, type]), snapshot topics, statuses, shutdowns and
+ * presence views with their times. `opts.demoUser` (and `tokenTtl`): tokens from demo sign-in, renewed
  * through `getToken` (counted in `window.minted`).
  */
 export async function clientPage(page, base, opts, count = 1) {
@@ -172,10 +198,11 @@ export async function clientPage(page, base, opts, count = 1) {
       opts = { ...opts, token: await mint(), getToken: mint };
     }
     for (let i = 0; i < count; i++) {
-      const rec = { got: [], snaps: [], statuses: [], shutdowns: [] };
+      const rec = { got: [], snaps: [], statuses: [], shutdowns: [], presence: [] };
       const sub = new Switchyard({
         ...opts,
-        onEvent: (ev) => rec.got.push([ev.id, ev.topic, ev.data]),
+        onEvent: (ev) => rec.got.push([ev.id, ev.topic, ev.data, ev.type]),
+        onPresence: (p) => rec.presence.push({ ...p, at: Date.now() }),
         onSnapshot: (s) => rec.snaps.push(s.topic),
         onStatus: (s) => rec.statuses.push([s, Date.now()]),
         onShutdown: (s) => rec.shutdowns.push({ ...s, at: Date.now() }),

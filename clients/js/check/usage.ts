@@ -1,5 +1,5 @@
 // Compiled by `npm run check` (never run): the documented uses type-check.
-import { Switchyard, tokenClaims, type Status, type SwitchyardEvent } from '../switchyard.js';
+import { Switchyard, tokenClaims, type Presence, type Status, type SwitchyardEvent } from '../switchyard.js';
 
 const shown: SwitchyardEvent[] = [];
 let state: Status | null = null;
@@ -16,7 +16,14 @@ const sub = new Switchyard({
   onReset: (r) => console.log('refetch', r.topic),
   onStatus: (s) => (state = s),
   onShutdown: ({ windowMs, delayMs }) => console.log(windowMs, delayMs),
+  presence: { 'product:p_1': { members: true } },
+  onPresence: (p: Presence) => console.log(p.topic, p.counts.users, p.members?.map((m) => m.user)),
 });
+// Every type to onEvent: no eventTypes.
+const all = new Switchyard({ tenant: 'demo', topics: ['global'], presence: ['global'], onEvent: (ev) => shown.push(ev) });
+const watching: number | undefined = all.presence('global')?.counts.streams;
+all.close();
+console.log(watching);
 const last: number | null = sub.lastId;
 const role: 'solo' | 'leader' | 'follower' = sub.role;
 const exp = tokenClaims('a.b.c')?.exp;

@@ -4,8 +4,9 @@
 //! Query parameters the host owns: `tenant`, `topic` (repeatable), `events`
 //! (comma-separated types to keep), `lastEventId` (the `Last-Event-ID` header
 //! wins over it), `snapshot` (repeatable: topics of the stream whose snapshot
-//! is sent even on a resume), `token`. Anything else is a subscription
-//! parameter for plugins.
+//! is sent even on a resume), `frames` (`message`: event frames without their
+//! `event:` line, so `EventSource`'s `onmessage` gets every type), `token`.
+//! Anything else is a subscription parameter for plugins.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -26,7 +27,7 @@ use super::extract::QueryPairs;
 use crate::auth::now_secs;
 use crate::error::ApiError;
 use crate::event::TopicKind;
-use crate::event::{validate_kind_filter, Seq};
+use crate::event::{validate_kind_filter, FrameForm, Seq};
 use crate::sse::caps::{Holder, Refusal};
 use crate::sse::session::{Session, StreamRequest, StreamSlot};
 use crate::state::AppState;
@@ -42,8 +43,10 @@ macro_rules! stream_description {
     () => {
         "A Server-Sent Events stream (`text/event-stream`) that stays open: first a `retry:` hint, \
          then a `snapshot` event per topic with retained state, then the replay after \
-         `Last-Event-ID`, then live events; every event has `id:` and `event:`; a `heartbeat` on \
-         an interval. Server events: `snapshot`, `reset` (history no longer covers the cursor: \
+         `Last-Event-ID`, then live events; every event has `id:` and `event:` (with \
+         `frames=message`, events have no `event:` line, so a browser's `EventSource` hands every \
+         type to `onmessage`; the type is in the event's JSON); a `heartbeat` on an interval. \
+         Server events (which keep their names): `snapshot`, `reset` (history no longer covers the cursor: \
          refetch), `shutdown` (the node is stopping: reconnect elsewhere), `auth.expired` (the \
          token ended). Errors are answered before the stream starts, as JSON."
     };
@@ -290,6 +293,17 @@ async fn open(
             Some(types)
         }
     };
+    let frames = match q.get("frames") {
+        None | Some("named") => FrameForm::Named,
+        Some("message") => FrameForm::Message,
+        Some(other) => {
+            let shown: String = other.chars().take(40).collect();
+            return Err(ApiError::invalid(
+                "invalid_frames",
+                format!("`frames` must be `named` or `message`, got {shown:?}"),
+            ));
+        }
+    };
     let header_id = parts
         .headers
         .get("last-event-id")
@@ -354,6 +368,7 @@ async fn open(
         tenant: tenant.slug.clone(),
         topics,
         types,
+        frames,
         last_event_id,
         expires_at,
         defaults,
@@ -384,12 +399,13 @@ async fn open(
 
 /// Query parameters the host itself reads; every other one is part of the
 /// subscription shape the event filter sees.
-pub(crate) const HOST_PARAMS: [&str; 6] = [
+pub(crate) const HOST_PARAMS: [&str; 7] = [
     "tenant",
     "topic",
     "events",
     "lastEventId",
     "snapshot",
+    "frames",
     "token",
 ];
 /// Most parameters a shape may have.
@@ -507,8 +523,9 @@ impl<'s> utoipa::ToResponse<'s> for EventStream {
                         ObjectBuilder::new()
                             .schema_type(Type::String)
                             .description(Some(
-                            "SSE frames: `id: N`, `event: TYPE`, `data: EVENT-JSON` (an `Event`).",
-                        )),
+                                "SSE frames: `id: N`, `event: TYPE` (left out for events with \
+                             `frames=message`), `data: EVENT-JSON` (an `Event`).",
+                            )),
                     ))
                     .build(),
             )
@@ -591,6 +608,24 @@ impl IntoParams for StreamParams {
                 ))
                 .build(),
             ParameterBuilder::new()
+                .name("frames")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .schema(Some(
+                    string()
+                        .enum_values(Some(["named", "message"]))
+                        .default(Some("named".into())),
+                ))
+                .description(Some(
+                    "How events are framed. `named` (the default): `id:`, `event: TYPE`, `data:`. \
+                     `message`: `id:` and `data:` only, so a browser's `EventSource` hands every \
+                     event to `onmessage` whatever its type (the type is in the event's JSON), \
+                     where a listener per type would miss types it does not know of. The \
+                     server's own frames (`heartbeat`, `snapshot`, `reset`, `auth.expired`, \
+                     `shutdown`) keep their names either way; `events=` filters the same.",
+                ))
+                .build(),
+            ParameterBuilder::new()
                 .name("shape")
                 .parameter_in(ParameterIn::Query)
                 .required(Required::False)
@@ -605,7 +640,7 @@ impl IntoParams for StreamParams {
                 ))
                 .description(Some(
                     "Every query parameter the server does not read itself (not `tenant`, \
-                     `topic`, `events`, `lastEventId`, `snapshot` or `token`) is the \
+                     `topic`, `events`, `lastEventId`, `snapshot`, `frames` or `token`) is the \
                      subscription's shape, handed to the event-filter plugin: at most 16, names \
                      up to 64 and values up to 256 bytes.",
                 ))

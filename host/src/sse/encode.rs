@@ -43,6 +43,32 @@ pub fn put_event(buf: &mut BytesMut, seq: Seq, kind: &str, json: &str) {
     buf.put_slice(b"\n\n");
 }
 
+/// Appends the frame `event` builds without its `event:` line:
+/// `id: {seq}\ndata: {json}\n\n`, which `EventSource` hands to `onmessage`
+/// (the type is in the event JSON). For streams asked with `frames=message`.
+pub fn put_unnamed(buf: &mut BytesMut, seq: Seq, json: &str) {
+    buf.put_slice(b"id: ");
+    put_u64(buf, seq);
+    buf.put_slice(b"\ndata: ");
+    buf.put_slice(json.as_bytes());
+    buf.put_slice(b"\n\n");
+}
+
+/// Where the `event:` line of `event(seq, kind, _)` starts and ends (its
+/// newline included): the frame without it is the bytes before and the
+/// bytes after, two slices of the one buffer, written to an unnamed
+/// (`frames=message`) stream without a copy. Computed from the layout, so
+/// a frame's build finds it without a search.
+pub fn event_line(seq: Seq, kind: &str) -> (usize, usize) {
+    let start = "id: ".len() + digits(seq) + 1;
+    (start, start + "event: ".len() + kind.len() + 1)
+}
+
+/// The number of decimal digits of `n`.
+fn digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |l| l as usize + 1)
+}
+
 /// The shared part of every heartbeat frame of a node:
 /// `event: heartbeat\ndata: {"interval_ms":N}\n\n`. Rendered once at start
 /// (the interval does not change) and cloned into every heartbeat.
@@ -104,6 +130,26 @@ mod tests {
             let mut b = BytesMut::new();
             put_u64(&mut b, n);
             assert_eq!(&b[..], n.to_string().as_bytes());
+        }
+    }
+
+    /// The unnamed frame is the named one without its `event:` line, and
+    /// `event_line` finds that line for any id.
+    #[test]
+    fn unnamed_frames_are_the_named_ones_without_the_event_line() {
+        for seq in [0, 1, 9, 10, 99, 100, 12345, u64::MAX / 7, u64::MAX] {
+            let named = event(seq, "bid.accepted", r#"{"id":1}"#);
+            let (start, end) = event_line(seq, "bid.accepted");
+            assert_eq!(&named[start..end], b"event: bid.accepted\n");
+            let mut unnamed = BytesMut::new();
+            put_unnamed(&mut unnamed, seq, r#"{"id":1}"#);
+            let mut cut = named[..start].to_vec();
+            cut.extend_from_slice(&named[end..]);
+            assert_eq!(&unnamed[..], &cut[..]);
+            assert_eq!(
+                &unnamed[..],
+                format!("id: {seq}\ndata: {{\"id\":1}}\n\n").as_bytes()
+            );
         }
     }
 

@@ -8,7 +8,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use tokio::net::TcpStream;
 
-use crate::event::{Frame, Seq};
+use crate::event::{Frame, FrameForm, Seq};
 
 /// A connection's live queue: bounded, one consumer. A `VecDeque` under a
 /// mutex that allocates only when frames arrive (tokio's channel costs about
@@ -41,14 +41,18 @@ struct Direct {
     _sink: Arc<TcpStream>,
     /// Its descriptor, written with `send(2)` directly (see [`send`]).
     fd: RawFd,
+    /// How the stream writes event frames: the shared buffer whole, or
+    /// the two slices of it around its `event:` line.
+    form: FrameForm,
     /// True while the consumer sleeps with its own output written: only then
     /// may the sender write (never both at once, so frames stay whole and in
     /// order).
     armed: bool,
     /// The highest id the client has been sent (directly or by the consumer).
     cursor: Seq,
-    /// The unwritten tail of a frame the socket took only part of.
-    rest: Option<Bytes>,
+    /// The unwritten tail of a frame the socket took only part of (one
+    /// or two slices of its buffer).
+    rest: VecDeque<Bytes>,
 }
 
 /// What became of an offered frame.
@@ -68,7 +72,7 @@ pub struct Disarmed {
     /// The highest id written directly (or the cursor the queue was armed with).
     pub cursor: Seq,
     /// The unwritten tail of the last frame, to be written first.
-    pub rest: Option<Bytes>,
+    pub rest: VecDeque<Bytes>,
 }
 
 /// One non-blocking `send(2)` of `bytes` on `fd`.
@@ -84,21 +88,53 @@ pub struct Disarmed {
 /// thread cancellation point, so glibc wraps every call in enabling and
 /// disabling asynchronous cancellation, which nothing here uses (about 3%
 /// of the fan-out's user time, docs/benchmarks.md).
-fn send(fd: RawFd, bytes: &[u8]) -> std::io::Result<usize> {
-    // SAFETY: `fd` is the descriptor of the `TcpStream` the caller's
-    // `Direct` holds open; `bytes` is a live slice of `bytes.len()` bytes;
-    // no address is passed (a connected socket).
-    // MSG_NOSIGNAL: a closed peer is an error here, not a SIGPIPE.
-    let n = unsafe {
-        libc::syscall(
-            libc::SYS_sendto,
-            fd,
-            bytes.as_ptr(),
-            bytes.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            std::ptr::null::<libc::sockaddr>(),
-            0 as libc::socklen_t,
-        )
+///
+/// A frame written without its `event:` line (`frames=message`) is the two
+/// slices of its buffer around that line, given to one `sendmsg(2)` (the
+/// same system call, by way of a two-entry `iovec`), so it is neither
+/// copied nor split over two writes.
+fn send(fd: RawFd, [first, second]: [&[u8]; 2]) -> std::io::Result<usize> {
+    let n = if second.is_empty() {
+        // SAFETY: `fd` is the descriptor of the `TcpStream` the caller's
+        // `Direct` holds open; `first` is a live slice of `first.len()`
+        // bytes; no address is passed (a connected socket).
+        // MSG_NOSIGNAL: a closed peer is an error here, not a SIGPIPE.
+        unsafe {
+            libc::syscall(
+                libc::SYS_sendto,
+                fd,
+                first.as_ptr(),
+                first.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                std::ptr::null::<libc::sockaddr>(),
+                0 as libc::socklen_t,
+            )
+        }
+    } else {
+        let mut iov = [
+            libc::iovec {
+                iov_base: first.as_ptr() as *mut libc::c_void,
+                iov_len: first.len(),
+            },
+            libc::iovec {
+                iov_base: second.as_ptr() as *mut libc::c_void,
+                iov_len: second.len(),
+            },
+        ];
+        // SAFETY: as above; `iov` points at two live slices (only read by
+        // the call) and outlives it; `msg` names no address and no control
+        // data.
+        unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = iov.len() as _;
+            libc::syscall(
+                libc::SYS_sendmsg,
+                fd,
+                &msg as *const libc::msghdr,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        }
     };
     if n < 0 {
         Err(std::io::Error::last_os_error())
@@ -115,6 +151,7 @@ pub(super) fn wake_up() -> Arc<Frame> {
         topic: "".into(),
         kind: "".into(),
         bytes: Bytes::new(),
+        event_line: (0, 0),
     })
 }
 
@@ -143,8 +180,8 @@ impl Queue {
                 return Offered::Full;
             }
             match q.direct.as_mut().filter(|d| d.armed && f.seq > d.cursor) {
-                Some(d) => match send(d.fd, &f.bytes) {
-                    Ok(n) if n == f.bytes.len() => {
+                Some(d) => match send(d.fd, f.slices(d.form)) {
+                    Ok(n) if n == f.len_for(d.form) => {
                         d.cursor = f.seq;
                         return Offered::Written;
                     }
@@ -152,7 +189,7 @@ impl Queue {
                         // The socket took a part: the consumer writes the
                         // rest. A frame it skips (id 0) makes its wait end.
                         d.cursor = f.seq;
-                        d.rest = Some(f.bytes.slice(n..));
+                        f.push_to(d.form, n, &mut d.rest);
                         d.armed = false;
                         q.items.push_back(wake_up());
                         (Offered::Written, q.waker.take())
@@ -201,14 +238,16 @@ impl Queue {
         Poll::Pending
     }
 
-    /// Lets senders write frames to `sink` while the queue is armed.
-    pub(super) fn attach(&self, sink: Arc<TcpStream>) {
+    /// Lets senders write frames to `sink` (as a stream of `form` writes
+    /// them) while the queue is armed.
+    pub(super) fn attach(&self, sink: Arc<TcpStream>, form: FrameForm) {
         self.lock().direct = Some(Direct {
             fd: sink.as_raw_fd(),
+            form,
             _sink: sink,
             armed: false,
             cursor: 0,
-            rest: None,
+            rest: VecDeque::new(),
         });
     }
 
@@ -224,7 +263,7 @@ impl Queue {
         let mut q = self.lock();
         let empty = q.items.is_empty();
         if let Some(d) = q.direct.as_mut() {
-            if empty && d.rest.is_none() {
+            if empty && d.rest.is_empty() {
                 d.armed = true;
                 d.cursor = cursor;
             }
@@ -239,7 +278,7 @@ impl Queue {
         d.armed = false;
         Some(Disarmed {
             cursor: d.cursor,
-            rest: d.rest.take(),
+            rest: std::mem::take(&mut d.rest),
         })
     }
 }
@@ -255,6 +294,7 @@ mod tests {
             topic: "t".into(),
             kind: "k".into(),
             bytes,
+            event_line: (0, 0),
         })
     }
 
@@ -276,7 +316,7 @@ mod tests {
     async fn an_armed_queue_writes_to_the_socket_and_a_disarmed_one_queues() {
         let (server, mut client) = pair().await;
         let q = Queue::new(8);
-        q.attach(server);
+        q.attach(server, FrameForm::Named);
         // Not armed yet: queued.
         assert_eq!(
             q.try_send(&frame(1, Bytes::from_static(b"one\n"))),
@@ -308,7 +348,7 @@ mod tests {
         assert!(q.try_recv().is_none());
         let d = q.disarm().expect("a socket is attached");
         assert_eq!(d.cursor, 4);
-        assert!(d.rest.is_none());
+        assert!(d.rest.is_empty());
         assert_eq!(
             q.try_send(&frame(5, Bytes::from_static(b"five\n"))),
             Offered::Queued
@@ -326,7 +366,7 @@ mod tests {
     async fn a_full_socket_hands_frames_back_to_the_consumer() {
         let (server, mut client) = pair().await;
         let q = Queue::new(1_000_000);
-        q.attach(server);
+        q.attach(server, FrameForm::Named);
         q.arm(0);
         let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
         let mut seq = 0;
@@ -337,9 +377,10 @@ mod tests {
                 Offered::Written => {
                     written += chunk.len();
                     if let Some(d) = q.disarm() {
-                        if let Some(rest) = d.rest {
+                        if !d.rest.is_empty() {
                             // Part of this frame went out; the tail is the consumer's.
-                            written -= rest.len();
+                            let rest: usize = d.rest.iter().map(|b| b.len()).sum();
+                            written -= rest;
                             assert_eq!(d.cursor, seq);
                             break Some(rest);
                         }
@@ -363,5 +404,55 @@ mod tests {
         let mut got = vec![0u8; written];
         client.read_exact(&mut got).await.expect("read");
         assert!(got.iter().all(|b| *b == b'x'));
+    }
+
+    /// A stream of unnamed frames (`frames=message`) gets each frame
+    /// without its `event:` line, from the fan-out's own write; a socket
+    /// that takes part of one hands back exactly the rest, as slices of the
+    /// shared buffer.
+    #[tokio::test]
+    async fn unnamed_frames_are_written_without_their_event_line() {
+        let (server, mut client) = pair().await;
+        let q = Queue::new(1_000_000);
+        q.attach(server, FrameForm::Message);
+        q.arm(0);
+        let small = Arc::new(Frame::from_parts(7, "t", "note", r#"{"id":7}"#));
+        assert_eq!(q.try_send(&small), Offered::Written);
+        let want = b"id: 7\ndata: {\"id\":7}\n\n";
+        let mut got = vec![0u8; want.len()];
+        client.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got[..], &want[..]);
+        // Fill the socket with big frames until one is taken in part.
+        let json = format!("{{\"pad\":\"{}\"}}", "x".repeat(64 * 1024));
+        let mut seq = 7;
+        let mut expected = Vec::new();
+        let rest = loop {
+            seq += 1;
+            let f = Arc::new(Frame::from_parts(seq, "t", "note", &json));
+            let whole = format!("id: {seq}\ndata: {json}\n\n").into_bytes();
+            match q.try_send(&f) {
+                Offered::Written => {
+                    let d = q.disarm().expect("a socket is attached");
+                    if d.rest.is_empty() {
+                        expected.extend_from_slice(&whole);
+                        q.arm(seq);
+                        continue;
+                    }
+                    let rest: Vec<u8> = d.rest.iter().flat_map(|b| b.to_vec()).collect();
+                    assert!(whole.ends_with(&rest), "the rest is the frame's tail");
+                    expected.extend_from_slice(&whole[..whole.len() - rest.len()]);
+                    break Some(rest);
+                }
+                Offered::Queued => break None,
+                Offered::Full => unreachable!("the queue is large"),
+            }
+        };
+        assert!(rest.is_some() || q.try_recv().is_some());
+        let mut got = vec![0u8; expected.len()];
+        client.read_exact(&mut got).await.expect("read");
+        assert!(
+            got == expected,
+            "what the socket took is the unnamed frames"
+        );
     }
 }

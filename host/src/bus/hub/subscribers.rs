@@ -129,8 +129,8 @@ impl Subscription {
     /// Lets the fan-out write this connection's frames to `sink` itself
     /// while the connection sleeps with everything written (see
     /// `queue.rs`). Only for a socket nothing else writes to meanwhile.
-    pub fn attach(&self, sink: Arc<tokio::net::TcpStream>) {
-        self.shared.queue.attach(sink);
+    pub fn attach(&self, sink: Arc<tokio::net::TcpStream>, form: crate::event::FrameForm) {
+        self.shared.queue.attach(sink, form);
     }
 
     /// About to sleep, with every frame up to `cursor` written: the fan-out

@@ -49,6 +49,9 @@ pub struct StreamRequest {
     pub topics: Vec<String>,
     /// Only these event types, if given.
     pub types: Option<Vec<String>>,
+    /// How event frames are written (`frames=`): with their `event:` line,
+    /// or without it for `EventSource`'s `onmessage`.
+    pub frames: crate::event::FrameForm,
     /// Resume after this id.
     pub last_event_id: Option<Seq>,
     /// End the stream with `auth.expired` at this instant.

@@ -182,7 +182,7 @@ impl Session {
     /// nothing else meanwhile and calls [`Session::fill`] only once the
     /// previous frames are written (the lean writer).
     pub fn attach(&mut self, sink: Arc<tokio::net::TcpStream>) {
-        self.sub.attach(sink);
+        self.sub.attach(sink, self.req.frames);
         self.direct = true;
     }
 
@@ -267,9 +267,7 @@ impl Session {
                     self.cursor = d.cursor;
                     self.told = d.cursor;
                 }
-                if let Some(rest) = d.rest {
-                    self.out.push_back(rest);
-                }
+                self.out.extend(d.rest);
             }
         }
         match woke {
@@ -308,7 +306,8 @@ impl Session {
             return false;
         }
         self.told = f.seq;
-        self.out.push_back(f.bytes.clone());
+        // Named: the shared buffer; unnamed: two slices of it (no copy).
+        f.push_to(self.req.frames, 0, &mut self.out);
         true
     }
 

@@ -8,6 +8,7 @@ use bytes::BytesMut;
 
 use super::control::ResetReason;
 use super::{Phase, Session, PAGE};
+use crate::event::FrameForm;
 use crate::sse::encode;
 use crate::store::{self, Page, TopicState};
 
@@ -132,7 +133,10 @@ impl Session {
                     None => continue,
                 },
             };
-            encode::put_event(&mut buf, e.seq, &e.kind, &json);
+            match self.req.frames {
+                FrameForm::Named => encode::put_event(&mut buf, e.seq, &e.kind, &json),
+                FrameForm::Message => encode::put_unnamed(&mut buf, e.seq, &json),
+            }
             self.told = e.seq;
             sent += 1;
         }
