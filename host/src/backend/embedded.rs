@@ -35,6 +35,7 @@ pub async fn open(dir: &Path) -> Result<Backend, Error> {
         store: store.clone(),
         bids: store.clone(),
         plugins: store.clone(),
+        admin: store.clone(),
         mode: Arc::new(Embedded {
             dir: dir.to_path_buf(),
             store,

@@ -33,6 +33,7 @@ use crate::config::{Config, Mode as ConfigMode};
 use crate::metrics::Metrics;
 use crate::presence::PresenceStore;
 use crate::sse::caps::CapStore;
+use crate::store::admin::AdminStore;
 use crate::store::bids::BidStore;
 use crate::store::plugins::PluginStore;
 use crate::store::Store;
@@ -157,6 +158,8 @@ pub struct Backend {
     pub bids: Arc<dyn BidStore>,
     /// Plugin versions and slots.
     pub plugins: Arc<dyn PluginStore>,
+    /// The audit log and the topic listing.
+    pub admin: Arc<dyn AdminStore>,
     /// The mode's other services.
     pub mode: Arc<dyn Mode>,
 }

@@ -38,6 +38,7 @@ pub async fn open(database_url: &str, redis_url: &str, prefix: &str) -> Result<B
         store: store.clone(),
         bids: store.clone(),
         plugins: store.clone(),
+        admin: store.clone(),
         mode: Arc::new(Cluster { store, redis }),
     })
 }
