@@ -263,6 +263,9 @@ metrics! {
     /// certificate, or speaks no TLS).
     tls_handshake_failed: Counter = "tls_handshakes_failed_total",
         "TLS handshakes that failed.";
+    /// Admin actions that could not be recorded in the audit log.
+    audit_errors: Counter = "audit_write_errors_total",
+        "Admin actions taken but not recorded in the audit log (the store failed).";
     /// Responses with a 5xx status.
     http_errors: Counter = "http_errors_total", "HTTP responses with a 5xx status.";
     /// POSTs refused by the per-token rate limit.

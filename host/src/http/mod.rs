@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod audit;
 mod deadline;
 pub mod doc;
 pub mod events;
