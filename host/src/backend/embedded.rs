@@ -120,6 +120,14 @@ impl Mode for Embedded {
         Arc::new(MemoryPresence::default())
     }
 
+    fn console(
+        &self,
+        local: Arc<crate::console::LocalStreams>,
+        _stop: CancellationToken,
+    ) -> Arc<dyn crate::console::Directory> {
+        Arc::new(crate::console::MemoryDirectory::new(local))
+    }
+
     fn shares_plugins(&self) -> bool {
         false
     }

@@ -142,6 +142,13 @@ pub trait Mode: Send + Sync + 'static {
     fn cap_store(&self, stop: CancellationToken) -> Arc<dyn CapStore>;
     /// Where streams on topics are counted for presence.
     fn presence_store(&self, stop: CancellationToken) -> Arc<dyn PresenceStore>;
+    /// Where the console finds every node's streams and figures, over this
+    /// node's `local` streams.
+    fn console(
+        &self,
+        local: Arc<crate::console::LocalStreams>,
+        stop: CancellationToken,
+    ) -> Arc<dyn crate::console::Directory>;
     /// Whether plugin changes made on other nodes must be polled for.
     fn shares_plugins(&self) -> bool;
     /// Each dependency and whether it answers, for `/ready`: asked at once,

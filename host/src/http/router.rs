@@ -13,7 +13,8 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use super::{
-    admin, audit, events, messages, openapi, ops, plugins, products, sources, streams, topics, web,
+    admin, audit, console, events, messages, openapi, ops, plugins, products, sources, streams,
+    topics, web,
 };
 use crate::config::Cors;
 use crate::error::ApiError;
@@ -39,6 +40,9 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::create_token))
         .routes(routes!(sources::list))
         .routes(routes!(audit::list))
+        .routes(routes!(console::topics))
+        .routes(routes!(console::user_streams, console::disconnect))
+        .routes(routes!(console::stats))
         .routes(routes!(plugins::list))
         .routes(routes!(plugins::upload).layer(DefaultBodyLimit::max(plugins::MAX_COMPONENT_BYTES)))
         .routes(routes!(plugins::deactivate))
