@@ -490,6 +490,70 @@ async fn stats_report_every_node(mode: Mode) {
 }
 both_modes!(stats, stats_report_every_node);
 
+/// Every series name the alert rules (`docs/prometheus/alerts.yml`) and the
+/// Grafana dashboard (`docs/grafana/switchyard.json`) use is one a node
+/// serves at `/metrics` (a histogram's `_bucket` by its family), once the
+/// node has a tenant with a stream, a publish and a plugin slot.
+async fn monitoring_uses_only_served_metrics(mode: Mode) {
+    let (env, _) = console_env(mode).await;
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let _reader = node
+        .sse(&format!("/events?tenant={tenant}&topic=feed:1"), None)
+        .await;
+    node.publish(&tenant, "feed:1", "note", json!({})).await;
+    let r = node
+        .put_plugin(
+            "event-filter",
+            &format!("?tenant={tenant}&wait=true"),
+            component("event_filter"),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut used = BTreeSet::new();
+    for file in ["docs/prometheus/alerts.yml", "docs/grafana/switchyard.json"] {
+        let text = std::fs::read_to_string(root.join(file)).expect("monitoring file");
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("switchyard_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[i + name.len()..];
+            // `switchyard_*` in prose names them all.
+            if !name.ends_with('_') {
+                used.insert(name);
+            }
+        }
+    }
+    assert!(used.len() > 15, "{used:?}");
+    // Some series appear with the first sample of the node's figures.
+    let deadline = std::time::Instant::now() + secs(20);
+    loop {
+        let text = node.get("/metrics").await.text().await.expect("metrics");
+        let served: BTreeSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let missing: Vec<&String> = used
+            .iter()
+            .filter(|n| !served.contains(n.as_str()))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "used by the monitoring files but not served: {missing:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    env.cleanup().await;
+}
+both_modes!(monitoring_names, monitoring_uses_only_served_metrics);
+
 /// Polls `f` every 100 ms until it answers; panics with `what` after 20 s.
 async fn until<T, F, Fut>(what: &str, mut f: F) -> T
 where

@@ -280,6 +280,12 @@ pub async fn run(
     let max_connections = config
         .max_connections
         .unwrap_or_else(|| server::default_max_connections(fd_limit));
+    metrics
+        .connection_cap
+        .set(i64::try_from(max_connections).unwrap_or(i64::MAX));
+    metrics
+        .tenant_stream_cap
+        .set(i64::from(config.max_streams_per_tenant));
     let addr = listener.local_addr().map_err(RunError::Listener)?;
     tracing::info!(
         %addr,

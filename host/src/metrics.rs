@@ -151,6 +151,8 @@ macro_rules! metrics {
             by_tenant: IntGaugeVec,
             /// Events appended through this node, by tenant.
             published_by_tenant: IntCounterVec,
+            /// Whether each dependency `/ready` checks answers (1) or not (0).
+            dependencies: IntGaugeVec,
             /// Requests by method, route template and status class.
             requests: IntCounterVec,
             /// Time to the response head, by method and route template.
@@ -195,8 +197,17 @@ macro_rules! metrics {
                     &["tenant"],
                 )
                 .expect("a valid counter");
+                let dependencies = IntGaugeVec::new(
+                    Opts::new(
+                        "dependency_up",
+                        "Whether a dependency /ready checks answers (1) or not (0), as of the last sample.",
+                    ),
+                    &["dependency"],
+                )
+                .expect("a valid gauge");
                 register(&registry, &by_tenant);
                 register(&registry, &published_by_tenant);
+                register(&registry, &dependencies);
                 register(&registry, &requests);
                 register(&registry, &durations);
                 let sources = SourceSeries::registered(&registry);
@@ -208,7 +219,16 @@ macro_rules! metrics {
                 ] {
                     register(&registry, &c.0);
                 }
-                Metrics { $( $field, )* by_tenant, published_by_tenant, requests, durations, sources, registry }
+                Metrics {
+                    $( $field, )*
+                    by_tenant,
+                    published_by_tenant,
+                    dependencies,
+                    requests,
+                    durations,
+                    sources,
+                    registry,
+                }
             }
         }
     };
@@ -301,6 +321,12 @@ metrics! {
     /// Age of the oldest queued bid, ms (as of the last sweep).
     bids_queue_lag_ms: Gauge = "bids_queue_lag_ms",
         "Age of the oldest queued bid in ms (as of the last sweep).";
+    /// The node's connection cap (`SWITCHYARD_MAX_CONNECTIONS` or what the
+    /// open-file limit allows).
+    connection_cap: Gauge = "connection_cap", "The node's connection cap.";
+    /// The stream cap per tenant (across every node).
+    tenant_stream_cap: Gauge = "tenant_stream_cap",
+        "Signed-in streams a tenant may hold across every node.";
     /// Time from an event's commit to its dispatch on this node.
     bus_lag: Histogram = "bus_lag_seconds",
         "Time from an event's commit to its dispatch to this node's subscribers.";
@@ -601,6 +627,14 @@ impl Metrics {
         labelled(&self.by_tenant.collect(), |m| {
             m.get_gauge().get_value() as i64
         })
+    }
+
+    /// Records whether dependency `name` answers (from the live figures'
+    /// sample, every few seconds).
+    pub fn dependency(&self, name: &str, up: bool) {
+        self.dependencies
+            .with_label_values(&[name])
+            .set(i64::from(up));
     }
 
     /// The bus lag's sum (seconds) and count.

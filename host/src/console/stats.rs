@@ -160,6 +160,10 @@ pub fn start(
                     .streams = streams;
             }
             let lag_count = now.lag_count.saturating_sub(prev.lag_count);
+            let ready = readiness().await;
+            for d in &ready {
+                metrics.dependency(&d.name, d.ok);
+            }
             let stats = NodeStats {
                 node: node.clone(),
                 mode: mode.to_string(),
@@ -178,7 +182,7 @@ pub fn start(
                     .into_values()
                     .filter(|t| t.streams > 0 || t.publishes_per_s > 0.0)
                     .collect(),
-                ready: readiness().await,
+                ready,
             };
             directory.publish_stats(&stats).await;
             prev = now;
