@@ -1031,6 +1031,27 @@ mod tests {
     }
 
     #[test]
+    fn the_console_role_claim_needs_the_providers_keys_and_a_claim_of_its_own() {
+        let role = |claim: &str, jwks: Option<&str>| Options {
+            console_role_claim: Some(claim.into()),
+            jwks_url: jwks.map(str::to_string),
+            ..Default::default()
+        };
+        let err = Config::from_options(role("roles", None)).expect_err("no provider");
+        assert!(err.to_string().contains("SWITCHYARD_JWKS_URL"), "{err}");
+        for taken in ["sub", "tenant", "exp", "svc"] {
+            let err = Config::from_options(role(taken, Some("https://idp.example/jwks")))
+                .expect_err("a claim in use");
+            assert!(err.to_string().contains(taken), "{err}");
+        }
+        let c =
+            Config::from_options(role("roles", Some("https://idp.example/jwks"))).expect("valid");
+        assert_eq!(c.console_role_claim.as_deref(), Some("roles"));
+        let c = Config::from_options(Options::default()).expect("valid");
+        assert_eq!(c.console_role_claim, None);
+    }
+
+    #[test]
     fn short_jwt_secret_and_plain_http_jwks_are_refused() {
         let o = Options {
             jwt_secret: Some("x".repeat(31)),
