@@ -81,7 +81,7 @@ pub trait Directory: Send + Sync + 'static {
 
 /// A stream's entry here: what is shown, and what ends it.
 struct Entry {
-    info: StreamInfo,
+    info: Arc<StreamInfo>,
     kicker: Kicker,
 }
 
@@ -111,15 +111,15 @@ impl LocalStreams {
         self.by_user.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn add(&self, tenant: &str, user: &str, topics: &[String], kicker: Kicker) -> StreamInfo {
-        let info = StreamInfo {
+    fn add(&self, tenant: &str, user: &str, topics: &[String], kicker: Kicker) -> Arc<StreamInfo> {
+        let info = Arc::new(StreamInfo {
             node: self.node.clone(),
             id: self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             tenant: tenant.to_string(),
             user: user.to_string(),
             topics: topics.to_vec(),
             opened_at: crate::event::now_ms(),
-        };
+        });
         self.lock()
             .entry((info.tenant.clone(), info.user.clone()))
             .or_default()
@@ -145,7 +145,7 @@ impl LocalStreams {
     pub fn of(&self, tenant: &str, user: &str) -> Vec<StreamInfo> {
         self.lock()
             .get(&(tenant.to_string(), user.to_string()))
-            .map(|l| l.iter().map(|e| e.info.clone()).collect())
+            .map(|l| l.iter().map(|e| StreamInfo::clone(&e.info)).collect())
             .unwrap_or_default()
     }
 
@@ -183,10 +183,11 @@ impl Console {
     }
 }
 
-/// A stream's place in the listing, held by its session.
+/// A stream's place in the listing, held by its session (its entry is
+/// shared with the node's list: one copy per stream).
 pub struct Listed {
     console: Console,
-    info: StreamInfo,
+    info: Arc<StreamInfo>,
 }
 
 impl Drop for Listed {
