@@ -114,6 +114,11 @@ pub struct Options {
     /// token opens it too.
     #[arg(long, env = "SWITCHYARD_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// The claim of an identity provider's token that grants a console
+    /// role: `operator` (the admin API) or `viewer` (its reads only).
+    /// Unset: only the admin token opens the admin API.
+    #[arg(long, env = "SWITCHYARD_CONSOLE_ROLE_CLAIM")]
+    pub console_role_claim: Option<String>,
     /// Serve `/metrics` without a token (its series name every tenant).
     #[arg(long, env = "SWITCHYARD_METRICS_PUBLIC")]
     pub metrics_public: Option<bool>,
@@ -351,6 +356,9 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Bearer token that opens `/metrics` only.
     pub metrics_token: Option<String>,
+    /// The provider's claim granting `operator` or `viewer`; `None`: no
+    /// operator sign-in.
+    pub console_role_claim: Option<String>,
     /// `/metrics` served without a token.
     pub metrics_public: bool,
     /// Heartbeat interval.
@@ -436,6 +444,7 @@ impl std::fmt::Debug for Config {
                 "metrics_token",
                 &self.metrics_token.as_ref().map(|_| "<set>"),
             )
+            .field("console_role_claim", &self.console_role_claim)
             .field("metrics_public", &self.metrics_public)
             .field("heartbeat", &self.heartbeat)
             .field("reconnect_window", &self.reconnect_window)
@@ -647,6 +656,24 @@ impl Config {
                 "SWITCHYARD_JWT_USER_CLAIM and SWITCHYARD_JWT_TENANT_CLAIM must differ".into(),
             ));
         }
+        let console_role_claim = non_empty(o.console_role_claim.clone());
+        if let Some(c) = &console_role_claim {
+            if jwt_public_key.is_none() && jwks_url.is_none() {
+                return Err(Error::Invalid(
+                    "SWITCHYARD_CONSOLE_ROLE_CLAIM needs the identity provider's keys \
+                     (SWITCHYARD_JWT_PUBLIC_KEY or SWITCHYARD_JWKS_URL): only its tokens grant roles"
+                        .into(),
+                ));
+            }
+            if ["exp", "iat", "nbf", "iss", "aud", "svc", "publish"].contains(&c.as_str())
+                || *c == tokens.user_claim
+                || *c == tokens.tenant_claim
+            {
+                return Err(Error::Invalid(format!(
+                    "SWITCHYARD_CONSOLE_ROLE_CLAIM cannot be the reserved, user or tenant claim {c:?}"
+                )));
+            }
+        }
         let data_dir = o.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
         Ok(Config {
             listen,
@@ -664,6 +691,7 @@ impl Config {
             tokens,
             admin_token,
             metrics_token,
+            console_role_claim,
             metrics_public: o.metrics_public.unwrap_or(false),
             heartbeat: ms(o.heartbeat_ms, 15_000, "SWITCHYARD_HEARTBEAT_MS")?,
             reconnect_window,
@@ -1034,6 +1062,27 @@ mod tests {
         assert_eq!(c.client_queue, 99);
         assert_eq!(c.write_deadline, Duration::from_secs(30), "a default");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_console_role_claim_needs_the_providers_keys_and_a_claim_of_its_own() {
+        let role = |claim: &str, jwks: Option<&str>| Options {
+            console_role_claim: Some(claim.into()),
+            jwks_url: jwks.map(str::to_string),
+            ..Default::default()
+        };
+        let err = Config::from_options(role("roles", None)).expect_err("no provider");
+        assert!(err.to_string().contains("SWITCHYARD_JWKS_URL"), "{err}");
+        for taken in ["sub", "tenant", "exp", "svc"] {
+            let err = Config::from_options(role(taken, Some("https://idp.example/jwks")))
+                .expect_err("a claim in use");
+            assert!(err.to_string().contains(taken), "{err}");
+        }
+        let c =
+            Config::from_options(role("roles", Some("https://idp.example/jwks"))).expect("valid");
+        assert_eq!(c.console_role_claim.as_deref(), Some("roles"));
+        let c = Config::from_options(Options::default()).expect("valid");
+        assert_eq!(c.console_role_claim, None);
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod backend;
 mod bids;
 mod bus;
 pub mod config;
+mod console;
 mod error;
 pub mod event;
 /// Entry points of the fuzz targets in `fuzz/`; not an API.
@@ -218,6 +219,43 @@ pub async fn run(
         backend.mode.cap_store(background.clone()),
     );
     let backend_mode = backend.mode.name();
+    let console = {
+        let local = console::LocalStreams::new(&node);
+        let directory = backend.mode.console(local.clone(), background.clone());
+        let mode = backend.mode.clone();
+        let readiness: console::stats::Readiness = Arc::new(move || {
+            let mode = mode.clone();
+            Box::pin(async move {
+                let bound = backend::CHECK_TIMEOUT + std::time::Duration::from_millis(100);
+                match tokio::time::timeout(bound, mode.check()).await {
+                    Ok(checks) => checks
+                        .into_iter()
+                        .map(|(name, r)| console::stats::DependencyState {
+                            name: name.to_string(),
+                            ok: r.is_ok(),
+                            error: r.err().map(|e| e.to_string()),
+                        })
+                        .collect(),
+                    Err(_) => vec![console::stats::DependencyState {
+                        name: "checks".into(),
+                        ok: false,
+                        error: Some(format!("did not finish within {} ms", bound.as_millis())),
+                    }],
+                }
+            })
+        });
+        let sampled = plugins.clone();
+        console::stats::start(
+            node.clone(),
+            backend_mode,
+            metrics.clone(),
+            Arc::new(move || sampled.sample().slots.iter().map(|s| s.calls).sum()),
+            readiness,
+            directory.clone(),
+            background.clone(),
+        );
+        console::Console { local, directory }
+    };
     let state = AppState {
         config: config.clone(),
         backend,
@@ -236,11 +274,18 @@ pub async fn run(
         plugins,
         bid_queue,
         sources,
+        console,
     };
     let fd_limit = server::raise_fd_limit();
     let max_connections = config
         .max_connections
         .unwrap_or_else(|| server::default_max_connections(fd_limit));
+    metrics
+        .connection_cap
+        .set(i64::try_from(max_connections).unwrap_or(i64::MAX));
+    metrics
+        .tenant_stream_cap
+        .set(i64::from(config.max_streams_per_tenant));
     let addr = listener.local_addr().map_err(RunError::Listener)?;
     tracing::info!(
         %addr,

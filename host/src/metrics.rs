@@ -97,6 +97,10 @@ impl Histogram {
     pub fn observe(&self, d: Duration) {
         self.0.observe(d.as_secs_f64());
     }
+    /// The sum of the observations (seconds) and their count.
+    pub fn totals(&self) -> (f64, u64) {
+        (self.0.get_sample_sum(), self.0.get_sample_count())
+    }
 }
 
 /// The store's group commit, counted by its batch task (which runs beneath
@@ -145,6 +149,10 @@ macro_rules! metrics {
             $( $(#[$doc])* pub $field: $kind, )*
             /// Open SSE connections by tenant.
             by_tenant: IntGaugeVec,
+            /// Events appended through this node, by tenant.
+            published_by_tenant: IntCounterVec,
+            /// Whether each dependency `/ready` checks answers (1) or not (0).
+            dependencies: IntGaugeVec,
             /// Requests by method, route template and status class.
             requests: IntCounterVec,
             /// Time to the response head, by method and route template.
@@ -181,7 +189,25 @@ macro_rules! metrics {
                     &["method", "route"],
                 )
                 .expect("a valid histogram");
+                let published_by_tenant = IntCounterVec::new(
+                    Opts::new(
+                        "tenant_events_published_total",
+                        "Events appended through this node, by tenant.",
+                    ),
+                    &["tenant"],
+                )
+                .expect("a valid counter");
+                let dependencies = IntGaugeVec::new(
+                    Opts::new(
+                        "dependency_up",
+                        "Whether a dependency /ready checks answers (1) or not (0), as of the last sample.",
+                    ),
+                    &["dependency"],
+                )
+                .expect("a valid gauge");
                 register(&registry, &by_tenant);
+                register(&registry, &published_by_tenant);
+                register(&registry, &dependencies);
                 register(&registry, &requests);
                 register(&registry, &durations);
                 let sources = SourceSeries::registered(&registry);
@@ -193,7 +219,16 @@ macro_rules! metrics {
                 ] {
                     register(&registry, &c.0);
                 }
-                Metrics { $( $field, )* by_tenant, requests, durations, sources, registry }
+                Metrics {
+                    $( $field, )*
+                    by_tenant,
+                    published_by_tenant,
+                    dependencies,
+                    requests,
+                    durations,
+                    sources,
+                    registry,
+                }
             }
         }
     };
@@ -263,6 +298,9 @@ metrics! {
     /// certificate, or speaks no TLS).
     tls_handshake_failed: Counter = "tls_handshakes_failed_total",
         "TLS handshakes that failed.";
+    /// Admin actions that could not be recorded in the audit log.
+    audit_errors: Counter = "audit_write_errors_total",
+        "Admin actions taken but not recorded in the audit log (the store failed).";
     /// Responses with a 5xx status.
     http_errors: Counter = "http_errors_total", "HTTP responses with a 5xx status.";
     /// POSTs refused by the per-token rate limit.
@@ -283,6 +321,15 @@ metrics! {
     /// Age of the oldest queued bid, ms (as of the last sweep).
     bids_queue_lag_ms: Gauge = "bids_queue_lag_ms",
         "Age of the oldest queued bid in ms (as of the last sweep).";
+    /// The node's connection cap (`SWITCHYARD_MAX_CONNECTIONS` or what the
+    /// open-file limit allows).
+    connection_cap: Gauge = "connection_cap", "The node's connection cap.";
+    /// The stream cap per tenant (across every node).
+    tenant_stream_cap: Gauge = "tenant_stream_cap",
+        "Signed-in streams a tenant may hold across every node.";
+    /// Time from an event's commit to its dispatch on this node.
+    bus_lag: Histogram = "bus_lag_seconds",
+        "Time from an event's commit to its dispatch to this node's subscribers.";
     /// Duration of decision rounds.
     bid_round_latency: Histogram = "bid_round_duration_seconds",
         "Duration of bid decision rounds.";
@@ -526,6 +573,18 @@ impl SourceSeries {
     }
 }
 
+/// Each series of a one-label family: (label value, value).
+fn labelled<T>(families: &[MetricFamily], value: impl Fn(&proto::Metric) -> T) -> Vec<(String, T)> {
+    families
+        .iter()
+        .flat_map(|f| f.get_metric())
+        .filter_map(|m| {
+            let label = m.get_label().first()?.value().to_string();
+            Some((label, value(m)))
+        })
+        .collect()
+}
+
 /// The `status` label of each status class (index: 1xx..5xx).
 const STATUS: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -547,6 +606,40 @@ impl Metrics {
     /// The connection gauge of one tenant (looked up once per connection).
     pub fn tenant_connections(&self, tenant: &str) -> Gauge {
         Gauge(self.by_tenant.with_label_values(&[tenant]))
+    }
+
+    /// Counts events appended for `tenant` (once per tenant per batch).
+    pub fn tenant_published(&self, tenant: &str, n: u64) {
+        self.published_by_tenant
+            .with_label_values(&[tenant])
+            .inc_by(n);
+    }
+
+    /// Events appended through this node so far, by tenant.
+    pub fn tenant_published_totals(&self) -> Vec<(String, u64)> {
+        labelled(&self.published_by_tenant.collect(), |m| {
+            m.get_counter().get_value() as u64
+        })
+    }
+
+    /// Open streams by tenant (those that ever had one here).
+    pub fn tenant_streams(&self) -> Vec<(String, i64)> {
+        labelled(&self.by_tenant.collect(), |m| {
+            m.get_gauge().get_value() as i64
+        })
+    }
+
+    /// Records whether dependency `name` answers (from the live figures'
+    /// sample, every few seconds).
+    pub fn dependency(&self, name: &str, up: bool) {
+        self.dependencies
+            .with_label_values(&[name])
+            .set(i64::from(up));
+    }
+
+    /// The bus lag's sum (seconds) and count.
+    pub fn bus_lag_totals(&self) -> (f64, u64) {
+        self.bus_lag.totals()
     }
 
     /// Counts one answered request of a route template (e.g. `/api/events`)

@@ -85,4 +85,6 @@ pub struct AppState {
     pub bid_queue: Arc<dyn BidWakeups>,
     /// The configured sources and their status.
     pub sources: crate::sources::Sources,
+    /// Every node's streams and figures, for the operator.
+    pub console: crate::console::Console,
 }

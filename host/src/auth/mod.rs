@@ -63,6 +63,15 @@ pub struct ServiceClaims {
     pub iat: u64,
 }
 
+/// A console role, granted by an identity provider's token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Reads and changes everything the admin API does.
+    Operator,
+    /// Reads every admin GET; changes nothing.
+    Viewer,
+}
+
 /// What a valid token proves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identity {
@@ -542,6 +551,59 @@ impl Verifier {
         if peeked.alg == Algorithm::HS256 {
             return self.local.verify_identity(token, now);
         }
+        let claims = self.provider_claims(token, peeked).await?;
+        identity(claims, &self.local.rules, now, false)
+    }
+
+    /// The console role an identity provider's token grants through its
+    /// `claim` (a string, or a list of strings, naming `operator` or
+    /// `viewer`; `operator` wins), with the token's subject (the user
+    /// claim). `Ok(None)`: a valid token that grants no role. Only the
+    /// provider's tokens grant roles: this server's own secret signs user
+    /// and publisher tokens, never an operator's.
+    pub async fn verify_operator(
+        &self,
+        token: &str,
+        now: u64,
+        claim: &str,
+    ) -> Result<Option<(String, Role)>, TokenError> {
+        let peeked = peek(token)?;
+        if peeked.alg == Algorithm::HS256 {
+            return Ok(None);
+        }
+        let claims = self.provider_claims(token, peeked).await?;
+        let exp = seconds(claims.get("exp")).ok_or(TokenError::MissingClaim("exp".into()))?;
+        if exp <= now {
+            return Err(TokenError::Expired);
+        }
+        let rules = &self.local.rules;
+        let sub = claims
+            .get(&rules.user_claim)
+            .and_then(Value::as_str)
+            .filter(|s| valid_user_id(s))
+            .ok_or_else(|| TokenError::InvalidUser(rules.user_claim.clone()))?
+            .to_string();
+        let named = |role: &str| match claims.get(claim) {
+            Some(Value::String(s)) => s == role,
+            Some(Value::Array(list)) => list.iter().any(|v| v.as_str() == Some(role)),
+            _ => false,
+        };
+        Ok(if named("operator") {
+            Some((sub, Role::Operator))
+        } else if named("viewer") {
+            Some((sub, Role::Viewer))
+        } else {
+            None
+        })
+    }
+
+    /// The claims of an identity provider's token, its signature, `nbf`,
+    /// `iss` and `aud` checked (`exp` is the caller's to check).
+    async fn provider_claims(
+        &self,
+        token: &str,
+        peeked: Peeked,
+    ) -> Result<Map<String, Value>, TokenError> {
         let candidates = match self.provider.as_deref() {
             None => return Err(TokenError::Algorithm),
             // A PEM file is one key with no id of its own: it verifies
@@ -558,7 +620,7 @@ impl Verifier {
         let mut last = TokenError::Signature;
         for key in candidates {
             match decode(token, &key, peeked.alg, rules) {
-                Ok(claims) => return identity(claims, rules, now, false),
+                Ok(claims) => return Ok(claims),
                 Err(e @ (TokenError::Signature | TokenError::Algorithm)) => last = e,
                 Err(e) => return Err(e),
             }

@@ -1,5 +1,5 @@
 //! The contract of each mode service (`CapStore`, `PresenceStore`, `Fanout`,
-//! `BidWakeups`, the secret), run against both implementations, so that embedded and
+//! `BidWakeups`, the console's `Directory`, the secret), run against both implementations, so that embedded and
 //! cluster mode cannot drift apart (the system of record's traits have
 //! theirs in `store::contract`). The Redis side talks
 //! to a real Redis (`SWITCHYARD_TEST_REDIS_URL`, default 127.0.0.1:6379),
@@ -591,5 +591,164 @@ fn the_embedded_secret_is_kept() {
     let first = super::embedded::secret(&dir).unwrap();
     assert!(first.len() >= 32);
     assert_eq!(super::embedded::secret(&dir).unwrap(), first);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- the console's directory ---------------------------------------------
+
+fn figures(node: &str) -> crate::console::NodeStats {
+    crate::console::NodeStats {
+        node: node.into(),
+        mode: "test".into(),
+        at: crate::event::now_ms(),
+        interval_ms: 2000,
+        streams: 1,
+        deliveries_per_s: 0.0,
+        publishes_per_s: 0.0,
+        caught_up_per_s: 0.0,
+        streams_dropped_per_s: 0.0,
+        events_skipped: 0,
+        bus_lag_ms: None,
+        plugin_calls_per_s: 0.0,
+        tenants: Vec::new(),
+        ready: Vec::new(),
+    }
+}
+
+/// A listed stream is found by its user with its node and topics, a
+/// disconnect ends it (its subscription is told), its end unlists it, and
+/// the node's figures are read back.
+async fn directory_lists_and_ends_streams(
+    make: impl FnOnce(Arc<crate::console::LocalStreams>) -> Arc<dyn crate::console::Directory>,
+) {
+    use crate::console::{Console, LocalStreams};
+    let dir = std::env::temp_dir().join(unique("switchyard-console"));
+    let n = node(&dir).await;
+    let local = LocalStreams::new("n1");
+    let console = Console {
+        local: local.clone(),
+        directory: make(local),
+    };
+    console.directory.publish_stats(&figures("n1")).await;
+    let sub = n
+        .hub
+        .subscribe("acme", &["feed:1".into()], 16, Arc::default());
+    let other = n
+        .hub
+        .subscribe("acme", &["feed:1".into()], 16, Arc::default());
+    let listed = console.list("acme", "bob", &["feed:1".into()], sub.kicker());
+    let _ann = console.list("acme", "ann", &["feed:1".into()], other.kicker());
+    let d = console.directory.clone();
+    assert!(
+        eventually(5, || {
+            let d = d.clone();
+            async move { d.user_streams("acme", "bob").await.unwrap().len() == 1 }
+        })
+        .await,
+        "the stream is listed"
+    );
+    let streams = d.user_streams("acme", "bob").await.unwrap();
+    assert_eq!(streams[0].node, "n1");
+    assert_eq!(streams[0].topics, ["feed:1"]);
+    assert!(d.user_streams("beta", "bob").await.unwrap().is_empty());
+    let nodes = d.stats().await.unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].node, "n1");
+    d.disconnect("acme", "bob").await.unwrap();
+    assert!(sub.kicked(), "bob's stream is told to end");
+    assert!(!other.kicked(), "ann's is not");
+    drop(listed);
+    assert!(
+        eventually(5, || {
+            let d = d.clone();
+            async move { d.user_streams("acme", "bob").await.unwrap().is_empty() }
+        })
+        .await,
+        "the ended stream is unlisted"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_directory_lists_and_ends_streams() {
+    directory_lists_and_ends_streams(|local| Arc::new(crate::console::MemoryDirectory::new(local)))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_directory_lists_and_ends_streams() {
+    let stop = CancellationToken::new();
+    let conn = redis(&unique("console")).await;
+    let s = stop.clone();
+    directory_lists_and_ends_streams(move |local| {
+        Arc::new(super::cluster::console::RedisDirectory::start(
+            &conn, local, s,
+        ))
+    })
+    .await;
+    stop.cancel();
+}
+
+/// In Redis, a stream of another node is listed while that node is live and
+/// ended by a disconnect said on this one; a node whose figures expired is
+/// not listed, nor its streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_directory_reaches_the_other_nodes() {
+    use super::cluster::console::RedisDirectory;
+    use crate::console::{Console, Directory, LocalStreams};
+    let stop = CancellationToken::new();
+    let prefix = unique("console");
+    let dir = std::env::temp_dir().join(unique("switchyard-console"));
+    let n = node(&dir).await;
+    let (a, b) = (LocalStreams::new("na"), LocalStreams::new("nb"));
+    let here = RedisDirectory::start(&redis(&prefix).await, a, stop.clone());
+    let there = Console {
+        local: b.clone(),
+        directory: Arc::new(RedisDirectory::start(
+            &redis(&prefix).await,
+            b,
+            stop.clone(),
+        )),
+    };
+    there.directory.publish_stats(&figures("nb")).await;
+    let sub = n
+        .hub
+        .subscribe("acme", &["feed:1".into()], 16, Arc::default());
+    let _listed = there.list("acme", "bob", &["feed:1".into()], sub.kicker());
+    let here = Arc::new(here);
+    assert!(
+        eventually(5, || {
+            let h = here.clone();
+            async move { h.user_streams("acme", "bob").await.unwrap().len() == 1 }
+        })
+        .await,
+        "the other node's stream is listed here"
+    );
+    // The other node's listener is subscribed once it hears its own.
+    let sub = &sub;
+    assert!(
+        eventually(5, || {
+            let h = here.clone();
+            async move {
+                h.disconnect("acme", "bob").await.unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                sub.kicked()
+            }
+        })
+        .await,
+        "the disconnect reached the other node"
+    );
+    // The node's figures expire: it and its streams are gone from the view.
+    let mut c = redis(&prefix).await.conn;
+    let _: () = redis::cmd("ZADD")
+        .arg(format!("{prefix}:console:nodes"))
+        .arg(1)
+        .arg("nb")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(here.stats().await.unwrap().is_empty());
+    assert!(here.user_streams("acme", "bob").await.unwrap().is_empty());
+    stop.cancel();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -35,6 +35,7 @@ pub async fn open(dir: &Path) -> Result<Backend, Error> {
         store: store.clone(),
         bids: store.clone(),
         plugins: store.clone(),
+        admin: store.clone(),
         mode: Arc::new(Embedded {
             dir: dir.to_path_buf(),
             store,
@@ -117,6 +118,14 @@ impl Mode for Embedded {
 
     fn presence_store(&self, _stop: CancellationToken) -> Arc<dyn PresenceStore> {
         Arc::new(MemoryPresence::default())
+    }
+
+    fn console(
+        &self,
+        local: Arc<crate::console::LocalStreams>,
+        _stop: CancellationToken,
+    ) -> Arc<dyn crate::console::Directory> {
+        Arc::new(crate::console::MemoryDirectory::new(local))
     }
 
     fn shares_plugins(&self) -> bool {

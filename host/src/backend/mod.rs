@@ -33,6 +33,7 @@ use crate::config::{Config, Mode as ConfigMode};
 use crate::metrics::Metrics;
 use crate::presence::PresenceStore;
 use crate::sse::caps::CapStore;
+use crate::store::admin::AdminStore;
 use crate::store::bids::BidStore;
 use crate::store::plugins::PluginStore;
 use crate::store::Store;
@@ -141,6 +142,13 @@ pub trait Mode: Send + Sync + 'static {
     fn cap_store(&self, stop: CancellationToken) -> Arc<dyn CapStore>;
     /// Where streams on topics are counted for presence.
     fn presence_store(&self, stop: CancellationToken) -> Arc<dyn PresenceStore>;
+    /// Where the console finds every node's streams and figures, over this
+    /// node's `local` streams.
+    fn console(
+        &self,
+        local: Arc<crate::console::LocalStreams>,
+        stop: CancellationToken,
+    ) -> Arc<dyn crate::console::Directory>;
     /// Whether plugin changes made on other nodes must be polled for.
     fn shares_plugins(&self) -> bool;
     /// Each dependency and whether it answers, for `/ready`: asked at once,
@@ -157,6 +165,8 @@ pub struct Backend {
     pub bids: Arc<dyn BidStore>,
     /// Plugin versions and slots.
     pub plugins: Arc<dyn PluginStore>,
+    /// The audit log and the topic listing.
+    pub admin: Arc<dyn AdminStore>,
     /// The mode's other services.
     pub mode: Arc<dyn Mode>,
 }

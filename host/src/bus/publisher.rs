@@ -31,6 +31,17 @@ impl store::Committed for AfterCommit {
             return;
         }
         self.metrics.events_published.add(stored.len() as u64);
+        // Once per run of one tenant's events (a batch is mostly one tenant's).
+        let mut i = 0;
+        while i < stored.len() {
+            let tenant = &stored[i].tenant;
+            let n = stored[i..]
+                .iter()
+                .take_while(|e| e.tenant == *tenant)
+                .count();
+            self.metrics.tenant_published(tenant, n as u64);
+            i += n;
+        }
         self.fanout.publish(stored);
         self.retention.touched(stored);
     }

@@ -7,11 +7,12 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::audit;
 use super::doc::{
     BadRequest, BodyTooLarge, Conflict, Forbidden, HeadTooLarge, NotFound, RequestTimeout,
     Unauthorized, Unavailable, UnsupportedMediaType,
 };
-use super::extract::{stored_text, Admin, AppJson};
+use super::extract::{stored_text, Admin, AdminRead, AppJson};
 use crate::error::ApiError;
 use crate::event::validate_slug;
 use crate::state::AppState;
@@ -43,7 +44,7 @@ pub struct TenantList {
     tag = "admin",
     summary = "Creates a tenant.",
     description = "409 when the slug is taken.",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("operatorToken" = [])),
     request_body(content = NewTenant, example = json!({"slug": "acme", "name": "Acme"})),
     responses(
         (status = 201, description = "Created.", body = Tenant),
@@ -60,7 +61,7 @@ pub struct TenantList {
 )]
 pub async fn create_tenant(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     AppJson(body): AppJson<NewTenant>,
 ) -> Result<Response, ApiError> {
     validate_slug(&body.slug)
@@ -75,6 +76,16 @@ pub async fn create_tenant(
     }
     let tenant = state.backend.store.create_tenant(&body.slug, name).await?;
     tracing::info!(tenant = %tenant.slug, "tenant created");
+    audit::record(
+        &state,
+        &admin.actor,
+        "tenant.create",
+        Some(&tenant.slug),
+        None,
+        None,
+        Some(name.to_string()),
+    )
+    .await;
     Ok((StatusCode::CREATED, axum::Json(tenant)).into_response())
 }
 
@@ -85,7 +96,7 @@ pub async fn create_tenant(
     operation_id = "listTenants",
     tag = "admin",
     summary = "Every tenant.",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("operatorToken" = [])),
     responses(
         (status = 200, description = "The tenants.", body = TenantList),
         (status = 401, response = Unauthorized),
@@ -96,7 +107,7 @@ pub async fn create_tenant(
 )]
 pub async fn list_tenants(
     State(state): State<AppState>,
-    _admin: Admin,
+    _reader: AdminRead,
 ) -> Result<Response, ApiError> {
     let tenants = state.backend.store.tenants().await?;
     Ok(axum::Json(TenantList { tenants }).into_response())
@@ -142,7 +153,7 @@ pub struct PublisherToken {
     tag = "admin",
     summary = "Mints a publisher token for an existing tenant.",
     description = "The token may publish (`POST /api/events`, `/api/events/batch`) to the topics its patterns match, in its tenant, and read what an anonymous caller of the tenant may read.",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("operatorToken" = [])),
     request_body(
         content = NewServiceToken,
         example = json!({"service": "status-monitor", "tenant": "demo", "publish": ["status:*"], "ttl": "1h"})
@@ -162,7 +173,7 @@ pub struct PublisherToken {
 )]
 pub async fn create_token(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     AppJson(body): AppJson<NewServiceToken>,
 ) -> Result<Response, ApiError> {
     let ttl = crate::auth::parse_ttl(body.ttl.as_deref().unwrap_or("30d")).ok_or_else(|| {
@@ -179,6 +190,22 @@ pub async fn create_token(
     let tenant = state.tenants.get(&claims.tenant).await?;
     let token = state.keys.sign_service(&claims);
     tracing::info!(tenant = %tenant.slug, service = %claims.service, "publisher token minted");
+    // The token itself is never recorded: who it is for and what it may do.
+    audit::record(
+        &state,
+        &admin.actor,
+        "token.mint",
+        Some(&tenant.slug),
+        None,
+        None,
+        Some(format!(
+            "service {}, publish {}, expires {}",
+            claims.service,
+            claims.publish.join(","),
+            claims.exp
+        )),
+    )
+    .await;
     let answer = PublisherToken {
         token,
         service: claims.service,

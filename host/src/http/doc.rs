@@ -60,7 +60,7 @@ macro_rules! error_responses {
 error_responses! {
     BadRequest, false, "A malformed or invalid field, parameter or header; the message names it.";
     Unauthorized, false, "No credentials where they are needed, or an invalid token (also a `?token=` when `SWITCHYARD_QUERY_TOKENS=false`: `query_token_refused`).";
-    Forbidden, false, "Valid credentials, but not for this (another user's or tenant's, a publisher token's pattern, or the admin API is off).";
+    Forbidden, false, "Valid credentials, but not for this (another user's or tenant's, a publisher token's pattern, a viewer's change, or the admin API is off).";
     NotFound, false, "An unknown tenant, product, bid, slot or route.";
     Conflict, false, "A conflict: a taken tenant slug, an idempotency key used for another request, or a plugin change that does not apply.";
     BodyTooLarge, false, "The body is larger than `SWITCHYARD_MAX_BODY_BYTES` (32 MiB for a component).";

@@ -7,6 +7,7 @@ use axum::http::{header, StatusCode};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use crate::auth::Role;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -68,25 +69,86 @@ pub fn is_json_type(content_type: &str) -> bool {
     m.type_() == mime::APPLICATION && (m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
 }
 
-/// Proof that the request carries the admin token.
-pub struct Admin;
+/// Proof that the request may change what the admin API changes: the
+/// admin token, or an identity provider's token granting `operator`
+/// (`SWITCHYARD_CONSOLE_ROLE_CLAIM`). A `viewer` gets 403.
+pub struct Admin {
+    /// Who, as the audit log names them: `admin` or `operator:{subject}`.
+    pub actor: String,
+}
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(expected) = state.config.admin_token.as_deref() else {
-            return Err(ApiError::forbidden(
-                "the admin API is disabled: set SWITCHYARD_ADMIN_TOKEN to enable it",
-            ));
-        };
-        match bearer(parts) {
-            None => Err(ApiError::unauthorized(
-                "this endpoint needs the admin token in Authorization: Bearer",
+        match signed_in(parts, state).await? {
+            (actor, Role::Operator) => Ok(Admin { actor }),
+            (_, Role::Viewer) => Err(ApiError::forbidden(
+                "a viewer may read the admin API but not change anything",
             )),
-            Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(Admin),
-            Some(_) => Err(ApiError::unauthorized("the admin token is not valid")),
         }
+    }
+}
+
+/// Proof that the request may read the admin API: the admin token, or an
+/// identity provider's token granting `operator` or `viewer`.
+pub struct AdminRead {
+    /// Who: `admin`, `operator:{subject}` or `viewer:{subject}`.
+    pub actor: String,
+}
+
+impl FromRequestParts<AppState> for AdminRead {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let (actor, _) = signed_in(parts, state).await?;
+        Ok(AdminRead { actor })
+    }
+}
+
+/// Who signs in to the admin API, and with which role: the admin token is
+/// an operator named `admin`; a provider's token is its subject with the
+/// role its claim grants.
+async fn signed_in(parts: &Parts, state: &AppState) -> Result<(String, Role), ApiError> {
+    let config = &state.config;
+    let roles = config.console_role_claim.as_deref();
+    if config.admin_token.is_none() && roles.is_none() {
+        return Err(ApiError::forbidden(
+            "the admin API is disabled: set SWITCHYARD_ADMIN_TOKEN (or SWITCHYARD_CONSOLE_ROLE_CLAIM) to enable it",
+        ));
+    }
+    let Some(given) = bearer(parts) else {
+        return Err(ApiError::unauthorized(
+            "this endpoint needs the admin token (or an operator's token) in Authorization: Bearer",
+        ));
+    };
+    if let Some(expected) = config.admin_token.as_deref() {
+        if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            return Ok(("admin".into(), Role::Operator));
+        }
+    }
+    let Some(claim) = roles else {
+        return Err(ApiError::unauthorized("the admin token is not valid"));
+    };
+    // Not a JWT: a wrong admin token (said so without parsing it as one).
+    if given.split('.').count() != 3 {
+        return Err(ApiError::unauthorized("the admin token is not valid"));
+    }
+    match state
+        .verifier
+        .verify_operator(given, crate::auth::now_secs(), claim)
+        .await
+    {
+        Ok(Some((sub, Role::Operator))) => Ok((format!("operator:{sub}"), Role::Operator)),
+        Ok(Some((sub, Role::Viewer))) => Ok((format!("viewer:{sub}"), Role::Viewer)),
+        Ok(None) => Err(ApiError::forbidden(format!(
+            "this token grants no console role: its `{claim}` claim names neither operator nor viewer"
+        ))),
+        Err(crate::auth::TokenError::KeysUnavailable) => Err(ApiError::unavailable(
+            "keys_unavailable",
+            "the identity provider's keys cannot be fetched now; retry",
+        )),
+        Err(e) => Err(ApiError::unauthorized(e.to_string())),
     }
 }
 

@@ -2,6 +2,8 @@
 
 pub mod access;
 pub mod admin;
+pub mod audit;
+pub mod console;
 mod deadline;
 pub mod doc;
 pub mod events;

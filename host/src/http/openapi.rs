@@ -69,6 +69,14 @@ impl Modify for SecuritySchemes {
                 SecurityScheme::Http(bearer("The operator's `SWITCHYARD_ADMIN_TOKEN` (unset: the admin API is off, 403).").build()),
             ),
             (
+                "operatorToken",
+                SecurityScheme::Http(
+                    bearer("An identity provider's token whose `SWITCHYARD_CONSOLE_ROLE_CLAIM` claim grants `operator` (everything the admin token may do) or `viewer` (the admin API's reads only: a change is 403). Its subject is recorded in the audit log.")
+                    .bearer_format("JWT")
+                    .build(),
+                ),
+            ),
+            (
                 "clientToken",
                 SecurityScheme::Http(
                     bearer("A user's token: `sub` the user id, `tenant` the tenant (claim names configurable). HS256 with the server's secret (`switchyard token --sub ID --tenant SLUG`), or RS/ES/EdDSA from the identity provider (`SWITCHYARD_JWT_PUBLIC_KEY`, `SWITCHYARD_JWKS_URL`).")

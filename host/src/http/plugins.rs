@@ -6,18 +6,19 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
+use super::audit;
 use super::doc::{
     BadRequest, BodyTooLarge, Conflict, Forbidden, HeadTooLarge, NotFound, Refused, RequestTimeout,
     Unauthorized, Unavailable, UnsupportedMediaType,
 };
-use super::extract::{Admin, AppJson, QueryPairs};
+use super::extract::{Admin, AdminRead, AppJson, QueryPairs};
 use crate::error::ApiError;
 use crate::plugins::registry::SlotView;
 use crate::plugins::{Mode, PluginError, Slot};
@@ -205,7 +206,7 @@ enum CompilingState {
     operation_id = "listPlugins",
     tag = "plugins",
     summary = "Every plugin slot: active version, shadow candidate, history, configuration, statistics; and the sandbox's limits.",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("operatorToken" = [])),
     responses(
         (status = 200, description = "The slots.", body = ListView),
         (status = 401, response = Unauthorized),
@@ -213,7 +214,7 @@ enum CompilingState {
         (status = 431, response = HeadTooLarge),
     )
 )]
-pub async fn list(State(state): State<AppState>, _admin: Admin) -> Response {
+pub async fn list(State(state): State<AppState>, _reader: AdminRead) -> Response {
     let limits = state.plugins.wasm().limits();
     axum::Json(ListView {
         slots: state.plugins.describe().slots,
@@ -243,7 +244,7 @@ pub async fn list(State(state): State<AppState>, _admin: Admin) -> Response {
     tag = "plugins",
     summary = "Uploads a component (WebAssembly) to a slot.",
     description = "A component whose compiled code is at hand is checked and activated before the answer (200). Otherwise the compile runs off the serving path and the answer is at once 202; `GET /admin/plugins` shows the upload under `compiling` until it is active, or its reason as `last_error`. `?wait=true` waits for the compile (200 or 422). A component that does not compile or does not fit the slot is refused (422) and the active version stays. A change on one node takes effect on every node.",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("operatorToken" = [])),
     params(("slot" = Slot, Path), PluginTenantParam, UploadParams),
     request_body(
         content = inline(ComponentBytes),
@@ -267,13 +268,15 @@ pub async fn list(State(state): State<AppState>, _admin: Admin) -> Response {
 )]
 pub async fn upload(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     Path(name): Path<String>,
     q: QueryPairs,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let slot = slot(&name)?;
     let tenant = tenant(&state, &q).await?;
+    let message = audit::message(&q, &headers)?;
     let mode = match q.get("mode") {
         None | Some("active") => Mode::Active,
         Some("shadow") => Mode::Shadow,
@@ -298,6 +301,16 @@ pub async fn upload(
         let job = state
             .plugins
             .install_in_background(&tenant, slot, body.to_vec(), "admin", mode);
+        audit::record(
+            &state,
+            &admin.actor,
+            "plugin.upload",
+            Some(&tenant),
+            Some(slot),
+            Some(job.version.clone()),
+            audit::with_mode(message, job.mode),
+        )
+        .await;
         let answer = CompilingView {
             slot: slot.as_str(),
             tenant: (!tenant.is_empty()).then_some(tenant.as_str()),
@@ -307,10 +320,25 @@ pub async fn upload(
         };
         return Ok((StatusCode::ACCEPTED, axum::Json(answer)).into_response());
     }
+    let hash = crate::plugins::wasm::content_hash(&body);
     state
         .plugins
         .install(&tenant, slot, body.to_vec(), "admin", mode)
         .await?;
+    let mode = match mode {
+        Mode::Active => "active",
+        Mode::Shadow => "shadow",
+    };
+    audit::record(
+        &state,
+        &admin.actor,
+        "plugin.upload",
+        Some(&tenant),
+        Some(slot),
+        Some(hash),
+        audit::with_mode(message, mode),
+    )
+    .await;
     Ok((StatusCode::OK, slot_view(&state, &tenant, slot)).into_response())
 }
 
@@ -322,7 +350,7 @@ pub async fn upload(
     tag = "plugins",
     summary = "The previous version again.",
     description = "409 when there is none.",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("operatorToken" = [])),
     params(("slot" = Slot, Path), PluginTenantParam),
     responses(
         (status = 200, description = "The slot.", body = Option<SlotView>),
@@ -337,13 +365,23 @@ pub async fn upload(
 )]
 pub async fn rollback(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     Path(name): Path<String>,
     q: QueryPairs,
 ) -> Result<Response, ApiError> {
     let slot = slot(&name)?;
     let tenant = tenant(&state, &q).await?;
-    state.plugins.rollback(&tenant, slot).await?;
+    let row = state.plugins.rollback(&tenant, slot).await?;
+    audit::record(
+        &state,
+        &admin.actor,
+        "plugin.rollback",
+        Some(&tenant),
+        Some(slot),
+        row.active.clone(),
+        None,
+    )
+    .await;
     Ok(slot_view(&state, &tenant, slot))
 }
 
@@ -355,7 +393,7 @@ pub async fn rollback(
     tag = "plugins",
     summary = "The shadow candidate becomes the active version.",
     description = "409 when there is no candidate.",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("operatorToken" = [])),
     params(("slot" = Slot, Path), PluginTenantParam),
     responses(
         (status = 200, description = "The slot.", body = Option<SlotView>),
@@ -370,13 +408,23 @@ pub async fn rollback(
 )]
 pub async fn promote(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     Path(name): Path<String>,
     q: QueryPairs,
 ) -> Result<Response, ApiError> {
     let slot = slot(&name)?;
     let tenant = tenant(&state, &q).await?;
-    state.plugins.promote(&tenant, slot).await?;
+    let row = state.plugins.promote(&tenant, slot).await?;
+    audit::record(
+        &state,
+        &admin.actor,
+        "plugin.promote",
+        Some(&tenant),
+        Some(slot),
+        row.active.clone(),
+        None,
+    )
+    .await;
     Ok(slot_view(&state, &tenant, slot))
 }
 
@@ -388,7 +436,7 @@ pub async fn promote(
     tag = "plugins",
     summary = "Stops the shadow candidate.",
     description = "409 when there is none.",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("operatorToken" = [])),
     params(("slot" = Slot, Path), PluginTenantParam),
     responses(
         (status = 200, description = "The slot.", body = Option<SlotView>),
@@ -403,13 +451,23 @@ pub async fn promote(
 )]
 pub async fn drop_shadow(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     Path(name): Path<String>,
     q: QueryPairs,
 ) -> Result<Response, ApiError> {
     let slot = slot(&name)?;
     let tenant = tenant(&state, &q).await?;
     state.plugins.drop_shadow(&tenant, slot).await?;
+    audit::record(
+        &state,
+        &admin.actor,
+        "plugin.shadow_dropped",
+        Some(&tenant),
+        Some(slot),
+        None,
+        None,
+    )
+    .await;
     Ok(slot_view(&state, &tenant, slot))
 }
 
@@ -421,7 +479,7 @@ pub async fn drop_shadow(
     operation_id = "deactivatePlugin",
     tag = "plugins",
     summary = "Deactivates the slot: the built-in rule (or, for a tenant, the default slot) answers again; the version stays in history for rollback.",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("operatorToken" = [])),
     params(("slot" = Slot, Path), PluginTenantParam),
     responses(
         (status = 200, description = "The slot.", body = Option<SlotView>),
@@ -436,13 +494,23 @@ pub async fn drop_shadow(
 )]
 pub async fn deactivate(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     Path(name): Path<String>,
     q: QueryPairs,
 ) -> Result<Response, ApiError> {
     let slot = slot(&name)?;
     let tenant = tenant(&state, &q).await?;
-    state.plugins.deactivate(&tenant, slot).await?;
+    let row = state.plugins.deactivate(&tenant, slot).await?;
+    audit::record(
+        &state,
+        &admin.actor,
+        "plugin.deactivate",
+        Some(&tenant),
+        Some(slot),
+        row.history.first().cloned(),
+        None,
+    )
+    .await;
     Ok(slot_view(&state, &tenant, slot))
 }
 
@@ -453,7 +521,7 @@ pub async fn deactivate(
     operation_id = "configurePlugin",
     tag = "plugins",
     summary = "Replaces the slot's configuration.",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("operatorToken" = [])),
     params(("slot" = Slot, Path), PluginTenantParam),
     request_body(content = PluginConfig, example = json!({"greeting": "hello"})),
     responses(
@@ -472,7 +540,7 @@ pub async fn deactivate(
 )]
 pub async fn configure(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     Path(name): Path<String>,
     q: QueryPairs,
     AppJson(PluginConfig(config)): AppJson<PluginConfig>,
@@ -485,6 +553,18 @@ pub async fn configure(
             "at most 256 keys, keys up to 128 and values up to 4096 bytes",
         ));
     }
+    let keys: Vec<String> = config.keys().cloned().collect();
     state.plugins.configure(&tenant, slot, config).await?;
+    // The keys only: values may be secrets.
+    audit::record(
+        &state,
+        &admin.actor,
+        "plugin.configure",
+        Some(&tenant),
+        Some(slot),
+        None,
+        Some(format!("keys: {}", keys.join(", "))),
+    )
+    .await;
     Ok(slot_view(&state, &tenant, slot))
 }

@@ -13,7 +13,8 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use super::{
-    admin, events, messages, openapi, ops, plugins, products, sources, streams, topics, web,
+    admin, audit, console, events, messages, openapi, ops, plugins, products, sources, streams,
+    topics, web,
 };
 use crate::config::Cors;
 use crate::error::ApiError;
@@ -38,6 +39,10 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::list_tenants, admin::create_tenant))
         .routes(routes!(admin::create_token))
         .routes(routes!(sources::list))
+        .routes(routes!(audit::list))
+        .routes(routes!(console::topics))
+        .routes(routes!(console::user_streams, console::disconnect))
+        .routes(routes!(console::stats))
         .routes(routes!(plugins::list))
         .routes(routes!(plugins::upload).layer(DefaultBodyLimit::max(plugins::MAX_COMPONENT_BYTES)))
         .routes(routes!(plugins::deactivate))

@@ -8,7 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::doc::{Forbidden, HeadTooLarge, Unauthorized};
-use super::extract::Admin;
+use super::extract::AdminRead;
 use crate::sources::SourceView;
 use crate::state::AppState;
 
@@ -29,7 +29,7 @@ pub struct SourcesView {
     tag = "admin",
     summary = "The configured sources: state on this node, messages read, published and dead-lettered, lag; a shadow source's would-be events per topic.",
     description = "Counts are this node's since it started; in cluster mode the node holding a source's lease shows it `running`, the others `standby`.",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("operatorToken" = [])),
     responses(
         (status = 200, description = "The sources.", body = SourcesView),
         (status = 401, response = Unauthorized),
@@ -37,7 +37,7 @@ pub struct SourcesView {
         (status = 431, response = HeadTooLarge),
     )
 )]
-pub async fn list(State(state): State<AppState>, _admin: Admin) -> Response {
+pub async fn list(State(state): State<AppState>, _reader: AdminRead) -> Response {
     axum::Json(SourcesView {
         sources: state.sources.views(),
     })

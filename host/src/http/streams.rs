@@ -375,8 +375,15 @@ async fn open(
         snapshots,
         shape: subscription_shape(&state, &tenant.slug, q)?,
     };
+    let topics_read = req.topics.clone();
     let mut session = Session::open(state.streams.clone(), req).await?;
     session.hold(lease);
+    if let Caller::User(c) = &caller {
+        let listed = state
+            .console
+            .list(&tenant.slug, &c.sub, &topics_read, session.kicker());
+        session.hold_listed(listed);
+    }
     if !present.is_empty() {
         // Member data come from the verified token only, read when a topic
         // of the stream announces its members.

@@ -46,6 +46,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "stream_requests",
         sql: include_str!("../../../migrations/sqlite/0006_stream_requests.sql"),
     },
+    Migration {
+        version: 7,
+        name: "audit",
+        sql: include_str!("../../../migrations/sqlite/0007_audit.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -78,6 +83,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 6,
         name: "stream_requests",
         sql: include_str!("../../../migrations/postgres/0006_stream_requests.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "audit",
+        sql: include_str!("../../../migrations/postgres/0007_audit.sql"),
     },
 ];
 

@@ -11,6 +11,7 @@
 //! `sqlite/reader.rs` for reads), and Postgres through sqlx. Each table's
 //! rows are mapped once per backend.
 
+pub mod admin;
 pub(crate) mod batch;
 pub mod bids;
 #[cfg(test)]

@@ -7,6 +7,7 @@
 pub mod bid_wakeups;
 pub mod caps;
 pub mod conn;
+pub mod console;
 pub mod fanout;
 pub mod presence;
 
@@ -38,6 +39,7 @@ pub async fn open(database_url: &str, redis_url: &str, prefix: &str) -> Result<B
         store: store.clone(),
         bids: store.clone(),
         plugins: store.clone(),
+        admin: store.clone(),
         mode: Arc::new(Cluster { store, redis }),
     })
 }
@@ -113,6 +115,14 @@ impl Mode for Cluster {
 
     fn presence_store(&self, stop: CancellationToken) -> Arc<dyn PresenceStore> {
         Arc::new(presence::RedisPresence::start(&self.redis, stop))
+    }
+
+    fn console(
+        &self,
+        local: Arc<crate::console::LocalStreams>,
+        stop: CancellationToken,
+    ) -> Arc<dyn crate::console::Directory> {
+        Arc::new(console::RedisDirectory::start(&self.redis, local, stop))
     }
 
     fn shares_plugins(&self) -> bool {

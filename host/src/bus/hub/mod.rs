@@ -27,7 +27,7 @@ mod subscribers;
 
 use order::{Dispatcher, Input};
 use subscribers::Inner;
-pub use subscribers::Subscription;
+pub use subscribers::{Kicker, Subscription};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -332,6 +332,11 @@ impl Dispatcher {
     /// task, every other tenant's dispatch and the runtime worker under it.
     fn dispatch(&mut self, e: StoredEvent) {
         self.hub.metrics.events_dispatched.inc();
+        let lag_ms = crate::event::now_ms().saturating_sub(e.ts).max(0);
+        self.hub
+            .metrics
+            .bus_lag
+            .observe(std::time::Duration::from_millis(lag_ms as u64));
         let filtered = self.hub.filters.any() && self.hub.filters.active_for(&e.tenant);
         if filtered
             || self.lanes.get(&e.tenant).is_some_and(Lane::busy)

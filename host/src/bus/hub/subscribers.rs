@@ -20,6 +20,24 @@ pub(super) struct Subscriber {
     pub(super) lagged: AtomicBool,
     /// Subscription shape, for the event filter.
     pub(super) shape: Shape,
+    /// Set when an operator closed the stream ([`Kicker::kick`]).
+    kicked: AtomicBool,
+}
+
+/// Ends one connection's stream from outside it (an operator's disconnect):
+/// a flag its session reads when it wakes, and a wake-up in its queue, as
+/// the node's shutdown does for every connection.
+#[derive(Clone)]
+pub struct Kicker(Arc<Subscriber>);
+
+impl Kicker {
+    /// Asks the stream to end; it says `disconnected` and closes.
+    pub fn kick(&self) {
+        self.0.kicked.store(true, Ordering::SeqCst);
+        // Never written directly: its id is below every cursor. A full
+        // queue gets nothing: its session is awake already.
+        let _ = self.0.queue.try_send(&wake_up());
+    }
 }
 
 type TopicMap = HashMap<Box<str>, TopicSubs>;
@@ -107,6 +125,16 @@ impl Subscription {
     /// True when live events were dropped because the queue was full.
     pub fn lagged(&self) -> bool {
         self.shared.lagged.load(Ordering::SeqCst)
+    }
+
+    /// True once an operator asked this stream to end ([`Kicker`]).
+    pub fn kicked(&self) -> bool {
+        self.shared.kicked.load(Ordering::Relaxed)
+    }
+
+    /// The handle that ends this stream from outside it.
+    pub fn kicker(&self) -> Kicker {
+        Kicker(self.shared.clone())
     }
 
     /// True once the node is shutting down (see [`Inner::wake_all`]): one
@@ -227,6 +255,7 @@ impl Inner {
                 queue: Queue::new(capacity),
                 lagged: AtomicBool::new(false),
                 shape,
+                kicked: AtomicBool::new(false),
             });
             for t in topics {
                 by_topic

@@ -77,6 +77,22 @@ impl Session {
         self.phase = Phase::Done;
     }
 
+    /// Ends a stream an operator closed (`switchyard.disconnected`): what was written
+    /// stays written, and the frame carries the cursor to resume from.
+    pub(super) fn finish_disconnected(&mut self) {
+        let frame = DisconnectedFrame {
+            tenant: &self.req.tenant,
+            reason: "closed by an operator",
+            resume_from: self.told,
+        };
+        self.out.push_back(control(
+            self.cursor,
+            "switchyard.disconnected",
+            &to_json(&frame),
+        ));
+        self.phase = Phase::Done;
+    }
+
     /// Flushes what is already queued, then says goodbye.
     pub(super) fn finish_shutdown(&mut self) {
         if !self.sub.lagged() {
@@ -160,6 +176,18 @@ pub struct AuthExpiredFrame<'a> {
     pub tenant: &'a str,
     /// What to do.
     pub reason: &'static str,
+}
+
+/// The data of a `switchyard.disconnected` frame (the stream's last: an operator
+/// closed it).
+#[derive(Debug, Serialize)]
+pub struct DisconnectedFrame<'a> {
+    /// The tenant.
+    pub tenant: &'a str,
+    /// Why.
+    pub reason: &'static str,
+    /// The last id the client was told.
+    pub resume_from: Seq,
 }
 
 /// The data of a `shutdown` frame (the stream's last).

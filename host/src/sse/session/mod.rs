@@ -80,6 +80,9 @@ pub struct Session {
     /// The fan-out may write live frames to the socket itself (the lean
     /// writer's plain TCP; see `bus/hub/queue.rs`).
     direct: bool,
+    /// The stream's place among its user's open streams (the operator's
+    /// listing and disconnect), given up on drop.
+    listed: Option<crate::console::Listed>,
 }
 
 /// What woke a live session.
@@ -140,6 +143,7 @@ impl Session {
             presence: None,
             prefetch: None,
             direct: false,
+            listed: None,
         };
         s.out.push_back(encode::opening(
             s.ctx.retry,
@@ -196,6 +200,16 @@ impl Session {
         self.presence = Some(presence);
     }
 
+    /// Keeps the stream among its user's open streams until the session ends.
+    pub fn hold_listed(&mut self, listed: crate::console::Listed) {
+        self.listed = Some(listed);
+    }
+
+    /// The handle that ends this stream from outside (an operator's disconnect).
+    pub fn kicker(&self) -> crate::bus::hub::Kicker {
+        self.sub.kicker()
+    }
+
     /// The next bytes to write; `None` ends the stream.
     pub async fn next(&mut self) -> Option<Bytes> {
         if self.fill().await {
@@ -213,6 +227,10 @@ impl Session {
         loop {
             if !self.out.is_empty() {
                 return true;
+            }
+            if self.phase != Phase::Done && self.sub.kicked() {
+                self.finish_disconnected();
+                continue;
             }
             match self.phase {
                 Phase::Done => return false,

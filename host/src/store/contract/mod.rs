@@ -5,12 +5,14 @@
 //! fresh Postgres schema when Postgres answers
 //! (`SWITCHYARD_TEST_DATABASE_URL`, default 127.0.0.1:5432; CI has it).
 
+mod admin;
 mod bids;
 mod plugins;
 mod store;
 
 use std::sync::Arc;
 
+use super::admin::AdminStore;
 use super::bids::BidStore;
 use super::plugins::PluginStore;
 use super::postgres::PostgresStore;
@@ -25,6 +27,8 @@ pub(super) struct Db {
     pub(super) bids: Arc<dyn BidStore>,
     /// Plugin slots.
     pub(super) plugins: Arc<dyn PluginStore>,
+    /// The audit log and topic listing.
+    pub(super) admin: Arc<dyn AdminStore>,
     /// What to remove afterwards.
     cleanup: Cleanup,
 }
@@ -51,7 +55,8 @@ impl Db {
         Db {
             store: s.clone(),
             bids: s.clone(),
-            plugins: s,
+            plugins: s.clone(),
+            admin: s,
             cleanup: Cleanup::Dir(dir),
         }
     }
@@ -82,7 +87,8 @@ impl Db {
         Some(Db {
             store: s.clone(),
             bids: s.clone(),
-            plugins: s,
+            plugins: s.clone(),
+            admin: s,
             cleanup: Cleanup::Schema(schema, pool),
         })
     }

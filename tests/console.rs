@@ -1,0 +1,597 @@
+//! The operator's admin API beyond plugins, in both modes (cluster mode
+//! across two nodes): a tenant's topics with heads and subscribers, a
+//! user's streams listed and disconnected, every node's live figures, the
+//! audit log of plugin changes with who made them, and the viewer role,
+//! which reads everything and changes nothing. Operator and viewer tokens
+//! come from an identity provider whose key `openssl` makes.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::{secs, wait_for, Env, Mode, Node, Sse, ADMIN};
+use switchyard::auth::now_secs;
+
+/// The claim that grants console roles in these tests.
+const ROLE_CLAIM: &str = "console_roles";
+
+/// The identity provider: an RSA key pair made by `openssl`.
+struct Provider {
+    private: Vec<u8>,
+    public_pem: PathBuf,
+}
+
+impl Provider {
+    fn make(dir: &Path) -> Provider {
+        let private = dir.join("idp.key");
+        let public_pem = dir.join("idp.pub");
+        let ok = std::process::Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+            ])
+            .arg(&private)
+            .status()
+            .expect("openssl is installed")
+            .success();
+        assert!(ok, "openssl genpkey");
+        let ok = std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&private)
+            .arg("-out")
+            .arg(&public_pem)
+            .status()
+            .expect("openssl")
+            .success();
+        assert!(ok, "openssl pkey -pubout");
+        Provider {
+            private: std::fs::read(&private).expect("private key"),
+            public_pem,
+        }
+    }
+
+    /// A token of `sub` whose role claim is `roles`.
+    fn token(&self, sub: &str, roles: Value) -> String {
+        let claims = json!({
+            "sub": sub,
+            "exp": now_secs() + 3600,
+            ROLE_CLAIM: roles,
+        });
+        let key = EncodingKey::from_rsa_pem(&self.private).expect("signing key");
+        jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).expect("sign")
+    }
+}
+
+/// An env whose nodes take operator sign-in and count presence quickly.
+async fn console_env(mode: Mode) -> (Env, Provider) {
+    let env = Env::new(mode).await;
+    let idp = Provider::make(&env.data_dir);
+    let env = env
+        .set("SWITCHYARD_JWT_PUBLIC_KEY", idp.public_pem.display())
+        .set("SWITCHYARD_CONSOLE_ROLE_CLAIM", ROLE_CLAIM)
+        .set("SWITCHYARD_PRESENCE_INTERVAL_MS", 200);
+    (env, idp)
+}
+
+/// `method path` with `token`, and a JSON body for writes.
+async fn call(node: &Node, method: &str, path: &str, token: &str) -> (StatusCode, Value) {
+    let url = format!("{}{path}", node.url);
+    let req = match method {
+        "get" => node.http.get(url),
+        "post" => node.http.post(url).json(&json!({})),
+        "put" => node.http.put(url).json(&json!({})),
+        "delete" => node.http.delete(url),
+        other => panic!("no method {other}"),
+    };
+    let r = req.bearer_auth(token).send().await.expect("request");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn get_json(node: &Node, path: &str) -> Value {
+    let r = node.get(path).await;
+    assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+    r.json().await.expect("json")
+}
+
+/// A stream of `topic` with a user's token.
+async fn user_stream(node: &Node, tenant: &str, topic: &str, token: &str) -> Sse {
+    let auth = format!("Bearer {token}");
+    Sse::connect(
+        &format!("{}/events?tenant={tenant}&topic={topic}", node.url),
+        None,
+        &[("authorization", auth.as_str())],
+    )
+    .await
+    .unwrap_or_else(|(s, b)| panic!("stream refused: {s} {b}"))
+}
+
+/// The topic listing shows each topic with its newest id and retained
+/// state, and the subscribers of one read on one node counted on every
+/// node; a topic nobody reads has none counted.
+async fn topics_listed_with_head_and_subscribers(mode: Mode) {
+    let (env, _) = console_env(mode).await;
+    let nodes = env.start_nodes(2).await;
+    let (first, last) = (&nodes[0], &nodes[nodes.len() - 1]);
+    let tenant = first.tenant().await;
+    let status = first
+        .retain(&tenant, "status:api", "status", json!({"up": true}))
+        .await;
+    let news = first.publish(&tenant, "news:1", "story", json!({})).await;
+    let _reader = first
+        .sse(&format!("/events?tenant={tenant}&topic=status:api"), None)
+        .await;
+    let path = format!("/admin/tenants/{tenant}/topics");
+    let listing = until("the reader counted on the other node", || async {
+        let seen = get_json(last, &path).await;
+        seen["topics"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["topic"] == "status:api"))
+            .is_some_and(|t| t["subscribers"]["streams"] == 1)
+            .then_some(seen)
+    })
+    .await;
+    let topics = listing["topics"].as_array().expect("topics");
+    let names: Vec<&str> = topics.iter().filter_map(|t| t["topic"].as_str()).collect();
+    assert_eq!(names, ["news:1", "status:api"], "{listing}");
+    assert_eq!(topics[0]["head"], news);
+    assert_eq!(topics[0]["retained"], false);
+    assert_eq!(topics[0]["subscribers"], Value::Null);
+    assert_eq!(topics[1]["head"], status);
+    assert_eq!(topics[1]["retained"], true);
+    assert_eq!(topics[1]["retained_id"], status);
+    assert_eq!(topics[1]["trimmed"], 0);
+    let page = get_json(last, &format!("{path}?limit=1")).await;
+    assert_eq!(page["topics"].as_array().map(Vec::len), Some(1));
+    assert_eq!(page["next"], "news:1");
+    let rest = get_json(last, &format!("{path}?limit=1&after=news:1")).await;
+    assert_eq!(rest["topics"][0]["topic"], "status:api");
+    let (code, _) = call(last, "get", "/admin/tenants/nobody-here/topics", ADMIN).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let (code, _) = call(last, "get", &format!("{path}?limit=0"), ADMIN).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    env.cleanup().await;
+}
+both_modes!(topics_listed, topics_listed_with_head_and_subscribers);
+
+/// A user's streams on each node are listed with their node and age; a
+/// disconnect on one node ends every one of them (each says
+/// `switchyard.disconnected` and ends), and the listing empties.
+async fn user_streams_listed_and_disconnected(mode: Mode) {
+    let (env, _) = console_env(mode).await;
+    let nodes = env.start_nodes(2).await;
+    let tenant = nodes[0].tenant().await;
+    let token = env.token("bob", &tenant).await;
+    let mut streams = Vec::new();
+    for node in &nodes {
+        streams.push(user_stream(node, &tenant, "feed:1", &token).await);
+    }
+    let other = env.token("ann", &tenant).await;
+    let mut bystander = user_stream(&nodes[0], &tenant, "feed:1", &other).await;
+    let path = format!("/admin/tenants/{tenant}/users/bob/streams");
+    let listing = until("bob's streams listed", || async {
+        let seen = get_json(&nodes[0], &path).await;
+        (seen["streams"].as_array().map(Vec::len) == Some(nodes.len())).then_some(seen)
+    })
+    .await;
+    let listed = listing["streams"].as_array().expect("streams");
+    let held_by: BTreeSet<&str> = listed.iter().filter_map(|s| s["node"].as_str()).collect();
+    assert_eq!(held_by.len(), nodes.len(), "one stream per node: {listing}");
+    for s in listed {
+        assert_eq!(s["user"], "bob");
+        assert_eq!(s["tenant"], tenant);
+        assert_eq!(s["topics"], json!(["feed:1"]));
+        assert!(s["age_ms"].as_i64().is_some_and(|a| a >= 0), "{s}");
+    }
+    let last = &nodes[nodes.len() - 1];
+    let (code, body) = call(last, "delete", &path, ADMIN).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["streams"].as_array().map(Vec::len), Some(nodes.len()));
+    for s in &mut streams {
+        let bye = s
+            .next_of("switchyard.disconnected", secs(10))
+            .await
+            .expect("the stream says it was disconnected");
+        assert_eq!(bye.json()["reason"], "closed by an operator");
+        assert!(s.next(secs(10)).await.is_none(), "then the stream ends");
+        assert!(s.ended);
+    }
+    wait_for("bob's listing empty", secs(20), || async {
+        get_json(&nodes[0], &path).await["streams"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    })
+    .await;
+    // Another user's stream goes on.
+    let id = nodes[0].publish(&tenant, "feed:1", "note", json!({})).await;
+    let ev = bystander
+        .next_data(secs(10))
+        .await
+        .expect("ann still reads");
+    assert_eq!(ev.seq(), id);
+    let audit = get_json(last, &format!("/admin/audit?tenant={tenant}")).await;
+    let entry = &audit["entries"][0];
+    assert_eq!(entry["action"], "streams.disconnect");
+    assert_eq!(entry["actor"], "admin");
+    let (code, _) = call(
+        last,
+        "get",
+        &format!("/admin/tenants/{tenant}/users/b%20b/streams"),
+        ADMIN,
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    env.cleanup().await;
+}
+both_modes!(user_streams, user_streams_listed_and_disconnected);
+
+/// Uploads (active, then a candidate in shadow by an operator), the
+/// promotion and the rollback are in the audit log, newest first, with who
+/// made each, the content hash and the upload's message; in cluster mode
+/// one log, read on the other node.
+async fn audit_records_plugin_changes_with_who(mode: Mode) {
+    let (env, idp) = console_env(mode).await;
+    let nodes = env.start_nodes(2).await;
+    let (first, last) = (&nodes[0], &nodes[nodes.len() - 1]);
+    let tenant = first.tenant().await;
+    let operator = idp.token("olga", json!(["operator"]));
+    let v1 = component("event_filter");
+    let v2 = variant(&v1, 7);
+    let upload = |bytes: Vec<u8>, query: String, token: String| async move {
+        first
+            .http
+            .put(format!("{}/admin/plugins/event-filter{query}", first.url))
+            .bearer_auth(token)
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+            .await
+            .expect("request")
+    };
+    let r = upload(
+        v1.clone(),
+        format!("?tenant={tenant}&wait=true&message=first%20cut"),
+        ADMIN.into(),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let r = first
+        .http
+        .put(format!(
+            "{}/admin/plugins/event-filter?tenant={tenant}&wait=true&mode=shadow",
+            first.url
+        ))
+        .bearer_auth(&operator)
+        .header("content-type", "application/wasm")
+        .header("x-switchyard-message", "try the new rule")
+        .body(v2.clone())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let q = format!("?tenant={tenant}");
+    let (code, body) = call(
+        first,
+        "post",
+        &format!("/admin/plugins/event-filter/promote{q}"),
+        &operator,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let (code, body) = call(
+        first,
+        "post",
+        &format!("/admin/plugins/event-filter/rollback{q}"),
+        ADMIN,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let r = upload(
+        v1.clone(),
+        format!("?tenant={tenant}&message=%07bell"),
+        ADMIN.into(),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "a control character in a message"
+    );
+    let audit = get_json(last, &format!("/admin/audit?tenant={tenant}")).await;
+    let entries = audit["entries"].as_array().expect("entries");
+    let seen: Vec<(&str, &str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default(),
+                e["actor"].as_str().unwrap_or_default(),
+                e["hash"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let (h1, h2) = (sha(&v1), sha(&v2));
+    assert_eq!(
+        seen,
+        [
+            ("plugin.rollback", "admin", h1.as_str()),
+            ("plugin.promote", "operator:olga", h2.as_str()),
+            ("plugin.upload", "operator:olga", h2.as_str()),
+            ("plugin.upload", "admin", h1.as_str()),
+            ("tenant.create", "admin", ""),
+        ],
+        "{audit}"
+    );
+    assert_eq!(entries[2]["message"], "shadow: try the new rule");
+    assert_eq!(entries[3]["message"], "active: first cut");
+    assert!(entries
+        .iter()
+        .all(|e| e["tenant"] == tenant && e["at"].as_i64() > Some(0)));
+    assert_eq!(entries[0]["slot"], "event-filter");
+    let page = get_json(last, &format!("/admin/audit?tenant={tenant}&limit=2")).await;
+    let next = page["next"].as_i64().expect("a next page");
+    let rest = get_json(
+        last,
+        &format!("/admin/audit?tenant={tenant}&limit=2&before={next}"),
+    )
+    .await;
+    assert_eq!(rest["entries"][0]["action"], "plugin.upload");
+    assert_eq!(rest["entries"][0]["actor"], "operator:olga");
+    env.cleanup().await;
+}
+both_modes!(audit_log, audit_records_plugin_changes_with_who);
+
+/// A viewer's token reads every admin GET and is refused (403) every
+/// write the API declares, which then changes nothing; a provider token
+/// naming no role, and a user's own token, open nothing.
+async fn a_viewer_reads_everything_and_changes_nothing(mode: Mode) {
+    let (env, idp) = console_env(mode).await;
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let viewer = idp.token("vera", json!("viewer"));
+    let doc: Value = node
+        .get("/openapi.json")
+        .await
+        .json()
+        .await
+        .expect("document");
+    let paths = doc["paths"].as_object().expect("paths");
+    let fill = |p: &str| {
+        p.replace("{tenant}", &tenant)
+            .replace("{slot}", "event-filter")
+            .replace("{user}", "bob")
+    };
+    let mut reads = 0;
+    let mut writes = 0;
+    for (path, item) in paths.iter().filter(|(p, _)| p.starts_with("/admin")) {
+        for method in ["get", "post", "put", "delete"] {
+            if item.get(method).is_none() {
+                continue;
+            }
+            let (code, body) = call(&node, method, &fill(path), &viewer).await;
+            if method == "get" {
+                reads += 1;
+                assert_eq!(code, StatusCode::OK, "viewer GET {path}: {body}");
+            } else {
+                writes += 1;
+                assert_eq!(
+                    code,
+                    StatusCode::FORBIDDEN,
+                    "viewer {method} {path}: {body}"
+                );
+            }
+        }
+    }
+    assert!(reads >= 6 && writes >= 9, "{reads} reads, {writes} writes");
+    let audit = get_json(&node, "/admin/audit").await;
+    assert!(
+        audit["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .all(|e| e["action"] == "tenant.create"),
+        "a viewer changed nothing: {audit}"
+    );
+    let nobody = idp.token("nora", json!(["reader"]));
+    let (code, _) = call(&node, "get", "/admin/tenants", &nobody).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    let user = env.token("bob", &tenant).await;
+    let (code, _) = call(&node, "get", "/admin/tenants", &user).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    let (code, _) = call(&node, "get", "/admin/tenants", "not-the-admin-token").await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    env.cleanup().await;
+}
+both_modes!(viewer, a_viewer_reads_everything_and_changes_nothing);
+
+/// `/admin/stats` on one node shows every node's figures (both nodes in
+/// cluster mode): its open streams, its publishes, and each dependency
+/// `/ready` checks answering.
+async fn stats_report_every_node(mode: Mode) {
+    let (env, _) = console_env(mode).await;
+    let nodes = env.start_nodes(2).await;
+    let tenant = nodes[0].tenant().await;
+    let last = &nodes[nodes.len() - 1];
+    let _reader = last
+        .sse(&format!("/events?tenant={tenant}&topic=feed:1"), None)
+        .await;
+    let stats = until("every node's figures, the stream counted", || async {
+        let seen = get_json(&nodes[0], "/admin/stats").await;
+        let list = seen["nodes"].as_array()?;
+        let counted = list.len() == nodes.len()
+            && list
+                .iter()
+                .map(|n| n["streams"].as_i64().unwrap_or(0))
+                .sum::<i64>()
+                == 1
+            && list.iter().any(|n| {
+                n["tenants"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t["tenant"] == tenant && t["streams"] == 1))
+            });
+        counted.then_some(seen)
+    })
+    .await;
+    for n in stats["nodes"].as_array().expect("nodes") {
+        let ready = n["ready"].as_array().expect("ready");
+        assert!(
+            !ready.is_empty() && ready.iter().all(|d| d["ok"] == true),
+            "{n}"
+        );
+        assert_eq!(
+            n["mode"],
+            if mode == Mode::Cluster {
+                "cluster"
+            } else {
+                "embedded"
+            }
+        );
+    }
+    let ids: BTreeSet<&str> = stats["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["node"].as_str())
+        .collect();
+    assert_eq!(ids.len(), nodes.len());
+    // Publishes show as a rate on the node that took them.
+    let started = std::time::Instant::now();
+    wait_for("publishes counted", secs(20), || async {
+        for i in 0..20 {
+            last.publish(&tenant, "feed:1", "note", json!({"i": i}))
+                .await;
+        }
+        let s = get_json(&nodes[0], "/admin/stats").await;
+        s["nodes"].as_array().is_some_and(|l| {
+            l.iter()
+                .any(|n| n["publishes_per_s"].as_f64().is_some_and(|r| r > 0.0))
+        })
+    })
+    .await;
+    assert!(started.elapsed() < secs(20));
+    env.cleanup().await;
+}
+both_modes!(stats, stats_report_every_node);
+
+/// Every series name the alert rules (`docs/prometheus/alerts.yml`) and the
+/// Grafana dashboard (`docs/grafana/switchyard.json`) use is one a node
+/// serves at `/metrics` (a histogram's `_bucket` by its family), once the
+/// node has a tenant with a stream, a publish and a plugin slot.
+async fn monitoring_uses_only_served_metrics(mode: Mode) {
+    let (env, _) = console_env(mode).await;
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let _reader = node
+        .sse(&format!("/events?tenant={tenant}&topic=feed:1"), None)
+        .await;
+    node.publish(&tenant, "feed:1", "note", json!({})).await;
+    let r = node
+        .put_plugin(
+            "event-filter",
+            &format!("?tenant={tenant}&wait=true"),
+            component("event_filter"),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut used = BTreeSet::new();
+    for file in ["docs/prometheus/alerts.yml", "docs/grafana/switchyard.json"] {
+        let text = std::fs::read_to_string(root.join(file)).expect("monitoring file");
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("switchyard_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[i + name.len()..];
+            // `switchyard_*` in prose names them all.
+            if !name.ends_with('_') {
+                used.insert(name);
+            }
+        }
+    }
+    assert!(used.len() > 15, "{used:?}");
+    // Some series appear with the first sample of the node's figures.
+    let deadline = std::time::Instant::now() + secs(20);
+    loop {
+        let text = node.get("/metrics").await.text().await.expect("metrics");
+        let served: BTreeSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let missing: Vec<&String> = used
+            .iter()
+            .filter(|n| !served.contains(n.as_str()))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "used by the monitoring files but not served: {missing:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    env.cleanup().await;
+}
+both_modes!(monitoring_names, monitoring_uses_only_served_metrics);
+
+/// Polls `f` every 100 ms until it answers; panics with `what` after 20 s.
+async fn until<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + secs(20);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A component built from `plugins/`.
+fn component(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("SWITCHYARD_PLUGIN_ARTIFACTS")).join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The same component with a custom section appended: a new content hash.
+fn variant(bytes: &[u8], n: u32) -> Vec<u8> {
+    let name = b"switchyard-test";
+    let mut body = vec![name.len() as u8];
+    body.extend_from_slice(name);
+    body.extend_from_slice(&n.to_le_bytes());
+    let mut out = bytes.to_vec();
+    out.push(0);
+    out.push(body.len() as u8);
+    out.extend_from_slice(&body);
+    out
+}
+
+fn sha(bytes: &[u8]) -> String {
+    switchyard::plugins::registry::content_hash(bytes)
+}
