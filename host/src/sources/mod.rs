@@ -8,7 +8,11 @@
 //! One file per kind, each a [`Source`]: `redis_stream.rs` (a consumer
 //! group; exactly once, in order), `redis_pubsub.rs` (`PSUBSCRIBE`; at most
 //! once), `redis_list.rs` (a list of bids, moved off atomically, decided
-//! exactly once). A kind reads, maps and hands its messages to [`Ctx`],
+//! exactly once), `postgres_outbox.rs` (an outbox table the application
+//! writes in its own transactions; exactly once, in transaction order),
+//! `nats.rs` (a JetStream durable pull consumer; exactly once, in order).
+//! Another broker (Kafka, RabbitMQ) is one more file implementing
+//! [`Source`]. A kind reads, maps and hands its messages to [`Ctx`],
 //! which appends them (under the entry's idempotency key where the kind
 //! has one), sends what does not map to a dead-letter topic, counts, and in
 //! shadow mode records instead; the kind acknowledges only after that has
@@ -18,6 +22,8 @@
 
 mod lease;
 pub mod mapping;
+mod nats;
+mod postgres_outbox;
 mod redis_list;
 mod redis_pubsub;
 mod redis_stream;
@@ -60,23 +66,38 @@ const SHADOW_EXAMPLES: usize = 3;
 pub struct SourceConfig {
     /// Its name: 1-64 of `a-z`, `0-9`, `-`, `_` (metrics, `/admin/sources`).
     pub name: String,
-    /// `redis-stream`, `redis-pubsub` or `redis-list-bids`.
+    /// `redis-stream`, `redis-pubsub`, `redis-list-bids`, `postgres-outbox`
+    /// or `nats-jetstream`.
     pub kind: String,
     /// The Redis it reads (default: the node's `REDIS_URL`).
     pub redis_url: Option<String>,
+    /// The application's database (`postgres-outbox`; may differ from the
+    /// node's `DATABASE_URL`).
+    pub database_url: Option<String>,
+    /// The outbox table (`postgres-outbox`, default `switchyard_outbox`;
+    /// `schema.table` allowed).
+    pub table: Option<String>,
+    /// The NATS server (`nats-jetstream`, default `nats://127.0.0.1:4222`).
+    pub nats_url: Option<String>,
+    /// The JetStream stream (`nats-jetstream`).
+    pub stream: Option<String>,
     /// The stream's or list's key.
     pub key: Option<String>,
-    /// The channel pattern of `redis-pubsub` (`*` captures: `{1}`, `{2}`..).
+    /// The channel pattern of `redis-pubsub`, or the subject pattern of
+    /// `nats-jetstream` (`*` captures: `{1}`, `{2}`..).
     pub pattern: Option<String>,
-    /// The consumer group of `redis-stream` (default `switchyard`, or
-    /// `switchyard-shadow` in shadow mode).
+    /// The consumer group of `redis-stream`, or the durable consumer of
+    /// `nats-jetstream` (default `switchyard`, or `switchyard-shadow` in
+    /// shadow mode).
     pub group: Option<String>,
     /// Where a new group starts: `new` (default: entries added from now on)
     /// or `all` (the whole stream).
     pub start: Option<String>,
     /// `json` (type from `type`, the whole message as data), `laravel`
-    /// (`{"event","data"}`) or `event-payload` (a stream entry's `event`
-    /// and `payload` fields).
+    /// (`{"event","data"}`), `event-payload` (a stream entry's `event`
+    /// and `payload` fields), `outbox` (the columns of `switchyard_outbox`;
+    /// the default of `postgres-outbox`) or `debezium` (Debezium's outbox
+    /// columns `aggregatetype`, `aggregateid`, `type`, `payload`).
     pub preset: Option<String>,
     /// Tenant template.
     pub tenant: Option<String>,
@@ -123,6 +144,10 @@ pub enum Kind {
     RedisPubsub,
     /// A Redis list of bids.
     RedisListBids,
+    /// An outbox table in the application's PostgreSQL.
+    PostgresOutbox,
+    /// A NATS JetStream stream through a durable pull consumer.
+    NatsJetstream,
 }
 
 /// Whether a source publishes.
@@ -153,8 +178,17 @@ pub struct Spec {
     pub name: String,
     /// Its kind.
     pub kind: Kind,
-    /// The Redis it reads (may hold a password: never logged).
+    /// The Redis it reads (may hold a password: never logged; empty for
+    /// the kinds that read no Redis).
     pub redis_url: String,
+    /// The Redis holding its lease (its own, else the node's `REDIS_URL`);
+    /// `None`: a node without Redis (embedded) reads it alone, unleased.
+    pub lease_url: Option<String>,
+    /// The database or NATS URL of `postgres-outbox` and `nats-jetstream`
+    /// (may hold a password: never logged).
+    pub url: String,
+    /// The outbox table (`postgres-outbox`) or the stream (`nats-jetstream`).
+    pub table: String,
     /// The stream or list key (empty for pub/sub).
     pub key: String,
     /// The pub/sub pattern (streams and lists: their key, no captures).
@@ -213,18 +247,68 @@ fn check_one(c: &SourceConfig, default_redis: Option<&str>) -> Result<Spec, Stri
         "redis-stream" => Kind::RedisStream,
         "redis-pubsub" => Kind::RedisPubsub,
         "redis-list-bids" => Kind::RedisListBids,
+        "postgres-outbox" => Kind::PostgresOutbox,
+        "nats-jetstream" => Kind::NatsJetstream,
         other => {
             return Err(format!(
-                "`kind` {other:?} is not one of redis-stream, redis-pubsub, redis-list-bids"
+                "`kind` {other:?} is not one of redis-stream, redis-pubsub, redis-list-bids, \
+                 postgres-outbox, nats-jetstream"
             ))
         }
     };
-    let redis_url = match (c.redis_url.as_deref(), default_redis) {
-        (Some(u), _) if !u.trim().is_empty() => u.trim().to_string(),
-        (_, Some(u)) => u.to_string(),
-        _ => return Err("`redis_url` is needed (the node has no REDIS_URL)".into()),
+    let reads_redis = matches!(
+        kind,
+        Kind::RedisStream | Kind::RedisPubsub | Kind::RedisListBids
+    );
+    let (redis_url, lease_url) = if reads_redis {
+        let u = match (c.redis_url.as_deref(), default_redis) {
+            (Some(u), _) if !u.trim().is_empty() => u.trim().to_string(),
+            (_, Some(u)) => u.to_string(),
+            _ => return Err("`redis_url` is needed (the node has no REDIS_URL)".into()),
+        };
+        redis::Client::open(u.as_str()).map_err(|_| "`redis_url` is not a Redis URL")?;
+        (u.clone(), Some(u))
+    } else {
+        if c.redis_url.is_some() {
+            return Err("`redis_url` is for the Redis kinds".into());
+        }
+        (String::new(), default_redis.map(str::to_string))
     };
-    redis::Client::open(redis_url.as_str()).map_err(|_| "`redis_url` is not a Redis URL")?;
+    if kind != Kind::PostgresOutbox && (c.database_url.is_some() || c.table.is_some()) {
+        return Err("`database_url` and `table` are for postgres-outbox".into());
+    }
+    if kind != Kind::NatsJetstream && (c.nats_url.is_some() || c.stream.is_some()) {
+        return Err("`nats_url` and `stream` are for nats-jetstream".into());
+    }
+    let (url, table) = match kind {
+        Kind::PostgresOutbox => {
+            let u = c
+                .database_url
+                .as_deref()
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .ok_or("`database_url` (the application's database) is needed")?;
+            u.parse::<sqlx::postgres::PgConnectOptions>()
+                .map_err(|_| "`database_url` is not a PostgreSQL URL")?;
+            let t = c.table.as_deref().unwrap_or("switchyard_outbox");
+            postgres_outbox::check_table(t)?;
+            (u.to_string(), t.to_string())
+        }
+        Kind::NatsJetstream => {
+            let u = c
+                .nats_url
+                .as_deref()
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .unwrap_or("nats://127.0.0.1:4222");
+            u.parse::<async_nats::ServerAddr>()
+                .map_err(|_| "`nats_url` is not a NATS URL")?;
+            let s = c.stream.as_deref().ok_or("`stream` is needed")?;
+            nats::check_stream_name(s)?;
+            (u.to_string(), s.to_string())
+        }
+        _ => (String::new(), String::new()),
+    };
     let mode = match c.mode.as_deref() {
         None | Some("live") => SourceMode::Live,
         Some("shadow") => SourceMode::Shadow,
@@ -240,12 +324,21 @@ fn check_one(c: &SourceConfig, default_redis: Option<&str>) -> Result<Spec, Stri
         }
     };
     let (key, pattern) = match kind {
-        Kind::RedisPubsub => {
+        Kind::RedisPubsub | Kind::NatsJetstream => {
             if c.key.is_some() {
-                return Err("`key` is for streams and lists; pub/sub takes `pattern`".into());
+                return Err("`key` is for Redis streams and lists; this kind takes `pattern`".into());
             }
             let p = c.pattern.as_deref().ok_or("`pattern` is needed")?;
+            if kind == Kind::NatsJetstream {
+                nats::check_subject_pattern(p)?;
+            }
             (String::new(), Pattern::new(p)?)
+        }
+        Kind::PostgresOutbox => {
+            if c.key.is_some() || c.pattern.is_some() {
+                return Err("an outbox takes `table`, not `key` or `pattern`".into());
+            }
+            (String::new(), Pattern::new(&table)?)
         }
         Kind::RedisStream | Kind::RedisListBids => {
             if c.pattern.is_some() {
@@ -261,20 +354,46 @@ fn check_one(c: &SourceConfig, default_redis: Option<&str>) -> Result<Spec, Stri
             (k.clone(), Pattern::new(&k.replace('*', "_"))?)
         }
     };
-    let (preset_type, preset_data) = match c.preset.as_deref() {
-        None => (None, None),
-        Some("json") => (Some("{/type}"), Some("")),
-        Some("laravel") => (Some("{/event}"), Some("/data")),
-        Some("event-payload") => (Some("{/event}"), Some("/payload")),
+    let preset = match (c.preset.as_deref(), kind) {
+        (None, Kind::PostgresOutbox) => Some("outbox"),
+        (p, _) => p,
+    };
+    // (tenant, topic, type, data) a preset gives where the config does not.
+    let (preset_tenant, preset_topic, preset_type, preset_data) = match preset {
+        None => (None, None, None, None),
+        Some("json") => (None, None, Some("{/type}"), Some("")),
+        Some("laravel") => (None, None, Some("{/event}"), Some("/data")),
+        Some("event-payload") => (None, None, Some("{/event}"), Some("/payload")),
+        Some("outbox") if kind == Kind::PostgresOutbox => (
+            Some("{/tenant}"),
+            Some("{/topic}"),
+            Some("{/type}"),
+            Some("/data"),
+        ),
+        Some("debezium") if kind == Kind::PostgresOutbox => (
+            None,
+            Some("{/aggregatetype}:{/aggregateid}"),
+            Some("{/type}"),
+            Some("/payload"),
+        ),
+        Some(p @ ("outbox" | "debezium")) => {
+            return Err(format!("`preset` {p:?} is for postgres-outbox"))
+        }
         Some(p) => {
             return Err(format!(
-                "`preset` {p:?} is not one of json, laravel, event-payload"
+                "`preset` {p:?} is not one of json, laravel, event-payload, outbox, debezium"
             ))
         }
     };
     let caps = pattern.captures();
-    let tenant = Template::new(c.tenant.as_deref().ok_or("`tenant` is needed")?, caps)
-        .map_err(|e| format!("`tenant`: {e}"))?;
+    let tenant = Template::new(
+        c.tenant
+            .as_deref()
+            .or(preset_tenant)
+            .ok_or("`tenant` is needed")?,
+        caps,
+    )
+    .map_err(|e| format!("`tenant`: {e}"))?;
     let data = c
         .data
         .clone()
@@ -325,8 +444,14 @@ fn check_one(c: &SourceConfig, default_redis: Option<&str>) -> Result<Spec, Stri
         if c.fields.is_some() || c.processing_key.is_some() {
             return Err("`fields` and `processing_key` are for bid queues".into());
         }
-        let topic = Template::new(c.topic.as_deref().ok_or("`topic` is needed")?, caps)
-            .map_err(|e| format!("`topic`: {e}"))?;
+        let topic = Template::new(
+            c.topic
+                .as_deref()
+                .or(preset_topic)
+                .ok_or("`topic` is needed")?,
+            caps,
+        )
+        .map_err(|e| format!("`topic`: {e}"))?;
         let kt = c
             .kind_template
             .as_deref()
@@ -346,11 +471,17 @@ fn check_one(c: &SourceConfig, default_redis: Option<&str>) -> Result<Spec, Stri
         Some("all") => true,
         Some(s) => return Err(format!("`start` {s:?} is neither new nor all")),
     };
-    if c.start.is_some() && kind != Kind::RedisStream {
+    let streamed = matches!(kind, Kind::RedisStream | Kind::NatsJetstream);
+    if c.start.is_some() && !streamed {
         return Err("`start` is for streams".into());
     }
-    if c.group.is_some() && kind != Kind::RedisStream {
+    if c.group.is_some() && !streamed {
         return Err("`group` is for streams".into());
+    }
+    if kind == Kind::NatsJetstream {
+        if let Some(g) = c.group.as_deref() {
+            nats::check_stream_name(g).map_err(|e| format!("`group`: {e}"))?;
+        }
     }
     let group = match (c.group.as_deref(), mode) {
         (Some(g), _) if !g.is_empty() && g.len() <= 128 && !g.contains(char::is_control) => {
@@ -373,6 +504,9 @@ fn check_one(c: &SourceConfig, default_redis: Option<&str>) -> Result<Spec, Stri
         name: c.name.clone(),
         kind,
         redis_url,
+        lease_url,
+        url,
+        table,
         key,
         pattern,
         group,
@@ -560,6 +694,10 @@ impl Sources {
                     state: *s.state.lock().unwrap_or_else(|p| p.into_inner()),
                     reads: match s.spec.kind {
                         Kind::RedisPubsub => s.spec.pattern.as_str().to_string(),
+                        Kind::PostgresOutbox => s.spec.table.clone(),
+                        Kind::NatsJetstream => {
+                            format!("{} {}", s.spec.table, s.spec.pattern.as_str())
+                        }
                         _ => s.spec.key.clone(),
                     },
                     read: s.m.read.get(),
@@ -637,6 +775,9 @@ pub enum Fault {
     /// The source's Redis.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The source's PostgreSQL.
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
     /// Something else, in words.
     #[error("{0}")]
     Other(String),
@@ -962,6 +1103,8 @@ pub fn start(specs: &[Spec], deps: Deps, stop: CancellationToken) -> Sources {
             Kind::RedisStream => Arc::new(redis_stream::RedisStream),
             Kind::RedisPubsub => Arc::new(redis_pubsub::RedisPubsub),
             Kind::RedisListBids => Arc::new(redis_list::RedisListBids),
+            Kind::PostgresOutbox => Arc::new(postgres_outbox::PostgresOutbox),
+            Kind::NatsJetstream => Arc::new(nats::NatsJetstream),
         };
         tokio::spawn(runner(source, ctx, stop.clone()));
         all.push(status);
@@ -978,44 +1121,50 @@ async fn runner(source: Arc<dyn Source>, ctx: Arc<Ctx>, stop: CancellationToken)
         if stop.is_cancelled() {
             break;
         }
-        let lease = match lease::Lease::connect(
-            &status.spec.redis_url,
-            &ctx.prefix,
-            &name,
-            &ctx.node,
-            LEASE,
-        )
-        .await
-        {
-            Ok(l) => l,
-            Err(e) => {
-                status.failed(&format!("cannot connect to the source's Redis: {e}"));
-                tracing::warn!(source = %name, error = %e, "source cannot connect");
-                pause(&stop, RETRY).await;
-                continue;
-            }
+        // A node without Redis (embedded mode) is the only one: no lease.
+        let lease = match status.spec.lease_url.as_deref() {
+            None => None,
+            Some(url) => match lease::Lease::connect(url, &ctx.prefix, &name, &ctx.node, LEASE)
+                .await
+            {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    status.failed(&format!("cannot connect to the lease's Redis: {e}"));
+                    tracing::warn!(source = %name, error = %e, "source cannot connect");
+                    pause(&stop, RETRY).await;
+                    continue;
+                }
+            },
         };
-        match lease.acquire().await {
-            Ok(true) => {}
-            Ok(false) => {
-                status.set(State::Standby);
-                pause(&stop, LEASE / 5).await;
-                continue;
-            }
-            Err(e) => {
-                status.failed(&format!("lease: {e}"));
-                pause(&stop, RETRY).await;
-                continue;
+        if let Some(lease) = &lease {
+            match lease.acquire().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    status.set(State::Standby);
+                    pause(&stop, LEASE / 5).await;
+                    continue;
+                }
+                Err(e) => {
+                    status.failed(&format!("lease: {e}"));
+                    pause(&stop, RETRY).await;
+                    continue;
+                }
             }
         }
         let owned = stop.child_token();
-        let keeper = tokio::spawn(lease.clone().keep(owned.clone()));
+        let keeper = lease
+            .clone()
+            .map(|l| tokio::spawn(l.keep(owned.clone())));
         status.set(State::Running);
         tracing::info!(source = %name, "source running on this node");
         let result = source.run(&ctx, &owned).await;
         owned.cancel();
-        let _ = keeper.await;
-        lease.release().await;
+        if let Some(k) = keeper {
+            let _ = k.await;
+        }
+        if let Some(lease) = &lease {
+            lease.release().await;
+        }
         match result {
             Ok(()) if stop.is_cancelled() => break,
             Ok(()) => status.set(State::Standby),
