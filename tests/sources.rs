@@ -1,5 +1,6 @@
-//! Sources against the real Redis: a stream, pub/sub channels and a list of
-//! bids, each delivered to a stream reader in order; a node killed with
+//! Sources against the real Redis, PostgreSQL and NATS: a stream, pub/sub
+//! channels, a list of bids, an outbox table and a JetStream stream, each
+//! delivered to a stream reader in order; a node killed with
 //! SIGKILL mid-batch loses and repeats nothing; two cluster nodes publish
 //! each entry once; poison messages land in the tenant's dead-letter topic;
 //! shadow mode publishes nothing and shows what it would have.
@@ -620,6 +621,382 @@ async fn a_bad_source_stops_the_start_with_one_line() -> Result {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------
+// PostgreSQL outbox
+
+fn pg_url() -> String {
+    std::env::var("SWITCHYARD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// The application's database: a schema of the test's own with the
+/// migration of examples/sources/outbox.sql run in it.
+struct AppDb {
+    pool: sqlx::PgPool,
+    schema: String,
+}
+
+impl AppDb {
+    async fn new(n: &Names) -> Result<AppDb> {
+        let schema = format!("app_{}", n.prefix.replace('-', "_"));
+        let admin = sqlx::PgPool::connect(&pg_url()).await?;
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&admin)
+            .await?;
+        admin.close().await;
+        let sep = if pg_url().contains('?') { '&' } else { '?' };
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&format!(
+                "{}{sep}options=-csearch_path%3D{schema}",
+                pg_url()
+            ))
+            .await?;
+        sqlx::raw_sql(include_str!("../examples/sources/outbox.sql"))
+            .execute(&pool)
+            .await?;
+        Ok(AppDb { pool, schema })
+    }
+
+    fn source(&self, n: &Names, extra: Value) -> Value {
+        let mut s = json!({
+            "name": n.source, "kind": "postgres-outbox", "database_url": pg_url(),
+            "table": format!("{}.switchyard_outbox", self.schema),
+        });
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            s[k] = v.clone();
+        }
+        json!([s])
+    }
+
+    async fn rows(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM switchyard_outbox")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn drop(self) {
+        let _ = sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.schema))
+            .execute(&self.pool)
+            .await;
+        self.pool.close().await;
+    }
+}
+
+/// `switchyard_publish` of a `match:m1` event numbered `i`, in `tx`.
+async fn publish_n<'c, E>(tx: E, tenant: &str, topic: &str, i: u64) -> Result
+where
+    E: sqlx::Executor<'c, Database = sqlx::Postgres>,
+{
+    sqlx::query("SELECT switchyard_publish($1, $2, 'match:updated', $3::jsonb)")
+        .bind(tenant)
+        .bind(topic)
+        .bind(json!({"matchId": "m1", "n": i}).to_string())
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+async fn outbox_in_transaction_order_with_a_poison_row(mode: Mode) -> Result {
+    let n = names();
+    let db = AppDb::new(&n).await?;
+    let env = env_with(mode, db.source(&n, json!({}))).await;
+    let node = env.start().await;
+    create_tenant(&node, &n.tenant).await?;
+    running(&[&node], &n.source).await?;
+    let mut s = node
+        .sse(
+            &format!("/events?tenant={}&topic=match:m1", n.tenant),
+            Some(0),
+        )
+        .await;
+    let bearer = format!("Bearer {ADMIN}");
+    let mut dead = Sse::connect(
+        &format!(
+            "{}/events?tenant={}&topic=tenant:{}~deadletters",
+            node.url, n.tenant, n.tenant
+        ),
+        Some(0),
+        &[("authorization", &bearer)],
+    )
+    .await
+    .map_err(|(s, b)| anyhow::anyhow!("{s} {b}"))?;
+    // A transaction that wrote first and commits last holds back one that
+    // committed meanwhile; both come, in the order they wrote.
+    let mut a = db.pool.begin().await?;
+    publish_n(&mut *a, &n.tenant, "match:m1", 0).await?;
+    publish_n(&db.pool, &n.tenant, "match:m1", 1).await?;
+    assert!(
+        s.next_data(Duration::from_millis(2_500)).await.is_none(),
+        "a row was read while an older transaction was open"
+    );
+    a.commit().await?;
+    // A rolled-back transaction publishes nothing.
+    let mut r = db.pool.begin().await?;
+    publish_n(&mut *r, &n.tenant, "match:m1", 99).await?;
+    r.rollback().await?;
+    publish_n(&db.pool, &n.tenant, "not a topic!", 100).await?;
+    publish_n(&db.pool, &n.tenant, "match:m1", 2).await?;
+    publish_n(&db.pool, &n.tenant, "match:m1", 3).await?;
+    let evs = s.take(4, secs(20)).await;
+    let got: Vec<u64> = evs
+        .iter()
+        .map(|e| e.json()["data"]["n"].as_u64().unwrap_or(u64::MAX))
+        .collect();
+    assert_eq!(
+        got,
+        vec![0, 1, 2, 3],
+        "in transaction order, past the poison row"
+    );
+    assert!(evs.windows(2).all(|w| w[0].seq() < w[1].seq()));
+    assert!(
+        s.next_data(Duration::from_millis(1_500)).await.is_none(),
+        "the rolled-back row was published"
+    );
+    let d = dead.next_data(secs(10)).await.expect("a dead letter");
+    assert_eq!(d.event, "source.dead_letter");
+    let data = &d.json()["data"];
+    assert!(
+        data["reason"].as_str().unwrap_or("").contains("topic"),
+        "{data}"
+    );
+    assert!(
+        data["raw"].as_str().unwrap_or("").contains("not a topic!"),
+        "{data}"
+    );
+    let started = Instant::now();
+    while db.rows().await? > 0 {
+        anyhow::ensure!(started.elapsed() < secs(10), "stored rows are not deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(node);
+    env.cleanup().await;
+    db.drop().await;
+    Ok(())
+}
+
+async fn outbox_kill9_mid_batch_loses_and_repeats_nothing(mode: Mode) -> Result {
+    let n = names();
+    let db = AppDb::new(&n).await?;
+    let env = env_with(mode, db.source(&n, json!({"batch": 20}))).await;
+    bootstrap(&env, &n.tenant).await?;
+    let total = 6_000;
+    let insert = "INSERT INTO switchyard_outbox (id, tenant, topic, type, data) \
+         SELECT g + 1, $1, 'match:m1', 'match:updated', jsonb_build_object('matchId', 'm1', 'n', g) \
+         FROM generate_series($2::bigint, $3::bigint) g";
+    sqlx::query(insert)
+        .bind(&n.tenant)
+        .bind(0i64)
+        .bind(total as i64 - 1)
+        .execute(&db.pool)
+        .await?;
+    let mut node = env.start().await;
+    let started = Instant::now();
+    loop {
+        let published = node
+            .metric("switchyard_source_events_published_total")
+            .await;
+        if published >= 300.0 {
+            node.kill().await;
+            assert!(
+                published < total as f64,
+                "killed after the whole backlog: nothing tested"
+            );
+            break;
+        }
+        anyhow::ensure!(started.elapsed() < secs(30), "the source publishes nothing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut node = env.start().await;
+    let seen = all_from_start(&node, &n.tenant, total).await?;
+    check_exactly(&seen, total)?;
+    assert_eq!(db.rows().await?, 0, "every stored row is deleted");
+    // The state a kill between a commit and its delete leaves, made on
+    // purpose: the first rows back in the outbox, already stored. Reading
+    // them again stores nothing and deletes them.
+    node.kill().await;
+    sqlx::query(insert)
+        .bind(&n.tenant)
+        .bind(0i64)
+        .bind(99i64)
+        .execute(&db.pool)
+        .await?;
+    let node = env.start().await;
+    let started = Instant::now();
+    while db.rows().await? > 0 {
+        anyhow::ensure!(started.elapsed() < secs(20), "the rows are not read again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        node.metric("switchyard_source_events_published_total")
+            .await,
+        0.0
+    );
+    let seen = all_from_start(&node, &n.tenant, total).await?;
+    check_exactly(&seen, total)?;
+    drop(node);
+    env.cleanup().await;
+    db.drop().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// NATS JetStream
+
+fn nats_url() -> String {
+    std::env::var("SWITCHYARD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// A stream of the test's own taking `{subject prefix}.>`.
+struct Nats {
+    js: async_nats::jetstream::Context,
+    stream: String,
+    subjects: String,
+}
+
+impl Nats {
+    async fn new(n: &Names) -> Result<Nats> {
+        let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await?);
+        let stream = n.prefix.replace('-', "_").to_uppercase();
+        let subjects = n.prefix.replace('-', "_");
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: stream.clone(),
+            subjects: vec![format!("{subjects}.>")],
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("create stream: {e}"))?;
+        Ok(Nats {
+            js,
+            stream,
+            subjects,
+        })
+    }
+
+    fn source(&self, n: &Names, extra: Value) -> Value {
+        let mut s = json!({
+            "name": n.source, "kind": "nats-jetstream", "nats_url": nats_url(),
+            "stream": self.stream, "pattern": format!("{}.match.*", self.subjects),
+            "tenant": n.tenant, "topic": "match:{1}", "type": "match:updated", "start": "all",
+        });
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            s[k] = v.clone();
+        }
+        json!([s])
+    }
+
+    /// Publishes each payload to `{subjects}.match.m1`, in order, acknowledged.
+    async fn publish(&self, payloads: impl IntoIterator<Item = String>) -> Result {
+        let mut acks = Vec::new();
+        for p in payloads {
+            acks.push(
+                self.js
+                    .publish(format!("{}.match.m1", self.subjects), p.into())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("publish: {e}"))?,
+            );
+        }
+        for a in acks {
+            a.await.map_err(|e| anyhow::anyhow!("publish ack: {e}"))?;
+        }
+        Ok(())
+    }
+
+    async fn drop(self) {
+        let _ = self.js.delete_stream(&self.stream).await;
+    }
+}
+
+async fn nats_in_order_with_a_poison_message(mode: Mode) -> Result {
+    let n = names();
+    let nats = Nats::new(&n).await?;
+    let env = env_with(mode, nats.source(&n, json!({}))).await;
+    let reader = env.start().await;
+    create_tenant(&reader, &n.tenant).await?;
+    running(&[&reader], &n.source).await?;
+    let mut s = reader
+        .sse(
+            &format!("/events?tenant={}&topic=match:m1", n.tenant),
+            Some(0),
+        )
+        .await;
+    let bearer = format!("Bearer {ADMIN}");
+    let mut dead = Sse::connect(
+        &format!(
+            "{}/events?tenant={}&topic=tenant:{}~deadletters",
+            reader.url, n.tenant, n.tenant
+        ),
+        Some(0),
+        &[("authorization", &bearer)],
+    )
+    .await
+    .map_err(|(s, b)| anyhow::anyhow!("{s} {b}"))?;
+    nats.publish((0..6).map(|i| match i {
+        3 => "{not json".to_string(),
+        _ => json!({"matchId": "m1", "n": i}).to_string(),
+    }))
+    .await?;
+    let evs = s.take(5, secs(20)).await;
+    let got: Vec<u64> = evs
+        .iter()
+        .map(|e| e.json()["data"]["n"].as_u64().unwrap_or(u64::MAX))
+        .collect();
+    assert_eq!(
+        got,
+        vec![0, 1, 2, 4, 5],
+        "in order, past the poison message"
+    );
+    assert!(evs.windows(2).all(|w| w[0].seq() < w[1].seq()));
+    let d = dead.next_data(secs(10)).await.expect("a dead letter");
+    let data = &d.json()["data"];
+    assert!(
+        data["reason"].as_str().unwrap_or("").contains("not JSON"),
+        "{data}"
+    );
+    assert!(
+        data["raw"].as_str().unwrap_or("").contains("{not json"),
+        "{data}"
+    );
+    drop(reader);
+    env.cleanup().await;
+    nats.drop().await;
+    Ok(())
+}
+
+async fn nats_kill9_mid_batch_loses_and_repeats_nothing(mode: Mode) -> Result {
+    let n = names();
+    let nats = Nats::new(&n).await?;
+    let env = env_with(mode, nats.source(&n, json!({"batch": 20}))).await;
+    bootstrap(&env, &n.tenant).await?;
+    let total = 6_000;
+    nats.publish((0..total).map(|i| json!({"matchId": "m1", "n": i}).to_string()))
+        .await?;
+    let mut node = env.start().await;
+    let started = Instant::now();
+    loop {
+        let published = node
+            .metric("switchyard_source_events_published_total")
+            .await;
+        if published >= 300.0 {
+            node.kill().await;
+            assert!(
+                published < total as f64,
+                "killed after the whole backlog: nothing tested"
+            );
+            break;
+        }
+        anyhow::ensure!(started.elapsed() < secs(30), "the source publishes nothing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let node = env.start().await;
+    let seen = all_from_start(&node, &n.tenant, total).await?;
+    check_exactly(&seen, total)?;
+    drop(node);
+    env.cleanup().await;
+    nats.drop().await;
+    Ok(())
+}
+
 macro_rules! test_modes {
     ($name:ident) => {
         mod $name {
@@ -639,6 +1016,10 @@ test_modes!(stream_in_order_with_a_poison_message);
 test_modes!(stream_kill9_mid_batch_loses_and_repeats_nothing);
 test_modes!(pubsub_delivers_in_order);
 test_modes!(list_bid_is_decided_once);
+test_modes!(outbox_in_transaction_order_with_a_poison_row);
+test_modes!(outbox_kill9_mid_batch_loses_and_repeats_nothing);
+test_modes!(nats_in_order_with_a_poison_message);
+test_modes!(nats_kill9_mid_batch_loses_and_repeats_nothing);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_cluster_nodes_each_entry_once() -> Result {

@@ -326,7 +326,9 @@ fn check_one(c: &SourceConfig, default_redis: Option<&str>) -> Result<Spec, Stri
     let (key, pattern) = match kind {
         Kind::RedisPubsub | Kind::NatsJetstream => {
             if c.key.is_some() {
-                return Err("`key` is for Redis streams and lists; this kind takes `pattern`".into());
+                return Err(
+                    "`key` is for Redis streams and lists; this kind takes `pattern`".into(),
+                );
             }
             let p = c.pattern.as_deref().ok_or("`pattern` is needed")?;
             if kind == Kind::NatsJetstream {
@@ -1124,17 +1126,17 @@ async fn runner(source: Arc<dyn Source>, ctx: Arc<Ctx>, stop: CancellationToken)
         // A node without Redis (embedded mode) is the only one: no lease.
         let lease = match status.spec.lease_url.as_deref() {
             None => None,
-            Some(url) => match lease::Lease::connect(url, &ctx.prefix, &name, &ctx.node, LEASE)
-                .await
-            {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    status.failed(&format!("cannot connect to the lease's Redis: {e}"));
-                    tracing::warn!(source = %name, error = %e, "source cannot connect");
-                    pause(&stop, RETRY).await;
-                    continue;
+            Some(url) => {
+                match lease::Lease::connect(url, &ctx.prefix, &name, &ctx.node, LEASE).await {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        status.failed(&format!("cannot connect to the lease's Redis: {e}"));
+                        tracing::warn!(source = %name, error = %e, "source cannot connect");
+                        pause(&stop, RETRY).await;
+                        continue;
+                    }
                 }
-            },
+            }
         };
         if let Some(lease) = &lease {
             match lease.acquire().await {
@@ -1152,9 +1154,7 @@ async fn runner(source: Arc<dyn Source>, ctx: Arc<Ctx>, stop: CancellationToken)
             }
         }
         let owned = stop.child_token();
-        let keeper = lease
-            .clone()
-            .map(|l| tokio::spawn(l.keep(owned.clone())));
+        let keeper = lease.clone().map(|l| tokio::spawn(l.keep(owned.clone())));
         status.set(State::Running);
         tracing::info!(source = %name, "source running on this node");
         let result = source.run(&ctx, &owned).await;

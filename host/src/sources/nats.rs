@@ -67,9 +67,8 @@ pub(super) fn check_subject_pattern(p: &str) -> Result<(), String> {
         && p.split('.').all(|t| {
             !t.is_empty()
                 && (t == "*"
-                    || t.chars().all(|c| {
-                        !c.is_whitespace() && !c.is_control() && c != '*' && c != '>'
-                    }))
+                    || t.chars()
+                        .all(|c| !c.is_whitespace() && !c.is_control() && c != '*' && c != '>'))
         });
     if ok {
         Ok(())
@@ -106,7 +105,10 @@ impl super::NodeDeadLetters for NatsDeadLetters {
             .map_err(|e| fault("the dead-letter stream")(&e))?;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Switchyard-Origin", origin);
-        headers.insert("Switchyard-Reason", reason.replace(['\r', '\n'], " ").as_str());
+        headers.insert(
+            "Switchyard-Reason",
+            reason.replace(['\r', '\n'], " ").as_str(),
+        );
         self.js
             .publish_with_headers(
                 format!("switchyard.deadletters.{source}"),
@@ -132,7 +134,10 @@ impl Source for NatsJetstream {
             .map_err(|e| fault("connect")(&e))?;
         let js = jetstream::new(client);
         let mut stream = js.get_stream(&spec.table).await.map_err(|e| {
-            Fault::Other(format!("nats: the stream {:?} is not there: {e}", spec.table))
+            Fault::Other(format!(
+                "nats: the stream {:?} is not there: {e}",
+                spec.table
+            ))
         })?;
         let created = stream
             .info()

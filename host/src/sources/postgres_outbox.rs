@@ -115,14 +115,11 @@ async fn resolve(pool: &PgPool, configured: &str) -> Result<Table, Fault> {
     .bind(configured)
     .fetch_all(pool)
     .await?;
-    let type_of = |c: &str| {
-        columns
-            .iter()
-            .find(|(n, _)| n == c)
-            .map(|(_, t)| t.clone())
-    };
+    let type_of = |c: &str| columns.iter().find(|(n, _)| n == c).map(|(_, t)| t.clone());
     let id_type = type_of("id").ok_or_else(|| {
-        Fault::Other(format!("the outbox table {schema}.{name} has no `id` column"))
+        Fault::Other(format!(
+            "the outbox table {schema}.{name} has no `id` column"
+        ))
     })?;
     if type_of("switchyard_xid").as_deref() != Some("xid8") {
         return Err(Fault::Other(format!(
@@ -266,10 +263,7 @@ impl Source for PostgresOutbox {
                 ids.push(id);
             }
             ctx.commit(items, &dead).await?;
-            sqlx::query(&table.delete)
-                .bind(&ids)
-                .execute(&pool)
-                .await?;
+            sqlx::query(&table.delete).bind(&ids).execute(&pool).await?;
         }
     }
 }
