@@ -1222,4 +1222,46 @@ mod tests {
         .expect_err("unknown field");
         assert!(e.contains("surprise"), "{e}");
     }
+
+    #[test]
+    fn outbox_and_jetstream_configs_are_checked() {
+        let ok = cfg(serde_json::json!([{"name": "o", "kind": "postgres-outbox",
+            "database_url": "postgres://app@db/shop"}]))
+        .expect("the outbox preset gives tenant, topic and type");
+        assert_eq!(ok[0].table, "switchyard_outbox");
+        assert_eq!(ok[0].lease_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        let e = cfg(serde_json::json!([{"name": "o", "kind": "postgres-outbox"}]))
+            .expect_err("no database");
+        assert!(e.contains("database_url"), "{e}");
+        let e = cfg(serde_json::json!([{"name": "o", "kind": "postgres-outbox",
+            "database_url": "postgres://db/x", "table": "x; drop table y"}]))
+        .expect_err("table");
+        assert!(e.contains("`table`"), "{e}");
+        let e = cfg(serde_json::json!([{"name": "o", "kind": "postgres-outbox",
+            "database_url": "postgres://db/x", "preset": "debezium"}]))
+        .expect_err("debezium rows name no tenant");
+        assert!(e.contains("`tenant`"), "{e}");
+        assert!(
+            cfg(serde_json::json!([{"name": "n", "kind": "nats-jetstream",
+            "stream": "ORDERS", "pattern": "orders.*", "tenant": "acme",
+            "topic": "order:{1}", "type": "order.updated"}]))
+            .is_ok()
+        );
+        let e = cfg(serde_json::json!([{"name": "n", "kind": "nats-jetstream",
+            "stream": "ORDERS", "pattern": "orders.>", "tenant": "acme",
+            "topic": "order:x", "type": "t"}]))
+        .expect_err("`>`");
+        assert!(e.contains("`pattern`"), "{e}");
+        let e = cfg(serde_json::json!([{"name": "n", "kind": "nats-jetstream",
+            "stream": "ORDERS", "pattern": "orders.*", "tenant": "acme",
+            "topic": "order:{1}", "type": "t", "redis_url": "redis://x"}]))
+        .expect_err("redis_url");
+        assert!(e.contains("redis_url"), "{e}");
+        let e = cfg(
+            serde_json::json!([{"name": "s", "kind": "redis-stream", "key": "k",
+            "tenant": "acme", "topic": "t:1", "type": "a", "table": "x"}]),
+        )
+        .expect_err("table on a stream");
+        assert!(e.contains("postgres-outbox"), "{e}");
+    }
 }
