@@ -473,6 +473,9 @@ fn check_one(c: &SourceConfig, default_redis: Option<&str>) -> Result<Spec, Stri
         Some("all") => true,
         Some(s) => return Err(format!("`start` {s:?} is neither new nor all")),
     };
+    if kind == Kind::PostgresOutbox && mode == SourceMode::Shadow {
+        return Err("an outbox cannot run in shadow mode: its rows are deleted once read".into());
+    }
     let streamed = matches!(kind, Kind::RedisStream | Kind::NatsJetstream);
     if c.start.is_some() && !streamed {
         return Err("`start` is for streams".into());
@@ -1241,6 +1244,10 @@ mod tests {
             "database_url": "postgres://db/x", "preset": "debezium"}]))
         .expect_err("debezium rows name no tenant");
         assert!(e.contains("`tenant`"), "{e}");
+        let e = cfg(serde_json::json!([{"name": "o", "kind": "postgres-outbox",
+            "database_url": "postgres://db/x", "mode": "shadow"}]))
+        .expect_err("shadow outbox");
+        assert!(e.contains("shadow"), "{e}");
         assert!(
             cfg(serde_json::json!([{"name": "n", "kind": "nats-jetstream",
             "stream": "ORDERS", "pattern": "orders.*", "tenant": "acme",
