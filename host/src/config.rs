@@ -119,6 +119,10 @@ pub struct Options {
     /// Unset: only the admin token opens the admin API.
     #[arg(long, env = "SWITCHYARD_CONSOLE_ROLE_CLAIM")]
     pub console_role_claim: Option<String>,
+    /// Where the operator console's web UI is served (on when an admin
+    /// token or a console role claim is set).
+    #[arg(long, env = "SWITCHYARD_CONSOLE_PREFIX")]
+    pub console_prefix: Option<String>,
     /// Serve `/metrics` without a token (its series name every tenant).
     #[arg(long, env = "SWITCHYARD_METRICS_PUBLIC")]
     pub metrics_public: Option<bool>,
@@ -359,6 +363,9 @@ pub struct Config {
     /// The provider's claim granting `operator` or `viewer`; `None`: no
     /// operator sign-in.
     pub console_role_claim: Option<String>,
+    /// The console web UI's path prefix; `None`: the UI is off (no admin
+    /// token and no role claim).
+    pub console_prefix: Option<String>,
     /// `/metrics` served without a token.
     pub metrics_public: bool,
     /// Heartbeat interval.
@@ -445,6 +452,7 @@ impl std::fmt::Debug for Config {
                 &self.metrics_token.as_ref().map(|_| "<set>"),
             )
             .field("console_role_claim", &self.console_role_claim)
+            .field("console_prefix", &self.console_prefix)
             .field("metrics_public", &self.metrics_public)
             .field("heartbeat", &self.heartbeat)
             .field("reconnect_window", &self.reconnect_window)
@@ -674,6 +682,10 @@ impl Config {
                 )));
             }
         }
+        let console_prefix = console_prefix(
+            non_empty(o.console_prefix.clone()),
+            admin_token.is_some() || console_role_claim.is_some(),
+        )?;
         let data_dir = o.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
         Ok(Config {
             listen,
@@ -692,6 +704,7 @@ impl Config {
             admin_token,
             metrics_token,
             console_role_claim,
+            console_prefix,
             metrics_public: o.metrics_public.unwrap_or(false),
             heartbeat: ms(o.heartbeat_ms, 15_000, "SWITCHYARD_HEARTBEAT_MS")?,
             reconnect_window,
@@ -854,6 +867,57 @@ fn layered<const N: usize>(layers: [Options; N]) -> Result<Options, Error> {
     })?;
     merged.config_file = path;
     Ok(merged)
+}
+
+/// First segments the API itself uses: a console there would hide routes.
+const RESERVED_PREFIXES: &[&str] = &[
+    "admin",
+    "api",
+    "events",
+    "topics",
+    "products",
+    "messages",
+    "health",
+    "ready",
+    "metrics",
+    "openapi.json",
+    "app.js",
+    "switchyard.js",
+    "style.css",
+    "demo",
+];
+
+/// `SWITCHYARD_CONSOLE_PREFIX` checked: `/console` by default, and `None`
+/// when nothing could sign in to the console. One to three segments of
+/// lowercase letters, digits and `-`, none of them the API's own.
+fn console_prefix(set: Option<String>, enabled: bool) -> Result<Option<String>, Error> {
+    let prefix = set.unwrap_or_else(|| "/console".into());
+    let bad = |why: &str| {
+        Error::Invalid(format!(
+            "SWITCHYARD_CONSOLE_PREFIX {prefix:?} {why} (for example /console or /ops/console)"
+        ))
+    };
+    let Some(rest) = prefix.strip_prefix('/') else {
+        return Err(bad("must start with /"));
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    if segments.len() > 3
+        || segments.iter().any(|s| {
+            s.is_empty()
+                || s.len() > 32
+                || !s
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+    {
+        return Err(bad(
+            "must be one to three segments of lowercase letters, digits and -, with no trailing /",
+        ));
+    }
+    if RESERVED_PREFIXES.contains(&segments[0]) {
+        return Err(bad("would hide the API's own routes"));
+    }
+    Ok(enabled.then_some(prefix))
 }
 
 /// The certificate and key files of TLS (loaded and watched by `server/tls.rs`).
@@ -1083,6 +1147,38 @@ mod tests {
         assert_eq!(c.console_role_claim.as_deref(), Some("roles"));
         let c = Config::from_options(Options::default()).expect("valid");
         assert_eq!(c.console_role_claim, None);
+    }
+
+    #[test]
+    fn the_console_prefix_is_checked_and_the_console_off_without_sign_in() {
+        let with = |prefix: Option<&str>| Options {
+            admin_token: Some("admin-token-1".into()),
+            console_prefix: prefix.map(str::to_string),
+            ..Default::default()
+        };
+        let c = Config::from_options(with(None)).expect("valid");
+        assert_eq!(c.console_prefix.as_deref(), Some("/console"));
+        let c = Config::from_options(with(Some("/ops/console-2"))).expect("valid");
+        assert_eq!(c.console_prefix.as_deref(), Some("/ops/console-2"));
+        for bad in [
+            "console",
+            "/",
+            "/console/",
+            "/a//b",
+            "/Console",
+            "/admin",
+            "/events/x",
+            "/a/b/c/d",
+            "/c?x",
+        ] {
+            let err = Config::from_options(with(Some(bad))).expect_err(bad);
+            assert!(
+                err.to_string().contains("SWITCHYARD_CONSOLE_PREFIX"),
+                "{err}"
+            );
+        }
+        let c = Config::from_options(Options::default()).expect("valid");
+        assert_eq!(c.console_prefix, None);
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod access;
 pub mod admin;
 pub mod audit;
 pub mod console;
+pub mod console_ui;
 mod deadline;
 pub mod doc;
 pub mod events;

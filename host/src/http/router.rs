@@ -13,8 +13,8 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use super::{
-    admin, audit, console, events, messages, openapi, ops, plugins, products, sources, streams,
-    topics, web,
+    admin, audit, console, console_ui, events, messages, openapi, ops, plugins, products, sources,
+    streams, topics, web,
 };
 use crate::config::Cors;
 use crate::error::ApiError;
@@ -73,6 +73,10 @@ pub fn router(state: AppState) -> Router {
     let cors = cors(&state.config.cors);
     let limit = state.config.max_body_bytes;
     let (api, _) = routes().split_for_parts();
+    let api = match &state.config.console_prefix {
+        Some(prefix) => api.merge(console_ui::router(prefix)),
+        None => api,
+    };
     let api = api
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
