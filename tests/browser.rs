@@ -181,3 +181,19 @@ fn demo_shows_presence() {
 async fn demo_shows_presence_cluster() {
     run_cluster("demo_presence.mjs").await;
 }
+
+/// The operator console: the admin token signs in; the overview shows the
+/// node with live charts; an upload through the API is the slot's shadow
+/// on the plugins page and is in the audit log; a viewer's token (an
+/// identity provider's) sees no button that changes anything. Screenshots
+/// of every page under `test-artifacts/console/`. Embedded.
+#[test]
+fn console_signs_in_and_shows_every_page() {
+    run(
+        "console.mjs",
+        &[(
+            "SY_PLUGIN_WASM",
+            concat!(env!("SWITCHYARD_PLUGIN_ARTIFACTS"), "/event_filter.wasm").to_string(),
+        )],
+    );
+}

@@ -10,6 +10,7 @@ const WINDOW_S = 15 * 60;
 const $ = (id) => document.getElementById(id);
 
 let role = null; // 'operator' | 'viewer'
+let actor = '';
 let timer = null;
 
 function el(tag, attrs = {}, ...children) {
@@ -57,27 +58,16 @@ async function api(path, { method = 'GET', body, type } = {}) {
 // The admin API is at the server's root; the console is under its prefix.
 const root = (p) => new URL(p, window.location.origin).toString();
 
-/** Whether this token may change things: a write naming no slot is refused
- * with 403 for a viewer and with 404 (unknown slot) for an operator, so it
- * changes nothing either way. */
-async function probeRole() {
-  try {
-    await api(root('/admin/plugins/-/promote'), { method: 'POST' });
-    return 'operator';
-  } catch (e) {
-    return e.status === 403 ? 'viewer' : 'operator';
-  }
-}
-
 async function signIn(token) {
   sessionStorage.setItem(KEY, token);
   try {
-    await api(root('/admin/stats'));
+    const { body } = await api(root('/admin/whoami'));
+    role = body.role === 'operator' ? 'operator' : 'viewer';
+    actor = body.actor;
   } catch (e) {
     sessionStorage.removeItem(KEY);
     throw e;
   }
-  role = await probeRole();
 }
 
 function signOut(message = '') {
@@ -381,7 +371,7 @@ function signedIn() {
   $('signin').hidden = true;
   $('nav').hidden = false;
   $('signout').hidden = false;
-  $('who').textContent = role === 'operator' ? 'Operator (can change things)' : 'Viewer (read only)';
+  $('who').textContent = `${actor}: ${role === 'operator' ? 'operator (can change things)' : 'viewer (read only)'}`;
   $('who').dataset.role = role;
   route();
 }

@@ -350,3 +350,45 @@ pub async fn stats(
         .map_err(|_| unavailable())?;
     Ok(axum::Json(StatsView { nodes }).into_response())
 }
+
+/// What `GET /admin/whoami` answers.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WhoAmI {
+    /// Who, as the audit log names them: `admin`, `operator:{subject}` or
+    /// `viewer:{subject}`.
+    actor: String,
+    /// `operator` (may change things) or `viewer` (reads only).
+    #[schema(pattern = "^(operator|viewer)$")]
+    role: &'static str,
+}
+
+/// `GET /admin/whoami`: who the token signs in as, and its role (the
+/// console shows write buttons to operators only; the API refuses a
+/// viewer's writes either way).
+#[utoipa::path(
+    get,
+    path = "/admin/whoami",
+    operation_id = "whoami",
+    tag = "admin",
+    summary = "Who this token signs in as: the actor and its role (`operator` or `viewer`).",
+    security(("adminToken" = []), ("operatorToken" = [])),
+    responses(
+        (status = 200, description = "The actor and role.", body = WhoAmI),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 431, response = HeadTooLarge),
+    )
+)]
+pub async fn whoami(reader: AdminRead) -> Response {
+    let role = if reader.actor.starts_with("viewer:") {
+        "viewer"
+    } else {
+        "operator"
+    };
+    axum::Json(WhoAmI {
+        actor: reader.actor,
+        role,
+    })
+    .into_response()
+}

@@ -43,6 +43,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(console::topics))
         .routes(routes!(console::user_streams, console::disconnect))
         .routes(routes!(console::stats))
+        .routes(routes!(console::whoami))
         .routes(routes!(plugins::list))
         .routes(routes!(plugins::upload).layer(DefaultBodyLimit::max(plugins::MAX_COMPONENT_BYTES)))
         .routes(routes!(plugins::deactivate))
