@@ -409,6 +409,14 @@ async fn a_viewer_reads_everything_and_changes_nothing(mode: Mode) {
             .all(|e| e["action"] == "tenant.create"),
         "a viewer changed nothing: {audit}"
     );
+    let (code, me) = call(&node, "get", "/admin/whoami", &viewer).await;
+    assert_eq!(code, StatusCode::OK, "{me}");
+    assert_eq!(me, json!({"actor": "viewer:vera", "role": "viewer"}));
+    let operator = idp.token("olga", json!(["viewer", "operator"]));
+    let (_, me) = call(&node, "get", "/admin/whoami", &operator).await;
+    assert_eq!(me, json!({"actor": "operator:olga", "role": "operator"}));
+    let (_, me) = call(&node, "get", "/admin/whoami", ADMIN).await;
+    assert_eq!(me, json!({"actor": "admin", "role": "operator"}));
     let nobody = idp.token("nora", json!(["reader"]));
     let (code, _) = call(&node, "get", "/admin/tenants", &nobody).await;
     assert_eq!(code, StatusCode::FORBIDDEN);
