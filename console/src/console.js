@@ -213,7 +213,7 @@ function slotCard(s, reload) {
     versionRow(s.compiling, 'compiling'),
     versionRow(s.active, 'active'),
     versionRow(s.shadow, 'shadow'),
-    ...(s.history || []).map((v) => versionRow(v, 'previous')),
+    ...(s.history || []).map((v) => versionRow(typeof v === 'string' ? { version: v } : v, 'previous')),
   ].filter(Boolean);
   const actions = [];
   if (canWrite()) {
@@ -229,8 +229,22 @@ function slotCard(s, reload) {
     rows.length
       ? el('table', {}, el('thead', {}, el('tr', {}, ['State', 'Hash', 'Origin', 'When', 'By', 'Message'].map((h) => el('th', {}, h)))), el('tbody', {}, rows))
       : el('p', {}, 'No version.'),
+    s.shadow ? shadowPanel(s.shadow) : null,
     el('div', { class: 'actions' }, actions),
     note);
+}
+
+/** The shadow candidate's comparison with the active version, and the
+ * disagreements it kept (input, what was applied, what it answered). */
+function shadowPanel(sh) {
+  const examples = sh.examples || [];
+  return el('div', { class: 'shadow-panel' },
+    el('p', {}, `Shadow ${short(sh.version)}: compared ${sh.compared ?? 0}, disagreed ${sh.disagreed ?? 0}, failed ${sh.failed ?? 0}`),
+    examples.length
+      ? el('table', { class: 'examples' },
+        el('thead', {}, el('tr', {}, ['Input', 'Active (applied)', 'Candidate'].map((h) => el('th', {}, h)))),
+        el('tbody', {}, examples.map((x) => el('tr', {}, [x.input, x.active, x.candidate].map((v) => el('td', {}, el('code', {}, text(v))))))))
+      : null);
 }
 
 function uploadZone(s, note, reload) {

@@ -8,7 +8,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ADMIN, ARTIFACTS, api, assert, browser, modeEnv, startNode, waitFor } from './lib.mjs';
+import { ADMIN, ARTIFACTS, CLUSTER, api, assert, browser, modeEnv, startNode, waitFor } from './lib.mjs';
 
 const WASM = process.env.SY_PLUGIN_WASM;
 assert(WASM && fs.existsSync(WASM), `SY_PLUGIN_WASM names a component (${WASM})`);
@@ -26,11 +26,15 @@ function idpToken(sub, roles) {
   return `${head}.${crypto.sign('sha256', Buffer.from(head), privateKey).toString('base64url')}`;
 }
 
-const node = await startNode(modeEnv({
+const env = modeEnv({
   SWITCHYARD_JWT_PUBLIC_KEY: pubPath,
   SWITCHYARD_CONSOLE_ROLE_CLAIM: 'console_roles',
   SWITCHYARD_DEMO_TOKENS: 'false',
-}));
+});
+const node = await startNode(env);
+// In cluster mode the viewer signs in on a second node: it shows both nodes
+// and the upload made on the first.
+const other = CLUSTER ? await startNode(env) : node;
 const base = node.url;
 const b = await browser();
 const problems = [];
@@ -48,12 +52,12 @@ try {
   const stats = await api(base, '/admin/stats');
   const nodeId = stats.nodes[0].node;
 
-  async function open(token) {
+  async function open(token, at = base) {
     const ctx = await b.newContext({ viewport: { width: 1280, height: 900 } });
     const page = await ctx.newPage();
     page.on('console', (m) => { if (m.type() === 'error') problems.push(m.text()); });
     page.on('pageerror', (e) => problems.push(String(e)));
-    await page.goto(`${base}/console`);
+    await page.goto(`${at}/console`);
     await page.waitForSelector('#signin:not([hidden])');
     await page.screenshot({ path: path.join(SCREENS, 'signin.png') });
     await page.fill('#token', token);
@@ -84,6 +88,7 @@ try {
   await page.waitForSelector(`${card} tr[data-version="${hash}"] .state.shadow`);
   assert(await page.locator(`${card} button.promote`).count() === 1, 'an operator sees Promote');
   assert(await page.locator(`${card} .drop`).count() === 1, 'an operator sees the upload zone');
+  assert(/compared \d+, disagreed \d+, failed \d+/.test(await page.textContent(`${card} .shadow-panel`)), 'the shadow comparison is shown');
   await page.screenshot({ path: path.join(SCREENS, 'plugins.png'), fullPage: true });
 
   await go(page, 'audit');
@@ -106,10 +111,14 @@ try {
   await ctx.close();
 
   // A viewer: the same pages, nothing that changes anything.
-  const viewer = await open(idpToken('vera', ['viewer']));
+  const viewer = await open(idpToken('vera', ['viewer']), other.url);
   const vp = viewer.page;
   assert(await vp.getAttribute('#who', 'data-role') === 'viewer', 'the viewer is shown as read only');
   await vp.waitForSelector(`#nodes tr[data-node="${nodeId}"]`);
+  if (CLUSTER) {
+    await waitFor('both nodes on the overview', async () => (await vp.locator('#nodes tr[data-node]').count()) === 2);
+    await vp.screenshot({ path: path.join(SCREENS, 'overview-cluster.png'), fullPage: true });
+  }
   await go(vp, 'plugins');
   await vp.waitForSelector(`${card} tr[data-version="${hash}"]`);
   for (const sel of ['button.promote', 'button.rollback', '.drop', 'input[type=file]']) {
@@ -125,5 +134,6 @@ try {
 } finally {
   await b.close();
   await node.stop();
+  if (other !== node) await other.stop();
   fs.rmSync(dir, { recursive: true, force: true });
 }
