@@ -603,3 +603,49 @@ fn variant(bytes: &[u8], n: u32) -> Vec<u8> {
 fn sha(bytes: &[u8]) -> String {
     switchyard::plugins::registry::content_hash(bytes)
 }
+
+/// The console's page is served under its prefix with a strict
+/// Content-Security-Policy, not elsewhere; with neither an admin token nor
+/// a role claim it is not served at all; a prefix that would hide the API's
+/// routes stops the start.
+#[tokio::test]
+async fn console_page_under_its_prefix_with_its_policy() {
+    let env = Env::new(Mode::Embedded)
+        .await
+        .set("SWITCHYARD_CONSOLE_PREFIX", "/ops/console");
+    let node = env.start().await;
+    let r = node.get("/ops/console/").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let csp = r
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    let page = r.text().await.unwrap_or_default();
+    assert!(page.contains("console.js"), "{page}");
+    let r = node.get("/ops/console/uPlot.iife.min.js").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(node.get("/console/").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        node.get("/ops/console/../../Cargo.toml").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    drop(node);
+    let text = support::start_refused(&env, &[("SWITCHYARD_CONSOLE_PREFIX", "/admin")]).await;
+    assert!(text.contains("SWITCHYARD_CONSOLE_PREFIX"), "{text}");
+    env.cleanup().await;
+
+    let env = Env::new(Mode::Embedded)
+        .await
+        .set("SWITCHYARD_ADMIN_TOKEN", "");
+    let node = env.start().await;
+    assert_eq!(node.get("/console/").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(node.get("/health").await.status(), StatusCode::OK);
+    drop(node);
+    env.cleanup().await;
+}
