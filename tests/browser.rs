@@ -189,7 +189,8 @@ async fn demo_shows_presence_cluster() {
 
 /// The operator console: the admin token signs in; the overview shows the
 /// node with live charts; an upload through the API is the slot's shadow
-/// on the plugins page and is in the audit log; a viewer's token (an
+/// on the plugins page, promoted and rolled back by its buttons, and all
+/// three are in the audit log; a viewer's token (an
 /// identity provider's) sees no button that changes anything. Screenshots
 /// of every page under `test-artifacts/console/`. Embedded.
 #[test]

@@ -1,9 +1,11 @@
 // The operator console in Chromium: sign in with the admin token, the
 // overview shows this node with live charts, the plugins page shows an upload
-// done through the API as the slot's shadow (with Promote), the audit log
-// lists it; an identity provider's viewer token sees the same pages with no
-// button that changes anything. Screenshots of every page go to
-// SWITCHYARD_ARTIFACTS/console/. No page logs an error (a CSP violation is one).
+// done through the API as the slot's shadow; its Promote and then Roll back
+// buttons work, and the audit log lists all three; an identity provider's
+// viewer token sees the same pages with no button that changes anything.
+// Screenshots of every page go to SWITCHYARD_ARTIFACTS/console/
+// (console-cluster/ in cluster mode). No page logs an error (a CSP
+// violation is one).
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -12,7 +14,7 @@ import { ADMIN, ARTIFACTS, CLUSTER, api, assert, browser, modeEnv, startNode, wa
 
 const WASM = process.env.SY_PLUGIN_WASM;
 assert(WASM && fs.existsSync(WASM), `SY_PLUGIN_WASM names a component (${WASM})`);
-const SCREENS = path.join(ARTIFACTS, 'console');
+const SCREENS = path.join(ARTIFACTS, CLUSTER ? 'console-cluster' : 'console');
 fs.mkdirSync(SCREENS, { recursive: true });
 
 // The identity provider: an RSA key whose public half the node trusts.
@@ -41,8 +43,20 @@ const problems = [];
 try {
   const tenant = 'console-t';
   await api(base, '/admin/tenants', { method: 'POST', body: { slug: tenant, name: 'Console test' } });
-  const bytes = fs.readFileSync(WASM);
+  // v1 active, then a variant (a custom section appended: a new content
+  // hash) as its shadow.
+  const v1 = fs.readFileSync(WASM);
+  const first = await fetch(`${base}/admin/plugins/event-filter?tenant=${tenant}&wait=true`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/wasm' },
+    body: v1,
+  });
+  assert(first.ok, `upload v1: ${first.status} ${await first.text()}`);
+  const name = Buffer.from('switchyard-test');
+  const section = Buffer.concat([Buffer.from([name.length]), name, Buffer.from([7, 0, 0, 0])]);
+  const bytes = Buffer.concat([v1, Buffer.from([0, section.length]), section]);
   const hash = crypto.createHash('sha256').update(bytes).digest('hex');
+  const hash1 = crypto.createHash('sha256').update(v1).digest('hex');
   const up = await fetch(`${base}/admin/plugins/event-filter?tenant=${tenant}&mode=shadow&wait=true`, {
     method: 'PUT',
     headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/wasm', 'x-switchyard-message': 'try the new rule' },
@@ -91,9 +105,17 @@ try {
   assert(/compared \d+, disagreed \d+, failed \d+/.test(await page.textContent(`${card} .shadow-panel`)), 'the shadow comparison is shown');
   await page.screenshot({ path: path.join(SCREENS, 'plugins.png'), fullPage: true });
 
+  // Promote the shadow, then roll back, by the page's buttons.
+  await page.click(`${card} button.promote`);
+  await page.waitForSelector(`${card} tr[data-version="${hash}"] .state.active`);
+  await page.waitForSelector(`${card} button.rollback`);
+  await page.click(`${card} button.rollback`);
+  await waitFor('the rollback shown', async () => (await page.locator(`${card} tr[data-version="${hash}"] .state.active`).count()) === 0);
+
   await go(page, 'audit');
   const audit = await page.textContent('#page table');
   assert(audit.includes('plugin.upload') && audit.includes(hash) && audit.includes('try the new rule'), `the audit log lists the upload: ${audit}`);
+  assert(audit.includes('plugin.promote') && audit.includes('plugin.rollback'), `the audit log lists the promote and the rollback: ${audit}`);
   await page.screenshot({ path: path.join(SCREENS, 'audit.png'), fullPage: true });
 
   await go(page, 'topics');
@@ -120,7 +142,9 @@ try {
     await vp.screenshot({ path: path.join(SCREENS, 'overview-cluster.png'), fullPage: true });
   }
   await go(vp, 'plugins');
-  await vp.waitForSelector(`${card} tr[data-version="${hash}"]`);
+  // After the rollback: v1 active again.
+  await vp.waitForSelector(`${card} tr[data-version="${hash1}"] .state.active`);
+  assert((await vp.locator('.card button').count()) === 0, 'a viewer sees no button on the plugins page');
   for (const sel of ['button.promote', 'button.rollback', '.drop', 'input[type=file]']) {
     assert(await vp.locator(sel).count() === 0, `a viewer sees no ${sel}`);
   }
