@@ -977,3 +977,91 @@ both_modes!(
     the_check_keeps_quiet_under_churn,
     the_check_keeps_quiet_under_churn
 );
+
+/// 2,000 streams of 500 users (four each) open within about a second over
+/// the nodes: occupancy converges to exactly 2,000 streams and 500 users,
+/// each user joins once (no duplicate `member.joined`), and once they all
+/// close, each leaves once and occupancy returns to zero.
+async fn a_burst_of_streams_converges(mode: Mode) {
+    const USERS: usize = 500;
+    const PER_USER: usize = 4;
+    let env = env_of(Env::new(mode).await)
+        .set("SWITCHYARD_PRESENCE_MEMBERS", "room:*")
+        .set("SWITCHYARD_PRESENCE_LINGER_MS", 0);
+    let nodes = env.start_nodes(2).await;
+    let tenant = nodes[0].tenant().await;
+    let mut watch = stream(
+        &nodes[0],
+        &format!("/events?tenant={tenant}&topic=room:8~members&topic=room:8~occupancy"),
+        None,
+        None,
+    )
+    .await;
+    let keys = env.keys().await;
+    let path = format!("/events?tenant={tenant}&topic=room:8");
+    let started = tokio::time::Instant::now();
+    let opens = (0..USERS * PER_USER).map(|i| {
+        let claims = switchyard::auth::Claims {
+            sub: format!("u{}", i % USERS),
+            tenant: tenant.clone(),
+            exp: switchyard::auth::now_secs() + 3600,
+            iat: switchyard::auth::now_secs(),
+        };
+        let token = keys.sign_with_claims(&claims, &serde_json::Map::new());
+        let url = format!("{}{path}", nodes[i % nodes.len()].url);
+        async move {
+            let auth = format!("Bearer {token}");
+            Sse::connect(&url, None, &[("authorization", auth.as_str())])
+                .await
+                .unwrap_or_else(|(s, b)| panic!("stream {i} refused: {s} {b}"))
+        }
+    });
+    let open: Vec<Sse> = futures_util::future::join_all(opens).await;
+    let opened_in = started.elapsed();
+    let mut joined = std::collections::HashSet::new();
+    let mut counted = false;
+    let deadline = tokio::time::Instant::now() + secs(30);
+    while joined.len() < USERS || !counted {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let ev = watch.next(left).await.unwrap_or_else(|| {
+            panic!(
+                "opened in {opened_in:?}; {} joined, counts reached {counted}",
+                joined.len()
+            )
+        });
+        let d = ev.json()["data"].clone();
+        match ev.event.as_str() {
+            "member.joined" => {
+                let user = d["user"].as_str().expect("user").to_string();
+                assert!(joined.insert(user.clone()), "{user} joined twice");
+            }
+            "occupancy" => counted = d == json!({"streams": USERS * PER_USER, "users": USERS}),
+            "members.truncated" | "presence.reset" => panic!("{}: {d}", ev.event),
+            _ => {}
+        }
+    }
+    drop(open);
+    let mut left = std::collections::HashSet::new();
+    let mut empty = false;
+    let deadline = tokio::time::Instant::now() + secs(30);
+    while left.len() < USERS || !empty {
+        let rest = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let ev = watch
+            .next(rest)
+            .await
+            .unwrap_or_else(|| panic!("{} left, occupancy zero {empty}", left.len()));
+        let d = ev.json()["data"].clone();
+        match ev.event.as_str() {
+            "member.left" => {
+                let user = d["user"].as_str().expect("user").to_string();
+                assert!(joined.contains(&user), "{user} left without joining");
+                assert!(left.insert(user.clone()), "{user} left twice");
+            }
+            "member.joined" => panic!("a join after the close: {d}"),
+            "occupancy" => empty = d == json!({"streams": 0, "users": 0}),
+            _ => {}
+        }
+    }
+    env.cleanup().await;
+}
+both_modes!(a_burst_of_streams_converges, a_burst_of_streams_converges);
