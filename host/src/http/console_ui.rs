@@ -1,6 +1,6 @@
-//! The operator console's web UI: static files (built from `console/` by
-//! `npm --prefix console run build` into `host/static/console/`) compiled
-//! into the binary and served under `SWITCHYARD_CONSOLE_PREFIX` (default
+//! The operator console's web UI: static files (the page's own from
+//! `console/src/`, uPlot vendored into `host/static/console/` by
+//! `npm --prefix console run build`) compiled into the binary and served under `SWITCHYARD_CONSOLE_PREFIX` (default
 //! `/console`) when an admin token or a console role claim is configured.
 //! The page reads the admin API with the token the operator signs in with
 //! (kept in `sessionStorage`, sent as `Authorization: Bearer`); these files
@@ -30,17 +30,17 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 const FILES: &[(&str, &[u8], &str)] = &[
     (
         "index.html",
-        include_bytes!("../../static/console/index.html"),
+        include_bytes!("../../../console/src/index.html"),
         "text/html; charset=utf-8",
     ),
     (
         "console.js",
-        include_bytes!("../../static/console/console.js"),
+        include_bytes!("../../../console/src/console.js"),
         "text/javascript; charset=utf-8",
     ),
     (
         "console.css",
-        include_bytes!("../../static/console/console.css"),
+        include_bytes!("../../../console/src/console.css"),
         "text/css; charset=utf-8",
     ),
     (
