@@ -336,14 +336,77 @@ async fn stream_kill9_mid_batch_loses_and_repeats_nothing(mode: Mode) -> Result 
     Ok(())
 }
 
-async fn two_cluster_nodes_publish_each_entry_once() -> Result {
+/// Where a takeover test's entries come from: a Redis stream, an outbox
+/// table or a JetStream stream.
+enum Feed {
+    Stream(String),
+    Outbox(AppDb),
+    Jet(Nats),
+}
+
+impl Feed {
+    async fn new(kind: &str, n: &Names) -> Result<Feed> {
+        Ok(match kind {
+            "stream" => Feed::Stream(format!("{}:events", n.prefix)),
+            "outbox" => Feed::Outbox(AppDb::new(n).await?),
+            _ => Feed::Jet(Nats::new(n).await?),
+        })
+    }
+
+    fn source(&self, n: &Names) -> Value {
+        let batch = json!({"batch": 20});
+        match self {
+            Feed::Stream(key) => stream_source(n, key, batch),
+            Feed::Outbox(db) => db.source(n, batch),
+            Feed::Jet(nats) => nats.source(n, batch),
+        }
+    }
+
+    /// Entries `from..from + count` (`match:m1`, `n` numbering them), in order.
+    async fn add(&self, tenant: &str, from: usize, count: usize) -> Result {
+        match self {
+            Feed::Stream(key) => xadd_many(&mut redis().await?, key, from, count).await,
+            Feed::Outbox(db) => {
+                sqlx::query(
+                    "INSERT INTO switchyard_outbox (tenant, topic, type, data) \
+                     SELECT $1, 'match:m1', 'match:updated', jsonb_build_object('matchId', 'm1', 'n', g) \
+                     FROM generate_series($2::bigint, $3::bigint) g ORDER BY g",
+                )
+                .bind(tenant)
+                .bind(from as i64)
+                .bind((from + count) as i64 - 1)
+                .execute(&db.pool)
+                .await?;
+                Ok(())
+            }
+            Feed::Jet(nats) => {
+                nats.publish(
+                    (from..from + count).map(|i| json!({"matchId": "m1", "n": i}).to_string()),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn drop(self) {
+        match self {
+            Feed::Stream(_) => {}
+            Feed::Outbox(db) => db.drop().await,
+            Feed::Jet(nats) => nats.drop().await,
+        }
+    }
+}
+
+/// Two cluster nodes run the source; one reads it, the other stands by and
+/// takes over when the reader is killed mid-way: each entry is published
+/// once, in order.
+async fn two_cluster_nodes_publish_each_entry_once(kind: &str) -> Result {
     let n = names();
-    let key = format!("{}:events", n.prefix);
-    let env = env_with(Mode::Cluster, stream_source(&n, &key, json!({"batch": 20}))).await;
+    let feed = Feed::new(kind, &n).await?;
+    let env = env_with(Mode::Cluster, feed.source(&n)).await;
     bootstrap(&env, &n.tenant).await?;
     let total = 4_000;
-    let mut c = redis().await?;
-    xadd_many(&mut c, &key, 0, total / 2).await?;
+    feed.add(&n.tenant, 0, total / 2).await?;
     let mut a = env.start().await;
     let mut b = env.start().await;
     let owner = running(&[&a, &b], &n.source).await?;
@@ -364,13 +427,21 @@ async fn two_cluster_nodes_publish_each_entry_once() -> Result {
     } else {
         b.kill().await;
     }
-    xadd_many(&mut c, &key, total / 2, total / 2).await?;
+    feed.add(&n.tenant, total / 2, total / 2).await?;
     let survivor = if owner == 0 { &b } else { &a };
     running(&[survivor], &n.source).await?;
     let seen = all_from_start(survivor, &n.tenant, total).await?;
     check_exactly(&seen, total)?;
+    if let Feed::Outbox(db) = &feed {
+        let started = Instant::now();
+        while db.rows().await? > 0 {
+            anyhow::ensure!(started.elapsed() < secs(10), "stored rows are not deleted");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     drop((a, b));
     env.cleanup().await;
+    feed.drop().await;
     Ok(())
 }
 
@@ -605,6 +676,148 @@ async fn shadow_publishes_nothing_and_shows_counts() -> Result {
     Ok(())
 }
 
+/// Opens a stream of `match:m1` whose `Last-Event-ID` is a foreign id.
+async fn resume_foreign(node: &Node, tenant: &str, id: &str) -> Result<Sse> {
+    Sse::connect(
+        &format!("{}/events?tenant={tenant}&topic=match:m1", node.url),
+        None,
+        &[("last-event-id", id)],
+    )
+    .await
+    .map_err(|(s, b)| anyhow::anyhow!("stream with Last-Event-ID {id} refused: {s} {b}"))
+}
+
+/// The `n` of the events a stream sends within `wait` (control frames
+/// apart), and the control frames' types.
+async fn drain(s: &mut Sse, wait: Duration) -> (Vec<u64>, Vec<String>) {
+    let (mut ns, mut control) = (Vec::new(), Vec::new());
+    while let Some(ev) = s.next(wait).await {
+        if ev.is_control() {
+            control.push(ev.event.clone());
+        } else {
+            ns.push(ev.json()["data"]["n"].as_u64().unwrap_or(u64::MAX));
+        }
+    }
+    (ns, control)
+}
+
+/// A page that was on the old SSE service (which sent Redis stream entry
+/// ids as event ids) comes over during the migration window: it resumes
+/// right after the event its last entry became, waits for an entry this
+/// node has not stored yet, and starts over (with a `reset`) for one no
+/// source stored; after the window such an id is refused again.
+async fn migration_window_resumes_after_the_entry(mode: Mode) -> Result {
+    let n = names();
+    let key = format!("{}:trayb:events:realtime", n.prefix);
+    let env = env_with(
+        mode,
+        stream_source(&n, &key, json!({"migration_until": "2099-01-01T00:00:00Z"})),
+    )
+    .await;
+    bootstrap(&env, &n.tenant).await?;
+    let node = env.start().await;
+    let mut c = redis().await?;
+    // Ten entries, as the producer writes them; their ids are what the old
+    // service sent its browsers.
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let id: String = redis::cmd("XADD")
+            .arg(&key)
+            .arg("*")
+            .arg("event")
+            .arg("match:updated")
+            .arg("payload")
+            .arg(json!({"matchId": "m1", "n": i}).to_string())
+            .query_async(&mut c)
+            .await?;
+        ids.push(id);
+    }
+    check_exactly(&all_from_start(&node, &n.tenant, 10).await?, 10)?;
+
+    // The browser last saw entry 4 on the old service.
+    let mut s = resume_foreign(&node, &n.tenant, &ids[4]).await?;
+    let (got, control) = drain(&mut s, Duration::from_millis(1_500)).await;
+    assert_eq!(got, vec![5, 6, 7, 8, 9], "right after entry 4's event");
+    assert!(control.is_empty(), "{control:?}");
+    // From then on it holds Switchyard ids, and live events follow.
+    let switched = s.last_id.clone().unwrap_or_default();
+    assert!(switched.parse::<u64>().is_ok(), "{switched:?}");
+    xadd_many(&mut c, &key, 10, 1).await?;
+    let live = s
+        .next_data(secs(10))
+        .await
+        .map(|e| e.json()["data"]["n"].clone());
+    assert_eq!(live, Some(json!(10)));
+
+    // The page's last entry is one this node has not read yet: its stream
+    // waits for it, then starts right after it.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    let ahead = format!("{}-0", now_ms + 1_000);
+    let url = node.url.clone();
+    let (tenant, ahead2) = (n.tenant.clone(), ahead.clone());
+    let pending = tokio::spawn(async move {
+        Sse::connect(
+            &format!("{url}/events?tenant={tenant}&topic=match:m1"),
+            None,
+            &[("last-event-id", &ahead2)],
+        )
+        .await
+        .map_err(|(s, b)| anyhow::anyhow!("{s} {b}"))
+    });
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let _: String = redis::cmd("XADD")
+        .arg(&key)
+        .arg(&ahead)
+        .arg("event")
+        .arg("match:updated")
+        .arg("payload")
+        .arg(json!({"matchId": "m1", "n": 11}).to_string())
+        .query_async(&mut c)
+        .await?;
+    let mut s = pending.await??;
+    xadd_many(&mut c, &key, 12, 1).await?;
+    let (got, control) = drain(&mut s, Duration::from_millis(1_500)).await;
+    assert_eq!(got, vec![12], "after the awaited entry, nothing repeated");
+    assert!(control.is_empty(), "{control:?}");
+
+    // An entry no source stored: the stream starts over, saying so.
+    let mut s = resume_foreign(&node, &n.tenant, "1-0").await?;
+    let (got, control) = drain(&mut s, Duration::from_millis(1_000)).await;
+    assert!(got.is_empty(), "{got:?}");
+    assert_eq!(
+        control.first().map(String::as_str),
+        Some("reset"),
+        "{control:?}"
+    );
+
+    assert_eq!(
+        node.metric("switchyard_source_migration_resumes_total")
+            .await,
+        3.0
+    );
+    drop(s);
+    drop(node);
+
+    // After the window, a foreign id is refused like any malformed one.
+    let past =
+        stream_source(&n, &key, json!({"migration_until": "2020-01-01T00:00:00Z"})).to_string();
+    let node = Node::start(&env, &[("SWITCHYARD_SOURCES", &past)]).await;
+    let refused = resume_foreign(&node, &n.tenant, &ids[4]).await;
+    assert!(
+        refused
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.to_string().contains("400")),
+        "{:?}",
+        refused.err()
+    );
+    drop(node);
+    env.cleanup().await;
+    Ok(())
+}
+
 async fn a_bad_source_stops_the_start_with_one_line() -> Result {
     let env = Env::new(Mode::Embedded).await.set(
         "SWITCHYARD_SOURCES",
@@ -766,6 +979,98 @@ async fn outbox_in_transaction_order_with_a_poison_row(mode: Mode) -> Result {
     );
     let started = Instant::now();
     while db.rows().await? > 0 {
+        anyhow::ensure!(started.elapsed() < secs(10), "stored rows are not deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(node);
+    env.cleanup().await;
+    db.drop().await;
+    Ok(())
+}
+
+/// Debezium's outbox table, kept as it is with Switchyard's two columns
+/// and trigger added by the lines `examples/sources/outbox.sql` gives: a
+/// row becomes an event on `{aggregatetype}:{aggregateid}` with its `type`
+/// and `payload`, once, and is deleted; a rolled-back row publishes nothing.
+async fn debezium_outbox_table() -> Result {
+    let n = names();
+    let db = AppDb::new(&n).await?;
+    sqlx::query(
+        "CREATE TABLE outbox (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), \
+         aggregatetype varchar(255) NOT NULL, aggregateid varchar(255) NOT NULL, \
+         type varchar(255) NOT NULL, payload jsonb)",
+    )
+    .execute(&db.pool)
+    .await?;
+    // The documented statements, as an operator copies them.
+    let doc = include_str!("../examples/sources/outbox.sql");
+    let added: String = doc
+        .lines()
+        .skip_while(|l| !l.contains("Debezium's outbox table instead"))
+        .filter_map(|l| l.strip_prefix("--   "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    anyhow::ensure!(added.contains("ALTER TABLE outbox"), "{added}");
+    sqlx::raw_sql(&added).execute(&db.pool).await?;
+    let sources = json!([{
+        "name": n.source, "kind": "postgres-outbox", "database_url": pg_url(),
+        "table": format!("{}.outbox", db.schema), "preset": "debezium", "tenant": n.tenant,
+    }]);
+    let env = env_with(Mode::Embedded, sources).await;
+    let node = env.start().await;
+    create_tenant(&node, &n.tenant).await?;
+    running(&[&node], &n.source).await?;
+    let mut s = node
+        .sse(
+            &format!("/events?tenant={}&topic=order:42", n.tenant),
+            Some(0),
+        )
+        .await;
+    let insert = "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) \
+                  VALUES ('order', '42', $1, $2::jsonb)";
+    let mut rolled = db.pool.begin().await?;
+    sqlx::query(insert)
+        .bind("order.cancelled")
+        .bind(json!({"why": "rolled back"}).to_string())
+        .execute(&mut *rolled)
+        .await?;
+    rolled.rollback().await?;
+    let mut tx = db.pool.begin().await?;
+    for (kind, payload) in [
+        ("order.paid", json!({"total": 990})),
+        ("order.shipped", json!({"carrier": "post"})),
+    ] {
+        sqlx::query(insert)
+            .bind(kind)
+            .bind(payload.to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    let evs = s.take(2, secs(20)).await;
+    let got: Vec<(String, Value)> = evs
+        .iter()
+        .map(|e| (e.event.clone(), e.json()["data"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("order.paid".to_string(), json!({"total": 990})),
+            ("order.shipped".to_string(), json!({"carrier": "post"})),
+        ]
+    );
+    assert!(
+        s.next_data(Duration::from_millis(1_500)).await.is_none(),
+        "only the committed rows, once"
+    );
+    let started = Instant::now();
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&db.pool)
+            .await?;
+        if left == 0 {
+            break;
+        }
         anyhow::ensure!(started.elapsed() < secs(10), "stored rows are not deleted");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -1020,10 +1325,26 @@ test_modes!(outbox_in_transaction_order_with_a_poison_row);
 test_modes!(outbox_kill9_mid_batch_loses_and_repeats_nothing);
 test_modes!(nats_in_order_with_a_poison_message);
 test_modes!(nats_kill9_mid_batch_loses_and_repeats_nothing);
+test_modes!(migration_window_resumes_after_the_entry);
+
+mod two_cluster_nodes_each_entry_once {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stream() -> anyhow::Result<()> {
+        super::two_cluster_nodes_publish_each_entry_once("stream").await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn outbox() -> anyhow::Result<()> {
+        super::two_cluster_nodes_publish_each_entry_once("outbox").await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jetstream() -> anyhow::Result<()> {
+        super::two_cluster_nodes_publish_each_entry_once("jetstream").await
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_cluster_nodes_each_entry_once() -> Result {
-    two_cluster_nodes_publish_each_entry_once().await
+async fn debezium_outbox() -> Result {
+    debezium_outbox_table().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,6 +52,11 @@
 #                                                       # settled, less an idle period as long; `on`: occupancy
 #                                                       # and members kept for the topic, `off`: no presence
 #   examples/loadgen/bench.sh storm cluster 10000 on    # ... on the first of two cluster nodes
+#   examples/loadgen/bench.sh backlog embedded 100000 # a Redis stream source drains a backlog of 100,000
+#                                                       # seed-format entries (XADD ... event ... payload ...):
+#                                                       # events/s and server CPU per event, from the release of
+#                                                       # the backlog until every entry is published
+#   examples/loadgen/bench.sh backlog cluster 100000    # ... on two cluster nodes (one reads, by lease)
 #
 # Each run starts its own server (embedded mode, a fresh temp data dir, port
 # 18400) and stops it and every client it started on exit. `cluster` starts
@@ -647,6 +652,64 @@ EOF2
   cat "$OUT/$name.load"
 }
 
+backlog() { # embedded|cluster entries
+  local mode=$1 n=$2 name="backlog-$1-$2" feed_port=$((REDIS_PORT + 1)) key=bench:events:realtime
+  wait_quiet | tee "$OUT/$name.load"
+  # The producers' Redis, apart from the nodes' own.
+  redis-server --port "$feed_port" --bind 127.0.0.1 --save '' --appendonly no \
+    --daemonize no >"$OUT/redis-feed.log" 2>&1 &
+  PIDS+=("$!")
+  for _ in $(seq 1 50); do redis-cli -p "$feed_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  # The group is made at the stream's end, so the nodes start (and the tenant
+  # is made) with nothing to read; the backlog is released at once below.
+  redis-cli -p "$feed_port" XGROUP CREATE $key switchyard '$' MKSTREAM >/dev/null
+  python3 - "$n" "$key" <<'EOF2' | redis-cli -p "$feed_port" --pipe >"$OUT/$name-fill.log"
+import json, sys
+n, key = int(sys.argv[1]), sys.argv[2].encode()
+out = sys.stdout.buffer
+def cmd(*parts):
+    out.write(b"*%d\r\n" % len(parts))
+    for p in parts:
+        out.write(b"$%d\r\n%s\r\n" % (len(p), p))
+for i in range(n):
+    payload = json.dumps({"matchId": f"m{i % 100}", "n": i}).encode()
+    cmd(b"XADD", key, b"*", b"event", b"match:updated", b"payload", payload)
+EOF2
+  echo "backlog: $(redis-cli -p "$feed_port" XLEN $key) entries"
+  export SWITCHYARD_EXAMPLE_PLUGINS=false
+  export SWITCHYARD_SOURCES="[{\"name\":\"bench\",\"kind\":\"redis-stream\",\"redis_url\":\"redis://127.0.0.1:$feed_port\",\"key\":\"$key\",\"preset\":\"event-payload\",\"tenant\":\"demo\",\"topic\":\"match:{/payload/matchId}\",\"batch\":${SOURCE_BATCH:-100}}]"
+  start_mode "$mode"
+  local urls; IFS=, read -r -a urls <<<"$URLS"
+  if [ "$mode" = embedded ]; then wait_ready "$OUT/server.log" 18400; fi
+  sleep 2
+  local c0; c0=$(cpu_ticks "${SRV_PIDS[@]}")
+  local t0; t0=$(date +%s.%N)
+  # Release the backlog, and add one entry to wake the blocked reader.
+  redis-cli -p "$feed_port" XGROUP SETID $key switchyard 0 >/dev/null
+  redis-cli -p "$feed_port" XADD $key '*' event match:updated payload '{"matchId":"m0","n":-1}' >/dev/null
+  local want=$((n + 1)) got=0
+  while [ "$got" -lt "$want" ]; do
+    sleep 0.05
+    got=0
+    for u in "${urls[@]}"; do
+      local v; v=$(curl -sf "$u/metrics" | awk '/^switchyard_source_events_published_total\{/ {s += $2} END {print s + 0}')
+      got=$((got + ${v%.*}))
+    done
+  done
+  local t1; t1=$(date +%s.%N)
+  local c1; c1=$(cpu_ticks "${SRV_PIDS[@]}")
+  python3 - "$t0" "$t1" "$c0" "$c1" "$TICK" "$want" "$name" <<'EOF2'
+import sys
+t0, t1 = float(sys.argv[1]), float(sys.argv[2])
+(u0, s0), (u1, s1) = (map(int, a.split()) for a in sys.argv[3:5])
+tick, n, name = int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
+cpu = (u1 - u0 + s1 - s0) / tick
+print(f"{name}: {n} entries published in {t1 - t0:.2f} s = {n / (t1 - t0):.0f} events/s; "
+      f"server CPU {cpu:.2f} s = {cpu * 1e6 / n:.1f} us/event")
+EOF2
+  cat "$OUT/$name.load"
+}
+
 presence_counts() { # topic: streams,users of the topic's occupancy, as a REST read says
   curl -sf "$URL/api/topics/$1/members?tenant=demo&limit=1" -H "Authorization: Bearer $TOKEN" |
     python3 -c "import json,sys; o=json.load(sys.stdin).get('occupancy') or {}; print(f\"{o.get('streams',0)},{o.get('users',0)}\")"
@@ -838,5 +901,6 @@ case "${1:-}" in
   replay-cluster) replay_cluster "${2:-100000}" ;;
   publish) publish_bench "${2:?embedded|cluster}" "${3:?events per request}" "${4:-0}" ;;
   storm) storm "${2:?embedded|cluster}" "${3:?streams}" "${4:?on|off}" ;;
+  backlog) backlog "${2:?embedded|cluster}" "${3:-100000}" ;;
   *) sed -n '2,/^set -euo pipefail/{/^set -euo/d;p}' "$0"; exit 2 ;;
 esac

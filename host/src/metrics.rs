@@ -532,6 +532,27 @@ struct SourceSeries {
     lag_entries: IntGaugeVec,
     lag_ms: IntGaugeVec,
     state: IntGaugeVec,
+    resumed: IntCounterVec,
+}
+
+/// One source's series (`Metrics::source`).
+pub struct SourceCounters {
+    /// Messages read.
+    pub read: Counter,
+    /// Events published (or, in shadow mode, that would have been).
+    pub published: Counter,
+    /// Dead letters.
+    pub dead: Counter,
+    /// Entries not yet read.
+    pub lag_entries: Gauge,
+    /// Age of the oldest entry not yet read.
+    pub lag_ms: Gauge,
+    /// Its state.
+    pub state: Gauge,
+    /// Streams that resumed after one of its entry ids (migration window).
+    pub resumed: Counter,
+    /// Streams whose entry id it had not stored (they started over).
+    pub resume_unknown: Counter,
 }
 
 impl SourceSeries {
@@ -569,6 +590,19 @@ impl SourceSeries {
                 "source_state",
                 "A source's state on this node: 0 starting, 1 running, 2 standby, 3 failing, 4 stopped.",
             ),
+            resumed: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "source_migration_resumes_total",
+                        "Streams opened with an entry id of a source in its migration window, \
+                         by outcome: found (resumed after its event) or unknown (started over).",
+                    ),
+                    &["source", "outcome"],
+                )
+                .expect("a valid counter");
+                register(registry, &c);
+                c
+            },
         }
     }
 }
@@ -591,16 +625,18 @@ const STATUS: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 impl Metrics {
     /// One source's series (looked up once, when it starts): read,
     /// published, dead-lettered, lag in entries and in ms, state.
-    pub fn source(&self, name: &str) -> (Counter, Counter, Counter, Gauge, Gauge, Gauge) {
+    pub fn source(&self, name: &str) -> SourceCounters {
         let s = &self.sources;
-        (
-            Counter(s.read.with_label_values(&[name])),
-            Counter(s.published.with_label_values(&[name])),
-            Counter(s.dead.with_label_values(&[name])),
-            Gauge(s.lag_entries.with_label_values(&[name])),
-            Gauge(s.lag_ms.with_label_values(&[name])),
-            Gauge(s.state.with_label_values(&[name])),
-        )
+        SourceCounters {
+            read: Counter(s.read.with_label_values(&[name])),
+            published: Counter(s.published.with_label_values(&[name])),
+            dead: Counter(s.dead.with_label_values(&[name])),
+            lag_entries: Gauge(s.lag_entries.with_label_values(&[name])),
+            lag_ms: Gauge(s.lag_ms.with_label_values(&[name])),
+            state: Gauge(s.state.with_label_values(&[name])),
+            resumed: Counter(s.resumed.with_label_values(&[name, "found"])),
+            resume_unknown: Counter(s.resumed.with_label_values(&[name, "unknown"])),
+        }
     }
 
     /// The connection gauge of one tenant (looked up once per connection).

@@ -308,7 +308,12 @@ async fn open(
         .headers
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or("\u{fffd}").trim().to_string());
-    let last_event_id = parse_last_event_id(header_id.as_deref().or(q.get("lastEventId")))?;
+    let last_event_id = resume_cursor(
+        &state,
+        &tenant.slug,
+        header_id.as_deref().or(q.get("lastEventId")),
+    )
+    .await?;
     let holder = match &caller {
         Caller::User(c) => Holder::User(&c.sub),
         Caller::Service(_) | Caller::Admin => Holder::Service,
@@ -459,6 +464,28 @@ pub(crate) fn shape_params(q: &QueryPairs) -> Result<Vec<(String, String)>, ApiE
     shape.sort();
     shape.dedup();
     Ok(shape)
+}
+
+/// The cursor of a stream: its `Last-Event-ID`, or, during a source's
+/// migration window, the event a foreign id (a Redis stream entry id the
+/// replaced service sent) became (`sources::migration`); an entry no such
+/// source stored starts the stream over with a `reset` (an id past the
+/// tenant's head does that).
+async fn resume_cursor(
+    state: &AppState,
+    tenant: &str,
+    v: Option<&str>,
+) -> Result<Option<Seq>, ApiError> {
+    use crate::sources::migration::{resume_point, Resume};
+    if let Some(id) = v.map(str::trim).filter(|id| id.contains('-')) {
+        match resume_point(&state.sources, state.backend.store.as_ref(), tenant, id).await {
+            Ok(Some(Resume::After(seq))) => return Ok(Some(seq)),
+            Ok(Some(Resume::Unknown)) => return Ok(Some(i64::MAX as Seq)),
+            Ok(None) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    parse_last_event_id(v)
 }
 
 /// An empty id means "no cursor"; anything but a decimal id is a 400.

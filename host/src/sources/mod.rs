@@ -22,6 +22,7 @@
 
 mod lease;
 pub mod mapping;
+pub mod migration;
 mod nats;
 mod postgres_outbox;
 mod redis_list;
@@ -40,7 +41,7 @@ use utoipa::ToSchema;
 use crate::bids::queue::BidWakeups;
 use crate::bus::publisher::Publisher;
 use crate::event::NewEvent;
-use crate::metrics::{Counter, Gauge, Metrics};
+use crate::metrics::Metrics;
 use crate::store::bids::BidStore;
 use crate::store::{Keyed, PublishKey, Store};
 use mapping::{Mapped, Mapping, Pattern, Reason, Template};
@@ -118,6 +119,11 @@ pub struct SourceConfig {
     pub processing_key: Option<String>,
     /// Fields of a queued bid (JSON pointers).
     pub fields: Option<BidFieldsConfig>,
+    /// The end of a migration window (RFC 3339, `redis-stream`): until then
+    /// a stream's `Last-Event-ID` may be an entry id of this Redis stream
+    /// (as the SSE service being replaced sent them), and the stream starts
+    /// right after the event that entry became (`migration.rs`).
+    pub migration_until: Option<String>,
 }
 
 /// The fields of a queued bid, as JSON pointers (seed format by default:
@@ -207,6 +213,8 @@ pub struct Spec {
     pub processing_key: String,
     /// Bid fields (bids).
     pub bid_fields: Option<BidFields>,
+    /// The end of its migration window, in ms since the epoch.
+    pub migration_until_ms: Option<i64>,
 }
 
 // The Redis URL may hold a password: Debug leaves it out.
@@ -505,6 +513,19 @@ fn check_one(c: &SourceConfig, default_redis: Option<&str>) -> Result<Spec, Stri
         Some(_) => return Err("`processing_key` must be set and differ from `key`".into()),
         None => format!("{key}:processing"),
     };
+    let migration_until_ms = match c.migration_until.as_deref() {
+        None => None,
+        Some(_) if kind != Kind::RedisStream => {
+            return Err("`migration_until` is for Redis streams (their entry ids)".into())
+        }
+        Some(_) if mode == SourceMode::Shadow => {
+            return Err(
+                "`migration_until` needs a live source: a shadow source stores no events to resume after"
+                    .into(),
+            )
+        }
+        Some(t) => Some(migration::parse_until(t).map_err(|e| format!("`migration_until`: {e}"))?),
+    };
     Ok(Spec {
         name: c.name.clone(),
         kind,
@@ -527,6 +548,7 @@ fn check_one(c: &SourceConfig, default_redis: Option<&str>) -> Result<Spec, Stri
         batch,
         processing_key,
         bid_fields,
+        migration_until_ms,
     })
 }
 
@@ -589,14 +611,7 @@ struct Shadow {
 }
 
 /// The per-source counters (`switchyard_source_*{source}`).
-struct SourceMetrics {
-    read: Counter,
-    published: Counter,
-    dead: Counter,
-    lag_entries: Gauge,
-    lag_ms: Gauge,
-    state: Gauge,
-}
+type SourceMetrics = crate::metrics::SourceCounters;
 
 /// A source's live status (what `/admin/sources` and `/ready` show).
 pub struct Status {
@@ -1083,14 +1098,7 @@ pub fn start(specs: &[Spec], deps: Deps, stop: CancellationToken) -> Sources {
             state: Mutex::new(State::Starting),
             last_error: Mutex::new(None),
             shadow: Mutex::new(Shadow::default()),
-            m: SourceMetrics {
-                read: m.0,
-                published: m.1,
-                dead: m.2,
-                lag_entries: m.3,
-                lag_ms: m.4,
-                state: m.5,
-            },
+            m,
         });
         let ctx = Arc::new(Ctx {
             status: status.clone(),

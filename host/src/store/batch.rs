@@ -276,12 +276,16 @@ pub(crate) fn keyed_repeat(
             if hash != key.hash {
                 return Err(Error::KeyReused);
             }
-            let ids: Vec<Seq> = serde_json::from_str(&ids)
-                .map_err(|e| Error::Internal(format!("a stored idempotency key's ids: {e}")))?;
-            Ok(Some((ids, ts)))
+            Ok(Some((stored_ids(&ids)?, ts)))
         }
         _ => Ok(None),
     }
+}
+
+/// The ids of a key row (a JSON array).
+pub(crate) fn stored_ids(ids: &str) -> Result<Vec<Seq>, Error> {
+    serde_json::from_str(ids)
+        .map_err(|e| Error::Internal(format!("a stored idempotency key's ids: {e}")))
 }
 
 /// Handle to a store's batching task; cheap to clone.

@@ -208,6 +208,10 @@ pub trait Store: Send + Sync + 'static {
     /// unused.
     async fn append_keyed(&self, key: PublishKey, events: Vec<NewEvent>) -> Result<Keyed, Error>;
 
+    /// The ids of the events stored under an idempotency key, while the
+    /// key is kept (a source's entry → the events it became).
+    async fn keyed_ids(&self, tenant: &str, key: &str) -> Result<Option<Vec<Seq>>, Error>;
+
     /// Removes idempotency keys created before `cutoff_ms`, and sources'
     /// keys (`src {source} …`, see `sources/`) created before
     /// `source_cutoff_ms` (no later than `cutoff_ms`).

@@ -573,6 +573,16 @@ impl Store for PostgresStore {
         self.batch.keyed(key, events).await
     }
 
+    async fn keyed_ids(&self, tenant: &str, key: &str) -> Result<Option<Vec<Seq>>, Error> {
+        let ids: Option<String> =
+            sqlx::query_scalar("SELECT ids FROM publish_keys WHERE tenant = $1 AND key = $2")
+                .bind(tenant)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        ids.map(|ids| batch::stored_ids(&ids)).transpose()
+    }
+
     async fn trim_publish_keys(&self, cutoff_ms: i64, source_cutoff_ms: i64) -> Result<u64, Error> {
         let done = sqlx::query(
             "DELETE FROM publish_keys WHERE (created_at < $1 AND key NOT LIKE 'src %') \

@@ -370,6 +370,22 @@ impl Store for SqliteStore {
         self.batch.keyed(key, events).await
     }
 
+    async fn keyed_ids(&self, tenant: &str, key: &str) -> Result<Option<Vec<Seq>>, Error> {
+        let (tenant, key) = (tenant.to_string(), key.to_string());
+        let ids: Option<String> = self
+            .readers
+            .with(move |c| {
+                Ok(
+                    c.prepare_cached("SELECT ids FROM publish_keys WHERE tenant = ? AND key = ?")?
+                        .query_row(params![tenant, key], |r| r.get(0))
+                        .optional()?,
+                )
+            })
+            .await?;
+        ids.map(|ids| crate::store::batch::stored_ids(&ids))
+            .transpose()
+    }
+
     async fn trim_publish_keys(&self, cutoff_ms: i64, source_cutoff_ms: i64) -> Result<u64, Error> {
         self.write(move |tx| {
             let done = tx.execute(
