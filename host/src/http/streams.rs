@@ -613,18 +613,20 @@ impl IntoParams for StreamParams {
                 .name("Last-Event-ID")
                 .parameter_in(ParameterIn::Header)
                 .required(Required::False)
-                .schema(Some(string().pattern(Some("^ *[0-9]* *$"))))
+                .schema(Some(string().pattern(Some("^ *([0-9]*|[0-9]+-[0-9]+) *$"))))
                 .description(Some(
                     "Resume after this event id: exactly the missed events of the stream's \
                      topics, in order. Wins over `lastEventId`; empty: no cursor. Older than the \
-                     retained history: a `reset` event first.",
+                     retained history: a `reset` event first. During a Redis stream source's \
+                     migration window (`migration_until`), also an entry id of that stream \
+                     (`1700000000000-0`): the stream resumes after the event the entry became.",
                 ))
                 .build(),
             ParameterBuilder::new()
                 .name("lastEventId")
                 .parameter_in(ParameterIn::Query)
                 .required(Required::False)
-                .schema(Some(string().pattern(Some("^[0-9]*$"))))
+                .schema(Some(string().pattern(Some("^([0-9]*|[0-9]+-[0-9]+)$"))))
                 .description(Some(
                     "`Last-Event-ID` for clients that cannot set headers (`EventSource` on a \
                      first connect).",
