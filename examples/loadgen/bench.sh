@@ -52,11 +52,15 @@
 #                                                       # settled, less an idle period as long; `on`: occupancy
 #                                                       # and members kept for the topic, `off`: no presence
 #   examples/loadgen/bench.sh storm cluster 10000 on    # ... on the first of two cluster nodes
-#   examples/loadgen/bench.sh backlog embedded 100000 # a Redis stream source drains a backlog of 100,000
-#                                                       # seed-format entries (XADD ... event ... payload ...):
-#                                                       # events/s and server CPU per event, from the release of
-#                                                       # the backlog until every entry is published
-#   examples/loadgen/bench.sh backlog cluster 100000    # ... on two cluster nodes (one reads, by lease)
+#   examples/loadgen/bench.sh backlog stream embedded 100000
+#                                                       # a source drains a backlog of 100,000 seed-format
+#                                                       # messages, released at once: events/s and server CPU
+#                                                       # per event until every one is published. Kinds: stream
+#                                                       # (XADD event/payload), list (LPUSH bids on 100 products:
+#                                                       # until each is decided), outbox (one INSERT of 100,000
+#                                                       # rows), jetstream (published meanwhile, acknowledged);
+#                                                       # the Redis feeds are a redis-server of their own
+#   examples/loadgen/bench.sh backlog stream cluster 100000 # ... on two cluster nodes (one reads, by lease)
 #
 # Each run starts its own server (embedded mode, a fresh temp data dir, port
 # 18400) and stops it and every client it started on exit. `cluster` starts
@@ -93,6 +97,10 @@ cleanup() {
     wait "$p" 2>/dev/null || true
   done
   if [ -n "${DATA:-}" ]; then rm -rf "$DATA"; fi
+  if [ -n "${APP_DB:-}" ]; then
+    psql -h "$PGHOST" -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $APP_DB WITH (FORCE)" >/dev/null 2>&1 || true
+  fi
+  if [ -n "${NATS_STREAM:-}" ]; then nats_js delete "$NATS_STREAM" >/dev/null 2>&1 || true; fi
   if [ -n "${PGDB:-}" ]; then
     psql -h "$PGHOST" -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $PGDB WITH (FORCE)" >/dev/null 2>&1 || true
   fi
@@ -652,49 +660,173 @@ EOF2
   cat "$OUT/$name.load"
 }
 
-backlog() { # embedded|cluster entries
-  local mode=$1 n=$2 name="backlog-$1-$2" feed_port=$((REDIS_PORT + 1)) key=bench:events:realtime
+# published_total URL...: the sources' published events (bids: stored) on every node.
+published_total() {
+  local u got=0 v
+  for u in "$@"; do
+    v=$(curl -sf "$u/metrics" -H "Authorization: Bearer $TOKEN" | awk '/^switchyard_source_events_published_total\{/ {s += $2} END {print s + 0}') || v=0
+    got=$((got + ${v%.*}))
+  done
+  echo "$got"
+}
+
+# decided_total URL...: bids decided on every node.
+decided_total() {
+  local u got=0 v
+  for u in "$@"; do
+    v=$(curl -sf "$u/metrics" -H "Authorization: Bearer $TOKEN" | awk '/^switchyard_bid_decisions_(accepted|rejected)_total / {s += $2} END {print s + 0}') || v=0
+    got=$((got + ${v%.*}))
+  done
+  echo "$got"
+}
+
+# nats_js CMD...: a few JetStream steps over NATS' text protocol (no client
+# library): `create STREAM SUBJECTS`, `publish SUBJECT N` (N seed-format
+# messages, acknowledged in bulk), `delete STREAM`.
+nats_js() {
+  python3 - "$@" <<'EOF2'
+import json, socket, sys
+s = socket.create_connection(("127.0.0.1", int(__import__("os").environ.get("NATS_PORT", "4222"))))
+f = s.makefile("rb")
+f.readline()  # INFO
+s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nSUB _INBOX.bench 1\r\n')
+def request(subject, body):
+    b = json.dumps(body).encode()
+    s.sendall(b"PUB %s _INBOX.bench %d\r\n%s\r\n" % (subject.encode(), len(b), b))
+    while True:
+        line = f.readline()
+        if line.startswith(b"MSG"):
+            n = int(line.split()[-1]); data = f.read(n + 2)[:n]
+            return json.loads(data)
+        if line.startswith(b"PING"):
+            s.sendall(b"PONG\r\n")
+        if line.startswith(b"-ERR"):
+            sys.exit(line.decode())
+cmd = sys.argv[1]
+if cmd == "create":
+    r = request(f"$JS.API.STREAM.CREATE.{sys.argv[2]}", {"name": sys.argv[2], "subjects": [sys.argv[3]], "storage": "file"})
+    if "error" in r: sys.exit(str(r))
+elif cmd == "delete":
+    request(f"$JS.API.STREAM.DELETE.{sys.argv[2]}", {})
+elif cmd == "publish":
+    subject, n = sys.argv[2], int(sys.argv[3])
+    out = bytearray()
+    for i in range(n):
+        b = json.dumps({"matchId": f"m{i % 100}", "n": i}).encode()
+        # A reply subject: JetStream acknowledges each; the acks are read below.
+        out += b"PUB %s _INBOX.bench %d\r\n%s\r\n" % (subject.encode(), len(b), b)
+        if len(out) > 1 << 20:
+            s.sendall(out); out = bytearray()
+    s.sendall(out + b"PING\r\n")
+    acks = 0
+    while acks < n:
+        line = f.readline()
+        if line.startswith(b"MSG"):
+            k = int(line.split()[-1]); f.read(k + 2); acks += 1
+        elif line.startswith(b"PING"):
+            s.sendall(b"PONG\r\n")
+        elif line.startswith(b"-ERR"):
+            sys.exit(line.decode())
+EOF2
+}
+
+backlog() { # stream|list|outbox|jetstream embedded|cluster entries
+  local kind=$1 mode=$2 n=$3 name="backlog-$1-$2-$3" feed_port=$((REDIS_PORT + 1))
+  local key=bench:events:realtime app_db="bench_app_$$" js="BENCH_$$" subj="bench$$"
   wait_quiet | tee "$OUT/$name.load"
-  # The producers' Redis, apart from the nodes' own.
-  redis-server --port "$feed_port" --bind 127.0.0.1 --save '' --appendonly no \
-    --daemonize no >"$OUT/redis-feed.log" 2>&1 &
-  PIDS+=("$!")
-  for _ in $(seq 1 50); do redis-cli -p "$feed_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-  # The group is made at the stream's end, so the nodes start (and the tenant
-  # is made) with nothing to read; the backlog is released at once below.
-  redis-cli -p "$feed_port" XGROUP CREATE $key switchyard '$' MKSTREAM >/dev/null
-  python3 - "$n" "$key" <<'EOF2' | redis-cli -p "$feed_port" --pipe >"$OUT/$name-fill.log"
+  export SWITCHYARD_EXAMPLE_PLUGINS=false
+  local src
+  case "$kind" in
+    stream|list)
+      # The producers' Redis, apart from the nodes' own.
+      redis-server --port "$feed_port" --bind 127.0.0.1 --save '' --appendonly no \
+        --daemonize no >"$OUT/redis-feed.log" 2>&1 &
+      PIDS+=("$!")
+      for _ in $(seq 1 50); do redis-cli -p "$feed_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+      ;;
+  esac
+  case "$kind" in
+    stream)
+      # The group is made at the stream's end, so the nodes start with nothing
+      # to read; the backlog is released at once below.
+      redis-cli -p "$feed_port" XGROUP CREATE $key switchyard '$' MKSTREAM >/dev/null
+      python3 - "$n" "$key" <<'EOF2' | redis-cli -p "$feed_port" --pipe >"$OUT/$name-fill.log"
 import json, sys
 n, key = int(sys.argv[1]), sys.argv[2].encode()
 out = sys.stdout.buffer
-def cmd(*parts):
-    out.write(b"*%d\r\n" % len(parts))
-    for p in parts:
-        out.write(b"$%d\r\n%s\r\n" % (len(p), p))
 for i in range(n):
-    payload = json.dumps({"matchId": f"m{i % 100}", "n": i}).encode()
-    cmd(b"XADD", key, b"*", b"event", b"match:updated", b"payload", payload)
+    parts = [b"XADD", key, b"*", b"event", b"match:updated", b"payload",
+             json.dumps({"matchId": f"m{i % 100}", "n": i}).encode()]
+    out.write(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts))
 EOF2
-  echo "backlog: $(redis-cli -p "$feed_port" XLEN $key) entries"
-  export SWITCHYARD_EXAMPLE_PLUGINS=false
-  export SWITCHYARD_SOURCES="[{\"name\":\"bench\",\"kind\":\"redis-stream\",\"redis_url\":\"redis://127.0.0.1:$feed_port\",\"key\":\"$key\",\"preset\":\"event-payload\",\"tenant\":\"demo\",\"topic\":\"match:{/payload/matchId}\",\"batch\":${SOURCE_BATCH:-100}}]"
+      src="{\"name\":\"bench\",\"kind\":\"redis-stream\",\"redis_url\":\"redis://127.0.0.1:$feed_port\",\"key\":\"$key\",\"preset\":\"event-payload\",\"tenant\":\"demo\",\"topic\":\"match:{/payload/matchId}\"}"
+      ;;
+    list)
+      src="{\"name\":\"bench\",\"kind\":\"redis-list-bids\",\"redis_url\":\"redis://127.0.0.1:$feed_port\",\"key\":\"bids:pending\",\"tenant\":\"demo\"}"
+      ;;
+    outbox)
+      psql -h "$PGHOST" -U postgres -d postgres -qc "CREATE DATABASE $app_db" >/dev/null
+      APP_DB=$app_db
+      psql -h "$PGHOST" -U postgres -d "$app_db" -q -v ON_ERROR_STOP=1 -f examples/sources/outbox.sql >/dev/null
+      src="{\"name\":\"bench\",\"kind\":\"postgres-outbox\",\"database_url\":\"postgres://postgres@$PGHOST:5432/$app_db\"}"
+      ;;
+    jetstream)
+      nats_js create "$js" "$subj.>"
+      NATS_STREAM=$js
+      src="{\"name\":\"bench\",\"kind\":\"nats-jetstream\",\"stream\":\"$js\",\"pattern\":\"$subj.*\",\"tenant\":\"demo\",\"topic\":\"match:{1}\",\"type\":\"match:updated\",\"start\":\"all\"}"
+      ;;
+    *) echo "kind must be stream, list, outbox or jetstream" >&2; exit 2 ;;
+  esac
+  export SWITCHYARD_SOURCES="[${src%\}},\"batch\":${SOURCE_BATCH:-100}}]"
   start_mode "$mode"
   local urls; IFS=, read -r -a urls <<<"$URLS"
   if [ "$mode" = embedded ]; then wait_ready "$OUT/server.log" 18400; fi
+  local want=$n count=published_total
+  if [ "$kind" = list ]; then
+    # 100 products; bids with rising amounts, in the seed's format, on a
+    # list the source does not read yet (renamed onto its key below).
+    local ids=() i
+    for i in $(seq 1 100); do
+      ids+=("$(curl -sf -X POST "$URL/api/products" -H "Authorization: Bearer $TOKEN" \
+        -H 'Content-Type: application/json' \
+        -d "{\"tenant\":\"demo\",\"seller_id\":\"bench-seller\",\"title\":\"bench $i\",\"starting_price\":1,\"min_increment\":1}" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')")
+    done
+    python3 - "$n" "${ids[@]}" <<'EOF2' | redis-cli -p "$feed_port" --pipe >"$OUT/$name-fill.log"
+import json, sys
+n, ids = int(sys.argv[1]), sys.argv[2:]
+out = sys.stdout.buffer
+for i in range(n):
+    bid = json.dumps({"productId": ids[i % len(ids)], "bidderId": f"b{i % 7}",
+                      "amount": i // len(ids) + 1, "timestamp": i}).encode()
+    parts = [b"LPUSH", b"bids:filling", bid]
+    out.write(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts))
+EOF2
+    count=decided_total
+  fi
   sleep 2
   local c0; c0=$(cpu_ticks "${SRV_PIDS[@]}")
   local t0; t0=$(date +%s.%N)
-  # Release the backlog, and add one entry to wake the blocked reader.
-  redis-cli -p "$feed_port" XGROUP SETID $key switchyard 0 >/dev/null
-  redis-cli -p "$feed_port" XADD $key '*' event match:updated payload '{"matchId":"m0","n":-1}' >/dev/null
-  local want=$((n + 1)) got=0
+  case "$kind" in
+    stream)
+      # Release the backlog, and add one entry to wake the blocked reader.
+      redis-cli -p "$feed_port" XGROUP SETID $key switchyard 0 >/dev/null
+      redis-cli -p "$feed_port" XADD $key '*' event match:updated payload '{"matchId":"m0","n":-1}' >/dev/null
+      want=$((n + 1))
+      ;;
+    list) redis-cli -p "$feed_port" RENAME bids:filling bids:pending >/dev/null ;;
+    outbox)
+      # One transaction: the whole backlog commits at once.
+      psql -h "$PGHOST" -U postgres -d "$app_db" -q -v ON_ERROR_STOP=1 -c \
+        "INSERT INTO switchyard_outbox (tenant, topic, type, data) SELECT 'demo', 'match:m' || (g % 100), 'match:updated', jsonb_build_object('matchId', 'm' || (g % 100), 'n', g) FROM generate_series(0, $((n - 1))) g ORDER BY g"
+      t0=$(date +%s.%N)
+      ;;
+    jetstream) nats_js publish "$subj.m1" "$n" ;;
+  esac
+  local got=0
   while [ "$got" -lt "$want" ]; do
     sleep 0.05
-    got=0
-    for u in "${urls[@]}"; do
-      local v; v=$(curl -sf "$u/metrics" | awk '/^switchyard_source_events_published_total\{/ {s += $2} END {print s + 0}')
-      got=$((got + ${v%.*}))
-    done
+    got=$($count "${urls[@]}")
   done
   local t1; t1=$(date +%s.%N)
   local c1; c1=$(cpu_ticks "${SRV_PIDS[@]}")
@@ -704,8 +836,8 @@ t0, t1 = float(sys.argv[1]), float(sys.argv[2])
 (u0, s0), (u1, s1) = (map(int, a.split()) for a in sys.argv[3:5])
 tick, n, name = int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
 cpu = (u1 - u0 + s1 - s0) / tick
-print(f"{name}: {n} entries published in {t1 - t0:.2f} s = {n / (t1 - t0):.0f} events/s; "
-      f"server CPU {cpu:.2f} s = {cpu * 1e6 / n:.1f} us/event")
+print(f"{name}: {n} published in {t1 - t0:.2f} s = {n / (t1 - t0):.0f}/s; "
+      f"server CPU {cpu:.2f} s = {cpu * 1e6 / n:.1f} us each")
 EOF2
   cat "$OUT/$name.load"
 }
@@ -901,6 +1033,6 @@ case "${1:-}" in
   replay-cluster) replay_cluster "${2:-100000}" ;;
   publish) publish_bench "${2:?embedded|cluster}" "${3:?events per request}" "${4:-0}" ;;
   storm) storm "${2:?embedded|cluster}" "${3:?streams}" "${4:?on|off}" ;;
-  backlog) backlog "${2:?embedded|cluster}" "${3:-100000}" ;;
+  backlog) backlog "${2:?stream|list|outbox|jetstream}" "${3:?embedded|cluster}" "${4:-100000}" ;;
   *) sed -n '2,/^set -euo pipefail/{/^set -euo/d;p}' "$0"; exit 2 ;;
 esac
