@@ -204,3 +204,11 @@ fn console_signs_in_and_shows_every_page() {
 async fn console_signs_in_and_shows_every_page_cluster() {
     run_cluster("console.mjs").await;
 }
+
+/// An operator ends a user's streams: the client (both instances sharing
+/// the stream) hears `switchyard.disconnected`, stops with status
+/// `disconnected` and `onDisconnected`, and does not reconnect. Embedded.
+#[test]
+fn client_stops_when_an_operator_disconnects_it() {
+    run("disconnected.mjs", &[]);
+}
