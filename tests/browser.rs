@@ -50,6 +50,11 @@ fn run(script: &str, extra: &[(&str, String)]) {
             "SY_PLUGIN_WASM",
             concat!(env!("SWITCHYARD_PLUGIN_ARTIFACTS"), "/event_filter.wasm"),
         )
+        // One that passes every event: a shadow that disagrees with it.
+        .env(
+            "SY_SHADOW_WASM",
+            concat!(env!("SWITCHYARD_PLUGIN_ARTIFACTS"), "/hostile_filter.wasm"),
+        )
         .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .expect("node is installed");
