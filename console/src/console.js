@@ -318,9 +318,9 @@ function diffViewer(s, note) {
     el('h3', {}, 'Shadow diff'),
     el('div', { class: 'inline' }, el('label', {}, 'Kind ', kind), buttons),
     summary,
-    el('table', { class: 'diffs' },
+    el('div', { class: 'scroll' }, el('table', { class: 'diffs' },
       el('thead', {}, el('tr', {}, ['When', 'Kind', 'Input', 'Active (applied)', 'Candidate', 'Latency (active / candidate)'].map((h) => el('th', {}, h)))),
-      body),
+      body)),
     report);
   box.refresh = load;
   return box;
@@ -385,7 +385,10 @@ function liveBox(s) {
       // the next poll tries again
     }
   };
-  const box = el('div', { class: 'live' }, el('h3', {}, 'Active version, live'), charts, el('h3', {}, 'Log (live)'), logs);
+  // Open where the version is called; a click opens the others.
+  const box = el('details', { class: 'live', open: (s.calls || 0) > 0 },
+    el('summary', {}, 'Active version, live: calls, latency, errors by kind, log'),
+    charts, el('h3', {}, 'Log (live)'), logs);
   box.update = update;
   return box;
 }

@@ -173,6 +173,7 @@ try {
   await waitFor('the plugin\'s log tailed', async () => (await page.locator(`${card} .logs .line`).count()) > 0);
   assert(/min_amount/.test(await page.locator(`${card} .logs .line`).first().textContent()), 'a log line of the plugin');
   await page.screenshot({ path: path.join(SCREENS, 'plugins.png'), fullPage: true });
+  await page.locator(card).screenshot({ path: path.join(SCREENS, 'plugins-slot.png') });
   await page.locator(`${card} .shadow-panel`).screenshot({ path: path.join(SCREENS, 'shadow-diff.png') });
 
   // Promote the shadow, then roll back, by the page's buttons.
