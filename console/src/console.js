@@ -343,7 +343,7 @@ function liveBox(s) {
       width: 300,
       height: 140,
       series: [{}, ...names.map((n, j) => ({ label: n, stroke: COLORS[j % COLORS.length] }))],
-      axes: [{}, { size: 50 }],
+      axes: [{}, { size: 64 }],
       scales: { x: { time: true } },
     }, [t, ...names.map((n) => series[n])], box);
   };
