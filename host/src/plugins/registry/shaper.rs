@@ -44,13 +44,12 @@ impl Plugins {
             let out = self.inner.wasm.call(&v.linked, &v.call, &input)?;
             Ok(out.and_then(crate::plugins::convert::notifications))
         };
-        let mut active_us = None;
-        let result = match &active {
-            Some((st, v)) => match {
-                let (r, us) = timed_us(&st.stats, || run(v));
-                active_us = Some(us);
-                r
-            } {
+        let called = active
+            .as_ref()
+            .map(|(st, v)| (v, timed_us(&st.stats, || run(v))));
+        let active_us = called.as_ref().map(|(_, (_, us))| *us);
+        let result = match called {
+            Some((v, (r, _))) => match r {
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => {
                     tracing::warn!(plugin = %v.call.label, kind = %input.kind, error = %e, "notification shaper failed; sending the built-in notification");
