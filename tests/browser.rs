@@ -50,6 +50,11 @@ fn run(script: &str, extra: &[(&str, String)]) {
             "SY_PLUGIN_WASM",
             concat!(env!("SWITCHYARD_PLUGIN_ARTIFACTS"), "/event_filter.wasm"),
         )
+        // One that passes every event: a shadow that disagrees with it.
+        .env(
+            "SY_SHADOW_WASM",
+            concat!(env!("SWITCHYARD_PLUGIN_ARTIFACTS"), "/hostile_filter.wasm"),
+        )
         .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .expect("node is installed");
@@ -203,4 +208,12 @@ fn console_signs_in_and_shows_every_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_signs_in_and_shows_every_page_cluster() {
     run_cluster("console.mjs").await;
+}
+
+/// An operator ends a user's streams: the client (both instances sharing
+/// the stream) hears `switchyard.disconnected`, stops with status
+/// `disconnected` and `onDisconnected`, and does not reconnect. Embedded.
+#[test]
+fn client_stops_when_an_operator_disconnects_it() {
+    run("disconnected.mjs", &[]);
 }

@@ -649,3 +649,471 @@ async fn console_page_under_its_prefix_with_its_policy() {
     drop(node);
     env.cleanup().await;
 }
+
+/// `method path` with `token` and a JSON `body`.
+async fn call_with(
+    node: &Node,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let url = format!("{}{path}", node.url);
+    let req = match method {
+        "post" => node.http.post(url),
+        "put" => node.http.put(url),
+        other => panic!("no method {other} with a body"),
+    };
+    let r = req
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A slot's upload history names who uploaded each version (the admin
+/// token, an operator), when and with what message, and a refused upload
+/// with its error; any kept version is a rollback target, the active one
+/// going into the history; a viewer can roll back nothing; bad versions get
+/// clear errors. In cluster mode the second node shows the first's uploads.
+async fn upload_history_and_rollback_to_any_version(mode: Mode) {
+    let (env, idp) = console_env(mode).await;
+    let nodes = env.start_nodes(2).await;
+    let (first, last) = (&nodes[0], &nodes[nodes.len() - 1]);
+    let tenant = first.tenant().await;
+    let operator = idp.token("olga", json!(["operator"]));
+    let viewer = idp.token("vera", json!(["viewer"]));
+    let v1 = component("event_filter");
+    let (v2, v3) = (variant(&v1, 2), variant(&v1, 3));
+    let (h1, h2, h3) = (sha(&v1), sha(&v2), sha(&v3));
+    let put = |bytes: Vec<u8>, token: String, message: &'static str| {
+        let url = format!(
+            "{}/admin/plugins/event-filter?tenant={tenant}&wait=true&message={message}",
+            first.url
+        );
+        let http = first.http.clone();
+        async move {
+            http.put(url)
+                .bearer_auth(token)
+                .header("content-type", "application/wasm")
+                .body(bytes)
+                .send()
+                .await
+                .expect("request")
+                .status()
+        }
+    };
+    assert_eq!(put(v1.clone(), ADMIN.into(), "one").await, StatusCode::OK);
+    assert_eq!(
+        put(v2.clone(), operator.clone(), "two").await,
+        StatusCode::OK
+    );
+    assert_eq!(put(v3.clone(), ADMIN.into(), "three").await, StatusCode::OK);
+    let refused = put(b"\0asm not really".to_vec(), operator.clone(), "broken").await;
+    assert_eq!(refused, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let path = format!("/admin/plugins/event-filter/versions?tenant={tenant}");
+    let history = until("the other node to show every upload", || async {
+        let (code, body) = call(last, "get", &path, &viewer).await;
+        (code == StatusCode::OK
+            && body["uploads"].as_array().map(Vec::len) == Some(4)
+            && body["versions"].as_array().map(Vec::len) == Some(3))
+        .then_some(body)
+    })
+    .await;
+    let states: Vec<(&str, &str)> = history["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap_or_default(),
+                v["state"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (h3.as_str(), "active"),
+            (h2.as_str(), "previous"),
+            (h1.as_str(), "previous")
+        ],
+        "{history}"
+    );
+    let uploads = history["uploads"].as_array().expect("uploads");
+    let seen: Vec<(&str, &str, &str, &str)> = uploads
+        .iter()
+        .map(|u| {
+            (
+                u["actor"].as_str().unwrap_or_default(),
+                u["message"].as_str().unwrap_or_default(),
+                u["outcome"].as_str().unwrap_or_default(),
+                u["origin"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("operator:olga", "broken", "refused", "upload"),
+            ("admin", "three", "installed", "upload"),
+            ("operator:olga", "two", "installed", "upload"),
+            ("admin", "one", "installed", "upload"),
+        ],
+        "{history}"
+    );
+    assert!(
+        uploads[0]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "a refused upload keeps its error: {history}"
+    );
+    assert!(uploads[1]["error"].is_null());
+    assert_eq!(history["versions"][1]["upload"]["message"], "two");
+    assert!(history["managed_by"].is_null(), "no file owns the slot");
+
+    // Back to the oldest, past the previous one: the active one is kept.
+    let rollback =
+        |v: String| format!("/admin/plugins/event-filter/rollback?tenant={tenant}&version={v}");
+    let (code, body) = call(first, "post", &rollback(h1.clone()), &viewer).await;
+    assert_eq!(
+        code,
+        StatusCode::FORBIDDEN,
+        "a viewer rolls back nothing: {body}"
+    );
+    let (code, body) = call(first, "post", &rollback(h1.clone()), &operator).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["active"]["version"], h1.as_str());
+    let kept: Vec<&str> = body["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(kept, [h3.as_str(), h2.as_str()], "{body}");
+    let (code, body) = call(first, "post", &rollback("abc".into()), &operator).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_version");
+    let (code, body) = call(first, "post", &rollback(sha(b"never uploaded")), &operator).await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    let (code, body) = call(
+        first,
+        "get",
+        "/admin/plugins/event-filter/versions?tenant=no-such-tenant",
+        ADMIN,
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    let audit = get_json(first, &format!("/admin/audit?tenant={tenant}&limit=1")).await;
+    assert_eq!(audit["entries"][0]["action"], "plugin.rollback");
+    assert_eq!(audit["entries"][0]["actor"], "operator:olga");
+    assert_eq!(audit["entries"][0]["hash"], h1.as_str());
+    env.cleanup().await;
+}
+both_modes!(upload_history, upload_history_and_rollback_to_any_version);
+
+/// A shadow candidate that answers otherwise: each disagreement with its
+/// input (as a case), both answers and both latencies, filtered by kind;
+/// the cases file passes `plugin test` with the active version and fails
+/// with the candidate; a replay gives `plugin replay`'s summary (operators
+/// only); the active version's log lines are tailed, with the slot's
+/// configuration values redacted.
+async fn shadow_diffs_cases_replay_and_logs(mode: Mode) {
+    let (env, idp) = console_env(mode).await;
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let operator = idp.token("olga", json!(["operator"]));
+    let viewer = idp.token("vera", json!(["viewer"]));
+    let active = component("event_filter");
+    let candidate = component("hostile_filter");
+    let q = format!("?tenant={tenant}");
+    let r = node
+        .put_plugin("event-filter", &format!("{q}&wait=true"), active.clone())
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // A secret in the configuration: never in the log ring.
+    node.configure_plugin("event-filter", &q, json!({"api_key": "s3cret-value"}))
+        .await;
+    let r = node
+        .put_plugin(
+            "event-filter",
+            &format!("{q}&wait=true&mode=shadow"),
+            candidate.clone(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let (code, none) = call(
+        &node,
+        "get",
+        &format!("/admin/plugins/event-filter/shadow{q}&kind=answer"),
+        &viewer,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{none}");
+
+    // The active filter redacts `bidder`; the candidate passes everything.
+    let user = env.token("bob", &tenant).await;
+    let mut redacted = user_stream(&node, &tenant, "product:p1&redact=bidder", &user).await;
+    // A floor that is not a number: the active filter warns (a log line).
+    let mut warned = user_stream(&node, &tenant, "product:p1&min_amount=s3cret-value", &user).await;
+    let id = node
+        .publish(
+            &tenant,
+            "product:p1",
+            "bid.placed",
+            json!({"amount": 5, "bidder": "x"}),
+        )
+        .await;
+    let got = redacted.next_data(secs(10)).await.expect("the event");
+    assert_eq!(got.json()["data"], json!({"amount": 5}));
+    warned.next_data(secs(10)).await.expect("the event");
+
+    let path = format!("/admin/plugins/event-filter/shadow{q}");
+    let diff = until("a disagreement", || async {
+        let (code, body) = call(&node, "get", &path, &viewer).await;
+        (code == StatusCode::OK
+            && body["disagreements"]
+                .as_array()
+                .is_some_and(|d| !d.is_empty()))
+        .then_some(body)
+    })
+    .await;
+    assert_eq!(diff["version"], sha(&candidate).as_str());
+    let d = &diff["disagreements"][0];
+    assert_eq!(d["kind"], "answer", "{diff}");
+    assert_eq!(d["input"]["event"]["id"], id.to_string());
+    assert_eq!(d["input"]["event"]["topic"], "product:p1");
+    assert_eq!(
+        d["input"]["event"]["data"],
+        json!({"amount": 5, "bidder": "x"})
+    );
+    assert_eq!(d["input"]["subscription"], json!({"redact": "bidder"}));
+    assert_eq!(d["candidate"], json!({"result": "pass"}), "{diff}");
+    assert_ne!(d["active"], d["candidate"]);
+    assert!(
+        d["active_us"].is_u64() && d["candidate_us"].is_u64(),
+        "{diff}"
+    );
+    assert!(diff["compared"].as_u64() >= Some(1) && diff["disagreed"].as_u64() >= Some(1));
+    let (code, trap) = call(&node, "get", &format!("{path}&kind=trap"), &viewer).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(trap["disagreements"], json!([]), "{trap}");
+    let (code, bad) = call(&node, "get", &format!("{path}&kind=wrong"), &viewer).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{bad}");
+    assert_eq!(bad["error"]["code"], "invalid_kind");
+
+    // The cases file: `plugin test` passes it with the active version and
+    // fails it with the candidate.
+    let r = node
+        .http
+        .get(format!(
+            "{}/admin/plugins/event-filter/shadow/cases{q}",
+            node.url
+        ))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::OK);
+    let disposition = r.headers()["content-disposition"]
+        .to_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(disposition.starts_with("attachment"), "{disposition}");
+    let file: Value = r.json().await.expect("json");
+    assert_eq!(file["slot"], "event-filter");
+    assert_eq!(file["cases"][0]["input"], d["input"], "{file}");
+    assert_eq!(file["cases"][0]["expect"], d["active"]);
+    let dir = env.data_dir.join("cases");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cases = dir.join("cases.json");
+    std::fs::write(&cases, file.to_string()).expect("write");
+    let run = |wasm: &[u8], name: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, wasm).expect("write");
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["plugin", "test"])
+            .arg(&path)
+            .arg(&cases)
+            .output()
+            .expect("the binary runs")
+    };
+    let pass = run(&active, "active.wasm");
+    assert!(
+        pass.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pass.stdout)
+    );
+    let fail = run(&candidate, "candidate.wasm");
+    assert!(!fail.status.success(), "the candidate fails the cases");
+
+    // Replay: an operator's, with the summary; bounded parameters.
+    let replay = format!("/admin/plugins/event-filter/replay{q}");
+    let (code, _) = call(&node, "post", &replay, &viewer).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    let (code, body) = call(&node, "post", &format!("{replay}&limit=0"), &operator).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    let (code, body) = call(&node, "post", &format!("{replay}&version=xyz"), &operator).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    let (code, body) = call(&node, "post", &format!("{replay}&limit=50"), &operator).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["version"], sha(&candidate).as_str());
+    assert!(body["differ"].is_u64(), "{body}");
+    assert!(
+        body["report"]
+            .as_str()
+            .is_some_and(|r| r.contains("events")),
+        "{body}"
+    );
+
+    // The active version's log, tailed from a point; the secret redacted.
+    let logs = format!("/admin/plugins/event-filter/logs{q}");
+    let lines = until("a log line", || async {
+        let (_, body) = call(&node, "get", &logs, &viewer).await;
+        body["lines"].as_array().filter(|l| !l.is_empty()).cloned()
+    })
+    .await;
+    let text: Vec<&str> = lines.iter().filter_map(|l| l["message"].as_str()).collect();
+    assert!(text.iter().any(|l| l.contains("[redacted]")), "{text:?}");
+    assert!(text.iter().all(|l| !l.contains("s3cret-value")), "{text:?}");
+    let last = lines.last().and_then(|l| l["seq"].as_u64()).expect("seq");
+    let (_, after) = call(&node, "get", &format!("{logs}&after={last}"), &viewer).await;
+    assert_eq!(after["lines"], json!([]));
+    let (code, _) = call(&node, "get", &format!("{logs}&after=x"), &viewer).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    env.cleanup().await;
+}
+both_modes!(shadow_diffs, shadow_diffs_cases_replay_and_logs);
+
+/// An operator tails a topic with a token the console mints (read through
+/// `GET /events` with the token in the header) and publishes a test event
+/// to it, both in the audit log; a viewer does neither; a user's topic, a
+/// derived one and oversized data are refused; the overview counts the
+/// tenant's deliveries.
+async fn topic_tail_and_test_events(mode: Mode) {
+    let (env, idp) = console_env(mode).await;
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let operator = idp.token("olga", json!(["operator"]));
+    let viewer = idp.token("vera", json!(["viewer"]));
+    let base = format!("/admin/tenants/{tenant}/topics");
+    let (code, _) = call(
+        &node,
+        "post",
+        &format!("{base}/product:p9/tail-token"),
+        &viewer,
+    )
+    .await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    let (code, minted) = call(
+        &node,
+        "post",
+        &format!("{base}/product:p9/tail-token"),
+        &operator,
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{minted}");
+    let token = minted["token"].as_str().expect("token").to_string();
+    assert!(minted["expires_at"].as_u64() > Some(now_secs()));
+    let mut tail = user_stream(&node, &tenant, "product:p9", &token).await;
+
+    let publish = |token: String, topic: &'static str, body: Value| {
+        let path = format!("{base}/{topic}/events");
+        let node = &node;
+        async move { call_with(node, "post", &path, &token, body).await }
+    };
+    let (code, _) = publish(viewer.clone(), "product:p9", json!({})).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    let (code, body) = publish(
+        operator.clone(),
+        "product:p9",
+        json!({"type": "console.test", "data": {"n": 1}}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let id = body["id"].as_u64().expect("id");
+    let (code, body) = publish(operator.clone(), "product:p9", json!({})).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    assert_eq!(body["type"], "console.test");
+    let second = body["id"].as_u64().expect("id");
+    assert!(second > id);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let e = tail
+            .next_of("console.test", secs(10))
+            .await
+            .expect("a test event");
+        seen.push((e.seq(), e.json()["data"].clone()));
+    }
+    assert_eq!(
+        seen,
+        [(id, json!({"n": 1})), (second, json!({}))],
+        "in order"
+    );
+
+    for (topic, what) in [
+        ("user:bob", "a user's topic"),
+        ("product:p9~occupancy", "a derived topic"),
+    ] {
+        let (code, body) = publish(operator.clone(), topic, json!({})).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{what}: {body}");
+        let (code, body) = call(
+            &node,
+            "post",
+            &format!("{base}/{topic}/tail-token"),
+            &operator,
+        )
+        .await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{what}: {body}");
+    }
+    let big = "x".repeat(20_000);
+    let (code, body) = publish(
+        operator.clone(),
+        "product:p9",
+        json!({"data": {"big": big}}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    let (code, body) = publish(operator.clone(), "product:p9", json!({"type": "bad type"})).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    let (code, _) = call(
+        &node,
+        "post",
+        "/admin/tenants/no-such/topics/product:p9/tail-token",
+        &operator,
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+
+    let audit = get_json(&node, &format!("/admin/audit?tenant={tenant}&limit=3")).await;
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        ["event.publish", "event.publish", "token.mint"],
+        "{audit}"
+    );
+    assert_eq!(audit["entries"][2]["actor"], "operator:olga");
+
+    // The tenant's deliveries per second, on the overview's figures.
+    until("the tenant's deliveries counted", || async {
+        node.publish(&tenant, "product:p9", "tick", json!({})).await;
+        let stats = get_json(&node, "/admin/stats").await;
+        stats["nodes"]
+            .as_array()?
+            .iter()
+            .flat_map(|n| n["tenants"].as_array().cloned().unwrap_or_default())
+            .any(|t| t["tenant"] == tenant.as_str() && t["deliveries_per_s"].as_f64() > Some(0.0))
+            .then_some(())
+    })
+    .await;
+    drop(tail);
+    env.cleanup().await;
+}
+both_modes!(topic_tail, topic_tail_and_test_events);

@@ -1,7 +1,7 @@
 // Types of switchyard.js, the browser client for Switchyard event streams.
 
 /** Connection state, as `onStatus` reports it. */
-export type Status = 'connecting' | 'connected' | 'reconnecting' | 'polling' | 'down';
+export type Status = 'connecting' | 'connected' | 'reconnecting' | 'polling' | 'down' | 'disconnected';
 
 /** Which part a tab plays: its own stream, the shared stream's holder, or a tab it serves. */
 export type Role = 'solo' | 'leader' | 'follower';
@@ -69,6 +69,15 @@ export interface Presence {
 /** Per topic, what of its presence to keep: `true` or `{}` its counts, `{ members: true }` or `'members'` also its members. */
 export type PresenceOptions = string[] | Record<string, boolean | 'members' | { members?: boolean }>;
 
+/** What `onDisconnected` is told: an operator ended the user's streams (`switchyard.disconnected`). */
+export interface Disconnected {
+  tenant?: string;
+  /** Why (`closed by an operator`). */
+  reason?: string;
+  /** The last event id written before the stream ended. */
+  resume_from?: number;
+}
+
 /** What `onShutdown` is told when a node announces it is going away. */
 export interface ShutdownInfo {
   /** The window the server asked reconnects to be spread over. */
@@ -113,6 +122,8 @@ export interface SwitchyardOptions {
   onStatus?: (status: Status) => void;
   /** The token expired and no fresh one could be had (status is then `down`). */
   onExpired?: () => void;
+  /** An operator ended the stream: the client stops for good (status `disconnected`) and does not reconnect. */
+  onDisconnected?: (info: Disconnected) => void;
   /** The node announced its shutdown; the client reconnects after `delayMs`. */
   onShutdown?: (info: ShutdownInfo) => void;
   /** Share one stream among this origin's tabs (same tenant and token subject). Default true. */

@@ -10,7 +10,8 @@
 //     onPresence(p) {},      // {topic, counts: {streams, users}, members, truncated}
 //     onSnapshot(s) {},      // {topic, data, as_of}: the topic's current state
 //     onReset(r) {},         // history no longer covers a gap: refetch state
-//     onStatus(status) {},   // connecting | connected | reconnecting | polling | down
+//     onStatus(status) {},   // connecting | connected | reconnecting | polling | down | disconnected
+//     onDisconnected(d) {},  // an operator closed the stream: no reconnect
 //   });
 //   sub.close();
 //
@@ -23,6 +24,8 @@
 // - Renews the token through `getToken` before it expires and on
 //   `auth.expired`, resuming by the cursor.
 // - On a node's `shutdown`, waits a random time within the announced window.
+// - On `switchyard.disconnected` (an operator ended the user's streams), stops
+//   for good: status `disconnected`, `onDisconnected`, no reconnect.
 // - After 3 failed connections polls the REST log, and returns to the stream
 //   when one opens again.
 // - Shares one server stream among the tabs of an origin (same tenant and
@@ -392,6 +395,13 @@ class Connection {
       const delay = Math.random() * windowMs;
       this.cfg.onShutdown && this.cfg.onShutdown({ windowMs, delayMs: delay });
       this.timer = setTimeout(() => this.connect(true), delay);
+    });
+    on('switchyard.disconnected', (e) => {
+      this.see(e.lastEventId);
+      // An operator ended this user's streams: coming back at once would
+      // undo it. Stop for good and let the application decide.
+      this.stop();
+      this.sink.frame('disconnected', null, 'switchyard.disconnected', e.data);
     });
     on('auth.expired', async () => {
       this.drop();
@@ -926,6 +936,13 @@ export class Switchyard {
       return;
     }
     if (m.frame === 'heartbeat') return;
+    if (m.frame === 'disconnected') {
+      // Every tab of a shared stream is told, then each stops.
+      this.setStatus('disconnected');
+      this.opts.onDisconnected && this.opts.onDisconnected(body || {});
+      this.close();
+      return;
+    }
     if (m.frame === 'reset') {
       const topic = body && body.topic;
       if (!this.topics.includes(topic)) return;

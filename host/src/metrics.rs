@@ -151,6 +151,8 @@ macro_rules! metrics {
             by_tenant: IntGaugeVec,
             /// Events appended through this node, by tenant.
             published_by_tenant: IntCounterVec,
+            /// Live event frames offered to this node's streams, by tenant.
+            delivered_by_tenant: IntCounterVec,
             /// Whether each dependency `/ready` checks answers (1) or not (0).
             dependencies: IntGaugeVec,
             /// Requests by method, route template and status class.
@@ -197,6 +199,14 @@ macro_rules! metrics {
                     &["tenant"],
                 )
                 .expect("a valid counter");
+                let delivered_by_tenant = IntCounterVec::new(
+                    Opts::new(
+                        "tenant_events_delivered_total",
+                        "Live event frames offered to this node's streams, by tenant (catch-up from the log not included).",
+                    ),
+                    &["tenant"],
+                )
+                .expect("a valid counter");
                 let dependencies = IntGaugeVec::new(
                     Opts::new(
                         "dependency_up",
@@ -207,6 +217,7 @@ macro_rules! metrics {
                 .expect("a valid gauge");
                 register(&registry, &by_tenant);
                 register(&registry, &published_by_tenant);
+                register(&registry, &delivered_by_tenant);
                 register(&registry, &dependencies);
                 register(&registry, &requests);
                 register(&registry, &durations);
@@ -223,6 +234,7 @@ macro_rules! metrics {
                     $( $field, )*
                     by_tenant,
                     published_by_tenant,
+                    delivered_by_tenant,
                     dependencies,
                     requests,
                     durations,
@@ -654,6 +666,21 @@ impl Metrics {
     /// Events appended through this node so far, by tenant.
     pub fn tenant_published_totals(&self) -> Vec<(String, u64)> {
         labelled(&self.published_by_tenant.collect(), |m| {
+            m.get_counter().get_value() as u64
+        })
+    }
+
+    /// Counts live event frames offered to `tenant`'s streams (once per
+    /// event, for all its subscribers here).
+    pub fn tenant_delivered(&self, tenant: &str, n: u64) {
+        self.delivered_by_tenant
+            .with_label_values(&[tenant])
+            .inc_by(n);
+    }
+
+    /// Live event frames offered so far, by tenant.
+    pub fn tenant_delivered_totals(&self) -> Vec<(String, u64)> {
+        labelled(&self.delivered_by_tenant.collect(), |m| {
             m.get_counter().get_value() as u64
         })
     }

@@ -198,7 +198,7 @@ export async function clientPage(page, base, opts, count = 1) {
       opts = { ...opts, token: await mint(), getToken: mint };
     }
     for (let i = 0; i < count; i++) {
-      const rec = { got: [], snaps: [], statuses: [], shutdowns: [], presence: [] };
+      const rec = { got: [], snaps: [], statuses: [], shutdowns: [], presence: [], disconnected: [] };
       const sub = new Switchyard({
         ...opts,
         onEvent: (ev) => rec.got.push([ev.id, ev.topic, ev.data, ev.type]),
@@ -206,6 +206,7 @@ export async function clientPage(page, base, opts, count = 1) {
         onSnapshot: (s) => rec.snaps.push(s.topic),
         onStatus: (s) => rec.statuses.push([s, Date.now()]),
         onShutdown: (s) => rec.shutdowns.push({ ...s, at: Date.now() }),
+        onDisconnected: (d) => rec.disconnected.push(d),
       });
       sub.rec = rec;
       window.subs.push(sub);

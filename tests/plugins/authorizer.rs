@@ -314,8 +314,10 @@ async fn shadow_authorizer(mode: Mode) {
     let ex = &examples[0];
     assert_eq!(ex["active"]["decision"], "allow", "{ex}");
     assert_eq!(ex["candidate"]["code"], "not_a_bidder", "{ex}");
-    assert_eq!(ex["input"]["user"], "bob", "{ex}");
-    assert_eq!(ex["input"]["topics"], json!(["bids:p1"]), "{ex}");
+    // The input as a case of a cases file takes it.
+    assert_eq!(ex["input"]["request"]["user"], "bob", "{ex}");
+    assert_eq!(ex["input"]["request"]["topics"], json!(["bids:p1"]), "{ex}");
+    assert_eq!(ex["kind"], "answer", "{ex}");
     assert_eq!(examples[2]["candidate"]["code"], "login_required");
     env.cleanup().await;
 }

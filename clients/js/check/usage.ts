@@ -16,6 +16,7 @@ const sub = new Switchyard({
   onReset: (r) => console.log('refetch', r.topic),
   onStatus: (s) => (state = s),
   onShutdown: ({ windowMs, delayMs }) => console.log(windowMs, delayMs),
+  onDisconnected: ({ reason, resume_from }) => console.log(reason, resume_from),
   presence: { 'product:p_1': { members: true } },
   onPresence: (p: Presence) => console.log(p.topic, p.counts.users, p.members?.map((m) => m.user)),
 });

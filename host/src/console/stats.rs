@@ -61,6 +61,9 @@ pub struct TenantStats {
     pub streams: i64,
     /// Events appended per second.
     pub publishes_per_s: f64,
+    /// Live event frames offered to its streams here per second.
+    #[serde(default)]
+    pub deliveries_per_s: f64,
 }
 
 /// One dependency as `/ready` sees it.
@@ -91,6 +94,7 @@ struct Counters {
     lag_count: u64,
     plugin_calls: u64,
     tenant_published: Vec<(String, u64)>,
+    tenant_delivered: Vec<(String, u64)>,
 }
 
 fn read(metrics: &Metrics, plugin_calls: &(dyn Fn() -> u64 + Send + Sync)) -> Counters {
@@ -104,6 +108,7 @@ fn read(metrics: &Metrics, plugin_calls: &(dyn Fn() -> u64 + Send + Sync)) -> Co
         lag_count,
         plugin_calls: plugin_calls(),
         tenant_published: metrics.tenant_published_totals(),
+        tenant_delivered: metrics.tenant_delivered_totals(),
     }
 }
 
@@ -146,8 +151,26 @@ pub fn start(
                         tenant: tenant.clone(),
                         streams: 0,
                         publishes_per_s: rate(*n, was),
+                        deliveries_per_s: 0.0,
                     },
                 );
+            }
+            let delivered: std::collections::HashMap<&str, u64> = prev
+                .tenant_delivered
+                .iter()
+                .map(|(t, n)| (t.as_str(), *n))
+                .collect();
+            for (tenant, n) in &now.tenant_delivered {
+                let was = delivered.get(tenant.as_str()).copied().unwrap_or(0);
+                tenants
+                    .entry(tenant.clone())
+                    .or_insert(TenantStats {
+                        tenant: tenant.clone(),
+                        streams: 0,
+                        publishes_per_s: 0.0,
+                        deliveries_per_s: 0.0,
+                    })
+                    .deliveries_per_s = rate(*n, was);
             }
             for (tenant, streams) in metrics.tenant_streams() {
                 tenants
@@ -156,6 +179,7 @@ pub fn start(
                         tenant,
                         streams: 0,
                         publishes_per_s: 0.0,
+                        deliveries_per_s: 0.0,
                     })
                     .streams = streams;
             }
@@ -180,7 +204,9 @@ pub fn start(
                 plugin_calls_per_s: rate(now.plugin_calls, prev.plugin_calls),
                 tenants: tenants
                     .into_values()
-                    .filter(|t| t.streams > 0 || t.publishes_per_s > 0.0)
+                    .filter(|t| {
+                        t.streams > 0 || t.publishes_per_s > 0.0 || t.deliveries_per_s > 0.0
+                    })
                     .collect(),
                 ready,
             };

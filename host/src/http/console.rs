@@ -392,3 +392,224 @@ pub async fn whoami(reader: AdminRead) -> Response {
     })
     .into_response()
 }
+
+/// A tenant and a topic in the path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Read by the router from the path; this declares it.
+pub struct TopicPath {
+    /// The tenant's slug.
+    #[param(
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[a-z0-9][a-z0-9-]*$",
+        example = "demo"
+    )]
+    tenant: String,
+    /// The topic (`global` or `kind:id`; not a user's, not a derived one).
+    #[param(
+        max_length = 161,
+        pattern = r"^(global|[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@-]{1,128})$",
+        example = "product:p_1"
+    )]
+    topic: String,
+}
+
+/// A topic the console may tail or publish a test event to: a shared one
+/// (not a user's private topic, not one the server derives).
+fn console_topic(tenant: &str, topic: &str) -> Result<(), ApiError> {
+    use crate::event::TopicKind;
+    let kind = crate::event::classify_topic(topic)
+        .map_err(|e| ApiError::invalid("invalid_topic", format!("`topic`: {e}")))?;
+    match kind {
+        TopicKind::User | TopicKind::Derived => Err(ApiError::invalid(
+            "invalid_topic",
+            "`topic`: a user's private topic or a derived one cannot be tailed or published to from the console",
+        )),
+        TopicKind::Tenant if topic["tenant:".len()..] != *tenant => Err(ApiError::invalid(
+            "invalid_topic",
+            "`topic`: names another tenant",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The body of `POST /admin/tenants/{tenant}/topics/{topic}/events`.
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestEvent {
+    /// The event's type (default `console.test`).
+    #[serde(rename = "type", default)]
+    #[schema(max_length = 64, pattern = "^[A-Za-z0-9._:-]+$")]
+    kind: Option<String>,
+    /// Its data (default `{}`), at most 16 KiB as JSON.
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+}
+
+/// What `POST /admin/tenants/{tenant}/topics/{topic}/events` answers.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestPublished {
+    /// The event's id.
+    id: Seq,
+    /// Its topic.
+    topic: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// Largest test event's data, as JSON.
+const MAX_TEST_DATA: usize = 16 * 1024;
+
+/// `POST /admin/tenants/{tenant}/topics/{topic}/events`: publishes a test
+/// event (operators only; recorded in the audit log).
+#[utoipa::path(
+    post,
+    path = "/admin/tenants/{tenant}/topics/{topic}/events",
+    operation_id = "publishTestEvent",
+    tag = "admin",
+    summary = "Publishes a test event to a tenant's topic (recorded in the audit log).",
+    description = "Not a user's private topic, not a derived one. The event is a real one: every subscriber of the topic gets it.",
+    security(("adminToken" = []), ("operatorToken" = [])),
+    params(TopicPath),
+    request_body(content = TestEvent, example = json!({"type": "console.test", "data": {"hello": "world"}})),
+    responses(
+        (status = 201, description = "Published.", body = TestPublished),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 408, response = super::doc::RequestTimeout),
+        (status = 413, response = super::doc::BodyTooLarge),
+        (status = 415, response = super::doc::UnsupportedMediaType),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub async fn publish_test(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path((tenant, topic)): Path<(String, String)>,
+    super::extract::AppJson(body): super::extract::AppJson<TestEvent>,
+) -> Result<Response, ApiError> {
+    let tenant = known_tenant(&state, &tenant).await?;
+    console_topic(&tenant, &topic)?;
+    let kind = body.kind.unwrap_or_else(|| "console.test".to_string());
+    crate::event::validate_kind(&kind)
+        .map_err(|e| ApiError::invalid("invalid_type", format!("`type`: {e}")))?;
+    let data = body
+        .data
+        .unwrap_or_else(|| serde_json::Value::Object(Default::default()))
+        .to_string();
+    if data.len() > MAX_TEST_DATA {
+        return Err(ApiError::invalid(
+            "invalid_data",
+            "`data` is at most 16 KiB as JSON",
+        ));
+    }
+    let stored = state
+        .publisher
+        .publish(vec![crate::event::NewEvent {
+            tenant: tenant.clone(),
+            topic: topic.clone(),
+            kind: kind.clone(),
+            data,
+            retain: false,
+        }])
+        .await?;
+    let id = stored
+        .first()
+        .map(|e| e.seq)
+        .ok_or_else(|| ApiError::internal("append returned no event"))?;
+    audit::record(
+        &state,
+        &admin.actor,
+        "event.publish",
+        Some(&tenant),
+        None,
+        None,
+        Some(format!("test event {kind} to {topic}, id {id}")),
+    )
+    .await;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        axum::Json(TestPublished { id, topic, kind }),
+    )
+        .into_response())
+}
+
+/// What `POST /admin/tenants/{tenant}/topics/{topic}/tail-token` answers.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TailToken {
+    /// A publisher token of service `console` for this tenant, whose only
+    /// pattern is the topic: it reads what the tenant's publishers read,
+    /// and may publish to this topic only. Send it as `Authorization:
+    /// Bearer`, never in a URL.
+    token: String,
+    /// Seconds since the Unix epoch.
+    expires_at: u64,
+}
+
+/// How long a tail token lives.
+const TAIL_TOKEN_SECS: u64 = 600;
+
+/// `POST /admin/tenants/{tenant}/topics/{topic}/tail-token`: a short-lived
+/// token for reading the topic's stream (`GET /events`), for the console's
+/// live tail (operators only; recorded in the audit log).
+#[utoipa::path(
+    post,
+    path = "/admin/tenants/{tenant}/topics/{topic}/tail-token",
+    operation_id = "createTailToken",
+    tag = "admin",
+    summary = "Mints a 10-minute token for reading a topic's stream (the console's live tail).",
+    description = "A publisher token (service `console`) scoped to the topic: no more than the operator may do. Not for a user's private topic or a derived one.",
+    security(("adminToken" = []), ("operatorToken" = [])),
+    params(TopicPath),
+    responses(
+        (status = 201, description = "The token.", body = TailToken),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub async fn tail_token(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path((tenant, topic)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let tenant = known_tenant(&state, &tenant).await?;
+    console_topic(&tenant, &topic)?;
+    let claims = crate::auth::ServiceClaims::new(
+        "console",
+        &tenant,
+        vec![topic.clone()],
+        TAIL_TOKEN_SECS,
+        crate::auth::now_secs(),
+    )
+    .map_err(|e| ApiError::invalid("invalid_topic", e.to_string()))?;
+    let token = state.keys.sign_service(&claims);
+    audit::record(
+        &state,
+        &admin.actor,
+        "token.mint",
+        Some(&tenant),
+        None,
+        None,
+        Some(format!("console tail of {topic}, expires {}", claims.exp)),
+    )
+    .await;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        axum::Json(TailToken {
+            token,
+            expires_at: claims.exp,
+        }),
+    )
+        .into_response())
+}

@@ -20,9 +20,10 @@ use super::doc::{
 };
 use super::extract::{Admin, AdminRead, AppJson, QueryPairs};
 use crate::error::ApiError;
-use crate::plugins::registry::SlotView;
+use crate::plugins::registry::{ShadowExample, SlotView, DISAGREEMENT_KINDS};
 use crate::plugins::{Mode, PluginError, Slot};
 use crate::state::AppState;
+use crate::store::plugins::UploadRow;
 
 /// Largest component accepted by `PUT /admin/plugins/{slot}`.
 pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
@@ -298,9 +299,14 @@ pub async fn upload(
     let not_a_component = crate::plugins::wasm::WasmHost::precheck(&body).is_err();
     let wait = matches!(q.get("wait"), Some("true" | "1"));
     if !wait && !not_a_component && !state.plugins.ready(&body, slot) {
-        let job = state
-            .plugins
-            .install_in_background(&tenant, slot, body.to_vec(), "admin", mode);
+        let by = crate::plugins::registry::By {
+            actor: Some(admin.actor.clone()),
+            message: message.clone(),
+        };
+        let job =
+            state
+                .plugins
+                .install_in_background(&tenant, slot, body.to_vec(), "admin", mode, by);
         audit::record(
             &state,
             &admin.actor,
@@ -321,9 +327,13 @@ pub async fn upload(
         return Ok((StatusCode::ACCEPTED, axum::Json(answer)).into_response());
     }
     let hash = crate::plugins::wasm::content_hash(&body);
+    let by = crate::plugins::registry::By {
+        actor: Some(admin.actor.clone()),
+        message: message.clone(),
+    };
     state
         .plugins
-        .install(&tenant, slot, body.to_vec(), "admin", mode)
+        .install_as(&tenant, slot, body.to_vec(), "admin", mode, &by)
         .await?;
     let mode = match mode {
         Mode::Active => "active",
@@ -342,16 +352,51 @@ pub async fn upload(
     Ok((StatusCode::OK, slot_view(&state, &tenant, slot)).into_response())
 }
 
-/// `POST /admin/plugins/{slot}/rollback`: the previous version again.
+/// The query of `POST /admin/plugins/{slot}/rollback`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read from the query by `rollback`; this declares it.
+pub struct RollbackParams {
+    /// One of the slot's earlier versions (its content hash, as `history`
+    /// lists it); without it, the previous one.
+    #[param(
+        required = false,
+        min_length = 64,
+        max_length = 64,
+        pattern = "^[0-9a-f]{64}$"
+    )]
+    version: String,
+}
+
+/// A content hash from the query: 64 lowercase hex digits.
+fn version_param(q: &QueryPairs) -> Result<Option<String>, ApiError> {
+    match q.get("version") {
+        None => Ok(None),
+        Some(v)
+            if v.len() == 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+        {
+            Ok(Some(v.to_string()))
+        }
+        Some(_) => Err(ApiError::invalid(
+            "invalid_version",
+            "`version` is a content hash: 64 lowercase hexadecimal digits",
+        )),
+    }
+}
+
+/// `POST /admin/plugins/{slot}/rollback`: the previous version again, or
+/// any earlier one kept (`?version=`).
 #[utoipa::path(
     post,
     path = "/admin/plugins/{slot}/rollback",
     operation_id = "rollbackPlugin",
     tag = "plugins",
-    summary = "The previous version again.",
-    description = "409 when there is none.",
+    summary = "The previous version again, or any earlier version kept (`version`).",
+    description = "409 when there is none, or `version` is not one of the slot's earlier versions (`history`). Rolling back to an older one puts the active version into the history.",
     security(("adminToken" = []), ("operatorToken" = [])),
-    params(("slot" = Slot, Path), PluginTenantParam),
+    params(("slot" = Slot, Path), PluginTenantParam, RollbackParams),
     responses(
         (status = 200, description = "The slot.", body = Option<SlotView>),
         (status = 400, response = BadRequest),
@@ -371,7 +416,8 @@ pub async fn rollback(
 ) -> Result<Response, ApiError> {
     let slot = slot(&name)?;
     let tenant = tenant(&state, &q).await?;
-    let row = state.plugins.rollback(&tenant, slot).await?;
+    let version = version_param(&q)?;
+    let row = state.plugins.rollback_to(&tenant, slot, version).await?;
     audit::record(
         &state,
         &admin.actor,
@@ -567,4 +613,610 @@ pub async fn configure(
     )
     .await;
     Ok(slot_view(&state, &tenant, slot))
+}
+
+// ---- the console's plugin pages: history, shadow diffs, replay, logs ----
+
+/// One kept version of a slot, and what the upload history says of it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = PluginVersion)]
+struct VersionView {
+    /// Its content hash.
+    version: String,
+    /// `active`, `shadow`, `previous` (kept for rollback) or `compiling`.
+    state: &'static str,
+    /// Its latest upload (who, when, message, origin); null: none recorded.
+    #[schema(required = true)]
+    upload: Option<UploadRow>,
+}
+
+/// What `GET /admin/plugins/{slot}/versions` answers.
+#[derive(Serialize, ToSchema)]
+#[schema(as = PluginVersions)]
+struct VersionsView {
+    #[schema(value_type = Slot)]
+    slot: &'static str,
+    #[schema(required = true)]
+    tenant: Option<String>,
+    /// The file in the plugins dir that owns this slot (it overwrites an
+    /// upload when it changes, and at start when it is newer); null: none.
+    #[schema(required = true)]
+    managed_by: Option<String>,
+    /// The kept versions: compiling, active, shadow, then earlier ones
+    /// newest first (any of them a rollback target).
+    versions: Vec<VersionView>,
+    /// Every component the slot was given, newest first (at most 100):
+    /// uploads, watched-dir files and bundled ones, installed or refused.
+    uploads: Vec<UploadRow>,
+}
+
+/// `GET /admin/plugins/{slot}/versions`: a slot's kept versions and its
+/// upload history.
+#[utoipa::path(
+    get,
+    path = "/admin/plugins/{slot}/versions",
+    operation_id = "listPluginVersions",
+    tag = "plugins",
+    summary = "A slot's kept versions (each a rollback target) and its upload history: who, when, message, origin, installed or refused with the error.",
+    security(("adminToken" = []), ("operatorToken" = [])),
+    params(("slot" = Slot, Path), PluginTenantParam),
+    responses(
+        (status = 200, description = "The versions and uploads.", body = VersionsView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub async fn versions(
+    State(state): State<AppState>,
+    _reader: AdminRead,
+    Path(name): Path<String>,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    let slot = slot(&name)?;
+    let tenant = tenant(&state, &q).await?;
+    let view = state.plugins.describe_slot(&tenant, slot);
+    let uploads = state
+        .backend
+        .plugins
+        .plugin_uploads(&tenant, slot.as_str(), 100)
+        .await?;
+    let row = state.plugins.row(&tenant, slot);
+    let mut kept: Vec<(String, &'static str)> = Vec::new();
+    if let Some(c) = view
+        .as_ref()
+        .and_then(|v| v.details.as_ref())
+        .and_then(|d| d.compiling.as_ref())
+    {
+        kept.push((c.version.clone(), "compiling"));
+    }
+    if let Some(a) = &row.active {
+        kept.push((a.clone(), "active"));
+    }
+    if let Some(s) = &row.shadow {
+        kept.push((s.clone(), "shadow"));
+    }
+    kept.extend(row.history.iter().map(|h| (h.clone(), "previous")));
+    let versions = kept
+        .into_iter()
+        .map(|(version, st)| VersionView {
+            upload: uploads
+                .iter()
+                .find(|u| u.hash == version && u.outcome == "installed")
+                .or_else(|| uploads.iter().find(|u| u.hash == version))
+                .cloned(),
+            version,
+            state: st,
+        })
+        .collect();
+    let managed_by = crate::plugins::watch::managed_file(&state.config.plugins_dir, &tenant, slot)
+        .map(|p| p.display().to_string());
+    Ok(axum::Json(VersionsView {
+        slot: slot.as_str(),
+        tenant: (!tenant.is_empty()).then_some(tenant),
+        managed_by,
+        versions,
+        uploads,
+    })
+    .into_response())
+}
+
+/// The query of the shadow diff routes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read from the query by the handlers; this declares it.
+pub struct DiffParams {
+    /// Only disagreements of this kind: `answer` (both answered,
+    /// differently), or how the candidate failed (`trap`, `timeout`,
+    /// `memory`, `bad_output`).
+    #[param(required = false, inline)]
+    kind: DisagreementKind,
+}
+
+/// The kinds of disagreement.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DisagreementKind {
+    /// Both answered, differently.
+    Answer,
+    /// The candidate trapped.
+    Trap,
+    /// The candidate ran out of time.
+    Timeout,
+    /// The candidate ran out of memory.
+    Memory,
+    /// The candidate's answer broke the output rules.
+    BadOutput,
+}
+
+fn kind_param(q: &QueryPairs) -> Result<Option<&'static str>, ApiError> {
+    match q.get("kind").filter(|k| !k.is_empty()) {
+        None => Ok(None),
+        Some(k) => DISAGREEMENT_KINDS
+            .iter()
+            .find(|x| **x == k)
+            .map(|x| Some(*x))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "invalid_kind",
+                    format!("`kind` is one of {}", DISAGREEMENT_KINDS.join(", ")),
+                )
+            }),
+    }
+}
+
+/// What `GET /admin/plugins/{slot}/shadow` answers.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ShadowDiff)]
+struct DiffView {
+    /// The candidate's content hash; null: no candidate runs (and nothing
+    /// else is there).
+    #[schema(required = true)]
+    version: Option<String>,
+    /// Answers compared with the active version's.
+    compared: u64,
+    /// Of those, how many differed.
+    disagreed: u64,
+    /// Calls of the candidate that failed.
+    failed: u64,
+    /// The disagreements kept (the latest 50 on this node), of `kind` when
+    /// asked, oldest first.
+    disagreements: Vec<ShadowExample>,
+}
+
+fn diffs(
+    state: &AppState,
+    tenant: &str,
+    slot: Slot,
+    kind: Option<&str>,
+) -> Result<DiffView, ApiError> {
+    let Some(report) = state.plugins.shadow_report(tenant, slot) else {
+        return Ok(DiffView {
+            version: None,
+            compared: 0,
+            disagreed: 0,
+            failed: 0,
+            disagreements: Vec::new(),
+        });
+    };
+    Ok(DiffView {
+        version: Some(report.version),
+        compared: report.compared,
+        disagreed: report.disagreed,
+        failed: report.failed,
+        disagreements: report
+            .examples
+            .into_iter()
+            .filter(|e| kind.is_none_or(|k| e.kind == k))
+            .collect(),
+    })
+}
+
+/// `GET /admin/plugins/{slot}/shadow`: the shadow candidate's
+/// disagreements with the active version.
+#[utoipa::path(
+    get,
+    path = "/admin/plugins/{slot}/shadow",
+    operation_id = "listShadowDiffs",
+    tag = "plugins",
+    summary = "The shadow candidate's disagreements: each input, the active and the candidate answer, both latencies.",
+    description = "Counts since the candidate started, and the latest 50 disagreements this node saw (comparisons run where the calls run: each node keeps its own). With no candidate, `version` is null and the list empty.",
+    security(("adminToken" = []), ("operatorToken" = [])),
+    params(("slot" = Slot, Path), PluginTenantParam, DiffParams),
+    responses(
+        (status = 200, description = "The disagreements.", body = DiffView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub async fn shadow_diffs(
+    State(state): State<AppState>,
+    _reader: AdminRead,
+    Path(name): Path<String>,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    let slot = slot(&name)?;
+    let tenant = tenant(&state, &q).await?;
+    let kind = kind_param(&q)?;
+    Ok(axum::Json(diffs(&state, &tenant, slot, kind)?).into_response())
+}
+
+/// A cases file (`plugin test`), as `GET /admin/plugins/{slot}/shadow/cases`
+/// answers it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = CasesFile)]
+struct CasesView {
+    /// The slot.
+    #[schema(value_type = Slot)]
+    slot: &'static str,
+    /// The slot's configuration (as every case's).
+    config: BTreeMap<String, String>,
+    /// One case per disagreement: its input, and the active version's
+    /// answer as what to expect.
+    cases: Vec<serde_json::Value>,
+}
+
+/// `GET /admin/plugins/{slot}/shadow/cases`: the disagreements as a cases
+/// file, each one a `plugin test` case expecting the active version's
+/// answer.
+#[utoipa::path(
+    get,
+    path = "/admin/plugins/{slot}/shadow/cases",
+    operation_id = "shadowDiffCases",
+    tag = "plugins",
+    summary = "The shadow candidate's disagreements as a cases file for `switchyard plugin test` (each case expects the active version's answer).",
+    description = "An attachment (`Content-Disposition`). The configuration is the slot's: values may be secrets, so it takes the same rights as `GET /admin/plugins`. With no candidate, no cases.",
+    security(("adminToken" = []), ("operatorToken" = [])),
+    params(("slot" = Slot, Path), PluginTenantParam, DiffParams),
+    responses(
+        (status = 200, description = "The cases file.", body = CasesView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub async fn shadow_cases(
+    State(state): State<AppState>,
+    _reader: AdminRead,
+    Path(name): Path<String>,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    let slot = slot(&name)?;
+    let tenant = tenant(&state, &q).await?;
+    let kind = kind_param(&q)?;
+    let d = diffs(&state, &tenant, slot, kind)?;
+    let row = state.plugins.row(&tenant, slot);
+    let cases = d
+        .disagreements
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "name": format!(
+                    "shadow {} disagreed ({}) at {}: active answered this",
+                    d.version.as_deref().map_or("", |v| &v[..12.min(v.len())]),
+                    e.kind,
+                    e.at
+                ),
+                "input": e.input,
+                "expect": e.active,
+            })
+        })
+        .collect();
+    let file = CasesView {
+        slot: slot.as_str(),
+        config: row.config,
+        cases,
+    };
+    let name = format!(
+        "{}{}-shadow-cases.json",
+        slot.as_str(),
+        if tenant.is_empty() {
+            String::new()
+        } else {
+            format!("-{tenant}")
+        }
+    );
+    Ok((
+        [(
+            axum::http::header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}\""),
+        )],
+        axum::Json(file),
+    )
+        .into_response())
+}
+
+/// The query of `POST /admin/plugins/{slot}/replay`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read from the query by `replay`; this declares it.
+pub struct ReplayParams {
+    /// The version to replay: one the slot keeps (its content hash); without
+    /// it, the shadow candidate.
+    #[param(
+        required = false,
+        min_length = 64,
+        max_length = 64,
+        pattern = "^[0-9a-f]{64}$"
+    )]
+    version: String,
+    /// How many recorded inputs (1 to 1000, default 200).
+    #[param(required = false, minimum = 1, maximum = 1000, default = 200)]
+    limit: u64,
+}
+
+/// What `POST /admin/plugins/{slot}/replay` answers.
+#[derive(Serialize, ToSchema)]
+#[schema(as = PluginReplay)]
+struct ReplayView {
+    /// The version replayed.
+    version: String,
+    /// Recorded inputs whose answer differs from what was decided then.
+    differ: usize,
+    /// The report `switchyard plugin replay` prints.
+    report: String,
+}
+
+/// One replay at a time per node: a replay compiles the version and runs
+/// up to 1,000 calls on a blocking thread.
+static REPLAYS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// `POST /admin/plugins/{slot}/replay`: a kept version over the inputs the
+/// server recorded for the slot, with `plugin replay`'s summary.
+#[utoipa::path(
+    post,
+    path = "/admin/plugins/{slot}/replay",
+    operation_id = "replayPlugin",
+    tag = "plugins",
+    summary = "Replays a kept version (the shadow candidate by default) over recorded inputs; the summary `switchyard plugin replay` prints.",
+    description = "Decisions (bid validator), messages (notification shaper), stream requests (stream authorizer) or the latest events (event filter, for a subscription with no parameters, against the active filter) of the tenant, or of every tenant for the default slot. Changes nothing; one replay at a time per node (409 `replay_running` while one runs); 409 when no candidate runs and no `version` is named, or the version is not kept.",
+    security(("adminToken" = []), ("operatorToken" = [])),
+    params(("slot" = Slot, Path), PluginTenantParam, ReplayParams),
+    responses(
+        (status = 200, description = "The summary.", body = ReplayView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Refused),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub async fn replay(
+    State(state): State<AppState>,
+    _operator: Admin,
+    Path(name): Path<String>,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    use crate::plugins::cli;
+    let slot = slot(&name)?;
+    let tenant = tenant(&state, &q).await?;
+    let limit = match q.get("limit") {
+        None => 200,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::invalid("invalid_limit", "`limit` is 1 to 1000"))?,
+    };
+    let row = state.plugins.row(&tenant, slot);
+    let version = match version_param(&q)? {
+        Some(v) => v,
+        None => row.shadow.clone().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "no candidate is running in shadow; name a kept `version`",
+            )
+        })?,
+    };
+    let kept = row.active.as_ref() == Some(&version)
+        || row.shadow.as_ref() == Some(&version)
+        || row.history.contains(&version);
+    if !kept {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "that version is not one the slot keeps (active, shadow or history)",
+        ));
+    }
+    let Ok(_permit) = REPLAYS.try_acquire() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "replay_running",
+            "a replay is running on this node; try again when it is done",
+        ));
+    };
+    let bytes = state
+        .backend
+        .plugins
+        .plugin_wasm(&version)
+        .await?
+        .ok_or_else(|| ApiError::internal("the version's component is missing from the store"))?;
+    let config = row.config.clone();
+    let scope = (!tenant.is_empty()).then_some(tenant.as_str());
+    let failed = |e: crate::store::Error| ApiError::from(e);
+    let run = match slot {
+        Slot::BidValidator => {
+            let recorded: Vec<cli::Recorded> = state
+                .backend
+                .bids
+                .decided(scope, limit)
+                .await
+                .map_err(failed)?
+                .into_iter()
+                .filter_map(|(bid, input)| {
+                    Some(cli::Recorded {
+                        bid,
+                        input: serde_json::from_str(&input).ok()?,
+                    })
+                })
+                .collect();
+            tokio::task::spawn_blocking(move || cli::replay_bids(&bytes, &recorded, config)).await
+        }
+        Slot::NotificationShaper => {
+            let recorded = state
+                .backend
+                .plugins
+                .recorded_messages(scope, limit)
+                .await
+                .map_err(failed)?;
+            tokio::task::spawn_blocking(move || cli::replay_messages(&bytes, &recorded, config))
+                .await
+        }
+        Slot::StreamAuthorizer => {
+            let recorded = state
+                .backend
+                .plugins
+                .recorded_stream_requests(scope, limit)
+                .await
+                .map_err(failed)?;
+            tokio::task::spawn_blocking(move || cli::replay_requests(&bytes, &recorded, config))
+                .await
+        }
+        Slot::EventFilter => {
+            let mut events = Vec::new();
+            for (t, head) in state.backend.store.heads().await.map_err(failed)? {
+                if scope.is_some_and(|want| want != t) {
+                    continue;
+                }
+                events.extend(
+                    state
+                        .backend
+                        .store
+                        .range(&t, head.saturating_sub(limit as u64), head)
+                        .await
+                        .map_err(failed)?,
+                );
+            }
+            let mut baselines = BTreeMap::new();
+            if let Some(active) = row.active.as_ref().filter(|a| **a != version) {
+                if let Some(b) = state.backend.plugins.plugin_wasm(active).await? {
+                    baselines.insert(
+                        tenant.clone(),
+                        cli::Baseline {
+                            tag: format!("event-filter@{}", &active[..12]),
+                            bytes: b,
+                            config: row.config.clone(),
+                        },
+                    );
+                }
+            }
+            tokio::task::spawn_blocking(move || {
+                cli::replay_events(&bytes, &events, &[], config, &baselines)
+            })
+            .await
+        }
+    };
+    let (report, differ) = run
+        .map_err(|e| ApiError::internal(format!("the replay stopped: {e}")))?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "replay_failed",
+                format!("the replay could not run: {e}"),
+            )
+        })?;
+    Ok(axum::Json(ReplayView {
+        version,
+        differ,
+        report,
+    })
+    .into_response())
+}
+
+/// The query of `GET /admin/plugins/{slot}/logs`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read from the query by `logs`; this declares it.
+pub struct LogParams {
+    /// The version (its content hash); without it, the active one.
+    #[param(
+        required = false,
+        min_length = 64,
+        max_length = 64,
+        pattern = "^[0-9a-f]{64}$"
+    )]
+    version: String,
+    /// Only lines after this one (the `seq` of the last line read).
+    #[param(required = false, minimum = 0)]
+    after: u64,
+}
+
+/// What `GET /admin/plugins/{slot}/logs` answers.
+#[derive(Serialize, ToSchema)]
+#[schema(as = PluginLogs)]
+struct LogsView {
+    /// The version.
+    #[schema(required = true)]
+    version: Option<String>,
+    /// Its latest lines on this node (at most 200 kept), oldest first.
+    lines: Vec<crate::plugins::logs::LogLine>,
+}
+
+/// `GET /admin/plugins/{slot}/logs`: a version's latest log lines on this
+/// node, for tailing (`after`).
+#[utoipa::path(
+    get,
+    path = "/admin/plugins/{slot}/logs",
+    operation_id = "pluginLogs",
+    tag = "plugins",
+    summary = "A version's latest log lines on this node (the active one by default), after `after`.",
+    description = "A bounded ring per tenant, slot and version (200 lines, in memory, this node's calls only); the slot's configuration values, JWTs and `Bearer` credentials are redacted before a line is kept.",
+    security(("adminToken" = []), ("operatorToken" = [])),
+    params(("slot" = Slot, Path), PluginTenantParam, LogParams),
+    responses(
+        (status = 200, description = "The lines.", body = LogsView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub async fn logs(
+    State(state): State<AppState>,
+    _reader: AdminRead,
+    Path(name): Path<String>,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    let slot = slot(&name)?;
+    let tenant = tenant(&state, &q).await?;
+    let after = match q.get("after") {
+        None => 0,
+        Some(a) => a
+            .parse::<u64>()
+            .map_err(|_| ApiError::invalid("invalid_after", "`after` is a line's `seq`"))?,
+    };
+    let version = match version_param(&q)? {
+        Some(v) => Some(v),
+        None => state.plugins.row(&tenant, slot).active,
+    };
+    let lines = match &version {
+        None => Vec::new(),
+        Some(v) => {
+            let label = if tenant.is_empty() {
+                format!("{}#{}", slot.as_str(), &v[..12])
+            } else {
+                format!("{}@{}#{}", slot.as_str(), tenant, &v[..12])
+            };
+            crate::plugins::logs::lines(&label, after)
+        }
+    };
+    Ok(axum::Json(LogsView { version, lines }).into_response())
 }

@@ -456,3 +456,54 @@ pub fn subscription_from_json(v: &Value) -> Vec<(String, String)> {
 pub fn stream_request_from_json(v: &Value) -> types::StreamRequest {
     read::<file::StreamRequestInput>(v).into()
 }
+
+// ---- inputs as a case of a cases file takes them ----------------------
+//
+// What a shadow comparison keeps of each disagreement, so that it can be
+// downloaded as a `plugin test` case (and read back by the functions above).
+
+/// A bid validator's input as a case's `input`.
+pub fn bid_case_json(bid: &Bid, product: &Product, now: i64) -> Value {
+    let (b, p) = (self::bid(bid), self::product(product));
+    json!({
+        "bid": {
+            "id": b.id, "tenant": b.tenant, "product_id": b.product_id,
+            "bidder_id": b.bidder_id, "amount": b.amount, "created_at": b.created_at,
+        },
+        "product": {
+            "id": p.id, "tenant": p.tenant, "seller_id": p.seller_id, "title": p.title,
+            "starting_price": p.starting_price, "min_increment": p.min_increment,
+            "anti_snipe_ms": p.anti_snipe_ms, "ends_at": p.ends_at, "status": p.status,
+            "current_bid": p.current_bid, "leader": p.leader, "bid_count": p.bid_count,
+            "version": p.version, "created_at": p.created_at,
+        },
+        "now": now,
+    })
+}
+
+/// A notification shaper's input as a case's `input`.
+pub fn message_case_json(m: &types::Message) -> Value {
+    json!({
+        "message": {
+            "id": m.id, "tenant": m.tenant, "kind": m.kind, "from": m.from, "to": m.to,
+            "product_id": m.product_id, "body": m.body, "created_at": m.created_at,
+        }
+    })
+}
+
+/// An event filter's input as a case's `input`: the event (its `data` as
+/// JSON) and the subscription's parameters.
+pub fn event_case_json(e: &types::Event, shape: &[(String, String)]) -> Value {
+    let data: Value = serde_json::from_str(&e.data).unwrap_or(Value::Null);
+    let subscription: Map<String, Value> = shape
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    json!({
+        "event": {
+            "id": e.id, "tenant": e.tenant, "topic": e.topic, "type": e.type_,
+            "data": data, "ts": e.ts,
+        },
+        "subscription": subscription,
+    })
+}

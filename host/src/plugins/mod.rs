@@ -11,6 +11,8 @@
 //! - `filtered`: what a subscription gets of an event once the event filter
 //!   answered (live, replay and snapshots alike).
 //! - `watch`: the plugins directory, read at start and watched.
+//! - `logs`: the plugins' log lines kept for the console (a bounded ring
+//!   per version, secrets redacted).
 //! - `manifest`: what a component declares in custom sections (an event
 //!   filter's shape parameters), read without compiling it.
 //! - `builtin`: the rules that answer while no component is active;
@@ -20,6 +22,7 @@ pub mod builtin;
 pub mod cli;
 pub mod convert;
 mod filtered;
+pub mod logs;
 pub mod manifest;
 pub mod registry;
 pub mod wasi;

@@ -103,6 +103,16 @@ impl CallLog {
         let ellipsis = if cut < message.len() { "…" } else { "" };
         let message = &message[..cut];
         let plugin = &*self.label;
+        super::logs::push(
+            plugin,
+            match level {
+                LogLevel::Debug => "debug",
+                LogLevel::Info => "info",
+                LogLevel::Warn => "warn",
+                LogLevel::Error => "error",
+            },
+            &format!("{message}{ellipsis}"),
+        );
         match level {
             LogLevel::Debug => tracing::debug!(plugin, "{message}{ellipsis}"),
             LogLevel::Info => tracing::info!(plugin, "{message}{ellipsis}"),

@@ -176,6 +176,18 @@ async fn apply_file(plugins: &Plugins, dir: &Path, path: &Path, startup: bool) {
     }
 }
 
+/// The file of `dir` that owns `tenant`'s `slot` (`""`: the default), if
+/// there is one: a change to it installs it over whatever was uploaded.
+pub fn managed_file(dir: &Path, tenant: &str, slot: Slot) -> Option<PathBuf> {
+    let file = format!("{}.wasm", slot.as_str());
+    let path = if tenant.is_empty() {
+        dir.join(file)
+    } else {
+        dir.join(tenant).join(file)
+    };
+    path.is_file().then_some(path)
+}
+
 /// Installs what the directory holds (at start).
 pub async fn scan(plugins: &Plugins, dir: &Path) {
     for path in files(dir) {

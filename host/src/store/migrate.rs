@@ -51,6 +51,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "audit",
         sql: include_str!("../../../migrations/sqlite/0007_audit.sql"),
     },
+    Migration {
+        version: 8,
+        name: "plugin_uploads",
+        sql: include_str!("../../../migrations/sqlite/0008_plugin_uploads.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -88,6 +93,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 7,
         name: "audit",
         sql: include_str!("../../../migrations/postgres/0007_audit.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "plugin_uploads",
+        sql: include_str!("../../../migrations/postgres/0008_plugin_uploads.sql"),
     },
 ];
 

@@ -30,6 +30,42 @@ pub struct SlotRow {
     pub rev: i64,
 }
 
+/// One component a slot was given (an upload, a watched-dir file, a bundled
+/// one), as the slot's upload history shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = PluginUpload)]
+pub struct UploadRow {
+    /// Its place in the history (0 before it is stored).
+    pub id: i64,
+    /// When, ms since the epoch.
+    pub at: i64,
+    /// Tenant slug, `""` for the default slot.
+    pub tenant: String,
+    /// Slot name.
+    pub slot: String,
+    /// The component's content hash.
+    pub hash: String,
+    /// `upload` (the admin API), `watched` (the plugins dir) or `bundled`.
+    pub origin: String,
+    /// Who: `admin` (the admin token) or `operator:{subject}`; null for
+    /// the watched dir and a bundled component.
+    #[schema(required = true)]
+    pub actor: Option<String>,
+    /// The operator's message (`X-Switchyard-Message` or `?message=`).
+    #[schema(required = true)]
+    pub message: Option<String>,
+    /// `active` or `shadow`.
+    pub mode: String,
+    /// `installed` or `refused`.
+    pub outcome: String,
+    /// Why it was refused.
+    #[schema(required = true)]
+    pub error: Option<String>,
+}
+
+/// Uploads kept per slot.
+pub const UPLOADS_KEPT: i64 = 200;
+
 /// A change to a slot, computed from its current row; an `Err` aborts it.
 pub type SlotChange = Box<dyn FnOnce(SlotRow) -> Result<SlotRow, Refusal> + Send>;
 
@@ -126,6 +162,16 @@ pub trait PluginStore: Send + Sync + 'static {
         tenant: Option<&str>,
         limit: usize,
     ) -> Result<Vec<RecordedRequest>, Error>;
+    /// Records a component a slot was given, keeping the latest
+    /// [`UPLOADS_KEPT`] of the slot.
+    async fn record_upload(&self, row: UploadRow) -> Result<(), Error>;
+    /// A slot's latest `limit` uploads, newest first.
+    async fn plugin_uploads(
+        &self,
+        tenant: &str,
+        slot: &str,
+        limit: usize,
+    ) -> Result<Vec<UploadRow>, Error>;
     /// Every slot row.
     async fn plugin_slots(&self) -> Result<Vec<SlotRow>, Error>;
     /// `(tenant, slot, rev)` of every row: cheap enough to poll.
@@ -176,6 +222,9 @@ pub(super) fn texts(row: &SlotRow) -> (String, String) {
         serde_json::to_string(&row.config).expect("strings serialize"),
     )
 }
+
+pub(super) const UPLOAD_COLS: &str =
+    "id, at, tenant, slot, hash, origin, actor, message, mode, outcome, error";
 
 pub(super) const COLS: &str =
     "tenant, slot, active, origin, active_at, shadow, history, config, rev";

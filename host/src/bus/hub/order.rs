@@ -357,7 +357,11 @@ impl Dispatcher {
             return;
         };
         let frame = Arc::new(Frame::from_parts(e.seq, &e.topic, &e.kind, &e.json));
-        offer_all(set, m, |_| Some(&frame));
+        let offered = offer_all(set, m, |_| Some(&frame));
+        drop(subs);
+        if offered > 0 {
+            m.tenant_delivered(&e.tenant, offered);
+        }
     }
 }
 

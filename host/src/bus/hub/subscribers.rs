@@ -303,7 +303,7 @@ pub(super) fn offer(hub: &Inner, e: &StoredEvent, answers: &[(Shape, Option<Arc<
     let Some(set) = subs.get(&*e.tenant).and_then(|t| t.get(e.topic.as_str())) else {
         return;
     };
-    offer_all(set, &hub.metrics, |sub| {
+    let offered = offer_all(set, &hub.metrics, |sub| {
         // Interned: the pointer matches, unless the shape registered after
         // the answers were made (then an equal one may still match).
         let answer = answers
@@ -315,6 +315,9 @@ pub(super) fn offer(hub: &Inner, e: &StoredEvent, answers: &[(Shape, Option<Arc<
             _ => None,
         }
     });
+    if offered > 0 {
+        hub.metrics.tenant_delivered(&e.tenant, offered);
+    }
 }
 
 /// Subscribers of a topic past which one event's offers are split between
@@ -337,7 +340,7 @@ pub(super) fn offer_all<'f>(
     set: &TopicSubs,
     metrics: &Metrics,
     frame_for: impl Fn(&Subscriber) -> Option<&'f Arc<Frame>> + Sync,
-) {
+) -> u64 {
     let run = |part: &[(u64, Arc<Subscriber>)]| {
         let mut tally = Tally::default();
         for (i, (_, sub)) in part.iter().enumerate() {
@@ -370,7 +373,9 @@ pub(super) fn offer_all<'f>(
     } else {
         run(list)
     };
+    let offered = tally.offered;
     tally.count(metrics, list.len());
+    offered
 }
 
 /// How far ahead of the subscriber being offered to the offer loop asks the
@@ -405,6 +410,7 @@ fn prefetch(sub: &Arc<Subscriber>) {
 struct Tally {
     lagged: u64,
     written: u64,
+    offered: u64,
 }
 
 impl Tally {
@@ -413,11 +419,13 @@ impl Tally {
         Tally {
             lagged: self.lagged + other.lagged,
             written: self.written + other.written,
+            offered: self.offered + other.offered,
         }
     }
 
     /// Offers `frame` to `sub`, marking it lagged when its queue is full.
     fn offer(&mut self, sub: &Subscriber, frame: &Arc<Frame>) {
+        self.offered += 1;
         match sub.queue.try_send(frame) {
             Offered::Queued => {}
             Offered::Written => self.written += 1,

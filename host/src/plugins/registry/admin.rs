@@ -11,7 +11,7 @@ use super::{content_hash, Held, LinkedVersion, Plugins};
 use crate::plugins::wasm::{CallCtx, HostError};
 use crate::plugins::world::{by_world, Filter};
 use crate::plugins::Slot;
-use crate::store::plugins::{Refusal, SlotChange, SlotRow};
+use crate::store::plugins::{Refusal, SlotChange, SlotRow, UploadRow};
 use crate::store::Error as StoreError;
 
 /// Why an admin operation failed.
@@ -143,12 +143,14 @@ impl Plugins {
                 .entry(super::shapes::SHAPE_PARAMS_KEY.to_string())
                 .or_insert_with(|| names.clone());
         }
+        let label = format!("{}#{}", st.label(), &hash[..12]);
+        crate::plugins::logs::secrets(&label, config.values().cloned());
         Ok(Arc::new(Version {
             hash: hash.to_string(),
             origin: origin.to_string(),
             since,
             linked,
-            call: CallCtx::new(config, format!("{}#{}", st.label(), &hash[..12])),
+            call: CallCtx::new(config, label),
         }))
     }
 
@@ -327,6 +329,66 @@ impl Plugins {
         origin: &str,
         mode: Mode,
     ) -> Result<SlotRow, PluginError> {
+        self.install_as(tenant, slot, bytes, origin, mode, &By::default())
+            .await
+    }
+
+    /// [`Plugins::install`] on behalf of `by`; either way the slot's upload
+    /// history records it (installed, or refused with the error).
+    pub async fn install_as(
+        &self,
+        tenant: &str,
+        slot: Slot,
+        bytes: Vec<u8>,
+        origin: &str,
+        mode: Mode,
+        by: &By,
+    ) -> Result<SlotRow, PluginError> {
+        let hash = content_hash(&bytes);
+        let r = self
+            .install_checked(tenant, slot, bytes, origin, mode)
+            .await;
+        let error = match &r {
+            Ok(_) => None,
+            Err(PluginError::Store(_)) => return r,
+            Err(e) => Some(e.to_string()),
+        };
+        let row = UploadRow {
+            id: 0,
+            at: crate::event::now_ms(),
+            tenant: tenant.to_string(),
+            slot: slot.as_str().to_string(),
+            hash,
+            origin: origin_kind(origin).to_string(),
+            actor: by.actor.clone(),
+            message: by.message.clone(),
+            mode: match mode {
+                Mode::Active => "active",
+                Mode::Shadow => "shadow",
+            }
+            .to_string(),
+            outcome: if error.is_some() {
+                "refused"
+            } else {
+                "installed"
+            }
+            .to_string(),
+            error,
+        };
+        if let Err(e) = self.inner.db.record_upload(row).await {
+            tracing::error!(%slot, %tenant, error = %e, "cannot record the upload in the slot's history");
+        }
+        r
+    }
+
+    async fn install_checked(
+        &self,
+        tenant: &str,
+        slot: Slot,
+        bytes: Vec<u8>,
+        origin: &str,
+        mode: Mode,
+    ) -> Result<SlotRow, PluginError> {
         let hash = content_hash(&bytes);
         if let Err(e) = self.link_for(slot, &hash, bytes.clone()).await {
             return Err(self.refuse(tenant, slot, origin, &hash, e));
@@ -390,6 +452,7 @@ impl Plugins {
         bytes: Vec<u8>,
         origin: &str,
         mode: Mode,
+        by: By,
     ) -> Compiling {
         let hash = content_hash(&bytes);
         let st = self.info(tenant, slot);
@@ -410,7 +473,10 @@ impl Plugins {
         }
         let (me, tenant, origin) = (self.clone(), tenant.to_string(), origin.to_string());
         tokio::spawn(async move {
-            if let Err(e) = me.install(&tenant, slot, bytes, &origin, mode).await {
+            if let Err(e) = me
+                .install_as(&tenant, slot, bytes, &origin, mode, &by)
+                .await
+            {
                 tracing::debug!(%slot, %tenant, error = %e, "background plugin install ended without a change");
             }
             let mut compiling = st.compiling.lock().unwrap_or_else(|p| p.into_inner());
@@ -437,17 +503,54 @@ impl Plugins {
             }
             Ok(row)
         });
-        self.update("", slot, Some((&hash, bytes)), change).await?;
+        let row = self.update("", slot, Some((&hash, bytes)), change).await?;
+        if row.rev == 1 {
+            let upload = UploadRow {
+                at: crate::event::now_ms(),
+                slot: slot.as_str().to_string(),
+                hash,
+                origin: "bundled".into(),
+                mode: "active".into(),
+                outcome: "installed".into(),
+                ..UploadRow::default()
+            };
+            if let Err(e) = self.inner.db.record_upload(upload).await {
+                tracing::error!(%slot, error = %e, "cannot record the bundled plugin in the slot's history");
+            }
+        }
         Ok(())
     }
 
     /// Returns to the previous version.
     pub async fn rollback(&self, tenant: &str, slot: Slot) -> Result<SlotRow, PluginError> {
-        let change: SlotChange = Box::new(|mut row: SlotRow| {
+        self.rollback_to(tenant, slot, None).await
+    }
+
+    /// Returns to `version`, one of the slot's earlier versions (`None`: the
+    /// previous one). The active version goes into the history in its place.
+    pub async fn rollback_to(
+        &self,
+        tenant: &str,
+        slot: Slot,
+        version: Option<String>,
+    ) -> Result<SlotRow, PluginError> {
+        let keep = self.inner.history;
+        let change: SlotChange = Box::new(move |mut row: SlotRow| {
             if row.history.is_empty() {
                 return Err(Refusal("there is no earlier version to roll back to"));
             }
-            let prev = row.history.remove(0);
+            let at = match &version {
+                None => 0,
+                Some(v) => row.history.iter().position(|h| h == v).ok_or(Refusal(
+                    "that version is not one of the slot's earlier versions",
+                ))?,
+            };
+            let prev = row.history.remove(at);
+            if at > 0 {
+                if let Some(old) = row.active.take() {
+                    push_history(&mut row.history, old, keep);
+                }
+            }
             row.active = Some(prev);
             row.origin = Some("rollback".into());
             row.active_at = Some(crate::event::now_ms());
@@ -523,6 +626,27 @@ impl Plugins {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+/// Who gave a slot a component, for its upload history.
+#[derive(Debug, Clone, Default)]
+pub struct By {
+    /// `admin` or `operator:{subject}`; none for the watched dir.
+    pub actor: Option<String>,
+    /// The operator's message.
+    pub message: Option<String>,
+}
+
+/// An install's origin as the upload history names it: `upload`,
+/// `watched` (a `file:` origin) or `bundled`.
+pub fn origin_kind(origin: &str) -> &'static str {
+    if origin.starts_with("file:") {
+        "watched"
+    } else if origin == "bundled" {
+        "bundled"
+    } else {
+        "upload"
     }
 }
 

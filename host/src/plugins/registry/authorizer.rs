@@ -8,7 +8,7 @@
 
 use super::shadow::compare_call;
 use super::slot::Version;
-use super::stats::timed;
+use super::stats::timed_us;
 use super::{Plugins, Serving};
 use crate::plugins::convert::{access_json, stream_request_json};
 use crate::plugins::wasm::{bindings::types, CallResult};
@@ -105,10 +105,12 @@ impl StreamAuthorizer {
     /// version's call failed, and the request must be refused (the
     /// authorizer fails closed).
     pub fn authorize(&self, request: &types::StreamRequest) -> CallResult<Access> {
+        let mut active_us = None;
         let result = match &self.active {
             None => Ok(Ok(Access::Allow)),
             Some((st, v)) => {
-                let r = timed(&st.stats, || self.run(v, request));
+                let (r, us) = timed_us(&st.stats, || self.run(v, request));
+                active_us = Some(us);
                 match &r {
                     Ok(Err(e)) => {
                         tracing::warn!(plugin = %v.call.label, error = %e, "stream authorizer failed; refusing the request");
@@ -122,7 +124,6 @@ impl StreamAuthorizer {
             }
         };
         if let Some((st, cand)) = &self.shadow {
-            let theirs = self.run(cand, request);
             let ours = match &result {
                 Ok(Ok(a)) => access_json(a),
                 _ => access_json(&Access::Refuse {
@@ -132,9 +133,10 @@ impl StreamAuthorizer {
             };
             compare_call(
                 st,
-                || stream_request_json(request),
+                || serde_json::json!({ "request": stream_request_json(request) }),
                 ours,
-                theirs.map(|r| r.map(|a| access_json(&a))),
+                active_us,
+                || self.run(cand, request).map(|r| r.map(|a| access_json(&a))),
             );
         }
         result

@@ -1,11 +1,9 @@
 //! The event filter's calls: once per event per subscription shape, failing
 //! closed.
 
-use serde_json::json;
-
 use super::shadow::compare_call;
 use super::slot::Version;
-use super::stats::timed;
+use super::stats::timed_us;
 use super::{Plugins, Serving};
 use crate::plugins::wasm::{bindings::types, CallResult};
 use crate::plugins::world::{Filter, FilterInput};
@@ -69,7 +67,8 @@ impl TenantFilter {
         shape: &Vec<(String, String)>,
     ) -> (FilterOutcome, bool) {
         let (st, v) = &self.active;
-        let (outcome, answered) = match timed(&st.stats, || self.run(v, event, shape)) {
+        let (r, active_us) = timed_us(&st.stats, || self.run(v, event, shape));
+        let (outcome, answered) = match r {
             Ok(Ok(o)) => (o, true),
             Ok(Err(e)) => {
                 tracing::warn!(plugin = %v.call.label, event = %event.id, error = %e, "event filter failed; not delivering the event to this subscription");
@@ -81,12 +80,15 @@ impl TenantFilter {
             }
         };
         if let Some((sst, cand)) = &self.shadow {
-            let theirs = self.run(cand, event, shape);
             compare_call(
                 sst,
-                || json!({ "event": event.id, "topic": event.topic, "subscription": shape }),
+                || crate::plugins::convert::event_case_json(event, shape),
                 crate::plugins::convert::filter_json(&outcome),
-                theirs.map(|r| r.map(|o| crate::plugins::convert::filter_json(&o))),
+                Some(active_us),
+                || {
+                    self.run(cand, event, shape)
+                        .map(|r| r.map(|o| crate::plugins::convert::filter_json(&o)))
+                },
             );
         }
         (outcome, answered)

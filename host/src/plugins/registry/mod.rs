@@ -43,10 +43,10 @@ use super::wasm::{Linked, WasmHost};
 use super::world::{self, World};
 use crate::store::plugins::PluginStore;
 
-pub use admin::{Mode, PluginError};
+pub use admin::{origin_kind, By, Mode, PluginError};
 pub use authorizer::{Access, StreamAuthorizer};
 pub use filter::{FilterOutcome, TenantFilter};
-pub use shadow::{ShadowExample, ShadowView};
+pub use shadow::{ShadowExample, ShadowView, DISAGREEMENT_KINDS, SHADOW_EXAMPLES};
 pub use shaper::outbid_input;
 pub use shapes::{TooManyShapes, MAX_SHAPES_PER_TENANT, SHAPE_PARAMS_KEY};
 pub use slot::{Compiling, LoadError, SlotState, Version};

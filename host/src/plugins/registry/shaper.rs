@@ -1,11 +1,11 @@
 //! The notification shaper's calls: messages and outbid digests, with the
 //! built-in notification when no shaper answers.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::shadow::compare_call;
 use super::slot::Version;
-use super::stats::timed;
+use super::stats::timed_us;
 use super::Plugins;
 use crate::plugins::wasm::{bindings::types, CallResult};
 use crate::plugins::world::Shaper;
@@ -23,7 +23,6 @@ impl Plugins {
                     msg,
                 )
             },
-            || json!({ "message_to": msg.to, "body_chars": msg.body.chars().count() }),
         )
     }
 
@@ -34,7 +33,6 @@ impl Plugins {
         tenant: &str,
         input: impl FnOnce() -> types::Message,
         builtin: impl Fn() -> Vec<crate::store::Notification>,
-        example: impl FnOnce() -> Value,
     ) -> Vec<crate::store::Notification> {
         let active = self.resolve::<Shaper>(tenant);
         let shadow = self.shadow_of::<Shaper>(tenant);
@@ -46,8 +44,12 @@ impl Plugins {
             let out = self.inner.wasm.call(&v.linked, &v.call, &input)?;
             Ok(out.and_then(crate::plugins::convert::notifications))
         };
-        let result = match &active {
-            Some((st, v)) => match timed(&st.stats, || run(v)) {
+        let called = active
+            .as_ref()
+            .map(|(st, v)| (v, timed_us(&st.stats, || run(v))));
+        let active_us = called.as_ref().map(|(_, (_, us))| *us);
+        let result = match called {
+            Some((v, (r, _))) => match r {
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => {
                     tracing::warn!(plugin = %v.call.label, kind = %input.kind, error = %e, "notification shaper failed; sending the built-in notification");
@@ -61,12 +63,12 @@ impl Plugins {
             None => builtin(),
         };
         if let Some((st, cand)) = shadow {
-            let theirs = run(&cand);
             compare_call(
                 &st,
-                example,
+                || crate::plugins::convert::message_case_json(&input),
                 crate::plugins::convert::notifications_json(&result),
-                theirs.map(|r| r.map(|n| crate::plugins::convert::notifications_json(&n))),
+                active_us,
+                || run(&cand).map(|r| r.map(|n| crate::plugins::convert::notifications_json(&n))),
             );
         }
         result
@@ -124,7 +126,6 @@ impl crate::bids::decision::OutbidNotifier for Plugins {
             tenant,
             || outbid_input(tenant, digest, now),
             || BuiltinOutbid.outbid(tenant, digest, now),
-            || json!({ "outbid": digest.user, "product_id": digest.product_id, "times": digest.times }),
         )
     }
 }

@@ -81,19 +81,22 @@ impl CallStats {
 
 /// Runs a call of the active version and records it: its latency and,
 /// when the guest failed, the kind; a host fault only in its own count.
-pub(super) fn timed<T>(stats: &CallStats, f: impl FnOnce() -> CallResult<T>) -> CallResult<T> {
+/// Answers the result and how long the call took in microseconds (for a
+/// shadow comparison's example).
+pub(super) fn timed_us<T>(
+    stats: &CallStats,
+    f: impl FnOnce() -> CallResult<T>,
+) -> (CallResult<T>, u64) {
     let started = Instant::now();
     let r = f();
+    let took = started.elapsed();
     match &r {
-        Ok(answer) => stats.record(
-            started.elapsed(),
-            answer.as_ref().map(|_| ()).map_err(|e| e.kind),
-        ),
+        Ok(answer) => stats.record(took, answer.as_ref().map(|_| ()).map_err(|e| e.kind)),
         Err(_) => {
             stats.host_faults.fetch_add(1, Ordering::Relaxed);
         }
     }
-    r
+    (r, super::shadow::micros(took))
 }
 
 #[cfg(test)]
@@ -134,9 +137,9 @@ mod tests {
     fn timed_records_the_outcome_kind() {
         use crate::plugins::wasm::{GuestFailure, HostFault};
         let s = CallStats::default();
-        let ok = timed(&s, || Ok(Ok(1u8)));
+        let (ok, _) = timed_us(&s, || Ok(Ok(1u8)));
         assert!(matches!(ok, Ok(Ok(1))));
-        let _ = timed::<u8>(&s, || {
+        let _ = timed_us::<u8>(&s, || {
             Ok(Err(GuestFailure {
                 kind: FailKind::BadOutput,
                 message: "no".into(),
@@ -145,7 +148,7 @@ mod tests {
         assert_eq!(s.calls(), 2);
         assert_eq!(s.errors()["bad_output"], 1);
         // A host fault is not the plugin's: no call, no error, its own count.
-        let _ = timed::<u8>(&s, || {
+        let _ = timed_us::<u8>(&s, || {
             Err(HostFault {
                 message: "pool exhausted".into(),
             })

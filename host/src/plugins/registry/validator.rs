@@ -1,10 +1,8 @@
 //! The bid validator's calls: one version per decision round.
 
-use serde_json::json;
-
 use super::shadow::compare_call;
 use super::slot::Version;
-use super::stats::timed;
+use super::stats::timed_us;
 use super::{Plugins, Serving};
 use crate::plugins::wasm::CallResult;
 use crate::plugins::world::{ValidateInput, Validator};
@@ -58,10 +56,13 @@ impl crate::bids::decision::BidValidator for RoundValidator {
         now: i64,
     ) -> crate::bids::decision::Verdict {
         use crate::bids::decision::{BuiltinValidator, Verdict};
+        let mut active_us = None;
         let verdict = match &self.active {
             None => BuiltinValidator.validate(bid, product, now),
             Some((st, v)) => {
-                let failed = match timed(&st.stats, || self.run(v, bid, product, now)) {
+                let (r, us) = timed_us(&st.stats, || self.run(v, bid, product, now));
+                active_us = Some(us);
+                let failed = match r {
                     Ok(Ok(v)) => Some(v),
                     Ok(Err(e)) => {
                         tracing::warn!(plugin = %v.call.label, bid = %bid.id, error = %e, "bid validator failed; rejecting the bid");
@@ -79,12 +80,15 @@ impl crate::bids::decision::BidValidator for RoundValidator {
             }
         };
         if let Some((st, cand)) = &self.shadow {
-            let theirs = self.run(cand, bid, product, now);
             compare_call(
                 st,
-                || json!({ "bid": bid, "product": product, "now": now }),
+                || crate::plugins::convert::bid_case_json(bid, product, now),
                 crate::plugins::convert::verdict_json(&verdict),
-                theirs.map(|r| r.map(|v| crate::plugins::convert::verdict_json(&v))),
+                active_us,
+                || {
+                    self.run(cand, bid, product, now)
+                        .map(|r| r.map(|v| crate::plugins::convert::verdict_json(&v)))
+                },
             );
         }
         verdict

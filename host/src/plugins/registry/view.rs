@@ -135,6 +135,21 @@ impl Plugins {
         })
     }
 
+    /// A slot's shadow candidate with every disagreement kept (none: no
+    /// candidate, or a tenant's slot never configured).
+    pub fn shadow_report(&self, tenant: &str, slot: Slot) -> Option<ShadowView> {
+        by_world!(slot, W => {
+            let states = self
+                .slots::<W>()
+                .states
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            let s = states.get(tenant)?;
+            let v = s.shadow.load_full()?;
+            Some(s.shadow_stats.full_report(&v.hash))
+        })
+    }
+
     /// The slots of world `W`, by tenant (the default slot first, shown
     /// even when never configured).
     fn describe_world<W: Held>(&self, out: &mut Vec<SlotView>) {

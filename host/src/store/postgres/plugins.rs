@@ -123,6 +123,72 @@ impl PluginStore for PostgresStore {
             .collect())
     }
 
+    async fn record_upload(&self, u: UploadRow) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO plugin_uploads (at, tenant, slot, hash, origin, actor, message, mode, outcome, error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(u.at)
+        .bind(&u.tenant)
+        .bind(&u.slot)
+        .bind(&u.hash)
+        .bind(&u.origin)
+        .bind(&u.actor)
+        .bind(&u.message)
+        .bind(&u.mode)
+        .bind(&u.outcome)
+        .bind(&u.error)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM plugin_uploads WHERE tenant = $1 AND slot = $2 AND id <= \
+             (SELECT id FROM plugin_uploads WHERE tenant = $1 AND slot = $2 \
+              ORDER BY id DESC LIMIT 1 OFFSET $3)",
+        )
+        .bind(&u.tenant)
+        .bind(&u.slot)
+        .bind(UPLOADS_KEPT)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn plugin_uploads(
+        &self,
+        tenant: &str,
+        slot: &str,
+        limit: usize,
+    ) -> Result<Vec<UploadRow>, Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {UPLOAD_COLS} FROM plugin_uploads WHERE tenant = $1 AND slot = $2 \
+             ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(tenant)
+        .bind(slot)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push(UploadRow {
+                id: r.try_get("id")?,
+                at: r.try_get("at")?,
+                tenant: r.try_get("tenant")?,
+                slot: r.try_get("slot")?,
+                hash: r.try_get("hash")?,
+                origin: r.try_get("origin")?,
+                actor: r.try_get("actor")?,
+                message: r.try_get("message")?,
+                mode: r.try_get("mode")?,
+                outcome: r.try_get("outcome")?,
+                error: r.try_get("error")?,
+            });
+        }
+        Ok(out)
+    }
+
     async fn plugin_slots(&self) -> Result<Vec<SlotRow>, Error> {
         let rows = sqlx::query(&format!("SELECT {COLS} FROM plugin_slots"))
             .fetch_all(&self.pool)

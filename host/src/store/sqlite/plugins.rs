@@ -120,6 +120,60 @@ impl PluginStore for SqliteStore {
             .await
     }
 
+    async fn record_upload(&self, u: UploadRow) -> Result<(), Error> {
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO plugin_uploads (at, tenant, slot, hash, origin, actor, message, mode, outcome, error) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )?
+            .execute(params![
+                u.at, u.tenant, u.slot, u.hash, u.origin, u.actor, u.message, u.mode, u.outcome,
+                u.error
+            ])?;
+            tx.prepare_cached(
+                "DELETE FROM plugin_uploads WHERE tenant = ?1 AND slot = ?2 AND id <= \
+                 (SELECT id FROM plugin_uploads WHERE tenant = ?1 AND slot = ?2 \
+                  ORDER BY id DESC LIMIT 1 OFFSET ?3)",
+            )?
+            .execute(params![u.tenant, u.slot, UPLOADS_KEPT])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn plugin_uploads(
+        &self,
+        tenant: &str,
+        slot: &str,
+        limit: usize,
+    ) -> Result<Vec<UploadRow>, Error> {
+        let (tenant, slot) = (tenant.to_string(), slot.to_string());
+        self.readers
+            .with(move |c| {
+                Ok(c.prepare_cached(&format!(
+                    "SELECT {UPLOAD_COLS} FROM plugin_uploads WHERE tenant = ? AND slot = ? \
+                         ORDER BY id DESC LIMIT ?"
+                ))?
+                .query_map(params![tenant, slot, limit as i64], |r| {
+                    Ok(UploadRow {
+                        id: r.get(0)?,
+                        at: r.get(1)?,
+                        tenant: r.get(2)?,
+                        slot: r.get(3)?,
+                        hash: r.get(4)?,
+                        origin: r.get(5)?,
+                        actor: r.get(6)?,
+                        message: r.get(7)?,
+                        mode: r.get(8)?,
+                        outcome: r.get(9)?,
+                        error: r.get(10)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?)
+            })
+            .await
+    }
+
     async fn plugin_slots(&self) -> Result<Vec<SlotRow>, Error> {
         self.readers
             .with(|c| {
