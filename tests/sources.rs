@@ -433,11 +433,7 @@ async fn two_cluster_nodes_publish_each_entry_once(kind: &str) -> Result {
     let seen = all_from_start(survivor, &n.tenant, total).await?;
     check_exactly(&seen, total)?;
     if let Feed::Outbox(db) = &feed {
-        let started = Instant::now();
-        while db.rows().await? > 0 {
-            anyhow::ensure!(started.elapsed() < secs(10), "stored rows are not deleted");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        db.drained("switchyard_outbox").await?;
     }
     drop((a, b));
     env.cleanup().await;
@@ -883,9 +879,23 @@ impl AppDb {
     }
 
     async fn rows(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM switchyard_outbox")
+        self.rows_of("switchyard_outbox").await
+    }
+
+    async fn rows_of(&self, table: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
             .fetch_one(&self.pool)
             .await?)
+    }
+
+    /// Waits (up to 10 s) until the source has deleted every row of `table`.
+    async fn drained(&self, table: &str) -> Result {
+        let started = Instant::now();
+        while self.rows_of(table).await? > 0 {
+            anyhow::ensure!(started.elapsed() < secs(10), "stored rows are not deleted");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
     }
 
     async fn drop(self) {
@@ -977,11 +987,7 @@ async fn outbox_in_transaction_order_with_a_poison_row(mode: Mode) -> Result {
         data["raw"].as_str().unwrap_or("").contains("not a topic!"),
         "{data}"
     );
-    let started = Instant::now();
-    while db.rows().await? > 0 {
-        anyhow::ensure!(started.elapsed() < secs(10), "stored rows are not deleted");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    db.drained("switchyard_outbox").await?;
     drop(node);
     env.cleanup().await;
     db.drop().await;
@@ -1063,17 +1069,7 @@ async fn debezium_outbox_table() -> Result {
         s.next_data(Duration::from_millis(1_500)).await.is_none(),
         "only the committed rows, once"
     );
-    let started = Instant::now();
-    loop {
-        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
-            .fetch_one(&db.pool)
-            .await?;
-        if left == 0 {
-            break;
-        }
-        anyhow::ensure!(started.elapsed() < secs(10), "stored rows are not deleted");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    db.drained("outbox").await?;
     drop(node);
     env.cleanup().await;
     db.drop().await;

@@ -660,21 +660,14 @@ EOF2
   cat "$OUT/$name.load"
 }
 
-# published_total URL...: the sources' published events (bids: stored) on every node.
-published_total() {
-  local u got=0 v
+# metric_total REGEX URL...: the sum of the series matching REGEX on every node
+# (sources' published events: `^switchyard_source_events_published_total[{]`;
+# bids decided: `^switchyard_bid_decisions_(accepted|rejected)_total `).
+metric_total() {
+  local re=$1 u got=0 v
+  shift
   for u in "$@"; do
-    v=$(curl -sf "$u/metrics" -H "Authorization: Bearer $TOKEN" | awk '/^switchyard_source_events_published_total\{/ {s += $2} END {print s + 0}') || v=0
-    got=$((got + ${v%.*}))
-  done
-  echo "$got"
-}
-
-# decided_total URL...: bids decided on every node.
-decided_total() {
-  local u got=0 v
-  for u in "$@"; do
-    v=$(curl -sf "$u/metrics" -H "Authorization: Bearer $TOKEN" | awk '/^switchyard_bid_decisions_(accepted|rejected)_total / {s += $2} END {print s + 0}') || v=0
+    v=$(curl -sf "$u/metrics" -H "Authorization: Bearer $TOKEN" | awk -v re="$re" '$0 ~ re {s += $2} END {print s + 0}') || v=0
     got=$((got + ${v%.*}))
   done
   echo "$got"
@@ -781,7 +774,7 @@ EOF2
   start_mode "$mode"
   local urls; IFS=, read -r -a urls <<<"$URLS"
   if [ "$mode" = embedded ]; then wait_ready "$OUT/server.log" 18400; fi
-  local want=$n count=published_total
+  local want=$n count='^switchyard_source_events_published_total[{]'
   if [ "$kind" = list ]; then
     # 100 products; bids with rising amounts, in the seed's format, on a
     # list the source does not read yet (renamed onto its key below).
@@ -802,7 +795,7 @@ for i in range(n):
     parts = [b"LPUSH", b"bids:filling", bid]
     out.write(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts))
 EOF2
-    count=decided_total
+    count='^switchyard_bid_decisions_(accepted|rejected)_total '
   fi
   sleep 2
   local c0; c0=$(cpu_ticks "${SRV_PIDS[@]}")
@@ -826,7 +819,7 @@ EOF2
   local got=0
   while [ "$got" -lt "$want" ]; do
     sleep 0.05
-    got=$($count "${urls[@]}")
+    got=$(metric_total "$count" "${urls[@]}")
   done
   local t1; t1=$(date +%s.%N)
   local c1; c1=$(cpu_ticks "${SRV_PIDS[@]}")
