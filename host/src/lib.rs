@@ -29,6 +29,7 @@ pub mod auth;
 pub mod backend;
 mod bids;
 mod bus;
+mod coalesce;
 pub mod config;
 mod console;
 mod error;
@@ -179,6 +180,7 @@ pub async fn run(
         queue: config.client_queue,
         shutdown: shutdown.clone(),
         plugins: plugins.clone(),
+        first_reads: Default::default(),
     });
     let worker = bids::worker::Worker::start(
         backend.bids.clone(),

@@ -7,6 +7,7 @@ use crate::auth::Keys;
 use crate::backend::Backend;
 use crate::bids::queue::BidWakeups;
 use crate::bus::publisher::Publisher;
+use crate::coalesce::Coalescer;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::plugins::Plugins;
@@ -19,6 +20,10 @@ use crate::store::{self, Store, Tenant};
 pub struct TenantCache {
     store: Arc<dyn Store>,
     known: RwLock<HashMap<String, Tenant>>,
+    /// Lookups of a tenant not yet known, coalesced: the first requests a
+    /// node serves for a tenant (a reconnect storm after a restart) share a
+    /// few queries.
+    lookups: Coalescer<String, Result<Option<Tenant>, Arc<store::Error>>>,
 }
 
 impl TenantCache {
@@ -27,6 +32,7 @@ impl TenantCache {
         TenantCache {
             store,
             known: RwLock::new(HashMap::new()),
+            lookups: Coalescer::default(),
         }
     }
 
@@ -40,7 +46,17 @@ impl TenantCache {
         {
             return Ok(t.clone());
         }
-        match self.store.tenant(slug).await? {
+        let store = self.store.clone();
+        let owned = slug.to_string();
+        let found = self
+            .lookups
+            .get(slug.to_string(), move || async move {
+                store.tenant(&owned).await.map_err(Arc::new)
+            })
+            .await
+            .ok_or_else(|| store::Error::Internal("a tenant lookup panicked".into()))?
+            .map_err(store::Error::shared)?;
+        match found {
             Some(t) => {
                 self.known
                     .write()

@@ -76,6 +76,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// This error as one of the callers that shared a read
+    /// (`crate::coalesce`) gets it: the same kind where the kind carries
+    /// what the caller acts on, the words otherwise.
+    pub fn shared(e: std::sync::Arc<Error>) -> Error {
+        std::sync::Arc::try_unwrap(e).unwrap_or_else(|e| match &*e {
+            Error::Unavailable(cause) => Error::Unavailable(cause.clone()),
+            Error::UnknownTenant(t) => Error::UnknownTenant(t.clone()),
+            Error::KeyReused => Error::KeyReused,
+            Error::KeyRaced => Error::KeyRaced,
+            other => Error::Internal(other.to_string()),
+        })
+    }
+
     /// The database does not answer, because of `cause`.
     pub fn unavailable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
         Error::Unavailable(std::sync::Arc::from(cause.into()))

@@ -10,10 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::Session;
 use crate::bus::hub::Hub;
+use crate::coalesce::Coalescer;
 use crate::event::Seq;
 use crate::metrics::Metrics;
 use crate::plugins::Plugins;
-use crate::store::Store;
+use crate::store::{self, Page, Store};
 
 /// What every session shares.
 pub struct StreamContext {
@@ -38,6 +39,47 @@ pub struct StreamContext {
     pub shutdown: CancellationToken,
     /// Event filters (and the other plugins).
     pub plugins: Plugins,
+    /// The first reads of opening streams, coalesced (`crate::coalesce`).
+    pub first_reads: Coalescer<ReadKey, Result<Arc<Page>, Arc<store::Error>>>,
+}
+
+/// What a stream's first read asks: tenant, topics, after, limit.
+type ReadKey = (String, Vec<String>, Option<Seq>, usize);
+
+impl StreamContext {
+    /// A stream's first read (see [`Store::read`]), shared with the other
+    /// streams that asked the same meanwhile; it starts after this call, so
+    /// after the caller subscribed to live events (nothing committed in
+    /// between is missed). A burst of browsers opening the same topic costs
+    /// a few reads, not one each.
+    pub async fn first_read(
+        &self,
+        tenant: &str,
+        topics: &[String],
+        after: Option<Seq>,
+        limit: usize,
+    ) -> Result<Page, store::Error> {
+        let store = self.store.clone();
+        let (t, tp) = (tenant.to_string(), topics.to_vec());
+        let key = (t.clone(), tp.clone(), after, limit);
+        let answer = self
+            .first_reads
+            .get(key, move || async move {
+                store
+                    .read(&t, &tp, after, limit)
+                    .await
+                    .map(Arc::new)
+                    .map_err(Arc::new)
+            })
+            .await;
+        match answer {
+            Some(Ok(page)) => Ok(Arc::unwrap_or_clone(page)),
+            Some(Err(e)) => Err(store::Error::shared(e)),
+            None => Err(store::Error::Internal(
+                "a stream's first read panicked".into(),
+            )),
+        }
+    }
 }
 
 /// A validated subscription request.

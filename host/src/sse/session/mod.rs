@@ -104,13 +104,12 @@ impl Session {
             .subscribe(&req.tenant, &req.topics, ctx.queue, req.shape.clone());
         let (cursor, page, phase) = match req.last_event_id {
             None => {
-                let page = ctx.store.read(&req.tenant, &req.topics, None, 0).await?;
+                let page = ctx.first_read(&req.tenant, &req.topics, None, 0).await?;
                 (page.head, page, Phase::Live)
             }
             Some(c) => {
                 let page = ctx
-                    .store
-                    .read(&req.tenant, &req.topics, Some(c), PAGE)
+                    .first_read(&req.tenant, &req.topics, Some(c), PAGE)
                     .await?;
                 (c, page, Phase::CatchUp)
             }
