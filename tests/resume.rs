@@ -216,7 +216,13 @@ async fn reset_past_retention(mode: Mode) {
         .await;
     let ev = s.next(secs(10)).await.expect("reset");
     assert_eq!(ev.event, "reset");
-    assert_eq!(ev.seq(), next);
+    // The reset names the tenant's head: `next`, or later when the topics'
+    // occupancy (presence, kept for every topic) changed since.
+    assert!(
+        (next..next + 1000).contains(&ev.seq()),
+        "reset at {}, after {next}",
+        ev.seq()
+    );
     assert!(a.metric("switchyard_resets_total").await >= 2.0);
     env.cleanup().await;
 }
