@@ -937,6 +937,7 @@ async fn shadow_diffs_cases_replay_and_logs(mode: Mode) {
             .args(["plugin", "test"])
             .arg(&path)
             .arg(&cases)
+            .env("SWITCHYARD_PLUGIN_CACHE_DIR", dir.join("code"))
             .output()
             .expect("the binary runs")
     };

@@ -91,10 +91,12 @@ fn sha(bytes: &[u8]) -> String {
     switchyard::plugins::registry::content_hash(bytes)
 }
 
+/// `switchyard ARGS`, sharing the nodes' compiled-code cache (`lang_env`).
 fn run_cli(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(args)
         .env("RUST_LOG", "warn")
+        .env("SWITCHYARD_PLUGIN_CACHE_DIR", test_cache())
         .output()
         .expect("run switchyard")
 }
@@ -102,10 +104,13 @@ fn run_cli(args: &[&str]) -> std::process::Output {
 /// A test world whose nodes share one compiled-code cache: a 12-18 MB
 /// component compiles once for the whole run, not once per node and test.
 async fn lang_env(mode: Mode) -> Env {
-    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-cache-tests");
     Env::new(mode)
         .await
-        .set("SWITCHYARD_PLUGIN_CACHE_DIR", cache.display())
+        .set("SWITCHYARD_PLUGIN_CACHE_DIR", test_cache().display())
+}
+
+fn test_cache() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-cache-tests")
 }
 
 async fn put_plugin(node: &Node, slot: &str, query: &str, bytes: Vec<u8>) -> reqwest::Response {

@@ -267,16 +267,17 @@ fn plugin(command: PluginCommand, top: Options) -> anyhow::Result<()> {
     };
     // The log's writer, flushed before an exit.
     let mut log = None;
+    let host = cli::host()?;
     let failed = match command {
         PluginCommand::Check { file } => {
-            let (report, fits) = cli::check(&read(&file)?)?;
+            let (report, fits) = cli::check(&host, &read(&file)?)?;
             print!("{report}");
             !fits
         }
         PluginCommand::Test { file, cases } => {
             let cases: serde_json::Value =
                 serde_json::from_slice(&read(&cases)?).context("the cases file is not JSON")?;
-            let (report, failed) = cli::test(&read(&file)?, &cases)?;
+            let (report, failed) = cli::test(&host, &read(&file)?, &cases)?;
             print!("{report}");
             failed > 0
         }
@@ -288,7 +289,7 @@ fn plugin(command: PluginCommand, top: Options) -> anyhow::Result<()> {
         } => {
             let cases: serde_json::Value =
                 serde_json::from_slice(&read(&cases)?).context("the cases file is not JSON")?;
-            let r = cli::bench(&read(&file)?, &cases, calls)?;
+            let r = cli::bench(&host, &read(&file)?, &cases, calls)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -311,7 +312,7 @@ fn plugin(command: PluginCommand, top: Options) -> anyhow::Result<()> {
             let bytes = read(&file)?;
             let config = key_values(&pairs, "--set")?;
             let shape: Vec<(String, String)> = key_values(&shape, "--shape")?.into_iter().collect();
-            let slot = cli::slot_of(&bytes)?;
+            let slot = cli::slot_of(&host, &bytes)?;
             let config_all = Config::load_layers([options, top])?;
             log = Some(switchyard::logging::init(config_all.log_json));
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -334,13 +335,13 @@ fn plugin(command: PluginCommand, top: Options) -> anyhow::Result<()> {
                             })
                         })
                         .collect();
-                    cli::replay_bids(&bytes, &recorded, config)
+                    cli::replay_bids(&host, &bytes, &recorded, config)
                 }
                 Slot::NotificationShaper => {
                     let recorded = runtime
                         .block_on(backend.plugins.recorded_messages(tenant, limit))
                         .map_err(|e| anyhow::anyhow!("cannot read messages: {e}"))?;
-                    cli::replay_messages(&bytes, &recorded, config)
+                    cli::replay_messages(&host, &bytes, &recorded, config)
                 }
                 Slot::EventFilter => {
                     let (events, baselines) = runtime.block_on(recorded_events(
@@ -349,13 +350,13 @@ fn plugin(command: PluginCommand, top: Options) -> anyhow::Result<()> {
                         topic.as_deref(),
                         limit,
                     ))?;
-                    cli::replay_events(&bytes, &events, &shape, config, &baselines)
+                    cli::replay_events(&host, &bytes, &events, &shape, config, &baselines)
                 }
                 Slot::StreamAuthorizer => {
                     let recorded = runtime
                         .block_on(backend.plugins.recorded_stream_requests(tenant, limit))
                         .map_err(|e| anyhow::anyhow!("cannot read stream requests: {e}"))?;
-                    cli::replay_requests(&bytes, &recorded, config)
+                    cli::replay_requests(&host, &bytes, &recorded, config)
                 }
             }?;
             print!("{report}");

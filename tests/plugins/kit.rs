@@ -28,6 +28,52 @@ fn example_plugins_pass_their_recorded_cases() {
     }
 }
 
+/// A second `plugin test` of the same component loads its compiled code
+/// from the user's cache instead of compiling it again; a cache directory
+/// other users may write is not trusted (its code would run in this
+/// process), so the component is compiled.
+#[test]
+fn a_second_plugin_test_loads_the_compiled_code() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("switchyard-cli-cache-{}", support::rand_id()));
+    let cache = dir.join("code");
+    let wasm = PathBuf::from(env!("SWITCHYARD_PLUGIN_ARTIFACTS")).join("event_filter.wasm");
+    let cases = cases("event-filter");
+    let run = || {
+        let out = run_cli_cached(
+            &[
+                "plugin",
+                "test",
+                wasm.to_str().expect("utf-8"),
+                cases.to_str().expect("utf-8"),
+            ],
+            &cache,
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success() && text.contains(" 0 failed"), "{text}");
+        text.lines().next().unwrap_or_default().to_string()
+    };
+    let first = run();
+    assert!(first.contains(": compiled in "), "{first}");
+    let mode = std::fs::metadata(&cache)
+        .expect("the cache dir was made")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "the cache dir is private: {mode:o}");
+    let second = run();
+    assert!(
+        second.ends_with("compiled code loaded from the cache"),
+        "{second}"
+    );
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let third = run();
+    assert!(
+        third.contains(": compiled in "),
+        "a cache others may write is not used: {third}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn a_failing_case_prints_a_diff_and_exits_non_zero() {
     let dir = std::env::temp_dir().join(format!("switchyard-cases-{}", support::rand_id()));

@@ -26,7 +26,7 @@ mod swap;
 mod uploads;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -106,10 +106,20 @@ pub(crate) async fn product(node: &Node, tenant: &str) -> String {
     support::product_at(node, tenant, 100).await
 }
 
+/// `switchyard ARGS` with the tests' compiled-code cache (not the user's).
 pub(crate) fn run_cli(args: &[&str]) -> std::process::Output {
+    run_cli_cached(
+        args,
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-cache-tests"),
+    )
+}
+
+/// `switchyard ARGS` with `cache` as its compiled-code cache.
+pub(crate) fn run_cli_cached(args: &[&str], cache: &Path) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(args)
         .env("RUST_LOG", "warn")
+        .env("SWITCHYARD_PLUGIN_CACHE_DIR", cache)
         .output()
         .expect("run switchyard")
 }

@@ -1050,6 +1050,9 @@ pub async fn replay(
     let config = row.config.clone();
     let scope = (!tenant.is_empty()).then_some(tenant.as_str());
     let failed = |e: crate::store::Error| ApiError::from(e);
+    // The node's own engine: its limits, and its code cache (the version
+    // was compiled when it was uploaded).
+    let host = state.plugins.wasm().clone();
     let run = match slot {
         Slot::BidValidator => {
             let recorded: Vec<cli::Recorded> = state
@@ -1066,7 +1069,8 @@ pub async fn replay(
                     })
                 })
                 .collect();
-            tokio::task::spawn_blocking(move || cli::replay_bids(&bytes, &recorded, config)).await
+            tokio::task::spawn_blocking(move || cli::replay_bids(&host, &bytes, &recorded, config))
+                .await
         }
         Slot::NotificationShaper => {
             let recorded = state
@@ -1075,8 +1079,10 @@ pub async fn replay(
                 .recorded_messages(scope, limit)
                 .await
                 .map_err(failed)?;
-            tokio::task::spawn_blocking(move || cli::replay_messages(&bytes, &recorded, config))
-                .await
+            tokio::task::spawn_blocking(move || {
+                cli::replay_messages(&host, &bytes, &recorded, config)
+            })
+            .await
         }
         Slot::StreamAuthorizer => {
             let recorded = state
@@ -1085,8 +1091,10 @@ pub async fn replay(
                 .recorded_stream_requests(scope, limit)
                 .await
                 .map_err(failed)?;
-            tokio::task::spawn_blocking(move || cli::replay_requests(&bytes, &recorded, config))
-                .await
+            tokio::task::spawn_blocking(move || {
+                cli::replay_requests(&host, &bytes, &recorded, config)
+            })
+            .await
         }
         Slot::EventFilter => {
             let mut events = Vec::new();
@@ -1117,7 +1125,7 @@ pub async fn replay(
                 }
             }
             tokio::task::spawn_blocking(move || {
-                cli::replay_events(&bytes, &events, &[], config, &baselines)
+                cli::replay_events(&host, &bytes, &events, &[], config, &baselines)
             })
             .await
         }

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::cases::{call_case, Case};
 use super::{case_config, read_cases, Cases, CliError};
-use crate::plugins::wasm::{CallCtx, Limits, WasmHost};
+use crate::plugins::wasm::{CallCtx, WasmHost};
 use crate::plugins::world::by_world;
 
 /// Per-call latency of a component over recorded cases.
@@ -31,17 +31,26 @@ pub struct BenchReport {
 /// times it: from taking an instance to the output having passed the host's
 /// rules, with the inputs already in their WIT form and instances reused
 /// between calls.
-pub fn bench(bytes: &[u8], cases: &Value, calls: usize) -> Result<BenchReport, CliError> {
+pub fn bench(
+    host: &WasmHost,
+    bytes: &[u8],
+    cases: &Value,
+    calls: usize,
+) -> Result<BenchReport, CliError> {
     let cases = read_cases(cases)?;
     if cases.list.is_empty() {
         return Err(CliError::Cases("a non-empty \"cases\" array"));
     }
-    by_world!(cases.slot, W => bench_in::<W>(bytes, &cases, calls))
+    by_world!(cases.slot, W => bench_in::<W>(host, bytes, &cases, calls))
 }
 
-fn bench_in<W: Case>(bytes: &[u8], cases: &Cases, calls: usize) -> Result<BenchReport, CliError> {
+fn bench_in<W: Case>(
+    host: &WasmHost,
+    bytes: &[u8],
+    cases: &Cases,
+    calls: usize,
+) -> Result<BenchReport, CliError> {
     let slot = W::SLOT;
-    let host = WasmHost::new(Limits::default())?;
     let linked = host.link::<W>(&host.compile(bytes)?)?;
     let mut runs: Vec<(CallCtx<W>, W::Owned)> = Vec::new();
     for (i, case) in cases.list.iter().enumerate() {
@@ -55,7 +64,7 @@ fn bench_in<W: Case>(bytes: &[u8], cases: &Cases, calls: usize) -> Result<BenchR
     }
     let run = |i: usize| {
         let (call, input) = &runs[i % runs.len()];
-        call_case(&host, &linked, call, input).map(drop)
+        call_case(host, &linked, call, input).map(drop)
     };
     let warmup = runs.len().max((calls / 10).min(1_000));
     for i in 0..warmup {

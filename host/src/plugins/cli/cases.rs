@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::{case_config, error_json, file, read_cases, settle, CliError, Failure};
 use crate::plugins::convert;
-use crate::plugins::wasm::{bindings::types, CallCtx, GuestFailure, Limits, Linked, WasmHost};
+use crate::plugins::wasm::{bindings::types, CallCtx, GuestFailure, Linked, WasmHost};
 use crate::plugins::world::{
     by_world, Authorizer, Filter, FilterInput, Shaper, ValidateInput, Validator, World,
 };
@@ -158,18 +158,22 @@ pub fn run_case<W: Case>(
 
 /// `plugin test`: runs every case of `cases` (see `docs/plugins.md`).
 /// Returns the report and the number of failed cases.
-pub fn test(bytes: &[u8], cases: &Value) -> Result<(String, usize), CliError> {
+pub fn test(host: &WasmHost, bytes: &[u8], cases: &Value) -> Result<(String, usize), CliError> {
     let cases = read_cases(cases)?;
-    by_world!(cases.slot, W => test_in::<W>(bytes, &cases))
+    by_world!(cases.slot, W => test_in::<W>(host, bytes, &cases))
 }
 
-fn test_in<W: Case>(bytes: &[u8], cases: &super::Cases) -> Result<(String, usize), CliError> {
+fn test_in<W: Case>(
+    host: &WasmHost,
+    bytes: &[u8],
+    cases: &super::Cases,
+) -> Result<(String, usize), CliError> {
     let slot = W::SLOT;
-    let host = WasmHost::new(Limits::default())?;
-    let component = host.compile(bytes)?;
+    let mut out = String::new();
+    let (component, note) = super::compile_noted(host, bytes)?;
+    let _ = writeln!(out, "{note}");
     let linked = host.link::<W>(&component)?;
     let list = &cases.list;
-    let mut out = String::new();
     let mut failed = 0;
     for (i, case) in list.iter().enumerate() {
         let name = case
@@ -178,7 +182,7 @@ fn test_in<W: Case>(bytes: &[u8], cases: &super::Cases) -> Result<(String, usize
             .unwrap_or_else(|| format!("case {}", i + 1));
         let config = case_config(&cases.config, &case.config);
         let call = CallCtx::new(config, format!("{slot}#test"));
-        let actual = run_case(&host, &linked, &call, &case.input);
+        let actual = run_case(host, &linked, &call, &case.input);
         let expect = &case.expect;
         if matches(expect, &actual) {
             let _ = writeln!(out, "ok    {name}");

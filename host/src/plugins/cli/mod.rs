@@ -56,10 +56,64 @@ pub enum CliError {
     },
 }
 
+/// The engine of the `plugin` commands, with the default limits and a
+/// compiled-code cache of the user's own (`SWITCHYARD_PLUGIN_CACHE_DIR`,
+/// else `$XDG_CACHE_HOME/switchyard/plugin-cache`, else
+/// `~/.cache/switchyard/plugin-cache`; an empty setting turns it off): a
+/// second `plugin test` of the same component loads its code instead of
+/// compiling it again (a JavaScript component takes seconds to compile).
+/// The cache is trusted as the server's is: made private, and refused when
+/// another user could write it.
+pub fn host() -> Result<WasmHost, CliError> {
+    let host = WasmHost::new(Limits::default())?;
+    Ok(match cache_dir() {
+        Some(dir) => host.with_cache(dir),
+        None => host,
+    })
+}
+
+fn cache_dir() -> Option<std::path::PathBuf> {
+    let var = |name: &str| std::env::var_os(name);
+    if let Some(dir) = var("SWITCHYARD_PLUGIN_CACHE_DIR") {
+        return (!dir.is_empty()).then(|| dir.into());
+    }
+    let base = var("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            var("HOME")
+                .filter(|d| !d.is_empty())
+                .map(|h| std::path::Path::new(&h).join(".cache"))
+        })?;
+    Some(base.join("switchyard/plugin-cache"))
+}
+
+/// Compiles `bytes`, or loads its code from the cache, and says which (the
+/// first line of a `plugin test` report).
+fn compile_noted(
+    host: &WasmHost,
+    bytes: &[u8],
+) -> Result<(wasmtime::component::Component, String), CliError> {
+    use std::sync::atomic::Ordering;
+    let hits = || host.compiles.cache_hits.load(Ordering::Relaxed);
+    let before = hits();
+    let started = std::time::Instant::now();
+    let component = host.compile(bytes)?;
+    let id = &content_hash(bytes)[..12];
+    let note = if hits() > before {
+        format!("component {id}: compiled code loaded from the cache")
+    } else {
+        format!(
+            "component {id}: compiled in {:.1} s",
+            started.elapsed().as_secs_f64()
+        )
+    };
+    Ok((component, note))
+}
+
 /// `plugin check`: which slot a component fits and why not the others.
 /// Returns the report and whether it fits any slot.
-pub fn check(bytes: &[u8]) -> Result<(String, bool), CliError> {
-    let host = WasmHost::new(Limits::default())?;
+pub fn check(host: &WasmHost, bytes: &[u8]) -> Result<(String, bool), CliError> {
     let results = host.check(bytes)?;
     let mut out = String::new();
     let _ = writeln!(
@@ -87,8 +141,7 @@ pub fn check(bytes: &[u8]) -> Result<(String, bool), CliError> {
 }
 
 /// The slot a component fits (the first, if several), or why none.
-pub fn slot_of(bytes: &[u8]) -> Result<Slot, CliError> {
-    let host = WasmHost::new(Limits::default())?;
+pub fn slot_of(host: &WasmHost, bytes: &[u8]) -> Result<Slot, CliError> {
     let fits = host.check(bytes)?;
     fits.iter()
         .find(|(_, r)| r.is_ok())

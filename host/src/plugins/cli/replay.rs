@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::{error_json, run_case, settle, CliError, Failure};
 use crate::plugins::convert;
 use crate::plugins::registry::FilterOutcome;
-use crate::plugins::wasm::{CallCtx, CallResult, HostError, Limits, WasmHost};
+use crate::plugins::wasm::{CallCtx, CallResult, HostError, WasmHost};
 use crate::plugins::world::{Authorizer, Filter, FilterInput, Shaper, Validator};
 
 /// One recorded decision a candidate is replayed against.
@@ -26,11 +26,11 @@ pub struct Recorded {
 /// decisions and reports where its verdict differs from the decision taken.
 /// Returns the report and the number of differences.
 pub fn replay_bids(
+    host: &WasmHost,
     bytes: &[u8],
     recorded: &[Recorded],
     config: BTreeMap<String, String>,
 ) -> Result<(String, usize), CliError> {
-    let host = WasmHost::new(Limits::default())?;
     let component = host.compile(bytes)?;
     let linked = host.link::<Validator>(&component)?;
     let call = CallCtx::new(config, "bid-validator#replay");
@@ -42,7 +42,7 @@ pub fn replay_bids(
             "product": r.input["product"],
             "now": r.input["now"],
         });
-        let candidate = run_case(&host, &linked, &call, &input);
+        let candidate = run_case(host, &linked, &call, &input);
         let taken = match r.bid.status {
             crate::bids::BidStatus::Accepted => "accept".to_string(),
             _ => format!("reject {}", r.bid.reason.as_deref().unwrap_or("?")),
@@ -126,11 +126,11 @@ fn brief(v: &Value) -> String {
 /// (the notifications still in the log). Returns the report and the number
 /// of messages that differ.
 pub fn replay_messages(
+    host: &WasmHost,
     bytes: &[u8],
     recorded: &[crate::store::plugins::RecordedMessage],
     config: BTreeMap<String, String>,
 ) -> Result<(String, usize), CliError> {
-    let host = WasmHost::new(Limits::default())?;
     let linked = host.link::<Shaper>(&host.compile(bytes)?)?;
     let call = CallCtx::new(config, "notification-shaper#replay");
     let mut out = String::new();
@@ -198,11 +198,11 @@ pub fn replay_messages(
 /// refusal's code) would differ from the one taken. Returns the report and
 /// the number of requests that differ.
 pub fn replay_requests(
+    host: &WasmHost,
     bytes: &[u8],
     recorded: &[crate::store::plugins::RecordedRequest],
     config: BTreeMap<String, String>,
 ) -> Result<(String, usize), CliError> {
-    let host = WasmHost::new(Limits::default())?;
     let linked = host.link::<Authorizer>(&host.compile(bytes)?)?;
     let call = CallCtx::new(config, "stream-authorizer#replay");
     let decision = |v: &Value| match (v["decision"].as_str(), v["error"].as_str()) {
@@ -217,7 +217,7 @@ pub fn replay_requests(
     for r in recorded {
         let request: Value = serde_json::from_str(&r.request).unwrap_or(Value::Null);
         let taken: Value = serde_json::from_str(&r.decision).unwrap_or(Value::Null);
-        let candidate = run_case(&host, &linked, &call, &json!({ "request": request }));
+        let candidate = run_case(host, &linked, &call, &json!({ "request": request }));
         match candidate["decision"].as_str() {
             Some("allow") => allowed += 1,
             Some(_) => refused += 1,
@@ -302,13 +302,13 @@ fn outcome_text(r: &Result<FilterOutcome, Failure>) -> String {
 /// slot) or, where none is, the built-in (no filter: every event passes).
 /// Returns the report and the number of events whose outcome differs.
 pub fn replay_events(
+    host: &WasmHost,
     bytes: &[u8],
     events: &[crate::event::StoredEvent],
     shape: &[(String, String)],
     config: BTreeMap<String, String>,
     baselines: &BTreeMap<String, Baseline>,
 ) -> Result<(String, usize), CliError> {
-    let host = WasmHost::new(Limits::default())?;
     let link =
         |bytes: &[u8]| -> Result<_, HostError> { host.link::<Filter>(&host.compile(bytes)?) };
     let candidate = link(bytes)?;
