@@ -37,6 +37,25 @@ fn prepare() {
     }
 }
 
+/// A JavaScript component of `scripts/build-plugins`, built first if it is
+/// missing (the script locks and skips what is up to date).
+fn js_component(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let file = root.join(format!("target/plugins-lang/js/{name}.wasm"));
+    if !file.exists() {
+        let status = Command::new("bash")
+            .args(["scripts/build-plugins", "js"])
+            .current_dir(&root)
+            .status()
+            .expect("bash runs scripts/build-plugins");
+        assert!(
+            status.success(),
+            "scripts/build-plugins js failed (did 'scripts/setup --tests' install the npm tools?)"
+        );
+    }
+    file
+}
+
 fn run(script: &str, extra: &[(&str, String)]) {
     prepare();
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../test-artifacts");
@@ -50,11 +69,9 @@ fn run(script: &str, extra: &[(&str, String)]) {
             "SY_PLUGIN_WASM",
             concat!(env!("SWITCHYARD_PLUGIN_ARTIFACTS"), "/event_filter.wasm"),
         )
-        // One that passes every event: a shadow that disagrees with it.
-        .env(
-            "SY_SHADOW_WASM",
-            concat!(env!("SWITCHYARD_PLUGIN_ARTIFACTS"), "/hostile_filter.wasm"),
-        )
+        // A JavaScript filter that passes every event: a shadow that
+        // disagrees with it.
+        .env("SY_SHADOW_WASM", js_component("hostile_filter"))
         .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .expect("node is installed");

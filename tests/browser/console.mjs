@@ -1,7 +1,8 @@
 // The operator console in Chromium: sign in with the admin token, the
-// overview shows this node with live charts (and the tenant's deliveries),
-// the plugins page shows a filter that answers otherwise, uploaded through
-// the API as the slot's shadow while the node publishes: the diff viewer
+// overview shows this node with live charts (and the tenant's deliveries);
+// on the plugins page a JavaScript filter that answers otherwise is
+// uploaded through the page as the slot's shadow while the node publishes:
+// the compile's progress is shown, then the diff viewer
 // shows its disagreements with both answers (filtered by kind, downloaded
 // as a cases file, replayed), the active version's live charts and log; its
 // Promote and then Roll back buttons work, then "Roll back to this" on an
@@ -21,8 +22,8 @@ import { ADMIN, ARTIFACTS, CLUSTER, api, assert, browser, freePort, modeEnv, sta
 
 const WASM = process.env.SY_PLUGIN_WASM;
 assert(WASM && fs.existsSync(WASM), `SY_PLUGIN_WASM names a component (${WASM})`);
-// A filter that passes everything: beside the example (which redacts what a
-// subscription asks it to), it disagrees.
+// A JavaScript filter that passes everything: beside the example (which
+// redacts what a subscription asks it to), it disagrees.
 const SHADOW = process.env.SY_SHADOW_WASM;
 assert(SHADOW && fs.existsSync(SHADOW), `SY_SHADOW_WASM names a component (${SHADOW})`);
 const SCREENS = path.join(ARTIFACTS, CLUSTER ? 'console-cluster' : 'console');
@@ -65,15 +66,8 @@ try {
     body: v1,
   });
   assert(first.ok, `upload v1: ${first.status} ${await first.text()}`);
-  const bytes = fs.readFileSync(SHADOW);
-  const hash = crypto.createHash('sha256').update(bytes).digest('hex');
+  const hash = crypto.createHash('sha256').update(fs.readFileSync(SHADOW)).digest('hex');
   const hash1 = crypto.createHash('sha256').update(v1).digest('hex');
-  const up = await fetch(`${base}/admin/plugins/event-filter?tenant=${tenant}&mode=shadow&wait=true`, {
-    method: 'PUT',
-    headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/wasm', 'x-switchyard-message': 'try the new rule' },
-    body: bytes,
-  });
-  assert(up.ok, `upload: ${up.status} ${await up.text()}`);
   // Variants of v1 (a custom section appended: new content hashes), for
   // rolling back past the previous version.
   const variant = (n) => {
@@ -137,9 +131,17 @@ try {
 
   await go(page, 'plugins');
   const card = `.card[data-slot="event-filter"][data-tenant="${tenant}"]`;
-  await page.waitForSelector(`${card} tr[data-version="${hash}"] .state.shadow`);
-  assert(await page.locator(`${card} button.promote`).count() === 1, 'an operator sees Promote');
+  await page.waitForSelector(`${card} tr[data-version="${hash1}"] .state.active`);
   assert(await page.locator(`${card} .drop`).count() === 1, 'an operator sees the upload zone');
+  // The JavaScript filter through the page's upload, as the shadow, with a
+  // message; the page shows the compile, then the new version.
+  await page.fill(`${card} .upload-message`, 'try the new rule');
+  await page.selectOption(`${card} .drop select`, 'shadow');
+  await page.setInputFiles(`${card} .drop input[type=file]`, SHADOW);
+  await page.waitForSelector(`${card} :text("Compiling…")`, { timeout: 60000 });
+  await page.screenshot({ path: path.join(SCREENS, 'plugins-compiling.png'), fullPage: true });
+  await page.waitForSelector(`${card} tr[data-version="${hash}"] .state.shadow`, { timeout: 300000 });
+  assert(await page.locator(`${card} button.promote`).count() === 1, 'an operator sees Promote');
   assert(/compared \d+, disagreed \d+, failed \d+/.test(await page.textContent(`${card} .shadow-panel`)), 'the shadow comparison is shown');
   // The upload history names who and why.
   assert((await page.textContent(`${card} tr[data-version="${hash}"] .message`)) === 'try the new rule', 'the message is on the timeline');
