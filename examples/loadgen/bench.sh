@@ -740,9 +740,8 @@ backlog() { # stream|list|outbox|jetstream embedded|cluster entries
   esac
   case "$kind" in
     stream)
-      # The group is made at the stream's end, so the nodes start with nothing
-      # to read; the backlog is released at once below.
-      redis-cli -p "$feed_port" XGROUP CREATE $key switchyard '$' MKSTREAM >/dev/null
+      # The stream is filled, then the group made at its end, so the nodes
+      # start with nothing to read; the backlog is released at once below.
       python3 - "$n" "$key" <<'EOF2' | redis-cli -p "$feed_port" --pipe >"$OUT/$name-fill.log"
 import json, sys
 n, key = int(sys.argv[1]), sys.argv[2].encode()
@@ -752,6 +751,7 @@ for i in range(n):
              json.dumps({"matchId": f"m{i % 100}", "n": i}).encode()]
     out.write(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts))
 EOF2
+      redis-cli -p "$feed_port" XGROUP CREATE $key switchyard '$' >/dev/null
       src="{\"name\":\"bench\",\"kind\":\"redis-stream\",\"redis_url\":\"redis://127.0.0.1:$feed_port\",\"key\":\"$key\",\"preset\":\"event-payload\",\"tenant\":\"demo\",\"topic\":\"match:{/payload/matchId}\"}"
       ;;
     list)

@@ -12,8 +12,20 @@
 //! and the removal) is stored again first: its key finds the bid stored
 //! before, so a retry is never a second bid. Two byte-equal messages are one
 //! bid (the seed's `timestamp` tells bids apart).
+//!
+//! A backlog moves in batches: after the blocking move returns a message, a
+//! script moves up to `BATCH - 1` more in the same round trip; their bids
+//! are stored together (one group commit), each product is woken once (one
+//! decision round for all its bids) and the messages are removed in one
+//! pipeline. One message at a time, a backlog of 100,000 bids on 100
+//! products drained at 607 bids/s with 1.35 ms of server CPU per bid: a
+//! commit, a decision round and three Redis round trips each.
 
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
+
+use futures_util::stream::FuturesOrdered;
+use futures_util::StreamExt;
 
 use redis::AsyncConnectionConfig;
 use serde_json::Value;
@@ -22,10 +34,25 @@ use tokio_util::sync::CancellationToken;
 use super::lease::{short_conn, RedisDeadLetters};
 use super::mapping::Reason;
 use super::{Ctx, Fault, Item, Source};
-use crate::bids::{Bid, BidStatus};
+use crate::bids::{Bid, BidStatus, Product};
 
 /// How long one `BLMOVE` blocks, in seconds.
 const BLOCK_SECS: u64 = 1;
+
+/// Messages taken and stored together, at most.
+const BATCH: usize = 100;
+
+/// Moves up to ARGV[1] messages from KEYS[1] to KEYS[2] as `LMOVE RIGHT
+/// LEFT` does, stopping when the list is empty; returns them oldest first.
+const MOVE_MORE: &str = r"
+local out = {}
+for i = 1, tonumber(ARGV[1]) do
+  local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not v then break end
+  out[#out + 1] = v
+end
+return out
+";
 
 pub(super) struct RedisListBids;
 
@@ -51,12 +78,13 @@ impl Source for RedisListBids {
             .query_async(&mut short)
             .await?;
         left.reverse();
-        for raw in left {
+        for chunk in left.chunks(BATCH) {
             if owned.is_cancelled() {
                 return Ok(());
             }
-            handle(ctx, &dead, &mut short, raw).await?;
+            handle(ctx, &dead, &mut short, chunk).await?;
         }
+        let more = redis::Script::new(MOVE_MORE);
         let mut measured = std::time::Instant::now() - Duration::from_secs(2);
         loop {
             if measured.elapsed() >= Duration::from_secs(2) {
@@ -80,7 +108,15 @@ impl Source for RedisListBids {
                 _ = owned.cancelled() => return Ok(()),
             };
             let Some(raw) = moved else { continue };
-            handle(ctx, &dead, &mut short, raw).await?;
+            let mut batch = vec![raw];
+            let rest: Vec<Vec<u8>> = more
+                .key(&spec.key)
+                .key(&spec.processing_key)
+                .arg(BATCH - 1)
+                .invoke_async(&mut short)
+                .await?;
+            batch.extend(rest);
+            handle(ctx, &dead, &mut short, &batch).await?;
             if owned.is_cancelled() {
                 return Ok(());
             }
@@ -88,48 +124,72 @@ impl Source for RedisListBids {
     }
 }
 
-/// Stores one message's bid (or its dead letter), then removes it from the
-/// processing list.
+/// Stores a batch of messages' bids (and dead letters) in their order, wakes
+/// each product once, then removes the messages from the processing list.
 async fn handle(
     ctx: &Ctx,
     dead: &RedisDeadLetters,
     short: &mut redis::aio::MultiplexedConnection,
-    raw: Vec<u8>,
+    raws: &[Vec<u8>],
 ) -> Result<(), Fault> {
     let spec = ctx.spec();
-    let digest = super::hash(&[&raw])[..32].to_string();
-    match bid_of(ctx, &raw, &ctx.store_key(&digest)).await? {
-        Ok(bid) => {
-            ctx.status.m.read.inc();
-            let (_, created) = ctx.bids.submit_bid(&bid).await?;
-            if created {
-                ctx.status.m.published.inc();
-                ctx.metrics.bids_submitted.inc();
-            }
-            // Woken again for a retry: a bid stored before may still be queued.
-            ctx.wakeups.wake(&bid.product_id).await;
-        }
-        Err(reason) => {
-            let item = Item {
+    let mut products = HashMap::new();
+    let mut bids = Vec::new();
+    let mut letters = Vec::new();
+    for raw in raws {
+        let digest = super::hash(&[raw])[..32].to_string();
+        match bid_of(ctx, raw, &ctx.store_key(&digest), &mut products).await? {
+            Ok(bid) => bids.push(bid),
+            Err(reason) => letters.push(Item {
                 origin: format!("list {}", spec.key),
                 key: Some(digest),
                 raw: raw.clone(),
                 mapped: Err(reason),
-            };
-            ctx.commit(vec![item], dead).await?;
+            }),
         }
     }
-    let _: i64 = redis::cmd("LREM")
-        .arg(&spec.processing_key)
-        .arg(1)
-        .arg(&raw)
-        .query_async(short)
-        .await?;
+    ctx.status.m.read.add(bids.len() as u64);
+    // In order: each write goes to the group commit in turn, and they
+    // commit together.
+    let mut stored = FuturesOrdered::new();
+    for b in &bids {
+        stored.push_back(ctx.bids.submit_bid(b));
+    }
+    while let Some(r) = stored.next().await {
+        let (_, created) = r?;
+        if created {
+            ctx.status.m.published.inc();
+            ctx.metrics.bids_submitted.inc();
+        }
+    }
+    if !letters.is_empty() {
+        ctx.commit(letters, dead).await?;
+    }
+    // Woken again for a retry: a bid stored before may still be queued.
+    let woken: BTreeSet<&str> = bids.iter().map(|b| b.product_id.as_str()).collect();
+    for product in woken {
+        ctx.wakeups.wake(product).await;
+    }
+    let mut remove = redis::pipe();
+    for raw in raws {
+        remove
+            .cmd("LREM")
+            .arg(&spec.processing_key)
+            .arg(1)
+            .arg(raw)
+            .ignore();
+    }
+    remove.query_async::<()>(short).await?;
     Ok(())
 }
 
 /// The bid a message asks for, or why it is none.
-async fn bid_of(ctx: &Ctx, raw: &[u8], key: &str) -> Result<Result<Bid, Reason>, Fault> {
+async fn bid_of(
+    ctx: &Ctx,
+    raw: &[u8],
+    key: &str,
+    products: &mut HashMap<String, Option<Product>>,
+) -> Result<Result<Bid, Reason>, Fault> {
     let spec = ctx.spec();
     let Some(fields) = &spec.bid_fields else {
         return Ok(Err("not a bid queue".into()));
@@ -165,7 +225,15 @@ async fn bid_of(ctx: &Ctx, raw: &[u8], key: &str) -> Result<Result<Bid, Reason>,
     if !crate::auth::valid_user_id(&product_id) {
         return Ok(Err(format!("product {product_id:?} does not exist")));
     }
-    let Some(product) = ctx.bids.product(&product_id).await? else {
+    let product = match products.get(&product_id) {
+        Some(p) => p.clone(),
+        None => {
+            let p = ctx.bids.product(&product_id).await?;
+            products.insert(product_id.clone(), p.clone());
+            p
+        }
+    };
+    let Some(product) = product else {
         return Ok(Err(format!("product {product_id:?} does not exist")));
     };
     let tenant = match spec.mapping.tenant.render(&[], Some(&msg)) {
