@@ -498,6 +498,142 @@ async fn pubsub_delivers_in_order(mode: Mode) -> Result {
     Ok(())
 }
 
+/// A backlog of 1,200 seed-format bids on four products, pushed at once
+/// (the source takes it in batches), with a poison message among them; the
+/// node is killed (-9) mid-way and started again. Each product's amounts
+/// rise by its increment, so every bid is accepted only if each is decided
+/// once and in the list's order (a rejection goes to the bidder's own
+/// topic): each product's accepted amounts are exactly 1..=300.
+async fn list_backlog_kill9_decides_each_bid_once_in_order(mode: Mode) -> Result {
+    let n = names();
+    let key = format!("{}:bids:pending", n.prefix);
+    let env = env_with(
+        mode,
+        json!([{"name": n.source, "kind": "redis-list-bids", "redis_url": redis_url(),
+                "key": key, "tenant": n.tenant}]),
+    )
+    .await;
+    let mut node = env.start().await;
+    create_tenant(&node, &n.tenant).await?;
+    let mut products = Vec::new();
+    for _ in 0..4 {
+        let p = support::product(
+            &node,
+            &n.tenant,
+            json!({"starting_price": 1, "min_increment": 1}),
+        )
+        .await;
+        products.push(p["id"].as_str().expect("id").to_string());
+    }
+    let per = 300;
+    let mut c = redis().await?;
+    // LPUSH pushes its arguments left in turn: the first is taken first.
+    let mut push = redis::cmd("LPUSH");
+    push.arg(&key);
+    for i in 0..per * products.len() {
+        if i == 500 {
+            push.arg("not a bid");
+        }
+        let amount = i / products.len() + 1;
+        push.arg(
+            json!({"productId": products[i % products.len()], "bidderId": format!("b{}", i % 7),
+                   "amount": amount, "timestamp": i})
+            .to_string(),
+        );
+    }
+    let _: i64 = push.query_async(&mut c).await?;
+    let started = Instant::now();
+    loop {
+        let d = node.metric("switchyard_bid_decisions_accepted_total").await
+            + node.metric("switchyard_bid_decisions_rejected_total").await;
+        if d >= 100.0 {
+            assert!(
+                d < (per * products.len()) as f64,
+                "killed after the whole backlog: nothing tested"
+            );
+            node.kill().await;
+            break;
+        }
+        anyhow::ensure!(started.elapsed() < secs(60), "no bid decided");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let node = env.start().await;
+    let topics: String = products
+        .iter()
+        .map(|p| format!("&topic=product:{p}"))
+        .collect();
+    let mut s = node
+        .sse(&format!("/events?tenant={}{topics}", n.tenant), Some(0))
+        .await;
+    let mut accepted: std::collections::HashMap<String, Vec<i64>> = Default::default();
+    let mut seen = 0;
+    while seen < per * products.len() {
+        let Some(ev) = s.next_data(secs(60)).await else {
+            let counts = format!(
+                "decided {} + {}, queued {}",
+                node.metric("switchyard_bid_decisions_accepted_total").await,
+                node.metric("switchyard_bid_decisions_rejected_total").await,
+                node.metric("switchyard_bids_queued").await
+            );
+            let log = node.log_text();
+            let tail: String = log.lines().rev().take(40).collect::<Vec<_>>().join("\n");
+            anyhow::bail!("{seen} bids accepted ({counts}); the node's log, newest first:\n{tail}");
+        };
+        if ev.event == "bid.accepted" {
+            seen += 1;
+            let topic = ev.json()["topic"].as_str().unwrap_or_default().to_string();
+            let product = topic.trim_start_matches("product:").to_string();
+            let amount = ev.json()["data"]["amount"].as_i64().unwrap_or(-1);
+            accepted.entry(product).or_default().push(amount);
+        }
+    }
+    let want: Vec<i64> = (1..=per as i64).collect();
+    for p in &products {
+        assert_eq!(
+            accepted.get(p.as_str()),
+            Some(&want),
+            "product {p}: each bid once, in order"
+        );
+    }
+    // Nothing more is decided (a repeat would follow as a rejection).
+    if let Some(ev) = s.next_data(secs(2)).await {
+        assert!(
+            !ev.event.starts_with("bid."),
+            "a bid decided twice: {:?}",
+            ev.json()
+        );
+    }
+    let processing = format!("{key}:processing");
+    let left: i64 = redis::cmd("LLEN")
+        .arg(&processing)
+        .query_async(&mut c)
+        .await?;
+    let pending: i64 = redis::cmd("LLEN").arg(&key).query_async(&mut c).await?;
+    assert_eq!(
+        (left, pending),
+        (0, 0),
+        "every message removed after its commit"
+    );
+    // The poison message is the tenant's one dead letter.
+    let bearer = format!("Bearer {ADMIN}");
+    let mut dead = Sse::connect(
+        &format!(
+            "{}/events?tenant={}&topic=tenant:{}~deadletters",
+            node.url, n.tenant, n.tenant
+        ),
+        Some(0),
+        &[("authorization", &bearer)],
+    )
+    .await
+    .map_err(|(s, b)| anyhow::anyhow!("{s} {b}"))?;
+    let d = dead.next_data(secs(10)).await.expect("a dead letter");
+    assert_eq!(d.json()["data"]["raw"], "not a bid");
+    assert!(dead.next_data(secs(1)).await.is_none(), "one dead letter");
+    drop(node);
+    env.cleanup().await;
+    Ok(())
+}
+
 async fn list_bid_is_decided_once(mode: Mode) -> Result {
     let n = names();
     let key = format!("{}:bids:pending", n.prefix);
@@ -1317,6 +1453,7 @@ test_modes!(stream_in_order_with_a_poison_message);
 test_modes!(stream_kill9_mid_batch_loses_and_repeats_nothing);
 test_modes!(pubsub_delivers_in_order);
 test_modes!(list_bid_is_decided_once);
+test_modes!(list_backlog_kill9_decides_each_bid_once_in_order);
 test_modes!(outbox_in_transaction_order_with_a_poison_row);
 test_modes!(outbox_kill9_mid_batch_loses_and_repeats_nothing);
 test_modes!(nats_in_order_with_a_poison_message);

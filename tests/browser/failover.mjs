@@ -1,15 +1,12 @@
 // SIGTERM on one of two cluster nodes: the page moves to the other and
 // misses nothing. Needs SY_REDIS_URL, SY_DATABASE_URL and SY_PREFIX.
-import { startNode, api, waitFor, browser, shot, assert, history } from './lib.mjs';
+import { startNode, api, waitFor, browser, shot, assert, history, modeEnv } from './lib.mjs';
 
-const env = {
-  REDIS_URL: process.env.SY_REDIS_URL,
-  DATABASE_URL: process.env.SY_DATABASE_URL,
-  SWITCHYARD_REDIS_PREFIX: process.env.SY_PREFIX,
+const env = modeEnv({
   SWITCHYARD_CORS_ORIGINS: '*',
   SWITCHYARD_DEMO_TOKENS: 'true',
   SWITCHYARD_TAIL_CHECK_MS: '200',
-};
+});
 const a = await startNode(env);
 const bNode = await startNode(env);
 const b = await browser();

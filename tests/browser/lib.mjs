@@ -28,12 +28,15 @@ export const CLUSTER = !!process.env.SY_REDIS_URL;
 /**
  * A node's settings in the mode the runner chose (`tests/browser.rs`): the
  * runner's Redis, Postgres schema and key prefix in cluster mode, else an
- * embedded node on a fresh data dir; `extra` on top.
+ * embedded node; a fresh data dir either way (in cluster mode shared by the
+ * script's nodes, as nodes may share a compiled-code cache), so no run
+ * finds another's files; `extra` on top.
  */
 export function modeEnv(extra = {}) {
+  const data = { SWITCHYARD_DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'sy-browser-')) };
   const base = CLUSTER
-    ? { REDIS_URL: process.env.SY_REDIS_URL, DATABASE_URL: process.env.SY_DATABASE_URL, SWITCHYARD_REDIS_PREFIX: process.env.SY_PREFIX }
-    : { SWITCHYARD_DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'sy-browser-')) };
+    ? { REDIS_URL: process.env.SY_REDIS_URL, DATABASE_URL: process.env.SY_DATABASE_URL, SWITCHYARD_REDIS_PREFIX: process.env.SY_PREFIX, ...data }
+    : data;
   return { ...base, ...extra };
 }
 

@@ -4,20 +4,17 @@
 // the clients land on the other node spread over it rather than all at once,
 // each with every event once. Prints the spread and a histogram.
 // Needs SY_REDIS_URL, SY_DATABASE_URL and SY_PREFIX.
-import { startNode, api, waitFor, browser, assert, clientPage, newTenant, metric } from './lib.mjs';
+import { startNode, api, waitFor, browser, assert, clientPage, newTenant, metric, modeEnv } from './lib.mjs';
 
 const WINDOW_MS = Number(process.env.SY_WINDOW_MS || 3000);
 const PAGES = Number(process.env.SY_PAGES || 8);
 const PER_PAGE = Number(process.env.SY_PER_PAGE || 5);
 const CLIENTS = PAGES * PER_PAGE;
-const env = {
-  REDIS_URL: process.env.SY_REDIS_URL,
-  DATABASE_URL: process.env.SY_DATABASE_URL,
-  SWITCHYARD_REDIS_PREFIX: process.env.SY_PREFIX,
+const env = modeEnv({
   SWITCHYARD_CORS_ORIGINS: '*',
   SWITCHYARD_TAIL_CHECK_MS: '200',
   SWITCHYARD_RECONNECT_WINDOW_MS: String(WINDOW_MS),
-};
+});
 const a = await startNode(env);
 const bNode = await startNode(env);
 const b = await browser();
