@@ -71,6 +71,46 @@ async fn bootstrap(env: &Env, tenant: &str) -> Result {
 }
 
 /// The source as `GET /admin/sources` shows it.
+/// The tenant's dead letters, from the start (an admin stream).
+async fn dead_letters(node: &Node, tenant: &str) -> Result<Sse> {
+    let bearer = format!("Bearer {ADMIN}");
+    Sse::connect(
+        &format!(
+            "{}/events?tenant={tenant}&topic=tenant:{tenant}~deadletters",
+            node.url
+        ),
+        Some(0),
+        &[("authorization", &bearer)],
+    )
+    .await
+    .map_err(|(s, b)| anyhow::anyhow!("{s} {b}"))
+}
+
+/// A world whose nodes read `key` as a list of the tenant's bids.
+async fn list_env(mode: Mode, n: &Names, key: &str) -> Env {
+    env_with(
+        mode,
+        json!([{"name": n.source, "kind": "redis-list-bids", "redis_url": redis_url(),
+                "key": key, "tenant": n.tenant}]),
+    )
+    .await
+}
+
+/// Asserts that the bid list and its processing list are both empty.
+async fn assert_lists_empty(c: &mut MultiplexedConnection, key: &str) -> Result {
+    let left: i64 = redis::cmd("LLEN")
+        .arg(format!("{key}:processing"))
+        .query_async(c)
+        .await?;
+    let pending: i64 = redis::cmd("LLEN").arg(key).query_async(c).await?;
+    assert_eq!(
+        (left, pending),
+        (0, 0),
+        "every message removed after its commit"
+    );
+    Ok(())
+}
+
 async fn source(node: &Node, name: &str) -> Result<Value> {
     let v: Value = node.get("/admin/sources").await.json().await?;
     v["sources"]
@@ -188,14 +228,7 @@ async fn stream_in_order_with_a_poison_message(mode: Mode) -> Result {
             Some(0),
         )
         .await;
-    let dead_path = format!(
-        "{}/events?tenant={}&topic=tenant:{}~deadletters",
-        reader.url, n.tenant, n.tenant
-    );
-    let bearer = format!("Bearer {ADMIN}");
-    let mut dead = Sse::connect(&dead_path, Some(0), &[("authorization", &bearer)])
-        .await
-        .map_err(|(s, b)| anyhow::anyhow!("{s} {b}"))?;
+    let mut dead = dead_letters(reader, &n.tenant).await?;
     let mut c = redis().await?;
     for i in 0..6 {
         let payload = match i {
@@ -234,6 +267,10 @@ async fn stream_in_order_with_a_poison_message(mode: Mode) -> Result {
         "{data}"
     );
     // Only the admin or a publisher token reads the dead letters.
+    let dead_path = format!(
+        "{}/events?tenant={}&topic=tenant:{}~deadletters",
+        reader.url, n.tenant, n.tenant
+    );
     let anon = Sse::connect(&dead_path, None, &[]).await;
     assert!(matches!(
         anon,
@@ -507,12 +544,7 @@ async fn pubsub_delivers_in_order(mode: Mode) -> Result {
 async fn list_backlog_kill9_decides_each_bid_once_in_order(mode: Mode) -> Result {
     let n = names();
     let key = format!("{}:bids:pending", n.prefix);
-    let env = env_with(
-        mode,
-        json!([{"name": n.source, "kind": "redis-list-bids", "redis_url": redis_url(),
-                "key": key, "tenant": n.tenant}]),
-    )
-    .await;
+    let env = list_env(mode, &n, &key).await;
     let mut node = env.start().await;
     create_tenant(&node, &n.tenant).await?;
     let mut products = Vec::new();
@@ -603,29 +635,9 @@ async fn list_backlog_kill9_decides_each_bid_once_in_order(mode: Mode) -> Result
             ev.json()
         );
     }
-    let processing = format!("{key}:processing");
-    let left: i64 = redis::cmd("LLEN")
-        .arg(&processing)
-        .query_async(&mut c)
-        .await?;
-    let pending: i64 = redis::cmd("LLEN").arg(&key).query_async(&mut c).await?;
-    assert_eq!(
-        (left, pending),
-        (0, 0),
-        "every message removed after its commit"
-    );
+    assert_lists_empty(&mut c, &key).await?;
     // The poison message is the tenant's one dead letter.
-    let bearer = format!("Bearer {ADMIN}");
-    let mut dead = Sse::connect(
-        &format!(
-            "{}/events?tenant={}&topic=tenant:{}~deadletters",
-            node.url, n.tenant, n.tenant
-        ),
-        Some(0),
-        &[("authorization", &bearer)],
-    )
-    .await
-    .map_err(|(s, b)| anyhow::anyhow!("{s} {b}"))?;
+    let mut dead = dead_letters(&node, &n.tenant).await?;
     let d = dead.next_data(secs(10)).await.expect("a dead letter");
     assert_eq!(d.json()["data"]["raw"], "not a bid");
     assert!(dead.next_data(secs(1)).await.is_none(), "one dead letter");
@@ -638,12 +650,7 @@ async fn list_bid_is_decided_once(mode: Mode) -> Result {
     let n = names();
     let key = format!("{}:bids:pending", n.prefix);
     let processing = format!("{key}:processing");
-    let env = env_with(
-        mode,
-        json!([{"name": n.source, "kind": "redis-list-bids", "redis_url": redis_url(),
-                "key": key, "tenant": n.tenant}]),
-    )
-    .await;
+    let env = list_env(mode, &n, &key).await;
     let mut node = env.start().await;
     create_tenant(&node, &n.tenant).await?;
     let product = product_at(&node, &n.tenant, 100).await;
@@ -720,30 +727,11 @@ async fn list_bid_is_decided_once(mode: Mode) -> Result {
         ],
         "each bid decided once: {kinds:?}"
     );
-    let left: i64 = redis::cmd("LLEN")
-        .arg(&processing)
-        .query_async(&mut c)
-        .await?;
-    let pending: i64 = redis::cmd("LLEN").arg(&key).query_async(&mut c).await?;
-    assert_eq!(
-        (left, pending),
-        (0, 0),
-        "every message removed after its commit"
-    );
+    assert_lists_empty(&mut c, &key).await?;
     let v = source(&node, &n.source).await?;
     assert_eq!(v["state"], "running", "{v}");
     // The poison message went to the tenant's dead letters.
-    let bearer = format!("Bearer {ADMIN}");
-    let mut dead = Sse::connect(
-        &format!(
-            "{}/events?tenant={}&topic=tenant:{}~deadletters",
-            node.url, n.tenant, n.tenant
-        ),
-        Some(0),
-        &[("authorization", &bearer)],
-    )
-    .await
-    .map_err(|(s, b)| anyhow::anyhow!("{s} {b}"))?;
+    let mut dead = dead_letters(&node, &n.tenant).await?;
     let d = dead.next_data(secs(10)).await.expect("a dead letter");
     assert_eq!(d.json()["data"]["raw"], "not a bid");
     drop(node);
@@ -1069,17 +1057,7 @@ async fn outbox_in_transaction_order_with_a_poison_row(mode: Mode) -> Result {
             Some(0),
         )
         .await;
-    let bearer = format!("Bearer {ADMIN}");
-    let mut dead = Sse::connect(
-        &format!(
-            "{}/events?tenant={}&topic=tenant:{}~deadletters",
-            node.url, n.tenant, n.tenant
-        ),
-        Some(0),
-        &[("authorization", &bearer)],
-    )
-    .await
-    .map_err(|(s, b)| anyhow::anyhow!("{s} {b}"))?;
+    let mut dead = dead_letters(&node, &n.tenant).await?;
     // A transaction that wrote first and commits last holds back one that
     // committed meanwhile; both come, in the order they wrote.
     let mut a = db.pool.begin().await?;
@@ -1357,17 +1335,7 @@ async fn nats_in_order_with_a_poison_message(mode: Mode) -> Result {
             Some(0),
         )
         .await;
-    let bearer = format!("Bearer {ADMIN}");
-    let mut dead = Sse::connect(
-        &format!(
-            "{}/events?tenant={}&topic=tenant:{}~deadletters",
-            reader.url, n.tenant, n.tenant
-        ),
-        Some(0),
-        &[("authorization", &bearer)],
-    )
-    .await
-    .map_err(|(s, b)| anyhow::anyhow!("{s} {b}"))?;
+    let mut dead = dead_letters(&reader, &n.tenant).await?;
     nats.publish((0..6).map(|i| match i {
         3 => "{not json".to_string(),
         _ => json!({"matchId": "m1", "n": i}).to_string(),
