@@ -14,7 +14,8 @@
 //! bid (the seed's `timestamp` tells bids apart).
 //!
 //! A backlog moves in batches: after the blocking move returns a message, a
-//! script moves up to `BATCH - 1` more in the same round trip; their bids
+//! script moves up to `batch - 1` more (the source's `batch`, 100 by
+//! default) in the same round trip; their bids
 //! are stored together (one group commit), each product is woken once (one
 //! decision round for all its bids) and the messages are removed in one
 //! pipeline. One message at a time, a backlog of 100,000 bids on 100
@@ -38,9 +39,6 @@ use crate::bids::{Bid, BidStatus, Product};
 
 /// How long one `BLMOVE` blocks, in seconds.
 const BLOCK_SECS: u64 = 1;
-
-/// Messages taken and stored together, at most.
-const BATCH: usize = 100;
 
 /// Moves up to ARGV[1] messages from KEYS[1] to KEYS[2] as `LMOVE RIGHT
 /// LEFT` does, stopping when the list is empty; returns them oldest first.
@@ -78,7 +76,7 @@ impl Source for RedisListBids {
             .query_async(&mut short)
             .await?;
         left.reverse();
-        for chunk in left.chunks(BATCH) {
+        for chunk in left.chunks(spec.batch) {
             if owned.is_cancelled() {
                 return Ok(());
             }
@@ -112,7 +110,7 @@ impl Source for RedisListBids {
             let rest: Vec<Vec<u8>> = more
                 .key(&spec.key)
                 .key(&spec.processing_key)
-                .arg(BATCH - 1)
+                .arg(spec.batch - 1)
                 .invoke_async(&mut short)
                 .await?;
             batch.extend(rest);
