@@ -35,6 +35,11 @@
 #   examples/loadgen/bench.sh fanout-cluster 3 1000 100 # 3 cluster nodes, 1,000 subscribers on each, 100 events/s
 #                                                       # published on the first: per-node latency, the nodes',
 #                                                       # Redis' and Postgres' CPU, Redis bytes per event per node
+#   examples/loadgen/bench.sh bus-tenants 3 all 300      # 3 cluster nodes, a tenant per node published at 100/s
+#                                                       # each; `all`: one bus shard, every node holds streams of
+#                                                       # every tenant (SUBS, default 100, per node); `spread`:
+#                                                       # a shard per tenant, node i holds streams of tenant i only:
+#                                                       # Redis bytes out and CPU per event, nodes' CPU per delivery
 #   examples/loadgen/bench.sh idle-cluster 10000        # RSS per idle connection on a cluster node
 #   examples/loadgen/bench.sh replay-cluster 100000     # resume from Last-Event-ID: 0 on the second cluster node
 #   examples/loadgen/bench.sh isolation on|off          # tenant demo's fan-out (1,000 x 100/s) while tenant
@@ -347,7 +352,7 @@ start_mode() {
         env SWITCHYARD_ADMIN_TOKEN=$TOKEN SWITCHYARD_LISTEN=127.0.0.1:$port \
           SWITCHYARD_DATA_DIR="$(mktemp -d)" SWITCHYARD_CLIENT_QUEUE=1024 SWITCHYARD_MAX_STREAMS_PER_ADDRESS=1000000 \
           SWITCHYARD_JWT_SECRET=$JWT_SECRET REDIS_URL=redis://127.0.0.1:$REDIS_PORT \
-          DATABASE_URL=postgres://postgres@$PGHOST:5432/$PGDB \
+          DATABASE_URL=postgres://postgres@$PGHOST:5432/$PGDB SWITCHYARD_BUS_SHARDS="${SHARDS:-1}" \
           "$BIN/switchyard" >"$OUT/server-$port.log" 2>&1 &
         PIDS+=("$!"); SRV_PIDS+=("$!")
         # The first node applies the migrations before the second starts.
@@ -975,6 +980,85 @@ EOF
   cat "$OUT/$name.load"
 }
 
+bus_tenants() { # nodes all|spread events/s: one tenant per node, each published at events/s / nodes
+  # all: one bus shard, every node holds streams of every tenant (SUBS / nodes of each);
+  # spread: a shard per tenant (SHARDS, default 8 per node), node i holds SUBS streams of tenant i only
+  local nodes=$1 how=$2 rate=$3 per=${SUBS:-100}
+  local shards=1 i j
+  [ "$how" = spread ] && shards=${SHARDS:-$((nodes * 8))}
+  local name="bus-$how-$nodes-$rate" count=$((rate / nodes * PUBLISH_SECS))
+  wait_quiet | tee "$OUT/$name.load"
+  # Tenant i on a shard of its own: the first name bus-i-k whose shard no earlier one has
+  # (the shard is (crc32(name) >> 16 & 0x7fff) mod shards, as the server computes it).
+  local tenants=()
+  mapfile -t tenants < <(python3 - "$nodes" "$shards" <<'EOF'
+import sys, zlib
+nodes, shards = int(sys.argv[1]), int(sys.argv[2])
+taken = set()
+for i in range(nodes):
+    k = 0
+    while True:
+        name = f"bus-{i}-{k}"
+        s = ((zlib.crc32(name.encode()) >> 16) & 0x7fff) % shards
+        if shards == 1 or s not in taken:
+            taken.add(s)
+            print(name)
+            break
+        k += 1
+EOF
+)
+  SHARDS=$shards NODES=$nodes start_mode cluster
+  for j in "${tenants[@]}"; do
+    curl -sf -X POST "$URL/admin/tenants" -H "Authorization: Bearer $TOKEN" \
+      -H 'Content-Type: application/json' -d "{\"slug\":\"$j\",\"name\":\"$j\"}" >/dev/null
+  done
+  local subs=() logs=() reports=() port clients
+  for i in $(seq 0 $((nodes - 1))); do
+    port=$((18400 + i))
+    for j in $(seq 0 $((nodes - 1))); do
+      if [ "$how" = all ]; then clients=$((per / nodes)); elif [ "$i" = "$j" ]; then clients=$per; else continue; fi
+      "$BIN/switchyard-loadgen" subscribe --url "http://127.0.0.1:$port" --path "/events?tenant=${tenants[$j]}&topic=bench:c" \
+        --clients "$clients" --ramp-per-sec 2000 --duration-secs $((PUBLISH_SECS + 30)) --expect-count "$count" \
+        --report "$OUT/$name-sub-$port-$j.json" >"$OUT/$name-sub-$port-$j.log" 2>&1 &
+      subs+=("$!"); PIDS+=("$!"); logs+=("$OUT/$name-sub-$port-$j.log"); reports+=("$OUT/$name-sub-$port-$j.json")
+    done
+  done
+  for i in "${logs[@]}"; do wait_line "$i" 'ramp complete'; done
+  sleep 2
+  local c0 r0 out0
+  c0=$(cpu_ticks "${SRV_PIDS[@]}"); r0=$(cpu_ticks "$REDIS_PID"); out0=$(redis_stat total_net_output_bytes)
+  local pubs=()
+  for j in $(seq 0 $((nodes - 1))); do
+    "$BIN/switchyard-loadgen" publish --url "http://127.0.0.1:$((18400 + j))" --tenant "${tenants[$j]}" --topic bench:c \
+      --token $TOKEN --rate $((rate / nodes)) --count "$count" --duration-secs $((PUBLISH_SECS + 10)) \
+      --report "$OUT/$name-pub-$j.json" >"$OUT/$name-pub-$j.log" 2>&1 &
+    pubs+=("$!"); PIDS+=("$!")
+  done
+  for i in "${pubs[@]}"; do wait "$i" || true; done
+  for i in "${subs[@]}"; do wait "$i" || true; done
+  local c1 r1 out1
+  c1=$(cpu_ticks "${SRV_PIDS[@]}"); r1=$(cpu_ticks "$REDIS_PID"); out1=$(redis_stat total_net_output_bytes)
+  python3 - "$OUT/$name" "$nodes" "$c0" "$c1" "$r0" "$r1" "$TICK" "$out0" "$out1" "$how" "$shards" "${reports[@]}" <<'EOF'
+import json, sys
+base, nodes = sys.argv[1], int(sys.argv[2])
+(u0, s0), (u1, s1), (ru0, rs0), (ru1, rs1) = (map(int, a.split()) for a in sys.argv[3:7])
+tick = int(sys.argv[7]); out0, out1 = int(sys.argv[8]), int(sys.argv[9]); how, shards = sys.argv[10], sys.argv[11]
+events = sum(json.load(open(f"{base}-pub-{j}.json"))["ok"] for j in range(nodes))
+subs = [json.load(open(r)) for r in sys.argv[12:]]
+deliveries = sum(s["events"] for s in subs)
+bad = {k: sum(s[k] for s in subs) for k in ("gaps", "duplicates", "out_of_order", "incomplete")}
+p99 = max(s["latency"]["p99_ms"] for s in subs)
+cpu = (u1 - u0 + s1 - s0) / tick; rcpu = (ru1 - ru0 + rs1 - rs0) / tick
+print(f"{how}: {nodes} nodes, {shards} shard(s); {events} events published, {deliveries} deliveries"
+      f" (worst p99 {p99:.1f} ms); gaps {bad['gaps']}, duplicates {bad['duplicates']},"
+      f" out of order {bad['out_of_order']}, incomplete {bad['incomplete']}")
+print(f"redis bytes out {out1 - out0} = {(out1 - out0) / max(events, 1):.0f} per event;"
+      f" redis CPU {rcpu:.2f} s = {rcpu * 1e6 / max(events, 1):.1f} us/event")
+print(f"nodes CPU {cpu:.2f} s = {cpu * 1e6 / max(deliveries, 1):.2f} us/delivery")
+EOF
+  cat "$OUT/$name.load"
+}
+
 idle_cluster() { # clients: idle streams on one node of a two-node cluster
   local n=$1
   start_mode cluster
@@ -1022,6 +1106,7 @@ case "${1:-}" in
   plugins-lang) plugins_lang ;;
   isolation) isolation "${2:-on}" ;;
   fanout-cluster) fanout_cluster "${2:?nodes}" "${3:?subscribers per node}" "${4:?events/s}" ;;
+  bus-tenants) bus_tenants "${2:?nodes}" "${3:?all|spread}" "${4:?events/s}" ;;
   idle-cluster) idle_cluster "${2:?clients}" ;;
   replay-cluster) replay_cluster "${2:-100000}" ;;
   publish) publish_bench "${2:?embedded|cluster}" "${3:?events per request}" "${4:-0}" ;;

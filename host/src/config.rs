@@ -80,6 +80,11 @@ pub struct Options {
     /// Prefix of every Redis key this deployment uses.
     #[arg(long, env = "SWITCHYARD_REDIS_PREFIX")]
     pub redis_prefix: Option<String>,
+    /// Shards of the cluster bus (1-1024, fixed for a deployment's life):
+    /// a tenant's events go to one shard's stream, and a node reads only
+    /// the shards of the tenants it has streams of.
+    #[arg(long, env = "SWITCHYARD_BUS_SHARDS")]
+    pub bus_shards: Option<u16>,
     /// HS256 secret for client tokens (generated into the data dir when unset).
     #[arg(long, env = "SWITCHYARD_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -346,6 +351,8 @@ pub struct Config {
     pub mode: Mode,
     /// Prefix of Redis keys.
     pub redis_prefix: String,
+    /// Shards of the cluster bus.
+    pub bus_shards: u16,
     /// Client token secret, if configured (else generated into the data dir).
     pub jwt_secret: Option<String>,
     /// The identity provider's public key file, if configured.
@@ -442,6 +449,7 @@ impl std::fmt::Debug for Config {
             .field("plugins_dir", &self.plugins_dir)
             .field("mode", &self.mode_name())
             .field("redis_prefix", &self.redis_prefix)
+            .field("bus_shards", &self.bus_shards)
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
             .field("jwt_public_key", &self.jwt_public_key)
             .field("jwks_url", &self.jwks_url)
@@ -488,9 +496,13 @@ impl Config {
             Some(j) if !j.is_empty() => crate::sources::parse_json(j).map_err(Error::Invalid)?,
             _ => o.sources.clone().unwrap_or_default(),
         };
-        let sources =
-            crate::sources::check(&source_configs, non_empty(o.redis_url.clone()).as_deref())
-                .map_err(Error::Invalid)?;
+        let sources = crate::sources::check(
+            &source_configs,
+            non_empty(o.redis_url.clone())
+                .as_deref()
+                .and_then(|u| crate::backend::cluster::conn::urls(u).first().copied()),
+        )
+        .map_err(Error::Invalid)?;
         let mode = match (non_empty(o.redis_url), non_empty(o.database_url)) {
             (Some(redis_url), Some(database_url)) => Mode::Cluster {
                 redis_url,
@@ -542,10 +554,21 @@ impl Config {
             ),
         };
         let redis_prefix = o.redis_prefix.unwrap_or_else(|| "switchyard".into());
-        if redis_prefix.is_empty() || redis_prefix.contains(char::is_whitespace) {
+        // Braces would make the prefix a Redis Cluster hash tag, putting
+        // every key of the deployment in one slot.
+        if redis_prefix.is_empty()
+            || redis_prefix.contains(char::is_whitespace)
+            || redis_prefix.contains(['{', '}'])
+        {
             return Err(Error::Invalid(
-                "SWITCHYARD_REDIS_PREFIX must be non-empty without spaces".into(),
+                "SWITCHYARD_REDIS_PREFIX must be non-empty without spaces or braces".into(),
             ));
+        }
+        let bus_shards = o.bus_shards.unwrap_or(1);
+        if !(1..=1024).contains(&bus_shards) {
+            return Err(Error::Invalid(format!(
+                "SWITCHYARD_BUS_SHARDS must be 1 to 1024, got {bus_shards}"
+            )));
         }
         let admin_token = non_empty(o.admin_token);
         if let Some(t) = &admin_token {
@@ -696,6 +719,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("./plugins.d")),
             mode,
             redis_prefix,
+            bus_shards,
             jwt_secret,
             jwt_public_key,
             jwks_url,

@@ -161,6 +161,8 @@ macro_rules! metrics {
             durations: HistogramVec,
             /// Each source's series, by source name.
             sources: SourceSeries,
+            /// The bus's shards read here (cluster mode), by shard.
+            shards: ShardSeries,
             registry: Registry,
         }
 
@@ -222,6 +224,7 @@ macro_rules! metrics {
                 register(&registry, &requests);
                 register(&registry, &durations);
                 let sources = SourceSeries::registered(&registry);
+                let shards = ShardSeries::registered(&registry);
                 for c in [
                     &STORE_BATCHES.batches,
                     &STORE_BATCHES.writes,
@@ -239,6 +242,7 @@ macro_rules! metrics {
                     requests,
                     durations,
                     sources,
+                    shards,
                     registry,
                 }
             }
@@ -619,6 +623,60 @@ impl SourceSeries {
     }
 }
 
+/// The series of the bus's shards this node reads (cluster mode), labelled
+/// by shard number (a bounded set: `SWITCHYARD_BUS_SHARDS`).
+struct ShardSeries {
+    bytes: IntCounterVec,
+    entries: IntCounterVec,
+    lag_ms: IntGaugeVec,
+    reading: IntGaugeVec,
+}
+
+/// One shard's series (`Metrics::bus_shard`).
+pub struct ShardCounters {
+    /// Bytes of entries read.
+    pub bytes: Counter,
+    /// Entries read.
+    pub entries: Counter,
+    /// Age of the newest entry read, when it was read.
+    pub lag_ms: Gauge,
+    /// 1 while this node reads the shard.
+    pub reading: Gauge,
+}
+
+impl ShardSeries {
+    fn registered(registry: &Registry) -> ShardSeries {
+        let counter = |name: &str, help: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &["shard"]).expect("a valid counter");
+            register(registry, &c);
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["shard"]).expect("a valid gauge");
+            register(registry, &g);
+            g
+        };
+        ShardSeries {
+            bytes: counter(
+                "bus_shard_read_bytes_total",
+                "Bytes of bus entries this node read from a shard (event bodies and ids).",
+            ),
+            entries: counter(
+                "bus_shard_entries_read_total",
+                "Bus entries this node read from a shard.",
+            ),
+            lag_ms: gauge(
+                "bus_shard_lag_ms",
+                "Age in ms of the newest entry this node read from a shard, when it read it.",
+            ),
+            reading: gauge(
+                "bus_shard_reading",
+                "Whether this node reads a bus shard (1: a tenant of the shard has streams here).",
+            ),
+        }
+    }
+}
+
 /// Each series of a one-label family: (label value, value).
 fn labelled<T>(families: &[MetricFamily], value: impl Fn(&proto::Metric) -> T) -> Vec<(String, T)> {
     families
@@ -648,6 +706,18 @@ impl Metrics {
             state: Gauge(s.state.with_label_values(&[name])),
             resumed: Counter(s.resumed.with_label_values(&[name, "found"])),
             resume_unknown: Counter(s.resumed.with_label_values(&[name, "unknown"])),
+        }
+    }
+
+    /// One bus shard's series (looked up once, when its reader starts).
+    pub fn bus_shard(&self, shard: u16) -> ShardCounters {
+        let s = &self.shards;
+        let label = shard.to_string();
+        ShardCounters {
+            bytes: Counter(s.bytes.with_label_values(&[&label])),
+            entries: Counter(s.entries.with_label_values(&[&label])),
+            lag_ms: Gauge(s.lag_ms.with_label_values(&[&label])),
+            reading: Gauge(s.reading.with_label_values(&[&label])),
         }
     }
 

@@ -174,3 +174,232 @@ fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// A private Redis Cluster: `masters` masters, each with one replica
+/// (`redis-server --cluster-enabled yes`, joined by `redis-cli --cluster
+/// create`), nothing on disk.
+pub struct RedisCluster {
+    /// Every node's port (masters first, as created).
+    pub ports: Vec<u16>,
+    dir: PathBuf,
+    children: std::collections::HashMap<u16, std::process::Child>,
+}
+
+/// A free port whose cluster bus port (+10000) is free too.
+fn free_cluster_port(taken: &[u16]) -> u16 {
+    loop {
+        // Client ports 12000-21999 and bus ports 22000-31999: below the
+        // kernel's ephemeral ports (32768 up), which outgoing connections
+        // take, and no bus port is another node's client port.
+        let p = 12_000
+            + (rand_id()
+                .bytes()
+                .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)))
+                % 10_000) as u16;
+        if taken.contains(&p) {
+            continue;
+        }
+        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free(p) && free(p + 10_000) {
+            return p;
+        }
+    }
+}
+
+impl RedisCluster {
+    /// Starts `masters` masters and as many replicas, and waits until the
+    /// cluster says `cluster_state:ok` everywhere. Tests run side by side
+    /// pick ports at random: a start that finds a port taken after all is
+    /// made again on others.
+    pub async fn start(masters: usize) -> RedisCluster {
+        for _ in 0..5 {
+            if let Some(c) = RedisCluster::try_start(masters).await {
+                c.wait_ok().await;
+                // Every replica has its master's data.
+                for p in &c.ports {
+                    wait_for("replica in sync", secs(30), || async {
+                        let info = c.cli(*p, &["INFO", "replication"]);
+                        info.contains("role:master") || info.contains("master_link_status:up")
+                    })
+                    .await;
+                }
+                return c;
+            }
+        }
+        panic!("could not start a Redis Cluster in five attempts");
+    }
+
+    async fn try_start(masters: usize) -> Option<RedisCluster> {
+        let dir = std::env::temp_dir().join(format!("switchyard-rc-{}", rand_id()));
+        std::fs::create_dir_all(&dir).expect("cluster dir");
+        let mut ports = Vec::new();
+        for _ in 0..masters * 2 {
+            let p = free_cluster_port(&ports);
+            ports.push(p);
+        }
+        let mut c = RedisCluster {
+            ports: ports.clone(),
+            dir,
+            children: Default::default(),
+        };
+        for p in &ports {
+            c.spawn(*p);
+        }
+        for p in &ports {
+            let addr = format!("127.0.0.1:{p}");
+            wait_for("cluster node up", secs(10), || async {
+                tokio::net::TcpStream::connect(&addr).await.is_ok()
+            })
+            .await;
+        }
+        // A server that found its port taken has exited: someone else answered.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        for child in c.children.values_mut() {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return None;
+            }
+        }
+        let mut create = std::process::Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for p in &ports {
+            create.arg(format!("127.0.0.1:{p}"));
+        }
+        let out = create
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli is installed");
+        if !out.status.success() {
+            eprintln!(
+                "redis-cli --cluster create: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+
+            return None;
+        }
+        Some(c)
+    }
+
+    fn spawn(&mut self, port: u16) {
+        let conf = self.dir.join(format!("nodes-{port}.conf"));
+        // A replica writes what its master sends to `dump.rdb` in its
+        // working dir, which a server started there later would load.
+        let dir = self.dir.join(port.to_string());
+        std::fs::create_dir_all(&dir).expect("node dir");
+        let child = std::process::Command::new("redis-server")
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1500"])
+            // A replica takes over however long ago it last heard its master.
+            .args(["--cluster-replica-validity-factor", "0"])
+            .arg("--cluster-config-file")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        self.children.insert(port, child);
+    }
+
+    /// The seed list, as `REDIS_URL` takes it.
+    pub fn url(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `redis-cli` against one node.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A live node's port.
+    fn any_live(&self) -> u16 {
+        *self
+            .children
+            .keys()
+            .next()
+            .expect("a node of the cluster runs")
+    }
+
+    /// The port of the master that holds `key`'s slot now.
+    pub fn master_of(&self, key: &str) -> u16 {
+        let port = self.any_live();
+        let slot: u16 = self
+            .cli(port, &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("a slot");
+        for line in self.cli(port, &["CLUSTER", "NODES"]).lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
+                continue;
+            }
+            let owns = f[8..].iter().any(|range| match range.split_once('-') {
+                Some((a, b)) => {
+                    (a.parse().unwrap_or(u16::MAX)..=b.parse().unwrap_or(0)).contains(&slot)
+                }
+                None => range.parse() == Ok(slot),
+            });
+            if owns {
+                let addr = f[1].split('@').next().unwrap_or("");
+                return addr
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .expect("a port");
+            }
+        }
+        panic!("no master holds slot {slot}");
+    }
+
+    /// Masters holding slots now.
+    pub fn masters(&self) -> usize {
+        self.cli(self.any_live(), &["CLUSTER", "NODES"])
+            .lines()
+            .filter(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 8 && f[2].contains("master") && !f[2].contains("fail")
+            })
+            .count()
+    }
+
+    /// SIGKILLs the node on `port`.
+    pub fn kill(&mut self, port: u16) {
+        if let Some(mut c) = self.children.remove(&port) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits until every live node says `cluster_state:ok`.
+    pub async fn wait_ok(&self) {
+        let ports: Vec<u16> = self.children.keys().copied().collect();
+        wait_for("redis cluster ok", secs(30), || async {
+            ports.iter().all(|p| {
+                self.cli(*p, &["CLUSTER", "INFO"])
+                    .lines()
+                    .any(|l| l.trim() == "cluster_state:ok")
+            })
+        })
+        .await;
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for (_, mut c) in self.children.drain() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -428,6 +428,7 @@ async fn redis_fanout_reaches_its_own_hub() {
     fanout_reaches_its_own_hub(move |hub| {
         Arc::new(RedisFanout::start(
             conn,
+            1,
             hub,
             Arc::new(Metrics::default()),
             "a".into(),
@@ -438,23 +439,32 @@ async fn redis_fanout_reaches_its_own_hub() {
     stop.cancel();
 }
 
-/// Cluster mode's fan-out carries an event to the other nodes' hubs.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_fanout_reaches_the_other_nodes() {
+/// Cluster mode's fan-out carries an event to the other nodes' hubs, on
+/// one shard or several; a node reads only the shard of the tenant it has
+/// a subscriber of.
+async fn redis_fanout_reaches_the_other_nodes(shards: u16) {
     let stop = CancellationToken::new();
     let conn = redis(&unique("fanout")).await;
     let dir = std::env::temp_dir().join(unique("switchyard-fanout"));
     let a = node(&dir).await;
     let b = node(&dir).await;
-    let metrics = Arc::new(Metrics::default());
+    let metrics_b = Arc::new(Metrics::default());
     let on_a = RedisFanout::start(
         conn.clone(),
+        shards,
         a.hub.clone(),
-        metrics.clone(),
+        Arc::new(Metrics::default()),
         "a".into(),
         stop.clone(),
     );
-    let _on_b = RedisFanout::start(conn, b.hub.clone(), metrics, "b".into(), stop.clone());
+    let _on_b = RedisFanout::start(
+        conn,
+        shards,
+        b.hub.clone(),
+        metrics_b.clone(),
+        "b".into(),
+        stop.clone(),
+    );
     let sub = b
         .hub
         .subscribe("acme", &["feed:1".into()], 64, Arc::default());
@@ -471,8 +481,27 @@ async fn redis_fanout_reaches_the_other_nodes() {
         assert!(n < 20, "nothing reached the other node");
     };
     assert_eq!(first, 1, "the other node gets every id in order");
+    let mine = super::cluster::fanout::shard_of("acme", shards);
+    for shard in 0..shards {
+        let reading = metrics_b.bus_shard(shard).reading.get();
+        assert_eq!(
+            reading,
+            i64::from(shard == mine),
+            "shard {shard} of {shards}"
+        );
+    }
     stop.cancel();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_fanout_reaches_the_other_nodes_on_one_shard() {
+    redis_fanout_reaches_the_other_nodes(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_fanout_reaches_the_other_nodes_on_eight_shards() {
+    redis_fanout_reaches_the_other_nodes(8).await;
 }
 
 // ---- bid wake-ups -----------------------------------------------------------

@@ -110,6 +110,9 @@ pub enum Unready {
     /// Redis.
     #[error(transparent)]
     Redis(#[from] cluster::conn::RedisError),
+    /// Some of the bus's shards (their numbers) do not answer.
+    #[error("bus shards {0} do not answer: {1}")]
+    BusShards(String, String),
 }
 
 /// The services whose implementation depends on the deployment mode.
@@ -179,7 +182,15 @@ impl Backend {
             ConfigMode::Cluster {
                 redis_url,
                 database_url,
-            } => cluster::open(database_url, redis_url, &config.redis_prefix).await,
+            } => {
+                cluster::open(
+                    database_url,
+                    redis_url,
+                    &config.redis_prefix,
+                    config.bus_shards,
+                )
+                .await
+            }
         }
     }
 

@@ -110,19 +110,23 @@ impl Caps {
         let l = self.limits;
         let (keys, limits, refusals) = match holder {
             Holder::User(u) => (
-                vec![format!("tenant:{tenant}"), format!("user:{tenant}:{u}")],
+                vec![
+                    format!("tenant:{{{tenant}}}"),
+                    format!("user:{{{tenant}}}:{u}"),
+                ],
                 vec![l.per_tenant, l.per_user],
                 [Refusal::Tenant, Refusal::User],
             ),
             Holder::Service => (
-                vec![format!("tenant:{tenant}")],
+                vec![format!("tenant:{{{tenant}}}")],
                 vec![l.per_tenant],
                 [Refusal::Tenant, Refusal::Tenant],
             ),
             // The address key is not per tenant: one address reading many
-            // tenants is still one client.
+            // tenants is still one client. Each key's hash tag (`{…}`) is
+            // what a Redis Cluster places it by: a tenant's keys together.
             Holder::Anonymous(addr) => (
-                vec![format!("anon:{tenant}"), format!("addr:{addr}")],
+                vec![format!("anon:{{{tenant}}}"), format!("addr:{{{addr}}}")],
                 vec![l.anonymous_per_tenant, l.per_address],
                 [Refusal::AnonymousTenant, Refusal::Address],
             ),

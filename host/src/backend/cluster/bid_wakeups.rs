@@ -9,12 +9,11 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::RedisConn;
+use super::conn::{Conn, Dedicated, RedisConn};
 use crate::bids::queue::BidWakeups;
 use crate::bids::worker::Worker;
 
@@ -23,7 +22,7 @@ pub struct RedisWakeups {
     /// For the fallback when Redis does not answer.
     worker: Worker,
     /// Publishing connection.
-    conn: ConnectionManager,
+    conn: Conn,
     /// Stream key.
     key: String,
 }
@@ -40,7 +39,7 @@ impl RedisWakeups {
     ) -> RedisWakeups {
         let key = format!("{}:bids", redis.prefix);
         tokio::spawn(consume(
-            redis.client.clone(),
+            redis.dedicated.clone(),
             key.clone(),
             node,
             worker.clone(),
@@ -76,19 +75,16 @@ impl BidWakeups for RedisWakeups {
 }
 
 async fn consume(
-    client: redis::Client,
+    client: Dedicated,
     key: String,
     node: String,
     worker: Worker,
     stop: CancellationToken,
 ) {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Duration::from_secs(1))
-        .set_response_timeout(Duration::from_secs(5));
     loop {
         let conn = tokio::select! {
             _ = stop.cancelled() => return,
-            c = client.get_multiplexed_async_connection_with_config(&config) => c,
+            c = client.connect(Duration::from_secs(5)) => c,
         };
         let Ok(mut conn) = conn else {
             tokio::select! {

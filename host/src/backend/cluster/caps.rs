@@ -5,14 +5,19 @@
 //! the cap, in one script, so the cap holds across every node together; a
 //! node refreshes its leases while their streams live, so a node that dies
 //! frees its connections when the leases expire.
+//!
+//! On a Redis Cluster a script's keys must share a slot: the keys carry
+//! their tenant (or, for the per-address cap, the address) as hash tag, and
+//! keys of different slots are taken one script per slot in turn, those
+//! taken given back when a later one is full. Every step checks and adds
+//! atomically, so a cap is never exceeded; two acquires racing may refuse
+//! each other where one script would have let one through.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-
-use super::conn::RedisConn;
+use super::conn::{slot, RedisConn};
 use crate::sse::caps::{CapError, CapStore};
 
 /// How long a lease lives without refresh.
@@ -36,7 +41,7 @@ return 0
 
 /// Leases in Redis.
 pub struct RedisCaps {
-    conn: ConnectionManager,
+    redis: RedisConn,
     prefix: String,
     script: redis::Script,
     /// Live leases of this node: id -> keys, refreshed on an interval.
@@ -47,9 +52,9 @@ impl RedisCaps {
     /// Leases under `{prefix}:streams:`, refreshed until `stop`.
     pub fn start(redis: &RedisConn, stop: tokio_util::sync::CancellationToken) -> RedisCaps {
         let live: Arc<Mutex<HashMap<u64, Vec<String>>>> = Arc::default();
-        tokio::spawn(refresh(redis.conn.clone(), live.clone(), stop));
+        tokio::spawn(refresh(redis.clone(), live.clone(), stop));
         RedisCaps {
-            conn: redis.conn.clone(),
+            redis: redis.clone(),
             prefix: redis.prefix.clone(),
             script: redis::Script::new(ACQUIRE),
             live,
@@ -67,25 +72,45 @@ impl CapStore for RedisCaps {
             .iter()
             .map(|k| format!("{}:streams:{k}", self.prefix))
             .collect();
-        let now = now_ms();
-        let mut inv = self.script.prepare_invoke();
-        for k in &keys {
-            inv.key(k);
-        }
-        inv.arg(now)
-            .arg(now + LEASE.as_millis() as i64)
-            .arg(&member);
-        for l in limits {
-            inv.arg(*l);
-        }
-        let mut c = self.conn.clone();
-        match inv.invoke_async::<i64>(&mut c).await {
-            Ok(0) => {}
-            Ok(i) => return Err(CapError::Full(i as usize - 1)),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot check stream caps in Redis");
-                return Err(CapError::Unavailable);
+        // Keys in one slot go in one script (all of them, on one server).
+        let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let s = if self.redis.cluster { slot(k) } else { 0 };
+            match groups.iter_mut().find(|(g, _)| *g == s) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((s, vec![i])),
             }
+        }
+        for (n, (_, group)) in groups.iter().enumerate() {
+            let now = now_ms();
+            let mut inv = self.script.prepare_invoke();
+            for &i in group {
+                inv.key(&keys[i]);
+            }
+            inv.arg(now)
+                .arg(now + LEASE.as_millis() as i64)
+                .arg(&member);
+            for &i in group {
+                inv.arg(limits[i]);
+            }
+            let mut c = self.redis.conn.clone();
+            let refused = match inv.invoke_async::<i64>(&mut c).await {
+                Ok(0) => continue,
+                Ok(full) => Err(CapError::Full(group[full as usize - 1])),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot check stream caps in Redis");
+                    Err(CapError::Unavailable)
+                }
+            };
+            // Give back what the earlier groups took.
+            let taken: Vec<String> = groups[..n]
+                .iter()
+                .flat_map(|(_, g)| g.iter().map(|&i| keys[i].clone()))
+                .collect();
+            if !taken.is_empty() {
+                remove(&self.redis, taken, member.clone());
+            }
+            return refused;
         }
         self.live
             .lock()
@@ -103,16 +128,21 @@ impl CapStore for RedisCaps {
         else {
             return;
         };
-        let mut conn = self.conn.clone();
         let member = format!("{}-{id}", process_tag());
-        tokio::spawn(async move {
-            let mut pipe = redis::pipe();
-            for k in &keys {
-                pipe.cmd("ZREM").arg(k).arg(&member).ignore();
-            }
-            let _: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
-        });
+        remove(&self.redis, keys, member);
     }
+}
+
+/// Takes `member` out of `keys`, in the background.
+fn remove(redis: &RedisConn, keys: Vec<String>, member: String) {
+    let mut batch = redis.batch();
+    for k in &keys {
+        batch.add(k, redis::cmd("ZREM").arg(k).arg(&member).clone());
+    }
+    let conn = redis.conn.clone();
+    tokio::spawn(async move {
+        let _ = batch.run(&conn).await;
+    });
 }
 
 fn now_ms() -> i64 {
@@ -127,7 +157,7 @@ pub(super) fn process_tag() -> &'static str {
 
 /// Extends this node's leases every third of their life.
 async fn refresh(
-    conn: ConnectionManager,
+    redis: RedisConn,
     live: Arc<Mutex<HashMap<u64, Vec<String>>>>,
     stop: tokio_util::sync::CancellationToken,
 ) {
@@ -145,21 +175,23 @@ async fn refresh(
             .collect();
         let expiry = now_ms() + LEASE.as_millis() as i64;
         for chunk in leases.chunks(500) {
-            let mut pipe = redis::pipe();
+            let mut batch = redis.batch();
             for (id, keys) in chunk {
                 let member = format!("{}-{id}", process_tag());
                 for k in keys {
-                    pipe.cmd("ZADD")
-                        .arg(k)
-                        .arg("XX")
-                        .arg(expiry)
-                        .arg(&member)
-                        .ignore();
-                    pipe.cmd("PEXPIRE").arg(k).arg(60_000).ignore();
+                    batch.add(
+                        k,
+                        redis::cmd("ZADD")
+                            .arg(k)
+                            .arg("XX")
+                            .arg(expiry)
+                            .arg(&member)
+                            .clone(),
+                    );
+                    batch.add(k, redis::cmd("PEXPIRE").arg(k).arg(60_000).clone());
                 }
             }
-            let mut c = conn.clone();
-            if let Err(e) = pipe.query_async::<()>(&mut c).await {
+            if let Err(e) = batch.run(&redis.conn).await {
                 tracing::warn!(error = %e, "cannot refresh stream leases");
                 break;
             }

@@ -5,9 +5,10 @@
 //!   opens and closes, queued and sent as one pipeline per batch by a task
 //!   of its own (the open and the close never wait on Redis). A listing
 //!   keeps only the streams of live nodes and removes a dead node's.
-//! - Live nodes: each node's figures under `{prefix}:console:node:{node}`
+//! - Live nodes: each node's figures under `{prefix}:console:{nodes}:{node}`
 //!   with an expiry ([`STATS_TTL`]), and the sorted set
-//!   `{prefix}:console:nodes` of nodes scored by that expiry.
+//!   `{prefix}:console:{nodes}` of nodes scored by that expiry (one hash tag: one
+//!   slot of a Redis Cluster).
 //! - A disconnect: `PUBLISH {prefix}:console:control` with the tenant and
 //!   user; every node listens there and ends that user's streams of its
 //!   own. A node that is cut off from Redis when it is said misses it (the
@@ -21,12 +22,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::RedisConn;
+use super::conn::{Conn, Dedicated, RedisConn};
 use crate::console::{Directory, LocalStreams, NodeStats, StreamInfo, Unavailable, STATS_TTL};
 
 /// A stream's hash is kept this long after its last write: a stream of a
@@ -43,7 +43,7 @@ enum Op {
 
 /// The console's view in Redis.
 pub struct RedisDirectory {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     local: Arc<LocalStreams>,
     ops: mpsc::UnboundedSender<Op>,
@@ -58,14 +58,9 @@ impl RedisDirectory {
         stop: CancellationToken,
     ) -> RedisDirectory {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write(
-            redis.conn.clone(),
-            redis.prefix.clone(),
-            rx,
-            stop.clone(),
-        ));
+        tokio::spawn(write(redis.clone(), rx, stop.clone()));
         tokio::spawn(listen(
-            redis.client.clone(),
+            redis.dedicated.clone(),
             control_channel(&redis.prefix),
             local.clone(),
             stop,
@@ -92,12 +87,14 @@ fn streams_key(prefix: &str, tenant: &str, user: &str) -> String {
     format!("{prefix}:console:streams:{tenant}:{user}")
 }
 
+// The live nodes' set and their figures share a hash tag, so one pipeline
+// writes them and one `MGET` reads them on a Redis Cluster.
 fn nodes_key(prefix: &str) -> String {
-    format!("{prefix}:console:nodes")
+    format!("{prefix}:console:{{nodes}}")
 }
 
 fn node_key(prefix: &str, node: &str) -> String {
-    format!("{prefix}:console:node:{node}")
+    format!("{prefix}:console:{{nodes}}:{node}")
 }
 
 fn control_channel(prefix: &str) -> String {
@@ -116,12 +113,7 @@ fn logged(e: &redis::RedisError) -> Unavailable {
 /// Sends queued opens and closes, one pipeline per batch. A batch that
 /// fails is logged and dropped: the listing then misses (or keeps, until it
 /// finds the node gone) those streams, and nothing else waits on it.
-async fn write(
-    mut conn: ConnectionManager,
-    prefix: String,
-    mut rx: mpsc::UnboundedReceiver<Op>,
-    stop: CancellationToken,
-) {
+async fn write(redis: RedisConn, mut rx: mpsc::UnboundedReceiver<Op>, stop: CancellationToken) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         let n = tokio::select! {
@@ -131,24 +123,26 @@ async fn write(
         if n == 0 {
             return;
         }
-        let mut pipe = redis::pipe();
+        let prefix = &redis.prefix;
+        let mut pipe = redis.batch();
         for op in batch.drain(..) {
             match op {
                 Op::Opened(s) => {
-                    let key = streams_key(&prefix, &s.tenant, &s.user);
+                    let key = streams_key(prefix, &s.tenant, &s.user);
                     let json = serde_json::to_string(&s).unwrap_or_default();
-                    pipe.hset(&key, field(&s), json)
-                        .ignore()
-                        .pexpire(&key, STREAMS_TTL.as_millis() as i64)
-                        .ignore();
+                    pipe.add(&key, redis::Cmd::hset(&key, field(&s), json));
+                    pipe.add(
+                        &key,
+                        redis::Cmd::pexpire(&key, STREAMS_TTL.as_millis() as i64),
+                    );
                 }
                 Op::Closed(s) => {
-                    pipe.hdel(streams_key(&prefix, &s.tenant, &s.user), field(&s))
-                        .ignore();
+                    let key = streams_key(prefix, &s.tenant, &s.user);
+                    pipe.add(&key, redis::Cmd::hdel(&key, field(&s)));
                 }
             }
         }
-        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+        if let Err(e) = pipe.run(&redis.conn).await {
             tracing::warn!(error = %e, "cannot record open streams in Redis");
         }
     }
@@ -157,7 +151,7 @@ async fn write(
 /// Ends the streams every disconnect names, for as long as the node runs;
 /// a lost subscription is made again after a second.
 async fn listen(
-    client: redis::Client,
+    client: Dedicated,
     channel: String,
     local: Arc<LocalStreams>,
     stop: CancellationToken,
@@ -165,7 +159,7 @@ async fn listen(
     use futures_util::StreamExt;
     while !stop.is_cancelled() {
         let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
+            let mut pubsub = client.pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };

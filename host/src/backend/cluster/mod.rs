@@ -28,19 +28,35 @@ use crate::store::postgres::PostgresStore;
 use crate::store::Store;
 use conn::RedisConn;
 
-/// Connects to Postgres (applying migrations) and Redis.
-pub async fn open(database_url: &str, redis_url: &str, prefix: &str) -> Result<Backend, Error> {
+/// Connects to Postgres (applying migrations) and Redis; the bus has
+/// `shards` shards.
+pub async fn open(
+    database_url: &str,
+    redis_url: &str,
+    prefix: &str,
+    shards: u16,
+) -> Result<Backend, Error> {
     let store = PostgresStore::connect(database_url)
         .await
         .map_err(Error::Postgres)?;
     let redis = RedisConn::connect(redis_url, prefix, Duration::from_secs(10)).await?;
+    tracing::info!(
+        redis_cluster = redis.cluster,
+        redis_servers = redis.bus_servers.len(),
+        bus_shards = shards,
+        "connected to Redis"
+    );
     let store = Arc::new(store);
     Ok(Backend {
         store: store.clone(),
         bids: store.clone(),
         plugins: store.clone(),
         admin: store.clone(),
-        mode: Arc::new(Cluster { store, redis }),
+        mode: Arc::new(Cluster {
+            store,
+            redis,
+            shards,
+        }),
     })
 }
 
@@ -63,6 +79,44 @@ async fn shared_secret(store: &PostgresStore) -> Result<Vec<u8>, Error> {
 struct Cluster {
     store: Arc<PostgresStore>,
     redis: RedisConn,
+    shards: u16,
+}
+
+impl Cluster {
+    /// Each bus shard's stream answers on its server (on a Redis Cluster,
+    /// its master): `/ready` names the shards that do not. Only when there
+    /// is more than one place to ask.
+    async fn check_shards(&self) -> Result<(), Unready> {
+        if self.shards <= 1 && self.redis.bus_servers.len() <= 1 {
+            return Ok(());
+        }
+        let keys = fanout::shard_keys(&self.redis.prefix, self.shards);
+        let asks = keys.iter().enumerate().map(|(i, key)| {
+            let server = &self.redis.bus_servers[i % self.redis.bus_servers.len()];
+            let mut c = server.conn.clone();
+            async move {
+                let r: redis::RedisResult<i64> =
+                    redis::cmd("EXISTS").arg(key).query_async(&mut c).await;
+                r.err().map(|e| (i, e))
+            }
+        });
+        let failed: Vec<(usize, redis::RedisError)> = futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        match failed.first() {
+            None => Ok(()),
+            Some((_, e)) => Err(Unready::BusShards(
+                failed
+                    .iter()
+                    .map(|(i, _)| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                e.to_string(),
+            )),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -88,6 +142,7 @@ impl Mode for Cluster {
     ) -> Arc<dyn Fanout> {
         Arc::new(fanout::RedisFanout::start(
             self.redis.clone(),
+            self.shards,
             hub,
             metrics,
             node.to_string(),
@@ -132,7 +187,10 @@ impl Mode for Cluster {
     async fn check(&self) -> Vec<(&'static str, Result<(), Unready>)> {
         let (postgres, redis) = tokio::join!(
             super::within(async { Ok(self.store.ping().await?) }),
-            super::within(async { Ok(self.redis.ping().await?) }),
+            super::within(async {
+                self.redis.ping().await?;
+                self.check_shards().await
+            }),
         );
         vec![("postgres", postgres), ("redis", redis)]
     }

@@ -59,9 +59,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-
-use super::conn::RedisConn;
+use super::conn::{Conn, RedisConn};
 use crate::presence::{
     Change, Counts, Decision, Entry, Held, Left, Membership, PresenceStore, Swept, Unavailable,
 };
@@ -245,7 +243,7 @@ type Live = Arc<Mutex<HashMap<(u64, String), [String; 5]>>>;
 
 /// Presence in Redis.
 pub struct RedisPresence {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     join: redis::Script,
     leave: redis::Script,
@@ -261,7 +259,7 @@ impl RedisPresence {
     pub fn start(redis: &RedisConn, stop: tokio_util::sync::CancellationToken) -> RedisPresence {
         let live: Live = Arc::default();
         let index = format!("{}:presence:topics", redis.prefix);
-        tokio::spawn(refresh(redis.conn.clone(), live.clone(), index, stop));
+        tokio::spawn(refresh(redis.clone(), live.clone(), index, stop));
         RedisPresence {
             conn: redis.conn.clone(),
             prefix: redis.prefix.clone(),
@@ -621,7 +619,7 @@ impl PresenceStore for RedisPresence {
 /// Extends this node's presence leases every third of their life, and
 /// keeps their topics in the index.
 async fn refresh(
-    conn: ConnectionManager,
+    redis: RedisConn,
     live: Live,
     index: String,
     stop: tokio_util::sync::CancellationToken,
@@ -643,28 +641,34 @@ async fn refresh(
         let expiry = now + LEASE.as_millis() as i64;
         let mut indexed = HashSet::new();
         for chunk in leases.chunks(500) {
-            let mut pipe = redis::pipe();
+            // A topic's keys share a slot; the index is a slot of its own.
+            let mut batch = redis.batch();
             for [member, conns, users, members, entry] in chunk {
-                pipe.cmd("ZADD")
-                    .arg(conns)
-                    .arg("XX")
-                    .arg(expiry)
-                    .arg(member)
-                    .ignore();
-                pipe.cmd("PEXPIRE").arg(conns).arg(KEY_TTL_MS).ignore();
-                pipe.cmd("PEXPIRE").arg(users).arg(KEY_TTL_MS).ignore();
-                pipe.cmd("PEXPIRE").arg(members).arg(KEY_TTL_MS).ignore();
+                batch.add(
+                    conns,
+                    redis::cmd("ZADD")
+                        .arg(conns)
+                        .arg("XX")
+                        .arg(expiry)
+                        .arg(member)
+                        .clone(),
+                );
+                for k in [conns, users, members] {
+                    batch.add(k, redis::cmd("PEXPIRE").arg(k).arg(KEY_TTL_MS).clone());
+                }
                 if indexed.insert(entry.clone()) {
-                    pipe.cmd("ZADD")
-                        .arg(&index)
-                        .arg("NX")
-                        .arg(now + SWEEP_EVERY.as_millis() as i64)
-                        .arg(entry)
-                        .ignore();
+                    batch.add(
+                        &index,
+                        redis::cmd("ZADD")
+                            .arg(&index)
+                            .arg("NX")
+                            .arg(now + SWEEP_EVERY.as_millis() as i64)
+                            .arg(entry)
+                            .clone(),
+                    );
                 }
             }
-            let mut c = conn.clone();
-            if let Err(e) = pipe.query_async::<()>(&mut c).await {
+            if let Err(e) = batch.run(&redis.conn).await {
                 tracing::warn!(error = %e, "cannot refresh presence leases");
                 break;
             }

@@ -27,7 +27,7 @@ mod subscribers;
 
 use order::{Dispatcher, Input};
 use subscribers::Inner;
-pub use subscribers::{Kicker, Subscription};
+pub use subscribers::{Kicker, Subscription, TenantInterest};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +79,19 @@ impl Hub {
     /// gets nothing: its session is awake already.
     pub fn wake_all(&self) {
         self.inner.wake_all();
+    }
+
+    /// Tells `w` of every tenant with subscribers here, now and from here on
+    /// (its first subscriber came, its last went).
+    pub fn watch_tenants(&self, w: Arc<dyn TenantInterest>) {
+        self.inner.watch(w);
+    }
+
+    /// Checks every tenant's tail against the store now (as the periodic
+    /// check does): a bus reader that has just taken its position asks, so
+    /// what was committed before it did is not left to the next period.
+    pub fn check_tail(&self) {
+        let _ = self.input.send(Input::CheckTail);
     }
 
     /// Registers a connection for `topics` of `tenant` with a queue of

@@ -38,6 +38,8 @@ pub(super) enum Input {
     Heads(Vec<(String, Seq)>),
     /// A fill failed; allow another.
     FillFailed(Arc<str>),
+    /// Check the tail now.
+    CheckTail,
 }
 
 impl Input {
@@ -48,6 +50,7 @@ impl Input {
             Input::Filled { .. } => "filled",
             Input::Heads(_) => "heads",
             Input::FillFailed(_) => "fill_failed",
+            Input::CheckTail => "check_tail",
         }
     }
 }
@@ -190,7 +193,24 @@ impl Dispatcher {
                         .tenants
                         .entry(key.clone())
                         .or_insert_with(|| TenantSeq::new(1));
-                    if head >= st.next && !st.filling && st.pending.is_empty() {
+                    if head < st.next || st.filling {
+                        continue;
+                    }
+                    if !self.hub.has_tenant(&key) {
+                        // No subscriber here: nothing to deliver, so no
+                        // read. One that registers from now on reads the
+                        // log after it registered, so up to at least
+                        // `head` (read before this check): its events
+                        // start after it.
+                        st.next = head + 1;
+                        st.pending = st.pending.split_off(&st.next);
+                        if st.pending.is_empty() {
+                            st.gap_since = None;
+                        }
+                        self.drain(&key);
+                        continue;
+                    }
+                    if st.pending.is_empty() {
                         self.hub.metrics.fanout_tail_fills.inc();
                         self.spawn_fill(key, head);
                     }
@@ -201,6 +221,7 @@ impl Dispatcher {
                     st.filling = false;
                 }
             }
+            Input::CheckTail => self.spawn_tail_check(),
         }
         if ended_fill {
             // Gaps that waited on the fill (or remain after it) need the timer.

@@ -110,6 +110,17 @@ pub(super) struct Inner {
     pub(super) filters: Arc<dyn EventFilters>,
     /// Set (under the `subs` write lock) once the node is shutting down.
     closing: AtomicBool,
+    /// Told (under the `subs` write lock, so in order) when a tenant gets
+    /// its first subscriber here and when it loses its last.
+    interest: std::sync::OnceLock<Arc<dyn TenantInterest>>,
+}
+
+/// What wants to know which tenants have subscribers on this node (the
+/// sharded bus reads only their shards). Called under the registry's lock:
+/// it must only take note (a channel send), never block.
+pub trait TenantInterest: Send + Sync + 'static {
+    /// `tenant` has a subscriber here now (`true`), or no longer (`false`).
+    fn changed(&self, tenant: &str, present: bool);
 }
 
 /// A connection's registration; dropping it unregisters.
@@ -196,6 +207,9 @@ impl Drop for Subscription {
             }
             if topics.is_empty() {
                 subs.remove(&self.tenant);
+                if let Some(w) = self.hub.interest.get() {
+                    w.changed(&self.tenant, false);
+                }
             }
         }
     }
@@ -209,7 +223,25 @@ impl Inner {
             metrics,
             filters,
             closing: AtomicBool::new(false),
+            interest: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Tells `w` of every tenant with subscribers now and of every change
+    /// from here on (once per hub: a second watcher is ignored).
+    pub(super) fn watch(&self, w: Arc<dyn TenantInterest>) {
+        let subs = self.subs.write().unwrap_or_else(|p| p.into_inner());
+        if self.interest.set(w.clone()).is_ok() {
+            for tenant in subs.keys() {
+                w.changed(tenant, true);
+            }
+        }
+    }
+
+    /// Whether any connection here subscribes to one of the tenant's topics.
+    pub(super) fn has_tenant(&self, tenant: &str) -> bool {
+        let subs = self.subs.read().unwrap_or_else(|p| p.into_inner());
+        subs.contains_key(tenant)
     }
 
     /// Wakes every connection because the node is shutting down (and every
@@ -245,6 +277,11 @@ impl Inner {
         let shared;
         {
             let mut subs = self.subs.write().unwrap_or_else(|p| p.into_inner());
+            if !subs.contains_key(tenant) {
+                if let Some(w) = self.interest.get() {
+                    w.changed(tenant, true);
+                }
+            }
             let by_topic = subs.entry(tenant.into()).or_default();
             // One `Arc` per distinct shape of a topic (the first topic's).
             let shape = topics
