@@ -40,6 +40,9 @@
 #                                                       # every tenant (SUBS, default 100, per node); `spread`:
 #                                                       # a shard per tenant, node i holds streams of tenant i only:
 #                                                       # Redis bytes out and CPU per event, nodes' CPU per delivery
+#   examples/loadgen/bench.sh redis-bus streams 6 5000   # Redis alone: 5,000 entries/s of PAYLOAD (400) bytes
+#                                                       # appended and read by 6 readers (XADD/XREAD BLOCK, or
+#                                                       # pubsub: PUBLISH/SUBSCRIBE): Redis CPU per delivery
 #   examples/loadgen/bench.sh idle-cluster 10000        # RSS per idle connection on a cluster node
 #   examples/loadgen/bench.sh replay-cluster 100000     # resume from Last-Event-ID: 0 on the second cluster node
 #   examples/loadgen/bench.sh isolation on|off          # tenant demo's fan-out (1,000 x 100/s) while tenant
@@ -1059,6 +1062,36 @@ EOF
   cat "$OUT/$name.load"
 }
 
+redis_bus() { # streams|pubsub readers entries/s: Redis alone, with the bus's traffic (no Switchyard)
+  local mode=$1 readers=$2 rate=$3
+  local name="redis-bus-$mode-$readers-$rate"
+  wait_quiet | tee "$OUT/$name.load"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --daemonize no >"$OUT/redis.log" 2>&1 &
+  REDIS_PID=$!; PIDS+=("$REDIS_PID")
+  for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  local r0 out0 r1 out1
+  r0=$(cpu_ticks "$REDIS_PID"); out0=$(redis_stat total_net_output_bytes)
+  "$BIN/switchyard-loadgen" redis-bus --url "redis://127.0.0.1:$REDIS_PORT" --mode "$mode" --readers "$readers" \
+    --rate "$rate" --duration-secs "$PUBLISH_SECS" --payload-bytes "${PAYLOAD:-400}" --batch "${BATCH:-1}" \
+    --report "$OUT/$name.json" >"$OUT/$name.log" 2>&1 || { cat "$OUT/$name.log"; exit 1; }
+  r1=$(cpu_ticks "$REDIS_PID"); out1=$(redis_stat total_net_output_bytes)
+  python3 - "$OUT/$name.json" "$r0" "$r1" "$TICK" "$out0" "$out1" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+(u0, s0), (u1, s1) = (map(int, a.split()) for a in sys.argv[2:4])
+tick = int(sys.argv[4]); out = int(sys.argv[6]) - int(sys.argv[5])
+cpu = (u1 - u0 + s1 - s0) / tick
+d = max(r["received"], 1)
+print(f"{r['mode']}: {r['readers']} readers, {r['published']} entries ({r['entries_per_sec']:.0f}/s),"
+      f" {r['received']} deliveries, {r['lost']} lost; redis CPU {cpu:.2f} s ="
+      f" {cpu * 1e6 / d:.2f} us per delivery, {d / max(cpu, 1e-9):.0f} deliveries per Redis core-second;"
+      f" bytes out {out / d:.0f} per delivery")
+EOF
+  kill "$REDIS_PID" 2>/dev/null; wait "$REDIS_PID" 2>/dev/null || true
+  cat "$OUT/$name.load"
+}
+
 idle_cluster() { # clients: idle streams on one node of a two-node cluster
   local n=$1
   start_mode cluster
@@ -1107,6 +1140,7 @@ case "${1:-}" in
   isolation) isolation "${2:-on}" ;;
   fanout-cluster) fanout_cluster "${2:?nodes}" "${3:?subscribers per node}" "${4:?events/s}" ;;
   bus-tenants) bus_tenants "${2:?nodes}" "${3:?all|spread}" "${4:?events/s}" ;;
+  redis-bus) redis_bus "${2:?streams|pubsub}" "${3:?readers}" "${4:?entries/s}" ;;
   idle-cluster) idle_cluster "${2:?clients}" ;;
   replay-cluster) replay_cluster "${2:-100000}" ;;
   publish) publish_bench "${2:?embedded|cluster}" "${3:?events per request}" "${4:-0}" ;;

@@ -25,6 +25,9 @@
 //! switchyard-loadgen bids --url http://127.0.0.1:8080[,http://…] --token ADMIN \
 //!     --products 1 --rate 0 --count 20000 [--bidders 8] [--concurrency 32] \
 //!     [--settle-secs 30] [--check-status 1] [--report FILE.json]
+//! switchyard-loadgen redis-bus --url redis://127.0.0.1:6379 --mode streams|pubsub \
+//!     --readers 3 --rate 1000 [--duration-secs 10] [--payload-bytes 400] [--batch 1]
+//!     [--key K] [--report FILE.json]
 //! ```
 //!
 //! - `subscribe` opens `--clients` SSE connections at `--ramp-per-sec`, prints
@@ -61,6 +64,10 @@
 //! - `bids`: creates products, watches their streams, posts bids (fixed rate,
 //!   or `--rate 0` as fast as 202s come back); decisions/s, POST →
 //!   `bid.accepted` latency, and every bid's final status.
+//! - `redis-bus`: Redis alone, with the bus's shape of traffic: a publisher
+//!   appending entries (`XADD`, or `PUBLISH`) at a fixed rate and `--readers`
+//!   readers taking every one (`XREAD BLOCK`, or `SUBSCRIBE`); entries
+//!   published and received, and what pub/sub lost.
 //!
 //! `messages` and `bids` take several comma-separated `--url`s (cluster
 //! nodes): streams and POST connections are spread over them in turn.
@@ -74,6 +81,7 @@ mod http;
 mod idle_tls;
 mod messages;
 mod publish;
+mod redis_bus;
 mod sse;
 mod stats;
 mod stream;
@@ -89,6 +97,7 @@ const USAGE: &str = "usage: switchyard-loadgen <subscribe|publish|publish-nchan|
   idle-tls      --url https://H:P --ca CA.pem --path P --clients N [--h2-streams K] [--ramp-per-sec R] [--duration-secs D]
   messages      --url U[,U2] --tokens FILE --token ADMIN --rate MPS (--duration-secs D | --count N) [--users N] [--tenant T] [--concurrency C] [--ramp-per-sec R] [--settle-secs S] [--report F]
   bids          --url U[,U2] --token ADMIN (--duration-secs D | --count N) [--rate BPS (0: max)] [--products P] [--bidders B] [--tenant T] [--concurrency C] [--settle-secs S] [--check-status 0|1] [--report F]
+  redis-bus     --url redis://H:P [--mode streams|pubsub] [--readers R] [--rate EPS] [--duration-secs D] [--payload-bytes B] [--batch N] [--key K] [--report F]
   floor         [--listen ADDR] [--nodelay 1|0] (a minimal SSE server: GET subscribes, POST is sent to every subscriber)
   all: [--threads T] (default 1: a current-thread runtime)";
 
@@ -118,6 +127,7 @@ fn real_main(argv: &[String]) -> Result<(), String> {
         "messages" => messages::MESSAGES_OPTS,
         "bids" => bids::BIDS_OPTS,
         "floor" => floor::FLOOR_OPTS,
+        "redis-bus" => redis_bus::REDIS_BUS_OPTS,
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             return Ok(());
@@ -166,6 +176,7 @@ fn real_main(argv: &[String]) -> Result<(), String> {
             "publish" => publish::run(publish::Config::from_args(&a, false).await?).await,
             "messages" => messages::run(messages::Config::from_args(&a).await?).await,
             "bids" => bids::run(bids::Config::from_args(&a).await?).await,
+            "redis-bus" => redis_bus::run(&a).await,
             _ => publish::run(publish::Config::from_args(&a, true).await?).await,
         }
     })

@@ -770,7 +770,7 @@ async fn redis_directory_reaches_the_other_nodes() {
     // The node's figures expire: it and its streams are gone from the view.
     let mut c = redis(&prefix).await.conn;
     let _: () = redis::cmd("ZADD")
-        .arg(format!("{prefix}:console:nodes"))
+        .arg(format!("{prefix}:console:{{nodes}}"))
         .arg(1)
         .arg("nb")
         .query_async(&mut c)
