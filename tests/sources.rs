@@ -1457,3 +1457,38 @@ async fn shadow_mode() -> Result {
 async fn config_errors() -> Result {
     a_bad_source_stops_the_start_with_one_line().await
 }
+
+/// A JetStream source in a deployment whose Redis is a Redis Cluster: its
+/// lease is taken there, and its events reach both nodes' streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_leases_on_a_redis_cluster() -> Result {
+    let cluster = support::RedisCluster::start(3).await;
+    let n = names();
+    let nats = Nats::new(&n).await?;
+    let env = env_with(Mode::Cluster, nats.source(&n, json!({})))
+        .await
+        .with_redis(&cluster.url());
+    let nodes = env.start_nodes(2).await;
+    create_tenant(&nodes[0], &n.tenant).await?;
+    running(&[&nodes[0], &nodes[1]], &n.source).await?;
+    let path = format!("/events?tenant={}&topic=match:m1", n.tenant);
+    let mut streams = vec![
+        nodes[0].sse(&path, Some(0)).await,
+        nodes[1].sse(&path, Some(0)).await,
+    ];
+    nats.publish((0..5).map(|i| json!({"matchId": "m1", "n": i}).to_string()))
+        .await?;
+    for s in streams.iter_mut() {
+        let got: Vec<u64> = s
+            .take(5, secs(20))
+            .await
+            .iter()
+            .map(|e| e.json()["data"]["n"].as_u64().unwrap_or(u64::MAX))
+            .collect();
+        assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    }
+    drop(nodes);
+    env.cleanup().await;
+    nats.drop().await;
+    Ok(())
+}

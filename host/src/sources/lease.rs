@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
+
+use crate::backend::cluster::conn::{Conn, RedisConn};
 use tokio_util::sync::CancellationToken;
 
 /// Extends the lease only if this node still holds it.
@@ -24,7 +26,8 @@ const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 /// A source's lease, as this node sees it.
 #[derive(Clone)]
 pub struct Lease {
-    conn: MultiplexedConnection,
+    /// One server or a Redis Cluster (the node's own Redis may be one).
+    conn: Conn,
     key: String,
     me: String,
     length: Duration,
@@ -51,9 +54,11 @@ impl Lease {
         node: &str,
         length: Duration,
     ) -> Result<Lease, redis::RedisError> {
-        let client = redis::Client::open(url)?;
+        let redis = RedisConn::connect(url, prefix, Duration::ZERO)
+            .await
+            .map_err(crate::backend::cluster::conn::RedisError::into_redis)?;
         Ok(Lease {
-            conn: short_conn(&client).await?,
+            conn: redis.conn,
             key: format!("{prefix}:source:{source}:owner"),
             me: node.to_string(),
             length,

@@ -184,6 +184,15 @@ pub enum RedisError {
     Command(#[source] redis::RedisError),
 }
 
+impl RedisError {
+    /// The driver's error underneath.
+    pub fn into_redis(self) -> redis::RedisError {
+        match self {
+            RedisError::Url(e) | RedisError::Connect(e) | RedisError::Command(e) => e,
+        }
+    }
+}
+
 /// The URLs of `REDIS_URL` (one, or several separated by commas).
 pub fn urls(list: &str) -> Vec<&str> {
     list.split(',')
