@@ -1472,7 +1472,7 @@ async fn jetstream_leases_on_a_redis_cluster() -> Result {
     create_tenant(&nodes[0], &n.tenant).await?;
     running(&[&nodes[0], &nodes[1]], &n.source).await?;
     let path = format!("/events?tenant={}&topic=match:m1", n.tenant);
-    let mut streams = vec![
+    let mut streams = [
         nodes[0].sse(&path, Some(0)).await,
         nodes[1].sse(&path, Some(0)).await,
     ];
