@@ -227,7 +227,7 @@ async fn a_killed_redis_master_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shards_spread_over_independent_servers() {
     let a = PrivateRedis::start().await;
-    let b = PrivateRedis::start().await;
+    let mut b = PrivateRedis::start().await;
     let env = Env::new(Mode::Cluster)
         .await
         .with_redis(&format!("{},{}", a.url(), b.url()))
@@ -259,6 +259,32 @@ async fn shards_spread_over_independent_servers() {
         };
         assert_eq!(exists(on.port), "1", "shard {i}");
         assert_eq!(exists(off.port), "0", "shard {i}");
+    }
+    // The second server goes away: `/ready` names its shards, and their
+    // tenants' events still arrive, read from Postgres.
+    b.stop();
+    let deadline = tokio::time::Instant::now() + secs(10);
+    loop {
+        let r = nodes[0].get("/ready").await;
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        if status == StatusCode::SERVICE_UNAVAILABLE && body.contains("bus shards 1, 3") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{status} {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let before: Vec<usize> = ids.iter().map(Vec::len).collect();
+    publish_rounds(&nodes[..1], &tenants, 4..6, &mut ids).await;
+    for (_, t, s) in all.iter_mut().chain(one.iter_mut()) {
+        let want = &ids[*t][before[*t]..];
+        let got: Vec<u64> = s
+            .take(want.len(), secs(20))
+            .await
+            .iter()
+            .map(|e| e.seq())
+            .collect();
+        assert_eq!(got, want, "tenant {t} with server b down");
     }
     env.cleanup().await;
 }

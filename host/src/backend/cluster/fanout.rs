@@ -90,8 +90,15 @@ pub fn shard_keys(prefix: &str, shards: u16) -> Vec<String> {
 /// Redis Stream fan-out.
 pub struct RedisFanout {
     hub: Hub,
-    relay: mpsc::UnboundedSender<Lines>,
+    /// Per server, its relay (shard `i` on server `i mod n`).
+    relays: Vec<mpsc::UnboundedSender<Lines>>,
     shards: u16,
+}
+
+impl RedisFanout {
+    fn relay(&self, lines: Lines) {
+        let _ = self.relays[usize::from(lines.shard) % self.relays.len()].send(lines);
+    }
 }
 
 /// Encoded events of one shard, and their commit times.
@@ -148,14 +155,21 @@ impl RedisFanout {
         let servers: Vec<BusServer> = (0..shards)
             .map(|i| redis.bus_servers[usize::from(i) % redis.bus_servers.len()].clone())
             .collect();
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(relay(
-            rx,
-            servers.clone(),
-            keys.clone(),
-            node.clone(),
-            metrics.clone(),
-        ));
+        // A relay per server: one that does not answer holds up only its
+        // own shards' appends.
+        let relays = (0..redis.bus_servers.len())
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(relay(
+                    rx,
+                    servers.clone(),
+                    keys.clone(),
+                    node.clone(),
+                    metrics.clone(),
+                ));
+                tx
+            })
+            .collect();
         let (itx, irx) = mpsc::unbounded_channel();
         hub.watch_tenants(Arc::new(Interest { tx: itx, shards }));
         tokio::spawn(
@@ -173,7 +187,7 @@ impl RedisFanout {
         );
         RedisFanout {
             hub,
-            relay: tx,
+            relays,
             shards,
         }
     }
@@ -187,7 +201,7 @@ impl Fanout for RedisFanout {
             for e in events {
                 lines.push(e);
             }
-            let _ = self.relay.send(lines);
+            self.relay(lines);
             return;
         }
         // A batch is usually one tenant's: a few shards at most.
@@ -204,7 +218,7 @@ impl Fanout for RedisFanout {
             }
         }
         for l in by_shard {
-            let _ = self.relay.send(l);
+            self.relay(l);
         }
     }
 }
@@ -248,8 +262,8 @@ fn decode_entry(body: &str, ts: Option<&str>) -> Vec<StoredEvent> {
         .collect()
 }
 
-/// Appends queued events, one entry per shard per round, the rounds'
-/// appends to different shards at once.
+/// Appends one server's queued events, one entry per shard per round, the
+/// round's appends to different shards at once.
 async fn relay(
     mut rx: mpsc::UnboundedReceiver<Lines>,
     servers: Vec<BusServer>,
