@@ -298,3 +298,36 @@ async fn shards_spread_over_independent_servers() {
     }
     env.cleanup().await;
 }
+
+/// Every slot of the master holding a shard moves to another master while
+/// both nodes publish: the subscriptions follow the slot, and every stream
+/// gets every event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resharding_loses_nothing() {
+    let cluster = RedisCluster::start(3).await;
+    let env = Env::new(Mode::Cluster)
+        .await
+        .with_redis(&cluster.url())
+        .set("SWITCHYARD_BUS_SHARDS", 16);
+    let nodes = env.start_nodes(2).await;
+    let tenants = tenant_per_shard(&nodes[0], 16).await;
+    let mut streams = streams(&nodes, &tenants).await;
+    let mut ids = vec![Vec::new(); tenants.len()];
+    publish_rounds(&nodes, &tenants, 0..3, &mut ids).await;
+
+    let keys = shard_keys(&env.prefix, 16);
+    let key = keys[usize::from(shard_of(&tenants[0], 16))].clone();
+    let from = cluster.master_of(&key);
+    // The first three nodes were made the masters; nothing failed over.
+    let to = *cluster.ports[..3]
+        .iter()
+        .find(|p| **p != from)
+        .expect("another master");
+    let moving = tokio::task::spawn_blocking(move || support::reshard_all(from, to));
+    publish_rounds(&nodes, &tenants, 3..6, &mut ids).await;
+    moving.await.expect("resharded");
+    assert_eq!(cluster.master_of(&key), to, "the shard's slot moved");
+    publish_rounds(&nodes, &tenants, 6..9, &mut ids).await;
+    assert_exact(&mut streams, &ids).await;
+    env.cleanup().await;
+}

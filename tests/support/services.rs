@@ -313,12 +313,7 @@ impl RedisCluster {
 
     /// `redis-cli` against one node.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
-        let out = std::process::Command::new("redis-cli")
-            .args(["-p", &port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        redis_cli(port, args)
     }
 
     /// A live node's port.
@@ -402,4 +397,47 @@ impl Drop for RedisCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `redis-cli` against the server on `port`: its standard output.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Moves every slot of the cluster master on `from` to the master on `to`
+/// (`redis-cli --cluster reshard`, keys included); blocks until done.
+pub fn reshard_all(from: u16, to: u16) {
+    let id = |port: u16| redis_cli(port, &["CLUSTER", "MYID"]).trim().to_string();
+    let owned: usize = redis_cli(from, &["CLUSTER", "NODES"])
+        .lines()
+        .find(|l| l.contains("myself"))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(8)
+                .map(|r| match r.split_once('-') {
+                    Some((a, b)) => {
+                        b.parse::<usize>().unwrap_or(0) + 1 - a.parse::<usize>().unwrap_or(0)
+                    }
+                    None => 1,
+                })
+                .sum()
+        })
+        .unwrap_or(0);
+    let out = std::process::Command::new("redis-cli")
+        .args(["--cluster", "reshard", &format!("127.0.0.1:{from}")])
+        .args(["--cluster-from", &id(from)])
+        .args(["--cluster-to", &id(to)])
+        .args(["--cluster-slots", &owned.to_string(), "--cluster-yes"])
+        .output()
+        .expect("redis-cli");
+    assert!(
+        out.status.success(),
+        "reshard: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

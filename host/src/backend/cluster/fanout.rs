@@ -556,6 +556,28 @@ async fn subscriber(
                                 hub.deliver(events);
                             }
                         }
+                        // The server unsubscribed us: the shard's slot
+                        // moved (a resharding or a failover). Subscribe again
+                        // (the cluster client finds the new owner), and read
+                        // what was published meanwhile from the store.
+                        redis::PushKind::SUnsubscribe => {
+                            let channel = p
+                                .data
+                                .first()
+                                .and_then(|c| redis::from_redis_value::<String>(c).ok());
+                            let Some(&shard) = channel.as_deref().and_then(|c| by_channel.get(c)) else {
+                                continue;
+                            };
+                            if !active.contains(&shard) {
+                                continue;
+                            }
+                            tracing::info!(shard, "fan-out shard moved; subscribing again");
+                            if let Err(e) = ssubscribe(&mut conn, &keys[usize::from(shard)], true).await {
+                                tracing::warn!(shard, error = %e, "fan-out subscriber lost Redis; reconnecting");
+                                continue 'connect;
+                            }
+                            hub.check_tail();
+                        }
                         redis::PushKind::Disconnection => {
                             tracing::warn!("fan-out subscriber lost Redis; reconnecting");
                             hub.check_tail();
