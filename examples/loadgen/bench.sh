@@ -1041,6 +1041,11 @@ EOF
   for i in "${subs[@]}"; do wait "$i" || true; done
   local c1 r1 out1
   c1=$(cpu_ticks "${SRV_PIDS[@]}"); r1=$(cpu_ticks "$REDIS_PID"); out1=$(redis_stat total_net_output_bytes)
+  for i in $(seq 0 $((nodes - 1))); do
+    curl -sf "http://127.0.0.1:$((18400 + i))/metrics" -H "Authorization: Bearer $TOKEN" \
+      | grep -E '^switchyard_(fanout_gap_skipped_total|fanout_gap_fills_total|fanout_tail_fills_total|client_lagged_total|resets_total) ' \
+      | tr '\n' ' ' | sed "s/^/node :$((18400 + i)): /"; echo
+  done
   python3 - "$OUT/$name" "$nodes" "$c0" "$c1" "$r0" "$r1" "$TICK" "$out0" "$out1" "$how" "$shards" "${reports[@]}" <<'EOF'
 import json, sys
 base, nodes = sys.argv[1], int(sys.argv[2])

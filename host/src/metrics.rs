@@ -627,18 +627,18 @@ impl SourceSeries {
 /// by shard number (a bounded set: `SWITCHYARD_BUS_SHARDS`).
 struct ShardSeries {
     bytes: IntCounterVec,
-    messages: IntCounterVec,
+    entries: IntCounterVec,
     lag_ms: IntGaugeVec,
     reading: IntGaugeVec,
 }
 
 /// One shard's series (`Metrics::bus_shard`).
 pub struct ShardCounters {
-    /// Bytes of messages read.
+    /// Bytes of entries read.
     pub bytes: Counter,
-    /// Messages read.
-    pub messages: Counter,
-    /// Commit-to-receipt age of the newest message read, when it was read.
+    /// Entries read.
+    pub entries: Counter,
+    /// Age of the newest entry read, when it was read.
     pub lag_ms: Gauge,
     /// 1 while this node reads the shard.
     pub reading: Gauge,
@@ -659,15 +659,15 @@ impl ShardSeries {
         ShardSeries {
             bytes: counter(
                 "bus_shard_read_bytes_total",
-                "Bytes of bus messages this node received from a shard (channel and payload).",
+                "Bytes of bus entries this node read from a shard (event bodies and ids).",
             ),
-            messages: counter(
-                "bus_shard_messages_read_total",
-                "Bus messages this node received from a shard (its own included).",
+            entries: counter(
+                "bus_shard_entries_read_total",
+                "Bus entries this node read from a shard.",
             ),
             lag_ms: gauge(
                 "bus_shard_lag_ms",
-                "Time in ms from the commit of the newest message's first event to its receipt here.",
+                "Age in ms of the newest entry this node read from a shard, when it read it.",
             ),
             reading: gauge(
                 "bus_shard_reading",
@@ -715,7 +715,7 @@ impl Metrics {
         let label = shard.to_string();
         ShardCounters {
             bytes: Counter(s.bytes.with_label_values(&[&label])),
-            messages: Counter(s.messages.with_label_values(&[&label])),
+            entries: Counter(s.entries.with_label_values(&[&label])),
             lag_ms: Gauge(s.lag_ms.with_label_values(&[&label])),
             reading: Gauge(s.reading.with_label_values(&[&label])),
         }

@@ -34,9 +34,6 @@ pub const SLOTS: u16 = 16_384;
 /// How a command given up on is bounded.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Where a subscriber's pushes go.
-pub type PushSender = tokio::sync::mpsc::UnboundedSender<redis::PushInfo>;
-
 /// A connection to one server or to a cluster.
 #[derive(Clone)]
 pub enum Conn {
@@ -106,36 +103,6 @@ impl Dedicated {
             }
             Dedicated::Cluster(seeds) => {
                 let client = cluster_builder(seeds).response_timeout(response).build()?;
-                Ok(Conn::Cluster(client.get_async_connection().await?))
-            }
-        }
-    }
-
-    /// A connection for sharded pub/sub (RESP3): pushes (messages, and a
-    /// `Disconnection` when a server connection drops) go to `pushes`. On a
-    /// cluster, the cluster client's, which sends each `SSUBSCRIBE` to the
-    /// channel's master.
-    pub async fn subscriber(&self, pushes: PushSender) -> redis::RedisResult<Conn> {
-        match self {
-            Dedicated::Single(client) => {
-                let mut info = client.get_connection_info().clone();
-                info.redis.protocol = redis::ProtocolVersion::RESP3;
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Duration::from_secs(1))
-                    .set_response_timeout(RESPONSE_TIMEOUT)
-                    .set_push_sender(pushes);
-                Ok(Conn::Plain(
-                    redis::Client::open(info)?
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await?,
-                ))
-            }
-            Dedicated::Cluster(seeds) => {
-                let client = cluster_builder(seeds)
-                    .response_timeout(RESPONSE_TIMEOUT)
-                    .use_protocol(redis::ProtocolVersion::RESP3)
-                    .push_sender(pushes)
-                    .build()?;
                 Ok(Conn::Cluster(client.get_async_connection().await?))
             }
         }

@@ -1,45 +1,39 @@
-//! `RedisFanout`: cluster mode's bus, sharded pub/sub by tenant.
+//! `RedisFanout`: cluster mode's bus, Redis Streams sharded by tenant.
 //!
 //! A tenant belongs to one of `SWITCHYARD_BUS_SHARDS` shards (S) by a stable
 //! hash of its name that load balancers can compute too ([`shard_of`]), so
-//! its events stay on one channel, in commit order. After a commit, the
-//! publishing node delivers to its own hub at once and queues the events
-//! for its relay (one per Redis server), which sends them as one message per
-//! shard (`SPUBLISH`) to that shard's channel: with one shard
-//! `{prefix}:fanout`, else `{prefix}:fanout:{S.i.n}`, whose hash tag is
-//! chosen so the shards' slots spread evenly over a Redis Cluster's 16,384
-//! (so over its masters, which hold even ranges of slots). With several
-//! independent servers in `REDIS_URL`, shard `i` is on server `i mod n`.
-//!
-//! Why pub/sub and not a Redis Stream (what the bus was until the shards
-//! came): measured with the bus's traffic, a stream entry read by 3 or 6
-//! readers (`XADD`, `XREAD BLOCK`) cost Redis 3.0–3.2× the CPU of a
-//! published message (docs/benchmarks.md, "The sharded bus"), and exactness
-//! is the hubs' either way: Postgres is the record, a stream's entries were
-//! lost with a failover or trimmed past a slow reader too.
+//! its events stay in one stream, in commit order. After a commit, the publishing node delivers to its own hub
+//! at once and queues the events for a relay task, which appends them as one
+//! entry per shard to that shard's stream (approximately capped): with one
+//! shard `{prefix}:fanout`, as before shards existed, else
+//! `{prefix}:fanout:{S.i.n}`, whose hash tag is chosen so the shards' slots
+//! spread evenly over a Redis Cluster's 16,384 (so over its masters, which
+//! hold even ranges of slots). With several independent servers in
+//! `REDIS_URL`, shard `i` is on server `i mod n`.
 //!
 //! A node reads only the shards of the tenants it has streams of: the hub
 //! tells it when a tenant's first subscriber comes and its last goes
-//! ([`TenantInterest`]). Each server's subscriber `SSUBSCRIBE`s a shard when
-//! its first tenant comes and `SUNSUBSCRIBE`s [`LINGER`] after its last left
-//! (a reconnecting client does not make it start over); after every
-//! (re)subscription it asks the hub for a tail check, so what was committed
-//! while it was not subscribed is read from the store. It hands other
-//! nodes' events to the hub, which puts them in id order and fills gaps
-//! from Postgres: a message lost with a disconnection, a failover or a
-//! subscriber Redis cut off for being slow delays an event but never loses
-//! it.
+//! ([`TenantInterest`]). A shard's reader starts at the shard's newest entry
+//! and then asks the hub for a tail check, so what was committed before it
+//! took its place is read from the store; it stops [`LINGER`] after its last
+//! tenant left (a reconnecting client does not make it start over). Each
+//! reader remembers its position across reconnects and hands other nodes'
+//! events to the hub, which puts them in id order and fills gaps from
+//! Postgres: an entry lost with a Redis restart or failover, or trimmed
+//! before a slow node read it, delays an event but never loses it.
 //!
-//! A message: the publishing node's id, a line of each event's commit time
-//! in ms (comma-separated, for the commit → delivery lag), then the events,
-//! one per line, each `seq \t tenant \t topic \t type \t json` (names are
-//! validated to hold no tab or newline and compact JSON holds no raw
-//! control character).
+//! Entry fields: `n` (publishing node id), `b` (events, one per line, each
+//! `seq \t tenant \t topic \t type \t json`; names are validated to hold no
+//! tab or newline and compact JSON holds no raw control character) and `t`
+//! (each line's commit time in ms, comma-separated, for the commit → delivery
+//! lag; an entry without it is read as before).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use redis::streams::{StreamReadOptions, StreamReadReply};
+use redis::AsyncCommands;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -49,6 +43,10 @@ use crate::bus::Fanout;
 use crate::event::StoredEvent;
 use crate::metrics::Metrics;
 
+/// Approximate length cap of each shard's stream.
+const STREAM_MAXLEN: usize = 100_000;
+/// How long one `XREAD` blocks.
+const BLOCK_MS: usize = 2_000;
 /// How long a shard is still read after its last tenant's last stream here
 /// closed.
 pub const LINGER: Duration = Duration::from_secs(30);
@@ -172,28 +170,15 @@ impl RedisFanout {
                 tx
             })
             .collect();
-        let subscribers = redis
-            .bus_servers
-            .iter()
-            .map(|server| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(subscriber(
-                    server.clone(),
-                    keys.clone(),
-                    node.clone(),
-                    hub.clone(),
-                    metrics.clone(),
-                    stop.clone(),
-                    rx,
-                ));
-                tx
-            })
-            .collect();
         let (itx, irx) = mpsc::unbounded_channel();
         hub.watch_tenants(Arc::new(Interest { tx: itx, shards }));
         tokio::spawn(
             Readers {
-                subscribers,
+                servers,
+                keys,
+                node,
+                hub: hub.clone(),
+                metrics,
                 stop,
                 tenants: vec![0; usize::from(shards)],
                 running: HashMap::new(),
@@ -308,17 +293,19 @@ async fn relay(
             let key = &keys[shard];
             let node = &node;
             async move {
-                let mut payload =
-                    String::with_capacity(node.len() + lines.ts.len() + lines.body.len() + 2);
-                payload.push_str(node);
-                payload.push('\n');
-                payload.push_str(&lines.ts);
-                payload.push('\n');
-                payload.push_str(&lines.body);
-                redis::cmd("SPUBLISH")
+                redis::cmd("XADD")
                     .arg(key)
-                    .arg(payload)
-                    .query_async::<i64>(&mut conn)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(STREAM_MAXLEN)
+                    .arg("*")
+                    .arg("n")
+                    .arg(node)
+                    .arg("b")
+                    .arg(&lines.body)
+                    .arg("t")
+                    .arg(&lines.ts)
+                    .query_async::<String>(&mut conn)
                     .await
             }
         });
@@ -361,24 +348,20 @@ impl TenantInterest for Interest {
     }
 }
 
-/// What a server's subscriber is asked.
-enum Sub {
-    /// Subscribe to a shard.
-    Add(u16),
-    /// Unsubscribe from a shard.
-    Remove(u16),
-}
-
-/// The shards this node reads, subscribed and unsubscribed as the hub's
-/// tenants come and go.
+/// The shards' readers, started and stopped as the hub's tenants come and
+/// go.
 struct Readers {
-    /// Per server, its subscriber (shard `i` on server `i mod n`).
-    subscribers: Vec<mpsc::UnboundedSender<Sub>>,
+    servers: Vec<BusServer>,
+    keys: Vec<String>,
+    node: String,
+    hub: Hub,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
     /// Per shard, its tenants with subscribers here.
     tenants: Vec<u32>,
-    /// The shards read, and since when each has had no tenant here.
-    running: HashMap<u16, Option<Instant>>,
+    /// The running readers: their stop, and since when their shard has had
+    /// no tenant here.
+    running: HashMap<u16, (CancellationToken, Option<Instant>)>,
 }
 
 impl Readers {
@@ -397,13 +380,6 @@ impl Readers {
         }
     }
 
-    fn send(&self, sub: Sub) {
-        let shard = match sub {
-            Sub::Add(s) | Sub::Remove(s) => s,
-        };
-        let _ = self.subscribers[usize::from(shard) % self.subscribers.len()].send(sub);
-    }
-
     fn change(&mut self, shard: u16, present: bool) {
         let n = &mut self.tenants[usize::from(shard)];
         if present {
@@ -413,66 +389,65 @@ impl Readers {
         }
         let empty = *n == 0;
         match self.running.get_mut(&shard) {
-            Some(idle) => *idle = empty.then(Instant::now),
+            Some((_, idle)) => *idle = empty.then(Instant::now),
             None if !empty => {
-                self.running.insert(shard, None);
-                self.send(Sub::Add(shard));
+                let stop = self.stop.child_token();
+                let i = usize::from(shard);
+                tokio::spawn(reader(
+                    shard,
+                    self.servers[i].clone(),
+                    self.keys[i].clone(),
+                    self.node.clone(),
+                    self.hub.clone(),
+                    self.metrics.clone(),
+                    stop.clone(),
+                ));
+                self.running.insert(shard, (stop, None));
             }
             None => {}
         }
     }
 
     fn stop_idle(&mut self) {
-        let idle: Vec<u16> = self
-            .running
-            .iter()
-            .filter(|(_, idle)| idle.is_some_and(|since| since.elapsed() >= LINGER))
-            .map(|(s, _)| *s)
-            .collect();
-        for shard in idle {
-            self.running.remove(&shard);
-            self.send(Sub::Remove(shard));
-        }
+        self.running.retain(|_, (stop, idle)| {
+            let keep = idle.is_none_or(|since| since.elapsed() < LINGER);
+            if !keep {
+                stop.cancel();
+            }
+            keep
+        });
     }
 }
 
-/// One server's subscriber: `SSUBSCRIBE`s the shards asked for on a
-/// connection of its own (on a Redis Cluster, the cluster client's, which
-/// sends each to the shard's master and subscribes again after a failover
-/// or a resharding), hands other nodes' events to the hub, and after every
-/// (re)subscription asks the hub for a tail check: whatever was published
-/// while it was not subscribed is read from the store. Every second it
-/// asks each subscribed shard's owner a cheap question (`EXISTS` of the
-/// shard's name), so a connection that went quiet because its server died
-/// is noticed and made again.
-async fn subscriber(
+async fn reader(
+    shard: u16,
     server: BusServer,
-    keys: Vec<String>,
+    key: String,
     node: String,
     hub: Hub,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
-    mut asked: mpsc::UnboundedReceiver<Sub>,
 ) {
-    let by_channel: HashMap<&str, u16> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| (k.as_str(), i as u16))
-        .collect();
-    let counters: HashMap<u16, crate::metrics::ShardCounters> = HashMap::new();
-    let mut counters = counters;
-    let mut active: std::collections::BTreeSet<u16> = Default::default();
+    let m = metrics.bus_shard(shard);
+    // Added and taken back (not set): a stopped reader may still be
+    // ending while its shard's next one starts.
+    m.reading.add(1);
+    let reading = m.reading.clone();
+    let _reading = scopeguard(move || reading.add(-1));
+    let mut last_id = "$".to_string();
     let mut backoff = Duration::from_millis(100);
-    'connect: loop {
-        let (ptx, mut pushes) = mpsc::unbounded_channel::<redis::PushInfo>();
+    loop {
         let conn = tokio::select! {
             _ = stop.cancelled() => return,
-            c = server.dedicated.subscriber(ptx) => c,
+            c = server.dedicated.connect(Duration::from_millis(BLOCK_MS as u64 + 3_000)) => c,
         };
         let mut conn = match conn {
-            Ok(c) => c,
+            Ok(c) => {
+                backoff = Duration::from_millis(100);
+                c
+            }
             Err(e) => {
-                tracing::debug!(error = %e, "fan-out subscriber cannot reach Redis");
+                tracing::debug!(shard, error = %e, "fan-out reader cannot reach Redis");
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
@@ -481,142 +456,90 @@ async fn subscriber(
                 continue;
             }
         };
-        for shard in &active {
-            if let Err(e) = ssubscribe(&mut conn, &keys[usize::from(*shard)], true).await {
-                tracing::warn!(error = %e, "fan-out subscriber lost Redis; reconnecting");
-                continue 'connect;
+        if last_id == "$" {
+            // Start after whatever is there now; the tail check asked for
+            // once there covers anything committed before this point.
+            let newest: redis::RedisResult<redis::streams::StreamRangeReply> =
+                conn.xrevrange_count(&key, "+", "-", 1).await;
+            match newest {
+                Ok(r) => {
+                    last_id = r
+                        .ids
+                        .first()
+                        .map(|e| e.id.clone())
+                        .unwrap_or_else(|| "0-0".into());
+                    hub.check_tail();
+                }
+                Err(e) => {
+                    tracing::debug!(shard, error = %e, "fan-out reader cannot read its shard");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    continue;
+                }
             }
         }
-        backoff = Duration::from_millis(100);
-        if !active.is_empty() {
-            hub.check_tail();
-        }
-        let mut probe = tokio::time::interval(Duration::from_secs(1));
-        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let opts = StreamReadOptions::default().block(BLOCK_MS).count(1_000);
         loop {
-            tokio::select! {
+            let keys = [key.as_str()];
+            let ids = [last_id.as_str()];
+            let read: redis::RedisResult<Option<StreamReadReply>> = tokio::select! {
                 _ = stop.cancelled() => return,
-                a = asked.recv() => match a {
-                    None => return,
-                    Some(Sub::Add(shard)) => {
-                        if active.insert(shard) {
-                            let c = counters
-                                .entry(shard)
-                                .or_insert_with(|| metrics.bus_shard(shard));
-                            c.reading.set(1);
-                            if let Err(e) = ssubscribe(&mut conn, &keys[usize::from(shard)], true).await {
-                                tracing::warn!(shard, error = %e, "fan-out subscriber lost Redis; reconnecting");
-                                continue 'connect;
-                            }
-                            hub.check_tail();
-                        }
+                r = conn.xread_options(&keys, &ids, &opts) => r,
+            };
+            let reply = match read {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "fan-out reader lost Redis; reconnecting");
+                    break;
+                }
+            };
+            for stream in reply.keys {
+                for entry in stream.ids {
+                    m.entries.inc();
+                    let body: Option<String> = entry.get("b");
+                    let ts: Option<String> = entry.get("t");
+                    let from: Option<String> = entry.get("n");
+                    m.bytes.add(
+                        (entry.id.len()
+                            + body.as_ref().map_or(0, String::len)
+                            + ts.as_ref().map_or(0, String::len)
+                            + from.as_ref().map_or(0, String::len)) as u64,
+                    );
+                    if let Some(ms) = entry
+                        .id
+                        .split_once('-')
+                        .and_then(|(ms, _)| ms.parse::<i64>().ok())
+                    {
+                        m.lag_ms.set((crate::event::now_ms() - ms).max(0));
                     }
-                    Some(Sub::Remove(shard)) => {
-                        if active.remove(&shard) {
-                            if let Some(c) = counters.get(&shard) {
-                                c.reading.set(0);
-                            }
-                            let _ = ssubscribe(&mut conn, &keys[usize::from(shard)], false).await;
-                        }
+                    last_id = entry.id;
+                    if from.as_deref() == Some(node.as_str()) {
+                        continue;
                     }
-                },
-                push = pushes.recv() => match push {
-                    None => continue 'connect,
-                    Some(p) => match p.kind {
-                        redis::PushKind::SMessage | redis::PushKind::Message => {
-                            let mut data = p.data.into_iter();
-                            let (Some(channel), Some(payload)) = (data.next(), data.next()) else {
-                                continue;
-                            };
-                            let (Ok(channel), Ok(payload)) = (
-                                redis::from_redis_value::<String>(&channel),
-                                redis::from_redis_value::<String>(&payload),
-                            ) else {
-                                continue;
-                            };
-                            let Some(&shard) = by_channel.get(channel.as_str()) else {
-                                continue;
-                            };
-                            let c = counters
-                                .entry(shard)
-                                .or_insert_with(|| metrics.bus_shard(shard));
-                            c.messages.inc();
-                            c.bytes.add((channel.len() + payload.len()) as u64);
-                            let Some((from, rest)) = payload.split_once('\n') else {
-                                continue;
-                            };
-                            let Some((ts, body)) = rest.split_once('\n') else {
-                                continue;
-                            };
-                            let events = decode_entry(body, Some(ts));
-                            if let Some(first) = events.first() {
-                                c.lag_ms.set((crate::event::now_ms() - first.ts).max(0));
-                            }
-                            if from != node {
-                                hub.deliver(events);
-                            }
-                        }
-                        // The server unsubscribed us: the shard's slot
-                        // moved (a resharding or a failover). Subscribe again
-                        // (the cluster client finds the new owner), and read
-                        // what was published meanwhile from the store.
-                        redis::PushKind::SUnsubscribe => {
-                            let channel = p
-                                .data
-                                .first()
-                                .and_then(|c| redis::from_redis_value::<String>(c).ok());
-                            let Some(&shard) = channel.as_deref().and_then(|c| by_channel.get(c)) else {
-                                continue;
-                            };
-                            if !active.contains(&shard) {
-                                continue;
-                            }
-                            tracing::info!(shard, "fan-out shard moved; subscribing again");
-                            if let Err(e) = ssubscribe(&mut conn, &keys[usize::from(shard)], true).await {
-                                tracing::warn!(shard, error = %e, "fan-out subscriber lost Redis; reconnecting");
-                                continue 'connect;
-                            }
-                            hub.check_tail();
-                        }
-                        redis::PushKind::Disconnection => {
-                            tracing::warn!("fan-out subscriber lost Redis; reconnecting");
-                            hub.check_tail();
-                            continue 'connect;
-                        }
-                        _ => {}
-                    },
-                },
-                _ = probe.tick() => {
-                    for shard in &active {
-                        let r: redis::RedisResult<i64> = redis::cmd("EXISTS")
-                            .arg(&keys[usize::from(*shard)])
-                            .query_async(&mut conn)
-                            .await;
-                        if let Err(e) = r {
-                            // The server (or a master) went away: subscribe
-                            // again on a fresh connection; what was published
-                            // meanwhile the tail check reads.
-                            tracing::warn!(shard, error = %e, "fan-out subscriber lost Redis; reconnecting");
-                            hub.check_tail();
-                            continue 'connect;
-                        }
-                    }
+                    let Some(body) = body else {
+                        continue;
+                    };
+                    hub.deliver(decode_entry(&body, ts.as_deref()));
                 }
             }
         }
     }
 }
 
-/// `SSUBSCRIBE` (or `SUNSUBSCRIBE`) one shard's channel.
-async fn ssubscribe(
-    conn: &mut super::conn::Conn,
-    channel: &str,
-    on: bool,
-) -> redis::RedisResult<()> {
-    redis::cmd(if on { "SSUBSCRIBE" } else { "SUNSUBSCRIBE" })
-        .arg(channel)
-        .exec_async(conn)
-        .await
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 #[cfg(test)]
