@@ -179,24 +179,59 @@ async fn every_shard_reaches_every_node_on_a_redis_cluster() {
     env.cleanup().await;
 }
 
+/// Two nodes on a 3-master Redis Cluster with 16 bus shards, a tenant on
+/// each shard, a stream per node and tenant, three rounds published; `key`
+/// is the first tenant's shard.
+struct World {
+    cluster: RedisCluster,
+    env: Env,
+    nodes: Vec<Node>,
+    tenants: Vec<String>,
+    streams: Vec<(usize, usize, Sse)>,
+    ids: Vec<Vec<u64>>,
+    key: String,
+}
+
+impl World {
+    async fn start() -> World {
+        let cluster = RedisCluster::start(3).await;
+        let env = Env::new(Mode::Cluster)
+            .await
+            .with_redis(&cluster.url())
+            .set("SWITCHYARD_BUS_SHARDS", 16);
+        let nodes = env.start_nodes(2).await;
+        let tenants = tenant_per_shard(&nodes[0], 16).await;
+        let streams = streams(&nodes, &tenants).await;
+        let mut ids = vec![Vec::new(); tenants.len()];
+        publish_rounds(&nodes, &tenants, 0..3, &mut ids).await;
+        let key = shard_keys(&env.prefix, 16)[usize::from(shard_of(&tenants[0], 16))].clone();
+        World {
+            cluster,
+            env,
+            nodes,
+            tenants,
+            streams,
+            ids,
+            key,
+        }
+    }
+}
+
 /// A master is SIGKILLed while both nodes publish to tenants on every
 /// shard: its replica takes over, and every stream gets every event once,
 /// in order (what the lost master had not passed on is read from Postgres).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_redis_master_loses_nothing() {
-    let mut cluster = RedisCluster::start(3).await;
-    let env = Env::new(Mode::Cluster)
-        .await
-        .with_redis(&cluster.url())
-        .set("SWITCHYARD_BUS_SHARDS", 16);
-    let nodes = env.start_nodes(2).await;
-    let tenants = tenant_per_shard(&nodes[0], 16).await;
-    let mut streams = streams(&nodes, &tenants).await;
-    let mut ids = vec![Vec::new(); tenants.len()];
-    publish_rounds(&nodes, &tenants, 0..3, &mut ids).await;
-
-    let keys = shard_keys(&env.prefix, 16);
-    let victim = cluster.master_of(&keys[usize::from(shard_of(&tenants[0], 16))]);
+    let World {
+        mut cluster,
+        env,
+        nodes,
+        tenants,
+        mut streams,
+        mut ids,
+        key,
+    } = World::start().await;
+    let victim = cluster.master_of(&key);
     cluster.kill(victim);
     // Publishing goes on while the cluster notices and fails over.
     publish_rounds(&nodes, &tenants, 3..6, &mut ids).await;
@@ -294,19 +329,15 @@ async fn shards_spread_over_independent_servers() {
 /// and every stream gets every event once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_resharding_loses_nothing() {
-    let cluster = RedisCluster::start(3).await;
-    let env = Env::new(Mode::Cluster)
-        .await
-        .with_redis(&cluster.url())
-        .set("SWITCHYARD_BUS_SHARDS", 16);
-    let nodes = env.start_nodes(2).await;
-    let tenants = tenant_per_shard(&nodes[0], 16).await;
-    let mut streams = streams(&nodes, &tenants).await;
-    let mut ids = vec![Vec::new(); tenants.len()];
-    publish_rounds(&nodes, &tenants, 0..3, &mut ids).await;
-
-    let keys = shard_keys(&env.prefix, 16);
-    let key = keys[usize::from(shard_of(&tenants[0], 16))].clone();
+    let World {
+        cluster,
+        env,
+        nodes,
+        tenants,
+        mut streams,
+        mut ids,
+        key,
+    } = World::start().await;
     let from = cluster.master_of(&key);
     // The first three nodes were made the masters; nothing failed over.
     let to = *cluster.ports[..3]

@@ -219,17 +219,8 @@ impl RedisConn {
                 "no URL",
             ))));
         };
-        let started = std::time::Instant::now();
-        let cluster = loop {
-            match cluster_enabled(first).await {
-                Ok(c) => break c,
-                Err(e) if started.elapsed() < patience => {
-                    tracing::warn!(error = %e, "Redis not answering yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => return Err(RedisError::Connect(e)),
-            }
-        };
+        let until = std::time::Instant::now() + patience;
+        let cluster = patiently(until, || cluster_enabled(first)).await?;
         if cluster {
             let seeds: Vec<redis::ConnectionInfo> = clients
                 .iter()
@@ -239,16 +230,7 @@ impl RedisConn {
                 .response_timeout(RESPONSE_TIMEOUT)
                 .build()
                 .map_err(RedisError::Url)?;
-            let conn = loop {
-                match client.get_async_connection().await {
-                    Ok(c) => break Conn::Cluster(c),
-                    Err(e) if started.elapsed() < patience => {
-                        tracing::warn!(error = %e, "Redis Cluster not answering yet; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                    Err(e) => return Err(RedisError::Connect(e)),
-                }
-            };
+            let conn = Conn::Cluster(patiently(until, || client.get_async_connection()).await?);
             let dedicated = Dedicated::Cluster(seeds);
             return Ok(RedisConn {
                 bus_servers: vec![BusServer {
@@ -263,16 +245,7 @@ impl RedisConn {
         }
         let mut servers = Vec::with_capacity(clients.len());
         for client in &clients {
-            let conn = loop {
-                match managed(client).await {
-                    Ok(c) => break c,
-                    Err(e) if started.elapsed() < patience => {
-                        tracing::warn!(error = %e, "Redis not answering yet; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                    Err(e) => return Err(RedisError::Connect(e)),
-                }
-            };
+            let conn = patiently(until, || managed(client)).await?;
             servers.push(BusServer {
                 conn,
                 dedicated: Dedicated::Single(client.clone()),
@@ -298,6 +271,24 @@ impl RedisConn {
         Batch {
             cluster: self.cluster,
             groups: HashMap::new(),
+        }
+    }
+}
+
+/// Tries `connect` every 500 ms until it succeeds or `until` has passed.
+async fn patiently<T, F, Fut>(until: std::time::Instant, mut connect: F) -> Result<T, RedisError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<T>>,
+{
+    loop {
+        match connect().await {
+            Ok(v) => return Ok(v),
+            Err(e) if std::time::Instant::now() < until => {
+                tracing::warn!(error = %e, "Redis not answering yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(RedisError::Connect(e)),
         }
     }
 }
