@@ -85,6 +85,15 @@ pub struct Options {
     /// the shards of the tenants it has streams of.
     #[arg(long, env = "SWITCHYARD_BUS_SHARDS")]
     pub bus_shards: Option<u16>,
+    /// More Postgres databases for tenants, beside `DATABASE_URL` (called
+    /// `main`): `name=url,name=url` (a comma inside a URL written `%2C`).
+    /// The placement of tenants is kept in `main`.
+    #[arg(long, env = "SWITCHYARD_DATABASES", hide_env_values = true)]
+    pub databases: Option<String>,
+    /// Where new tenants go when there are several databases:
+    /// `least-tenants` (default) or `hash`.
+    #[arg(long, env = "SWITCHYARD_TENANT_PLACEMENT")]
+    pub tenant_placement: Option<String>,
     /// HS256 secret for client tokens (generated into the data dir when unset).
     #[arg(long, env = "SWITCHYARD_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -310,6 +319,9 @@ pub enum Mode {
         redis_url: String,
         /// Postgres URL (may hold a password: never logged).
         database_url: String,
+        /// More databases for tenants, `(name, url)`, in the order given
+        /// (URLs may hold passwords: never logged).
+        databases: Vec<(String, String)>,
     },
 }
 
@@ -353,6 +365,8 @@ pub struct Config {
     pub redis_prefix: String,
     /// Shards of the cluster bus.
     pub bus_shards: u16,
+    /// How new tenants are placed on the databases.
+    pub tenant_placement: crate::store::placed::Rule,
     /// Client token secret, if configured (else generated into the data dir).
     pub jwt_secret: Option<String>,
     /// The identity provider's public key file, if configured.
@@ -450,6 +464,8 @@ impl std::fmt::Debug for Config {
             .field("mode", &self.mode_name())
             .field("redis_prefix", &self.redis_prefix)
             .field("bus_shards", &self.bus_shards)
+            .field("databases", &self.database_names())
+            .field("tenant_placement", &self.tenant_placement)
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
             .field("jwt_public_key", &self.jwt_public_key)
             .field("jwks_url", &self.jwks_url)
@@ -503,11 +519,20 @@ impl Config {
                 .and_then(|u| crate::backend::cluster::conn::urls(u).first().copied()),
         )
         .map_err(Error::Invalid)?;
+        let databases = parse_databases(o.databases.as_deref().unwrap_or(""))?;
         let mode = match (non_empty(o.redis_url), non_empty(o.database_url)) {
             (Some(redis_url), Some(database_url)) => Mode::Cluster {
                 redis_url,
                 database_url,
+                databases,
             },
+            _ if !databases.is_empty() => {
+                return Err(Error::Invalid(
+                    "SWITCHYARD_DATABASES is set but DATABASE_URL and REDIS_URL are not: \
+                     more databases are for cluster mode"
+                        .into(),
+                ))
+            }
             (None, None) => Mode::Embedded,
             (Some(_), None) => {
                 return Err(Error::Invalid(
@@ -570,6 +595,10 @@ impl Config {
                 "SWITCHYARD_BUS_SHARDS must be 1 to 1024, got {bus_shards}"
             )));
         }
+        let tenant_placement = match non_empty(o.tenant_placement) {
+            Some(r) => r.parse().map_err(Error::Invalid)?,
+            None => crate::store::placed::Rule::default(),
+        };
         let admin_token = non_empty(o.admin_token);
         if let Some(t) = &admin_token {
             if t.len() < 8 {
@@ -720,6 +749,7 @@ impl Config {
             mode,
             redis_prefix,
             bus_shards,
+            tenant_placement,
             jwt_secret,
             jwt_public_key,
             jwks_url,
@@ -850,6 +880,17 @@ impl Config {
         })
     }
 
+    /// The names of the databases tenants are placed on (`main` first; none
+    /// in embedded mode): for logs, without the URLs.
+    pub fn database_names(&self) -> Vec<&str> {
+        match &self.mode {
+            Mode::Embedded => Vec::new(),
+            Mode::Cluster { databases, .. } => std::iter::once(crate::store::placed::HOME)
+                .chain(databases.iter().map(|(n, _)| n.as_str()))
+                .collect(),
+        }
+    }
+
     /// `embedded` or `cluster`, for logs and `/ready`.
     pub fn mode_name(&self) -> &'static str {
         match self.mode {
@@ -857,6 +898,44 @@ impl Config {
             Mode::Cluster { .. } => "cluster",
         }
     }
+}
+
+/// `SWITCHYARD_DATABASES`: `name=url` items separated by commas (a name is
+/// 1-32 of `a-z 0-9 _ -`, starting with a letter; not `main`, which is
+/// `DATABASE_URL`; each once).
+fn parse_databases(list: &str) -> Result<Vec<(String, String)>, Error> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let Some((name, url)) = item.split_once('=') else {
+            return Err(Error::Invalid(
+                "SWITCHYARD_DATABASES must be name=url items separated by commas".into(),
+            ));
+        };
+        let (name, url) = (name.trim(), url.trim());
+        let valid = name.len() <= 32
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !valid {
+            return Err(Error::Invalid(format!(
+                "SWITCHYARD_DATABASES: database name {name:?} must be 1-32 of a-z 0-9 _ -, \
+                 starting with a letter"
+            )));
+        }
+        if name == crate::store::placed::HOME || out.iter().any(|(n, _)| n == name) {
+            return Err(Error::Invalid(format!(
+                "SWITCHYARD_DATABASES: database name {name:?} is used twice (main is DATABASE_URL)"
+            )));
+        }
+        if url.is_empty() {
+            return Err(Error::Invalid(format!(
+                "SWITCHYARD_DATABASES: database {name:?} has no URL"
+            )));
+        }
+        out.push((name.to_string(), url.to_string()));
+    }
+    Ok(out)
 }
 
 /// Merges `layers` (the first wins) over the file the first of them that

@@ -137,6 +137,11 @@ impl From<crate::store::Error> for ApiError {
             E::Conflict(reason) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", reason.to_string())
             }
+            // A move took longer than the placement layer waits for it.
+            E::Moved(_) => ApiError::unavailable(
+                "tenant_moving",
+                "the tenant is being moved to another database; retry",
+            ),
             e @ (E::KeyReused | E::KeyRaced) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }

@@ -130,6 +130,22 @@ pub static STORE_BATCHES: LazyLock<StoreBatches> = LazyLock::new(|| StoreBatches
     ),
 });
 
+/// Each database's group-commit latency (the `COMMIT` of a batch), by the
+/// database's name in the placement (`main` for `DATABASE_URL`, then the
+/// names in `SWITCHYARD_DATABASES`: a bounded set). Process-wide, as the
+/// stores are; registered by every `Metrics`.
+pub static STORE_COMMIT_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    HistogramVec::new(
+        HistogramOpts::new(
+            "store_commit_seconds",
+            "Time to commit one group-commit transaction, by database.",
+        )
+        .buckets(BUCKETS.to_vec()),
+        &["database"],
+    )
+    .expect("a valid histogram")
+});
+
 /// Log lines dropped: the log's queue was full, or writing to standard
 /// error failed (a full disk, a closed pipe). Process-wide, as the log is
 /// (see `logging.rs`); registered by every `Metrics`.
@@ -233,6 +249,7 @@ macro_rules! metrics {
                 ] {
                     register(&registry, &c.0);
                 }
+                register(&registry, &*STORE_COMMIT_SECONDS);
                 Metrics {
                     $( $field, )*
                     by_tenant,

@@ -40,6 +40,7 @@ pub async fn open(dir: &Path) -> Result<Backend, Error> {
             dir: dir.to_path_buf(),
             store,
         }),
+        placement: None,
     })
 }
 

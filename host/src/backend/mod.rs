@@ -113,6 +113,9 @@ pub enum Unready {
     /// Some of the bus's shards (their numbers) do not answer.
     #[error("bus shards {0} do not answer: {1}")]
     BusShards(String, String),
+    /// Some of the tenants' databases (their names) do not answer.
+    #[error("databases {0} do not answer: {1}")]
+    Databases(String, String),
 }
 
 /// The services whose implementation depends on the deployment mode.
@@ -172,6 +175,9 @@ pub struct Backend {
     pub admin: Arc<dyn AdminStore>,
     /// The mode's other services.
     pub mode: Arc<dyn Mode>,
+    /// The tenants' databases and their placement, when there are several
+    /// (`SWITCHYARD_DATABASES`): the admin API moves tenants through it.
+    pub placement: Option<Arc<crate::store::placed::Placed>>,
 }
 
 impl Backend {
@@ -182,9 +188,12 @@ impl Backend {
             ConfigMode::Cluster {
                 redis_url,
                 database_url,
+                databases,
             } => {
                 cluster::open(
                     database_url,
+                    databases,
+                    config.tenant_placement,
                     redis_url,
                     &config.redis_prefix,
                     config.bus_shards,

@@ -1,7 +1,8 @@
-//! `/admin/tenants`: create and list tenants; `/admin/tokens`: mint
-//! publisher tokens (admin token).
+//! `/admin/tenants`: create and list tenants, and move one to another
+//! database; `/admin/databases`: the databases and their tenants;
+//! `/admin/tokens`: mint publisher tokens (admin token).
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,10 @@ pub struct NewTenant {
     /// 1-200 characters after trimming.
     #[schema(min_length = 1, max_length = 200)]
     name: String,
+    /// The database to place it on (cluster mode with several databases);
+    /// by `SWITCHYARD_TENANT_PLACEMENT` when absent.
+    #[serde(default)]
+    database: Option<String>,
 }
 
 /// What `GET /admin/tenants` answers.
@@ -74,7 +79,18 @@ pub async fn create_tenant(
             "`name` must be 1-200 characters",
         ));
     }
-    let tenant = state.backend.store.create_tenant(&body.slug, name).await?;
+    let tenant = match (&state.backend.placement, body.database.as_deref()) {
+        (Some(placed), on) => {
+            if let Some(db) = on {
+                known_database(&state, db)?;
+            }
+            placed.create_tenant_on(&body.slug, name, on).await?
+        }
+        (None, Some(db)) if db != crate::store::placed::HOME => {
+            return Err(unknown_database(db));
+        }
+        (None, _) => state.backend.store.create_tenant(&body.slug, name).await?,
+    };
     tracing::info!(tenant = %tenant.slug, "tenant created");
     audit::record(
         &state,
@@ -214,4 +230,152 @@ pub async fn create_token(
         expires_at: claims.exp,
     };
     Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+}
+
+/// One database tenants are placed on.
+#[derive(Serialize, ToSchema)]
+pub struct DatabaseView {
+    /// Its name (`main`: `DATABASE_URL`; the others from
+    /// `SWITCHYARD_DATABASES`).
+    name: String,
+    /// Tenants placed on it.
+    tenants: u64,
+}
+
+/// What `GET /admin/databases` answers.
+#[derive(Serialize, ToSchema)]
+pub struct DatabaseList {
+    /// The databases, `main` first.
+    databases: Vec<DatabaseView>,
+}
+
+/// `GET /admin/databases`: the databases tenants are placed on.
+#[utoipa::path(
+    get,
+    path = "/admin/databases",
+    operation_id = "listDatabases",
+    tag = "admin",
+    summary = "The databases tenants are placed on, with their tenant counts.",
+    description = "One (`main`) unless `SWITCHYARD_DATABASES` lists more.",
+    security(("adminToken" = []), ("operatorToken" = [])),
+    responses(
+        (status = 200, description = "The databases.", body = DatabaseList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub async fn list_databases(
+    State(state): State<AppState>,
+    _reader: AdminRead,
+) -> Result<Response, ApiError> {
+    let databases = match &state.backend.placement {
+        Some(placed) => placed
+            .tenant_counts()
+            .await?
+            .into_iter()
+            .map(|(name, tenants)| DatabaseView { name, tenants })
+            .collect(),
+        None => vec![DatabaseView {
+            name: crate::store::placed::HOME.into(),
+            tenants: state.backend.store.tenants().await?.len() as u64,
+        }],
+    };
+    Ok(axum::Json(DatabaseList { databases }).into_response())
+}
+
+/// The request body of `POST /admin/tenants/{slug}/move`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveTenant {
+    /// The database to move it to.
+    database: String,
+}
+
+/// `POST /admin/tenants/{slug}/move`: moves a tenant to another database.
+#[utoipa::path(
+    post,
+    path = "/admin/tenants/{slug}/move",
+    operation_id = "moveTenant",
+    tag = "admin",
+    summary = "Moves a tenant to another database, keeping its ids.",
+    description = "Its writes wait from the fence to the flip (`paused_ms`), its reads go on, \
+        and no event is lost: its ids go on from the same head in the new database. \
+        Run again after a failure, it finishes the move; to the database the tenant is on, \
+        it undoes a move that stopped half-way. 409 while another move of the tenant runs, \
+        or when there is one database.",
+    security(("adminToken" = []), ("operatorToken" = [])),
+    params(("slug" = String, Path, description = "The tenant.")),
+    request_body(content = MoveTenant, example = json!({"database": "b"})),
+    responses(
+        (status = 200, description = "Moved (or already there).", body = crate::store::placed::MoveReport),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 409, response = Conflict),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 431, response = HeadTooLarge),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub async fn move_tenant(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(slug): Path<String>,
+    AppJson(body): AppJson<MoveTenant>,
+) -> Result<Response, ApiError> {
+    validate_slug(&slug).map_err(|e| ApiError::invalid("invalid_slug", format!("tenant: {e}")))?;
+    let Some(placed) = &state.backend.placement else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "one_database",
+            "this deployment has one database: SWITCHYARD_DATABASES lists more",
+        ));
+    };
+    known_database(&state, &body.database)?;
+    let report = placed.move_tenant(&slug, &body.database).await?;
+    audit::record(
+        &state,
+        &admin.actor,
+        "tenant.move",
+        Some(&slug),
+        None,
+        None,
+        Some(format!(
+            "{} -> {}: {} events, writes paused {} ms",
+            report.from, report.to, report.events, report.paused_ms
+        )),
+    )
+    .await;
+    Ok(axum::Json(report).into_response())
+}
+
+/// 400 unless `name` is one of the deployment's databases.
+fn known_database(state: &AppState, name: &str) -> Result<(), ApiError> {
+    let known = match &state.backend.placement {
+        Some(p) => p.databases().iter().any(|d| d.name() == name),
+        None => name == crate::store::placed::HOME,
+    };
+    if known {
+        Ok(())
+    } else {
+        Err(unknown_database(name))
+    }
+}
+
+fn unknown_database(name: &str) -> ApiError {
+    // The name is the client's: shown back only as far as it is plain.
+    let shown: String = name
+        .chars()
+        .take(40)
+        .filter(|c| c.is_ascii_graphic())
+        .collect();
+    ApiError::invalid(
+        "unknown_database",
+        format!("there is no database {shown:?} (GET /admin/databases lists them)"),
+    )
 }

@@ -37,6 +37,8 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::metrics))
         .routes(routes!(openapi::document_route))
         .routes(routes!(admin::list_tenants, admin::create_tenant))
+        .routes(routes!(admin::move_tenant))
+        .routes(routes!(admin::list_databases))
         .routes(routes!(admin::create_token))
         .routes(routes!(sources::list))
         .routes(routes!(audit::list))

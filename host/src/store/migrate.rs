@@ -99,6 +99,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "plugin_uploads",
         sql: include_str!("../../../migrations/postgres/0008_plugin_uploads.sql"),
     },
+    Migration {
+        version: 9,
+        name: "placement",
+        sql: include_str!("../../../migrations/postgres/0009_placement.sql"),
+    },
 ];
 
 const LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \

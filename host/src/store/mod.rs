@@ -17,6 +17,7 @@ pub mod bids;
 #[cfg(test)]
 mod contract;
 mod migrate;
+pub mod placed;
 pub mod plugins;
 pub mod postgres;
 pub mod sqlite;
@@ -58,6 +59,12 @@ pub enum Error {
     /// The write does not apply to the data as it is.
     #[error("{0}")]
     Conflict(#[source] ConflictReason),
+    /// The tenant is being moved out of this database, or was
+    /// (`tenants.moved_to`): the database refuses its writes, and reads
+    /// past the head it was moved at. The placement layer (`placed`) waits
+    /// for the move and runs the call again where the tenant is.
+    #[error("tenant {0:?} is being moved to another database")]
+    Moved(String),
     /// Migrations could not be applied.
     #[error("migration {version} failed: {source}")]
     Migration {
@@ -85,6 +92,7 @@ impl Error {
             Error::UnknownTenant(t) => Error::UnknownTenant(t.clone()),
             Error::KeyReused => Error::KeyReused,
             Error::KeyRaced => Error::KeyRaced,
+            Error::Moved(t) => Error::Moved(t.clone()),
             other => Error::Internal(other.to_string()),
         })
     }
@@ -103,9 +111,11 @@ impl Error {
             Error::Migration { version, .. } => format!("migration {version} failed"),
             Error::Database(_) => "database error".into(),
             Error::Internal(_) => "internal store error".into(),
-            Error::UnknownTenant(_) | Error::KeyReused | Error::KeyRaced | Error::Conflict(_) => {
-                self.to_string()
-            }
+            Error::UnknownTenant(_)
+            | Error::KeyReused
+            | Error::KeyRaced
+            | Error::Conflict(_)
+            | Error::Moved(_) => self.to_string(),
         }
     }
 }
@@ -126,6 +136,13 @@ pub enum ConflictReason {
     /// A product kept changing under its decision rounds.
     #[error("the product changed during {0} decision rounds in a row")]
     RoundsContended(u32),
+    /// A tenant was to be placed on or moved to a database the deployment
+    /// does not have.
+    #[error("there is no database {0:?} (SWITCHYARD_DATABASES names them)")]
+    UnknownDatabase(String),
+    /// A move of the tenant is running (on some node).
+    #[error("tenant {0:?} is being moved already")]
+    MoveRunning(String),
     /// A unique key exists (in SQLite: any constraint refused the write);
     /// the driver's error is the source.
     #[error("a unique key already exists")]

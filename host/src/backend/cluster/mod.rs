@@ -24,21 +24,43 @@ use crate::bus::Fanout;
 use crate::metrics::Metrics;
 use crate::presence::PresenceStore;
 use crate::sse::caps::CapStore;
+use crate::store::placed::{Placed, Rule};
 use crate::store::postgres::PostgresStore;
 use crate::store::Store;
 use conn::RedisConn;
 
 /// Connects to Postgres (applying migrations) and Redis; the bus has
-/// `shards` shards.
+/// `shards` shards. With `databases` beside `database_url` (the home one),
+/// tenants are placed on all of them (`store/placed.rs`).
 pub async fn open(
     database_url: &str,
+    databases: &[(String, String)],
+    rule: Rule,
     redis_url: &str,
     prefix: &str,
     shards: u16,
 ) -> Result<Backend, Error> {
-    let store = PostgresStore::connect(database_url)
-        .await
-        .map_err(Error::Postgres)?;
+    let opened = if databases.is_empty() {
+        let store = Arc::new(
+            PostgresStore::connect(database_url)
+                .await
+                .map_err(Error::Postgres)?,
+        );
+        crate::store::placed::check_alone(&store)
+            .await
+            .map_err(Error::Postgres)?;
+        Databases::One(store)
+    } else {
+        let placed = Placed::open(database_url, databases, rule)
+            .await
+            .map_err(Error::Postgres)?;
+        tracing::info!(
+            databases = placed.databases().len(),
+            rule = ?rule,
+            "tenants placed on several databases"
+        );
+        Databases::Placed(placed)
+    };
     let redis = RedisConn::connect(redis_url, prefix, Duration::from_secs(10)).await?;
     tracing::info!(
         redis_cluster = redis.cluster,
@@ -46,18 +68,40 @@ pub async fn open(
         bus_shards = shards,
         "connected to Redis"
     );
-    let store = Arc::new(store);
-    Ok(Backend {
-        store: store.clone(),
-        bids: store.clone(),
-        plugins: store.clone(),
-        admin: store.clone(),
-        mode: Arc::new(Cluster {
-            store,
-            redis,
-            shards,
-        }),
+    Ok(match opened {
+        Databases::Placed(placed) => Backend {
+            store: placed.clone(),
+            bids: placed.clone(),
+            plugins: placed.clone(),
+            admin: placed.clone(),
+            mode: Arc::new(Cluster {
+                dbs: placed.databases().to_vec(),
+                redis,
+                shards,
+            }),
+            placement: Some(placed),
+        },
+        Databases::One(store) => Backend {
+            store: store.clone(),
+            bids: store.clone(),
+            plugins: store.clone(),
+            admin: store.clone(),
+            mode: Arc::new(Cluster {
+                dbs: vec![store],
+                redis,
+                shards,
+            }),
+            placement: None,
+        },
     })
+}
+
+/// The system of record cluster mode opened.
+enum Databases {
+    /// `DATABASE_URL` alone.
+    One(Arc<PostgresStore>),
+    /// Several, tenants placed on them.
+    Placed(Arc<Placed>),
 }
 
 /// The secret shared through Postgres (the first node to ask stores it).
@@ -77,12 +121,42 @@ async fn shared_secret(store: &PostgresStore) -> Result<Vec<u8>, Error> {
 }
 
 struct Cluster {
-    store: Arc<PostgresStore>,
+    /// The tenants' databases, the home one (`DATABASE_URL`) first.
+    dbs: Vec<Arc<PostgresStore>>,
     redis: RedisConn,
     shards: u16,
 }
 
 impl Cluster {
+    /// Every database answers: `/ready` names those that do not.
+    async fn check_databases(&self) -> Result<(), Unready> {
+        let asks = self.dbs.iter().map(|d| async move {
+            super::within(async { Ok(d.ping().await?) })
+                .await
+                .err()
+                .map(|e| (d.name().to_string(), e))
+        });
+        let mut failed: Vec<(String, Unready)> = futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if self.dbs.len() == 1 && !failed.is_empty() {
+            return Err(failed.remove(0).1);
+        }
+        match failed.first() {
+            None => Ok(()),
+            Some((_, e)) => Err(Unready::Databases(
+                failed
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                e.to_string(),
+            )),
+        }
+    }
+
     /// Each bus shard's stream answers on its server (on a Redis Cluster,
     /// its master): `/ready` names the shards that do not. Only when there
     /// is more than one place to ask.
@@ -130,7 +204,7 @@ impl Mode for Cluster {
     }
 
     async fn secret(&self) -> Result<Vec<u8>, Error> {
-        shared_secret(&self.store).await
+        shared_secret(&self.dbs[0]).await
     }
 
     fn fanout(
@@ -186,7 +260,7 @@ impl Mode for Cluster {
 
     async fn check(&self) -> Vec<(&'static str, Result<(), Unready>)> {
         let (postgres, redis) = tokio::join!(
-            super::within(async { Ok(self.store.ping().await?) }),
+            self.check_databases(),
             super::within(async {
                 self.redis.ping().await?;
                 self.check_shards().await

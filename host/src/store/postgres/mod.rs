@@ -16,6 +16,7 @@ use sqlx::{PgConnection, PgPool, Row};
 
 mod admin;
 mod bids;
+pub(crate) mod moving;
 mod plugins;
 
 use crate::event::{NewEvent, Seq, StoredEvent};
@@ -63,13 +64,30 @@ pub struct PostgresStore {
     pub(crate) batch: Batcher,
     /// Where committed events go.
     pub(crate) commits: Commits,
+    /// The database's name in the placement (`main` for `DATABASE_URL`).
+    pub(crate) name: Arc<str>,
+    /// Tenants can be moved out of this database: the writes that append
+    /// no event take `FOR KEY SHARE` on their tenant's row (`guard`).
+    pub(crate) fenced: bool,
 }
 
 impl PostgresStore {
-    /// Connects and applies migrations.
+    /// Connects and applies migrations: the one database of a deployment.
     pub async fn connect(url: &str) -> Result<PostgresStore, Error> {
+        PostgresStore::connect_as(url, crate::store::placed::HOME, false, Commits::default()).await
+    }
+
+    /// Connects to the database called `name` in the placement, applying
+    /// migrations; `fenced` when tenants can be moved between databases;
+    /// committed events go to `commits` (shared by a deployment's databases).
+    pub async fn connect_as(
+        url: &str,
+        name: &str,
+        fenced: bool,
+        commits: Commits,
+    ) -> Result<PostgresStore, Error> {
         let opts = PgConnectOptions::from_str(url)
-            .map_err(|e| Error::unavailable(format!("invalid DATABASE_URL: {e}")))?
+            .map_err(|e| Error::unavailable(format!("invalid URL of database {name:?}: {e}")))?
             .application_name("switchyard");
         let pool = PgPoolOptions::new()
             .max_connections(16)
@@ -78,13 +96,45 @@ impl PostgresStore {
             .connect_with(opts)
             .await?;
         crate::store::migrate::postgres(&pool).await?;
-        let commits = Commits::default();
-        let batch = Batcher::start(Arc::new(Writer { pool: pool.clone() }), commits.clone());
+        let name: Arc<str> = name.into();
+        let batch = Batcher::start(
+            Arc::new(Writer {
+                pool: pool.clone(),
+                fenced,
+                commit_seconds: crate::metrics::STORE_COMMIT_SECONDS.with_label_values(&[&name]),
+            }),
+            commits.clone(),
+        );
         Ok(PostgresStore {
             pool,
             batch,
             commits,
+            name,
+            fenced,
         })
+    }
+
+    /// The database's name in the placement.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Refuses (`Moved`) a write of any of `tenants` that was moved out of this
+/// database, holding `FOR KEY SHARE` on their rows to the caller's commit:
+/// a move's fence (`FOR UPDATE`) waits for the writes that passed, and the
+/// writes after it see `moved_to`. For the writes that append no event (an
+/// append's counter bump is its own fence, see `append_tx`).
+pub(crate) async fn guard(conn: &mut PgConnection, tenants: &[&str]) -> Result<(), Error> {
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT slug, moved_to FROM tenants WHERE slug = ANY($1) ORDER BY slug FOR KEY SHARE",
+    )
+    .bind(tenants)
+    .fetch_all(&mut *conn)
+    .await?;
+    match rows.into_iter().find(|(_, moved)| moved.is_some()) {
+        Some((slug, _)) => Err(Error::Moved(slug)),
+        None => Ok(()),
     }
 }
 
@@ -93,6 +143,10 @@ impl PostgresStore {
 /// held for a few statements and the commit, not for the whole batch.
 struct Writer {
     pool: PgPool,
+    /// See `PostgresStore::fenced`.
+    fenced: bool,
+    /// The database's commit latency.
+    commit_seconds: prometheus::Histogram,
 }
 
 #[async_trait]
@@ -116,12 +170,14 @@ impl Writer {
         let mut tx = self.pool.begin().await?;
         let mut applied = Vec::with_capacity(writes.len());
         for w in writes.iter_mut() {
-            applied.push(apply(&mut tx, w).await?);
+            applied.push(apply(&mut tx, w, self.fenced).await?);
         }
         let stored = append_tx(&mut tx, &batch::events_of(writes, &applied)).await?;
         let outcomes = batch::split(writes, applied, stored);
         keep_keys(&mut tx, writes, &outcomes).await?;
+        let started = std::time::Instant::now();
         tx.commit().await?;
+        self.commit_seconds.observe(started.elapsed().as_secs_f64());
         Ok(outcomes)
     }
 }
@@ -164,7 +220,7 @@ async fn keep_keys(
 
 /// One write inside a batch's transaction: `Err` fails the batch, an inner
 /// `Err` refuses this write alone (it wrote nothing).
-async fn apply(tx: &mut PgConnection, w: &mut Write) -> Result<Applied, Error> {
+async fn apply(tx: &mut PgConnection, w: &mut Write, fenced: bool) -> Result<Applied, Error> {
     match w {
         Write::Append { .. } => {}
         Write::Keyed { key, repeated, .. } => {
@@ -233,10 +289,15 @@ async fn apply(tx: &mut PgConnection, w: &mut Write) -> Result<Applied, Error> {
             *unread = unread_in(tx, tenant, user).await?;
             *events = vec![unread_event(tenant, user, *unread)];
         }
-        Write::Bid { bid, stored, .. } => match bids::insert_bid(tx, bid).await? {
-            Ok(found) => *stored = Some(found),
-            Err(refused) => return Ok(Err(refused)),
-        },
+        Write::Bid { bid, stored, .. } => {
+            if fenced {
+                guard(tx, &[&bid.tenant]).await?;
+            }
+            match bids::insert_bid(tx, bid).await? {
+                Ok(found) => *stored = Some(found),
+                Err(refused) => return Ok(Err(refused)),
+            }
+        }
         Write::Product { product, .. } => bids::insert_product(tx, product).await?,
         // Cluster rounds lock the product in a transaction of their own
         // (`bids.rs`) and never come through the batch.
@@ -262,8 +323,12 @@ pub(crate) async fn append_tx<E: Borrow<NewEvent> + Sync>(
     let counts = tenant_counts(events);
     let mut lasts = Vec::with_capacity(counts.len());
     for (tenant, n) in &counts {
+        // A tenant moved out of this database (`moved_to`) is fenced here:
+        // a move's fence waits for this row lock, and a bump after it
+        // updates nothing.
         let last: Option<i64> = sqlx::query_scalar(
-            "UPDATE tenants SET last_seq = last_seq + $1 WHERE slug = $2 RETURNING last_seq",
+            "UPDATE tenants SET last_seq = last_seq + $1 WHERE slug = $2 AND moved_to IS NULL \
+             RETURNING last_seq",
         )
         .bind(n)
         .bind(tenant)
@@ -271,7 +336,7 @@ pub(crate) async fn append_tx<E: Borrow<NewEvent> + Sync>(
         .await?;
         match last {
             Some(last) => lasts.push(last),
-            None => return Err(Error::UnknownTenant(tenant.to_string())),
+            None => return Err(absent(tx, tenant).await),
         }
     }
     let stored = assign_seqs(events, &counts, &lasts, crate::event::now_ms());
@@ -330,6 +395,21 @@ pub(crate) async fn append_tx<E: Borrow<NewEvent> + Sync>(
         .await?;
     }
     Ok(stored)
+}
+
+/// Why a tenant's row was not there to update: `Moved` (its row is a
+/// tombstone) or `UnknownTenant`.
+async fn absent(conn: &mut PgConnection, tenant: &str) -> Error {
+    let moved: Result<Option<Option<String>>, sqlx::Error> =
+        sqlx::query_scalar("SELECT moved_to FROM tenants WHERE slug = $1")
+            .bind(tenant)
+            .fetch_optional(&mut *conn)
+            .await;
+    match moved {
+        Ok(Some(Some(_))) => Error::Moved(tenant.to_string()),
+        Ok(_) => Error::UnknownTenant(tenant.to_string()),
+        Err(e) => e.into(),
+    }
 }
 
 fn event_row(row: &PgRow, tenant: &Arc<str>) -> Result<StoredEvent, sqlx::Error> {
@@ -410,17 +490,21 @@ impl Store for PostgresStore {
     }
 
     async fn tenant(&self, slug: &str) -> Result<Option<Tenant>, Error> {
-        let row = sqlx::query("SELECT slug, name, created_at FROM tenants WHERE slug = $1")
-            .bind(slug)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT slug, name, created_at FROM tenants WHERE slug = $1 AND moved_to IS NULL",
+        )
+        .bind(slug)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.as_ref().map(tenant_row).transpose()?)
     }
 
     async fn tenants(&self) -> Result<Vec<Tenant>, Error> {
-        let rows = sqlx::query("SELECT slug, name, created_at FROM tenants ORDER BY slug")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT slug, name, created_at FROM tenants WHERE moved_to IS NULL ORDER BY slug",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.iter().map(tenant_row).collect::<Result<_, _>>()?)
     }
 
@@ -517,6 +601,24 @@ impl Store for PostgresStore {
         .bind(upto as i64)
         .fetch_all(&self.pool)
         .await?;
+        if self.fenced && (rows.len() as u64) < upto.saturating_sub(after) {
+            // Short: trimmed, or the tenant is not (all) here any more. A
+            // moved tenant's copy here is whole up to the head it was moved
+            // at; past that, or once the copy is gone, the caller asks where
+            // the tenant is now.
+            let row: Option<(i64, Option<String>)> =
+                sqlx::query_as("SELECT last_seq, moved_to FROM tenants WHERE slug = $1")
+                    .bind(tenant)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            match row {
+                None => return Err(Error::UnknownTenant(tenant.into())),
+                Some((head, Some(_))) if upto > head as Seq => {
+                    return Err(Error::Moved(tenant.into()))
+                }
+                Some(_) => {}
+            }
+        }
         let t: Arc<str> = tenant.into();
         Ok(rows
             .iter()
@@ -525,7 +627,7 @@ impl Store for PostgresStore {
     }
 
     async fn heads(&self) -> Result<Vec<(String, Seq)>, Error> {
-        let rows = sqlx::query("SELECT slug, last_seq FROM tenants")
+        let rows = sqlx::query("SELECT slug, last_seq FROM tenants WHERE moved_to IS NULL")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()

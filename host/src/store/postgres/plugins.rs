@@ -22,6 +22,11 @@ fn row(r: &PgRow) -> Result<SlotRow, sqlx::Error> {
     ))
 }
 
+/// Rows of the tenants still here: a moved tenant's copy stays for a grace
+/// period after its move (`moving.rs`), and the rows of another database's
+/// tenant are not this one's to list.
+const HERE: &str = "tenant NOT IN (SELECT slug FROM tenants WHERE moved_to IS NOT NULL)";
+
 #[async_trait]
 impl PluginStore for PostgresStore {
     async fn recorded_messages(
@@ -68,6 +73,11 @@ impl PluginStore for PostgresStore {
         keep: usize,
     ) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
+        if self.fenced {
+            let tenants: std::collections::BTreeSet<&str> =
+                batch.iter().map(|r| r.tenant.as_str()).collect();
+            super::guard(&mut tx, &tenants.into_iter().collect::<Vec<_>>()).await?;
+        }
         let now = crate::event::now_ms();
         let mut tenants = std::collections::BTreeSet::new();
         for r in &batch {
@@ -125,6 +135,9 @@ impl PluginStore for PostgresStore {
 
     async fn record_upload(&self, u: UploadRow) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
+        if self.fenced {
+            super::guard(&mut tx, &[&u.tenant]).await?;
+        }
         sqlx::query(
             "INSERT INTO plugin_uploads (at, tenant, slot, hash, origin, actor, message, mode, outcome, error) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -190,16 +203,18 @@ impl PluginStore for PostgresStore {
     }
 
     async fn plugin_slots(&self) -> Result<Vec<SlotRow>, Error> {
-        let rows = sqlx::query(&format!("SELECT {COLS} FROM plugin_slots"))
+        let rows = sqlx::query(&format!("SELECT {COLS} FROM plugin_slots WHERE {HERE}"))
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(row).collect::<Result<_, _>>()?)
     }
 
     async fn plugin_revs(&self) -> Result<Vec<(String, String, i64)>, Error> {
-        Ok(sqlx::query_as("SELECT tenant, slot, rev FROM plugin_slots")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(sqlx::query_as(&format!(
+            "SELECT tenant, slot, rev FROM plugin_slots WHERE {HERE}"
+        ))
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn plugin_wasm(&self, hash: &str) -> Result<Option<Vec<u8>>, Error> {
@@ -219,6 +234,9 @@ impl PluginStore for PostgresStore {
         change: SlotChange,
     ) -> Result<SlotRow, Error> {
         let mut tx = self.pool.begin().await?;
+        if self.fenced {
+            super::guard(&mut tx, &[tenant]).await?;
+        }
         let now = crate::event::now_ms();
         if let Some((hash, bytes)) = wasm {
             sqlx::query(
