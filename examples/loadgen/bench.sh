@@ -43,6 +43,12 @@
 #   examples/loadgen/bench.sh redis-bus streams 6 5000   # Redis alone: 5,000 entries/s of PAYLOAD (400) bytes
 #                                                       # appended and read by 6 readers (XADD/XREAD BLOCK, or
 #                                                       # pubsub: PUBLISH/SUBSCRIBE): Redis CPU per delivery
+#   examples/loadgen/bench.sh move 100000               # two cluster nodes on two databases (the second,
+#                                                       # bench_sy_<pid>_b, on the same Postgres): tenant demo with
+#                                                       # 100,000 events moved from main to b while RATE (200)
+#                                                       # events/s are published to it and 10 streams on the
+#                                                       # second node read it: the writes' pause, publish
+#                                                       # latency, and the streams' gaps and repeats
 #   examples/loadgen/bench.sh idle-cluster 10000        # RSS per idle connection on a cluster node
 #   examples/loadgen/bench.sh replay-cluster 100000     # resume from Last-Event-ID: 0 on the second cluster node
 #   examples/loadgen/bench.sh isolation on|off          # tenant demo's fan-out (1,000 x 100/s) while tenant
@@ -111,6 +117,7 @@ cleanup() {
   if [ -n "${NATS_STREAM:-}" ]; then nats_js delete "$NATS_STREAM" >/dev/null 2>&1 || true; fi
   if [ -n "${PGDB:-}" ]; then
     psql -h "$PGHOST" -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $PGDB WITH (FORCE)" >/dev/null 2>&1 || true
+    psql -h "$PGHOST" -U postgres -d postgres -qc "DROP DATABASE IF EXISTS ${PGDB}_b WITH (FORCE)" >/dev/null 2>&1 || true
   fi
 }
 trap cleanup EXIT
@@ -348,6 +355,11 @@ start_mode() {
       for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
       PGDB=bench_sy_$$
       psql -h "$PGHOST" -U postgres -d postgres -qc "CREATE DATABASE $PGDB" >/dev/null
+      local dbs=""
+      if [ "${SECOND_DB:-0}" = 1 ]; then
+        psql -h "$PGHOST" -U postgres -d postgres -qc "CREATE DATABASE ${PGDB}_b" >/dev/null
+        dbs="b=postgres://postgres@$PGHOST:5432/${PGDB}_b"
+      fi
       SRV_PIDS=()
       local port ports=() i
       for i in $(seq 0 $((${NODES:-2} - 1))); do ports+=($((18400 + i))); done
@@ -356,6 +368,7 @@ start_mode() {
           SWITCHYARD_DATA_DIR="$(mktemp -d)" SWITCHYARD_CLIENT_QUEUE=1024 SWITCHYARD_MAX_STREAMS_PER_ADDRESS=1000000 \
           SWITCHYARD_JWT_SECRET=$JWT_SECRET REDIS_URL=redis://127.0.0.1:$REDIS_PORT \
           DATABASE_URL=postgres://postgres@$PGHOST:5432/$PGDB SWITCHYARD_BUS_SHARDS="${SHARDS:-1}" \
+          SWITCHYARD_DATABASES="$dbs" \
           "$BIN/switchyard" >"$OUT/server-$port.log" 2>&1 &
         PIDS+=("$!"); SRV_PIDS+=("$!")
         # The first node applies the migrations before the second starts.
@@ -1129,7 +1142,33 @@ replay_cluster() { # events: resume from Last-Event-ID 0 on the second node of a
   echo "replay cluster: node :18401 CPU (user system) ticks before: $c0, after: $c1 (CLK_TCK $TICK)"
 }
 
+move_bench() { # events: tenant demo with this many events moved between databases under load
+  local n=$1
+  SECOND_DB=1 start_mode cluster
+  "$BIN/switchyard-loadgen" publish --url $URL --tenant demo --topic fill:1 --token $TOKEN \
+    --rate 0 --count "$n" --batch 100 --concurrency 16 --report "$OUT/move-fill.json" >"$OUT/move-fill.log" 2>&1
+  sed -n '/summary/,$p' "$OUT/move-fill.log"
+  "$BIN/switchyard-loadgen" subscribe --url http://127.0.0.1:18401 --path '/events?tenant=demo&topic=live:1' \
+    --clients 10 --duration-secs 26 --report "$OUT/move-sub.json" >"$OUT/move-sub.log" 2>&1 &
+  local sub=$!
+  PIDS+=("$sub")
+  sleep 2
+  "$BIN/switchyard-loadgen" publish --url $URL --tenant demo --topic live:1 --token $TOKEN \
+    --rate "${RATE:-200}" --duration-secs 20 --concurrency 8 --report "$OUT/move-pub.json" >"$OUT/move-pub.log" 2>&1 &
+  local pub=$!
+  PIDS+=("$pub")
+  sleep 5
+  curl -sf -X POST "$URL/admin/tenants/demo/move" -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d '{"database":"b"}' >"$OUT/move.json"
+  echo "move: $(cat "$OUT/move.json")"
+  wait "$pub" || true
+  wait "$sub" || true
+  echo "publishing during the move:"; sed -n '/summary/,$p' "$OUT/move-pub.log"
+  echo "10 streams on the second node:"; sed -n '/summary/,$p' "$OUT/move-sub.log"
+}
+
 case "${1:-}" in
+  move) move_bench "${2:-100000}" ;;
   idle) idle "${2:?clients}" ;;
   idle-tls) idle_tls "${2:?clients}" "${3:?h1|h2}" "${4:-200}" ;;
   fanout) fanout "${2:?clients}" "${3:?events/s}" ;;

@@ -9,7 +9,11 @@
 -- write of the tenant in this database is refused from then on (an append's
 -- counter bump, and `FOR KEY SHARE` on the tenant's row for the writes
 -- that append nothing), so the copy a move makes holds everything ever
--- written here. The row stays as a tombstone with the head it was moved at.
+-- written here. Once the copy is committed in the other database,
+-- `moved_at` is set: from then on the rows here are an old copy, left out
+-- of every listing (tenants, heads, due products, plugin slots) and removed
+-- after a grace period; the tenant's own reads still find them until its
+-- placement moves on.
 --
 -- A tenant's message ids are its clients' read cursors and move with it:
 -- they are unique per tenant (the sequence is moved past them on import).
@@ -22,6 +26,7 @@ CREATE TABLE placements (
 CREATE INDEX placements_by_db ON placements (db);
 
 ALTER TABLE tenants ADD COLUMN moved_to TEXT;
+ALTER TABLE tenants ADD COLUMN moved_at BIGINT;
 
 ALTER TABLE messages DROP CONSTRAINT messages_pkey;
 ALTER TABLE messages ADD PRIMARY KEY (tenant, id);

@@ -228,7 +228,7 @@ impl Placed {
         let home = &dbs[0].pool;
         sqlx::query(
             "INSERT INTO placements (tenant, db, changed_at) \
-             SELECT slug, $1, $2 FROM tenants WHERE moved_to IS NULL ON CONFLICT DO NOTHING",
+             SELECT slug, $1, $2 FROM tenants WHERE moved_at IS NULL ON CONFLICT DO NOTHING",
         )
         .bind(HOME)
         .bind(crate::event::now_ms())
@@ -493,7 +493,9 @@ impl Placed {
         let started = Instant::now();
         let copied: Result<Copied, Error> = async {
             moving::fence(&from.pool, tenant, to.name()).await?;
-            moving::copy(&from.pool, &to.pool, tenant).await
+            let copied = moving::copy(&from.pool, &to.pool, tenant).await?;
+            moving::left(&from.pool, tenant).await?;
+            Ok(copied)
         }
         .await;
         let copied = match copied {
@@ -501,6 +503,7 @@ impl Placed {
             Err(e) => {
                 // Give the tenant back to its database.
                 let undo = async {
+                    moving::discard(&to.pool, tenant).await?;
                     moving::unfence(&from.pool, tenant).await?;
                     self.set_place(tenant, place.db).await
                 };
@@ -717,12 +720,19 @@ impl Store for Placed {
     }
 
     async fn heads(&self) -> Result<Vec<(String, Seq)>, Error> {
-        Ok(self
+        // A tenant in two databases (for the moment between a move's copy
+        // and its old copy being marked old) has the same head in both.
+        let mut heads: HashMap<String, Seq> = HashMap::new();
+        for (tenant, head) in self
             .each(|d| async move { d.heads().await })
             .await?
             .into_iter()
             .flatten()
-            .collect())
+        {
+            let h = heads.entry(tenant).or_default();
+            *h = (*h).max(head);
+        }
+        Ok(heads.into_iter().collect())
     }
 
     async fn trim_topic(&self, tenant: &str, topic: &str, keep: u64) -> Result<u64, Error> {
@@ -955,21 +965,29 @@ impl PluginStore for Placed {
     }
 
     async fn plugin_slots(&self) -> Result<Vec<SlotRow>, Error> {
-        Ok(self
+        let mut all: Vec<SlotRow> = self
             .each(|d| async move { d.plugin_slots().await })
             .await?
             .into_iter()
             .flatten()
-            .collect())
+            .collect();
+        // Once each (a moved tenant's rows are the same in both databases
+        // for a moment).
+        all.sort_by(|a, b| (&a.tenant, &a.slot, b.rev).cmp(&(&b.tenant, &b.slot, a.rev)));
+        all.dedup_by(|a, b| a.tenant == b.tenant && a.slot == b.slot);
+        Ok(all)
     }
 
     async fn plugin_revs(&self) -> Result<Vec<(String, String, i64)>, Error> {
-        Ok(self
+        let mut all: Vec<(String, String, i64)> = self
             .each(|d| async move { d.plugin_revs().await })
             .await?
             .into_iter()
             .flatten()
-            .collect())
+            .collect();
+        all.sort_by(|a, b| (&a.0, &a.1, b.2).cmp(&(&b.0, &b.1, a.2)));
+        all.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+        Ok(all)
     }
 
     async fn plugin_wasm(&self, hash: &str) -> Result<Option<Vec<u8>>, Error> {

@@ -3,7 +3,8 @@
 //! cluster mode cannot drift apart. Each property is an async fn over the
 //! trait; `contract!` runs it on a fresh SQLite database always, and on a
 //! fresh Postgres schema when Postgres answers
-//! (`SWITCHYARD_TEST_DATABASE_URL`, default 127.0.0.1:5432; CI has it).
+//! (`SWITCHYARD_TEST_DATABASE_URL`, default 127.0.0.1:5432; CI has it), and
+//! on tenants placed over two fresh schemas by hash (`placed.rs`).
 
 mod admin;
 mod bids;
@@ -35,7 +36,29 @@ pub(super) struct Db {
 
 enum Cleanup {
     Dir(std::path::PathBuf),
-    Schema(String, sqlx::PgPool),
+    Schemas(Vec<(String, sqlx::PgPool)>),
+}
+
+/// A fresh schema's URL, or `None` when Postgres does not answer.
+async fn fresh_schema() -> Option<(String, String)> {
+    let url = postgres_url();
+    let mut admin = match <sqlx::PgConnection as sqlx::Connection>::connect(&url).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("skipped on Postgres: {url} does not answer ({e})");
+            return None;
+        }
+    };
+    let schema = unique("contract");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .expect("create schema");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Some((
+        format!("{url}{sep}options=-csearch_path%3D{schema}"),
+        schema,
+    ))
 }
 
 fn unique(what: &str) -> String {
@@ -64,22 +87,9 @@ impl Db {
     /// A Postgres schema of its own, or `None` when Postgres does not
     /// answer (the property is then skipped, and says so).
     pub(super) async fn postgres() -> Option<Db> {
-        let url = postgres_url();
-        let mut admin = match <sqlx::PgConnection as sqlx::Connection>::connect(&url).await {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("skipped on Postgres: {url} does not answer ({e})");
-                return None;
-            }
-        };
-        let schema = unique("contract");
-        sqlx::query(&format!("CREATE SCHEMA {schema}"))
-            .execute(&mut admin)
-            .await
-            .expect("create schema");
-        let sep = if url.contains('?') { '&' } else { '?' };
+        let (url, schema) = fresh_schema().await?;
         let s = Arc::new(
-            PostgresStore::connect(&format!("{url}{sep}options=-csearch_path%3D{schema}"))
+            PostgresStore::connect(&url)
                 .await
                 .expect("connect to Postgres"),
         );
@@ -89,7 +99,36 @@ impl Db {
             bids: s.clone(),
             plugins: s.clone(),
             admin: s,
-            cleanup: Cleanup::Schema(schema, pool),
+            cleanup: Cleanup::Schemas(vec![(schema, pool)]),
+        })
+    }
+
+    /// Two Postgres schemas of their own, tenants placed on them by hash
+    /// (so the properties' tenants land on both), or `None` when Postgres
+    /// does not answer.
+    pub(super) async fn placed() -> Option<Db> {
+        let (home, home_schema) = fresh_schema().await?;
+        let (other, other_schema) = fresh_schema().await?;
+        let p = super::placed::Placed::open(
+            &home,
+            &[("b".to_string(), other)],
+            super::placed::Rule::Hash,
+        )
+        .await
+        .expect("connect to Postgres");
+        let pools = p.databases().iter().map(|d| d.pool.clone());
+        let cleanup = Cleanup::Schemas(
+            vec![home_schema, other_schema]
+                .into_iter()
+                .zip(pools)
+                .collect(),
+        );
+        Some(Db {
+            store: p.clone(),
+            bids: p.clone(),
+            plugins: p.clone(),
+            admin: p,
+            cleanup,
         })
     }
 
@@ -99,22 +138,24 @@ impl Db {
             Cleanup::Dir(dir) => {
                 let _ = std::fs::remove_dir_all(dir);
             }
-            Cleanup::Schema(schema, pool) => {
-                pool.close().await;
-                if let Ok(mut c) =
-                    <sqlx::PgConnection as sqlx::Connection>::connect(&postgres_url()).await
-                {
-                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                        .execute(&mut c)
-                        .await;
+            Cleanup::Schemas(schemas) => {
+                for (schema, pool) in schemas {
+                    pool.close().await;
+                    if let Ok(mut c) =
+                        <sqlx::PgConnection as sqlx::Connection>::connect(&postgres_url()).await
+                    {
+                        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                            .execute(&mut c)
+                            .await;
+                    }
                 }
             }
         }
     }
 }
 
-/// Runs each listed property (`async fn(&Db)`) as two tests, `sqlite::name`
-/// and `postgres::name`.
+/// Runs each listed property (`async fn(&Db)`) as three tests,
+/// `sqlite::name`, `postgres::name` and `placed::name`.
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -132,6 +173,17 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     if let Some(db) = $crate::store::contract::Db::postgres().await {
+                        super::$name(&db).await;
+                        db.drop().await;
+                    }
+                }
+            )*
+        }
+        mod placed {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(db) = $crate::store::contract::Db::placed().await {
                         super::$name(&db).await;
                         db.drop().await;
                     }

@@ -68,12 +68,12 @@ impl BidStore for PostgresStore {
     }
 
     async fn due(&self, queued_before: i64, ended_before: i64) -> Result<Vec<String>, Error> {
-        // Not a moved tenant's copy, kept for a grace period (`moving.rs`).
+        // Not a moved tenant's old copy, kept for a grace period (`moving.rs`).
         let rows = sqlx::query(
             "SELECT id FROM (SELECT DISTINCT product_id AS id, tenant FROM bids \
          WHERE status = 'queued' AND created_at < $1 \
          UNION SELECT id, tenant FROM products WHERE status = 'open' AND ends_at < $2) d \
-         WHERE tenant NOT IN (SELECT slug FROM tenants WHERE moved_to IS NOT NULL) LIMIT 1000",
+         WHERE tenant NOT IN (SELECT slug FROM tenants WHERE moved_at IS NOT NULL) LIMIT 1000",
         )
         .bind(queued_before)
         .bind(ended_before)

@@ -490,18 +490,16 @@ impl Store for PostgresStore {
     }
 
     async fn tenant(&self, slug: &str) -> Result<Option<Tenant>, Error> {
-        let row = sqlx::query(
-            "SELECT slug, name, created_at FROM tenants WHERE slug = $1 AND moved_to IS NULL",
-        )
-        .bind(slug)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query("SELECT slug, name, created_at FROM tenants WHERE slug = $1")
+            .bind(slug)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(tenant_row).transpose()?)
     }
 
     async fn tenants(&self) -> Result<Vec<Tenant>, Error> {
         let rows = sqlx::query(
-            "SELECT slug, name, created_at FROM tenants WHERE moved_to IS NULL ORDER BY slug",
+            "SELECT slug, name, created_at FROM tenants WHERE moved_at IS NULL ORDER BY slug",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -627,7 +625,7 @@ impl Store for PostgresStore {
     }
 
     async fn heads(&self) -> Result<Vec<(String, Seq)>, Error> {
-        let rows = sqlx::query("SELECT slug, last_seq FROM tenants WHERE moved_to IS NULL")
+        let rows = sqlx::query("SELECT slug, last_seq FROM tenants WHERE moved_at IS NULL")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()

@@ -14,8 +14,12 @@
 //!    read cursors; the target's id sequence is moved past them), read
 //!    marks, products, bids, plugin slots and the versions they name,
 //!    idempotency keys, recorded stream requests and uploads.
-//! 3. The placement is flipped (in the home database, with a notification).
-//! 4. `purge`: after a grace period the source's copy goes.
+//! 3. `left`: the source's copy is marked old (`moved_at`): listings of
+//!    every tenant (tenants, heads, due products, plugin slots) take the
+//!    target's from here on; both copies are the same until the flip, as
+//!    no write of the tenant is accepted in between.
+//! 4. The placement is flipped (in the home database, with a notification).
+//! 5. `purge`: after a grace period the source's copy goes.
 //!
 //! Rows are carried as JSON (`json_agg` out, `json_populate_recordset` in),
 //! which works for every table alike because both databases run the same
@@ -138,10 +142,20 @@ pub(crate) async fn fence(from: &PgPool, tenant: &str, to: &str) -> Result<Seq, 
     Ok(head as Seq)
 }
 
+/// Marks the source's copy of a copied tenant old (step 3).
+pub(crate) async fn left(from: &PgPool, tenant: &str) -> Result<(), Error> {
+    sqlx::query("UPDATE tenants SET moved_at = $2 WHERE slug = $1 AND moved_to IS NOT NULL")
+        .bind(tenant)
+        .bind(crate::event::now_ms())
+        .execute(from)
+        .await?;
+    Ok(())
+}
+
 /// Lifts a fence: a move given up before its flip leaves the tenant where
 /// it was, writable again.
 pub(crate) async fn unfence(from: &PgPool, tenant: &str) -> Result<(), Error> {
-    sqlx::query("UPDATE tenants SET moved_to = NULL WHERE slug = $1")
+    sqlx::query("UPDATE tenants SET moved_to = NULL, moved_at = NULL WHERE slug = $1")
         .bind(tenant)
         .execute(from)
         .await?;
@@ -183,7 +197,7 @@ pub(crate) async fn copy(from: &PgPool, to: &PgPool, tenant: &str) -> Result<Cop
         tenant,
     )
     .await?;
-    sqlx::query("UPDATE tenants SET moved_to = NULL WHERE slug = $1")
+    sqlx::query("UPDATE tenants SET moved_to = NULL, moved_at = NULL WHERE slug = $1")
         .bind(tenant)
         .execute(&mut *dst)
         .await?;
@@ -312,6 +326,15 @@ pub(crate) async fn purge(pool: &PgPool, tenant: &str) -> Result<(), Error> {
     if !matches!(moved, Some(Some(_))) {
         return Ok(());
     }
+    purge_tx(&mut tx, tenant).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Removes the copy a move made in `to` when the move is undone before its
+/// flip (the placement still names the source, so no node wrote there).
+pub(crate) async fn discard(to: &PgPool, tenant: &str) -> Result<(), Error> {
+    let mut tx = to.begin().await?;
     purge_tx(&mut tx, tenant).await?;
     tx.commit().await?;
     Ok(())

@@ -22,10 +22,10 @@ fn row(r: &PgRow) -> Result<SlotRow, sqlx::Error> {
     ))
 }
 
-/// Rows of the tenants still here: a moved tenant's copy stays for a grace
-/// period after its move (`moving.rs`), and the rows of another database's
-/// tenant are not this one's to list.
-const HERE: &str = "tenant NOT IN (SELECT slug FROM tenants WHERE moved_to IS NOT NULL)";
+/// Rows of the tenants still here: a moved tenant's old copy (`moved_at`)
+/// stays for a grace period after its move (`moving.rs`), and its rows are
+/// the other database's to list.
+const HERE: &str = "tenant NOT IN (SELECT slug FROM tenants WHERE moved_at IS NOT NULL)";
 
 #[async_trait]
 impl PluginStore for PostgresStore {
