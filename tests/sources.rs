@@ -1492,3 +1492,151 @@ async fn jetstream_leases_on_a_redis_cluster() -> Result {
     nats.drop().await;
     Ok(())
 }
+
+/// The three Redis kinds read a producer's Redis Cluster (given by its seed
+/// nodes): a stream and a list (its processing list put in the list's hash
+/// slot) on whichever master holds them, and pub/sub messages published on
+/// any node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sources_read_a_redis_cluster() -> Result {
+    let cluster = support::RedisCluster::start(3).await;
+    let n = names();
+    let (stream_key, list_key) = (
+        format!("{}:orders", n.prefix),
+        format!("{}:bids:pending", n.prefix),
+    );
+    let pattern = format!("{}:chat:*", n.prefix);
+    let env = env_with(
+        Mode::Embedded,
+        json!([
+            {"name": format!("{}-s", n.source), "kind": "redis-stream", "redis_url": cluster.url(),
+             "key": stream_key, "preset": "event-payload", "tenant": n.tenant,
+             "topic": "match:{/payload/matchId}", "start": "all"},
+            {"name": format!("{}-p", n.source), "kind": "redis-pubsub", "redis_url": cluster.url(),
+             "pattern": pattern, "preset": "json", "tenant": n.tenant, "topic": "chat:{1}"},
+            {"name": format!("{}-l", n.source), "kind": "redis-list-bids", "redis_url": cluster.url(),
+             "key": list_key, "tenant": n.tenant},
+        ]),
+    )
+    .await;
+    let node = env.start().await;
+    create_tenant(&node, &n.tenant).await?;
+    for kind in ["s", "p", "l"] {
+        running(&[&node], &format!("{}-{kind}", n.source)).await?;
+    }
+    let client = redis::cluster::ClusterClient::new(
+        cluster
+            .ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect::<Vec<_>>(),
+    )?;
+    let mut c = client.get_async_connection().await?;
+
+    // A stream on the cluster.
+    let mut matches = node
+        .sse(
+            &format!("/events?tenant={}&topic=match:m1", n.tenant),
+            Some(0),
+        )
+        .await;
+    for i in 0..5 {
+        let _: String = redis::cmd("XADD")
+            .arg(&stream_key)
+            .arg("*")
+            .arg("event")
+            .arg("match:updated")
+            .arg("payload")
+            .arg(json!({"matchId": "m1", "n": i}).to_string())
+            .query_async(&mut c)
+            .await?;
+    }
+    let got: Vec<u64> = matches
+        .take(5, secs(20))
+        .await
+        .iter()
+        .map(|e| e.json()["data"]["n"].as_u64().unwrap_or(u64::MAX))
+        .collect();
+    assert_eq!(got, vec![0, 1, 2, 3, 4]);
+
+    // Pub/sub: a message published on any node of the cluster. Until the
+    // source listens a message is gone, so probes go first.
+    let mut chat = node
+        .sse(&format!("/events?tenant={}&topic=chat:r1", n.tenant), None)
+        .await;
+    let channel = format!("{}:chat:r1", n.prefix);
+    let started = Instant::now();
+    loop {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(json!({"type": "probe"}).to_string())
+            .query_async(&mut c)
+            .await?;
+        if chat.next_data(Duration::from_millis(200)).await.is_some() {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < secs(20),
+            "the pub/sub source never heard"
+        );
+    }
+    for (i, port) in cluster.ports.iter().take(3).cycle().take(9).enumerate() {
+        // Published on each master in turn.
+        let msg = json!({"type": "said", "n": i}).to_string();
+        cluster.cli(*port, &["PUBLISH", &channel, &msg]);
+    }
+    let mut said = Vec::new();
+    while said.len() < 9 {
+        let Some(e) = chat.next_data(secs(20)).await else {
+            anyhow::bail!("only {said:?} arrived");
+        };
+        if e.event == "said" {
+            said.push(e.json()["data"]["n"].as_u64().unwrap_or(u64::MAX));
+        }
+    }
+    assert_eq!(said, (0..9).collect::<Vec<u64>>());
+
+    // A list of bids: moved to a processing list in its hash slot, decided
+    // once, removed.
+    let product = product_at(&node, &n.tenant, 100).await;
+    let mut bids = node
+        .sse(
+            &format!("/events?tenant={}&topic=product:{product}", n.tenant),
+            Some(0),
+        )
+        .await;
+    let seed = json!({"productId": product, "bidderId": "alice", "amount": 150, "timestamp": 1});
+    let _: i64 = redis::cmd("LPUSH")
+        .arg(&list_key)
+        .arg(seed.to_string())
+        .query_async(&mut c)
+        .await?;
+    let accepted = bids
+        .next_of("bid.accepted", secs(20))
+        .await
+        .expect("bid.accepted");
+    assert_eq!(accepted.json()["data"]["amount"], 150);
+    let processing = format!("{{{list_key}}}:processing");
+    let started = Instant::now();
+    loop {
+        let left: i64 = redis::cmd("LLEN")
+            .arg(&processing)
+            .query_async(&mut c)
+            .await?;
+        let pending: i64 = redis::cmd("LLEN")
+            .arg(&list_key)
+            .query_async(&mut c)
+            .await?;
+        if (left, pending) == (0, 0) {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < secs(20),
+            "{left} left in processing, {pending} pending"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(node);
+    env.cleanup().await;
+    Ok(())
+}

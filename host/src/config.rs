@@ -512,13 +512,9 @@ impl Config {
             Some(j) if !j.is_empty() => crate::sources::parse_json(j).map_err(Error::Invalid)?,
             _ => o.sources.clone().unwrap_or_default(),
         };
-        let sources = crate::sources::check(
-            &source_configs,
-            non_empty(o.redis_url.clone())
-                .as_deref()
-                .and_then(|u| crate::backend::cluster::conn::urls(u).first().copied()),
-        )
-        .map_err(Error::Invalid)?;
+        let sources =
+            crate::sources::check(&source_configs, non_empty(o.redis_url.clone()).as_deref())
+                .map_err(Error::Invalid)?;
         let databases = parse_databases(o.databases.as_deref().unwrap_or(""))?;
         let mode = match (non_empty(o.redis_url), non_empty(o.database_url)) {
             (Some(redis_url), Some(database_url)) => Mode::Cluster {

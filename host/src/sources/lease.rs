@@ -10,10 +10,7 @@
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
-
-use crate::backend::cluster::conn::{Conn, RedisConn};
+use crate::backend::cluster::conn::{Conn, Dedicated, RedisConn};
 use tokio_util::sync::CancellationToken;
 
 /// Extends the lease only if this node still holds it.
@@ -34,15 +31,8 @@ pub struct Lease {
 }
 
 /// A connection for short commands to a source's Redis (2 s per answer).
-pub async fn short_conn(
-    client: &redis::Client,
-) -> Result<MultiplexedConnection, redis::RedisError> {
-    let cfg = AsyncConnectionConfig::new()
-        .set_connection_timeout(Duration::from_secs(2))
-        .set_response_timeout(Duration::from_secs(2));
-    client
-        .get_multiplexed_async_connection_with_config(&cfg)
-        .await
+pub async fn short_conn(redis: &Dedicated) -> Result<Conn, redis::RedisError> {
+    redis.connect(Duration::from_secs(2)).await
 }
 
 impl Lease {
@@ -138,14 +128,14 @@ impl Lease {
 /// `{prefix}:source:{name}:dead-letters` (reason, origin, raw message).
 pub struct RedisDeadLetters {
     /// A connection for short commands.
-    pub conn: MultiplexedConnection,
+    pub conn: Conn,
     /// The stream's key.
     pub key: String,
 }
 
 impl RedisDeadLetters {
     /// The node-level dead letters of a source.
-    pub fn new(conn: MultiplexedConnection, prefix: &str, source: &str) -> RedisDeadLetters {
+    pub fn new(conn: Conn, prefix: &str, source: &str) -> RedisDeadLetters {
         RedisDeadLetters {
             conn,
             key: format!("{prefix}:source:{source}:dead-letters"),

@@ -274,7 +274,13 @@ fn check_one(c: &SourceConfig, default_redis: Option<&str>) -> Result<Spec, Stri
             (_, Some(u)) => u.to_string(),
             _ => return Err("`redis_url` is needed (the node has no REDIS_URL)".into()),
         };
-        redis::Client::open(u.as_str()).map_err(|_| "`redis_url` is not a Redis URL")?;
+        // One server, or a Redis Cluster's seed nodes separated by commas.
+        let list = crate::backend::cluster::conn::urls(&u);
+        if list.is_empty() || list.iter().any(|one| redis::Client::open(*one).is_err()) {
+            return Err(
+                "`redis_url` is not a Redis URL (or a comma-separated list of them)".into(),
+            );
+        }
         (u.clone(), Some(u))
     } else {
         if c.redis_url.is_some() {

@@ -28,13 +28,13 @@ use std::time::Duration;
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 
-use redis::AsyncConnectionConfig;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::{short_conn, RedisDeadLetters};
 use super::mapping::Reason;
 use super::{Ctx, Fault, Item, Source};
+use crate::backend::cluster::conn::{Conn, Dedicated};
 use crate::bids::{Bid, BidStatus, Product};
 
 /// How long one `BLMOVE` blocks, in seconds.
@@ -52,25 +52,51 @@ end
 return out
 ";
 
+/// The processing list: as configured; on a Redis Cluster, where the move
+/// and the script touch both lists at once, it must share the list's hash
+/// slot, so the default (`{key}:processing`) becomes `{key}:processing`
+/// with the list's name as its hash tag (or the list's own tag).
+fn processing_key(key: &str, configured: &str, cluster: bool) -> Result<String, Fault> {
+    use crate::backend::cluster::conn::slot;
+    if !cluster || slot(key) == slot(configured) {
+        return Ok(configured.to_string());
+    }
+    if configured != format!("{key}:processing") {
+        return Err(Fault::Other(format!(
+            "on a Redis Cluster the processing list {configured:?} must be in the hash slot of \
+             the list {key:?}: give it the list's hash tag"
+        )));
+    }
+    let tagged = if has_tag(key) {
+        format!("{key}:processing")
+    } else {
+        format!("{{{key}}}:processing")
+    };
+    Ok(tagged)
+}
+
+/// Whether `key` has a hash tag (a `{` followed by a non-empty `...}`).
+fn has_tag(key: &str) -> bool {
+    key.find('{')
+        .and_then(|open| key[open + 1..].find('}'))
+        .is_some_and(|len| len > 0)
+}
+
 pub(super) struct RedisListBids;
 
 #[async_trait::async_trait]
 impl Source for RedisListBids {
     async fn run(&self, ctx: &Ctx, owned: &CancellationToken) -> Result<(), Fault> {
         let spec = ctx.spec();
-        let client = redis::Client::open(spec.redis_url.as_str())?;
-        let mut short = short_conn(&client).await?;
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(BLOCK_SECS + 5));
-        let mut reader = client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await?;
+        let (redis, cluster) = Dedicated::open(&spec.redis_url).await?;
+        let processing = processing_key(&spec.key, &spec.processing_key, cluster)?;
+        let mut short = short_conn(&redis).await?;
+        let mut reader = redis.connect(Duration::from_secs(BLOCK_SECS + 5)).await?;
         let dead = RedisDeadLetters::new(short.clone(), &ctx.prefix, &spec.name);
         // Leftovers of a run that stopped between a move and its removal,
         // oldest (right-most) first.
         let mut left: Vec<Vec<u8>> = redis::cmd("LRANGE")
-            .arg(&spec.processing_key)
+            .arg(&processing)
             .arg(0)
             .arg(-1)
             .query_async(&mut short)
@@ -80,7 +106,7 @@ impl Source for RedisListBids {
             if owned.is_cancelled() {
                 return Ok(());
             }
-            handle(ctx, &dead, &mut short, chunk).await?;
+            handle(ctx, &dead, &mut short, &processing, chunk).await?;
         }
         let more = redis::Script::new(MOVE_MORE);
         let mut measured = std::time::Instant::now() - Duration::from_secs(2);
@@ -97,7 +123,7 @@ impl Source for RedisListBids {
             }
             let mut cmd = redis::cmd("BLMOVE");
             cmd.arg(&spec.key)
-                .arg(&spec.processing_key)
+                .arg(&processing)
                 .arg("RIGHT")
                 .arg("LEFT")
                 .arg(BLOCK_SECS);
@@ -109,12 +135,12 @@ impl Source for RedisListBids {
             let mut batch = vec![raw];
             let rest: Vec<Vec<u8>> = more
                 .key(&spec.key)
-                .key(&spec.processing_key)
+                .key(&processing)
                 .arg(spec.batch - 1)
                 .invoke_async(&mut short)
                 .await?;
             batch.extend(rest);
-            handle(ctx, &dead, &mut short, &batch).await?;
+            handle(ctx, &dead, &mut short, &processing, &batch).await?;
             if owned.is_cancelled() {
                 return Ok(());
             }
@@ -127,7 +153,8 @@ impl Source for RedisListBids {
 async fn handle(
     ctx: &Ctx,
     dead: &RedisDeadLetters,
-    short: &mut redis::aio::MultiplexedConnection,
+    short: &mut Conn,
+    processing: &str,
     raws: &[Vec<u8>],
 ) -> Result<(), Fault> {
     let spec = ctx.spec();
@@ -170,12 +197,7 @@ async fn handle(
     }
     let mut remove = redis::pipe();
     for raw in raws {
-        remove
-            .cmd("LREM")
-            .arg(&spec.processing_key)
-            .arg(1)
-            .arg(raw)
-            .ignore();
+        remove.cmd("LREM").arg(processing).arg(1).arg(raw).ignore();
     }
     remove.query_async::<()>(short).await?;
     Ok(())

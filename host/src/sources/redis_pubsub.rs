@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::lease::{short_conn, RedisDeadLetters};
 use super::mapping::parse_json;
 use super::{Ctx, Fault, Item, Source};
+use crate::backend::cluster::conn::Dedicated;
 
 pub(super) struct RedisPubsub;
 
@@ -21,9 +22,11 @@ pub(super) struct RedisPubsub;
 impl Source for RedisPubsub {
     async fn run(&self, ctx: &Ctx, owned: &CancellationToken) -> Result<(), Fault> {
         let spec = ctx.spec();
-        let client = redis::Client::open(spec.redis_url.as_str())?;
-        let dead = RedisDeadLetters::new(short_conn(&client).await?, &ctx.prefix, &spec.name);
-        let mut pubsub = client.get_async_pubsub().await?;
+        // One server, or a Redis Cluster: a classic `PUBLISH` on any of
+        // its nodes reaches a subscriber on any other.
+        let (redis, _) = Dedicated::open(&spec.redis_url).await?;
+        let dead = RedisDeadLetters::new(short_conn(&redis).await?, &ctx.prefix, &spec.name);
+        let mut pubsub = redis.pubsub().await?;
         pubsub.psubscribe(spec.pattern.as_str()).await?;
         let mut messages = pubsub.on_message();
         loop {

@@ -22,12 +22,13 @@
 
 use std::time::{Duration, Instant};
 
-use redis::{AsyncConnectionConfig, Value};
+use redis::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::{short_conn, RedisDeadLetters};
 use super::mapping::entry_object;
 use super::{Ctx, Fault, Item, Source};
+use crate::backend::cluster::conn::{Conn, Dedicated};
 
 /// The consumer every node reads as (only the lease holder reads).
 const CONSUMER: &str = "switchyard";
@@ -42,14 +43,10 @@ pub(super) struct RedisStream;
 impl Source for RedisStream {
     async fn run(&self, ctx: &Ctx, owned: &CancellationToken) -> Result<(), Fault> {
         let spec = ctx.spec();
-        let client = redis::Client::open(spec.redis_url.as_str())?;
-        let mut short = short_conn(&client).await?;
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(BLOCK + Duration::from_secs(5));
-        let mut reader = client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await?;
+        // One server, or a Redis Cluster (the stream's key is one slot).
+        let (redis, _) = Dedicated::open(&spec.redis_url).await?;
+        let mut short = short_conn(&redis).await?;
+        let mut reader = redis.connect(BLOCK + Duration::from_secs(5)).await?;
         let dead = RedisDeadLetters::new(short.clone(), &ctx.prefix, &spec.name);
         let created: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
@@ -158,7 +155,7 @@ fn entry_ms(id: &str) -> Option<i64> {
 
 /// `XINFO GROUPS`: the group's `lag`; and the age of the first entry after
 /// its last delivered one.
-async fn measure_lag(ctx: &Ctx, c: &mut redis::aio::MultiplexedConnection) {
+async fn measure_lag(ctx: &Ctx, c: &mut Conn) {
     let spec = ctx.spec();
     let groups: Value = match redis::cmd("XINFO")
         .arg("GROUPS")

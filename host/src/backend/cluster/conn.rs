@@ -87,6 +87,31 @@ pub enum Dedicated {
 }
 
 impl Dedicated {
+    /// Where connections to `list` come from: one Redis URL, or a Redis
+    /// Cluster's seed nodes separated by commas (the first server answered
+    /// says which, by `INFO cluster`). For the sources, which read a
+    /// producer's Redis; `true` for a cluster.
+    pub async fn open(list: &str) -> redis::RedisResult<(Dedicated, bool)> {
+        let clients = urls(list)
+            .into_iter()
+            .map(redis::Client::open)
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(first) = clients.first() else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "no URL",
+            )));
+        };
+        if cluster_enabled(first).await? {
+            let seeds = clients
+                .iter()
+                .map(|c| c.get_connection_info().clone())
+                .collect();
+            return Ok((Dedicated::Cluster(seeds), true));
+        }
+        Ok((Dedicated::Single(first.clone()), false))
+    }
+
     /// A connection of its own whose commands may wait `response` (longer
     /// than a blocking read's block time).
     pub async fn connect(&self, response: Duration) -> redis::RedisResult<Conn> {
