@@ -368,7 +368,7 @@ start_mode() {
           SWITCHYARD_DATA_DIR="$(mktemp -d)" SWITCHYARD_CLIENT_QUEUE=1024 SWITCHYARD_MAX_STREAMS_PER_ADDRESS=1000000 \
           SWITCHYARD_JWT_SECRET=$JWT_SECRET REDIS_URL=redis://127.0.0.1:$REDIS_PORT \
           DATABASE_URL=postgres://postgres@$PGHOST:5432/$PGDB SWITCHYARD_BUS_SHARDS="${SHARDS:-1}" \
-          SWITCHYARD_DATABASES="$dbs" \
+          SWITCHYARD_DATABASES="$dbs" SWITCHYARD_RETENTION_EVENTS="${RETENTION_EVENTS:-100000}" \
           "$BIN/switchyard" >"$OUT/server-$port.log" 2>&1 &
         PIDS+=("$!"); SRV_PIDS+=("$!")
         # The first node applies the migrations before the second starts.
@@ -1144,9 +1144,10 @@ replay_cluster() { # events: resume from Last-Event-ID 0 on the second node of a
 
 move_bench() { # events: tenant demo with this many events moved between databases under load
   local n=$1
-  SECOND_DB=1 start_mode cluster
+  SECOND_DB=1 RETENTION_EVENTS=$((n + 100000)) start_mode cluster
+  # --count is requests: n events in batches of 100.
   "$BIN/switchyard-loadgen" publish --url $URL --tenant demo --topic fill:1 --token $TOKEN \
-    --rate 0 --count "$n" --batch 100 --concurrency 16 --report "$OUT/move-fill.json" >"$OUT/move-fill.log" 2>&1
+    --rate 0 --count $((n / 100)) --batch 100 --concurrency 16 --report "$OUT/move-fill.json" >"$OUT/move-fill.log" 2>&1
   sed -n '/summary/,$p' "$OUT/move-fill.log"
   "$BIN/switchyard-loadgen" subscribe --url http://127.0.0.1:18401 --path '/events?tenant=demo&topic=live:1' \
     --clients 10 --duration-secs 26 --report "$OUT/move-sub.json" >"$OUT/move-sub.log" 2>&1 &

@@ -109,6 +109,9 @@ pub struct MoveReport {
     pub rows: u64,
     /// How long its writes waited (fence to flip), in ms.
     pub paused_ms: u64,
+    /// How long the whole move took (its events copied while its writes
+    /// went on, then the pause), in ms.
+    pub took_ms: u64,
 }
 
 /// Refuses to run on the home database alone when its placement puts
@@ -475,6 +478,7 @@ impl Placed {
             events: 0,
             rows: 0,
             paused_ms: 0,
+            took_ms: 0,
         };
         if place.db == target {
             if place.moving {
@@ -484,16 +488,19 @@ impl Placed {
             }
             return Ok(report);
         }
+        let began = Instant::now();
         sqlx::query("UPDATE placements SET moving_to = $2, changed_at = $3 WHERE tenant = $1")
             .bind(tenant)
             .bind(to.name())
             .bind(crate::event::now_ms())
             .execute(home)
             .await?;
-        let started = Instant::now();
+        let mut started = Instant::now();
         let copied: Result<Copied, Error> = async {
+            let pre = moving::precopy(&from.pool, &to.pool, tenant).await?;
+            started = Instant::now();
             moving::fence(&from.pool, tenant, to.name()).await?;
-            let copied = moving::copy(&from.pool, &to.pool, tenant).await?;
+            let copied = moving::copy(&from.pool, &to.pool, tenant, pre).await?;
             moving::left(&from.pool, tenant).await?;
             Ok(copied)
         }
@@ -515,6 +522,7 @@ impl Placed {
         };
         self.set_place(tenant, target).await?;
         report.paused_ms = started.elapsed().as_millis() as u64;
+        report.took_ms = began.elapsed().as_millis() as u64;
         report.head = copied.head;
         report.events = copied.events;
         report.rows = copied.rows;

@@ -180,6 +180,14 @@ impl Dispatcher {
                     // connections that need them get `reset` from the log.
                     if st.next <= upto && !st.pending.keys().any(|&s| s <= upto) {
                         let skipped = upto + 1 - st.next;
+                        // Rare and worth seeing: which ids, of whom (a
+                        // skip that retention does not explain is a bug).
+                        tracing::info!(
+                            %tenant,
+                            from = st.next,
+                            upto,
+                            "ids not in the log (trimmed by retention): skipped"
+                        );
                         self.hub.metrics.fanout_gap_skipped.add(skipped);
                         st.next = upto + 1;
                         self.drain(&tenant);

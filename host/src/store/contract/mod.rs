@@ -8,6 +8,7 @@
 
 mod admin;
 mod bids;
+mod moving;
 mod plugins;
 mod store;
 
@@ -40,7 +41,7 @@ enum Cleanup {
 }
 
 /// A fresh schema's URL, or `None` when Postgres does not answer.
-async fn fresh_schema() -> Option<(String, String)> {
+pub(super) async fn fresh_schema() -> Option<(String, String)> {
     let url = postgres_url();
     let mut admin = match <sqlx::PgConnection as sqlx::Connection>::connect(&url).await {
         Ok(c) => c,
