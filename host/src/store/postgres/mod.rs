@@ -6,6 +6,7 @@
 //! (`?options=-csearch_path%3Dname`), which is how tests keep their data apart.
 
 use std::borrow::Borrow;
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,9 +169,10 @@ impl Writer {
     /// One batch in one transaction.
     async fn transaction(&self, writes: &mut [Write]) -> Result<Vec<Outcome>, Error> {
         let mut tx = self.pool.begin().await?;
+        let keys = key_rows(&mut tx, writes).await?;
         let mut applied = Vec::with_capacity(writes.len());
         for w in writes.iter_mut() {
-            applied.push(apply(&mut tx, w, self.fenced).await?);
+            applied.push(apply(&mut tx, w, self.fenced, &keys).await?);
         }
         let stored = append_tx(&mut tx, &batch::events_of(writes, &applied)).await?;
         let outcomes = batch::split(writes, applied, stored);
@@ -182,55 +184,105 @@ impl Writer {
     }
 }
 
-/// Writes the idempotency keys of the batch's keyed appends. An expired row
-/// is replaced; a live one (another node's write committed meanwhile, whose
-/// row lock this waited for, or another write of the batch) fails the batch,
-/// which is then run again and sees the key.
+/// A key's row: `hash`, `ids` (JSON), `ts`, `created_at`.
+type KeyRow = (String, String, i64, i64);
+
+/// The stored rows of the batch's keyed writes' keys, in one query (a
+/// statement per key made a keyed batch 0.33-0.45x as fast as an
+/// unkeyed one in cluster mode: docs/benchmarks.md).
+async fn key_rows(
+    tx: &mut PgConnection,
+    writes: &[Write],
+) -> Result<HashMap<(String, String), KeyRow>, Error> {
+    let (tenants, keys): (Vec<&str>, Vec<&str>) = writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::Keyed { key, .. } => Some((key.tenant.as_str(), key.key.as_str())),
+            _ => None,
+        })
+        .unzip();
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(String, String, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT tenant, key, hash, ids, ts, created_at FROM publish_keys \
+         WHERE (tenant, key) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+    )
+    .bind(&tenants)
+    .bind(&keys)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(t, k, hash, ids, ts, created)| ((t, k), (hash, ids, ts, created)))
+        .collect())
+}
+
+/// Writes the idempotency keys of the batch's keyed appends, in one
+/// statement. An expired row (created before its write's `since_ms`) is
+/// replaced; a live one (another node's write committed meanwhile, whose
+/// row lock this waited for) fails the batch, which is then run again and
+/// sees the key; two writes of the batch with one key fail it too (a row
+/// cannot be written twice in a statement), and they are run one by one.
 async fn keep_keys(
     tx: &mut PgConnection,
     writes: &[Write],
     outcomes: &[Outcome],
 ) -> Result<(), Error> {
+    let rows = batch::keyed_rows(writes, outcomes);
+    if rows.is_empty() {
+        return Ok(());
+    }
     let now = crate::event::now_ms();
-    for (key, ids, ts) in batch::keyed_rows(writes, outcomes) {
-        let ids = serde_json::to_string(&ids).map_err(|e| Error::Internal(e.to_string()))?;
-        let done = sqlx::query(
-            "INSERT INTO publish_keys (tenant, key, hash, ids, ts, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, key) DO UPDATE SET \
-             hash = excluded.hash, ids = excluded.ids, ts = excluded.ts, \
-             created_at = excluded.created_at WHERE publish_keys.created_at < $7",
-        )
-        .bind(&key.tenant)
-        .bind(&key.key)
-        .bind(&key.hash)
-        .bind(ids)
-        .bind(ts)
-        .bind(now)
-        .bind(key.since_ms)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            // Another node's write, or another of this batch, took the
-            // key meanwhile: the batch is run again and this write sees it.
-            return Err(Error::KeyRaced);
-        }
+    let tenants: Vec<&str> = rows.iter().map(|(k, _, _)| k.tenant.as_str()).collect();
+    let keys: Vec<&str> = rows.iter().map(|(k, _, _)| k.key.as_str()).collect();
+    let hashes: Vec<&str> = rows.iter().map(|(k, _, _)| k.hash.as_str()).collect();
+    let ids = rows
+        .iter()
+        .map(|(_, ids, _)| serde_json::to_string(ids))
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let ts: Vec<i64> = rows.iter().map(|(_, _, ts)| *ts).collect();
+    let since: Vec<i64> = rows.iter().map(|(k, _, _)| k.since_ms).collect();
+    let done = sqlx::query(
+        "INSERT INTO publish_keys AS p (tenant, key, hash, ids, ts, created_at) \
+         SELECT t, k, h, i, s, $7 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+         $5::bigint[], $6::bigint[]) AS u(t, k, h, i, s, since) \
+         ON CONFLICT (tenant, key) DO UPDATE SET \
+         hash = excluded.hash, ids = excluded.ids, ts = excluded.ts, \
+         created_at = excluded.created_at \
+         WHERE p.created_at < (SELECT min(v.since) FROM UNNEST($1::text[], $2::text[], $6::bigint[]) \
+         AS v(t, k, since) WHERE v.t = excluded.tenant AND v.k = excluded.key)",
+    )
+    .bind(&tenants)
+    .bind(&keys)
+    .bind(&hashes)
+    .bind(&ids)
+    .bind(&ts)
+    .bind(&since)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() < rows.len() as u64 {
+        // Another node's write took a key meanwhile: the batch is run
+        // again and this write sees it.
+        return Err(Error::KeyRaced);
     }
     Ok(())
 }
 
 /// One write inside a batch's transaction: `Err` fails the batch, an inner
 /// `Err` refuses this write alone (it wrote nothing).
-async fn apply(tx: &mut PgConnection, w: &mut Write, fenced: bool) -> Result<Applied, Error> {
+async fn apply(
+    tx: &mut PgConnection,
+    w: &mut Write,
+    fenced: bool,
+    keys: &HashMap<(String, String), KeyRow>,
+) -> Result<Applied, Error> {
     match w {
         Write::Append { .. } => {}
         Write::Keyed { key, repeated, .. } => {
-            let row: Option<(String, String, i64, i64)> = sqlx::query_as(
-                "SELECT hash, ids, ts, created_at FROM publish_keys WHERE tenant = $1 AND key = $2",
-            )
-            .bind(&key.tenant)
-            .bind(&key.key)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let row = keys.get(&(key.tenant.clone(), key.key.clone())).cloned();
             match batch::keyed_repeat(key, row) {
                 Ok(found) => *repeated = found,
                 Err(refused) => return Ok(Err(refused)),
