@@ -30,6 +30,16 @@ async fn tenant_on(node: &Node, database: Option<&str>) -> String {
     slug
 }
 
+/// A second Postgres server, and an env whose nodes place tenants on the
+/// machine's (`main`, the test's schema) and on it (`b`).
+async fn two_databases() -> (PrivatePostgres, Env) {
+    let pb = PrivatePostgres::start().await;
+    let env = Env::new(Mode::Cluster)
+        .await
+        .set("SWITCHYARD_DATABASES", format!("b={}", pb.url()));
+    (pb, env)
+}
+
 /// One number a query answers on the database at `url`.
 async fn count(url: &str, sql: &str, tenant: &str) -> i64 {
     let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(url)
@@ -85,10 +95,7 @@ async fn message_ids(node: &Node, env: &Env, tenant: &str, user: &str) -> Vec<i6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tenants_on_two_databases_and_a_move_while_streams_read() {
-    let pb = PrivatePostgres::start().await;
-    let env = Env::new(Mode::Cluster)
-        .await
-        .set("SWITCHYARD_DATABASES", format!("b={}", pb.url()));
+    let (pb, env) = two_databases().await;
     let home = env.database_url.clone().expect("home database");
     let nodes = env.start_nodes(2).await;
 
@@ -303,15 +310,56 @@ async fn tenants_on_two_databases_and_a_move_while_streams_read() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::OK, "already there");
+    // Refusals: a database that is not one, a tenant that is not one, a
+    // slug that could not be one.
+    for (path, db, status) in [
+        (
+            format!("/admin/tenants/{x}/move"),
+            "nowhere",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/admin/tenants/nobody-here/move".to_string(),
+            "main",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/admin/tenants/NO%20PE/move".to_string(),
+            "main",
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let r = nodes[0].post(&path, &json!({"database": db})).await;
+        assert_eq!(r.status(), status, "{path} to {db}");
+    }
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_database_has_nowhere_to_move_to() {
+    let env = Env::new(Mode::Embedded).await;
+    let node = env.start().await;
+    let tenant = node.tenant().await;
+    let r = node
+        .post(
+            &format!("/admin/tenants/{tenant}/move"),
+            &json!({"database": "main"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let dbs: Value = node
+        .get("/admin/databases")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(dbs["databases"][0]["name"], "main", "{dbs}");
     env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ready_names_the_database_that_does_not_answer() {
-    let pb = PrivatePostgres::start().await;
-    let env = Env::new(Mode::Cluster)
-        .await
-        .set("SWITCHYARD_DATABASES", format!("b={}", pb.url()));
+    let (pb, env) = two_databases().await;
     let node = env.start().await;
     let on_main = tenant_on(&node, Some("main")).await;
     let on_b = tenant_on(&node, Some("b")).await;
@@ -344,10 +392,7 @@ async fn ready_names_the_database_that_does_not_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_refuses_a_placement_naming_a_database_it_lacks() {
-    let pb = PrivatePostgres::start().await;
-    let env = Env::new(Mode::Cluster)
-        .await
-        .set("SWITCHYARD_DATABASES", format!("b={}", pb.url()));
+    let (_pb, env) = two_databases().await;
     let node = env.start().await;
     tenant_on(&node, Some("b")).await;
     drop(node);

@@ -64,6 +64,10 @@ pub const GRACE: Duration = Duration::from_secs(10);
 /// The home database's notification channel: a tenant's placement changed.
 const CHANNEL: &str = "switchyard_placement";
 
+/// How often a call waiting for a move reads the placement when no
+/// notification came.
+const RECHECK: Duration = Duration::from_millis(250);
+
 /// Most product and bid ids whose database is remembered.
 const IDS_KEPT: usize = 100_000;
 
@@ -126,10 +130,7 @@ pub async fn check_alone(home: &PostgresStore) -> Result<(), Error> {
     .fetch_optional(&home.pool)
     .await?;
     match elsewhere {
-        Some(db) => Err(Error::Internal(format!(
-            "the placement names database {db:?}, which SWITCHYARD_DATABASES does not list \
-             (every node must list every database)"
-        ))),
+        Some(db) => Err(lacking(&db)),
         None => Ok(()),
     }
 }
@@ -139,8 +140,17 @@ pub async fn check_alone(home: &PostgresStore) -> Result<(), Error> {
 struct Place {
     /// Its database (an index into `dbs`).
     db: usize,
-    /// A move of it is running (or stopped half-way).
-    moving: bool,
+    /// The database a move of it is running to (or stopped half-way to).
+    moving_to: Option<usize>,
+}
+
+/// A node lacking a database the placement names: it would answer that
+/// the database's tenants do not exist.
+fn lacking(name: &str) -> Error {
+    Error::Internal(format!(
+        "the placement names database {name:?}, which SWITCHYARD_DATABASES does not list \
+         (every node must list every database)"
+    ))
 }
 
 /// The stores of every database behind one `Store` (and `BidStore`,
@@ -153,6 +163,9 @@ pub struct Placed {
     places: RwLock<HashMap<String, usize>>,
     /// Product or bid id → the database that last answered for it.
     ids: Mutex<HashMap<String, usize>>,
+    /// Told whenever a placement changes (here or, by `NOTIFY`, elsewhere):
+    /// the calls waiting for a move wake.
+    changed: tokio::sync::Notify,
     commits: Commits,
 }
 
@@ -247,10 +260,7 @@ impl Placed {
             .iter()
             .find(|n| !dbs.iter().any(|d| d.name() == n.as_str()))
         {
-            return Err(Error::Internal(format!(
-                "the placement names database {missing:?}, which SWITCHYARD_DATABASES does not list \
-                 (every node must list every database)"
-            )));
+            return Err(lacking(missing));
         }
         let halted: Vec<String> =
             sqlx::query_scalar("SELECT tenant FROM placements WHERE moving_to IS NOT NULL")
@@ -268,6 +278,7 @@ impl Placed {
             rule,
             places: RwLock::new(HashMap::new()),
             ids: Mutex::new(HashMap::new()),
+            changed: tokio::sync::Notify::new(),
             commits,
         });
         tokio::spawn(listen(Arc::downgrade(&placed)));
@@ -306,24 +317,24 @@ impl Placed {
     /// Where `tenant` is placed, read from the home database (`None`: not
     /// placed, so not a tenant).
     async fn place(&self, tenant: &str) -> Result<Option<Place>, Error> {
-        let row: Option<(String, bool)> =
-            sqlx::query_as("SELECT db, moving_to IS NOT NULL FROM placements WHERE tenant = $1")
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT db, moving_to FROM placements WHERE tenant = $1")
                 .bind(tenant)
                 .fetch_optional(&self.dbs[0].pool)
                 .await?;
-        let Some((name, moving)) = row else {
+        let Some((name, moving_to)) = row else {
             return Ok(None);
         };
-        let db = self.index(&name).ok_or_else(|| {
-            Error::Internal(format!(
-                "tenant {tenant:?} is placed on database {name:?}, which this node does not have"
-            ))
-        })?;
+        let db = self.index(&name).ok_or_else(|| lacking(&name))?;
+        let moving_to = match moving_to {
+            Some(n) => Some(self.index(&n).ok_or_else(|| lacking(&n))?),
+            None => None,
+        };
         self.places
             .write()
             .expect("places lock")
             .insert(tenant.to_string(), db);
-        Ok(Some(Place { db, moving }))
+        Ok(Some(Place { db, moving_to }))
     }
 
     /// The database of `tenant` (the home database for one not placed,
@@ -353,15 +364,23 @@ impl Placed {
         deadline: Instant,
     ) -> Result<bool, Error> {
         loop {
+            // Armed before the read, so a flip between the two wakes it.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             match self.place(tenant).await? {
                 Some(p) if p.db != was => return Ok(true),
-                Some(p) if p.moving || matches!(err, Error::Moved(_)) => {}
+                Some(p) if p.moving_to.is_some() || matches!(err, Error::Moved(_)) => {}
                 _ => return Ok(false),
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return Ok(false);
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            // Woken by the flip's notification; read again now and then
+            // all the same (a notification can be missed while the
+            // listener reconnects), not every few ms by every waiting call.
+            let _ = tokio::time::timeout(RECHECK.min(deadline - now), changed).await;
         }
     }
 
@@ -480,8 +499,13 @@ impl Placed {
             paused_ms: 0,
             took_ms: 0,
         };
+        // A move that stopped half-way to another database may have left
+        // its copy there (whole, once its copy committed): it goes.
+        if let Some(halted) = place.moving_to.filter(|&d| d != target && d != place.db) {
+            moving::discard(&self.dbs[halted].pool, tenant).await?;
+        }
         if place.db == target {
-            if place.moving {
+            if place.moving_to.is_some() {
                 // Undo a move that stopped half-way.
                 moving::unfence(&from.pool, tenant).await?;
                 self.set_place(tenant, target).await?;
@@ -567,6 +591,7 @@ impl Placed {
             .write()
             .expect("places lock")
             .insert(tenant.to_string(), db);
+        self.changed.notify_waiters();
         Ok(())
     }
 
@@ -582,13 +607,14 @@ impl Placed {
             .collect()
     }
 
-    /// Appends the events of one tenant.
+    /// Appends the events of one tenant. Each try takes a copy (a try
+    /// refused as moved hands nothing back): only with several databases.
     async fn append_one(
         &self,
         tenant: &str,
-        events: Vec<NewEvent>,
+        events: &[NewEvent],
     ) -> Result<Vec<StoredEvent>, Error> {
-        routed!(self, tenant, |s| s.append(events.clone()))
+        routed!(self, tenant, |s| s.append(events.to_vec()))
     }
 }
 
@@ -626,6 +652,7 @@ async fn listen(placed: Weak<Placed>) {
                     return;
                 };
                 p.forget(n.payload());
+                p.changed.notify_waiters();
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -677,7 +704,7 @@ impl Store for Placed {
             return Ok(Vec::new());
         };
         if events.iter().all(|e| e.tenant == first) {
-            return self.append_one(&first, events).await;
+            return self.append_one(&first, &events).await;
         }
         // Several tenants: one append per tenant, at once; the answer in
         // the input's order.
@@ -692,14 +719,11 @@ impl Store for Placed {
             }
         }
         let n: usize = groups.iter().map(|(_, at, _)| at.len()).sum();
-        let stored = join_all(
-            groups
-                .iter()
-                .map(|(t, _, es)| self.append_one(t, es.clone())),
-        )
-        .await;
+        let (places, appends): (Vec<_>, Vec<_>) =
+            groups.into_iter().map(|(t, at, es)| (at, (t, es))).unzip();
+        let stored = join_all(appends.iter().map(|(t, es)| self.append_one(t, es))).await;
         let mut out: Vec<Option<StoredEvent>> = vec![None; n];
-        for ((_, at, _), result) in groups.iter().zip(stored) {
+        for (at, result) in places.iter().zip(stored) {
             for (i, e) in at.iter().zip(result?) {
                 out[*i] = Some(e);
             }

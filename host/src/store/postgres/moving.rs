@@ -113,7 +113,7 @@ const TABLES: &[Table] = &[
 ];
 
 /// What a copy carried.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Copied {
     /// The tenant's head (its highest id) when it was fenced.
     pub head: Seq,
